@@ -1,0 +1,177 @@
+//! `gym-checkin demo`: the whole pipeline on this machine, with no hardware and no EGYM account.
+//!
+//! The stand-in EGYM ([`crate::egym::fake`]) runs on loopback with a few demo members; what is
+//! typed on standard input is a reader (one tag per line); the database is a temporary file.
+//! Every request the stand-in receives is printed, so the check-ins, check-outs and their
+//! timestamps can be seen. `outage` and `restore` take the stand-in down and back.
+
+use std::io::Write;
+use std::time::Duration;
+
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::sync::oneshot;
+
+use crate::clock::{now_ms, rfc3339_ms};
+use crate::config::{ApiKey, ApiKeySource, Config};
+use crate::egym::fake::{FakeEgym, Member, Mode, Received, demo_members};
+use crate::reader::Source;
+use crate::store::Store;
+
+const DEMO_KEY: &str = "demo-api-key";
+
+pub async fn run() -> Result<(), String> {
+    let dir = std::env::temp_dir().join(format!("gym-checkin-demo-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    let result = run_in(&dir).await;
+    let _ = std::fs::remove_dir_all(&dir);
+    result
+}
+
+async fn run_in(dir: &std::path::Path) -> Result<(), String> {
+    let members = demo_members();
+    let fake = FakeEgym::start(members.clone(), DEMO_KEY)
+        .await
+        .map_err(|e| format!("cannot start the stand-in EGYM: {e}"))?;
+    let db = dir.join("demo.db");
+    let text = format!(
+        r#"
+        [egym]
+        base-url = "{}"
+        request-timeout = "3s"
+        [store]
+        path = "{}"
+        [visits]
+        repeat-window = "5s"
+        [[readers]]
+        name = "front-desk"
+        driver = "stdin"
+        debounce = "0ms"
+        "#,
+        fake.base_url(),
+        db.display()
+    );
+    let mut config = Config::parse(&text).map_err(|problems| problems.join("; "))?;
+    config.egym.api_key = ApiKeySource::Literal(ApiKey::new(DEMO_KEY.into()));
+
+    print_banner(&fake, &members);
+    tokio::spawn(print_requests(fake.subscribe(), members));
+
+    let (mut typed, reader_end) = tokio::io::duplex(4096);
+    let (quit, quitting) = oneshot::channel::<()>();
+    let store_path = db.clone();
+    let fake = std::sync::Arc::new(fake);
+    let console_fake = fake.clone();
+    tokio::spawn(async move {
+        let mut lines = BufReader::new(tokio::io::stdin()).lines();
+        while let Ok(Some(line)) = lines.next_line().await {
+            match line.trim() {
+                "outage" => {
+                    console_fake.set_mode(Mode::Down);
+                    say("EGYM is now DOWN: taps are still recorded and held in the outbox. Type `restore` to bring it back.");
+                }
+                "restore" => {
+                    console_fake.set_mode(Mode::Normal);
+                    say("EGYM is back. Held taps go out at their next retry, or at once with the next tap.");
+                }
+                "status" => print_status(&store_path).await,
+                "help" | "?" => say(COMMANDS),
+                "quit" | "exit" => break,
+                "" => {}
+                tag => {
+                    if typed.write_all(format!("{tag}\n").as_bytes()).await.is_err() {
+                        break;
+                    }
+                }
+            }
+        }
+        // End of input: give held taps a moment to go out, so piped demos show the whole flow.
+        wait_for_empty_outbox(&store_path, Duration::from_secs(15)).await;
+        let _ = quit.send(());
+    });
+
+    let shutdown = async {
+        tokio::select! {
+            () = crate::daemon::termination_signal() => {}
+            _ = quitting => {}
+        }
+    };
+    let key = ApiKey::new(DEMO_KEY.into());
+    crate::daemon::run(config, key, vec![Some(Source::Stream(Box::new(reader_end)))], shutdown)
+        .await
+        .map_err(|e| e.to_string())
+}
+
+const COMMANDS: &str = "Type a tag and Enter to tap it. Commands: outage, restore, status, help, quit.";
+
+fn say(text: &str) {
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, ">> {text}");
+    let _ = out.flush();
+}
+
+fn print_banner(fake: &FakeEgym, members: &[Member]) {
+    let mut text = format!(
+        "gym-checkin demo: a stand-in EGYM runs at {} and this terminal is the reader.\n\
+         Demo members (type a tag to tap that member's card):\n",
+        fake.base_url()
+    );
+    for member in members {
+        let typed = member.rfid.trim_start_matches("0x");
+        text.push_str(&format!("    {typed}   {}\n", member.name));
+    }
+    text.push_str("A tag nobody has, e.g. 0A0B0C0D0E, shows how an unknown card is reported.\n");
+    text.push_str("A second tap of the same tag within 5 s is ignored (repeat-window).\n");
+    text.push_str(COMMANDS);
+    println!("{text}");
+}
+
+async fn print_requests(mut requests: tokio::sync::broadcast::Receiver<Received>, members: Vec<Member>) {
+    while let Ok(request) = requests.recv().await {
+        let status = request.status.map_or("(no answer)".to_string(), |s| s.to_string());
+        let line = if let Some((account, what)) = request.visit() {
+            let name = members.iter().find(|m| m.account_id == account).map_or("?", |m| m.name.as_str());
+            let tapped = request.timestamp().map(rfc3339_ms).unwrap_or_else(|| "missing".into());
+            let late_s = request.timestamp().map(|t| (request.at_ms - t) as f64 / 1000.0).unwrap_or(0.0);
+            format!(
+                "EGYM received {} {}  body {}  → {status}\n             {name} {}, tap time {tapped} ({late_s:.1} s before it arrived)",
+                request.method,
+                request.path,
+                request.body.as_ref().map(|b| b.to_string()).unwrap_or_default(),
+                if what == "checkins" { "checked IN" } else { "checked OUT" },
+            )
+        } else {
+            let query = request.query.as_deref().map(|q| format!("?{q}")).unwrap_or_default();
+            format!("EGYM received {} {}{query}  → {status}", request.method, request.path)
+        };
+        say(&line);
+    }
+}
+
+async fn print_status(db: &std::path::Path) {
+    match Store::open(db) {
+        Ok(store) => match store.event_counts().await {
+            Ok(c) => say(&format!(
+                "outbox: {} pending, {} unknown tag, {} delivered, {} rejected (at {})",
+                c.pending,
+                c.unknown_tag,
+                c.delivered,
+                c.rejected,
+                rfc3339_ms(now_ms())
+            )),
+            Err(e) => say(&format!("cannot read the outbox: {e}")),
+        },
+        Err(e) => say(&format!("cannot open the outbox: {e}")),
+    }
+}
+
+async fn wait_for_empty_outbox(db: &std::path::Path, timeout: Duration) {
+    let Ok(store) = Store::open(db) else { return };
+    let deadline = tokio::time::Instant::now() + timeout;
+    while tokio::time::Instant::now() < deadline {
+        match store.event_counts().await {
+            Ok(c) if c.pending == 0 => return,
+            Ok(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+            Err(_) => return,
+        }
+    }
+}

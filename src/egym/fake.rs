@@ -1,0 +1,346 @@
+//! A stand-in for the EGYM API on loopback, for the demo and the tests: one fake EGYM in the
+//! project, not two.
+//!
+//! It knows a few members, answers the lookup and the check-in/check-out calls as EGYM does
+//! (including its error bodies), records every request it receives, and can be told to go
+//! down (connections refused), to answer every call with a given status, or to stall (accept
+//! and never answer).
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::{Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use tokio::net::{TcpListener, TcpSocket};
+use tokio::sync::{Notify, broadcast, watch};
+use tokio::task::JoinSet;
+
+/// A member the stand-in knows.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Member {
+    /// The rfid as enrolled (`0x…`); matched without regard to case.
+    pub rfid: String,
+    pub account_id: String,
+    pub name: String,
+}
+
+/// The members of the demo gym. Their tags are EM4100 ids as an RDM6300 reads them.
+pub fn demo_members() -> Vec<Member> {
+    [
+        ("0x0C000621A5", "a1c3e5f7-0001", "Alex Demo"),
+        ("0x4B00423C15", "a1c3e5f7-0002", "Billie Demo"),
+        ("0x06001259E3", "a1c3e5f7-0003", "Charlie Demo"),
+        ("0x01026F6C3A", "a1c3e5f7-0004", "Dana Demo"),
+        ("0x0102B0A5FD", "a1c3e5f7-0005", "Eli Demo"),
+    ]
+    .into_iter()
+    .map(|(rfid, account_id, name)| Member { rfid: rfid.into(), account_id: account_id.into(), name: name.into() })
+    .collect()
+}
+
+/// How the stand-in answers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    /// As EGYM does.
+    Normal,
+    /// Not listening: every connection is refused, open ones are closed.
+    Down,
+    /// Every call is answered with this status and an EGYM error body.
+    Status(u16),
+    /// Connections are accepted and requests read, but never answered.
+    Stall,
+}
+
+/// One request as the stand-in received it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Received {
+    pub method: String,
+    pub path: String,
+    pub query: Option<String>,
+    pub api_key: Option<String>,
+    pub user_agent: Option<String>,
+    pub body: Option<serde_json::Value>,
+    /// When it arrived, in milliseconds since the Unix epoch.
+    pub at_ms: i64,
+    /// The status it was answered with (`None` while stalled).
+    pub status: Option<u16>,
+}
+
+impl Received {
+    /// The account id of a check-in or check-out, and which of the two it was.
+    pub fn visit(&self) -> Option<(&str, &str)> {
+        let rest = self.path.strip_prefix("/api/v2/accounts/")?;
+        let (account, what) = rest.split_once('/')?;
+        matches!(what, "checkins" | "checkouts").then_some((account, what))
+    }
+
+    /// The `timestamp` of a check-in or check-out body.
+    pub fn timestamp(&self) -> Option<i64> {
+        self.body.as_ref()?.get("timestamp")?.as_i64()
+    }
+
+    /// The rfid of a lookup.
+    pub fn lookup_rfid(&self) -> Option<&str> {
+        self.path.strip_prefix("/api/v2/accounts/rfid/")
+    }
+
+    /// The `tagFormat` query parameter of a lookup.
+    pub fn tag_format(&self) -> Option<&str> {
+        self.query.as_deref()?.split('&').find_map(|pair| pair.strip_prefix("tagFormat="))
+    }
+}
+
+struct State {
+    members: Vec<Member>,
+    api_key: String,
+    received: Vec<Received>,
+}
+
+struct Shared {
+    state: Mutex<State>,
+    changed: Notify,
+    events: broadcast::Sender<Received>,
+    mode: watch::Sender<Mode>,
+}
+
+impl Shared {
+    fn state(&self) -> MutexGuard<'_, State> {
+        // A panic while holding the lock aborts the process (panic = "abort"), so the lock is
+        // never poisoned in a running process.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// A running stand-in. Dropping it stops it.
+#[derive(Debug)]
+pub struct FakeEgym {
+    addr: SocketAddr,
+    shared: Arc<Shared>,
+    server: tokio::task::JoinHandle<()>,
+}
+
+impl std::fmt::Debug for Shared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Shared").finish_non_exhaustive()
+    }
+}
+
+impl Drop for FakeEgym {
+    fn drop(&mut self) {
+        self.server.abort();
+    }
+}
+
+impl FakeEgym {
+    /// Starts the stand-in on `127.0.0.1` and a free port, knowing `members` and accepting
+    /// `api_key`.
+    pub async fn start(members: Vec<Member>, api_key: &str) -> std::io::Result<FakeEgym> {
+        let listener = bind(SocketAddr::from(([127, 0, 0, 1], 0)))?;
+        let addr = listener.local_addr()?;
+        let (mode, _) = watch::channel(Mode::Normal);
+        let shared = Arc::new(Shared {
+            state: Mutex::new(State { members, api_key: api_key.to_string(), received: Vec::new() }),
+            changed: Notify::new(),
+            events: broadcast::channel(1024).0,
+            mode,
+        });
+        let server = tokio::spawn(serve(listener, addr, shared.clone()));
+        Ok(FakeEgym { addr, shared, server })
+    }
+
+    /// `http://127.0.0.1:PORT`, for `egym.base-url`.
+    pub fn base_url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    pub fn set_mode(&self, mode: Mode) {
+        self.shared.mode.send_replace(mode);
+    }
+
+    pub fn set_api_key(&self, api_key: &str) {
+        self.shared.state().api_key = api_key.to_string();
+    }
+
+    /// Every request received so far.
+    pub fn received(&self) -> Vec<Received> {
+        self.shared.state().received.clone()
+    }
+
+    /// Each request as it arrives.
+    pub fn subscribe(&self) -> broadcast::Receiver<Received> {
+        self.shared.events.subscribe()
+    }
+
+    /// Waits until `done` holds for the requests received, or `timeout` passes; returns the
+    /// requests either way, and whether `done` held.
+    pub async fn wait_for(
+        &self,
+        timeout: Duration,
+        done: impl Fn(&[Received]) -> bool,
+    ) -> (bool, Vec<Received>) {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let changed = self.shared.changed.notified();
+            let received = self.received();
+            if done(&received) {
+                return (true, received);
+            }
+            if tokio::time::timeout_at(deadline, changed).await.is_err() {
+                let received = self.received();
+                return (done(&received), received);
+            }
+        }
+    }
+}
+
+fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = TcpSocket::new_v4()?;
+    // The same port is bound again after an outage; connections from before may linger.
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(128)
+}
+
+async fn serve(listener: TcpListener, addr: SocketAddr, shared: Arc<Shared>) {
+    let mut mode = shared.mode.subscribe();
+    let mut listener = Some(listener);
+    let mut connections = JoinSet::new();
+    loop {
+        let down = *mode.borrow_and_update() == Mode::Down;
+        if down {
+            listener = None;
+            connections.abort_all();
+        } else if listener.is_none() {
+            match bind(addr) {
+                Ok(l) => listener = Some(l),
+                Err(_) => {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            }
+        }
+        tokio::select! {
+            changed = mode.changed() => if changed.is_err() { return },
+            accepted = accept(listener.as_ref()) => {
+                if let Ok((stream, _)) = accepted {
+                    let shared = shared.clone();
+                    connections.spawn(async move {
+                        let service = hyper::service::service_fn(move |request| handle(shared.clone(), request));
+                        let _ = hyper::server::conn::http1::Builder::new()
+                            .serve_connection(TokioIo::new(stream), service)
+                            .await;
+                    });
+                }
+            }
+            Some(_) = connections.join_next(), if !connections.is_empty() => {}
+        }
+    }
+}
+
+async fn accept(listener: Option<&TcpListener>) -> std::io::Result<(tokio::net::TcpStream, SocketAddr)> {
+    match listener {
+        Some(listener) => listener.accept().await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn handle(shared: Arc<Shared>, request: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {
+    let (parts, body) = request.into_parts();
+    let body = body.collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+    let header = |name: &str| parts.headers.get(name).and_then(|v| v.to_str().ok()).map(str::to_string);
+    let mut received = Received {
+        method: parts.method.to_string(),
+        path: parts.uri.path().to_string(),
+        query: parts.uri.query().map(str::to_string),
+        api_key: header("x-api-key"),
+        user_agent: header("user-agent"),
+        body: serde_json::from_slice(&body).ok(),
+        at_ms: crate::clock::now_ms(),
+        status: None,
+    };
+    let mode = *shared.mode.borrow();
+    let (status, body) = match mode {
+        Mode::Stall => {
+            record(&shared, received);
+            return std::future::pending().await;
+        }
+        Mode::Status(status) => (status, error_body(status, "injected", "injected failure", None)),
+        Mode::Normal | Mode::Down => answer(&shared.state(), &received),
+    };
+    received.status = Some(status);
+    record(&shared, received);
+    let mut response = Response::new(Full::new(Bytes::from(body)));
+    *response.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    if status != 204 {
+        response.headers_mut().insert("content-type", "application/json".parse().expect("valid header"));
+    }
+    Ok(response)
+}
+
+fn record(shared: &Shared, received: Received) {
+    shared.state().received.push(received.clone());
+    let _ = shared.events.send(received);
+    shared.changed.notify_waiters();
+}
+
+/// What EGYM would answer: status and body.
+fn answer(state: &State, request: &Received) -> (u16, String) {
+    match request.api_key.as_deref() {
+        None => return (401, error_body(401, "unauthorized", "Missing API key", None)),
+        Some(key) if key != state.api_key => {
+            return (403, error_body(403, "missingPermission", "Invalid API key or missing permission", None));
+        }
+        Some(_) => {}
+    }
+    let by_account: HashMap<&str, &Member> = state.members.iter().map(|m| (m.account_id.as_str(), m)).collect();
+    if request.method == "GET" {
+        if let Some(rfid) = request.lookup_rfid() {
+            return match state.members.iter().find(|m| m.rfid.eq_ignore_ascii_case(rfid)) {
+                Some(member) => {
+                    let (first, last) = member.name.split_once(' ').unwrap_or((&member.name, ""));
+                    let body = serde_json::json!({
+                        "accountId": member.account_id,
+                        "firstName": first,
+                        "lastName": last,
+                        "email": format!("{}@example.invalid", member.account_id),
+                        "gender": "FEMALE",
+                        "membership": {},
+                    });
+                    (200, body.to_string())
+                }
+                None => (404, error_body(404, "notFound", "No member with this RFID", Some("RFID"))),
+            };
+        }
+    }
+    if request.method == "POST" {
+        if let Some((account, _)) = request.visit() {
+            if !by_account.contains_key(account) {
+                return (404, error_body(404, "notFound", "Account not found", Some("ACCOUNT")));
+            }
+            return match request.timestamp() {
+                Some(_) => (204, String::new()),
+                None => (400, error_body(400, "invalidRequest", "timestamp is required", None)),
+            };
+        }
+    }
+    (404, error_body(404, "notFound", "No such endpoint", Some("UNKNOWN")))
+}
+
+fn error_body(status: u16, error_code: &str, message: &str, entity: Option<&str>) -> String {
+    let mut body = serde_json::json!({
+        "status": status,
+        "errorCode": error_code,
+        "message": message,
+        "requestId": "fake-egym",
+    });
+    if let Some(entity) = entity {
+        body["metadata"] = serde_json::json!({ "entity": entity });
+    }
+    body.to_string()
+}

@@ -1,0 +1,30 @@
+//! gym-checkin turns RFID taps at a gym's front desk into EGYM check-ins and check-outs,
+//! through a durable SQLite outbox.
+//!
+//! The modules, in the order a tap flows through them:
+//! - [`config`]: the TOML schema, loading, and validation that reports every problem at once.
+//! - [`reader`]: one task per reader; resynchronising frame codecs; serial and stdin drivers.
+//! - [`tag`]: raw id → normalised EGYM rfid, and the candidate renderings of an id (pure).
+//! - [`visit`]: debounce, repeat window and check-in/check-out decisions (pure, time passed in).
+//! - [`recorder`]: the one owner of visit state; commits each decided tap as an event.
+//! - [`store`]: SQLite: schema and migrations, the events outbox, visit state, tag cache. All SQL
+//!   lives here.
+//! - [`delivery`]: the worker that drains the outbox to EGYM: claim, resolve, post, record the
+//!   outcome; rate limit and retry schedule.
+//! - [`egym`]: the EGYM client, its error bodies and the classification of answers; and
+//!   [`egym::fake`], the stand-in EGYM used by the demo and the tests.
+//! - [`daemon`]: wiring of the tasks, shutdown and signals.
+//! - [`demo`]: the whole pipeline on this machine, with the stand-in EGYM and a typed reader.
+//! - [`clock`]: wall-clock milliseconds and RFC 3339.
+
+pub mod clock;
+pub mod config;
+pub mod daemon;
+pub mod delivery;
+pub mod demo;
+pub mod egym;
+pub mod reader;
+pub mod recorder;
+pub mod store;
+pub mod tag;
+pub mod visit;

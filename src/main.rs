@@ -1,0 +1,114 @@
+//! The `gym-checkin` command line: logging set-up, subcommands, exit codes.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use tracing_subscriber::filter::{LevelFilter, Targets};
+use tracing_subscriber::prelude::*;
+
+use gym_checkin::config::{Config, DEFAULT_CONFIG_PATH, Driver};
+
+/// Exit code for a bad configuration (EX_CONFIG from sysexits.h).
+const EXIT_CONFIG: u8 = 78;
+
+/// Turns RFID taps at a gym's front desk into EGYM check-ins and check-outs.
+#[derive(Debug, Parser)]
+#[command(version, about)]
+struct Cli {
+    /// The configuration file.
+    #[arg(short, long, global = true, default_value = DEFAULT_CONFIG_PATH)]
+    config: PathBuf,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the service.
+    Run,
+    /// Load and validate the configuration; print every problem with its key path.
+    CheckConfig,
+    /// The whole pipeline on this machine: a stand-in EGYM, a typed reader, a temporary database.
+    Demo,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging();
+    match cli.command {
+        Command::CheckConfig => check_config(&cli.config),
+        Command::Run => match load(&cli.config) {
+            Ok((config, key)) => block_on(async move {
+                gym_checkin::daemon::run(config, key, Vec::new(), gym_checkin::daemon::termination_signal()).await
+            }),
+            Err(code) => code,
+        },
+        Command::Demo => block_on(async { gym_checkin::demo::run().await }),
+    }
+}
+
+fn block_on<E: std::fmt::Display>(future: impl Future<Output = Result<(), E>>) -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("gym-checkin: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(future) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e}");
+            eprintln!("gym-checkin: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Loads the configuration and the API key; on a problem, prints them all and gives exit 78.
+fn load(path: &std::path::Path) -> Result<(Config, gym_checkin::config::ApiKey), ExitCode> {
+    let config = Config::load(path).map_err(|errors| {
+        eprint!("gym-checkin: {errors}");
+        ExitCode::from(EXIT_CONFIG)
+    })?;
+    let key = config.check_api_key().map_err(|problem| {
+        eprintln!("gym-checkin: {}: 1 problem:\n  {problem}", path.display());
+        ExitCode::from(EXIT_CONFIG)
+    })?;
+    Ok((config, key))
+}
+
+fn check_config(path: &std::path::Path) -> ExitCode {
+    let (config, _key) = match load(path) {
+        Ok(loaded) => loaded,
+        Err(code) => return code,
+    };
+    println!("{}: OK", path.display());
+    println!("  EGYM: {} (API key found)", config.egym.base_url);
+    println!("  database: {}", config.store.path.display());
+    for reader in &config.readers {
+        let device = match &reader.driver {
+            Driver::Serial { path, baud, protocol } => {
+                let present = if path.exists() { "present" } else { "not present now; the service waits for it" };
+                format!("serial {} at {baud} baud, protocol {} ({present})", path.display(), protocol.name)
+            }
+            Driver::Stdin => "standard input".to_string(),
+        };
+        println!("  reader {}: {device}, direction {:?}", reader.name, reader.direction);
+    }
+    ExitCode::SUCCESS
+}
+
+/// Compact text on stderr; `RUST_LOG` (e.g. `debug`, `gym_checkin=debug`) sets the level.
+fn init_logging() {
+    let filter = std::env::var("RUST_LOG")
+        .ok()
+        .and_then(|spec| spec.parse::<Targets>().ok())
+        .unwrap_or_else(|| Targets::new().with_default(LevelFilter::INFO));
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    tracing_subscriber::registry()
+        .with(tracing_subscriber::fmt::layer().compact().with_ansi(ansi).with_writer(std::io::stderr))
+        .with(filter)
+        .init();
+}

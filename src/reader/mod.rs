@@ -1,0 +1,271 @@
+//! Readers: one task per reader turns the bytes of a device into presentations of tags.
+//!
+//! The task opens its device, feeds what it reads through the protocol's codec, turns each
+//! frame into a raw id (`id-format`), debounces it, and hands each new presentation, with the
+//! time it was read, to the recorder. A zero-length read or a read error means the device is
+//! gone (unplugged): the task closes it, logs that once, and reopens the same path with backoff
+//! until it is back.
+
+pub mod codec;
+mod em4100;
+mod line;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::io::{AsyncRead, AsyncReadExt};
+use tokio::sync::{mpsc, watch};
+use tokio::time::Instant;
+use tracing::{debug, info, warn};
+
+use crate::config::{Driver, ReaderConfig};
+use crate::tag::{self, IdFormat, RawId};
+use crate::visit::{Debouncer, Direction};
+use codec::{Codec, Frame};
+
+/// The first reopen waits this long; each further one twice as long, up to the maximum.
+const REOPEN_FIRST: Duration = Duration::from_millis(100);
+const REOPEN_MAX: Duration = Duration::from_secs(2);
+/// Malformed input is reported at most this often per reader.
+const NOISE_LOG_INTERVAL: Duration = Duration::from_secs(60);
+
+/// A new presentation of a tag at a reader.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Tap {
+    pub reader: Arc<str>,
+    pub raw: RawId,
+    /// The normalised EGYM rfid.
+    pub rfid: String,
+    pub tag_format: Option<String>,
+    pub direction: Direction,
+    /// When the frame was read, in milliseconds since the Unix epoch.
+    pub at_ms: i64,
+}
+
+/// Where a reader's bytes come from.
+pub enum Source {
+    Serial { path: PathBuf, baud: u32 },
+    /// This process's standard input (line protocol); ends at end of input.
+    Stdin,
+    /// Any byte stream (line protocol), e.g. the demo's simulated reader; ends at end of input.
+    Stream(Box<dyn AsyncRead + Send + Unpin>),
+}
+
+impl std::fmt::Debug for Source {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Source::Serial { path, baud } => write!(f, "Serial({}, {baud})", path.display()),
+            Source::Stdin => write!(f, "Stdin"),
+            Source::Stream(_) => write!(f, "Stream"),
+        }
+    }
+}
+
+impl Source {
+    pub fn for_config(config: &ReaderConfig) -> Source {
+        match &config.driver {
+            Driver::Serial { path, baud, .. } => Source::Serial { path: path.clone(), baud: *baud },
+            Driver::Stdin => Source::Stdin,
+        }
+    }
+
+    fn describe(&self) -> String {
+        match self {
+            Source::Serial { path, .. } => path.display().to_string(),
+            Source::Stdin => "standard input".into(),
+            Source::Stream(_) => "simulated reader".into(),
+        }
+    }
+}
+
+type Device = Box<dyn AsyncRead + Send + Unpin>;
+
+fn open(source: &mut Source) -> std::io::Result<Device> {
+    match source {
+        Source::Serial { path, baud } => {
+            let port = tokio_serial::new(path.to_string_lossy(), *baud)
+                .data_bits(tokio_serial::DataBits::Eight)
+                .parity(tokio_serial::Parity::None)
+                .stop_bits(tokio_serial::StopBits::One)
+                .flow_control(tokio_serial::FlowControl::None);
+            let stream = tokio_serial::SerialStream::open(&port).map_err(std::io::Error::other)?;
+            Ok(Box::new(stream))
+        }
+        Source::Stdin => Ok(Box::new(tokio::io::stdin())),
+        Source::Stream(stream) => {
+            let stream = std::mem::replace(stream, Box::new(tokio::io::empty()));
+            Ok(stream)
+        }
+    }
+}
+
+/// Why reading stopped.
+enum Ended {
+    /// The device is gone; reopen it.
+    Gone { reason: String, had_data: bool },
+    /// End of input on a source that does not come back (standard input).
+    EndOfInput,
+    Shutdown,
+}
+
+/// One reader task.
+#[derive(Debug)]
+pub struct Reader {
+    name: Arc<str>,
+    source: Source,
+    codec: Box<dyn Codec>,
+    /// `None` for em4100 frames, which carry bytes.
+    id_format: IdFormat,
+    debouncer: Debouncer,
+    config: ReaderConfig,
+    last_noise_log: Option<Instant>,
+    reported_rejected: u64,
+}
+
+impl Reader {
+    pub fn new(config: ReaderConfig, source: Source) -> Reader {
+        let codec = match &config.driver {
+            Driver::Serial { protocol, .. } => (protocol.new_codec)(),
+            Driver::Stdin => (codec::protocol("line").expect("the line protocol exists").new_codec)(),
+        };
+        Reader {
+            name: Arc::from(config.name.as_str()),
+            source,
+            codec,
+            id_format: config.id_format,
+            debouncer: Debouncer::new(config.debounce),
+            config,
+            last_noise_log: None,
+            reported_rejected: 0,
+        }
+    }
+
+    /// Reads until shutdown, sending every new presentation to `taps`.
+    pub async fn run(mut self, taps: mpsc::Sender<Tap>, mut shutdown: watch::Receiver<bool>) {
+        let mut backoff = REOPEN_FIRST;
+        // Whether "cannot open" was already said since the reader was last connected.
+        let mut open_failure_logged = false;
+        let device_name = self.source.describe();
+        loop {
+            if *shutdown.borrow() {
+                return;
+            }
+            match open(&mut self.source) {
+                Ok(device) => {
+                    info!(reader = %self.name, device = %device_name, "reader connected");
+                    match self.read_until_gone(device, &taps, &mut shutdown).await {
+                        Ended::Shutdown => return,
+                        Ended::EndOfInput => {
+                            info!(reader = %self.name, device = %device_name, "end of input; the reader stops");
+                            return;
+                        }
+                        Ended::Gone { reason, had_data } => {
+                            warn!(reader = %self.name, device = %device_name, reason = %reason, "reader disconnected; reopening it when it is back");
+                            // Reported as disconnected: do not also report each failed reopen.
+                            open_failure_logged = true;
+                            if had_data {
+                                backoff = REOPEN_FIRST;
+                            }
+                        }
+                    }
+                }
+                Err(e) => {
+                    if !open_failure_logged {
+                        warn!(reader = %self.name, device = %device_name, error = %e, "cannot open reader; trying again until it is there");
+                        open_failure_logged = true;
+                    } else {
+                        debug!(reader = %self.name, error = %e, "reader still cannot be opened");
+                    }
+                }
+            }
+            tokio::select! {
+                () = tokio::time::sleep(backoff) => {}
+                _ = shutdown.wait_for(|stop| *stop) => return,
+            }
+            backoff = (backoff * 2).min(REOPEN_MAX);
+        }
+    }
+
+    async fn read_until_gone(
+        &mut self,
+        mut device: Device,
+        taps: &mpsc::Sender<Tap>,
+        shutdown: &mut watch::Receiver<bool>,
+    ) -> Ended {
+        let mut buffer = [0u8; 512];
+        let mut frames = Vec::new();
+        let mut had_data = false;
+        let ends_for_good = !matches!(self.source, Source::Serial { .. });
+        loop {
+            let read = tokio::select! {
+                read = device.read(&mut buffer) => read,
+                _ = shutdown.wait_for(|stop| *stop) => return Ended::Shutdown,
+            };
+            let n = match read {
+                Ok(0) if ends_for_good => return Ended::EndOfInput,
+                Ok(0) => return Ended::Gone { reason: "end of data (device closed)".into(), had_data },
+                Ok(n) => n,
+                Err(e) => return Ended::Gone { reason: e.to_string(), had_data },
+            };
+            had_data = true;
+            let at = std::time::Instant::now();
+            let at_ms = crate::clock::now_ms();
+            frames.clear();
+            self.codec.feed(&buffer[..n], &mut frames);
+            for frame in frames.drain(..) {
+                if let Some(tap) = self.presentation(frame, at, at_ms) {
+                    if taps.send(tap).await.is_err() {
+                        return Ended::Shutdown;
+                    }
+                }
+            }
+            self.report_noise(Instant::now());
+        }
+    }
+
+    /// Turns a frame into a tap, unless it is unreadable or part of an ongoing presentation.
+    fn presentation(&mut self, frame: Frame, at: std::time::Instant, at_ms: i64) -> Option<Tap> {
+        let raw = match frame {
+            Frame::Em4100(bytes) => RawId::new(bytes.to_vec()),
+            Frame::Text(text) => match tag::parse_text_id(&text, self.id_format) {
+                Ok(raw) => raw,
+                Err(e) => {
+                    // The text may be a card number: log its length, not its content.
+                    warn!(reader = %self.name, length = text.len(), error = %e, "unreadable id skipped; check the reader's id-format");
+                    return None;
+                }
+            },
+        };
+        if !self.debouncer.is_new_presentation(&raw, at) {
+            debug!(reader = %self.name, "same card still presented");
+            return None;
+        }
+        Some(Tap {
+            reader: self.name.clone(),
+            rfid: tag::normalise(&raw, self.config.normalisation),
+            raw,
+            tag_format: self.config.egym_tag_format.clone(),
+            direction: self.config.direction,
+            at_ms,
+        })
+    }
+
+    fn report_noise(&mut self, now: Instant) {
+        let discarded = self.codec.discarded();
+        if discarded.rejected_frames == self.reported_rejected {
+            return;
+        }
+        if self.last_noise_log.is_some_and(|at| now.duration_since(at) < NOISE_LOG_INTERVAL) {
+            return;
+        }
+        self.last_noise_log = Some(now);
+        self.reported_rejected = discarded.rejected_frames;
+        warn!(
+            reader = %self.name,
+            rejected_frames = discarded.rejected_frames,
+            noise_bytes = discarded.noise_bytes,
+            "malformed frames skipped (totals since start); check the reader's protocol and baud if this grows"
+        );
+    }
+}

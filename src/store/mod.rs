@@ -1,0 +1,553 @@
+//! SQLite: the events outbox, visit state and the tag → account cache. All SQL lives here.
+//!
+//! # The outbox
+//! Every tap that is not ignored becomes one row of `events`, committed (WAL,
+//! `synchronous=FULL`) before anything says it was recorded. A row moves through these states:
+//!
+//! ```text
+//!            recorded
+//!               │
+//!               ▼        retry (408, 429, 5xx, transport): attempts+1, next_attempt_at later
+//!           pending ◄───────────────┐
+//!     ┌────────┼──────────┐         │
+//!     ▼        ▼          ▼         │
+//! delivered  rejected  unknown_tag ─┘ (tried again on a slow schedule; rejected after the window)
+//! ```
+//! - `delivered`: EGYM answered 2xx to the check-in or check-out. Final; pruned after
+//!   `keep-delivered`.
+//! - `rejected`: EGYM said the request can never succeed (a permanent 4xx), or an unknown tag
+//!   stayed unknown for the whole window. Final; status, `errorCode` and message are kept.
+//! - `pending` and `unknown_tag` are *open*. Open events of one tag are delivered strictly in
+//!   `id` order: only the oldest open event of a tag (its head) is ever claimed.
+//!
+//! A refused API key (401/403) changes no row: delivery as a whole pauses.
+//!
+//! At restart nothing needs repair: an event whose request was in flight when the process died
+//! is still `pending` and is sent again (at least once). The retry schedule lives in the row
+//! (`attempts`, `next_attempt_at_ms`), so a restart neither forgets a backoff nor resets it.
+//!
+//! # Threading
+//! The connection lives on one dedicated thread; async callers send it closures and await the
+//! answer, so no SQLite call (and no fsync) ever blocks a tokio worker thread.
+
+mod schema;
+
+use std::collections::HashMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use rusqlite::{Connection, OptionalExtension, params};
+use tokio::sync::oneshot;
+
+use crate::visit::{Kind, TagState};
+
+/// A new event, as the recorder hands it over.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NewEvent {
+    pub reader: String,
+    /// Hex of the id as read, for the candidate renderings in logs.
+    pub raw_id: String,
+    /// The normalised EGYM rfid (`0x…`).
+    pub tag: String,
+    pub tag_format: Option<String>,
+    pub kind: Kind,
+    pub tapped_at_ms: i64,
+}
+
+/// An open event handed to the delivery worker.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OpenEvent {
+    pub id: i64,
+    pub reader: String,
+    pub raw_id: String,
+    pub tag: String,
+    pub tag_format: Option<String>,
+    pub kind: Kind,
+    pub tapped_at_ms: i64,
+    pub attempts: u32,
+    /// Set once EGYM has said it does not know the tag.
+    pub unknown_since_ms: Option<i64>,
+}
+
+/// What EGYM (or the network) answered, as kept on the row.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Answer {
+    pub status: Option<u16>,
+    pub error_code: Option<String>,
+    pub message: String,
+}
+
+/// A cached lookup: `account_id` is `None` when EGYM said no member has the tag.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CachedAccount {
+    pub account_id: Option<String>,
+    pub resolved_at_ms: i64,
+}
+
+/// Events by state.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct EventCounts {
+    pub pending: u64,
+    pub unknown_tag: u64,
+    pub delivered: u64,
+    pub rejected: u64,
+}
+
+#[derive(Debug)]
+pub enum StoreError {
+    /// The file cannot be opened or created.
+    Open { path: PathBuf, detail: String },
+    /// The file is not a SQLite database, or is damaged. It is never touched.
+    NotADatabase { path: PathBuf, detail: String },
+    /// The database was written by a newer gym-checkin.
+    TooNew { path: PathBuf, version: i64, known: usize },
+    Sqlite(rusqlite::Error),
+    /// The store thread is gone (the process is stopping).
+    Closed,
+}
+
+impl fmt::Display for StoreError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            StoreError::Open { path, detail } => {
+                write!(f, "cannot open the database {}: {detail}", path.display())
+            }
+            StoreError::NotADatabase { path, detail } => write!(
+                f,
+                "{} is not a gym-checkin database or is damaged ({detail}); refusing to start. \
+                 The file has not been changed: move it aside (keep it, it may hold undelivered \
+                 visits) and start again to create a new one",
+                path.display()
+            ),
+            StoreError::TooNew { path, version, known } => write!(
+                f,
+                "{} has schema version {version}, newer than this gym-checkin knows ({known}); \
+                 refusing to start. Install the newer gym-checkin again",
+                path.display()
+            ),
+            StoreError::Sqlite(e) => write!(f, "database error: {e}"),
+            StoreError::Closed => write!(f, "the database is closed"),
+        }
+    }
+}
+
+impl std::error::Error for StoreError {}
+
+impl From<rusqlite::Error> for StoreError {
+    fn from(e: rusqlite::Error) -> Self {
+        StoreError::Sqlite(e)
+    }
+}
+
+type Job = Box<dyn FnOnce(&mut Connection) + Send>;
+
+/// A handle to the database thread. Cheap to clone.
+#[derive(Clone, Debug)]
+pub struct Store {
+    jobs: std::sync::mpsc::Sender<Job>,
+}
+
+const OPEN: &str = "state IN ('pending', 'unknown_tag')";
+
+impl Store {
+    /// Opens (creating if needed) and migrates the database, then starts its thread.
+    pub fn open(path: &Path) -> Result<Store, StoreError> {
+        let conn = open_connection(path)?;
+        let (jobs, queue) = std::sync::mpsc::channel::<Job>();
+        std::thread::Builder::new()
+            .name("store".into())
+            .spawn(move || {
+                let mut conn = conn;
+                for job in queue {
+                    job(&mut conn);
+                }
+            })
+            .map_err(|e| StoreError::Sqlite(rusqlite::Error::ToSqlConversionFailure(Box::new(e))))?;
+        Ok(Store { jobs })
+    }
+
+    /// Runs `f` on the database thread.
+    async fn call<R, F>(&self, f: F) -> Result<R, StoreError>
+    where
+        R: Send + 'static,
+        F: FnOnce(&mut Connection) -> rusqlite::Result<R> + Send + 'static,
+    {
+        let (reply, answer) = oneshot::channel();
+        let job: Job = Box::new(move |conn| {
+            let _ = reply.send(f(conn));
+        });
+        self.jobs.send(job).map_err(|_| StoreError::Closed)?;
+        Ok(answer.await.map_err(|_| StoreError::Closed)??)
+    }
+
+    /// Records an event and the tag's new visit state in one transaction; returns the event id
+    /// once it is committed.
+    pub async fn record_event(&self, event: NewEvent, state: TagState) -> Result<i64, StoreError> {
+        self.call(move |conn| {
+            let tx = conn.transaction()?;
+            tx.prepare_cached(
+                "INSERT INTO events (reader, raw_id, tag, tag_format, kind, tapped_at_ms,
+                                     recorded_at_ms, next_attempt_at_ms)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?6)",
+            )?
+            .execute(params![
+                event.reader,
+                event.raw_id,
+                event.tag,
+                event.tag_format,
+                event.kind.as_str(),
+                event.tapped_at_ms,
+                crate::clock::now_ms(),
+            ])?;
+            let id = tx.last_insert_rowid();
+            tx.prepare_cached(
+                "INSERT INTO visits (tag, inside, last_event_at_ms) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (tag) DO UPDATE SET inside = ?2, last_event_at_ms = ?3",
+            )?
+            .execute(params![event.tag, state.inside, state.last_event_ms])?;
+            tx.commit()?;
+            Ok(id)
+        })
+        .await
+    }
+
+    /// Every tag's visit state, for the recorder to start from.
+    pub async fn visit_states(&self) -> Result<HashMap<String, TagState>, StoreError> {
+        self.call(|conn| {
+            let mut stmt = conn.prepare("SELECT tag, inside, last_event_at_ms FROM visits")?;
+            let rows = stmt.query_map([], |row| {
+                Ok((row.get(0)?, TagState { inside: row.get(1)?, last_event_ms: row.get(2)? }))
+            })?;
+            rows.collect()
+        })
+        .await
+    }
+
+    /// Up to `limit` events that are due at `now_ms` and are the oldest open event of their tag,
+    /// oldest first.
+    pub async fn claim_due(&self, now_ms: i64, limit: usize) -> Result<Vec<OpenEvent>, StoreError> {
+        self.call(move |conn| {
+            let mut stmt = conn.prepare_cached(&format!(
+                "SELECT id, reader, raw_id, tag, tag_format, kind, tapped_at_ms, attempts,
+                        unknown_since_ms
+                 FROM events AS e
+                 WHERE {OPEN} AND next_attempt_at_ms <= ?1
+                   AND NOT EXISTS (SELECT 1 FROM events AS older
+                                   WHERE older.tag = e.tag AND older.{OPEN} AND older.id < e.id)
+                 ORDER BY id
+                 LIMIT ?2"
+            ))?;
+            let rows = stmt.query_map(params![now_ms, limit as i64], |row| {
+                let kind: String = row.get(5)?;
+                Ok(OpenEvent {
+                    id: row.get(0)?,
+                    reader: row.get(1)?,
+                    raw_id: row.get(2)?,
+                    tag: row.get(3)?,
+                    tag_format: row.get(4)?,
+                    kind: Kind::parse(&kind).unwrap_or(Kind::CheckIn),
+                    tapped_at_ms: row.get(6)?,
+                    attempts: row.get(7)?,
+                    unknown_since_ms: row.get(8)?,
+                })
+            })?;
+            rows.collect()
+        })
+        .await
+    }
+
+    /// When the next head of a tag's queue falls due, if any event is open.
+    pub async fn next_due_ms(&self) -> Result<Option<i64>, StoreError> {
+        self.call(|conn| {
+            conn.prepare_cached(&format!(
+                "SELECT MIN(next_attempt_at_ms) FROM events AS e
+                 WHERE {OPEN}
+                   AND NOT EXISTS (SELECT 1 FROM events AS older
+                                   WHERE older.tag = e.tag AND older.{OPEN} AND older.id < e.id)"
+            ))?
+            .query_row([], |row| row.get(0))
+        })
+        .await
+    }
+
+    pub async fn mark_delivered(&self, id: i64, account_id: String, status: u16) -> Result<(), StoreError> {
+        self.call(move |conn| {
+            conn.prepare_cached(
+                "UPDATE events SET state = 'delivered', attempts = attempts + 1, account_id = ?2,
+                        last_status = ?3, last_error_code = NULL, last_error = NULL,
+                        finished_at_ms = ?4
+                 WHERE id = ?1",
+            )?
+            .execute(params![id, account_id, status, crate::clock::now_ms()])?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// Keeps the event open and schedules its next attempt.
+    pub async fn schedule_retry(&self, id: i64, next_attempt_at_ms: i64, answer: Answer) -> Result<(), StoreError> {
+        self.call(move |conn| {
+            conn.prepare_cached(
+                "UPDATE events SET attempts = attempts + 1, next_attempt_at_ms = ?2,
+                        last_status = ?3, last_error_code = ?4, last_error = ?5
+                 WHERE id = ?1",
+            )?
+            .execute(params![id, next_attempt_at_ms, answer.status, answer.error_code, answer.message])?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// EGYM does not know the tag (yet): the event waits for a slow retry.
+    pub async fn mark_unknown_tag(&self, id: i64, next_attempt_at_ms: i64, answer: Answer) -> Result<(), StoreError> {
+        self.call(move |conn| {
+            conn.prepare_cached(
+                "UPDATE events SET state = 'unknown_tag', attempts = attempts + 1,
+                        unknown_since_ms = COALESCE(unknown_since_ms, ?3),
+                        next_attempt_at_ms = ?2, last_status = ?4, last_error_code = ?5,
+                        last_error = ?6
+                 WHERE id = ?1",
+            )?
+            .execute(params![
+                id,
+                next_attempt_at_ms,
+                crate::clock::now_ms(),
+                answer.status,
+                answer.error_code,
+                answer.message
+            ])?;
+            Ok(())
+        })
+        .await
+    }
+
+    pub async fn mark_rejected(&self, id: i64, answer: Answer) -> Result<(), StoreError> {
+        self.call(move |conn| {
+            conn.prepare_cached(
+                "UPDATE events SET state = 'rejected', attempts = attempts + 1, last_status = ?2,
+                        last_error_code = ?3, last_error = ?4, finished_at_ms = ?5
+                 WHERE id = ?1",
+            )?
+            .execute(params![id, answer.status, answer.error_code, answer.message, crate::clock::now_ms()])?;
+            Ok(())
+        })
+        .await
+    }
+
+    pub async fn cached_account(&self, tag: String, tag_format: Option<String>) -> Result<Option<CachedAccount>, StoreError> {
+        self.call(move |conn| {
+            conn.prepare_cached(
+                "SELECT account_id, resolved_at_ms FROM accounts WHERE tag = ?1 AND tag_format = ?2",
+            )?
+            .query_row(params![tag, tag_format.unwrap_or_default()], |row| {
+                Ok(CachedAccount { account_id: row.get(0)?, resolved_at_ms: row.get(1)? })
+            })
+            .optional()
+        })
+        .await
+    }
+
+    pub async fn cache_account(
+        &self,
+        tag: String,
+        tag_format: Option<String>,
+        account_id: Option<String>,
+    ) -> Result<(), StoreError> {
+        self.call(move |conn| {
+            conn.prepare_cached(
+                "INSERT INTO accounts (tag, tag_format, account_id, resolved_at_ms)
+                 VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT (tag, tag_format) DO UPDATE SET account_id = ?3, resolved_at_ms = ?4",
+            )?
+            .execute(params![tag, tag_format.unwrap_or_default(), account_id, crate::clock::now_ms()])?;
+            Ok(())
+        })
+        .await
+    }
+
+    pub async fn forget_account(&self, tag: String, tag_format: Option<String>) -> Result<(), StoreError> {
+        self.call(move |conn| {
+            conn.prepare_cached("DELETE FROM accounts WHERE tag = ?1 AND tag_format = ?2")?
+                .execute(params![tag, tag_format.unwrap_or_default()])?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// Deletes up to `batch` delivered events finished before `before_ms`; returns how many.
+    /// Small batches keep each transaction short, so a tap never waits behind a prune.
+    pub async fn prune_delivered(&self, before_ms: i64, batch: usize) -> Result<usize, StoreError> {
+        self.call(move |conn| {
+            conn.prepare_cached(
+                "DELETE FROM events WHERE id IN (
+                     SELECT id FROM events WHERE state = 'delivered' AND finished_at_ms < ?1
+                     LIMIT ?2)",
+            )?
+            .execute(params![before_ms, batch as i64])
+        })
+        .await
+    }
+
+    pub async fn event_counts(&self) -> Result<EventCounts, StoreError> {
+        self.call(|conn| {
+            let mut counts = EventCounts::default();
+            let mut stmt = conn.prepare("SELECT state, COUNT(*) FROM events GROUP BY state")?;
+            let mut rows = stmt.query([])?;
+            while let Some(row) = rows.next()? {
+                let state: String = row.get(0)?;
+                let n: u64 = row.get(1)?;
+                match state.as_str() {
+                    "pending" => counts.pending = n,
+                    "unknown_tag" => counts.unknown_tag = n,
+                    "delivered" => counts.delivered = n,
+                    "rejected" => counts.rejected = n,
+                    _ => {}
+                }
+            }
+            Ok(counts)
+        })
+        .await
+    }
+}
+
+/// Opens the file with the durability settings every connection needs, and migrates it.
+fn open_connection(path: &Path) -> Result<Connection, StoreError> {
+    let not_a_database = |e: &rusqlite::Error| {
+        matches!(
+            e.sqlite_error_code(),
+            Some(rusqlite::ErrorCode::NotADatabase) | Some(rusqlite::ErrorCode::DatabaseCorrupt)
+        )
+    };
+    let wrap = |e: rusqlite::Error| {
+        if not_a_database(&e) {
+            StoreError::NotADatabase { path: path.to_path_buf(), detail: e.to_string() }
+        } else {
+            StoreError::Sqlite(e)
+        }
+    };
+    if let Some(dir) = path.parent().filter(|dir| !dir.as_os_str().is_empty()) {
+        if !dir.is_dir() {
+            return Err(StoreError::Open {
+                path: path.to_path_buf(),
+                detail: format!("the directory {} does not exist", dir.display()),
+            });
+        }
+    }
+    let mut conn = Connection::open(path)
+        .map_err(|e| StoreError::Open { path: path.to_path_buf(), detail: e.to_string() })?;
+    // Reading the schema version is the first read of the file: a file that is not a database
+    // fails here, before any write could touch it.
+    let version: i64 = conn.query_row("PRAGMA user_version", [], |row| row.get(0)).map_err(wrap)?;
+    let journal_mode: String =
+        conn.query_row("PRAGMA journal_mode = WAL", [], |row| row.get(0)).map_err(wrap)?;
+    if !journal_mode.eq_ignore_ascii_case("wal") {
+        return Err(StoreError::Sqlite(rusqlite::Error::InvalidParameterName(format!(
+            "journal_mode is {journal_mode}, WAL could not be set"
+        ))));
+    }
+    conn.execute_batch("PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 5000;")
+        .map_err(wrap)?;
+    migrate(&mut conn, path, version)?;
+    Ok(conn)
+}
+
+fn migrate(conn: &mut Connection, path: &Path, version: i64) -> Result<(), StoreError> {
+    let known = schema::MIGRATIONS.len();
+    if version < 0 || version as usize > known {
+        return Err(StoreError::TooNew { path: path.to_path_buf(), version, known });
+    }
+    for (index, migration) in schema::MIGRATIONS.iter().enumerate().skip(version as usize) {
+        let tx = conn.transaction()?;
+        tx.execute_batch(migration)?;
+        tx.pragma_update(None, "user_version", index as i64 + 1)?;
+        tx.commit()?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn temp_db(name: &str) -> (PathBuf, Store) {
+        let dir = std::env::temp_dir().join(format!("gym-checkin-store-{}-{name}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("test.db");
+        let store = Store::open(&path).unwrap();
+        (path, store)
+    }
+
+    fn event(tag: &str, kind: Kind, tapped_at_ms: i64) -> NewEvent {
+        NewEvent {
+            reader: "entrance".into(),
+            raw_id: "0C000621A5".into(),
+            tag: tag.into(),
+            tag_format: None,
+            kind,
+            tapped_at_ms,
+        }
+    }
+
+    #[tokio::test]
+    async fn only_the_oldest_open_event_of_a_tag_is_claimed() {
+        let (_path, store) = temp_db("claim");
+        let a1 = store.record_event(event("0xAA", Kind::CheckIn, 1), crate::visit::after_event(Kind::CheckIn, 1)).await.unwrap();
+        let b1 = store.record_event(event("0xBB", Kind::CheckIn, 2), crate::visit::after_event(Kind::CheckIn, 2)).await.unwrap();
+        let a2 = store.record_event(event("0xAA", Kind::CheckOut, 3), crate::visit::after_event(Kind::CheckOut, 3)).await.unwrap();
+        let ids = |events: Vec<OpenEvent>| events.into_iter().map(|e| e.id).collect::<Vec<_>>();
+        assert_eq!(ids(store.claim_due(10, 10).await.unwrap()), vec![a1, b1]);
+        // The head of 0xAA waits for a retry: its later event must wait behind it.
+        store.schedule_retry(a1, 100, Answer::default()).await.unwrap();
+        assert_eq!(ids(store.claim_due(10, 10).await.unwrap()), vec![b1]);
+        assert_eq!(store.next_due_ms().await.unwrap(), Some(2));
+        store.mark_delivered(b1, "acc".into(), 204).await.unwrap();
+        assert_eq!(store.next_due_ms().await.unwrap(), Some(100));
+        assert_eq!(ids(store.claim_due(100, 10).await.unwrap()), vec![a1]);
+        store.mark_delivered(a1, "acc".into(), 204).await.unwrap();
+        assert_eq!(ids(store.claim_due(100, 10).await.unwrap()), vec![a2]);
+        store.mark_rejected(a2, Answer { status: Some(400), error_code: Some("bad".into()), message: "no".into() }).await.unwrap();
+        assert_eq!(store.next_due_ms().await.unwrap(), None);
+        let counts = store.event_counts().await.unwrap();
+        assert_eq!(counts, EventCounts { pending: 0, unknown_tag: 0, delivered: 2, rejected: 1 });
+    }
+
+    #[tokio::test]
+    async fn events_and_visit_state_survive_reopening() {
+        let (path, store) = temp_db("reopen");
+        store.record_event(event("0xAA", Kind::CheckIn, 1), crate::visit::after_event(Kind::CheckIn, 1)).await.unwrap();
+        store.cache_account("0xAA".into(), None, Some("acc-1".into())).await.unwrap();
+        drop(store);
+        let store = Store::open(&path).unwrap();
+        let states = store.visit_states().await.unwrap();
+        assert_eq!(states["0xAA"], TagState { inside: true, last_event_ms: 1 });
+        assert_eq!(store.claim_due(5, 10).await.unwrap().len(), 1);
+        let cached = store.cached_account("0xAA".into(), None).await.unwrap().unwrap();
+        assert_eq!(cached.account_id.as_deref(), Some("acc-1"));
+        assert_eq!(store.cached_account("0xAA".into(), Some("MIFARE".into())).await.unwrap(), None);
+    }
+
+    #[test]
+    fn a_file_that_is_not_a_database_is_refused_and_left_alone() {
+        let dir = std::env::temp_dir().join(format!("gym-checkin-store-{}-notdb", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("notes.db");
+        let content = b"these are someone's notes, not a database\n".repeat(200);
+        std::fs::write(&path, &content).unwrap();
+        let error = Store::open(&path).unwrap_err();
+        assert!(matches!(error, StoreError::NotADatabase { .. }), "{error}");
+        assert!(error.to_string().contains(&path.display().to_string()));
+        assert_eq!(std::fs::read(&path).unwrap(), content);
+    }
+
+    #[test]
+    fn a_database_from_a_newer_version_is_refused() {
+        let dir = std::env::temp_dir().join(format!("gym-checkin-store-{}-newer", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("newer.db");
+        let _ = std::fs::remove_file(&path);
+        Connection::open(&path).unwrap().pragma_update(None, "user_version", 99).unwrap();
+        let error = Store::open(&path).unwrap_err();
+        assert!(matches!(error, StoreError::TooNew { version: 99, .. }), "{error}");
+    }
+}

@@ -1,0 +1,47 @@
+//! The schema, as a list of forward migrations. `PRAGMA user_version` holds how many have run.
+//! A migration is never edited once released: a change is a new entry at the end.
+
+pub const MIGRATIONS: &[&str] = &[
+    // 1: the outbox, visit state and the tag cache.
+    r#"
+    CREATE TABLE events (
+        id                 INTEGER PRIMARY KEY,
+        reader             TEXT    NOT NULL,
+        raw_id             TEXT    NOT NULL,
+        tag                TEXT    NOT NULL,
+        tag_format         TEXT,
+        kind               TEXT    NOT NULL CHECK (kind IN ('checkin', 'checkout')),
+        tapped_at_ms       INTEGER NOT NULL,
+        recorded_at_ms     INTEGER NOT NULL,
+        state              TEXT    NOT NULL DEFAULT 'pending'
+                           CHECK (state IN ('pending', 'unknown_tag', 'delivered', 'rejected')),
+        attempts           INTEGER NOT NULL DEFAULT 0,
+        next_attempt_at_ms INTEGER NOT NULL,
+        unknown_since_ms   INTEGER,
+        account_id         TEXT,
+        last_status        INTEGER,
+        last_error_code    TEXT,
+        last_error         TEXT,
+        finished_at_ms     INTEGER
+    );
+    -- Open events by tag, oldest first: the head of each tag's queue, and its due time.
+    CREATE INDEX events_open_by_tag ON events (tag, id) WHERE state IN ('pending', 'unknown_tag');
+    CREATE INDEX events_open_due ON events (next_attempt_at_ms) WHERE state IN ('pending', 'unknown_tag');
+    CREATE INDEX events_delivered_at ON events (finished_at_ms) WHERE state = 'delivered';
+
+    CREATE TABLE visits (
+        tag              TEXT    PRIMARY KEY,
+        inside           INTEGER NOT NULL,
+        last_event_at_ms INTEGER NOT NULL
+    ) WITHOUT ROWID;
+
+    -- account_id NULL: EGYM said no member has this tag (a negative answer, cached too).
+    CREATE TABLE accounts (
+        tag            TEXT    NOT NULL,
+        tag_format     TEXT    NOT NULL,
+        account_id     TEXT,
+        resolved_at_ms INTEGER NOT NULL,
+        PRIMARY KEY (tag, tag_format)
+    ) WITHOUT ROWID;
+    "#,
+];
