@@ -329,7 +329,7 @@ impl Worker {
                     event_id = event.id,
                     reader = %event.reader,
                     tag = %tag,
-                    kind,
+                    kind = %kind,
                     delay_s = (now_ms() - event.tapped_at_ms) / 1000,
                     "delivered"
                 );
@@ -348,7 +348,7 @@ impl Worker {
                 warn!(
                     event_id = event.id,
                     tag = %tag,
-                    kind,
+                    kind = %kind,
                     attempt = event.attempts + 1,
                     retry_in_s = delay.as_secs_f32(),
                     error = %failure,
@@ -383,7 +383,7 @@ impl Worker {
                 let renderings = tag::RawId::from_hex(&event.raw_id).map(|raw| tag::renderings_line(&raw)).unwrap_or_default();
                 if now_ms() - since >= window_ms {
                     store.mark_rejected(event.id, Answer { message: format!("unknown tag for the whole unknown-tag-retry-window: {}", answer.message), ..answer }).await?;
-                    warn!(event_id = event.id, reader = %event.reader, tag = %tag, kind, renderings = %renderings, "rejected: EGYM still knows no member with this tag after unknown-tag-retry-window");
+                    warn!(event_id = event.id, reader = %event.reader, tag = %tag, kind = %kind, renderings = %renderings, "rejected: EGYM still knows no member with this tag after unknown-tag-retry-window");
                 } else {
                     let unknown_attempts = if event.unknown_since_ms.is_some() { event.attempts } else { 0 };
                     let delay = unknown_tag_delay(unknown_attempts);
@@ -392,7 +392,7 @@ impl Worker {
                         event_id = event.id,
                         reader = %event.reader,
                         tag = %tag,
-                        kind,
+                        kind = %kind,
                         retry_in_s = delay.as_secs(),
                         renderings = %renderings,
                         "unknown tag: EGYM has no member with this rfid. Compare these renderings of the \
@@ -403,7 +403,7 @@ impl Worker {
             }
             Outcome::Rejected { failure } => {
                 store.mark_rejected(event.id, answer(&failure)).await?;
-                warn!(event_id = event.id, reader = %event.reader, tag = %tag, kind, error = %failure, "rejected by EGYM; the event will not be sent again");
+                warn!(event_id = event.id, reader = %event.reader, tag = %tag, kind = %kind, error = %failure, "rejected by EGYM; the event will not be sent again");
             }
         }
         Ok(())

@@ -92,7 +92,7 @@ impl Recorder {
             tapped_at_ms: tap.at_ms,
         };
         if self.held.len() >= MAX_HELD {
-            error!(reader = %event.reader, tag = %short, kind = kind.as_str(), tapped_at = %rfc3339_ms(event.tapped_at_ms), "tap LOST: the database cannot be written and the in-memory buffer is full");
+            error!(reader = %event.reader, tag = %short, kind = %kind.as_str(), tapped_at = %rfc3339_ms(event.tapped_at_ms), "tap LOST: the database cannot be written and the in-memory buffer is full");
             return;
         }
         self.held.push_back((event, state));
@@ -109,7 +109,7 @@ impl Recorder {
                         event_id,
                         reader = %event.reader,
                         tag = %tag::short(&event.tag),
-                        kind = event.kind.as_str(),
+                        kind = %event.kind.as_str(),
                         tapped_at_ms = event.tapped_at_ms,
                         "tap recorded"
                     );

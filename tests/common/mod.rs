@@ -1,0 +1,296 @@
+//! Shared parts of the integration tests: a pseudo-terminal standing in for a serial reader,
+//! the real `gym-checkin` binary run with a temporary configuration, and waits with deadlines.
+#![allow(dead_code, reason = "each test file uses a different part of this module")]
+
+use std::io::{BufRead, BufReader, Write};
+use std::os::fd::{FromRawFd, OwnedFd};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+pub use gym_checkin::egym::fake::{FakeEgym, Member, Mode, Received};
+
+pub const API_KEY: &str = "test-key-6f1d9c2a-do-not-print";
+
+/// A directory of its own for one test, removed when dropped.
+#[derive(Debug)]
+pub struct TestDir(pub PathBuf);
+
+impl TestDir {
+    pub fn new(name: &str) -> TestDir {
+        static COUNTER: AtomicUsize = AtomicUsize::new(0);
+        let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+        let dir = std::env::temp_dir().join(format!("gym-checkin-test-{name}-{}-{n}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        TestDir(dir)
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.0.join(name)
+    }
+}
+
+impl Drop for TestDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A pseudo-terminal: the daemon opens the slave's path as it would open `/dev/ttyUSB0`; the
+/// test writes the reader's bytes into the master. Dropping it is unplugging the reader.
+#[derive(Debug)]
+pub struct Pty {
+    master: std::fs::File,
+    pub slave_path: PathBuf,
+}
+
+impl Pty {
+    pub fn open() -> Pty {
+        let mut master = 0;
+        let mut slave = 0;
+        // SAFETY: openpty writes two file descriptors into the given integers; the name,
+        // termios and window-size arguments may be null.
+        let rc = unsafe {
+            libc::openpty(&mut master, &mut slave, std::ptr::null_mut(), std::ptr::null(), std::ptr::null())
+        };
+        assert_eq!(rc, 0, "openpty failed: {}", std::io::Error::last_os_error());
+        // openpty does not set close-on-exec: without it, every daemon a test starts would
+        // inherit the master of every pty open at that moment, and an unplug would never reach
+        // the reader.
+        for fd in [master, slave] {
+            // SAFETY: fcntl on a descriptor just returned by openpty.
+            assert_eq!(unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) }, 0);
+        }
+        // SAFETY: both descriptors were just returned by openpty and are owned here alone.
+        let (master, slave) = unsafe { (OwnedFd::from_raw_fd(master), OwnedFd::from_raw_fd(slave)) };
+        // Raw mode, so bytes reach the reader as written even before it sets the port up.
+        // SAFETY: termios is plain data; tcgetattr fills it in from a valid descriptor.
+        unsafe {
+            use std::os::fd::AsRawFd;
+            let mut termios: libc::termios = std::mem::zeroed();
+            assert_eq!(libc::tcgetattr(slave.as_raw_fd(), &mut termios), 0);
+            libc::cfmakeraw(&mut termios);
+            assert_eq!(libc::tcsetattr(slave.as_raw_fd(), libc::TCSANOW, &termios), 0);
+        }
+        let slave_path = std::fs::read_link(format!("/proc/self/fd/{}", {
+            use std::os::fd::AsRawFd;
+            slave.as_raw_fd()
+        }))
+        .unwrap();
+        drop(slave);
+        Pty { master: std::fs::File::from(master), slave_path }
+    }
+
+    pub fn write(&mut self, bytes: &[u8]) {
+        self.master.write_all(bytes).unwrap();
+        self.master.flush().unwrap();
+    }
+}
+
+/// An RDM6300 frame for a 5-byte id given as 10 hex digits.
+pub fn em4100_frame(hex10: &str) -> Vec<u8> {
+    let bytes: Vec<u8> = (0..5).map(|i| u8::from_str_radix(&hex10[2 * i..2 * i + 2], 16).unwrap()).collect();
+    let checksum = bytes.iter().fold(0, |a, b| a ^ b);
+    let mut frame = vec![0x02];
+    frame.extend_from_slice(format!("{}{checksum:02X}", hex10.to_uppercase()).as_bytes());
+    frame.push(0x03);
+    frame
+}
+
+pub fn now_ms() -> i64 {
+    gym_checkin::clock::now_ms()
+}
+
+/// One `tap recorded` line of the daemon's log.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Recorded {
+    pub event_id: i64,
+    pub tag: String,
+    pub kind: String,
+    pub tapped_at_ms: i64,
+}
+
+/// The value of `key=` in a log line.
+pub fn field<'a>(line: &'a str, key: &str) -> Option<&'a str> {
+    let start = line.find(&format!(" {key}="))? + key.len() + 2;
+    let rest = &line[start..];
+    Some(rest.split(' ').next().unwrap_or(rest).trim_matches('"'))
+}
+
+/// The real binary, run with a configuration file, its stderr collected line by line.
+#[derive(Debug)]
+pub struct Daemon {
+    child: Child,
+    lines: Arc<Mutex<Vec<String>>>,
+}
+
+pub fn binary() -> &'static str {
+    env!("CARGO_BIN_EXE_gym-checkin")
+}
+
+impl Daemon {
+    pub fn start(config: &Path) -> Daemon {
+        let mut child = Command::new(binary())
+            .args(["run", "--config"])
+            .arg(config)
+            .env_remove("EGYM_API_KEY")
+            .env_remove("CREDENTIALS_DIRECTORY")
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        for stream in [
+            Box::new(child.stderr.take().unwrap()) as Box<dyn std::io::Read + Send>,
+            Box::new(child.stdout.take().unwrap()),
+        ] {
+            let lines = lines.clone();
+            std::thread::spawn(move || {
+                for line in BufReader::new(stream).lines() {
+                    let Ok(line) = line else { break };
+                    assert!(!line.contains(API_KEY), "the API key was printed: {line}");
+                    if std::env::var_os("GYM_CHECKIN_TEST_ECHO").is_some() {
+                        eprintln!("[daemon] {line}");
+                    }
+                    lines.lock().unwrap().push(line);
+                }
+            });
+        }
+        Daemon { child, lines }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    pub fn lines(&self) -> Vec<String> {
+        self.lines.lock().unwrap().clone()
+    }
+
+    /// Waits until `n` log lines contain `text`; panics with the log at the deadline.
+    pub async fn wait_for_lines(&self, text: &str, n: usize, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let count = self.lines().iter().filter(|l| l.contains(text)).count();
+            if count >= n {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "waited {timeout:?} for {n} lines with {text:?}, saw {count}; log:\n{}",
+                self.lines().join("\n")
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    pub async fn wait_for_line(&self, text: &str, timeout: Duration) {
+        self.wait_for_lines(text, 1, timeout).await;
+    }
+
+    /// Every tap logged as recorded so far.
+    pub fn recorded(&self) -> Vec<Recorded> {
+        self.lines()
+            .iter()
+            .filter(|l| l.contains("tap recorded"))
+            .map(|l| Recorded {
+                event_id: field(l, "event_id").unwrap().parse().unwrap(),
+                tag: field(l, "tag").unwrap().to_string(),
+                kind: field(l, "kind").unwrap().to_string(),
+                tapped_at_ms: field(l, "tapped_at_ms").unwrap().parse().unwrap(),
+            })
+            .collect()
+    }
+
+    pub fn signal(&self, signal: i32) {
+        // SAFETY: kill has no memory-safety preconditions.
+        let rc = unsafe { libc::kill(self.child.id() as i32, signal) };
+        assert_eq!(rc, 0);
+    }
+
+    /// Waits for the process to exit, at most `timeout`.
+    pub async fn wait_exit(&mut self, timeout: Duration) -> ExitStatus {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(Instant::now() < deadline, "still running after {timeout:?}; log:\n{}", self.lines().join("\n"));
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// CPU time (user + system) used so far, from /proc.
+    pub fn cpu_time(&self) -> Duration {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id())).unwrap();
+        // Fields after the command name, which is in parentheses and may contain spaces.
+        let after = &stat[stat.rfind(')').unwrap() + 2..];
+        let fields: Vec<&str> = after.split(' ').collect();
+        let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
+        // SAFETY: sysconf has no memory-safety preconditions.
+        let per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as u64;
+        Duration::from_millis(ticks * 1000 / per_second)
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Writes a configuration with the API key in a file beside it; returns the config's path.
+/// `readers` is the `[[readers]]` part; `extra` goes into `[visits]`.
+pub fn write_config(dir: &TestDir, base_url: &str, visits: &str, readers: &str) -> PathBuf {
+    let key_file = dir.path("api-key");
+    std::fs::write(&key_file, format!("{API_KEY}\n")).unwrap();
+    let config = format!(
+        r#"
+[egym]
+base-url = "{base_url}"
+api-key-file = "{key}"
+request-timeout = "2s"
+rate-limit-per-second = 50
+rate-limit-burst = 50
+
+[store]
+path = "{db}"
+
+[visits]
+{visits}
+
+{readers}
+"#,
+        key = key_file.display(),
+        db = dir.path("gym-checkin.db").display(),
+    );
+    let path = dir.path("gym-checkin.toml");
+    std::fs::write(&path, config).unwrap();
+    path
+}
+
+pub fn member(rfid: &str, account_id: &str) -> Member {
+    Member { rfid: rfid.into(), account_id: account_id.into(), name: "Test Member".into() }
+}
+
+/// Check-ins and check-outs received, in arrival order: (account, "checkins"/"checkouts", timestamp).
+pub fn visits(received: &[Received]) -> Vec<(String, String, i64)> {
+    received
+        .iter()
+        .filter(|r| r.status == Some(204))
+        .filter_map(|r| {
+            let (account, what) = r.visit()?;
+            Some((account.to_string(), what.to_string(), r.timestamp()?))
+        })
+        .collect()
+}
+
+pub fn count_visits(received: &[Received]) -> usize {
+    visits(received).len()
+}

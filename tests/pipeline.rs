@@ -1,0 +1,284 @@
+//! The real binary, end to end: readers on pseudo-terminals, the stand-in EGYM on loopback.
+
+mod common;
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use common::*;
+
+const CARD: &str = "0C000621A5";
+const ACCOUNT: &str = "acc-0c000621a5";
+const LONG: Duration = Duration::from_secs(30);
+
+fn em4100_reader(path: &std::path::Path, extra: &str) -> String {
+    format!(
+        r#"[[readers]]
+name = "entrance"
+driver = "serial"
+path = "{}"
+protocol = "em4100"
+debounce = "400ms"
+{extra}"#,
+        path.display()
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_held_card_checks_in_once_a_repeat_is_ignored_and_a_later_tap_checks_out() {
+    let dir = TestDir::new("held-card");
+    let fake = FakeEgym::start(vec![member("0x0C000621A5", ACCOUNT)], API_KEY).await.unwrap();
+    let mut pty = Pty::open();
+    let config = write_config(
+        &dir,
+        &fake.base_url(),
+        r#"repeat-window = "3s""#,
+        &em4100_reader(&pty.slave_path, r#"egym-tag-format = "MIFARE""#),
+    );
+    let daemon = Daemon::start(&config);
+    daemon.wait_for_line("reader connected", LONG).await;
+
+    // The card lies on the reader: the module repeats its frame every 100 ms.
+    let frame = em4100_frame(CARD);
+    let first_written_ms = now_ms();
+    for _ in 0..6 {
+        pty.write(&frame);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (ok, received) = fake.wait_for(LONG, |r| count_visits(r) == 1).await;
+    assert!(ok, "no check-in: {received:#?}");
+
+    // Lifted, and presented again within the repeat window: ignored.
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    pty.write(&frame);
+    daemon.wait_for_line("tap ignored: same tag within repeat-window", LONG).await;
+
+    // After the repeat window: a check-out.
+    tokio::time::sleep(Duration::from_millis(3_000)).await;
+    let second_written_ms = now_ms();
+    pty.write(&frame);
+    let (ok, received) = fake.wait_for(LONG, |r| count_visits(r) == 2).await;
+    assert!(ok, "no check-out: {received:#?}");
+
+    let lookups: Vec<&Received> = received.iter().filter(|r| r.lookup_rfid().is_some()).collect();
+    assert_eq!(lookups.len(), 1, "the account is cached after the first lookup: {lookups:#?}");
+    assert_eq!(lookups[0].lookup_rfid(), Some("0x0C000621A5"));
+    assert_eq!(lookups[0].tag_format(), Some("MIFARE"));
+    for request in &received {
+        assert_eq!(request.api_key.as_deref(), Some(API_KEY));
+        assert_eq!(request.user_agent.as_deref(), Some(concat!("gym-checkin/", env!("CARGO_PKG_VERSION"))));
+    }
+    let visits = visits(&received);
+    assert_eq!(visits[0].0, ACCOUNT);
+    assert_eq!(visits[0].1, "checkins");
+    assert_eq!(visits[1].0, ACCOUNT);
+    assert_eq!(visits[1].1, "checkouts");
+    assert!((visits[0].2 - first_written_ms).abs() < 1_000, "check-in stamped {} for a tap at {first_written_ms}", visits[0].2);
+    assert!((visits[1].2 - second_written_ms).abs() < 1_000, "check-out stamped {} for a tap at {second_written_ms}", visits[1].2);
+    assert_eq!(daemon.recorded().len(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_line_reader_with_decimal_ids_and_reversed_bytes_sends_the_right_rfid() {
+    let dir = TestDir::new("line-decimal");
+    // A MIFARE wedge prints the UID 1E A6 86 71 as the decimal of its bytes reversed.
+    let fake = FakeEgym::start(vec![member("0x1EA68671", "acc-mifare")], API_KEY).await.unwrap();
+    let mut pty = Pty::open();
+    let readers = format!(
+        r#"[[readers]]
+name = "desk"
+driver = "serial"
+path = "{}"
+protocol = "line"
+id-format = "decimal"
+byte-order = "reversed""#,
+        pty.slave_path.display()
+    );
+    let config = write_config(&dir, &fake.base_url(), "", &readers);
+    let daemon = Daemon::start(&config);
+    daemon.wait_for_line("reader connected", LONG).await;
+    pty.write(b"1904649758\r\n");
+    let (ok, received) = fake.wait_for(LONG, |r| count_visits(r) == 1).await;
+    assert!(ok, "{received:#?}");
+    assert_eq!(received[0].lookup_rfid(), Some("0x1EA68671"));
+    assert_eq!(received[0].tag_format(), None);
+    assert_eq!(visits(&received)[0].0, "acc-mifare");
+}
+
+/// Five tags, on a line reader writing hex ids.
+fn five_tags() -> Vec<(String, String)> {
+    (1..=5).map(|n| (format!("0A0B0C0D{n:02X}"), format!("acc-{n}"))).collect()
+}
+
+fn line_reader(path: &std::path::Path) -> String {
+    format!(
+        r#"[[readers]]
+name = "desk"
+driver = "serial"
+path = "{}"
+protocol = "line"
+debounce = "100ms""#,
+        path.display()
+    )
+}
+
+/// Checks that every recorded tap arrived once, each tag's events in order and alternating
+/// check-in/check-out, stamped with the tap's own time.
+fn assert_all_delivered_in_order(recorded: &[Recorded], received: &[Received], tags: &[(String, String)]) {
+    let visits = visits(received);
+    let mut expected: HashMap<String, Vec<(String, i64)>> = HashMap::new();
+    for tap in recorded {
+        let (_, account) = tags.iter().find(|(hex, _)| tap.tag.ends_with(&hex[hex.len() - 4..])).unwrap();
+        let what = if tap.kind == "checkin" { "checkins" } else { "checkouts" };
+        expected.entry(account.clone()).or_default().push((what.to_string(), tap.tapped_at_ms));
+    }
+    let mut got: HashMap<String, Vec<(String, i64)>> = HashMap::new();
+    for (account, what, timestamp) in visits {
+        got.entry(account).or_default().push((what, timestamp));
+    }
+    assert_eq!(got, expected);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn taps_during_an_outage_are_all_delivered_in_order_with_their_own_times() {
+    let dir = TestDir::new("outage");
+    let tags = five_tags();
+    let members = tags.iter().map(|(hex, account)| member(&format!("0x{hex}"), account)).collect();
+    let fake = FakeEgym::start(members, API_KEY).await.unwrap();
+    fake.set_mode(Mode::Down);
+    let mut pty = Pty::open();
+    let config = write_config(&dir, &fake.base_url(), r#"repeat-window = "0s""#, &line_reader(&pty.slave_path));
+    let daemon = Daemon::start(&config);
+    daemon.wait_for_line("reader connected", LONG).await;
+
+    for round in 0..4 {
+        for (hex, _) in &tags {
+            pty.write(format!("{hex}\r\n").as_bytes());
+            tokio::time::sleep(Duration::from_millis(30)).await;
+        }
+        let _ = round;
+    }
+    daemon.wait_for_lines("tap recorded", 20, LONG).await;
+    daemon.wait_for_line("delivery failed, will retry", LONG).await;
+    assert!(fake.received().is_empty(), "EGYM was down but received requests");
+
+    fake.set_mode(Mode::Normal);
+    let (ok, received) = fake.wait_for(Duration::from_secs(90), |r| count_visits(r) == 20).await;
+    assert!(ok, "only {} of 20 visits arrived; log:\n{}", count_visits(&received), daemon.lines().join("\n"));
+    let recorded = daemon.recorded();
+    assert_eq!(recorded.len(), 20);
+    assert_all_delivered_in_order(&recorded, &received, &tags);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_pending_at_a_graceful_stop_are_delivered_after_the_restart() {
+    let dir = TestDir::new("restart-term");
+    let tags = five_tags();
+    let members = tags.iter().map(|(hex, account)| member(&format!("0x{hex}"), account)).collect();
+    let fake = FakeEgym::start(members, API_KEY).await.unwrap();
+    // EGYM accepts connections but never answers: a request is in flight at the stop.
+    fake.set_mode(Mode::Stall);
+    let mut pty = Pty::open();
+    let config = write_config(&dir, &fake.base_url(), "", &line_reader(&pty.slave_path));
+    let mut daemon = Daemon::start(&config);
+    daemon.wait_for_line("reader connected", LONG).await;
+    for (hex, _) in &tags[..3] {
+        pty.write(format!("{hex}\n").as_bytes());
+    }
+    daemon.wait_for_lines("tap recorded", 3, LONG).await;
+    fake.wait_for(LONG, |r| !r.is_empty()).await;
+
+    let stop_sent = std::time::Instant::now();
+    daemon.signal(libc::SIGTERM);
+    let status = daemon.wait_exit(Duration::from_secs(10)).await;
+    assert_eq!(status.code(), Some(0), "log:\n{}", daemon.lines().join("\n"));
+    assert!(stop_sent.elapsed() < Duration::from_secs(6), "stopping took {:?}", stop_sent.elapsed());
+    let recorded = daemon.recorded();
+    assert_eq!(fake.received().iter().filter(|r| r.status == Some(204)).count(), 0);
+
+    fake.set_mode(Mode::Normal);
+    let daemon = Daemon::start(&config);
+    let (ok, received) = fake.wait_for(LONG, |r| count_visits(r) == 3).await;
+    assert!(ok, "log:\n{}", daemon.lines().join("\n"));
+    assert_all_delivered_in_order(&recorded, &received, &tags);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_tap_logged_as_recorded_before_a_sigkill_is_delivered_after_the_restart() {
+    let dir = TestDir::new("restart-kill");
+    let tags = five_tags();
+    let members = tags.iter().map(|(hex, account)| member(&format!("0x{hex}"), account)).collect();
+    let fake = FakeEgym::start(members, API_KEY).await.unwrap();
+    fake.set_mode(Mode::Down);
+    let mut pty = Pty::open();
+    let config = write_config(&dir, &fake.base_url(), r#"repeat-window = "0s""#, &line_reader(&pty.slave_path));
+    let mut daemon = Daemon::start(&config);
+    daemon.wait_for_line("reader connected", LONG).await;
+    // Taps stream in; the daemon is killed while they do.
+    for round in 0..3 {
+        for (hex, _) in &tags {
+            pty.write(format!("{hex}\n").as_bytes());
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        if round == 1 {
+            daemon.wait_for_lines("tap recorded", 5, LONG).await;
+        }
+    }
+    daemon.signal(libc::SIGKILL);
+    daemon.wait_exit(Duration::from_secs(10)).await;
+    let recorded = daemon.recorded();
+    assert!(recorded.len() >= 5, "{recorded:?}");
+    drop(daemon);
+
+    fake.set_mode(Mode::Normal);
+    let daemon = Daemon::start(&config);
+    let (ok, received) = fake.wait_for(LONG, |r| count_visits(r) >= recorded.len()).await;
+    assert!(ok, "log:\n{}", daemon.lines().join("\n"));
+    // Taps read after the last "tap recorded" line may or may not have been committed; only
+    // those logged as recorded are promised.
+    let visits = visits(&received);
+    for tap in &recorded {
+        assert!(
+            visits.iter().any(|(_, _, timestamp)| *timestamp == tap.tapped_at_ms),
+            "recorded tap {tap:?} never reached EGYM; received {visits:#?}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unplugged_reader_is_reopened_when_it_is_back_without_burning_cpu() {
+    let dir = TestDir::new("replug");
+    let fake = FakeEgym::start(vec![member("0x0C000621A5", ACCOUNT), member("0x4B00423C15", "acc-2")], API_KEY).await.unwrap();
+    let link = dir.path("reader-entrance");
+    let pty = Pty::open();
+    std::os::unix::fs::symlink(&pty.slave_path, &link).unwrap();
+    let config = write_config(&dir, &fake.base_url(), "", &em4100_reader(&link, ""));
+    let daemon = Daemon::start(&config);
+    daemon.wait_for_line("reader connected", LONG).await;
+    let mut pty = pty;
+    pty.write(&em4100_frame(CARD));
+    assert!(fake.wait_for(LONG, |r| count_visits(r) == 1).await.0);
+
+    // Unplug: the device disappears.
+    drop(pty);
+    std::fs::remove_file(&link).unwrap();
+    daemon.wait_for_line("reader disconnected", LONG).await;
+    let cpu_before = daemon.cpu_time();
+    let wall = std::time::Instant::now();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let cpu_share = (daemon.cpu_time() - cpu_before).as_secs_f64() / wall.elapsed().as_secs_f64();
+    println!("CPU while unplugged: {:.2}% of one core", cpu_share * 100.0);
+    assert!(cpu_share < 0.05, "{:.1}% of a core while unplugged", cpu_share * 100.0);
+
+    // Replug: a new device behind the same path.
+    let mut pty = Pty::open();
+    std::os::unix::fs::symlink(&pty.slave_path, &link).unwrap();
+    daemon.wait_for_lines("reader connected", 2, LONG).await;
+    pty.write(&em4100_frame("4B00423C15"));
+    let (ok, received) = fake.wait_for(LONG, |r| count_visits(r) == 2).await;
+    assert!(ok, "log:\n{}", daemon.lines().join("\n"));
+    assert_eq!(visits(&received)[1].0, "acc-2");
+    let disconnects = daemon.lines().iter().filter(|l| l.contains("reader disconnected")).count();
+    let open_failures = daemon.lines().iter().filter(|l| l.contains("cannot open reader")).count();
+    assert_eq!((disconnects, open_failures), (1, 0), "the unplug is logged once");
+}
