@@ -71,7 +71,11 @@ pub struct ReaderConfig {
 
 #[derive(Clone, Debug)]
 pub enum Driver {
-    Serial { path: PathBuf, baud: u32, protocol: &'static Protocol },
+    Serial {
+        path: PathBuf,
+        baud: u32,
+        protocol: &'static Protocol,
+    },
     Stdin,
 }
 
@@ -184,10 +188,16 @@ impl std::error::Error for ConfigErrors {}
 impl Config {
     /// Reads and validates a configuration file.
     pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
-        let fail = |problem: String| ConfigErrors { path: path.to_path_buf(), problems: vec![problem] };
+        let fail = |problem: String| ConfigErrors {
+            path: path.to_path_buf(),
+            problems: vec![problem],
+        };
         let text = std::fs::read_to_string(path)
             .map_err(|e| fail(format!("cannot read the configuration file: {e}")))?;
-        Config::parse(&text).map_err(|problems| ConfigErrors { path: path.to_path_buf(), problems })
+        Config::parse(&text).map_err(|problems| ConfigErrors {
+            path: path.to_path_buf(),
+            problems,
+        })
     }
 
     /// Validates configuration text; on failure, returns every problem found.
@@ -205,7 +215,10 @@ impl Config {
 
     /// Checks that the API key can be read; the problem names the key that configures it.
     pub fn check_api_key(&self) -> Result<ApiKey, String> {
-        self.egym.api_key.read().map_err(|e| format!("egym.api-key-file: {e}"))
+        self.egym
+            .api_key
+            .read()
+            .map_err(|e| format!("egym.api-key-file: {e}"))
     }
 }
 
@@ -237,14 +250,20 @@ impl<'t> Section<'t> {
             None => EMPTY.get_or_init(toml::Table::new),
             Some(Value::Table(table)) => table,
             Some(other) => {
-                problems.add(&path, format!("expected a table, found {}", type_name(other)));
+                problems.add(
+                    &path,
+                    format!("expected a table, found {}", type_name(other)),
+                );
                 return None;
             }
         };
         for key in table.keys() {
             if !known.contains(&key.as_str()) {
                 let key_path = join(&path, key);
-                problems.add(&key_path, format!("unknown key, expected one of: {}", known.join(", ")));
+                problems.add(
+                    &key_path,
+                    format!("unknown key, expected one of: {}", known.join(", ")),
+                );
             }
         }
         Some(Section { path, table })
@@ -258,7 +277,10 @@ impl<'t> Section<'t> {
         match self.table.get(key)? {
             Value::String(s) => Some(s),
             other => {
-                problems.add(&self.key(key), format!("expected a string, found {}", type_name(other)));
+                problems.add(
+                    &self.key(key),
+                    format!("expected a string, found {}", type_name(other)),
+                );
                 None
             }
         }
@@ -306,25 +328,40 @@ impl<'t> Section<'t> {
                 let names: Vec<&str> = choices.iter().map(|(name, _)| *name).collect();
                 problems.add(
                     &self.key(key),
-                    format!("unknown value {text:?}, expected one of: {}", names.join(", ")),
+                    format!(
+                        "unknown value {text:?}, expected one of: {}",
+                        names.join(", ")
+                    ),
                 );
                 None
             }
         }
     }
 
-    fn integer(&self, key: &str, range: std::ops::RangeInclusive<i64>, problems: &mut Problems) -> Option<i64> {
+    fn integer(
+        &self,
+        key: &str,
+        range: std::ops::RangeInclusive<i64>,
+        problems: &mut Problems,
+    ) -> Option<i64> {
         match self.table.get(key)? {
             Value::Integer(n) if range.contains(n) => Some(*n),
             Value::Integer(n) => {
                 problems.add(
                     &self.key(key),
-                    format!("{n} is out of range, expected {} to {}", range.start(), range.end()),
+                    format!(
+                        "{n} is out of range, expected {} to {}",
+                        range.start(),
+                        range.end()
+                    ),
                 );
                 None
             }
             other => {
-                problems.add(&self.key(key), format!("expected an integer, found {}", type_name(other)));
+                problems.add(
+                    &self.key(key),
+                    format!("expected an integer, found {}", type_name(other)),
+                );
                 None
             }
         }
@@ -335,12 +372,18 @@ impl<'t> Section<'t> {
             Value::Integer(n) => *n as f64,
             Value::Float(x) => *x,
             other => {
-                problems.add(&self.key(key), format!("expected a number, found {}", type_name(other)));
+                problems.add(
+                    &self.key(key),
+                    format!("expected a number, found {}", type_name(other)),
+                );
                 return None;
             }
         };
         if !(value > 0.0 && value <= 10_000.0) {
-            problems.add(&self.key(key), format!("{value} is out of range, expected more than 0, at most 10000"));
+            problems.add(
+                &self.key(key),
+                format!("{value} is out of range, expected more than 0, at most 10000"),
+            );
             return None;
         }
         Some(value)
@@ -348,7 +391,11 @@ impl<'t> Section<'t> {
 }
 
 fn join(path: &str, key: &str) -> String {
-    if path.is_empty() { key.to_string() } else { format!("{path}.{key}") }
+    if path.is_empty() {
+        key.to_string()
+    } else {
+        format!("{path}.{key}")
+    }
 }
 
 fn type_name(value: &Value) -> &'static str {
@@ -385,12 +432,22 @@ pub fn parse_duration(text: &str) -> Option<Duration> {
 fn parse_root(root: &toml::Table, problems: &mut Problems) -> Option<Config> {
     // The root is a table by construction; check its keys like any other section's.
     let root_value = Value::Table(root.clone());
-    Section::new(String::new(), Some(&root_value), &["egym", "store", "visits", "readers"], problems)?;
+    Section::new(
+        String::new(),
+        Some(&root_value),
+        &["egym", "store", "visits", "readers"],
+        problems,
+    )?;
     let egym = parse_egym(root.get("egym"), problems);
     let store = parse_store(root.get("store"), problems);
     let visits = parse_visits(root.get("visits"), problems);
     let readers = parse_readers(root.get("readers"), problems);
-    Some(Config { egym: egym?, store: store?, visits: visits?, readers: readers? })
+    Some(Config {
+        egym: egym?,
+        store: store?,
+        visits: visits?,
+        readers: readers?,
+    })
 }
 
 fn parse_egym(value: Option<&Value>, problems: &mut Problems) -> Option<EgymConfig> {
@@ -405,22 +462,35 @@ fn parse_egym(value: Option<&Value>, problems: &mut Problems) -> Option<EgymConf
     ];
     let s = Section::new("egym".into(), value, KEYS, problems)?;
     let base_url = s.string("base-url", problems).unwrap_or(DEFAULT_BASE_URL);
-    let base_url = check_base_url(base_url).map_err(|e| problems.add(&s.key("base-url"), e)).ok();
+    let base_url = check_base_url(base_url)
+        .map_err(|e| problems.add(&s.key("base-url"), e))
+        .ok();
     let api_key_file = s.string("api-key-file", problems).map(PathBuf::from);
-    if let Some(path) = &api_key_file {
-        if path.is_relative() {
-            problems.add(&s.key("api-key-file"), "must be an absolute path");
-        }
+    if let Some(path) = &api_key_file
+        && path.is_relative()
+    {
+        problems.add(&s.key("api-key-file"), "must be an absolute path");
     }
     let request_timeout = s.duration("request-timeout", Duration::from_secs(10), problems);
     if !(Duration::from_secs(1)..=Duration::from_secs(300)).contains(&request_timeout) {
         problems.add(&s.key("request-timeout"), "must be between 1s and 5m");
     }
-    let rate_limit_per_second = s.positive_number("rate-limit-per-second", problems).unwrap_or(6.0);
-    let rate_limit_burst = s.integer("rate-limit-burst", 1..=10_000, problems).unwrap_or(60) as u32;
-    let account_cache_ttl = s.duration("account-cache-ttl", Duration::from_secs(12 * 3600), problems);
-    let unknown_tag_retry_window =
-        s.duration("unknown-tag-retry-window", Duration::from_secs(24 * 3600), problems);
+    let rate_limit_per_second = s
+        .positive_number("rate-limit-per-second", problems)
+        .unwrap_or(6.0);
+    let rate_limit_burst = s
+        .integer("rate-limit-burst", 1..=10_000, problems)
+        .unwrap_or(60) as u32;
+    let account_cache_ttl = s.duration(
+        "account-cache-ttl",
+        Duration::from_secs(12 * 3600),
+        problems,
+    );
+    let unknown_tag_retry_window = s.duration(
+        "unknown-tag-retry-window",
+        Duration::from_secs(24 * 3600),
+        problems,
+    );
     Some(EgymConfig {
         base_url: base_url?,
         api_key: ApiKeySource::choose(api_key_file),
@@ -445,7 +515,9 @@ fn check_base_url(text: &str) -> Result<Url, String> {
             "{text:?} uses plain http; EGYM must be reached over https (http is accepted only \
              for loopback hosts such as 127.0.0.1 or localhost)"
         )),
-        other => Err(format!("{text:?}: unsupported scheme {other:?}, expected https")),
+        other => Err(format!(
+            "{text:?}: unsupported scheme {other:?}, expected https"
+        )),
     }
 }
 
@@ -465,7 +537,10 @@ fn parse_store(value: Option<&Value>, problems: &mut Problems) -> Option<StoreCo
         problems.add(&s.key("path"), "must not be empty");
     }
     let keep_delivered = s.duration("keep-delivered", Duration::from_secs(30 * 86_400), problems);
-    Some(StoreConfig { path, keep_delivered })
+    Some(StoreConfig {
+        path,
+        keep_delivered,
+    })
 }
 
 fn parse_visits(value: Option<&Value>, problems: &mut Problems) -> Option<VisitsConfig> {
@@ -486,7 +561,11 @@ fn parse_visits(value: Option<&Value>, problems: &mut Problems) -> Option<Visits
         }
         parsed
     });
-    Some(VisitsConfig { repeat_window, auto_checkout_after, closing_time })
+    Some(VisitsConfig {
+        repeat_window,
+        auto_checkout_after,
+        closing_time,
+    })
 }
 
 fn parse_time_of_day(text: &str) -> Option<(u8, u8)> {
@@ -502,7 +581,10 @@ fn parse_time_of_day(text: &str) -> Option<(u8, u8)> {
 fn parse_readers(value: Option<&Value>, problems: &mut Problems) -> Option<Vec<ReaderConfig>> {
     let items = match value {
         None => {
-            problems.add("readers", "missing: configure at least one [[readers]] entry");
+            problems.add(
+                "readers",
+                "missing: configure at least one [[readers]] entry",
+            );
             return None;
         }
         Some(Value::Array(items)) if items.is_empty() => {
@@ -511,7 +593,13 @@ fn parse_readers(value: Option<&Value>, problems: &mut Problems) -> Option<Vec<R
         }
         Some(Value::Array(items)) => items,
         Some(other) => {
-            problems.add("readers", format!("expected an array of tables ([[readers]]), found {}", type_name(other)));
+            problems.add(
+                "readers",
+                format!(
+                    "expected an array of tables ([[readers]]), found {}",
+                    type_name(other)
+                ),
+            );
             return None;
         }
     };
@@ -522,14 +610,20 @@ fn parse_readers(value: Option<&Value>, problems: &mut Problems) -> Option<Vec<R
         match parse_reader(i, item, problems) {
             Some(reader) => {
                 if !names.insert(reader.name.clone()) {
-                    problems.add(&format!("readers[{i}].name"), format!("{:?} is used by another reader", reader.name));
+                    problems.add(
+                        &format!("readers[{i}].name"),
+                        format!("{:?} is used by another reader", reader.name),
+                    );
                 }
                 readers.push(reader);
             }
             None => complete = false,
         }
     }
-    let stdin_readers = readers.iter().filter(|r| matches!(r.driver, Driver::Stdin)).count();
+    let stdin_readers = readers
+        .iter()
+        .filter(|r| matches!(r.driver, Driver::Stdin))
+        .count();
     if stdin_readers > 1 {
         problems.add("readers", "at most one reader can use driver = \"stdin\"");
     }
@@ -557,7 +651,9 @@ fn parse_reader(i: usize, value: &Value, problems: &mut Problems) -> Option<Read
     if let Some(name) = &name {
         let valid = !name.is_empty()
             && name.len() <= 64
-            && name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c));
+            && name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c));
         if !valid {
             problems.add(
                 &s.key("name"),
@@ -567,11 +663,18 @@ fn parse_reader(i: usize, value: &Value, problems: &mut Problems) -> Option<Read
     }
     let driver_name = s.choice(
         "driver",
-        &[("serial", "serial"), ("stdin", "stdin"), ("keyboard", "keyboard")],
+        &[
+            ("serial", "serial"),
+            ("stdin", "stdin"),
+            ("keyboard", "keyboard"),
+        ],
         problems,
     );
     if !s.table.contains_key("driver") {
-        problems.add(&s.key("driver"), "missing, expected one of: serial, keyboard, stdin");
+        problems.add(
+            &s.key("driver"),
+            "missing, expected one of: serial, keyboard, stdin",
+        );
     }
     let driver = match driver_name {
         Some("serial") => parse_serial(&s, problems),
@@ -596,7 +699,11 @@ fn parse_reader(i: usize, value: &Value, problems: &mut Problems) -> Option<Read
     let direction = s
         .choice(
             "direction",
-            &[("in", Direction::In), ("out", Direction::Out), ("toggle", Direction::Toggle)],
+            &[
+                ("in", Direction::In),
+                ("out", Direction::Out),
+                ("toggle", Direction::Toggle),
+            ],
             problems,
         )
         .unwrap_or(Direction::Toggle);
@@ -604,30 +711,58 @@ fn parse_reader(i: usize, value: &Value, problems: &mut Problems) -> Option<Read
     let id_format = s
         .choice(
             "id-format",
-            &[("hex", IdFormat::Hex), ("decimal", IdFormat::Decimal), ("facility-card", IdFormat::FacilityCard)],
+            &[
+                ("hex", IdFormat::Hex),
+                ("decimal", IdFormat::Decimal),
+                ("facility-card", IdFormat::FacilityCard),
+            ],
             problems,
         )
         .unwrap_or(IdFormat::Hex);
-    if let Some(Driver::Serial { protocol, .. }) = &driver {
-        if !protocol.text && id_format != IdFormat::Hex {
-            problems.add(
-                &s.key("id-format"),
-                format!(
-                    "applies only to text readers (protocol = \"line\", driver = \"stdin\"); \
+    if let Some(Driver::Serial { protocol, .. }) = &driver
+        && !protocol.text
+        && id_format != IdFormat::Hex
+    {
+        problems.add(
+            &s.key("id-format"),
+            format!(
+                "applies only to text readers (protocol = \"line\", driver = \"stdin\"); \
                      an {} reader always reads the id's bytes",
-                    protocol.name
-                ),
-            );
-        }
+                protocol.name
+            ),
+        );
     }
     let id_bytes = s
-        .choice("id-bytes", &[("all", IdBytes::All), ("low32", IdBytes::Low32), ("low24", IdBytes::Low24)], problems)
+        .choice(
+            "id-bytes",
+            &[
+                ("all", IdBytes::All),
+                ("low32", IdBytes::Low32),
+                ("low24", IdBytes::Low24),
+            ],
+            problems,
+        )
         .unwrap_or(IdBytes::All);
     let byte_order = s
-        .choice("byte-order", &[("as-read", ByteOrder::AsRead), ("reversed", ByteOrder::Reversed)], problems)
+        .choice(
+            "byte-order",
+            &[
+                ("as-read", ByteOrder::AsRead),
+                ("reversed", ByteOrder::Reversed),
+            ],
+            problems,
+        )
         .unwrap_or(ByteOrder::AsRead);
     let egym_tag_format = s
-        .choice("egym-tag-format", &[("HITAG1", "HITAG1"), ("MIFARE", "MIFARE"), ("LEGIC", "LEGIC")], problems)
+        .choice(
+            "egym-tag-format",
+            &[
+                ("HITAG1", "HITAG1"),
+                ("MIFARE", "MIFARE"),
+                ("LEGIC", "LEGIC"),
+            ],
+            problems,
+        )
         .map(str::to_string);
     Some(ReaderConfig {
         name: name?,
@@ -635,23 +770,32 @@ fn parse_reader(i: usize, value: &Value, problems: &mut Problems) -> Option<Read
         direction,
         debounce,
         id_format,
-        normalisation: Normalisation { id_bytes, byte_order },
+        normalisation: Normalisation {
+            id_bytes,
+            byte_order,
+        },
         egym_tag_format,
     })
 }
 
 fn parse_serial(s: &Section<'_>, problems: &mut Problems) -> Option<Driver> {
     let path = s.required_string("path", problems).map(PathBuf::from);
-    if let Some(path) = &path {
-        if path.is_relative() {
-            problems.add(&s.key("path"), "must be an absolute path (e.g. /dev/serial/by-id/...)");
-        }
+    if let Some(path) = &path
+        && path.is_relative()
+    {
+        problems.add(
+            &s.key("path"),
+            "must be an absolute path (e.g. /dev/serial/by-id/...)",
+        );
     }
     let baud = s.integer("baud", 50..=4_000_000, problems).unwrap_or(9600) as u32;
     let names: Vec<&str> = PROTOCOLS.iter().map(|p| p.name).collect();
     let protocol = match s.string("protocol", problems) {
         None if !s.table.contains_key("protocol") => {
-            problems.add(&s.key("protocol"), format!("missing, expected one of: {}", names.join(", ")));
+            problems.add(
+                &s.key("protocol"),
+                format!("missing, expected one of: {}", names.join(", ")),
+            );
             None
         }
         None => None,
@@ -660,13 +804,20 @@ fn parse_serial(s: &Section<'_>, problems: &mut Problems) -> Option<Driver> {
             if found.is_none() {
                 problems.add(
                     &s.key("protocol"),
-                    format!("unknown value {name:?}, expected one of: {}", names.join(", ")),
+                    format!(
+                        "unknown value {name:?}, expected one of: {}",
+                        names.join(", ")
+                    ),
                 );
             }
             found
         }
     };
-    Some(Driver::Serial { path: path?, baud, protocol: protocol? })
+    Some(Driver::Serial {
+        path: path?,
+        baud,
+        protocol: protocol?,
+    })
 }
 
 #[cfg(test)]
@@ -778,10 +929,20 @@ mod tests {
 
     #[test]
     fn loopback_hosts_may_use_plain_http() {
-        for url in ["http://127.0.0.1:8080", "http://localhost:1", "http://[::1]:9", "https://example.com"] {
+        for url in [
+            "http://127.0.0.1:8080",
+            "http://localhost:1",
+            "http://[::1]:9",
+            "https://example.com",
+        ] {
             assert!(check_base_url(url).is_ok(), "{url}");
         }
-        for url in ["http://10.0.0.1", "http://example.com", "ftp://127.0.0.1", "not a url"] {
+        for url in [
+            "http://10.0.0.1",
+            "http://example.com",
+            "ftp://127.0.0.1",
+            "not a url",
+        ] {
             assert!(check_base_url(url).is_err(), "{url}");
         }
     }

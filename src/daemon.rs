@@ -56,15 +56,19 @@ pub async fn run(
 ) -> Result<(), DaemonError> {
     let store = Store::open(&config.store.path)?;
     info!(database = %config.store.path.display(), "database open");
-    let client = egym::Client::new(&config.egym.base_url, config.egym.request_timeout).map_err(DaemonError::Setup)?;
+    let client = egym::Client::new(&config.egym.base_url, config.egym.request_timeout)
+        .map_err(DaemonError::Setup)?;
     if config.visits.auto_checkout_after.is_some() || config.visits.closing_time.is_some() {
-        warn!("visits.auto-checkout-after and visits.closing-time are not acted on by this version; visits stay open until the member taps out");
+        warn!(
+            "visits.auto-checkout-after and visits.closing-time are not acted on by this version; visits stay open until the member taps out"
+        );
     }
 
     let (stop, stopping) = watch::channel(false);
     let recorded = Arc::new(Notify::new());
     let (taps, tap_queue) = mpsc::channel(TAP_QUEUE);
-    let recorder = Recorder::new(store.clone(), config.visits.repeat_window, recorded.clone()).await?;
+    let recorder =
+        Recorder::new(store.clone(), config.visits.repeat_window, recorded.clone()).await?;
 
     let mut readers = JoinSet::new();
     sources.resize_with(config.readers.len(), || None);
@@ -81,7 +85,14 @@ pub async fn run(
         account_cache_ttl: config.egym.account_cache_ttl,
         unknown_tag_retry_window: config.egym.unknown_tag_retry_window,
     };
-    let worker = Worker::new(store.clone(), client, settings, config.egym.api_key.clone(), api_key, recorded);
+    let worker = Worker::new(
+        store.clone(),
+        client,
+        settings,
+        config.egym.api_key.clone(),
+        api_key,
+        recorded,
+    );
     let mut delivery = tokio::spawn(worker.run(stopping.clone()));
     let pruner = tokio::spawn(prune(store, config.store.keep_delivered, stopping.clone()));
     info!(readers = config.readers.len(), egym = %config.egym.base_url, "gym-checkin running");
@@ -135,7 +146,10 @@ async fn prune(store: Store, keep_delivered: Duration, mut stopping: watch::Rece
 /// Completes on SIGTERM or SIGINT.
 pub async fn termination_signal() {
     use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
         error!("cannot listen for SIGTERM/SIGINT; stop the service with SIGKILL");
         return std::future::pending().await;
     };

@@ -63,13 +63,17 @@ pub struct Settings {
 /// How long the `attempts`-th retry waits: a random time up to `RETRY_BASE · 2^attempts`,
 /// capped at `RETRY_CAP` ("full jitter"). `random` is in `[0, 1)`.
 pub fn retry_delay(attempts: u32, random: f64) -> Duration {
-    let ceiling = RETRY_BASE.saturating_mul(1u32 << attempts.min(20)).min(RETRY_CAP);
+    let ceiling = RETRY_BASE
+        .saturating_mul(1u32 << attempts.min(20))
+        .min(RETRY_CAP);
     ceiling.mul_f64(random.clamp(0.0, 1.0))
 }
 
 /// How long an event for an unknown tag waits before its tag is asked about again.
 pub fn unknown_tag_delay(unknown_attempts: u32) -> Duration {
-    UNKNOWN_TAG_FIRST_RETRY.saturating_mul(1u32 << unknown_attempts.min(10)).min(UNKNOWN_TAG_RETRY_CAP)
+    UNKNOWN_TAG_FIRST_RETRY
+        .saturating_mul(1u32 << unknown_attempts.min(10))
+        .min(UNKNOWN_TAG_RETRY_CAP)
 }
 
 /// A token bucket: `capacity` tokens, refilled at `rate` per second (pure; time passed in).
@@ -83,7 +87,12 @@ pub struct TokenBucket {
 
 impl TokenBucket {
     pub fn new(rate: f64, capacity: u32, now: Instant) -> Self {
-        TokenBucket { rate, capacity: f64::from(capacity), tokens: f64::from(capacity), updated: now }
+        TokenBucket {
+            rate,
+            capacity: f64::from(capacity),
+            tokens: f64::from(capacity),
+            updated: now,
+        }
     }
 
     /// Takes a token, or says how long until one is there.
@@ -180,9 +189,18 @@ impl Worker {
         key: ApiKey,
         recorded: Arc<Notify>,
     ) -> Self {
-        let limiter = RateLimiter(Mutex::new(TokenBucket::new(settings.rate_per_second, settings.burst, Instant::now())));
+        let limiter = RateLimiter(Mutex::new(TokenBucket::new(
+            settings.rate_per_second,
+            settings.burst,
+            Instant::now(),
+        )));
         Worker {
-            ctx: Arc::new(Context { store, client, limiter, settings }),
+            ctx: Arc::new(Context {
+                store,
+                client,
+                limiter,
+                settings,
+            }),
             key_source,
             key,
             recorded,
@@ -224,14 +242,20 @@ impl Worker {
 
     /// Lets requests in flight finish for a short while, records what they achieved, and
     /// abandons the rest (their events stay pending).
-    async fn finish(mut self, mut tasks: JoinSet<(Box<OpenEvent>, Result<Outcome, StoreError>)>) -> Result<(), StoreError> {
+    async fn finish(
+        mut self,
+        mut tasks: JoinSet<(Box<OpenEvent>, Result<Outcome, StoreError>)>,
+    ) -> Result<(), StoreError> {
         let deadline = Instant::now() + SHUTDOWN_GRACE;
         while !tasks.is_empty() {
             match tokio::time::timeout_at(deadline, tasks.join_next()).await {
                 Ok(Some(Ok((event, outcome)))) => self.record_outcome(*event, outcome?).await?,
                 Ok(_) => {}
                 Err(_) => {
-                    info!(abandoned = tasks.len(), "stopping: requests still in flight abandoned; their events stay pending");
+                    info!(
+                        abandoned = tasks.len(),
+                        "stopping: requests still in flight abandoned; their events stay pending"
+                    );
                     tasks.abort_all();
                     break;
                 }
@@ -245,7 +269,10 @@ impl Worker {
     fn on_recorded(&mut self) {
         if let Some((_, HoldCause::Unreachable)) = self.hold {
             let now = Instant::now();
-            if self.last_unreachable_probe.is_none_or(|at| now.duration_since(at) >= UNREACHABLE_PROBE_GAP) {
+            if self
+                .last_unreachable_probe
+                .is_none_or(|at| now.duration_since(at) >= UNREACHABLE_PROBE_GAP)
+            {
                 self.last_unreachable_probe = Some(now);
                 self.hold = None;
             }
@@ -286,8 +313,11 @@ impl Worker {
         if capacity > 0 {
             let limit = capacity + self.in_flight_tags.len();
             let due = self.ctx.store.claim_due(now_ms(), limit).await?;
-            let startable: Vec<OpenEvent> =
-                due.into_iter().filter(|e| !self.in_flight_tags.contains(&e.tag)).take(capacity).collect();
+            let startable: Vec<OpenEvent> = due
+                .into_iter()
+                .filter(|e| !self.in_flight_tags.contains(&e.tag))
+                .take(capacity)
+                .collect();
             for event in startable {
                 self.in_flight_tags.insert(event.tag.clone());
                 let ctx = self.ctx.clone();
@@ -310,7 +340,11 @@ impl Worker {
         }))
     }
 
-    async fn record_outcome(&mut self, event: OpenEvent, outcome: Outcome) -> Result<(), StoreError> {
+    async fn record_outcome(
+        &mut self,
+        event: OpenEvent,
+        outcome: Outcome,
+    ) -> Result<(), StoreError> {
         self.in_flight_tags.remove(&event.tag);
         let store = &self.ctx.store;
         let tag = tag::short(&event.tag);
@@ -340,7 +374,13 @@ impl Worker {
                     Failure::Transport { .. } => HoldCause::Unreachable,
                     Failure::Status { .. } => HoldCause::Overloaded,
                 };
-                store.schedule_retry(event.id, now_ms() + delay.as_millis() as i64, answer(&failure)).await?;
+                store
+                    .schedule_retry(
+                        event.id,
+                        now_ms() + delay.as_millis() as i64,
+                        answer(&failure),
+                    )
+                    .await?;
                 let until = Instant::now() + delay;
                 if self.hold.is_none_or(|(current, _)| current < until) {
                     self.hold = Some((until, cause));
@@ -358,7 +398,10 @@ impl Worker {
             Outcome::Paused { failure } => {
                 let now = Instant::now();
                 let error_code = failure.error_code().unwrap_or("none");
-                let log_now = self.paused.as_ref().is_none_or(|p| now.duration_since(p.last_logged) >= PAUSE_LOG_INTERVAL);
+                let log_now = self
+                    .paused
+                    .as_ref()
+                    .is_none_or(|p| now.duration_since(p.last_logged) >= PAUSE_LOG_INTERVAL);
                 if log_now {
                     error!(
                         status = failure.status().unwrap_or_default(),
@@ -369,8 +412,15 @@ impl Worker {
                          delivery resumes by itself once EGYM accepts it"
                     );
                 }
-                let last_logged = if log_now { now } else { self.paused.as_ref().map_or(now, |p| p.last_logged) };
-                self.paused = Some(Paused { next_probe: now + PAUSE_PROBE_INTERVAL, last_logged });
+                let last_logged = if log_now {
+                    now
+                } else {
+                    self.paused.as_ref().map_or(now, |p| p.last_logged)
+                };
+                self.paused = Some(Paused {
+                    next_probe: now + PAUSE_PROBE_INTERVAL,
+                    last_logged,
+                });
             }
             Outcome::UnknownTag { failure } => {
                 let answer = failure.as_ref().map(answer).unwrap_or_else(|| Answer {
@@ -380,14 +430,33 @@ impl Worker {
                 });
                 let since = event.unknown_since_ms.unwrap_or_else(now_ms);
                 let window_ms = self.ctx.settings.unknown_tag_retry_window.as_millis() as i64;
-                let renderings = tag::RawId::from_hex(&event.raw_id).map(|raw| tag::renderings_line(&raw)).unwrap_or_default();
+                let renderings = tag::RawId::from_hex(&event.raw_id)
+                    .map(|raw| tag::renderings_line(&raw))
+                    .unwrap_or_default();
                 if now_ms() - since >= window_ms {
-                    store.mark_rejected(event.id, Answer { message: format!("unknown tag for the whole unknown-tag-retry-window: {}", answer.message), ..answer }).await?;
+                    store
+                        .mark_rejected(
+                            event.id,
+                            Answer {
+                                message: format!(
+                                    "unknown tag for the whole unknown-tag-retry-window: {}",
+                                    answer.message
+                                ),
+                                ..answer
+                            },
+                        )
+                        .await?;
                     warn!(event_id = event.id, reader = %event.reader, tag = %tag, kind = %kind, renderings = %renderings, "rejected: EGYM still knows no member with this tag after unknown-tag-retry-window");
                 } else {
-                    let unknown_attempts = if event.unknown_since_ms.is_some() { event.attempts } else { 0 };
+                    let unknown_attempts = if event.unknown_since_ms.is_some() {
+                        event.attempts
+                    } else {
+                        0
+                    };
                     let delay = unknown_tag_delay(unknown_attempts);
-                    store.mark_unknown_tag(event.id, now_ms() + delay.as_millis() as i64, answer).await?;
+                    store
+                        .mark_unknown_tag(event.id, now_ms() + delay.as_millis() as i64, answer)
+                        .await?;
                     warn!(
                         event_id = event.id,
                         reader = %event.reader,
@@ -429,11 +498,23 @@ async fn sleep_until(at: Option<Instant>) {
 /// One delivery attempt: resolve the tag (cache or lookup), then post.
 async fn attempt(ctx: &Context, key: &ApiKey, event: &OpenEvent) -> Result<Outcome, StoreError> {
     let tag_format = event.tag_format.as_deref();
-    let cached = ctx.store.cached_account(event.tag.clone(), event.tag_format.clone()).await?;
-    let age = |resolved_at_ms: i64| Duration::from_millis((now_ms() - resolved_at_ms).max(0) as u64);
+    let cached = ctx
+        .store
+        .cached_account(event.tag.clone(), event.tag_format.clone())
+        .await?;
+    let age =
+        |resolved_at_ms: i64| Duration::from_millis((now_ms() - resolved_at_ms).max(0) as u64);
     let mut account_id = match cached {
-        Some(c) if c.account_id.is_some() && age(c.resolved_at_ms) < ctx.settings.account_cache_ttl => c.account_id,
-        Some(c) if c.account_id.is_none() && age(c.resolved_at_ms) < NEGATIVE_CACHE_TTL.min(ctx.settings.account_cache_ttl) => {
+        Some(c)
+            if c.account_id.is_some() && age(c.resolved_at_ms) < ctx.settings.account_cache_ttl =>
+        {
+            c.account_id
+        }
+        Some(c)
+            if c.account_id.is_none()
+                && age(c.resolved_at_ms)
+                    < NEGATIVE_CACHE_TTL.min(ctx.settings.account_cache_ttl) =>
+        {
             debug!(event_id = event.id, "tag known to be unknown (cached)");
             return Ok(Outcome::UnknownTag { failure: None });
         }
@@ -448,14 +529,28 @@ async fn attempt(ctx: &Context, key: &ApiKey, event: &OpenEvent) -> Result<Outco
                 looked_up = true;
                 match ctx.client.lookup(key, &event.tag, tag_format).await {
                     Ok(account) => {
-                        ctx.store.cache_account(event.tag.clone(), event.tag_format.clone(), Some(account.clone())).await?;
+                        ctx.store
+                            .cache_account(
+                                event.tag.clone(),
+                                event.tag_format.clone(),
+                                Some(account.clone()),
+                            )
+                            .await?;
                         account
                     }
                     Err(failure) => {
                         return Ok(match egym::classify(Call::Lookup, &failure) {
                             Verdict::UnknownTag => {
-                                ctx.store.cache_account(event.tag.clone(), event.tag_format.clone(), None).await?;
-                                Outcome::UnknownTag { failure: Some(failure) }
+                                ctx.store
+                                    .cache_account(
+                                        event.tag.clone(),
+                                        event.tag_format.clone(),
+                                        None,
+                                    )
+                                    .await?;
+                                Outcome::UnknownTag {
+                                    failure: Some(failure),
+                                }
                             }
                             verdict => outcome_of(verdict, failure),
                         });
@@ -464,12 +559,23 @@ async fn attempt(ctx: &Context, key: &ApiKey, event: &OpenEvent) -> Result<Outco
             }
         };
         ctx.limiter.acquire().await;
-        match ctx.client.post_visit(key, &account, event.kind, event.tapped_at_ms).await {
-            Ok(status) => return Ok(Outcome::Delivered { account_id: account, status }),
+        match ctx
+            .client
+            .post_visit(key, &account, event.kind, event.tapped_at_ms)
+            .await
+        {
+            Ok(status) => {
+                return Ok(Outcome::Delivered {
+                    account_id: account,
+                    status,
+                });
+            }
             Err(failure) => match egym::classify(Call::Post, &failure) {
                 // The cached account is gone: drop it and look the tag up once more.
                 Verdict::AccountGone if !looked_up => {
-                    ctx.store.forget_account(event.tag.clone(), event.tag_format.clone()).await?;
+                    ctx.store
+                        .forget_account(event.tag.clone(), event.tag_format.clone())
+                        .await?;
                     continue;
                 }
                 verdict => return Ok(outcome_of(verdict, failure)),
@@ -482,7 +588,9 @@ fn outcome_of(verdict: Verdict, failure: Failure) -> Outcome {
     match verdict {
         Verdict::Retry => Outcome::Retry { failure },
         Verdict::Pause => Outcome::Paused { failure },
-        Verdict::UnknownTag => Outcome::UnknownTag { failure: Some(failure) },
+        Verdict::UnknownTag => Outcome::UnknownTag {
+            failure: Some(failure),
+        },
         Verdict::AccountGone | Verdict::Reject => Outcome::Rejected { failure },
     }
 }

@@ -67,18 +67,26 @@ async fn run_in(dir: &std::path::Path) -> Result<(), String> {
             match line.trim() {
                 "outage" => {
                     console_fake.set_mode(Mode::Down);
-                    say("EGYM is now DOWN: taps are still recorded and held in the outbox. Type `restore` to bring it back.");
+                    say(
+                        "EGYM is now DOWN: taps are still recorded and held in the outbox. Type `restore` to bring it back.",
+                    );
                 }
                 "restore" => {
                     console_fake.set_mode(Mode::Normal);
-                    say("EGYM is back. Held taps go out at their next retry, or at once with the next tap.");
+                    say(
+                        "EGYM is back. Held taps go out at their next retry, or at once with the next tap.",
+                    );
                 }
                 "status" => print_status(&store_path).await,
                 "help" | "?" => say(COMMANDS),
                 "quit" | "exit" => break,
                 "" => {}
                 tag => {
-                    if typed.write_all(format!("{tag}\n").as_bytes()).await.is_err() {
+                    if typed
+                        .write_all(format!("{tag}\n").as_bytes())
+                        .await
+                        .is_err()
+                    {
                         break;
                     }
                 }
@@ -96,12 +104,18 @@ async fn run_in(dir: &std::path::Path) -> Result<(), String> {
         }
     };
     let key = ApiKey::new(DEMO_KEY.into());
-    crate::daemon::run(config, key, vec![Some(Source::Stream(Box::new(reader_end)))], shutdown)
-        .await
-        .map_err(|e| e.to_string())
+    crate::daemon::run(
+        config,
+        key,
+        vec![Some(Source::Stream(Box::new(reader_end)))],
+        shutdown,
+    )
+    .await
+    .map_err(|e| e.to_string())
 }
 
-const COMMANDS: &str = "Type a tag and Enter to tap it. Commands: outage, restore, status, help, quit.";
+const COMMANDS: &str =
+    "Type a tag and Enter to tap it. Commands: outage, restore, status, help, quit.";
 
 fn say(text: &str) {
     let mut out = std::io::stdout().lock();
@@ -125,23 +139,52 @@ fn print_banner(fake: &FakeEgym, members: &[Member]) {
     println!("{text}");
 }
 
-async fn print_requests(mut requests: tokio::sync::broadcast::Receiver<Received>, members: Vec<Member>) {
+async fn print_requests(
+    mut requests: tokio::sync::broadcast::Receiver<Received>,
+    members: Vec<Member>,
+) {
     while let Ok(request) = requests.recv().await {
-        let status = request.status.map_or("(no answer)".to_string(), |s| s.to_string());
+        let status = request
+            .status
+            .map_or("(no answer)".to_string(), |s| s.to_string());
         let line = if let Some((account, what)) = request.visit() {
-            let name = members.iter().find(|m| m.account_id == account).map_or("?", |m| m.name.as_str());
-            let tapped = request.timestamp().map(rfc3339_ms).unwrap_or_else(|| "missing".into());
-            let late_s = request.timestamp().map(|t| (request.at_ms - t) as f64 / 1000.0).unwrap_or(0.0);
+            let name = members
+                .iter()
+                .find(|m| m.account_id == account)
+                .map_or("?", |m| m.name.as_str());
+            let tapped = request
+                .timestamp()
+                .map(rfc3339_ms)
+                .unwrap_or_else(|| "missing".into());
+            let late_s = request
+                .timestamp()
+                .map(|t| (request.at_ms - t) as f64 / 1000.0)
+                .unwrap_or(0.0);
             format!(
                 "EGYM received {} {}  body {}  → {status}\n             {name} {}, tap time {tapped} ({late_s:.1} s before it arrived)",
                 request.method,
                 request.path,
-                request.body.as_ref().map(|b| b.to_string()).unwrap_or_default(),
-                if what == "checkins" { "checked IN" } else { "checked OUT" },
+                request
+                    .body
+                    .as_ref()
+                    .map(|b| b.to_string())
+                    .unwrap_or_default(),
+                if what == "checkins" {
+                    "checked IN"
+                } else {
+                    "checked OUT"
+                },
             )
         } else {
-            let query = request.query.as_deref().map(|q| format!("?{q}")).unwrap_or_default();
-            format!("EGYM received {} {}{query}  → {status}", request.method, request.path)
+            let query = request
+                .query
+                .as_deref()
+                .map(|q| format!("?{q}"))
+                .unwrap_or_default();
+            format!(
+                "EGYM received {} {}{query}  → {status}",
+                request.method, request.path
+            )
         };
         say(&line);
     }

@@ -40,7 +40,13 @@ fn main() -> ExitCode {
         Command::CheckConfig => check_config(&cli.config),
         Command::Run => match load(&cli.config) {
             Ok((config, key)) => block_on(async move {
-                gym_checkin::daemon::run(config, key, Vec::new(), gym_checkin::daemon::termination_signal()).await
+                gym_checkin::daemon::run(
+                    config,
+                    key,
+                    Vec::new(),
+                    gym_checkin::daemon::termination_signal(),
+                )
+                .await
             }),
             Err(code) => code,
         },
@@ -49,7 +55,11 @@ fn main() -> ExitCode {
 }
 
 fn block_on<E: std::fmt::Display>(future: impl Future<Output = Result<(), E>>) -> ExitCode {
-    let runtime = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
         Ok(runtime) => runtime,
         Err(e) => {
             eprintln!("gym-checkin: cannot start the async runtime: {e}");
@@ -89,13 +99,28 @@ fn check_config(path: &std::path::Path) -> ExitCode {
     println!("  database: {}", config.store.path.display());
     for reader in &config.readers {
         let device = match &reader.driver {
-            Driver::Serial { path, baud, protocol } => {
-                let present = if path.exists() { "present" } else { "not present now; the service waits for it" };
-                format!("serial {} at {baud} baud, protocol {} ({present})", path.display(), protocol.name)
+            Driver::Serial {
+                path,
+                baud,
+                protocol,
+            } => {
+                let present = if path.exists() {
+                    "present"
+                } else {
+                    "not present now; the service waits for it"
+                };
+                format!(
+                    "serial {} at {baud} baud, protocol {} ({present})",
+                    path.display(),
+                    protocol.name
+                )
             }
             Driver::Stdin => "standard input".to_string(),
         };
-        println!("  reader {}: {device}, direction {:?}", reader.name, reader.direction);
+        println!(
+            "  reader {}: {device}, direction {:?}",
+            reader.name, reader.direction
+        );
     }
     ExitCode::SUCCESS
 }
@@ -108,7 +133,12 @@ fn init_logging() {
         .unwrap_or_else(|| Targets::new().with_default(LevelFilter::INFO));
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     tracing_subscriber::registry()
-        .with(tracing_subscriber::fmt::layer().compact().with_ansi(ansi).with_writer(std::io::stderr))
+        .with(
+            tracing_subscriber::fmt::layer()
+                .compact()
+                .with_ansi(ansi)
+                .with_writer(std::io::stderr),
+        )
         .with(filter)
         .init();
 }

@@ -40,9 +40,19 @@ enum Wake {
 }
 
 impl Recorder {
-    pub async fn new(store: Store, repeat_window: Duration, recorded: Arc<Notify>) -> Result<Recorder, StoreError> {
+    pub async fn new(
+        store: Store,
+        repeat_window: Duration,
+        recorded: Arc<Notify>,
+    ) -> Result<Recorder, StoreError> {
         let visits = store.visit_states().await?;
-        Ok(Recorder { store, visits, repeat_window, recorded, held: VecDeque::new() })
+        Ok(Recorder {
+            store,
+            visits,
+            repeat_window,
+            recorded,
+            held: VecDeque::new(),
+        })
     }
 
     pub async fn run(mut self, mut taps: mpsc::Receiver<Tap>, mut shutdown: watch::Receiver<bool>) {
@@ -67,13 +77,21 @@ impl Recorder {
         }
         self.write_held().await;
         if !self.held.is_empty() {
-            error!(held = self.held.len(), "stopping with taps that could not be written to the database; they are lost");
+            error!(
+                held = self.held.len(),
+                "stopping with taps that could not be written to the database; they are lost"
+            );
         }
     }
 
     async fn handle(&mut self, tap: Tap) {
         let short = tag::short(&tap.rfid);
-        let decision = visit::decide(self.visits.get(&tap.rfid), tap.direction, tap.at_ms, self.repeat_window);
+        let decision = visit::decide(
+            self.visits.get(&tap.rfid),
+            tap.direction,
+            tap.at_ms,
+            self.repeat_window,
+        );
         let kind = match decision {
             Decision::IgnoreRepeat { since_last_ms } => {
                 info!(reader = %tap.reader, tag = %short, since_last_s = since_last_ms / 1000, "tap ignored: same tag within repeat-window");

@@ -91,7 +91,10 @@ impl fmt::Display for TagError {
             TagError::Empty => write!(f, "empty id"),
             TagError::NotHex => write!(f, "not a hex id (id-format = \"hex\")"),
             TagError::OddHexDigits { digits } => {
-                write!(f, "{digits} hex digits: EGYM needs whole bytes (an even number)")
+                write!(
+                    f,
+                    "{digits} hex digits: EGYM needs whole bytes (an even number)"
+                )
             }
             TagError::NotDecimal => write!(f, "not a decimal id (id-format = \"decimal\")"),
             TagError::DecimalWidth { digits } => write!(
@@ -106,7 +109,10 @@ impl fmt::Display for TagError {
                 "not a facility,card id (id-format = \"facility-card\", e.g. \"176,42493\")"
             ),
             TagError::TooLong { bytes } => {
-                write!(f, "{bytes} bytes is longer than any card id ({MAX_ID_BYTES} at most)")
+                write!(
+                    f,
+                    "{bytes} bytes is longer than any card id ({MAX_ID_BYTES} at most)"
+                )
             }
         }
     }
@@ -135,8 +141,10 @@ fn parse_hex_id(text: &str) -> Result<RawId, TagError> {
     if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_hexdigit()) {
         return Err(TagError::NotHex);
     }
-    if digits.len() % 2 != 0 {
-        return Err(TagError::OddHexDigits { digits: digits.len() });
+    if !digits.len().is_multiple_of(2) {
+        return Err(TagError::OddHexDigits {
+            digits: digits.len(),
+        });
     }
     let bytes = decode_hex(digits).ok_or(TagError::NotHex)?;
     check_length(bytes)
@@ -217,33 +225,60 @@ pub fn renderings(raw: &RawId) -> Vec<Rendering> {
     let mut reversed = bytes.to_vec();
     reversed.reverse();
     let mut out = vec![
-        Rendering { name: "hex", value: hex_upper(bytes) },
-        Rendering { name: "hex-reversed", value: hex_upper(&reversed) },
+        Rendering {
+            name: "hex",
+            value: hex_upper(bytes),
+        },
+        Rendering {
+            name: "hex-reversed",
+            value: hex_upper(&reversed),
+        },
     ];
     if bytes.len() <= 8 {
-        out.push(Rendering { name: "dec", value: decimal(bytes) });
-        out.push(Rendering { name: "dec-reversed", value: decimal(&reversed) });
+        out.push(Rendering {
+            name: "dec",
+            value: decimal(bytes),
+        });
+        out.push(Rendering {
+            name: "dec-reversed",
+            value: decimal(&reversed),
+        });
     }
     if bytes.len() > 4 {
         let low32 = &bytes[bytes.len() - 4..];
         let mut low32_reversed = low32.to_vec();
         low32_reversed.reverse();
-        out.push(Rendering { name: "low32-dec10", value: decimal(low32) });
-        out.push(Rendering { name: "low32-reversed-dec10", value: decimal(&low32_reversed) });
+        out.push(Rendering {
+            name: "low32-dec10",
+            value: decimal(low32),
+        });
+        out.push(Rendering {
+            name: "low32-reversed-dec10",
+            value: decimal(&low32_reversed),
+        });
     }
     if bytes.len() > 3 {
-        out.push(Rendering { name: "low24-dec8", value: decimal(&bytes[bytes.len() - 3..]) });
+        out.push(Rendering {
+            name: "low24-dec8",
+            value: decimal(&bytes[bytes.len() - 3..]),
+        });
     }
     if bytes.len() >= 3 {
         let n = bytes.len();
         let card = u16::from_be_bytes([bytes[n - 2], bytes[n - 1]]);
-        out.push(Rendering { name: "w26-facility,card", value: format!("{:03},{card:05}", bytes[n - 3]) });
+        out.push(Rendering {
+            name: "w26-facility,card",
+            value: format!("{:03},{card:05}", bytes[n - 3]),
+        });
     }
     if bytes.len() >= 4 {
         let n = bytes.len();
         let high = u16::from_be_bytes([bytes[n - 4], bytes[n - 3]]);
         let low = u16::from_be_bytes([bytes[n - 2], bytes[n - 1]]);
-        out.push(Rendering { name: "w34-5+5", value: format!("{high:05},{low:05}") });
+        out.push(Rendering {
+            name: "w34-5+5",
+            value: format!("{high:05},{low:05}"),
+        });
     }
     out
 }
@@ -291,7 +326,7 @@ pub fn hex_value(digit: u8) -> Option<u8> {
 
 fn decode_hex(text: &str) -> Option<Vec<u8>> {
     let digits = text.as_bytes();
-    if digits.len() % 2 != 0 {
+    if !digits.len().is_multiple_of(2) {
         return None;
     }
     digits
@@ -324,10 +359,26 @@ mod tests {
         check_text("0000401829", Decimal, Ok("000621A5"));
         check_text("051540009381", Decimal, Ok("0C000621A5"));
         check_text("0051540009381", Decimal, Ok("0C000621A5"));
-        check_text("000040182", Decimal, Err(TagError::DecimalWidth { digits: 9 }));
-        check_text("4294967296", Decimal, Err(TagError::DecimalTooLarge { bytes: 4 }));
-        check_text("16777216", Decimal, Err(TagError::DecimalTooLarge { bytes: 3 }));
-        check_text("9999999999999", Decimal, Err(TagError::DecimalTooLarge { bytes: 5 }));
+        check_text(
+            "000040182",
+            Decimal,
+            Err(TagError::DecimalWidth { digits: 9 }),
+        );
+        check_text(
+            "4294967296",
+            Decimal,
+            Err(TagError::DecimalTooLarge { bytes: 4 }),
+        );
+        check_text(
+            "16777216",
+            Decimal,
+            Err(TagError::DecimalTooLarge { bytes: 3 }),
+        );
+        check_text(
+            "9999999999999",
+            Decimal,
+            Err(TagError::DecimalTooLarge { bytes: 5 }),
+        );
         check_text("12345abc90", Decimal, Err(TagError::NotDecimal));
         check_text("176,42493", FacilityCard, Ok("B0A5FD"));
         check_text("006,08613", FacilityCard, Ok("0621A5"));
@@ -338,7 +389,13 @@ mod tests {
 
     fn check_normalise(hex: &str, id_bytes: IdBytes, byte_order: ByteOrder, expected: &str) {
         let raw = RawId::from_hex(hex).unwrap();
-        let got = normalise(&raw, Normalisation { id_bytes, byte_order });
+        let got = normalise(
+            &raw,
+            Normalisation {
+                id_bytes,
+                byte_order,
+            },
+        );
         assert_eq!(got, expected, "{hex} {id_bytes:?} {byte_order:?}");
     }
 
@@ -364,8 +421,10 @@ mod tests {
     #[test]
     fn renderings_of_an_em_card() {
         let raw = RawId::from_hex("0102B0A5FD").unwrap();
-        let names: Vec<(&str, String)> =
-            renderings(&raw).into_iter().map(|r| (r.name, r.value)).collect();
+        let names: Vec<(&str, String)> = renderings(&raw)
+            .into_iter()
+            .map(|r| (r.name, r.value))
+            .collect();
         let expected = [
             ("hex", "0102B0A5FD"),
             ("hex-reversed", "FDA5B00201"),

@@ -63,7 +63,9 @@ pub struct TagState {
 pub enum Decision {
     Record(Kind),
     /// Within the repeat window of the tag's last recorded event.
-    IgnoreRepeat { since_last_ms: i64 },
+    IgnoreRepeat {
+        since_last_ms: i64,
+    },
 }
 
 /// Decides what a presentation of a tag at `tap_ms` on a reader facing `direction` means.
@@ -93,7 +95,10 @@ pub fn decide(
 
 /// The tag's state once an event of `kind` at `tap_ms` has been recorded.
 pub fn after_event(kind: Kind, tap_ms: i64) -> TagState {
-    TagState { inside: kind == Kind::CheckIn, last_event_ms: tap_ms }
+    TagState {
+        inside: kind == Kind::CheckIn,
+        last_event_ms: tap_ms,
+    }
 }
 
 /// Debounce for one reader: which reads start a new presentation.
@@ -108,14 +113,18 @@ const DEBOUNCE_PRUNE_AT: usize = 256;
 
 impl Debouncer {
     pub fn new(window: Duration) -> Self {
-        Debouncer { window, last_read: HashMap::new() }
+        Debouncer {
+            window,
+            last_read: HashMap::new(),
+        }
     }
 
     /// Notes a read of `id` at `now`; true when it starts a new presentation.
     pub fn is_new_presentation(&mut self, id: &RawId, now: Instant) -> bool {
         if self.last_read.len() >= DEBOUNCE_PRUNE_AT {
             let window = self.window;
-            self.last_read.retain(|_, last| now.saturating_duration_since(*last) < window);
+            self.last_read
+                .retain(|_, last| now.saturating_duration_since(*last) < window);
         }
         let previous = self.last_read.insert(id.clone(), now);
         match previous {
@@ -132,7 +141,10 @@ mod tests {
     const WINDOW: Duration = Duration::from_secs(120);
 
     fn check(state: Option<(bool, i64)>, direction: Direction, tap_ms: i64, expected: Decision) {
-        let state = state.map(|(inside, last_event_ms)| TagState { inside, last_event_ms });
+        let state = state.map(|(inside, last_event_ms)| TagState {
+            inside,
+            last_event_ms,
+        });
         assert_eq!(
             decide(state.as_ref(), direction, tap_ms, WINDOW),
             expected,
@@ -158,18 +170,51 @@ mod tests {
         check(Some((false, t - 600_000)), Toggle, t, Record(CheckIn));
         check(Some((false, t - 600_000)), Out, t, Record(CheckOut));
         // Within the window, whatever the direction.
-        check(Some((true, t - 5_000)), Toggle, t, IgnoreRepeat { since_last_ms: 5_000 });
-        check(Some((false, t - 119_999)), In, t, IgnoreRepeat { since_last_ms: 119_999 });
+        check(
+            Some((true, t - 5_000)),
+            Toggle,
+            t,
+            IgnoreRepeat {
+                since_last_ms: 5_000,
+            },
+        );
+        check(
+            Some((false, t - 119_999)),
+            In,
+            t,
+            IgnoreRepeat {
+                since_last_ms: 119_999,
+            },
+        );
         check(Some((true, t)), Out, t, IgnoreRepeat { since_last_ms: 0 });
         // The clock stepped back a little: still a repeat; a lot: a new decision.
-        check(Some((true, t + 1_000)), Toggle, t, IgnoreRepeat { since_last_ms: -1_000 });
+        check(
+            Some((true, t + 1_000)),
+            Toggle,
+            t,
+            IgnoreRepeat {
+                since_last_ms: -1_000,
+            },
+        );
         check(Some((true, t + 7_200_000)), Toggle, t, Record(CheckOut));
     }
 
     #[test]
     fn state_after_an_event() {
-        assert_eq!(after_event(Kind::CheckIn, 5), TagState { inside: true, last_event_ms: 5 });
-        assert_eq!(after_event(Kind::CheckOut, 6), TagState { inside: false, last_event_ms: 6 });
+        assert_eq!(
+            after_event(Kind::CheckIn, 5),
+            TagState {
+                inside: true,
+                last_event_ms: 5
+            }
+        );
+        assert_eq!(
+            after_event(Kind::CheckOut, 6),
+            TagState {
+                inside: false,
+                last_event_ms: 6
+            }
+        );
     }
 
     #[test]
@@ -193,7 +238,11 @@ mod tests {
             (5_900, &other, true),
         ];
         for (at, id, expected) in reads {
-            assert_eq!(debouncer.is_new_presentation(id, ms(at)), expected, "read at {at} ms");
+            assert_eq!(
+                debouncer.is_new_presentation(id, ms(at)),
+                expected,
+                "read at {at} ms"
+            );
         }
     }
 
@@ -203,7 +252,9 @@ mod tests {
         let mut debouncer = Debouncer::new(Duration::from_millis(100));
         for n in 0..1_000u32 {
             let id = RawId::new(n.to_be_bytes().to_vec());
-            assert!(debouncer.is_new_presentation(&id, start + Duration::from_millis(u64::from(n))));
+            assert!(
+                debouncer.is_new_presentation(&id, start + Duration::from_millis(u64::from(n)))
+            );
         }
         assert!(debouncer.last_read.len() <= DEBOUNCE_PRUNE_AT + 100);
         let recent = RawId::new(999u32.to_be_bytes().to_vec());

@@ -27,7 +27,9 @@ debounce = "400ms"
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_held_card_checks_in_once_a_repeat_is_ignored_and_a_later_tap_checks_out() {
     let dir = TestDir::new("held-card");
-    let fake = FakeEgym::start(vec![member("0x0C000621A5", ACCOUNT)], API_KEY).await.unwrap();
+    let fake = FakeEgym::start(vec![member("0x0C000621A5", ACCOUNT)], API_KEY)
+        .await
+        .unwrap();
     let mut pty = Pty::open();
     let config = write_config(
         &dir,
@@ -51,7 +53,9 @@ async fn a_held_card_checks_in_once_a_repeat_is_ignored_and_a_later_tap_checks_o
     // Lifted, and presented again within the repeat window: ignored.
     tokio::time::sleep(Duration::from_millis(600)).await;
     pty.write(&frame);
-    daemon.wait_for_line("tap ignored: same tag within repeat-window", LONG).await;
+    daemon
+        .wait_for_line("tap ignored: same tag within repeat-window", LONG)
+        .await;
 
     // After the repeat window: a check-out.
     tokio::time::sleep(Duration::from_millis(3_000)).await;
@@ -60,21 +64,39 @@ async fn a_held_card_checks_in_once_a_repeat_is_ignored_and_a_later_tap_checks_o
     let (ok, received) = fake.wait_for(LONG, |r| count_visits(r) == 2).await;
     assert!(ok, "no check-out: {received:#?}");
 
-    let lookups: Vec<&Received> = received.iter().filter(|r| r.lookup_rfid().is_some()).collect();
-    assert_eq!(lookups.len(), 1, "the account is cached after the first lookup: {lookups:#?}");
+    let lookups: Vec<&Received> = received
+        .iter()
+        .filter(|r| r.lookup_rfid().is_some())
+        .collect();
+    assert_eq!(
+        lookups.len(),
+        1,
+        "the account is cached after the first lookup: {lookups:#?}"
+    );
     assert_eq!(lookups[0].lookup_rfid(), Some("0x0C000621A5"));
     assert_eq!(lookups[0].tag_format(), Some("MIFARE"));
     for request in &received {
         assert_eq!(request.api_key.as_deref(), Some(API_KEY));
-        assert_eq!(request.user_agent.as_deref(), Some(concat!("gym-checkin/", env!("CARGO_PKG_VERSION"))));
+        assert_eq!(
+            request.user_agent.as_deref(),
+            Some(concat!("gym-checkin/", env!("CARGO_PKG_VERSION")))
+        );
     }
     let visits = visits(&received);
     assert_eq!(visits[0].0, ACCOUNT);
     assert_eq!(visits[0].1, "checkins");
     assert_eq!(visits[1].0, ACCOUNT);
     assert_eq!(visits[1].1, "checkouts");
-    assert!((visits[0].2 - first_written_ms).abs() < 1_000, "check-in stamped {} for a tap at {first_written_ms}", visits[0].2);
-    assert!((visits[1].2 - second_written_ms).abs() < 1_000, "check-out stamped {} for a tap at {second_written_ms}", visits[1].2);
+    assert!(
+        (visits[0].2 - first_written_ms).abs() < 1_000,
+        "check-in stamped {} for a tap at {first_written_ms}",
+        visits[0].2
+    );
+    assert!(
+        (visits[1].2 - second_written_ms).abs() < 1_000,
+        "check-out stamped {} for a tap at {second_written_ms}",
+        visits[1].2
+    );
     assert_eq!(daemon.recorded().len(), 2);
 }
 
@@ -82,7 +104,9 @@ async fn a_held_card_checks_in_once_a_repeat_is_ignored_and_a_later_tap_checks_o
 async fn a_line_reader_with_decimal_ids_and_reversed_bytes_sends_the_right_rfid() {
     let dir = TestDir::new("line-decimal");
     // A MIFARE wedge prints the UID 1E A6 86 71 as the decimal of its bytes reversed.
-    let fake = FakeEgym::start(vec![member("0x1EA68671", "acc-mifare")], API_KEY).await.unwrap();
+    let fake = FakeEgym::start(vec![member("0x1EA68671", "acc-mifare")], API_KEY)
+        .await
+        .unwrap();
     let mut pty = Pty::open();
     let readers = format!(
         r#"[[readers]]
@@ -107,7 +131,9 @@ byte-order = "reversed""#,
 
 /// Five tags, on a line reader writing hex ids.
 fn five_tags() -> Vec<(String, String)> {
-    (1..=5).map(|n| (format!("0A0B0C0D{n:02X}"), format!("acc-{n}"))).collect()
+    (1..=5)
+        .map(|n| (format!("0A0B0C0D{n:02X}"), format!("acc-{n}")))
+        .collect()
 }
 
 fn line_reader(path: &std::path::Path) -> String {
@@ -124,13 +150,27 @@ debounce = "100ms""#,
 
 /// Checks that every recorded tap arrived once, each tag's events in order and alternating
 /// check-in/check-out, stamped with the tap's own time.
-fn assert_all_delivered_in_order(recorded: &[Recorded], received: &[Received], tags: &[(String, String)]) {
+fn assert_all_delivered_in_order(
+    recorded: &[Recorded],
+    received: &[Received],
+    tags: &[(String, String)],
+) {
     let visits = visits(received);
     let mut expected: HashMap<String, Vec<(String, i64)>> = HashMap::new();
     for tap in recorded {
-        let (_, account) = tags.iter().find(|(hex, _)| tap.tag.ends_with(&hex[hex.len() - 4..])).unwrap();
-        let what = if tap.kind == "checkin" { "checkins" } else { "checkouts" };
-        expected.entry(account.clone()).or_default().push((what.to_string(), tap.tapped_at_ms));
+        let (_, account) = tags
+            .iter()
+            .find(|(hex, _)| tap.tag.ends_with(&hex[hex.len() - 4..]))
+            .unwrap();
+        let what = if tap.kind == "checkin" {
+            "checkins"
+        } else {
+            "checkouts"
+        };
+        expected
+            .entry(account.clone())
+            .or_default()
+            .push((what.to_string(), tap.tapped_at_ms));
     }
     let mut got: HashMap<String, Vec<(String, i64)>> = HashMap::new();
     for (account, what, timestamp) in visits {
@@ -143,11 +183,19 @@ fn assert_all_delivered_in_order(recorded: &[Recorded], received: &[Received], t
 async fn taps_during_an_outage_are_all_delivered_in_order_with_their_own_times() {
     let dir = TestDir::new("outage");
     let tags = five_tags();
-    let members = tags.iter().map(|(hex, account)| member(&format!("0x{hex}"), account)).collect();
+    let members = tags
+        .iter()
+        .map(|(hex, account)| member(&format!("0x{hex}"), account))
+        .collect();
     let fake = FakeEgym::start(members, API_KEY).await.unwrap();
     fake.set_mode(Mode::Down);
     let mut pty = Pty::open();
-    let config = write_config(&dir, &fake.base_url(), r#"repeat-window = "0s""#, &line_reader(&pty.slave_path));
+    let config = write_config(
+        &dir,
+        &fake.base_url(),
+        r#"repeat-window = "0s""#,
+        &line_reader(&pty.slave_path),
+    );
     let daemon = Daemon::start(&config);
     daemon.wait_for_line("reader connected", LONG).await;
 
@@ -159,12 +207,24 @@ async fn taps_during_an_outage_are_all_delivered_in_order_with_their_own_times()
         let _ = round;
     }
     daemon.wait_for_lines("tap recorded", 20, LONG).await;
-    daemon.wait_for_line("delivery failed, will retry", LONG).await;
-    assert!(fake.received().is_empty(), "EGYM was down but received requests");
+    daemon
+        .wait_for_line("delivery failed, will retry", LONG)
+        .await;
+    assert!(
+        fake.received().is_empty(),
+        "EGYM was down but received requests"
+    );
 
     fake.set_mode(Mode::Normal);
-    let (ok, received) = fake.wait_for(Duration::from_secs(90), |r| count_visits(r) == 20).await;
-    assert!(ok, "only {} of 20 visits arrived; log:\n{}", count_visits(&received), daemon.lines().join("\n"));
+    let (ok, received) = fake
+        .wait_for(Duration::from_secs(90), |r| count_visits(r) == 20)
+        .await;
+    assert!(
+        ok,
+        "only {} of 20 visits arrived; log:\n{}",
+        count_visits(&received),
+        daemon.lines().join("\n")
+    );
     let recorded = daemon.recorded();
     assert_eq!(recorded.len(), 20);
     assert_all_delivered_in_order(&recorded, &received, &tags);
@@ -174,7 +234,10 @@ async fn taps_during_an_outage_are_all_delivered_in_order_with_their_own_times()
 async fn events_pending_at_a_graceful_stop_are_delivered_after_the_restart() {
     let dir = TestDir::new("restart-term");
     let tags = five_tags();
-    let members = tags.iter().map(|(hex, account)| member(&format!("0x{hex}"), account)).collect();
+    let members = tags
+        .iter()
+        .map(|(hex, account)| member(&format!("0x{hex}"), account))
+        .collect();
     let fake = FakeEgym::start(members, API_KEY).await.unwrap();
     // EGYM accepts connections but never answers: a request is in flight at the stop.
     fake.set_mode(Mode::Stall);
@@ -191,10 +254,25 @@ async fn events_pending_at_a_graceful_stop_are_delivered_after_the_restart() {
     let stop_sent = std::time::Instant::now();
     daemon.signal(libc::SIGTERM);
     let status = daemon.wait_exit(Duration::from_secs(10)).await;
-    assert_eq!(status.code(), Some(0), "log:\n{}", daemon.lines().join("\n"));
-    assert!(stop_sent.elapsed() < Duration::from_secs(6), "stopping took {:?}", stop_sent.elapsed());
+    assert_eq!(
+        status.code(),
+        Some(0),
+        "log:\n{}",
+        daemon.lines().join("\n")
+    );
+    assert!(
+        stop_sent.elapsed() < Duration::from_secs(6),
+        "stopping took {:?}",
+        stop_sent.elapsed()
+    );
     let recorded = daemon.recorded();
-    assert_eq!(fake.received().iter().filter(|r| r.status == Some(204)).count(), 0);
+    assert_eq!(
+        fake.received()
+            .iter()
+            .filter(|r| r.status == Some(204))
+            .count(),
+        0
+    );
 
     fake.set_mode(Mode::Normal);
     let daemon = Daemon::start(&config);
@@ -207,11 +285,19 @@ async fn events_pending_at_a_graceful_stop_are_delivered_after_the_restart() {
 async fn every_tap_logged_as_recorded_before_a_sigkill_is_delivered_after_the_restart() {
     let dir = TestDir::new("restart-kill");
     let tags = five_tags();
-    let members = tags.iter().map(|(hex, account)| member(&format!("0x{hex}"), account)).collect();
+    let members = tags
+        .iter()
+        .map(|(hex, account)| member(&format!("0x{hex}"), account))
+        .collect();
     let fake = FakeEgym::start(members, API_KEY).await.unwrap();
     fake.set_mode(Mode::Down);
     let mut pty = Pty::open();
-    let config = write_config(&dir, &fake.base_url(), r#"repeat-window = "0s""#, &line_reader(&pty.slave_path));
+    let config = write_config(
+        &dir,
+        &fake.base_url(),
+        r#"repeat-window = "0s""#,
+        &line_reader(&pty.slave_path),
+    );
     let mut daemon = Daemon::start(&config);
     daemon.wait_for_line("reader connected", LONG).await;
     // Taps stream in; the daemon is killed while they do.
@@ -232,14 +318,18 @@ async fn every_tap_logged_as_recorded_before_a_sigkill_is_delivered_after_the_re
 
     fake.set_mode(Mode::Normal);
     let daemon = Daemon::start(&config);
-    let (ok, received) = fake.wait_for(LONG, |r| count_visits(r) >= recorded.len()).await;
+    let (ok, received) = fake
+        .wait_for(LONG, |r| count_visits(r) >= recorded.len())
+        .await;
     assert!(ok, "log:\n{}", daemon.lines().join("\n"));
     // Taps read after the last "tap recorded" line may or may not have been committed; only
     // those logged as recorded are promised.
     let visits = visits(&received);
     for tap in &recorded {
         assert!(
-            visits.iter().any(|(_, _, timestamp)| *timestamp == tap.tapped_at_ms),
+            visits
+                .iter()
+                .any(|(_, _, timestamp)| *timestamp == tap.tapped_at_ms),
             "recorded tap {tap:?} never reached EGYM; received {visits:#?}"
         );
     }
@@ -248,7 +338,15 @@ async fn every_tap_logged_as_recorded_before_a_sigkill_is_delivered_after_the_re
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unplugged_reader_is_reopened_when_it_is_back_without_burning_cpu() {
     let dir = TestDir::new("replug");
-    let fake = FakeEgym::start(vec![member("0x0C000621A5", ACCOUNT), member("0x4B00423C15", "acc-2")], API_KEY).await.unwrap();
+    let fake = FakeEgym::start(
+        vec![
+            member("0x0C000621A5", ACCOUNT),
+            member("0x4B00423C15", "acc-2"),
+        ],
+        API_KEY,
+    )
+    .await
+    .unwrap();
     let link = dir.path("reader-entrance");
     let pty = Pty::open();
     std::os::unix::fs::symlink(&pty.slave_path, &link).unwrap();
@@ -268,7 +366,11 @@ async fn an_unplugged_reader_is_reopened_when_it_is_back_without_burning_cpu() {
     tokio::time::sleep(Duration::from_secs(3)).await;
     let cpu_share = (daemon.cpu_time() - cpu_before).as_secs_f64() / wall.elapsed().as_secs_f64();
     println!("CPU while unplugged: {:.2}% of one core", cpu_share * 100.0);
-    assert!(cpu_share < 0.05, "{:.1}% of a core while unplugged", cpu_share * 100.0);
+    assert!(
+        cpu_share < 0.05,
+        "{:.1}% of a core while unplugged",
+        cpu_share * 100.0
+    );
 
     // Replug: a new device behind the same path.
     let mut pty = Pty::open();
@@ -278,7 +380,19 @@ async fn an_unplugged_reader_is_reopened_when_it_is_back_without_burning_cpu() {
     let (ok, received) = fake.wait_for(LONG, |r| count_visits(r) == 2).await;
     assert!(ok, "log:\n{}", daemon.lines().join("\n"));
     assert_eq!(visits(&received)[1].0, "acc-2");
-    let disconnects = daemon.lines().iter().filter(|l| l.contains("reader disconnected")).count();
-    let open_failures = daemon.lines().iter().filter(|l| l.contains("cannot open reader")).count();
-    assert_eq!((disconnects, open_failures), (1, 0), "the unplug is logged once");
+    let disconnects = daemon
+        .lines()
+        .iter()
+        .filter(|l| l.contains("reader disconnected"))
+        .count();
+    let open_failures = daemon
+        .lines()
+        .iter()
+        .filter(|l| l.contains("cannot open reader"))
+        .count();
+    assert_eq!(
+        (disconnects, open_failures),
+        (1, 0),
+        "the unplug is logged once"
+    );
 }

@@ -40,7 +40,11 @@ pub fn demo_members() -> Vec<Member> {
         ("0x0102B0A5FD", "a1c3e5f7-0005", "Eli Demo"),
     ]
     .into_iter()
-    .map(|(rfid, account_id, name)| Member { rfid: rfid.into(), account_id: account_id.into(), name: name.into() })
+    .map(|(rfid, account_id, name)| Member {
+        rfid: rfid.into(),
+        account_id: account_id.into(),
+        name: name.into(),
+    })
     .collect()
 }
 
@@ -92,7 +96,10 @@ impl Received {
 
     /// The `tagFormat` query parameter of a lookup.
     pub fn tag_format(&self) -> Option<&str> {
-        self.query.as_deref()?.split('&').find_map(|pair| pair.strip_prefix("tagFormat="))
+        self.query
+            .as_deref()?
+            .split('&')
+            .find_map(|pair| pair.strip_prefix("tagFormat="))
     }
 }
 
@@ -145,13 +152,21 @@ impl FakeEgym {
         let addr = listener.local_addr()?;
         let (mode, _) = watch::channel(Mode::Normal);
         let shared = Arc::new(Shared {
-            state: Mutex::new(State { members, api_key: api_key.to_string(), received: Vec::new() }),
+            state: Mutex::new(State {
+                members,
+                api_key: api_key.to_string(),
+                received: Vec::new(),
+            }),
             changed: Notify::new(),
             events: broadcast::channel(1024).0,
             mode,
         });
         let server = tokio::spawn(serve(listener, addr, shared.clone()));
-        Ok(FakeEgym { addr, shared, server })
+        Ok(FakeEgym {
+            addr,
+            shared,
+            server,
+        })
     }
 
     /// `http://127.0.0.1:PORT`, for `egym.base-url`.
@@ -243,17 +258,32 @@ async fn serve(listener: TcpListener, addr: SocketAddr, shared: Arc<Shared>) {
     }
 }
 
-async fn accept(listener: Option<&TcpListener>) -> std::io::Result<(tokio::net::TcpStream, SocketAddr)> {
+async fn accept(
+    listener: Option<&TcpListener>,
+) -> std::io::Result<(tokio::net::TcpStream, SocketAddr)> {
     match listener {
         Some(listener) => listener.accept().await,
         None => std::future::pending().await,
     }
 }
 
-async fn handle(shared: Arc<Shared>, request: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {
+async fn handle(
+    shared: Arc<Shared>,
+    request: Request<Incoming>,
+) -> Result<Response<Full<Bytes>>, Infallible> {
     let (parts, body) = request.into_parts();
-    let body = body.collect().await.map(|b| b.to_bytes()).unwrap_or_default();
-    let header = |name: &str| parts.headers.get(name).and_then(|v| v.to_str().ok()).map(str::to_string);
+    let body = body
+        .collect()
+        .await
+        .map(|b| b.to_bytes())
+        .unwrap_or_default();
+    let header = |name: &str| {
+        parts
+            .headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string)
+    };
     let mut received = Received {
         method: parts.method.to_string(),
         path: parts.uri.path().to_string(),
@@ -270,15 +300,22 @@ async fn handle(shared: Arc<Shared>, request: Request<Incoming>) -> Result<Respo
             record(&shared, received);
             return std::future::pending().await;
         }
-        Mode::Status(status) => (status, error_body(status, "injected", "injected failure", None)),
+        Mode::Status(status) => (
+            status,
+            error_body(status, "injected", "injected failure", None),
+        ),
         Mode::Normal | Mode::Down => answer(&shared.state(), &received),
     };
     received.status = Some(status);
     record(&shared, received);
     let mut response = Response::new(Full::new(Bytes::from(body)));
-    *response.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    *response.status_mut() =
+        StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     if status != 204 {
-        response.headers_mut().insert("content-type", "application/json".parse().expect("valid header"));
+        response.headers_mut().insert(
+            "content-type",
+            "application/json".parse().expect("valid header"),
+        );
     }
     Ok(response)
 }
@@ -292,44 +329,77 @@ fn record(shared: &Shared, received: Received) {
 /// What EGYM would answer: status and body.
 fn answer(state: &State, request: &Received) -> (u16, String) {
     match request.api_key.as_deref() {
-        None => return (401, error_body(401, "unauthorized", "Missing API key", None)),
+        None => {
+            return (
+                401,
+                error_body(401, "unauthorized", "Missing API key", None),
+            );
+        }
         Some(key) if key != state.api_key => {
-            return (403, error_body(403, "missingPermission", "Invalid API key or missing permission", None));
+            return (
+                403,
+                error_body(
+                    403,
+                    "missingPermission",
+                    "Invalid API key or missing permission",
+                    None,
+                ),
+            );
         }
         Some(_) => {}
     }
-    let by_account: HashMap<&str, &Member> = state.members.iter().map(|m| (m.account_id.as_str(), m)).collect();
-    if request.method == "GET" {
-        if let Some(rfid) = request.lookup_rfid() {
-            return match state.members.iter().find(|m| m.rfid.eq_ignore_ascii_case(rfid)) {
-                Some(member) => {
-                    let (first, last) = member.name.split_once(' ').unwrap_or((&member.name, ""));
-                    let body = serde_json::json!({
-                        "accountId": member.account_id,
-                        "firstName": first,
-                        "lastName": last,
-                        "email": format!("{}@example.invalid", member.account_id),
-                        "gender": "FEMALE",
-                        "membership": {},
-                    });
-                    (200, body.to_string())
-                }
-                None => (404, error_body(404, "notFound", "No member with this RFID", Some("RFID"))),
-            };
-        }
-    }
-    if request.method == "POST" {
-        if let Some((account, _)) = request.visit() {
-            if !by_account.contains_key(account) {
-                return (404, error_body(404, "notFound", "Account not found", Some("ACCOUNT")));
+    let by_account: HashMap<&str, &Member> = state
+        .members
+        .iter()
+        .map(|m| (m.account_id.as_str(), m))
+        .collect();
+    if request.method == "GET"
+        && let Some(rfid) = request.lookup_rfid()
+    {
+        return match state
+            .members
+            .iter()
+            .find(|m| m.rfid.eq_ignore_ascii_case(rfid))
+        {
+            Some(member) => {
+                let (first, last) = member.name.split_once(' ').unwrap_or((&member.name, ""));
+                let body = serde_json::json!({
+                    "accountId": member.account_id,
+                    "firstName": first,
+                    "lastName": last,
+                    "email": format!("{}@example.invalid", member.account_id),
+                    "gender": "FEMALE",
+                    "membership": {},
+                });
+                (200, body.to_string())
             }
-            return match request.timestamp() {
-                Some(_) => (204, String::new()),
-                None => (400, error_body(400, "invalidRequest", "timestamp is required", None)),
-            };
-        }
+            None => (
+                404,
+                error_body(404, "notFound", "No member with this RFID", Some("RFID")),
+            ),
+        };
     }
-    (404, error_body(404, "notFound", "No such endpoint", Some("UNKNOWN")))
+    if request.method == "POST"
+        && let Some((account, _)) = request.visit()
+    {
+        if !by_account.contains_key(account) {
+            return (
+                404,
+                error_body(404, "notFound", "Account not found", Some("ACCOUNT")),
+            );
+        }
+        return match request.timestamp() {
+            Some(_) => (204, String::new()),
+            None => (
+                400,
+                error_body(400, "invalidRequest", "timestamp is required", None),
+            ),
+        };
+    }
+    (
+        404,
+        error_body(404, "notFound", "No such endpoint", Some("UNKNOWN")),
+    )
 }
 
 fn error_body(status: u16, error_code: &str, message: &str, entity: Option<&str>) -> String {

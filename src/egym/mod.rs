@@ -50,7 +50,11 @@ impl ErrorBody {
         let entity = raw
             .metadata
             .and_then(|m| m.get("entity").and_then(|v| v.as_str().map(str::to_string)));
-        ErrorBody { error_code: raw.error_code, message: raw.message, entity }
+        ErrorBody {
+            error_code: raw.error_code,
+            message: raw.message,
+            entity,
+        }
     }
 }
 
@@ -66,8 +70,14 @@ pub enum Failure {
 impl fmt::Display for Failure {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Failure::Transport { timeout: true, detail } => write!(f, "timed out: {detail}"),
-            Failure::Transport { timeout: false, detail } => write!(f, "cannot reach EGYM: {detail}"),
+            Failure::Transport {
+                timeout: true,
+                detail,
+            } => write!(f, "timed out: {detail}"),
+            Failure::Transport {
+                timeout: false,
+                detail,
+            } => write!(f, "cannot reach EGYM: {detail}"),
             Failure::Status { status, body } => {
                 write!(f, "HTTP {status}")?;
                 if let Some(code) = &body.error_code {
@@ -158,7 +168,12 @@ impl Client {
     }
 
     /// `GET /api/v2/accounts/rfid/{rfid}`: the account id of the member with this tag.
-    pub async fn lookup(&self, key: &ApiKey, rfid: &str, tag_format: Option<&str>) -> Result<String, Failure> {
+    pub async fn lookup(
+        &self,
+        key: &ApiKey,
+        rfid: &str,
+        tag_format: Option<&str>,
+    ) -> Result<String, Failure> {
         let mut url = self.url(&format!("accounts/rfid/{rfid}"));
         if let Some(format) = tag_format {
             url.query_pairs_mut().append_pair("tagFormat", format);
@@ -172,13 +187,18 @@ impl Client {
         let status = response.status();
         let body = response.bytes().await.map_err(transport)?;
         if status != StatusCode::OK {
-            return Err(Failure::Status { status: status.as_u16(), body: ErrorBody::parse(&body) });
+            return Err(Failure::Status {
+                status: status.as_u16(),
+                body: ErrorBody::parse(&body),
+            });
         }
         // A 200 without an account id is not what the API promises; retrying is the safe answer.
-        serde_json::from_slice::<Account>(&body).map(|a| a.account_id).map_err(|e| Failure::Transport {
-            timeout: false,
-            detail: format!("unreadable lookup answer: {e}"),
-        })
+        serde_json::from_slice::<Account>(&body)
+            .map(|a| a.account_id)
+            .map_err(|e| Failure::Transport {
+                timeout: false,
+                detail: format!("unreadable lookup answer: {e}"),
+            })
     }
 
     /// `POST /api/v2/accounts/{accountId}/checkins` or `/checkouts` with the tap's timestamp.
@@ -196,17 +216,26 @@ impl Client {
         };
         let mut url = self.api.clone();
         url.path_segments_mut()
-            .map_err(|_| Failure::Transport { timeout: false, detail: "base-url cannot take a path".into() })?
+            .map_err(|_| Failure::Transport {
+                timeout: false,
+                detail: "base-url cannot take a path".into(),
+            })?
             .pop_if_empty()
             .extend(["accounts", account_id, what]);
-        let request = self.http.post(url).json(&serde_json::json!({ "timestamp": timestamp_ms }));
+        let request = self
+            .http
+            .post(url)
+            .json(&serde_json::json!({ "timestamp": timestamp_ms }));
         let response = self.send(request, key).await?;
         let status = response.status();
         if status.is_success() {
             return Ok(status.as_u16());
         }
         let body = response.bytes().await.map_err(transport)?;
-        Err(Failure::Status { status: status.as_u16(), body: ErrorBody::parse(&body) })
+        Err(Failure::Status {
+            status: status.as_u16(),
+            body: ErrorBody::parse(&body),
+        })
     }
 
     fn url(&self, path: &str) -> Url {
@@ -215,8 +244,16 @@ impl Client {
         url
     }
 
-    async fn send(&self, request: reqwest::RequestBuilder, key: &ApiKey) -> Result<reqwest::Response, Failure> {
-        let response = request.header("x-api-key", key.expose()).send().await.map_err(transport)?;
+    async fn send(
+        &self,
+        request: reqwest::RequestBuilder,
+        key: &ApiKey,
+    ) -> Result<reqwest::Response, Failure> {
+        let response = request
+            .header("x-api-key", key.expose())
+            .send()
+            .await
+            .map_err(transport)?;
         Ok(response)
     }
 }
@@ -243,7 +280,11 @@ mod tests {
     fn status(status: u16, entity: Option<&str>) -> Failure {
         Failure::Status {
             status,
-            body: ErrorBody { error_code: None, message: None, entity: entity.map(str::to_string) },
+            body: ErrorBody {
+                error_code: None,
+                message: None,
+                entity: entity.map(str::to_string),
+            },
         }
     }
 
@@ -251,7 +292,10 @@ mod tests {
     fn answers_are_classified_as_the_outcome_table_says() {
         use Call::*;
         use Verdict::*;
-        let transport = Failure::Transport { timeout: true, detail: "x".into() };
+        let transport = Failure::Transport {
+            timeout: true,
+            detail: "x".into(),
+        };
         let cases = [
             (Lookup, transport.clone(), Retry),
             (Post, transport, Retry),
@@ -287,6 +331,9 @@ mod tests {
                 entity: Some("RFID".into())
             }
         );
-        assert_eq!(ErrorBody::parse(b"<html>bad gateway</html>"), ErrorBody::default());
+        assert_eq!(
+            ErrorBody::parse(b"<html>bad gateway</html>"),
+            ErrorBody::default()
+        );
     }
 }

@@ -52,10 +52,163 @@ pub struct Protocol {
 
 /// Every protocol a serial reader can speak.
 pub const PROTOCOLS: &[Protocol] = &[
-    Protocol { name: "em4100", text: false, new_codec: || Box::new(Em4100Codec::default()) },
-    Protocol { name: "line", text: true, new_codec: || Box::new(LineCodec::default()) },
+    Protocol {
+        name: "em4100",
+        text: false,
+        new_codec: || Box::new(Em4100Codec::default()),
+    },
+    Protocol {
+        name: "line",
+        text: true,
+        new_codec: || Box::new(LineCodec::default()),
+    },
 ];
 
 pub fn protocol(name: &str) -> Option<&'static Protocol> {
     PROTOCOLS.iter().find(|p| p.name == name)
+}
+
+#[cfg(test)]
+pub(super) mod tests {
+    use super::*;
+
+    /// Noise that cannot complete or spoil a frame of either protocol on its own: binary junk
+    /// (with a stray ETX and a lone STX-less digit run) ended by a line terminator.
+    const NOISE_BEFORE: &[u8] = b"\x00\xff\x13\x037F\x80\x1b[0m\n";
+    const NOISE_AFTER: &[u8] = b"\x00\x03\xfe\x11";
+
+    fn decode(protocol: &str, chunks: &[&[u8]]) -> (Vec<Frame>, Discarded) {
+        let mut codec = (protocol_or_panic(protocol).new_codec)();
+        let mut frames = Vec::new();
+        for chunk in chunks {
+            codec.feed(chunk, &mut frames);
+        }
+        (frames, codec.discarded())
+    }
+
+    fn protocol_or_panic(name: &str) -> &'static Protocol {
+        protocol(name).unwrap_or_else(|| panic!("no protocol {name}"))
+    }
+
+    /// Decodes `input` whole, split in two at every byte offset, one byte at a time, and
+    /// wrapped in noise; every way must give `expected`. Returns what the whole input discarded.
+    pub fn check(protocol: &str, input: &[u8], expected: &[Frame]) -> Discarded {
+        let (frames, discarded) = decode(protocol, &[input]);
+        assert_eq!(frames, expected, "{protocol}: {input:02X?} whole");
+        for split in 0..=input.len() {
+            let (head, tail) = input.split_at(split);
+            let (frames, split_discarded) = decode(protocol, &[head, tail]);
+            assert_eq!(
+                frames, expected,
+                "{protocol}: {input:02X?} split at {split}"
+            );
+            assert_eq!(
+                split_discarded, discarded,
+                "{protocol}: {input:02X?} split at {split}"
+            );
+        }
+        let bytes: Vec<&[u8]> = input.chunks(1).collect();
+        assert_eq!(
+            decode(protocol, &bytes).0,
+            expected,
+            "{protocol}: {input:02X?} byte by byte"
+        );
+        let wrapped = [NOISE_BEFORE, input, NOISE_AFTER].concat();
+        let (frames, noisy) = decode(protocol, &[&wrapped]);
+        assert_eq!(
+            frames, expected,
+            "{protocol}: {input:02X?} wrapped in noise"
+        );
+        assert!(
+            noisy.noise_bytes > discarded.noise_bytes,
+            "noise around {input:02X?} was not counted"
+        );
+        discarded
+    }
+
+    fn em(hex10: &str) -> Frame {
+        let bytes: Vec<u8> = (0..5)
+            .map(|i| u8::from_str_radix(&hex10[2 * i..2 * i + 2], 16).unwrap())
+            .collect();
+        Frame::Em4100(bytes.try_into().unwrap())
+    }
+
+    fn text(s: &str) -> Frame {
+        Frame::Text(s.to_string())
+    }
+
+    #[test]
+    fn em4100_frames() {
+        let rdm = b"\x020C000621A58E\x03";
+        let id12 = b"\x020C000621A58E\r\n\x03";
+        let cases: &[(&[u8], Vec<Frame>, u64)] = &[
+            (rdm, vec![em("0C000621A5")], 0),
+            (id12, vec![em("0C000621A5")], 0),
+            (b"\x020c000621a58e\x03", vec![em("0C000621A5")], 0),
+            (
+                b"\x020C000621A58E\x03\x020102B0A5FDEB\x03",
+                vec![em("0C000621A5"), em("0102B0A5FD")],
+                0,
+            ),
+            // Cut short by a new STX: the partial frame is rejected, the next one read.
+            (b"\x020C00\x020102B0A5FDEB\x03", vec![em("0102B0A5FD")], 1),
+            // Bad checksum, bad digit, too short, CR without LF, missing ETX: all rejected.
+            (b"\x020C000621A58F\x03", vec![], 1),
+            (b"\x020C000G21A58E\x03", vec![], 1),
+            (b"\x020C0006218E\x03", vec![], 1),
+            (b"\x020C000621A58E\r\x03", vec![], 1),
+            (b"\x020C000621A58E\r\n\r\n\x03", vec![], 1),
+            (b"\x020C000621A58E", vec![], 0),
+            // A good frame after a rejected one.
+            (
+                b"\x020C000621A58F\x03\x020C000621A58E\x03",
+                vec![em("0C000621A5")],
+                1,
+            ),
+        ];
+        for (input, expected, rejected) in cases {
+            let discarded = check("em4100", input, expected);
+            assert_eq!(discarded.rejected_frames, *rejected, "{input:02X?}");
+        }
+    }
+
+    #[test]
+    fn line_frames() {
+        let cases: &[(&[u8], Vec<Frame>, u64)] = &[
+            (b"0000401829\r", vec![text("0000401829")], 0),
+            (b"0000401829\n", vec![text("0000401829")], 0),
+            (b"0000401829\r\n", vec![text("0000401829")], 0),
+            (b"\n0F0184F07A\r", vec![text("0F0184F07A")], 0),
+            (b"  176,42493 \r\n\r\n\n", vec![text("176,42493")], 0),
+            (
+                b"0000401829\r\n0045131261\r\n",
+                vec![text("0000401829"), text("0045131261")],
+                0,
+            ),
+            // A control byte spoils its line only.
+            (
+                b"00004\x0001829\r\n0045131261\n",
+                vec![text("0045131261")],
+                1,
+            ),
+            // A line longer than any id is noise.
+            (&[b'1'; 80], vec![], 0),
+            (b"no terminator yet", vec![], 0),
+        ];
+        for (input, expected, rejected) in cases {
+            let discarded = check("line", input, expected);
+            assert_eq!(discarded.rejected_frames, *rejected, "{input:02X?}");
+        }
+        let mut overlong = vec![b'1'; 80];
+        overlong.extend_from_slice(b"\r\n12345678\r\n");
+        let (frames, discarded) = decode("line", &[&overlong]);
+        assert_eq!(frames, vec![text("12345678")]);
+        assert_eq!(
+            discarded,
+            Discarded {
+                noise_bytes: 81,
+                rejected_frames: 1
+            }
+        );
+    }
 }

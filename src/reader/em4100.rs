@@ -60,7 +60,9 @@ impl Em4100Codec {
         }
         self.state = State::Idle;
         self.frame_len = 0;
-        Some(Frame::Em4100([bytes[0], bytes[1], bytes[2], bytes[3], bytes[4]]))
+        Some(Frame::Em4100([
+            bytes[0], bytes[1], bytes[2], bytes[3], bytes[4],
+        ]))
     }
 }
 

@@ -45,7 +45,10 @@ pub struct Tap {
 
 /// Where a reader's bytes come from.
 pub enum Source {
-    Serial { path: PathBuf, baud: u32 },
+    Serial {
+        path: PathBuf,
+        baud: u32,
+    },
     /// This process's standard input (line protocol); ends at end of input.
     Stdin,
     /// Any byte stream (line protocol), e.g. the demo's simulated reader; ends at end of input.
@@ -65,7 +68,10 @@ impl std::fmt::Debug for Source {
 impl Source {
     pub fn for_config(config: &ReaderConfig) -> Source {
         match &config.driver {
-            Driver::Serial { path, baud, .. } => Source::Serial { path: path.clone(), baud: *baud },
+            Driver::Serial { path, baud, .. } => Source::Serial {
+                path: path.clone(),
+                baud: *baud,
+            },
             Driver::Stdin => Source::Stdin,
         }
     }
@@ -103,7 +109,10 @@ fn open(source: &mut Source) -> std::io::Result<Device> {
 /// Why reading stopped.
 enum Ended {
     /// The device is gone; reopen it.
-    Gone { reason: String, had_data: bool },
+    Gone {
+        reason: String,
+        had_data: bool,
+    },
     /// End of input on a source that does not come back (standard input).
     EndOfInput,
     Shutdown,
@@ -127,7 +136,9 @@ impl Reader {
     pub fn new(config: ReaderConfig, source: Source) -> Reader {
         let codec = match &config.driver {
             Driver::Serial { protocol, .. } => (protocol.new_codec)(),
-            Driver::Stdin => (codec::protocol("line").expect("the line protocol exists").new_codec)(),
+            Driver::Stdin => (codec::protocol("line")
+                .expect("the line protocol exists")
+                .new_codec)(),
         };
         Reader {
             name: Arc::from(config.name.as_str()),
@@ -204,9 +215,19 @@ impl Reader {
             };
             let n = match read {
                 Ok(0) if ends_for_good => return Ended::EndOfInput,
-                Ok(0) => return Ended::Gone { reason: "end of data (device closed)".into(), had_data },
+                Ok(0) => {
+                    return Ended::Gone {
+                        reason: "end of data (device closed)".into(),
+                        had_data,
+                    };
+                }
                 Ok(n) => n,
-                Err(e) => return Ended::Gone { reason: e.to_string(), had_data },
+                Err(e) => {
+                    return Ended::Gone {
+                        reason: e.to_string(),
+                        had_data,
+                    };
+                }
             };
             had_data = true;
             let at = std::time::Instant::now();
@@ -214,10 +235,10 @@ impl Reader {
             frames.clear();
             self.codec.feed(&buffer[..n], &mut frames);
             for frame in frames.drain(..) {
-                if let Some(tap) = self.presentation(frame, at, at_ms) {
-                    if taps.send(tap).await.is_err() {
-                        return Ended::Shutdown;
-                    }
+                if let Some(tap) = self.presentation(frame, at, at_ms)
+                    && taps.send(tap).await.is_err()
+                {
+                    return Ended::Shutdown;
                 }
             }
             self.report_noise(Instant::now());
@@ -256,7 +277,10 @@ impl Reader {
         if discarded.rejected_frames == self.reported_rejected {
             return;
         }
-        if self.last_noise_log.is_some_and(|at| now.duration_since(at) < NOISE_LOG_INTERVAL) {
+        if self
+            .last_noise_log
+            .is_some_and(|at| now.duration_since(at) < NOISE_LOG_INTERVAL)
+        {
             return;
         }
         self.last_noise_log = Some(now);

@@ -96,11 +96,21 @@ pub struct EventCounts {
 #[derive(Debug)]
 pub enum StoreError {
     /// The file cannot be opened or created.
-    Open { path: PathBuf, detail: String },
+    Open {
+        path: PathBuf,
+        detail: String,
+    },
     /// The file is not a SQLite database, or is damaged. It is never touched.
-    NotADatabase { path: PathBuf, detail: String },
+    NotADatabase {
+        path: PathBuf,
+        detail: String,
+    },
     /// The database was written by a newer gym-checkin.
-    TooNew { path: PathBuf, version: i64, known: usize },
+    TooNew {
+        path: PathBuf,
+        version: i64,
+        known: usize,
+    },
     Sqlite(rusqlite::Error),
     /// The store thread is gone (the process is stopping).
     Closed,
@@ -119,7 +129,11 @@ impl fmt::Display for StoreError {
                  visits) and start again to create a new one",
                 path.display()
             ),
-            StoreError::TooNew { path, version, known } => write!(
+            StoreError::TooNew {
+                path,
+                version,
+                known,
+            } => write!(
                 f,
                 "{} has schema version {version}, newer than this gym-checkin knows ({known}); \
                  refusing to start. Install the newer gym-checkin again",
@@ -162,7 +176,9 @@ impl Store {
                     job(&mut conn);
                 }
             })
-            .map_err(|e| StoreError::Sqlite(rusqlite::Error::ToSqlConversionFailure(Box::new(e))))?;
+            .map_err(|e| {
+                StoreError::Sqlite(rusqlite::Error::ToSqlConversionFailure(Box::new(e)))
+            })?;
         Ok(Store { jobs })
     }
 
@@ -216,7 +232,13 @@ impl Store {
         self.call(|conn| {
             let mut stmt = conn.prepare("SELECT tag, inside, last_event_at_ms FROM visits")?;
             let rows = stmt.query_map([], |row| {
-                Ok((row.get(0)?, TagState { inside: row.get(1)?, last_event_ms: row.get(2)? }))
+                Ok((
+                    row.get(0)?,
+                    TagState {
+                        inside: row.get(1)?,
+                        last_event_ms: row.get(2)?,
+                    },
+                ))
             })?;
             rows.collect()
         })
@@ -270,7 +292,12 @@ impl Store {
         .await
     }
 
-    pub async fn mark_delivered(&self, id: i64, account_id: String, status: u16) -> Result<(), StoreError> {
+    pub async fn mark_delivered(
+        &self,
+        id: i64,
+        account_id: String,
+        status: u16,
+    ) -> Result<(), StoreError> {
         self.call(move |conn| {
             conn.prepare_cached(
                 "UPDATE events SET state = 'delivered', attempts = attempts + 1, account_id = ?2,
@@ -285,21 +312,37 @@ impl Store {
     }
 
     /// Keeps the event open and schedules its next attempt.
-    pub async fn schedule_retry(&self, id: i64, next_attempt_at_ms: i64, answer: Answer) -> Result<(), StoreError> {
+    pub async fn schedule_retry(
+        &self,
+        id: i64,
+        next_attempt_at_ms: i64,
+        answer: Answer,
+    ) -> Result<(), StoreError> {
         self.call(move |conn| {
             conn.prepare_cached(
                 "UPDATE events SET attempts = attempts + 1, next_attempt_at_ms = ?2,
                         last_status = ?3, last_error_code = ?4, last_error = ?5
                  WHERE id = ?1",
             )?
-            .execute(params![id, next_attempt_at_ms, answer.status, answer.error_code, answer.message])?;
+            .execute(params![
+                id,
+                next_attempt_at_ms,
+                answer.status,
+                answer.error_code,
+                answer.message
+            ])?;
             Ok(())
         })
         .await
     }
 
     /// EGYM does not know the tag (yet): the event waits for a slow retry.
-    pub async fn mark_unknown_tag(&self, id: i64, next_attempt_at_ms: i64, answer: Answer) -> Result<(), StoreError> {
+    pub async fn mark_unknown_tag(
+        &self,
+        id: i64,
+        next_attempt_at_ms: i64,
+        answer: Answer,
+    ) -> Result<(), StoreError> {
         self.call(move |conn| {
             conn.prepare_cached(
                 "UPDATE events SET state = 'unknown_tag', attempts = attempts + 1,
@@ -328,13 +371,23 @@ impl Store {
                         last_error_code = ?3, last_error = ?4, finished_at_ms = ?5
                  WHERE id = ?1",
             )?
-            .execute(params![id, answer.status, answer.error_code, answer.message, crate::clock::now_ms()])?;
+            .execute(params![
+                id,
+                answer.status,
+                answer.error_code,
+                answer.message,
+                crate::clock::now_ms()
+            ])?;
             Ok(())
         })
         .await
     }
 
-    pub async fn cached_account(&self, tag: String, tag_format: Option<String>) -> Result<Option<CachedAccount>, StoreError> {
+    pub async fn cached_account(
+        &self,
+        tag: String,
+        tag_format: Option<String>,
+    ) -> Result<Option<CachedAccount>, StoreError> {
         self.call(move |conn| {
             conn.prepare_cached(
                 "SELECT account_id, resolved_at_ms FROM accounts WHERE tag = ?1 AND tag_format = ?2",
@@ -359,13 +412,22 @@ impl Store {
                  VALUES (?1, ?2, ?3, ?4)
                  ON CONFLICT (tag, tag_format) DO UPDATE SET account_id = ?3, resolved_at_ms = ?4",
             )?
-            .execute(params![tag, tag_format.unwrap_or_default(), account_id, crate::clock::now_ms()])?;
+            .execute(params![
+                tag,
+                tag_format.unwrap_or_default(),
+                account_id,
+                crate::clock::now_ms()
+            ])?;
             Ok(())
         })
         .await
     }
 
-    pub async fn forget_account(&self, tag: String, tag_format: Option<String>) -> Result<(), StoreError> {
+    pub async fn forget_account(
+        &self,
+        tag: String,
+        tag_format: Option<String>,
+    ) -> Result<(), StoreError> {
         self.call(move |conn| {
             conn.prepare_cached("DELETE FROM accounts WHERE tag = ?1 AND tag_format = ?2")?
                 .execute(params![tag, tag_format.unwrap_or_default()])?;
@@ -420,33 +482,43 @@ fn open_connection(path: &Path) -> Result<Connection, StoreError> {
     };
     let wrap = |e: rusqlite::Error| {
         if not_a_database(&e) {
-            StoreError::NotADatabase { path: path.to_path_buf(), detail: e.to_string() }
+            StoreError::NotADatabase {
+                path: path.to_path_buf(),
+                detail: e.to_string(),
+            }
         } else {
             StoreError::Sqlite(e)
         }
     };
-    if let Some(dir) = path.parent().filter(|dir| !dir.as_os_str().is_empty()) {
-        if !dir.is_dir() {
-            return Err(StoreError::Open {
-                path: path.to_path_buf(),
-                detail: format!("the directory {} does not exist", dir.display()),
-            });
-        }
+    if let Some(dir) = path.parent().filter(|dir| !dir.as_os_str().is_empty())
+        && !dir.is_dir()
+    {
+        return Err(StoreError::Open {
+            path: path.to_path_buf(),
+            detail: format!("the directory {} does not exist", dir.display()),
+        });
     }
-    let mut conn = Connection::open(path)
-        .map_err(|e| StoreError::Open { path: path.to_path_buf(), detail: e.to_string() })?;
+    let mut conn = Connection::open(path).map_err(|e| StoreError::Open {
+        path: path.to_path_buf(),
+        detail: e.to_string(),
+    })?;
     // Reading the schema version is the first read of the file: a file that is not a database
     // fails here, before any write could touch it.
-    let version: i64 = conn.query_row("PRAGMA user_version", [], |row| row.get(0)).map_err(wrap)?;
-    let journal_mode: String =
-        conn.query_row("PRAGMA journal_mode = WAL", [], |row| row.get(0)).map_err(wrap)?;
-    if !journal_mode.eq_ignore_ascii_case("wal") {
-        return Err(StoreError::Sqlite(rusqlite::Error::InvalidParameterName(format!(
-            "journal_mode is {journal_mode}, WAL could not be set"
-        ))));
-    }
-    conn.execute_batch("PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 5000;")
+    let version: i64 = conn
+        .query_row("PRAGMA user_version", [], |row| row.get(0))
         .map_err(wrap)?;
+    let journal_mode: String = conn
+        .query_row("PRAGMA journal_mode = WAL", [], |row| row.get(0))
+        .map_err(wrap)?;
+    if !journal_mode.eq_ignore_ascii_case("wal") {
+        return Err(StoreError::Sqlite(rusqlite::Error::InvalidParameterName(
+            format!("journal_mode is {journal_mode}, WAL could not be set"),
+        )));
+    }
+    conn.execute_batch(
+        "PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 5000;",
+    )
+    .map_err(wrap)?;
     migrate(&mut conn, path, version)?;
     Ok(conn)
 }
@@ -454,7 +526,11 @@ fn open_connection(path: &Path) -> Result<Connection, StoreError> {
 fn migrate(conn: &mut Connection, path: &Path, version: i64) -> Result<(), StoreError> {
     let known = schema::MIGRATIONS.len();
     if version < 0 || version as usize > known {
-        return Err(StoreError::TooNew { path: path.to_path_buf(), version, known });
+        return Err(StoreError::TooNew {
+            path: path.to_path_buf(),
+            version,
+            known,
+        });
     }
     for (index, migration) in schema::MIGRATIONS.iter().enumerate().skip(version as usize) {
         let tx = conn.transaction()?;
@@ -470,7 +546,8 @@ mod tests {
     use super::*;
 
     fn temp_db(name: &str) -> (PathBuf, Store) {
-        let dir = std::env::temp_dir().join(format!("gym-checkin-store-{}-{name}", std::process::id()));
+        let dir =
+            std::env::temp_dir().join(format!("gym-checkin-store-{}-{name}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("test.db");
@@ -492,13 +569,34 @@ mod tests {
     #[tokio::test]
     async fn only_the_oldest_open_event_of_a_tag_is_claimed() {
         let (_path, store) = temp_db("claim");
-        let a1 = store.record_event(event("0xAA", Kind::CheckIn, 1), crate::visit::after_event(Kind::CheckIn, 1)).await.unwrap();
-        let b1 = store.record_event(event("0xBB", Kind::CheckIn, 2), crate::visit::after_event(Kind::CheckIn, 2)).await.unwrap();
-        let a2 = store.record_event(event("0xAA", Kind::CheckOut, 3), crate::visit::after_event(Kind::CheckOut, 3)).await.unwrap();
+        let a1 = store
+            .record_event(
+                event("0xAA", Kind::CheckIn, 1),
+                crate::visit::after_event(Kind::CheckIn, 1),
+            )
+            .await
+            .unwrap();
+        let b1 = store
+            .record_event(
+                event("0xBB", Kind::CheckIn, 2),
+                crate::visit::after_event(Kind::CheckIn, 2),
+            )
+            .await
+            .unwrap();
+        let a2 = store
+            .record_event(
+                event("0xAA", Kind::CheckOut, 3),
+                crate::visit::after_event(Kind::CheckOut, 3),
+            )
+            .await
+            .unwrap();
         let ids = |events: Vec<OpenEvent>| events.into_iter().map(|e| e.id).collect::<Vec<_>>();
         assert_eq!(ids(store.claim_due(10, 10).await.unwrap()), vec![a1, b1]);
         // The head of 0xAA waits for a retry: its later event must wait behind it.
-        store.schedule_retry(a1, 100, Answer::default()).await.unwrap();
+        store
+            .schedule_retry(a1, 100, Answer::default())
+            .await
+            .unwrap();
         assert_eq!(ids(store.claim_due(10, 10).await.unwrap()), vec![b1]);
         assert_eq!(store.next_due_ms().await.unwrap(), Some(2));
         store.mark_delivered(b1, "acc".into(), 204).await.unwrap();
@@ -506,30 +604,74 @@ mod tests {
         assert_eq!(ids(store.claim_due(100, 10).await.unwrap()), vec![a1]);
         store.mark_delivered(a1, "acc".into(), 204).await.unwrap();
         assert_eq!(ids(store.claim_due(100, 10).await.unwrap()), vec![a2]);
-        store.mark_rejected(a2, Answer { status: Some(400), error_code: Some("bad".into()), message: "no".into() }).await.unwrap();
+        store
+            .mark_rejected(
+                a2,
+                Answer {
+                    status: Some(400),
+                    error_code: Some("bad".into()),
+                    message: "no".into(),
+                },
+            )
+            .await
+            .unwrap();
         assert_eq!(store.next_due_ms().await.unwrap(), None);
         let counts = store.event_counts().await.unwrap();
-        assert_eq!(counts, EventCounts { pending: 0, unknown_tag: 0, delivered: 2, rejected: 1 });
+        assert_eq!(
+            counts,
+            EventCounts {
+                pending: 0,
+                unknown_tag: 0,
+                delivered: 2,
+                rejected: 1
+            }
+        );
     }
 
     #[tokio::test]
     async fn events_and_visit_state_survive_reopening() {
         let (path, store) = temp_db("reopen");
-        store.record_event(event("0xAA", Kind::CheckIn, 1), crate::visit::after_event(Kind::CheckIn, 1)).await.unwrap();
-        store.cache_account("0xAA".into(), None, Some("acc-1".into())).await.unwrap();
+        store
+            .record_event(
+                event("0xAA", Kind::CheckIn, 1),
+                crate::visit::after_event(Kind::CheckIn, 1),
+            )
+            .await
+            .unwrap();
+        store
+            .cache_account("0xAA".into(), None, Some("acc-1".into()))
+            .await
+            .unwrap();
         drop(store);
         let store = Store::open(&path).unwrap();
         let states = store.visit_states().await.unwrap();
-        assert_eq!(states["0xAA"], TagState { inside: true, last_event_ms: 1 });
+        assert_eq!(
+            states["0xAA"],
+            TagState {
+                inside: true,
+                last_event_ms: 1
+            }
+        );
         assert_eq!(store.claim_due(5, 10).await.unwrap().len(), 1);
-        let cached = store.cached_account("0xAA".into(), None).await.unwrap().unwrap();
+        let cached = store
+            .cached_account("0xAA".into(), None)
+            .await
+            .unwrap()
+            .unwrap();
         assert_eq!(cached.account_id.as_deref(), Some("acc-1"));
-        assert_eq!(store.cached_account("0xAA".into(), Some("MIFARE".into())).await.unwrap(), None);
+        assert_eq!(
+            store
+                .cached_account("0xAA".into(), Some("MIFARE".into()))
+                .await
+                .unwrap(),
+            None
+        );
     }
 
     #[test]
     fn a_file_that_is_not_a_database_is_refused_and_left_alone() {
-        let dir = std::env::temp_dir().join(format!("gym-checkin-store-{}-notdb", std::process::id()));
+        let dir =
+            std::env::temp_dir().join(format!("gym-checkin-store-{}-notdb", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("notes.db");
         let content = b"these are someone's notes, not a database\n".repeat(200);
@@ -542,12 +684,19 @@ mod tests {
 
     #[test]
     fn a_database_from_a_newer_version_is_refused() {
-        let dir = std::env::temp_dir().join(format!("gym-checkin-store-{}-newer", std::process::id()));
+        let dir =
+            std::env::temp_dir().join(format!("gym-checkin-store-{}-newer", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("newer.db");
         let _ = std::fs::remove_file(&path);
-        Connection::open(&path).unwrap().pragma_update(None, "user_version", 99).unwrap();
+        Connection::open(&path)
+            .unwrap()
+            .pragma_update(None, "user_version", 99)
+            .unwrap();
         let error = Store::open(&path).unwrap_err();
-        assert!(matches!(error, StoreError::TooNew { version: 99, .. }), "{error}");
+        assert!(
+            matches!(error, StoreError::TooNew { version: 99, .. }),
+            "{error}"
+        );
     }
 }

@@ -1,9 +1,14 @@
 //! Shared parts of the integration tests: a pseudo-terminal standing in for a serial reader,
 //! the real `gym-checkin` binary run with a temporary configuration, and waits with deadlines.
-#![allow(dead_code, reason = "each test file uses a different part of this module")]
+#![allow(
+    dead_code,
+    unused_imports,
+    reason = "each test file uses a different part of this module"
+)]
 
 use std::io::{BufRead, BufReader, Write};
-use std::os::fd::{FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -22,7 +27,10 @@ impl TestDir {
     pub fn new(name: &str) -> TestDir {
         static COUNTER: AtomicUsize = AtomicUsize::new(0);
         let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-        let dir = std::env::temp_dir().join(format!("gym-checkin-test-{name}-{}-{n}", std::process::id()));
+        let dir = std::env::temp_dir().join(format!(
+            "gym-checkin-test-{name}-{}-{n}",
+            std::process::id()
+        ));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
         TestDir(dir)
@@ -49,39 +57,54 @@ pub struct Pty {
 
 impl Pty {
     pub fn open() -> Pty {
-        let mut master = 0;
-        let mut slave = 0;
-        // SAFETY: openpty writes two file descriptors into the given integers; the name,
-        // termios and window-size arguments may be null.
-        let rc = unsafe {
-            libc::openpty(&mut master, &mut slave, std::ptr::null_mut(), std::ptr::null(), std::ptr::null())
-        };
-        assert_eq!(rc, 0, "openpty failed: {}", std::io::Error::last_os_error());
-        // openpty does not set close-on-exec: without it, every daemon a test starts would
-        // inherit the master of every pty open at that moment, and an unplug would never reach
-        // the reader.
-        for fd in [master, slave] {
-            // SAFETY: fcntl on a descriptor just returned by openpty.
-            assert_eq!(unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) }, 0);
+        // Close-on-exec from the start (O_CLOEXEC here, and std opens the slave with it):
+        // otherwise a daemon started by a test running in parallel would inherit this master,
+        // and unplugging this reader would never reach its daemon.
+        // SAFETY: posix_openpt only takes flags and returns a new descriptor or -1.
+        let fd = unsafe { libc::posix_openpt(libc::O_RDWR | libc::O_NOCTTY | libc::O_CLOEXEC) };
+        assert!(fd >= 0, "posix_openpt: {}", std::io::Error::last_os_error());
+        // SAFETY: fd was just returned by posix_openpt and is owned here alone.
+        let master = unsafe { OwnedFd::from_raw_fd(fd) };
+        let mut name = [0 as libc::c_char; 128];
+        // SAFETY: grantpt, unlockpt and ptsname_r act on a valid master descriptor; ptsname_r
+        // writes at most `name.len()` bytes into `name`.
+        unsafe {
+            assert_eq!(libc::grantpt(master.as_raw_fd()), 0);
+            assert_eq!(libc::unlockpt(master.as_raw_fd()), 0);
+            assert_eq!(
+                libc::ptsname_r(master.as_raw_fd(), name.as_mut_ptr(), name.len()),
+                0
+            );
         }
-        // SAFETY: both descriptors were just returned by openpty and are owned here alone.
-        let (master, slave) = unsafe { (OwnedFd::from_raw_fd(master), OwnedFd::from_raw_fd(slave)) };
-        // Raw mode, so bytes reach the reader as written even before it sets the port up.
+        // SAFETY: ptsname_r succeeded, so `name` holds a NUL-terminated path.
+        let slave_path = PathBuf::from(
+            unsafe { std::ffi::CStr::from_ptr(name.as_ptr()) }
+                .to_str()
+                .unwrap(),
+        );
+        let slave = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .custom_flags(libc::O_NOCTTY)
+            .open(&slave_path)
+            .unwrap();
+        // Raw mode, so bytes reach the reader as written even before it sets the port up. The
+        // settings belong to the pty and stay after this descriptor is closed.
         // SAFETY: termios is plain data; tcgetattr fills it in from a valid descriptor.
         unsafe {
-            use std::os::fd::AsRawFd;
             let mut termios: libc::termios = std::mem::zeroed();
             assert_eq!(libc::tcgetattr(slave.as_raw_fd(), &mut termios), 0);
             libc::cfmakeraw(&mut termios);
-            assert_eq!(libc::tcsetattr(slave.as_raw_fd(), libc::TCSANOW, &termios), 0);
+            assert_eq!(
+                libc::tcsetattr(slave.as_raw_fd(), libc::TCSANOW, &termios),
+                0
+            );
         }
-        let slave_path = std::fs::read_link(format!("/proc/self/fd/{}", {
-            use std::os::fd::AsRawFd;
-            slave.as_raw_fd()
-        }))
-        .unwrap();
         drop(slave);
-        Pty { master: std::fs::File::from(master), slave_path }
+        Pty {
+            master: std::fs::File::from(master),
+            slave_path,
+        }
     }
 
     pub fn write(&mut self, bytes: &[u8]) {
@@ -92,7 +115,9 @@ impl Pty {
 
 /// An RDM6300 frame for a 5-byte id given as 10 hex digits.
 pub fn em4100_frame(hex10: &str) -> Vec<u8> {
-    let bytes: Vec<u8> = (0..5).map(|i| u8::from_str_radix(&hex10[2 * i..2 * i + 2], 16).unwrap()).collect();
+    let bytes: Vec<u8> = (0..5)
+        .map(|i| u8::from_str_radix(&hex10[2 * i..2 * i + 2], 16).unwrap())
+        .collect();
     let checksum = bytes.iter().fold(0, |a, b| a ^ b);
     let mut frame = vec![0x02];
     frame.extend_from_slice(format!("{}{checksum:02X}", hex10.to_uppercase()).as_bytes());
@@ -220,7 +245,11 @@ impl Daemon {
             if let Some(status) = self.child.try_wait().unwrap() {
                 return status;
             }
-            assert!(Instant::now() < deadline, "still running after {timeout:?}; log:\n{}", self.lines().join("\n"));
+            assert!(
+                Instant::now() < deadline,
+                "still running after {timeout:?}; log:\n{}",
+                self.lines().join("\n")
+            );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
@@ -276,7 +305,11 @@ path = "{db}"
 }
 
 pub fn member(rfid: &str, account_id: &str) -> Member {
-    Member { rfid: rfid.into(), account_id: account_id.into(), name: "Test Member".into() }
+    Member {
+        rfid: rfid.into(),
+        account_id: account_id.into(),
+        name: "Test Member".into(),
+    }
 }
 
 /// Check-ins and check-outs received, in arrival order: (account, "checkins"/"checkouts", timestamp).

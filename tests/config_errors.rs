@@ -1,0 +1,192 @@
+//! Bad configurations, through the real binary: `check-config` and `run` both exit 78 and name
+//! the key at fault.
+
+mod common;
+
+use std::process::{Command, Output};
+
+use common::{API_KEY, TestDir, binary};
+
+fn run(subcommand: &str, config: &std::path::Path, env_key: Option<&str>) -> Output {
+    let mut command = Command::new(binary());
+    command
+        .arg(subcommand)
+        .arg("--config")
+        .arg(config)
+        .env_remove("CREDENTIALS_DIRECTORY");
+    match env_key {
+        Some(key) => command.env("EGYM_API_KEY", key),
+        None => command.env_remove("EGYM_API_KEY"),
+    };
+    command.output().unwrap()
+}
+
+const GOOD: &str = r#"
+[egym]
+base-url = "https://mms.api.egym.com"
+api-key-file = "KEYFILE"
+
+[store]
+path = "DBPATH"
+
+[[readers]]
+name = "entrance"
+driver = "serial"
+path = "/dev/serial/by-id/usb-FTDI_FT232R_USB_UART_A10K1234-if00-port0"
+protocol = "em4100"
+"#;
+
+/// Writes `GOOD` with `edit` applied, and a key file; returns the config path.
+fn config(dir: &TestDir, edit: impl Fn(String) -> String) -> std::path::PathBuf {
+    let key_file = dir.path("api-key");
+    std::fs::write(&key_file, API_KEY).unwrap();
+    let text = GOOD
+        .replace("KEYFILE", &key_file.display().to_string())
+        .replace("DBPATH", &dir.path("db.sqlite").display().to_string());
+    let path = dir.path("gym-checkin.toml");
+    std::fs::write(&path, edit(text)).unwrap();
+    path
+}
+
+fn check_refused(name: &str, edit: impl Fn(String) -> String, wanted: &[&str]) {
+    let dir = TestDir::new(name);
+    let path = config(&dir, edit);
+    for subcommand in ["check-config", "run"] {
+        let output = run(subcommand, &path, None);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(
+            output.status.code(),
+            Some(78),
+            "{name}: {subcommand} exit; stderr:\n{stderr}"
+        );
+        for text in wanted {
+            assert!(
+                stderr.contains(text),
+                "{name}: {subcommand}: {text:?} missing from:\n{stderr}"
+            );
+        }
+        assert!(
+            !stderr.contains(API_KEY) && !String::from_utf8_lossy(&output.stdout).contains(API_KEY)
+        );
+    }
+    assert!(
+        !dir.path("db.sqlite").exists(),
+        "{name}: a refused config must not create the database"
+    );
+}
+
+#[test]
+fn the_good_config_passes() {
+    let dir = TestDir::new("good-config");
+    let path = config(&dir, |t| t);
+    let output = run("check-config", &path, None);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(
+        stdout.contains("OK") && stdout.contains("reader entrance"),
+        "{stdout}"
+    );
+    assert!(!stdout.contains(API_KEY));
+}
+
+#[test]
+fn an_unknown_key_is_refused() {
+    check_refused(
+        "unknown-key",
+        |t| {
+            t.replace(
+                "protocol = \"em4100\"",
+                "protocol = \"em4100\"\nbaudrate = 9600",
+            )
+        },
+        &["readers[0].baudrate: unknown key, expected one of: name, driver, path, baud"],
+    );
+}
+
+#[test]
+fn a_bad_value_is_refused_with_the_accepted_values() {
+    check_refused(
+        "bad-value",
+        |t| t.replace("\"em4100\"", "\"em410\""),
+        &["readers[0].protocol: unknown value \"em410\", expected one of: em4100, line"],
+    );
+}
+
+#[test]
+fn a_bad_duration_is_refused() {
+    check_refused(
+        "bad-duration",
+        |t| {
+            t.replace(
+                "[store]",
+                "[visits]\nrepeat-window = \"2 minutes\"\n\n[store]",
+            )
+        },
+        &["visits.repeat-window: invalid duration \"2 minutes\""],
+    );
+}
+
+#[test]
+fn plain_http_to_a_remote_host_is_refused() {
+    check_refused(
+        "http-remote",
+        |t| t.replace("https://mms.api.egym.com", "http://mms.api.egym.com"),
+        &["egym.base-url:", "plain http"],
+    );
+}
+
+#[test]
+fn a_missing_key_file_is_refused() {
+    check_refused(
+        "missing-key-file",
+        |t| t.replace("api-key\"", "no-such-key-file\""),
+        &[
+            "egym.api-key-file: cannot read the API key file",
+            "no-such-key-file",
+        ],
+    );
+}
+
+#[test]
+fn several_problems_are_reported_at_once() {
+    check_refused(
+        "several",
+        |t| {
+            t.replace("https://", "http://")
+                .replace("\"em4100\"", "\"em410\"")
+                .replace("[store]", "[store]\nkeep-delivered = \"forever\"")
+        },
+        &[
+            "3 problems",
+            "egym.base-url",
+            "readers[0].protocol",
+            "store.keep-delivered",
+        ],
+    );
+}
+
+#[test]
+fn without_a_key_file_the_key_comes_from_the_environment() {
+    let dir = TestDir::new("env-key");
+    let path = config(&dir, |t| {
+        t.replace(
+            &format!("api-key-file = \"{}\"\n", dir.path("api-key").display()),
+            "",
+        )
+    });
+    let output = run("check-config", &path, Some(API_KEY));
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let output = run("check-config", &path, None);
+    assert_eq!(output.status.code(), Some(78));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("EGYM_API_KEY"));
+}
