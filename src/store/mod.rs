@@ -84,6 +84,23 @@ pub struct CachedAccount {
     pub resolved_at_ms: i64,
 }
 
+/// One event as stored, for status and tests.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EventRow {
+    pub id: i64,
+    pub tag: String,
+    pub kind: Kind,
+    pub tapped_at_ms: i64,
+    /// `pending`, `unknown_tag`, `delivered` or `rejected`.
+    pub state: String,
+    pub attempts: u32,
+    pub next_attempt_at_ms: i64,
+    pub account_id: Option<String>,
+    pub last_status: Option<u16>,
+    pub last_error_code: Option<String>,
+    pub last_error: Option<String>,
+}
+
 /// Events by state.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct EventCounts {
@@ -450,6 +467,34 @@ impl Store {
         .await
     }
 
+    pub async fn event(&self, id: i64) -> Result<Option<EventRow>, StoreError> {
+        self.call(move |conn| {
+            conn.prepare_cached(
+                "SELECT id, tag, kind, tapped_at_ms, state, attempts, next_attempt_at_ms,
+                        account_id, last_status, last_error_code, last_error
+                 FROM events WHERE id = ?1",
+            )?
+            .query_row([id], |row| {
+                let kind: String = row.get(2)?;
+                Ok(EventRow {
+                    id: row.get(0)?,
+                    tag: row.get(1)?,
+                    kind: Kind::parse(&kind).unwrap_or(Kind::CheckIn),
+                    tapped_at_ms: row.get(3)?,
+                    state: row.get(4)?,
+                    attempts: row.get(5)?,
+                    next_attempt_at_ms: row.get(6)?,
+                    account_id: row.get(7)?,
+                    last_status: row.get(8)?,
+                    last_error_code: row.get(9)?,
+                    last_error: row.get(10)?,
+                })
+            })
+            .optional()
+        })
+        .await
+    }
+
     pub async fn event_counts(&self) -> Result<EventCounts, StoreError> {
         self.call(|conn| {
             let mut counts = EventCounts::default();
@@ -457,7 +502,8 @@ impl Store {
             let mut rows = stmt.query([])?;
             while let Some(row) = rows.next()? {
                 let state: String = row.get(0)?;
-                let n: u64 = row.get(1)?;
+                let n: i64 = row.get(1)?;
+                let n = n as u64;
                 match state.as_str() {
                     "pending" => counts.pending = n,
                     "unknown_tag" => counts.unknown_tag = n,

@@ -1,0 +1,366 @@
+//! The delivery worker against the stand-in EGYM, with a real SQLite file: each row of
+//! DESIGN.md's outcome table, per-tag order, and the client-side rate limit.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::{FakeEgym, Mode, TestDir, member, now_ms};
+use gym_checkin::config::{ApiKey, ApiKeySource};
+use gym_checkin::delivery::{Settings, Worker};
+use gym_checkin::egym::Client;
+use gym_checkin::store::{EventRow, NewEvent, Store};
+use gym_checkin::visit::{Kind, after_event};
+use tokio::sync::{Notify, watch};
+
+const KEY: &str = "delivery-test-key";
+const LONG: Duration = Duration::from_secs(30);
+
+struct Setup {
+    _dir: TestDir,
+    store: Store,
+    fake: FakeEgym,
+    recorded: Arc<Notify>,
+    stop: watch::Sender<bool>,
+    worker: tokio::task::JoinHandle<()>,
+}
+
+fn settings() -> Settings {
+    Settings {
+        rate_per_second: 100.0,
+        burst: 100,
+        account_cache_ttl: Duration::from_secs(3600),
+        unknown_tag_retry_window: Duration::from_secs(3600),
+    }
+}
+
+async fn setup(name: &str, members: &[(&str, &str)], settings: Settings, key: &str) -> Setup {
+    let dir = TestDir::new(name);
+    let store = Store::open(&dir.path("outbox.db")).unwrap();
+    let members = members
+        .iter()
+        .map(|(rfid, account)| member(rfid, account))
+        .collect();
+    let fake = FakeEgym::start(members, KEY).await.unwrap();
+    let client = Client::new(&fake.base_url().parse().unwrap(), Duration::from_secs(2)).unwrap();
+    let recorded = Arc::new(Notify::new());
+    let key = ApiKey::new(key.into());
+    let worker = Worker::new(
+        store.clone(),
+        client,
+        settings,
+        ApiKeySource::Literal(key.clone()),
+        key,
+        recorded.clone(),
+    );
+    let (stop, stopping) = watch::channel(false);
+    let worker = tokio::spawn(async move { worker.run(stopping).await.unwrap() });
+    Setup {
+        _dir: dir,
+        store,
+        fake,
+        recorded,
+        stop,
+        worker,
+    }
+}
+
+impl Setup {
+    async fn record(&self, tag: &str, kind: Kind, tapped_at_ms: i64) -> i64 {
+        let event = NewEvent {
+            reader: "entrance".into(),
+            raw_id: tag.trim_start_matches("0x").into(),
+            tag: tag.into(),
+            tag_format: None,
+            kind,
+            tapped_at_ms,
+        };
+        let id = self
+            .store
+            .record_event(event, after_event(kind, tapped_at_ms))
+            .await
+            .unwrap();
+        self.recorded.notify_one();
+        id
+    }
+
+    async fn wait_for(&self, id: i64, what: &str, done: impl Fn(&EventRow) -> bool) -> EventRow {
+        let deadline = Instant::now() + LONG;
+        loop {
+            let row = self.store.event(id).await.unwrap().unwrap();
+            if done(&row) {
+                return row;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "event {id} never became {what}: {row:#?}\n{:#?}",
+                self.fake.received()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    async fn wait_state(&self, id: i64, state: &str) -> EventRow {
+        self.wait_for(id, state, |row| row.state == state).await
+    }
+
+    async fn stop(self) {
+        self.stop.send(true).unwrap();
+        tokio::time::timeout(Duration::from_secs(5), self.worker)
+            .await
+            .unwrap()
+            .unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_2xx_answer_marks_the_event_delivered_with_its_account() {
+    let s = setup("delivered", &[("0xAABBCCDD", "acc-1")], settings(), KEY).await;
+    let tapped = now_ms() - 5_000;
+    let id = s.record("0xAABBCCDD", Kind::CheckIn, tapped).await;
+    let row = s.wait_state(id, "delivered").await;
+    assert_eq!(row.account_id.as_deref(), Some("acc-1"));
+    assert_eq!(row.last_status, Some(204));
+    assert_eq!(row.attempts, 1);
+    let received = s.fake.received();
+    assert_eq!(received.len(), 2);
+    assert_eq!(received[1].path, "/api/v2/accounts/acc-1/checkins");
+    assert_eq!(received[1].timestamp(), Some(tapped));
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_errors_are_retried_on_the_schedule_stored_in_the_row() {
+    let s = setup("retry", &[("0xAABBCCDD", "acc-1")], settings(), KEY).await;
+    s.fake.set_mode(Mode::Status(503));
+    let id = s.record("0xAABBCCDD", Kind::CheckOut, now_ms()).await;
+    let row = s.wait_for(id, "retried", |row| row.attempts >= 1).await;
+    assert_eq!(row.state, "pending");
+    assert_eq!(row.last_status, Some(503));
+    assert_eq!(row.last_error_code.as_deref(), Some("injected"));
+    s.fake.set_mode(Mode::Normal);
+    let row = s.wait_state(id, "delivered").await;
+    assert!(row.attempts >= 2);
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_permanent_4xx_rejects_the_event_and_keeps_egyms_answer() {
+    let s = setup("rejected", &[("0xAABBCCDD", "acc-1")], settings(), KEY).await;
+    s.fake.set_mode(Mode::Status(422));
+    let id = s.record("0xAABBCCDD", Kind::CheckIn, now_ms()).await;
+    let row = s.wait_state(id, "rejected").await;
+    assert_eq!(row.last_status, Some(422));
+    assert_eq!(row.last_error_code.as_deref(), Some("injected"));
+    assert!(
+        row.last_error
+            .as_deref()
+            .unwrap()
+            .contains("injected failure"),
+        "{row:?}"
+    );
+    // Rejected is final: nothing more is sent.
+    let sent = s.fake.received().len();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(s.fake.received().len(), sent);
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unknown_tag_waits_on_a_slow_schedule() {
+    let s = setup("unknown", &[], settings(), KEY).await;
+    let first = s.record("0x0A0B0C0D0E", Kind::CheckIn, now_ms()).await;
+    let row = s.wait_state(first, "unknown_tag").await;
+    assert_eq!(row.last_status, Some(404));
+    assert!(
+        row.next_attempt_at_ms > now_ms() + 60_000,
+        "slow schedule: {row:?}"
+    );
+    // A later tap of the same card waits behind the first, in order.
+    let second = s.record("0x0A0B0C0D0E", Kind::CheckOut, now_ms()).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(s.store.event(second).await.unwrap().unwrap().attempts, 0);
+    assert_eq!(s.fake.received().len(), 1);
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unknown_tag_is_rejected_once_its_window_is_over_and_the_answer_is_cached() {
+    let settings = Settings {
+        unknown_tag_retry_window: Duration::ZERO,
+        ..settings()
+    };
+    let s = setup("unknown-window", &[], settings, KEY).await;
+    let first = s.record("0x0A0B0C0D0E", Kind::CheckIn, now_ms()).await;
+    let second = s.record("0x0A0B0C0D0E", Kind::CheckOut, now_ms()).await;
+    for id in [first, second] {
+        let row = s.wait_state(id, "rejected").await;
+        assert!(
+            row.last_error
+                .as_deref()
+                .unwrap()
+                .contains("unknown-tag-retry-window"),
+            "{row:?}"
+        );
+    }
+    // EGYM's "no member has this tag" is remembered: one lookup for both events.
+    let lookups = s
+        .fake
+        .received()
+        .iter()
+        .filter(|r| r.lookup_rfid().is_some())
+        .count();
+    assert_eq!(lookups, 1);
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_key_pauses_delivery_and_drops_nothing() {
+    let s = setup(
+        "refused",
+        &[("0xAA", "acc-1"), ("0xBB", "acc-2")],
+        settings(),
+        "wrong-key",
+    )
+    .await;
+    let a = s.record("0xAA", Kind::CheckIn, now_ms()).await;
+    let b = s.record("0xBB", Kind::CheckIn, now_ms()).await;
+    s.fake
+        .wait_for(LONG, |r| r.iter().any(|r| r.status == Some(403)))
+        .await;
+    let sent = s.fake.received().len();
+    assert!(
+        sent <= gym_checkin::delivery::MAX_IN_FLIGHT,
+        "{sent} requests"
+    );
+    // More taps while paused: they wait, and nothing is sent for them.
+    let c = s.record("0xAA", Kind::CheckOut, now_ms()).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        s.fake.received().len(),
+        sent,
+        "no requests while paused, before the probe"
+    );
+    for id in [a, b, c] {
+        let row = s.store.event(id).await.unwrap().unwrap();
+        assert_eq!(
+            (row.state.as_str(), row.attempts),
+            ("pending", 0),
+            "{row:?}"
+        );
+    }
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gone_account_is_looked_up_again_once() {
+    let s = setup(
+        "account-gone",
+        &[("0xAABBCCDD", "acc-new")],
+        settings(),
+        KEY,
+    )
+    .await;
+    s.store
+        .cache_account("0xAABBCCDD".into(), None, Some("acc-stale".into()))
+        .await
+        .unwrap();
+    let id = s.record("0xAABBCCDD", Kind::CheckIn, now_ms()).await;
+    let row = s.wait_state(id, "delivered").await;
+    assert_eq!(row.account_id.as_deref(), Some("acc-new"));
+    let calls: Vec<(String, Option<u16>)> = s
+        .fake
+        .received()
+        .iter()
+        .map(|r| (r.path.clone(), r.status))
+        .collect();
+    assert_eq!(
+        calls,
+        vec![
+            ("/api/v2/accounts/acc-stale/checkins".to_string(), Some(404)),
+            ("/api/v2/accounts/rfid/0xAABBCCDD".to_string(), Some(200)),
+            ("/api/v2/accounts/acc-new/checkins".to_string(), Some(204)),
+        ]
+    );
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_tags_events_arrive_in_order_while_tags_go_side_by_side() {
+    let tags = [("0x01", "acc-1"), ("0x02", "acc-2"), ("0x03", "acc-3")];
+    let s = setup("order", &tags, settings(), KEY).await;
+    let start = now_ms() - 60_000;
+    let mut ids = Vec::new();
+    for round in 0..4 {
+        for (i, (tag, _)) in tags.iter().enumerate() {
+            let kind = if round % 2 == 0 {
+                Kind::CheckIn
+            } else {
+                Kind::CheckOut
+            };
+            ids.push(s.record(tag, kind, start + round * 1000 + i as i64).await);
+        }
+    }
+    for id in ids {
+        s.wait_state(id, "delivered").await;
+    }
+    let received = s.fake.received();
+    for (_, account) in tags {
+        let stamps: Vec<(i64, &str)> = received
+            .iter()
+            .filter_map(|r| {
+                r.visit()
+                    .filter(|(a, _)| *a == account)
+                    .map(|(_, what)| (r.timestamp().unwrap(), what))
+            })
+            .collect();
+        let mut sorted = stamps.clone();
+        sorted.sort();
+        assert_eq!(stamps, sorted, "{account} out of order");
+        let kinds: Vec<&str> = stamps.iter().map(|(_, what)| *what).collect();
+        assert_eq!(kinds, ["checkins", "checkouts", "checkins", "checkouts"]);
+    }
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_token_bucket_keeps_requests_within_rate_and_burst() {
+    let members: Vec<(String, String)> = (0..12)
+        .map(|n| (format!("0x{n:02X}"), format!("acc-{n}")))
+        .collect();
+    let members_ref: Vec<(&str, &str)> = members
+        .iter()
+        .map(|(t, a)| (t.as_str(), a.as_str()))
+        .collect();
+    let (rate, burst) = (10.0, 3);
+    let settings = Settings {
+        rate_per_second: rate,
+        burst,
+        ..settings()
+    };
+    let s = setup("bucket", &members_ref, settings, KEY).await;
+    let mut ids = Vec::new();
+    for (tag, _) in &members {
+        ids.push(s.record(tag, Kind::CheckIn, now_ms()).await);
+    }
+    for id in ids {
+        s.wait_state(id, "delivered").await;
+    }
+    let times: Vec<i64> = s.fake.received().iter().map(|r| r.at_ms).collect();
+    assert_eq!(times.len(), 24);
+    // However the requests fall, no stretch of time holds more than the bucket allows (with
+    // 20 ms for the distance between the client's clock reading and the server's).
+    for i in 0..times.len() {
+        for j in i..times.len() {
+            let span_s = ((times[j] - times[i]) as f64 + 20.0) / 1000.0;
+            let allowed = f64::from(burst) + rate * span_s;
+            assert!(
+                (j - i + 1) as f64 <= allowed + 1e-9,
+                "{} requests in {span_s:.3} s (allowed {allowed:.1}): {times:?}",
+                j - i + 1
+            );
+        }
+    }
+    s.stop().await;
+}
