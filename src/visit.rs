@@ -26,6 +26,16 @@ pub enum Direction {
     Toggle,
 }
 
+impl Direction {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Direction::In => "in",
+            Direction::Out => "out",
+            Direction::Toggle => "toggle",
+        }
+    }
+}
+
 /// The two kinds of visit event EGYM takes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Kind {
