@@ -177,6 +177,8 @@ pub struct Worker {
     in_flight_tags: HashSet<String>,
     hold: Option<(Instant, HoldCause)>,
     last_unreachable_probe: Option<Instant>,
+    /// Since when requests have been failing (transport errors, 408, 429, 5xx), if they are.
+    failing_since: Option<Instant>,
     paused: Option<Paused>,
 }
 
@@ -207,6 +209,7 @@ impl Worker {
             in_flight_tags: HashSet::new(),
             hold: None,
             last_unreachable_probe: None,
+            failing_since: None,
             paused: None,
         }
     }
@@ -352,8 +355,11 @@ impl Worker {
         match outcome {
             Outcome::Delivered { account_id, status } => {
                 store.mark_delivered(event.id, account_id, status).await?;
-                if self.hold.is_some() || self.paused.is_some() {
-                    info!("EGYM is accepting requests again");
+                if let Some(since) = self.failing_since.take() {
+                    info!(
+                        failing_for_s = since.elapsed().as_secs(),
+                        "EGYM is accepting requests again"
+                    );
                 }
                 self.hold = None;
                 if self.paused.take().is_some() {
@@ -382,6 +388,7 @@ impl Worker {
                     )
                     .await?;
                 let until = Instant::now() + delay;
+                self.failing_since.get_or_insert_with(Instant::now);
                 if self.hold.is_none_or(|(current, _)| current < until) {
                     self.hold = Some((until, cause));
                 }
@@ -390,7 +397,7 @@ impl Worker {
                     tag = %tag,
                     kind = %kind,
                     attempt = event.attempts + 1,
-                    retry_in_s = delay.as_secs_f32(),
+                    retry_in_s = %format_args!("{:.1}", delay.as_secs_f64()),
                     error = %failure,
                     "delivery failed, will retry"
                 );

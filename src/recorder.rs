@@ -31,6 +31,8 @@ pub struct Recorder {
     repeat_window: Duration,
     recorded: Arc<Notify>,
     held: VecDeque<(NewEvent, TagState)>,
+    /// Writing failed and has not succeeded since: the error was said once already.
+    write_failing: bool,
 }
 
 enum Wake {
@@ -52,6 +54,7 @@ impl Recorder {
             repeat_window,
             recorded,
             held: VecDeque::new(),
+            write_failing: false,
         })
     }
 
@@ -123,6 +126,12 @@ impl Recorder {
             match self.store.record_event(event.clone(), state).await {
                 Ok(event_id) => {
                     self.held.pop_front();
+                    if std::mem::take(&mut self.write_failing) {
+                        info!(
+                            held = self.held.len() + 1,
+                            "the database can be written again; writing the held taps"
+                        );
+                    }
                     info!(
                         event_id,
                         reader = %event.reader,
@@ -134,8 +143,9 @@ impl Recorder {
                     self.recorded.notify_one();
                 }
                 Err(e) => {
-                    if self.held.len() == 1 {
-                        error!(error = %e, "cannot write to the database; taps are held in memory and written when it recovers");
+                    if !self.write_failing {
+                        self.write_failing = true;
+                        error!(error = %e, held = self.held.len(), "cannot write to the database; taps are held in memory and written when it recovers");
                     }
                     return;
                 }

@@ -18,7 +18,7 @@ name = "entrance"
 driver = "serial"
 path = "{}"
 protocol = "em4100"
-debounce = "400ms"
+debounce = "800ms"
 {extra}"#,
         path.display()
     )
@@ -34,7 +34,7 @@ async fn a_held_card_checks_in_once_a_repeat_is_ignored_and_a_later_tap_checks_o
     let config = write_config(
         &dir,
         &fake.base_url(),
-        r#"repeat-window = "3s""#,
+        r#"repeat-window = "5s""#,
         &em4100_reader(&pty.slave_path, r#"egym-tag-format = "MIFARE""#),
     );
     let daemon = Daemon::start(&config);
@@ -51,14 +51,14 @@ async fn a_held_card_checks_in_once_a_repeat_is_ignored_and_a_later_tap_checks_o
     assert!(ok, "no check-in: {received:#?}");
 
     // Lifted, and presented again within the repeat window: ignored.
-    tokio::time::sleep(Duration::from_millis(600)).await;
+    tokio::time::sleep(Duration::from_millis(1_200)).await;
     pty.write(&frame);
     daemon
         .wait_for_line("tap ignored: same tag within repeat-window", LONG)
         .await;
 
     // After the repeat window: a check-out.
-    tokio::time::sleep(Duration::from_millis(3_000)).await;
+    tokio::time::sleep(Duration::from_millis(5_000)).await;
     let second_written_ms = now_ms();
     pty.write(&frame);
     let (ok, received) = fake.wait_for(LONG, |r| count_visits(r) == 2).await;
