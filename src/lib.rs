@@ -14,6 +14,7 @@
 //! - [`egym`]: the EGYM client, its error bodies and the classification of answers; and
 //!   [`egym::fake`], the stand-in EGYM used by the demo and the tests.
 //! - [`daemon`]: wiring of the tasks, shutdown and signals.
+//! - [`status`]: `gym-checkin status`, read from the database while the service runs.
 //! - [`demo`]: the whole pipeline on this machine, with the stand-in EGYM and a typed reader.
 //! - [`clock`]: wall-clock milliseconds and RFC 3339.
 
@@ -25,6 +26,7 @@ pub mod demo;
 pub mod egym;
 pub mod reader;
 pub mod recorder;
+pub mod status;
 pub mod store;
 pub mod tag;
 pub mod visit;

@@ -29,6 +29,12 @@ enum Command {
     Run,
     /// Load and validate the configuration; print every problem with its key path.
     CheckConfig,
+    /// What the service is doing: events by state, delivery, readers. Reads the database only.
+    Status {
+        /// One JSON object instead of text.
+        #[arg(long)]
+        json: bool,
+    },
     /// The whole pipeline on this machine: a stand-in EGYM, a typed reader, a temporary database.
     Demo,
 }
@@ -50,6 +56,7 @@ fn main() -> ExitCode {
             }),
             Err(code) => code,
         },
+        Command::Status { json } => status(&cli.config, json),
         Command::Demo => block_on(async { gym_checkin::demo::run().await }),
     }
 }
@@ -123,6 +130,30 @@ fn check_config(path: &std::path::Path) -> ExitCode {
         );
     }
     ExitCode::SUCCESS
+}
+
+fn status(path: &std::path::Path, json: bool) -> ExitCode {
+    let config = match Config::load(path) {
+        Ok(config) => config,
+        Err(errors) => {
+            eprint!("gym-checkin: {errors}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    match gym_checkin::status::read(&config.store.path) {
+        Ok(data) if json => {
+            println!("{}", gym_checkin::status::to_json(&data));
+            ExitCode::SUCCESS
+        }
+        Ok(data) => {
+            print!("{}", gym_checkin::status::to_text(&data, &config.store.path));
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("gym-checkin: {e}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 /// Compact text on stderr; `RUST_LOG` (e.g. `debug`, `gym_checkin=debug`) sets the level.

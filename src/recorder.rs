@@ -2,8 +2,9 @@
 //! decisions into committed events.
 //!
 //! Being the only task that decides, it never races with itself: two readers presenting the
-//! same tag at once are decided one after the other. An event is logged as recorded only after
-//! its transaction has committed. When the database cannot be written, the event is held in
+//! same tag at once are decided one after the other. Taps that arrive together are committed
+//! together, in one transaction (one fsync for a burst). An event is logged as recorded only
+//! after its transaction has committed. When the database cannot be written, events are held in
 //! memory (bounded) and written, in order, as soon as it can be.
 
 use std::collections::{HashMap, VecDeque};
@@ -14,13 +15,15 @@ use tokio::sync::{Notify, mpsc, watch};
 use tracing::{error, info};
 
 use crate::clock::rfc3339_ms;
-use crate::reader::Tap;
-use crate::store::{NewEvent, Store, StoreError};
+use crate::reader::ReaderMessage;
+use crate::store::{NewEvent, ReaderUpdate, Store, StoreError};
 use crate::tag;
 use crate::visit::{self, Decision, TagState};
 
 /// Events held in memory while the database cannot be written, at most.
-const MAX_HELD: usize = 10_000;
+pub const MAX_HELD: usize = 10_000;
+/// At most this many events go into one transaction.
+const MAX_BATCH: usize = 256;
 /// How often writing held events is tried again.
 const HELD_RETRY: Duration = Duration::from_secs(1);
 
@@ -30,13 +33,16 @@ pub struct Recorder {
     visits: HashMap<String, TagState>,
     repeat_window: Duration,
     recorded: Arc<Notify>,
+    /// Decided events not yet committed, oldest first.
     held: VecDeque<(NewEvent, TagState)>,
+    /// Reader changes to write with the next transaction.
+    readers: HashMap<Arc<str>, ReaderUpdate>,
     /// Writing failed and has not succeeded since: the error was said once already.
     write_failing: bool,
 }
 
 enum Wake {
-    Tap(Tap),
+    Messages(Vec<ReaderMessage>),
     RetryHeld,
     Shutdown,
 }
@@ -54,31 +60,42 @@ impl Recorder {
             repeat_window,
             recorded,
             held: VecDeque::new(),
+            readers: HashMap::new(),
             write_failing: false,
         })
     }
 
-    pub async fn run(mut self, mut taps: mpsc::Receiver<Tap>, mut shutdown: watch::Receiver<bool>) {
+    pub async fn run(
+        mut self,
+        mut messages: mpsc::Receiver<ReaderMessage>,
+        mut shutdown: watch::Receiver<bool>,
+    ) {
+        let mut batch = Vec::with_capacity(MAX_BATCH);
         loop {
             let wake = tokio::select! {
-                tap = taps.recv() => match tap {
-                    Some(tap) => Wake::Tap(tap),
-                    None => Wake::Shutdown,
+                n = messages.recv_many(&mut batch, MAX_BATCH) => match n {
+                    0 => Wake::Shutdown,
+                    _ => Wake::Messages(std::mem::take(&mut batch)),
                 },
                 () = tokio::time::sleep(HELD_RETRY), if !self.held.is_empty() => Wake::RetryHeld,
                 _ = shutdown.wait_for(|stop| *stop) => Wake::Shutdown,
             };
             match wake {
-                Wake::Tap(tap) => self.handle(tap).await,
-                Wake::RetryHeld => self.write_held().await,
+                Wake::Messages(messages) => {
+                    for message in messages {
+                        self.handle(message);
+                    }
+                    self.write().await;
+                }
+                Wake::RetryHeld => self.write().await,
                 Wake::Shutdown => break,
             }
         }
         // Taps already read are recorded before stopping.
-        while let Ok(tap) = taps.try_recv() {
-            self.handle(tap).await;
+        while let Ok(message) = messages.try_recv() {
+            self.handle(message);
         }
-        self.write_held().await;
+        self.write().await;
         if !self.held.is_empty() {
             error!(
                 held = self.held.len(),
@@ -87,7 +104,17 @@ impl Recorder {
         }
     }
 
-    async fn handle(&mut self, tap: Tap) {
+    /// Decides a tap, or notes a reader's state; nothing is written yet.
+    fn handle(&mut self, message: ReaderMessage) {
+        let tap = match message {
+            ReaderMessage::Connected { reader, connected } => {
+                let update = self.reader_update(&reader);
+                update.connected = Some(connected);
+                return;
+            }
+            ReaderMessage::Tap(tap) => tap,
+        };
+        self.reader_update(&tap.reader).last_read_at_ms = Some(tap.at_ms);
         let short = tag::short(&tap.rfid);
         let decision = visit::decide(
             self.visits.get(&tap.rfid),
@@ -117,35 +144,54 @@ impl Recorder {
             return;
         }
         self.held.push_back((event, state));
-        self.write_held().await;
     }
 
-    /// Writes held events in order until one fails.
-    async fn write_held(&mut self) {
-        while let Some((event, state)) = self.held.front().cloned() {
-            match self.store.record_event(event.clone(), state).await {
-                Ok(event_id) => {
-                    self.held.pop_front();
+    fn reader_update(&mut self, reader: &Arc<str>) -> &mut ReaderUpdate {
+        self.readers.entry(reader.clone()).or_insert_with(|| ReaderUpdate {
+            name: reader.to_string(),
+            connected: None,
+            last_read_at_ms: None,
+        })
+    }
+
+    /// Writes held events, in order and in batches, until one batch fails; reader changes go
+    /// with the first batch.
+    async fn write(&mut self) {
+        loop {
+            let n = self.held.len().min(MAX_BATCH);
+            if n == 0 && self.readers.is_empty() {
+                return;
+            }
+            let events: Vec<(NewEvent, TagState)> = self.held.iter().take(n).cloned().collect();
+            let readers: Vec<ReaderUpdate> = self.readers.values().cloned().collect();
+            match self.store.record_batch(events, readers).await {
+                Ok(ids) => {
+                    self.readers.clear();
                     if std::mem::take(&mut self.write_failing) {
                         info!(
-                            held = self.held.len() + 1,
+                            held = self.held.len(),
                             "the database can be written again; writing the held taps"
                         );
                     }
-                    info!(
-                        event_id,
-                        reader = %event.reader,
-                        tag = %tag::short(&event.tag),
-                        kind = %event.kind.as_str(),
-                        tapped_at_ms = event.tapped_at_ms,
-                        "tap recorded"
-                    );
-                    self.recorded.notify_one();
+                    for id in ids {
+                        let (event, _) = self.held.pop_front().expect("one held event per id");
+                        info!(
+                            event_id = id,
+                            reader = %event.reader,
+                            tag = %tag::short(&event.tag),
+                            kind = %event.kind.as_str(),
+                            tapped_at_ms = event.tapped_at_ms,
+                            "tap recorded"
+                        );
+                    }
+                    if n > 0 {
+                        self.recorded.notify_one();
+                    }
                 }
                 Err(e) => {
                     if !self.write_failing {
                         self.write_failing = true;
-                        error!(error = %e, held = self.held.len(), "cannot write to the database; taps are held in memory and written when it recovers");
+                        error!(error = %e, held = self.held.len(), "cannot write to the database; taps are held in memory and written when it recovers. Nothing is lost unless the service stops before then");
                     }
                     return;
                 }

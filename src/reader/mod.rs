@@ -43,6 +43,14 @@ pub struct Tap {
     pub at_ms: i64,
 }
 
+/// What a reader task tells the recorder.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ReaderMessage {
+    Tap(Tap),
+    /// The device was opened (`true`) or lost (`false`).
+    Connected { reader: Arc<str>, connected: bool },
+}
+
 /// Where a reader's bytes come from.
 pub enum Source {
     Serial {
@@ -153,7 +161,7 @@ impl Reader {
     }
 
     /// Reads until shutdown, sending every new presentation to `taps`.
-    pub async fn run(mut self, taps: mpsc::Sender<Tap>, mut shutdown: watch::Receiver<bool>) {
+    pub async fn run(mut self, taps: mpsc::Sender<ReaderMessage>, mut shutdown: watch::Receiver<bool>) {
         let mut backoff = REOPEN_FIRST;
         // Whether "cannot open" was already said since the reader was last connected.
         let mut open_failure_logged = false;
@@ -165,7 +173,10 @@ impl Reader {
             match open(&mut self.source) {
                 Ok(device) => {
                     info!(reader = %self.name, device = %device_name, "reader connected");
-                    match self.read_until_gone(device, &taps, &mut shutdown).await {
+                    let _ = taps.send(self.connected(true)).await;
+                    let ended = self.read_until_gone(device, &taps, &mut shutdown).await;
+                    let _ = taps.send(self.connected(false)).await;
+                    match ended {
                         Ended::Shutdown => return,
                         Ended::EndOfInput => {
                             info!(reader = %self.name, device = %device_name, "end of input; the reader stops");
@@ -201,7 +212,7 @@ impl Reader {
     async fn read_until_gone(
         &mut self,
         mut device: Device,
-        taps: &mpsc::Sender<Tap>,
+        taps: &mpsc::Sender<ReaderMessage>,
         shutdown: &mut watch::Receiver<bool>,
     ) -> Ended {
         let mut buffer = [0u8; 512];
@@ -236,13 +247,17 @@ impl Reader {
             self.codec.feed(&buffer[..n], &mut frames);
             for frame in frames.drain(..) {
                 if let Some(tap) = self.presentation(frame, at, at_ms)
-                    && taps.send(tap).await.is_err()
+                    && taps.send(ReaderMessage::Tap(tap)).await.is_err()
                 {
                     return Ended::Shutdown;
                 }
             }
             self.report_noise(Instant::now());
         }
+    }
+
+    fn connected(&self, connected: bool) -> ReaderMessage {
+        ReaderMessage::Connected { reader: self.name.clone(), connected }
     }
 
     /// Turns a frame into a tap, unless it is unreadable or part of an ongoing presentation.

@@ -31,6 +31,7 @@
 //! answer, so no SQLite call (and no fsync) ever blocks a tokio worker thread.
 
 mod schema;
+pub mod status;
 
 use std::collections::HashMap;
 use std::fmt;
@@ -99,6 +100,30 @@ pub struct EventRow {
     pub last_status: Option<u16>,
     pub last_error_code: Option<String>,
     pub last_error: Option<String>,
+}
+
+/// A change to what is known about a reader.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ReaderUpdate {
+    pub name: String,
+    /// Whether its device is open now, if that changed.
+    pub connected: Option<bool>,
+    /// When it last read a tag, if it did.
+    pub last_read_at_ms: Option<i64>,
+}
+
+fn update_reader(tx: &rusqlite::Transaction<'_>, update: &ReaderUpdate) -> rusqlite::Result<()> {
+    let now = crate::clock::now_ms();
+    tx.prepare_cached(
+        "INSERT INTO readers (name, connected, changed_at_ms, last_read_at_ms)
+         VALUES (?1, COALESCE(?2, 0), ?3, ?4)
+         ON CONFLICT (name) DO UPDATE SET
+             connected = COALESCE(?2, connected),
+             changed_at_ms = CASE WHEN ?2 IS NULL THEN changed_at_ms ELSE ?3 END,
+             last_read_at_ms = COALESCE(?4, last_read_at_ms)",
+    )?
+    .execute(params![update.name, update.connected, now, update.last_read_at_ms])?;
+    Ok(())
 }
 
 /// Events by state.
@@ -213,33 +238,104 @@ impl Store {
         Ok(answer.await.map_err(|_| StoreError::Closed)??)
     }
 
-    /// Records an event and the tag's new visit state in one transaction; returns the event id
-    /// once it is committed.
+    /// Records one event and the tag's new visit state; returns the event id once committed.
     pub async fn record_event(&self, event: NewEvent, state: TagState) -> Result<i64, StoreError> {
+        let ids = self.record_batch(vec![(event, state)], Vec::new()).await?;
+        Ok(ids[0])
+    }
+
+    /// Records events, each with its tag's new visit state, and reader updates, all in one
+    /// transaction (one fsync for a burst of taps); returns the event ids once committed.
+    pub async fn record_batch(
+        &self,
+        events: Vec<(NewEvent, TagState)>,
+        readers: Vec<ReaderUpdate>,
+    ) -> Result<Vec<i64>, StoreError> {
         self.call(move |conn| {
             let tx = conn.transaction()?;
-            tx.prepare_cached(
-                "INSERT INTO events (reader, raw_id, tag, tag_format, kind, tapped_at_ms,
-                                     recorded_at_ms, next_attempt_at_ms)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?6)",
-            )?
-            .execute(params![
-                event.reader,
-                event.raw_id,
-                event.tag,
-                event.tag_format,
-                event.kind.as_str(),
-                event.tapped_at_ms,
-                crate::clock::now_ms(),
-            ])?;
-            let id = tx.last_insert_rowid();
-            tx.prepare_cached(
-                "INSERT INTO visits (tag, inside, last_event_at_ms) VALUES (?1, ?2, ?3)
-                 ON CONFLICT (tag) DO UPDATE SET inside = ?2, last_event_at_ms = ?3",
-            )?
-            .execute(params![event.tag, state.inside, state.last_event_ms])?;
+            let mut ids = Vec::with_capacity(events.len());
+            let now = crate::clock::now_ms();
+            for (event, state) in events {
+                tx.prepare_cached(
+                    "INSERT INTO events (reader, raw_id, tag, tag_format, kind, tapped_at_ms,
+                                         recorded_at_ms, next_attempt_at_ms)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?6)",
+                )?
+                .execute(params![
+                    event.reader,
+                    event.raw_id,
+                    event.tag,
+                    event.tag_format,
+                    event.kind.as_str(),
+                    event.tapped_at_ms,
+                    now,
+                ])?;
+                ids.push(tx.last_insert_rowid());
+                tx.prepare_cached(
+                    "INSERT INTO visits (tag, inside, last_event_at_ms) VALUES (?1, ?2, ?3)
+                     ON CONFLICT (tag) DO UPDATE SET inside = ?2, last_event_at_ms = ?3",
+                )?
+                .execute(params![event.tag, state.inside, state.last_event_ms])?;
+            }
+            for update in readers {
+                update_reader(&tx, &update)?;
+            }
             tx.commit()?;
-            Ok(id)
+            Ok(ids)
+        })
+        .await
+    }
+
+    /// Marks every configured reader disconnected (their tasks report when they connect) and
+    /// forgets readers no longer configured.
+    pub async fn reset_readers(&self, names: Vec<String>) -> Result<(), StoreError> {
+        self.call(move |conn| {
+            let tx = conn.transaction()?;
+            let keep: std::collections::HashSet<String> = names.iter().cloned().collect();
+            let known: Vec<String> = tx
+                .prepare("SELECT name FROM readers")?
+                .query_map([], |row| row.get(0))?
+                .collect::<rusqlite::Result<_>>()?;
+            for name in known.iter().filter(|n| !keep.contains(*n)) {
+                tx.execute("DELETE FROM readers WHERE name = ?1", [name])?;
+            }
+            let now = crate::clock::now_ms();
+            for name in names {
+                tx.execute(
+                    "INSERT INTO readers (name, connected, changed_at_ms) VALUES (?1, 0, ?2)
+                     ON CONFLICT (name) DO UPDATE SET connected = 0, changed_at_ms = ?2",
+                    params![name, now],
+                )?;
+            }
+            tx.commit()
+        })
+        .await
+    }
+
+    /// Records that delivery is paused (with EGYM's reason), or no longer paused.
+    pub async fn set_delivery_paused(&self, reason: Option<String>) -> Result<(), StoreError> {
+        self.call(move |conn| {
+            conn.prepare_cached(
+                "UPDATE delivery_state
+                 SET paused_since_ms = CASE WHEN ?1 IS NULL THEN NULL
+                                            ELSE COALESCE(paused_since_ms, ?2) END,
+                     pause_reason = ?1
+                 WHERE id = 1",
+            )?
+            .execute(params![reason, crate::clock::now_ms()])?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// Records the last delivery failure, for `status`.
+    pub async fn set_last_error(&self, error: String) -> Result<(), StoreError> {
+        self.call(move |conn| {
+            conn.prepare_cached(
+                "UPDATE delivery_state SET last_error = ?1, last_error_at_ms = ?2 WHERE id = 1",
+            )?
+            .execute(params![error, crate::clock::now_ms()])?;
+            Ok(())
         })
         .await
     }

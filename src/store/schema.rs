@@ -44,4 +44,23 @@ pub const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (tag, tag_format)
     ) WITHOUT ROWID;
     "#,
+    // 2: what `gym-checkin status` shows besides the events: readers and delivery.
+    r#"
+    CREATE TABLE readers (
+        name            TEXT    PRIMARY KEY,
+        connected       INTEGER NOT NULL DEFAULT 0,
+        changed_at_ms   INTEGER,
+        last_read_at_ms INTEGER
+    ) WITHOUT ROWID;
+
+    -- One row: whether delivery is paused (the key is refused) and the last failure.
+    CREATE TABLE delivery_state (
+        id               INTEGER PRIMARY KEY CHECK (id = 1),
+        paused_since_ms  INTEGER,
+        pause_reason     TEXT,
+        last_error       TEXT,
+        last_error_at_ms INTEGER
+    );
+    INSERT INTO delivery_state (id) VALUES (1);
+    "#,
 ];
