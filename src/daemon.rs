@@ -56,8 +56,13 @@ pub async fn run(
 ) -> Result<(), DaemonError> {
     let store = Store::open(&config.store.path)?;
     info!(database = %config.store.path.display(), "database open");
-    let client = egym::Client::new(&config.egym.base_url, config.egym.request_timeout)
-        .map_err(DaemonError::Setup)?;
+    let client = egym::Client::new(
+        &config.egym.base_url,
+        config.egym.request_timeout,
+        config.egym.rate_limit_per_second,
+        config.egym.rate_limit_burst,
+    )
+    .map_err(DaemonError::Setup)?;
     if config.visits.auto_checkout_after.is_some() || config.visits.closing_time.is_some() {
         warn!(
             "visits.auto-checkout-after and visits.closing-time are not acted on by this version; visits stay open until the member taps out"
@@ -81,7 +86,6 @@ pub async fn run(
 
     let settings = delivery::Settings {
         rate_per_second: config.egym.rate_limit_per_second,
-        burst: config.egym.rate_limit_burst,
         account_cache_ttl: config.egym.account_cache_ttl,
         unknown_tag_retry_window: config.egym.unknown_tag_retry_window,
     };
@@ -93,34 +97,19 @@ pub async fn run(
         api_key,
         recorded,
     );
-    let mut delivery = tokio::spawn(worker.run(stopping.clone()));
+    let delivery = tokio::spawn(worker.run(stopping.clone()));
     let pruner = tokio::spawn(prune(store, config.store.keep_delivered, stopping.clone()));
     info!(readers = config.readers.len(), egym = %config.egym.base_url, "gym-checkin running");
 
-    let mut delivery_result = None;
-    tokio::select! {
-        () = shutdown => info!("stopping"),
-        result = &mut delivery => delivery_result = Some(result),
-    }
+    shutdown.await;
+    info!("stopping");
     let _ = stop.send(true);
     while readers.join_next().await.is_some() {}
     let _ = recorder.await;
     let _ = pruner.await;
-    let result = match delivery_result {
-        Some(result) => result,
-        None => delivery.await,
-    };
-    match result {
-        Ok(Ok(())) => {
-            info!("stopped");
-            Ok(())
-        }
-        Ok(Err(e)) => {
-            error!(error = %e, "delivery stopped on a database error");
-            Err(e.into())
-        }
-        Err(e) => Err(DaemonError::Setup(format!("delivery task failed: {e}"))),
-    }
+    let _ = delivery.await;
+    info!("stopped");
+    Ok(())
 }
 
 async fn prune(store: Store, keep_delivered: Duration, mut stopping: watch::Receiver<bool>) {

@@ -4,10 +4,12 @@
 //! - It wakes at once when the recorder commits an event, when a retry falls due, and when a
 //!   request finishes; it never polls.
 //! - Only the oldest open event of a tag is ever in flight, so each tag's events reach EGYM in
-//!   the order they happened; events of different tags go out side by side (up to
-//!   [`MAX_IN_FLIGHT`]).
-//! - Every request first takes a token from a client-side bucket (`rate-limit-per-second`,
-//!   `rate-limit-burst`), so the daemon keeps under EGYM's limit by itself.
+//!   the order they happened; events of different tags go out side by side. Due events go oldest
+//!   first, except that a tag tapped in the last [`LIVE_WINDOW`] goes ahead of a backlog.
+//! - Posts in flight are few (see [`posts_in_flight`]): each one in flight when the process dies
+//!   may reach EGYM twice.
+//! - Every request first takes a token from the client's bucket ([`egym::rate_limit`]), so the
+//!   daemon keeps under EGYM's limit by itself.
 //! - After a failure that calls for a retry, the event's next attempt is stored in its row
 //!   (exponential backoff with full jitter, capped), and the whole worker holds off for the same
 //!   time: when EGYM is down or overloaded, one event probes, the rest wait.
@@ -15,10 +17,10 @@
 //!   and a probe every [`PAUSE_PROBE_INTERVAL`] that reads the key again.
 
 use std::collections::HashSet;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::{Notify, watch};
+use tokio::sync::{Notify, Semaphore, watch};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tracing::{debug, error, info, warn};
@@ -29,8 +31,17 @@ use crate::egym::{self, Call, Failure, Verdict};
 use crate::store::{Answer, OpenEvent, Store, StoreError};
 use crate::tag;
 
-/// Requests in flight at once (each for a different tag).
-pub const MAX_IN_FLIGHT: usize = 4;
+/// Events in flight at once (each of a different tag), at least: their lookups go side by side.
+pub const MIN_EVENTS_IN_FLIGHT: usize = 4;
+/// Posts in flight are limited to what the rate needs if a request takes this long. Every post
+/// in flight when the process dies may reach EGYM twice (it has no idempotency key), so no more
+/// are sent at once than keeping to the rate requires: at the default 6 per second, one.
+const POST_LATENCY_BUDGET: Duration = Duration::from_millis(100);
+/// A tap recorded this recently is live: its tag's first event goes ahead of older events, so a
+/// member tapping now does not wait behind a backlog left by an outage.
+const LIVE_WINDOW: Duration = Duration::from_secs(30);
+/// After a database error the worker waits this long before it tries again.
+const STORE_ERROR_PAUSE: Duration = Duration::from_secs(5);
 /// The first retry waits up to this long; each further one up to twice as long as the last.
 const RETRY_BASE: Duration = Duration::from_secs(1);
 /// No retry waits longer than this.
@@ -54,10 +65,16 @@ pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
 /// Settings from `[egym]`.
 #[derive(Clone, Debug)]
 pub struct Settings {
+    /// `rate-limit-per-second`: sets how many posts may be in flight at once.
     pub rate_per_second: f64,
-    pub burst: u32,
     pub account_cache_ttl: Duration,
     pub unknown_tag_retry_window: Duration,
+}
+
+/// How many posts may be in flight at once for a rate: enough to keep up with it if each takes
+/// [`POST_LATENCY_BUDGET`], and no more.
+pub fn posts_in_flight(rate_per_second: f64) -> usize {
+    ((rate_per_second * POST_LATENCY_BUDGET.as_secs_f64()).ceil() as usize).clamp(1, 64)
 }
 
 /// How long the `attempts`-th retry waits: a random time up to `RETRY_BASE · 2^attempts`,
@@ -76,58 +93,6 @@ pub fn unknown_tag_delay(unknown_attempts: u32) -> Duration {
         .min(UNKNOWN_TAG_RETRY_CAP)
 }
 
-/// A token bucket: `capacity` tokens, refilled at `rate` per second (pure; time passed in).
-#[derive(Debug)]
-pub struct TokenBucket {
-    rate: f64,
-    capacity: f64,
-    tokens: f64,
-    updated: Instant,
-}
-
-impl TokenBucket {
-    pub fn new(rate: f64, capacity: u32, now: Instant) -> Self {
-        TokenBucket {
-            rate,
-            capacity: f64::from(capacity),
-            tokens: f64::from(capacity),
-            updated: now,
-        }
-    }
-
-    /// Takes a token, or says how long until one is there.
-    pub fn take(&mut self, now: Instant) -> Result<(), Duration> {
-        let elapsed = now.saturating_duration_since(self.updated).as_secs_f64();
-        self.tokens = (self.tokens + elapsed * self.rate).min(self.capacity);
-        self.updated = now;
-        if self.tokens >= 1.0 {
-            self.tokens -= 1.0;
-            Ok(())
-        } else {
-            Err(Duration::from_secs_f64((1.0 - self.tokens) / self.rate))
-        }
-    }
-}
-
-/// The bucket shared by the requests in flight.
-#[derive(Debug)]
-struct RateLimiter(Mutex<TokenBucket>);
-
-impl RateLimiter {
-    async fn acquire(&self) {
-        loop {
-            let wait = {
-                let mut bucket = self.0.lock().unwrap_or_else(|e| e.into_inner());
-                match bucket.take(Instant::now()) {
-                    Ok(()) => return,
-                    Err(wait) => wait,
-                }
-            };
-            tokio::time::sleep(wait).await;
-        }
-    }
-}
-
 /// What became of one delivery attempt.
 #[derive(Debug)]
 enum Outcome {
@@ -143,7 +108,7 @@ enum Outcome {
 struct Context {
     store: Store,
     client: egym::Client,
-    limiter: RateLimiter,
+    posts: Semaphore,
     settings: Settings,
 }
 
@@ -152,6 +117,7 @@ struct Context {
 enum HoldCause {
     Unreachable,
     Overloaded,
+    Database,
 }
 
 #[derive(Debug)]
@@ -171,6 +137,7 @@ enum Wake {
 #[derive(Debug)]
 pub struct Worker {
     ctx: Arc<Context>,
+    max_in_flight: usize,
     key_source: ApiKeySource,
     key: ApiKey,
     recorded: Arc<Notify>,
@@ -180,6 +147,8 @@ pub struct Worker {
     /// Since when requests have been failing (transport errors, 408, 429, 5xx), if they are.
     failing_since: Option<Instant>,
     paused: Option<Paused>,
+    /// The last database call failed (and the error was said).
+    database_failing: bool,
 }
 
 impl Worker {
@@ -191,16 +160,13 @@ impl Worker {
         key: ApiKey,
         recorded: Arc<Notify>,
     ) -> Self {
-        let limiter = RateLimiter(Mutex::new(TokenBucket::new(
-            settings.rate_per_second,
-            settings.burst,
-            Instant::now(),
-        )));
+        let posts = posts_in_flight(settings.rate_per_second);
         Worker {
+            max_in_flight: posts.max(MIN_EVENTS_IN_FLIGHT),
             ctx: Arc::new(Context {
                 store,
                 client,
-                limiter,
+                posts: Semaphore::new(posts),
                 settings,
             }),
             key_source,
@@ -211,15 +177,19 @@ impl Worker {
             last_unreachable_probe: None,
             failing_since: None,
             paused: None,
+            database_failing: false,
         }
     }
 
     /// Runs until `shutdown` turns true; returns once in-flight requests are finished or
-    /// abandoned.
-    pub async fn run(mut self, mut shutdown: watch::Receiver<bool>) -> Result<(), StoreError> {
+    /// abandoned. A database error does not stop it: it says so and tries again shortly.
+    pub async fn run(mut self, mut shutdown: watch::Receiver<bool>) {
         let mut tasks: JoinSet<(Box<OpenEvent>, Result<Outcome, StoreError>)> = JoinSet::new();
         loop {
-            let timer = self.claim_and_start(&mut tasks).await?;
+            let timer = match self.claim_and_start(&mut tasks).await {
+                Ok(timer) => timer,
+                Err(e) => Some(self.database_failed(&e)),
+            };
             let wake = tokio::select! {
                 () = self.recorded.notified() => Wake::Recorded,
                 () = sleep_until(timer) => Wake::Timer,
@@ -236,23 +206,20 @@ impl Worker {
             match wake {
                 Wake::Recorded => self.on_recorded(),
                 Wake::Timer => {}
-                Wake::Finished(event, outcome) => self.record_outcome(*event, outcome?).await?,
+                Wake::Finished(event, outcome) => self.finished(*event, outcome).await,
                 Wake::Shutdown => break,
             }
         }
-        self.finish(tasks).await
+        self.finish(tasks).await;
     }
 
     /// Lets requests in flight finish for a short while, records what they achieved, and
     /// abandons the rest (their events stay pending).
-    async fn finish(
-        mut self,
-        mut tasks: JoinSet<(Box<OpenEvent>, Result<Outcome, StoreError>)>,
-    ) -> Result<(), StoreError> {
+    async fn finish(mut self, mut tasks: JoinSet<(Box<OpenEvent>, Result<Outcome, StoreError>)>) {
         let deadline = Instant::now() + SHUTDOWN_GRACE;
         while !tasks.is_empty() {
             match tokio::time::timeout_at(deadline, tasks.join_next()).await {
-                Ok(Some(Ok((event, outcome)))) => self.record_outcome(*event, outcome?).await?,
+                Ok(Some(Ok((event, outcome)))) => self.finished(*event, outcome).await,
                 Ok(_) => {}
                 Err(_) => {
                     info!(
@@ -264,7 +231,32 @@ impl Worker {
                 }
             }
         }
-        Ok(())
+    }
+
+    /// Records what one attempt achieved.
+    async fn finished(&mut self, event: OpenEvent, outcome: Result<Outcome, StoreError>) {
+        self.in_flight_tags.remove(&event.tag);
+        let recorded = match outcome {
+            Ok(outcome) => self.record_outcome(event, outcome).await,
+            Err(e) => Err(e),
+        };
+        match recorded {
+            Ok(()) => self.database_failing = false,
+            Err(e) => {
+                self.database_failed(&e);
+            }
+        }
+    }
+
+    /// Holds delivery back for a while after a database error (the event concerned stays as it
+    /// was, and is tried again); says so once until the database works again.
+    fn database_failed(&mut self, error: &StoreError) -> Instant {
+        if !std::mem::replace(&mut self.database_failing, true) {
+            error!(error = %error, "delivery cannot use the database; trying again every few seconds");
+        }
+        let until = Instant::now() + STORE_ERROR_PAUSE;
+        self.hold = Some((until, HoldCause::Database));
+        until
     }
 
     /// A newly recorded event: if EGYM was unreachable, let it try again now rather than wait
@@ -295,7 +287,7 @@ impl Worker {
             }
             self.hold = None;
         }
-        let mut capacity = MAX_IN_FLIGHT.saturating_sub(tasks.len());
+        let mut capacity = self.max_in_flight.saturating_sub(tasks.len());
         if let Some(paused) = &mut self.paused {
             if paused.next_probe > now || !tasks.is_empty() {
                 return Ok(Some(paused.next_probe));
@@ -315,7 +307,13 @@ impl Worker {
         }
         if capacity > 0 {
             let limit = capacity + self.in_flight_tags.len();
-            let due = self.ctx.store.claim_due(now_ms(), limit).await?;
+            let now_ms = now_ms();
+            let live_since_ms = now_ms - LIVE_WINDOW.as_millis() as i64;
+            let due = self
+                .ctx
+                .store
+                .claim_due(now_ms, live_since_ms, limit)
+                .await?;
             let startable: Vec<OpenEvent> = due
                 .into_iter()
                 .filter(|e| !self.in_flight_tags.contains(&e.tag))
@@ -348,7 +346,6 @@ impl Worker {
         event: OpenEvent,
         outcome: Outcome,
     ) -> Result<(), StoreError> {
-        self.in_flight_tags.remove(&event.tag);
         let store = &self.ctx.store;
         let tag = tag::short(&event.tag);
         let kind = event.kind.as_str();
@@ -363,6 +360,7 @@ impl Worker {
                 }
                 self.hold = None;
                 if self.paused.take().is_some() {
+                    store.set_delivery_paused(None).await?;
                     info!("delivery resumed: the API key is accepted");
                 }
                 info!(
@@ -376,6 +374,7 @@ impl Worker {
             }
             Outcome::Retry { failure } => {
                 let delay = retry_delay(event.attempts, fastrand::f64());
+                store.set_last_error(failure.to_string()).await?;
                 let cause = match failure {
                     Failure::Transport { .. } => HoldCause::Unreachable,
                     Failure::Status { .. } => HoldCause::Overloaded,
@@ -405,6 +404,12 @@ impl Worker {
             Outcome::Paused { failure } => {
                 let now = Instant::now();
                 let error_code = failure.error_code().unwrap_or("none");
+                if self.paused.is_none() {
+                    let reason =
+                        format!("HTTP {} {error_code}", failure.status().unwrap_or_default());
+                    store.set_delivery_paused(Some(reason)).await?;
+                    store.set_last_error(failure.to_string()).await?;
+                }
                 let log_now = self
                     .paused
                     .as_ref()
@@ -435,6 +440,9 @@ impl Worker {
                     error_code: None,
                     message: "no member has this tag (cached answer)".into(),
                 });
+                store
+                    .set_last_error(format!("unknown tag {tag}: {}", answer.message))
+                    .await?;
                 let since = event.unknown_since_ms.unwrap_or_else(now_ms);
                 let window_ms = self.ctx.settings.unknown_tag_retry_window.as_millis() as i64;
                 let renderings = tag::RawId::from_hex(&event.raw_id)
@@ -478,6 +486,7 @@ impl Worker {
                 }
             }
             Outcome::Rejected { failure } => {
+                store.set_last_error(failure.to_string()).await?;
                 store.mark_rejected(event.id, answer(&failure)).await?;
                 warn!(event_id = event.id, reader = %event.reader, tag = %tag, kind = %kind, error = %failure, "rejected by EGYM; the event will not be sent again");
             }
@@ -532,7 +541,6 @@ async fn attempt(ctx: &Context, key: &ApiKey, event: &OpenEvent) -> Result<Outco
         let account = match account_id.take() {
             Some(account) => account,
             None => {
-                ctx.limiter.acquire().await;
                 looked_up = true;
                 match ctx.client.lookup(key, &event.tag, tag_format).await {
                     Ok(account) => {
@@ -565,12 +573,17 @@ async fn attempt(ctx: &Context, key: &ApiKey, event: &OpenEvent) -> Result<Outco
                 }
             }
         };
-        ctx.limiter.acquire().await;
-        match ctx
-            .client
-            .post_visit(key, &account, event.kind, event.tapped_at_ms)
-            .await
-        {
+        let posted = {
+            let _permit = ctx
+                .posts
+                .acquire()
+                .await
+                .expect("the semaphore is never closed");
+            ctx.client
+                .post_visit(key, &account, event.kind, event.tapped_at_ms)
+                .await
+        };
+        match posted {
             Ok(status) => {
                 return Ok(Outcome::Delivered {
                     account_id: account,
@@ -621,27 +634,5 @@ mod tests {
         assert_eq!(unknown_tag_delay(0), Duration::from_secs(300));
         assert_eq!(unknown_tag_delay(1), Duration::from_secs(600));
         assert_eq!(unknown_tag_delay(5), UNKNOWN_TAG_RETRY_CAP);
-    }
-
-    #[test]
-    fn the_bucket_allows_its_burst_then_its_rate() {
-        let start = Instant::now();
-        let mut bucket = TokenBucket::new(6.0, 60, start);
-        for _ in 0..60 {
-            assert_eq!(bucket.take(start), Ok(()));
-        }
-        let wait = bucket.take(start).unwrap_err();
-        assert!((wait.as_secs_f64() - 1.0 / 6.0).abs() < 1e-9, "{wait:?}");
-        let later = start + Duration::from_secs(1);
-        for _ in 0..6 {
-            assert_eq!(bucket.take(later), Ok(()));
-        }
-        assert!(bucket.take(later).is_err());
-        // It never holds more than its capacity.
-        let much_later = start + Duration::from_secs(3600);
-        for _ in 0..60 {
-            assert_eq!(bucket.take(much_later), Ok(()));
-        }
-        assert!(bucket.take(much_later).is_err());
     }
 }

@@ -146,7 +146,10 @@ fn status(path: &std::path::Path, json: bool) -> ExitCode {
             ExitCode::SUCCESS
         }
         Ok(data) => {
-            print!("{}", gym_checkin::status::to_text(&data, &config.store.path));
+            print!(
+                "{}",
+                gym_checkin::status::to_text(&data, &config.store.path)
+            );
             ExitCode::SUCCESS
         }
         Err(e) => {

@@ -147,11 +147,13 @@ impl Recorder {
     }
 
     fn reader_update(&mut self, reader: &Arc<str>) -> &mut ReaderUpdate {
-        self.readers.entry(reader.clone()).or_insert_with(|| ReaderUpdate {
-            name: reader.to_string(),
-            connected: None,
-            last_read_at_ms: None,
-        })
+        self.readers
+            .entry(reader.clone())
+            .or_insert_with(|| ReaderUpdate {
+                name: reader.to_string(),
+                connected: None,
+                last_read_at_ms: None,
+            })
     }
 
     /// Writes held events, in order and in batches, until one batch fails; reader changes go

@@ -79,11 +79,12 @@ pub fn to_text(data: &StatusData, db: &Path) -> String {
             );
         }
         (None, _) => {
-            let state = if data.events.pending > 0 && data.last_error_at_ms > data.last_delivery_at_ms {
-                "retrying (see last error)"
-            } else {
-                "ok"
-            };
+            let state =
+                if data.events.pending > 0 && data.last_error_at_ms > data.last_delivery_at_ms {
+                    "retrying (see last error)"
+                } else {
+                    "ok"
+                };
             let _ = writeln!(out, "delivery: {state}");
         }
     }
@@ -99,7 +100,11 @@ pub fn to_text(data: &StatusData, db: &Path) -> String {
     );
     for (status, code, count) in &data.rejections {
         let status = status.map_or("no status".to_string(), |s| format!("HTTP {s}"));
-        let _ = writeln!(out, "  rejected: {count} × {status} {}", code.as_deref().unwrap_or(""));
+        let _ = writeln!(
+            out,
+            "  rejected: {count} × {status} {}",
+            code.as_deref().unwrap_or("")
+        );
     }
     let _ = writeln!(out, "last delivery: {}", when(data.last_delivery_at_ms));
     match &data.last_error {
@@ -117,7 +122,11 @@ pub fn to_text(data: &StatusData, db: &Path) -> String {
             out,
             "  {:<16} {:<13} last read {}",
             reader.name,
-            if reader.connected { "connected" } else { "NOT CONNECTED" },
+            if reader.connected {
+                "connected"
+            } else {
+                "NOT CONNECTED"
+            },
             when(reader.last_read_at_ms)
         );
     }

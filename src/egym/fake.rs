@@ -59,6 +59,33 @@ pub enum Mode {
     Status(u16),
     /// Connections are accepted and requests read, but never answered.
     Stall,
+    /// Each request, at random (from this seed): as EGYM would (60 %), 500 (25 %), or stalled
+    /// (15 %).
+    Random { seed: u64 },
+}
+
+/// EGYM's rate limit, as the stand-in enforces it: a token bucket per key.
+#[derive(Debug)]
+struct Bucket {
+    rate: f64,
+    capacity: f64,
+    tokens: f64,
+    updated: std::time::Instant,
+}
+
+impl Bucket {
+    /// Takes a token if there is one; returns whether it did, and the tokens left.
+    fn take(&mut self) -> (bool, u32) {
+        let now = std::time::Instant::now();
+        self.tokens = (self.tokens + now.duration_since(self.updated).as_secs_f64() * self.rate)
+            .min(self.capacity);
+        self.updated = now;
+        let taken = self.tokens >= 1.0;
+        if taken {
+            self.tokens -= 1.0;
+        }
+        (taken, self.tokens.floor() as u32)
+    }
 }
 
 /// One request as the stand-in received it.
@@ -107,6 +134,9 @@ struct State {
     members: Vec<Member>,
     api_key: String,
     received: Vec<Received>,
+    bucket: Option<Bucket>,
+    latency: Duration,
+    random: Option<(u64, fastrand::Rng)>,
 }
 
 struct Shared {
@@ -156,6 +186,9 @@ impl FakeEgym {
                 members,
                 api_key: api_key.to_string(),
                 received: Vec::new(),
+                bucket: None,
+                latency: Duration::ZERO,
+                random: None,
             }),
             changed: Notify::new(),
             events: broadcast::channel(1024).0,
@@ -176,6 +209,23 @@ impl FakeEgym {
 
     pub fn set_mode(&self, mode: Mode) {
         self.shared.mode.send_replace(mode);
+    }
+
+    /// Enforces EGYM's rate limit: a bucket of `burst` tokens refilled at `rate` per second,
+    /// starting full; a request without a token is answered 429. Every answer carries
+    /// `X-RateLimit-Remaining`.
+    pub fn set_rate_limit(&self, rate: f64, burst: u32) {
+        self.shared.state().bucket = Some(Bucket {
+            rate,
+            capacity: f64::from(burst),
+            tokens: f64::from(burst),
+            updated: std::time::Instant::now(),
+        });
+    }
+
+    /// Every answer is sent this long after the request arrived.
+    pub fn set_latency(&self, latency: Duration) {
+        self.shared.state().latency = latency;
     }
 
     pub fn set_api_key(&self, api_key: &str) {
@@ -295,16 +345,42 @@ async fn handle(
         status: None,
     };
     let mode = *shared.mode.borrow();
-    let (status, body) = match mode {
-        Mode::Stall => {
+    let (latency, rate_limit, outcome) = {
+        let mut state = shared.state();
+        let rate_limit = state.bucket.as_mut().map(Bucket::take);
+        let outcome = match mode {
+            Mode::Random { seed } => {
+                if state.random.as_ref().is_none_or(|(s, _)| *s != seed) {
+                    state.random = Some((seed, fastrand::Rng::with_seed(seed)));
+                }
+                let roll = state.random.as_mut().map_or(0.0, |(_, rng)| rng.f64());
+                match roll {
+                    r if r < 0.60 => Mode::Normal,
+                    r if r < 0.85 => Mode::Status(500),
+                    _ => Mode::Stall,
+                }
+            }
+            other => other,
+        };
+        (state.latency, rate_limit, outcome)
+    };
+    if !latency.is_zero() {
+        tokio::time::sleep(latency).await;
+    }
+    let (status, body) = match (rate_limit, outcome) {
+        (Some((false, _)), _) => (
+            429,
+            error_body(429, "tooManyRequests", "Rate limit exceeded", None),
+        ),
+        (_, Mode::Stall) => {
             record(&shared, received);
             return std::future::pending().await;
         }
-        Mode::Status(status) => (
+        (_, Mode::Status(status)) => (
             status,
             error_body(status, "injected", "injected failure", None),
         ),
-        Mode::Normal | Mode::Down => answer(&shared.state(), &received),
+        (_, Mode::Normal | Mode::Down | Mode::Random { .. }) => answer(&shared.state(), &received),
     };
     received.status = Some(status);
     record(&shared, received);
@@ -316,6 +392,11 @@ async fn handle(
             "content-type",
             "application/json".parse().expect("valid header"),
         );
+    }
+    if let Some((_, remaining)) = rate_limit {
+        response
+            .headers_mut()
+            .insert("x-ratelimit-remaining", remaining.into());
     }
     Ok(response)
 }

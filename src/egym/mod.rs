@@ -4,6 +4,7 @@
 //! Only this module (and its stand-in, [`fake`]) knows EGYM's paths, headers and JSON.
 
 pub mod fake;
+pub mod rate_limit;
 
 use std::fmt;
 use std::time::Duration;
@@ -22,6 +23,7 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 pub struct Client {
     http: reqwest::Client,
     api: Url,
+    limiter: std::sync::Arc<rate_limit::RateLimiter>,
 }
 
 /// The body of EGYM's error answers (`ErrorDTO`), as far as the daemon uses it.
@@ -153,7 +155,13 @@ pub fn classify(call: Call, failure: &Failure) -> Verdict {
 }
 
 impl Client {
-    pub fn new(base_url: &Url, request_timeout: Duration) -> Result<Client, String> {
+    /// A client for EGYM at `base_url` that keeps to `rate_per_second` with bursts of `burst`.
+    pub fn new(
+        base_url: &Url,
+        request_timeout: Duration,
+        rate_per_second: f64,
+        burst: u32,
+    ) -> Result<Client, String> {
         let http = reqwest::Client::builder()
             .user_agent(USER_AGENT)
             .connect_timeout(CONNECT_TIMEOUT.min(request_timeout))
@@ -164,7 +172,8 @@ impl Client {
         let mut api = base_url.clone();
         let path = format!("{}/api/v2/", api.path().trim_end_matches('/'));
         api.set_path(&path);
-        Ok(Client { http, api })
+        let limiter = std::sync::Arc::new(rate_limit::RateLimiter::new(rate_per_second, burst));
+        Ok(Client { http, api, limiter })
     }
 
     /// `GET /api/v2/accounts/rfid/{rfid}`: the account id of the member with this tag.
@@ -249,11 +258,18 @@ impl Client {
         request: reqwest::RequestBuilder,
         key: &ApiKey,
     ) -> Result<reqwest::Response, Failure> {
+        self.limiter.acquire().await;
         let response = request
             .header("x-api-key", key.expose())
             .send()
             .await
             .map_err(transport)?;
+        let remaining = response
+            .headers()
+            .get("x-ratelimit-remaining")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse().ok());
+        self.limiter.observe(response.status().as_u16(), remaining);
         Ok(response)
     }
 }

@@ -48,7 +48,10 @@ pub struct Tap {
 pub enum ReaderMessage {
     Tap(Tap),
     /// The device was opened (`true`) or lost (`false`).
-    Connected { reader: Arc<str>, connected: bool },
+    Connected {
+        reader: Arc<str>,
+        connected: bool,
+    },
 }
 
 /// Where a reader's bytes come from.
@@ -161,7 +164,11 @@ impl Reader {
     }
 
     /// Reads until shutdown, sending every new presentation to `taps`.
-    pub async fn run(mut self, taps: mpsc::Sender<ReaderMessage>, mut shutdown: watch::Receiver<bool>) {
+    pub async fn run(
+        mut self,
+        taps: mpsc::Sender<ReaderMessage>,
+        mut shutdown: watch::Receiver<bool>,
+    ) {
         let mut backoff = REOPEN_FIRST;
         // Whether "cannot open" was already said since the reader was last connected.
         let mut open_failure_logged = false;
@@ -257,7 +264,10 @@ impl Reader {
     }
 
     fn connected(&self, connected: bool) -> ReaderMessage {
-        ReaderMessage::Connected { reader: self.name.clone(), connected }
+        ReaderMessage::Connected {
+            reader: self.name.clone(),
+            connected,
+        }
     }
 
     /// Turns a frame into a tap, unless it is unreadable or part of an ongoing presentation.

@@ -112,6 +112,33 @@ pub struct ReaderUpdate {
     pub last_read_at_ms: Option<i64>,
 }
 
+/// Open events matching `condition` (on `events AS e`; `?2` is the limit), oldest first.
+fn query_open(
+    conn: &Connection,
+    condition: &str,
+    params: impl rusqlite::Params,
+) -> rusqlite::Result<Vec<OpenEvent>> {
+    let mut stmt = conn.prepare_cached(&format!(
+        "SELECT id, reader, raw_id, tag, tag_format, kind, tapped_at_ms, attempts, unknown_since_ms
+         FROM events AS e WHERE {condition} ORDER BY id LIMIT ?2"
+    ))?;
+    let rows = stmt.query_map(params, |row| {
+        let kind: String = row.get(5)?;
+        Ok(OpenEvent {
+            id: row.get(0)?,
+            reader: row.get(1)?,
+            raw_id: row.get(2)?,
+            tag: row.get(3)?,
+            tag_format: row.get(4)?,
+            kind: Kind::parse(&kind).unwrap_or(Kind::CheckIn),
+            tapped_at_ms: row.get(6)?,
+            attempts: row.get(7)?,
+            unknown_since_ms: row.get(8)?,
+        })
+    })?;
+    rows.collect()
+}
+
 fn update_reader(tx: &rusqlite::Transaction<'_>, update: &ReaderUpdate) -> rusqlite::Result<()> {
     let now = crate::clock::now_ms();
     tx.prepare_cached(
@@ -122,7 +149,12 @@ fn update_reader(tx: &rusqlite::Transaction<'_>, update: &ReaderUpdate) -> rusql
              changed_at_ms = CASE WHEN ?2 IS NULL THEN changed_at_ms ELSE ?3 END,
              last_read_at_ms = COALESCE(?4, last_read_at_ms)",
     )?
-    .execute(params![update.name, update.connected, now, update.last_read_at_ms])?;
+    .execute(params![
+        update.name,
+        update.connected,
+        now,
+        update.last_read_at_ms
+    ])?;
     Ok(())
 }
 
@@ -358,35 +390,33 @@ impl Store {
         .await
     }
 
-    /// Up to `limit` events that are due at `now_ms` and are the oldest open event of their tag,
-    /// oldest first.
-    pub async fn claim_due(&self, now_ms: i64, limit: usize) -> Result<Vec<OpenEvent>, StoreError> {
+    /// Up to `limit` events that are due at `now_ms` and are the oldest open event of their tag:
+    /// first those recorded since `live_since_ms` (a member tapping now), then the rest; oldest
+    /// first within each.
+    pub async fn claim_due(
+        &self,
+        now_ms: i64,
+        live_since_ms: i64,
+        limit: usize,
+    ) -> Result<Vec<OpenEvent>, StoreError> {
         self.call(move |conn| {
-            let mut stmt = conn.prepare_cached(&format!(
-                "SELECT id, reader, raw_id, tag, tag_format, kind, tapped_at_ms, attempts,
-                        unknown_since_ms
-                 FROM events AS e
-                 WHERE {OPEN} AND next_attempt_at_ms <= ?1
-                   AND NOT EXISTS (SELECT 1 FROM events AS older
-                                   WHERE older.tag = e.tag AND older.{OPEN} AND older.id < e.id)
-                 ORDER BY id
-                 LIMIT ?2"
-            ))?;
-            let rows = stmt.query_map(params![now_ms, limit as i64], |row| {
-                let kind: String = row.get(5)?;
-                Ok(OpenEvent {
-                    id: row.get(0)?,
-                    reader: row.get(1)?,
-                    raw_id: row.get(2)?,
-                    tag: row.get(3)?,
-                    tag_format: row.get(4)?,
-                    kind: Kind::parse(&kind).unwrap_or(Kind::CheckIn),
-                    tapped_at_ms: row.get(6)?,
-                    attempts: row.get(7)?,
-                    unknown_since_ms: row.get(8)?,
-                })
-            })?;
-            rows.collect()
+            let head = format!(
+                "{OPEN} AND next_attempt_at_ms <= ?1
+                 AND NOT EXISTS (SELECT 1 FROM events AS older
+                                 WHERE older.tag = e.tag AND older.{OPEN} AND older.id < e.id)"
+            );
+            let mut events = query_open(
+                conn,
+                &format!("{head} AND recorded_at_ms >= ?3"),
+                params![now_ms, limit as i64, live_since_ms],
+            )?;
+            if events.len() < limit {
+                let rest = query_open(conn, &head, params![now_ms, limit as i64])?;
+                let live: std::collections::HashSet<i64> = events.iter().map(|e| e.id).collect();
+                events.extend(rest.into_iter().filter(|e| !live.contains(&e.id)));
+                events.truncate(limit);
+            }
+            Ok(events)
         })
         .await
     }
@@ -649,6 +679,16 @@ fn open_connection(path: &Path) -> Result<Connection, StoreError> {
     let version: i64 = conn
         .query_row("PRAGMA user_version", [], |row| row.get(0))
         .map_err(wrap)?;
+    // A damaged file must not be written to: check its structure before anything else does.
+    let check: String = conn
+        .query_row("PRAGMA quick_check(1)", [], |row| row.get(0))
+        .map_err(wrap)?;
+    if check != "ok" {
+        return Err(StoreError::NotADatabase {
+            path: path.to_path_buf(),
+            detail: format!("integrity check: {check}"),
+        });
+    }
     let journal_mode: String = conn
         .query_row("PRAGMA journal_mode = WAL", [], |row| row.get(0))
         .map_err(wrap)?;
@@ -733,19 +773,31 @@ mod tests {
             .await
             .unwrap();
         let ids = |events: Vec<OpenEvent>| events.into_iter().map(|e| e.id).collect::<Vec<_>>();
-        assert_eq!(ids(store.claim_due(10, 10).await.unwrap()), vec![a1, b1]);
+        assert_eq!(
+            ids(store.claim_due(10, i64::MAX, 10).await.unwrap()),
+            vec![a1, b1]
+        );
         // The head of 0xAA waits for a retry: its later event must wait behind it.
         store
             .schedule_retry(a1, 100, Answer::default())
             .await
             .unwrap();
-        assert_eq!(ids(store.claim_due(10, 10).await.unwrap()), vec![b1]);
+        assert_eq!(
+            ids(store.claim_due(10, i64::MAX, 10).await.unwrap()),
+            vec![b1]
+        );
         assert_eq!(store.next_due_ms().await.unwrap(), Some(2));
         store.mark_delivered(b1, "acc".into(), 204).await.unwrap();
         assert_eq!(store.next_due_ms().await.unwrap(), Some(100));
-        assert_eq!(ids(store.claim_due(100, 10).await.unwrap()), vec![a1]);
+        assert_eq!(
+            ids(store.claim_due(100, i64::MAX, 10).await.unwrap()),
+            vec![a1]
+        );
         store.mark_delivered(a1, "acc".into(), 204).await.unwrap();
-        assert_eq!(ids(store.claim_due(100, 10).await.unwrap()), vec![a2]);
+        assert_eq!(
+            ids(store.claim_due(100, i64::MAX, 10).await.unwrap()),
+            vec![a2]
+        );
         store
             .mark_rejected(
                 a2,
@@ -794,7 +846,7 @@ mod tests {
                 last_event_ms: 1
             }
         );
-        assert_eq!(store.claim_due(5, 10).await.unwrap().len(), 1);
+        assert_eq!(store.claim_due(5, i64::MAX, 10).await.unwrap().len(), 1);
         let cached = store
             .cached_account("0xAA".into(), None)
             .await

@@ -62,5 +62,9 @@ pub const MIGRATIONS: &[&str] = &[
         last_error_at_ms INTEGER
     );
     INSERT INTO delivery_state (id) VALUES (1);
+
+    -- Open events by when they were recorded: live taps go ahead of a backlog.
+    CREATE INDEX events_open_recorded ON events (recorded_at_ms)
+        WHERE state IN ('pending', 'unknown_tag');
     "#,
 ];

@@ -38,12 +38,21 @@ pub fn read(path: &Path) -> Result<StatusData, StoreError> {
             detail: "no database there yet: the service has not run with this configuration".into(),
         });
     }
-    let conn = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX)
-        .map_err(|e| StoreError::Open { path: path.to_path_buf(), detail: e.to_string() })?;
-    conn.busy_timeout(std::time::Duration::from_secs(5))?;
-    let version: i64 = conn.query_row("PRAGMA user_version", [], |row| row.get(0)).map_err(|e| {
-        StoreError::NotADatabase { path: path.to_path_buf(), detail: e.to_string() }
+    let conn = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .map_err(|e| StoreError::Open {
+        path: path.to_path_buf(),
+        detail: e.to_string(),
     })?;
+    conn.busy_timeout(std::time::Duration::from_secs(5))?;
+    let version: i64 = conn
+        .query_row("PRAGMA user_version", [], |row| row.get(0))
+        .map_err(|e| StoreError::NotADatabase {
+            path: path.to_path_buf(),
+            detail: e.to_string(),
+        })?;
     if version as usize != schema::MIGRATIONS.len() {
         return Err(StoreError::Open {
             path: path.to_path_buf(),
@@ -71,8 +80,11 @@ pub fn read(path: &Path) -> Result<StatusData, StoreError> {
             }
         }
     }
-    let oldest_pending_tapped_at_ms =
-        tx.query_row("SELECT MIN(tapped_at_ms) FROM events WHERE state = 'pending'", [], |row| row.get(0))?;
+    let oldest_pending_tapped_at_ms = tx.query_row(
+        "SELECT MIN(tapped_at_ms) FROM events WHERE state = 'pending'",
+        [],
+        |row| row.get(0),
+    )?;
     let last_delivery_at_ms = tx.query_row(
         "SELECT MAX(finished_at_ms) FROM events WHERE state = 'delivered'",
         [],
@@ -86,17 +98,27 @@ pub fn read(path: &Path) -> Result<StatusData, StoreError> {
         )
         .optional()?
         .unwrap_or((None, None, None, None));
-    let open_visits = tx.query_row("SELECT COUNT(*) FROM visits WHERE inside = 1", [], |row| row.get::<_, i64>(0))? as u64;
+    let open_visits = tx.query_row("SELECT COUNT(*) FROM visits WHERE inside = 1", [], |row| {
+        row.get::<_, i64>(0)
+    })? as u64;
     let readers = tx
         .prepare("SELECT name, connected, last_read_at_ms FROM readers ORDER BY name")?
-        .query_map([], |row| Ok(ReaderData { name: row.get(0)?, connected: row.get(1)?, last_read_at_ms: row.get(2)? }))?
+        .query_map([], |row| {
+            Ok(ReaderData {
+                name: row.get(0)?,
+                connected: row.get(1)?,
+                last_read_at_ms: row.get(2)?,
+            })
+        })?
         .collect::<rusqlite::Result<Vec<_>>>()?;
     let rejections = tx
         .prepare(
             "SELECT last_status, last_error_code, COUNT(*) FROM events WHERE state = 'rejected'
              GROUP BY last_status, last_error_code ORDER BY COUNT(*) DESC",
         )?
-        .query_map([], |row| Ok((row.get(0)?, row.get(1)?, row.get::<_, i64>(2)? as u64)))?
+        .query_map([], |row| {
+            Ok((row.get(0)?, row.get(1)?, row.get::<_, i64>(2)? as u64))
+        })?
         .collect::<rusqlite::Result<Vec<_>>>()?;
     Ok(StatusData {
         events,

@@ -1,0 +1,174 @@
+//! The client side of EGYM's rate limit: a token bucket per API key, capacity 60, refilled at 6
+//! per second; a request over it is answered 429 with no `Retry-After`, and answers carry
+//! `X-RateLimit-Remaining`.
+//!
+//! The client keeps its own bucket with the configured rate and burst, and takes a token before
+//! every request. Two things keep it in step with EGYM's bucket, which other boxes sharing the
+//! key also draw from:
+//! - `X-RateLimit-Remaining`: the client never believes it has more tokens than EGYM says remain;
+//! - a 429: the bucket is emptied and the refill rate halved; each accepted request then wins a
+//!   little of the rate back, up to the configured rate (additive increase, multiplicative
+//!   decrease, as TCP does).
+
+use std::sync::Mutex;
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+/// The refill rate never drops below this share of the configured rate.
+const MIN_RATE_SHARE: f64 = 0.05;
+/// Each accepted request wins back this share of the configured rate.
+const RECOVERY_SHARE: f64 = 0.02;
+/// The client refills a little slower than configured, so that its requests, arriving with
+/// varying network delay, never find EGYM's identical bucket a fraction of a token short.
+const SAFETY_MARGIN: f64 = 0.98;
+
+/// A token bucket (pure; time passed in).
+#[derive(Debug)]
+pub struct TokenBucket {
+    configured_rate: f64,
+    rate: f64,
+    capacity: f64,
+    tokens: f64,
+    updated: Instant,
+}
+
+impl TokenBucket {
+    /// A full bucket.
+    pub fn new(rate_per_second: f64, burst: u32, now: Instant) -> Self {
+        let rate = rate_per_second * SAFETY_MARGIN;
+        TokenBucket {
+            configured_rate: rate,
+            rate,
+            capacity: f64::from(burst),
+            tokens: f64::from(burst),
+            updated: now,
+        }
+    }
+
+    fn refill(&mut self, now: Instant) {
+        let elapsed = now.saturating_duration_since(self.updated).as_secs_f64();
+        self.tokens = (self.tokens + elapsed * self.rate).min(self.capacity);
+        self.updated = now;
+    }
+
+    /// Takes a token, or says how long until one is there.
+    pub fn take(&mut self, now: Instant) -> Result<(), Duration> {
+        self.refill(now);
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            Ok(())
+        } else {
+            Err(Duration::from_secs_f64((1.0 - self.tokens) / self.rate))
+        }
+    }
+
+    /// Learns from an answer: its status and `X-RateLimit-Remaining`, if present.
+    pub fn observe(&mut self, status: u16, remaining: Option<u32>, now: Instant) {
+        self.refill(now);
+        if let Some(remaining) = remaining {
+            self.tokens = self.tokens.min(f64::from(remaining));
+        }
+        if status == 429 {
+            self.tokens = 0.0;
+            self.rate = (self.rate / 2.0).max(self.configured_rate * MIN_RATE_SHARE);
+        } else if (200..300).contains(&status) {
+            self.rate =
+                (self.rate + self.configured_rate * RECOVERY_SHARE).min(self.configured_rate);
+        }
+    }
+
+    /// The refill rate now, in tokens per second.
+    pub fn rate(&self) -> f64 {
+        self.rate
+    }
+}
+
+/// The bucket shared by all requests of one client.
+#[derive(Debug)]
+pub struct RateLimiter(Mutex<TokenBucket>);
+
+impl RateLimiter {
+    pub fn new(rate_per_second: f64, burst: u32) -> Self {
+        RateLimiter(Mutex::new(TokenBucket::new(
+            rate_per_second,
+            burst,
+            Instant::now(),
+        )))
+    }
+
+    fn bucket(&self) -> std::sync::MutexGuard<'_, TokenBucket> {
+        // A panic aborts the process (panic = "abort"), so the lock is never poisoned.
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Waits for a token.
+    pub async fn acquire(&self) {
+        loop {
+            let wait = match self.bucket().take(Instant::now()) {
+                Ok(()) => return,
+                Err(wait) => wait,
+            };
+            tokio::time::sleep(wait).await;
+        }
+    }
+
+    pub fn observe(&self, status: u16, remaining: Option<u32>) {
+        self.bucket().observe(status, remaining, Instant::now());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_bucket_allows_its_burst_then_its_rate() {
+        let start = Instant::now();
+        let mut bucket = TokenBucket::new(6.0 / SAFETY_MARGIN, 60, start);
+        for _ in 0..60 {
+            assert_eq!(bucket.take(start), Ok(()));
+        }
+        let wait = bucket.take(start).unwrap_err();
+        assert!((wait.as_secs_f64() - 1.0 / 6.0).abs() < 1e-9, "{wait:?}");
+        let later = start + Duration::from_secs(1);
+        for _ in 0..6 {
+            assert_eq!(bucket.take(later), Ok(()));
+        }
+        assert!(bucket.take(later).is_err());
+        // It never holds more than its capacity.
+        let much_later = start + Duration::from_secs(3600);
+        for _ in 0..60 {
+            assert_eq!(bucket.take(much_later), Ok(()));
+        }
+        assert!(bucket.take(much_later).is_err());
+    }
+
+    #[test]
+    fn egyms_remaining_count_caps_the_tokens() {
+        let start = Instant::now();
+        let mut bucket = TokenBucket::new(10.0, 60, start);
+        bucket.observe(204, Some(2), start);
+        assert_eq!(bucket.take(start), Ok(()));
+        assert_eq!(bucket.take(start), Ok(()));
+        assert!(bucket.take(start).is_err());
+    }
+
+    #[test]
+    fn a_429_halves_the_rate_and_successes_win_it_back() {
+        let start = Instant::now();
+        let mut bucket = TokenBucket::new(10.0, 60, start);
+        let configured = bucket.rate();
+        bucket.observe(429, Some(0), start);
+        assert!(bucket.take(start).is_err());
+        assert!((bucket.rate() - configured / 2.0).abs() < 1e-9);
+        for _ in 0..10 {
+            bucket.observe(429, None, start);
+        }
+        assert!((bucket.rate() - configured * MIN_RATE_SHARE).abs() < 1e-9);
+        for _ in 0..100 {
+            bucket.observe(204, None, start);
+        }
+        assert!((bucket.rate() - configured).abs() < 1e-9);
+    }
+}
