@@ -98,7 +98,11 @@ pub async fn run(
         recorded,
     );
     let delivery = tokio::spawn(worker.run(stopping.clone()));
-    let pruner = tokio::spawn(prune(store, config.store.keep_delivered, stopping.clone()));
+    let pruner = tokio::spawn(prune(
+        store.clone(),
+        config.store.keep_delivered,
+        stopping.clone(),
+    ));
     info!(readers = config.readers.len(), egym = %config.egym.base_url, "gym-checkin running");
 
     shutdown.await;
@@ -108,6 +112,9 @@ pub async fn run(
     let _ = recorder.await;
     let _ = pruner.await;
     let _ = delivery.await;
+    if let Err(e) = store.checkpoint().await {
+        warn!(error = %e, "cannot checkpoint the database; its write-ahead log keeps the data");
+    }
     info!("stopped");
     Ok(())
 }

@@ -37,7 +37,7 @@ pub const MIN_EVENTS_IN_FLIGHT: usize = 4;
 /// in flight when the process dies may reach EGYM twice (it has no idempotency key), so no more
 /// are sent at once than keeping to the rate requires: at the default 6 per second, one.
 const POST_LATENCY_BUDGET: Duration = Duration::from_millis(100);
-/// A tap recorded this recently is live: its tag's first event goes ahead of older events, so a
+/// A tap made this recently is live: its tag's first event goes ahead of older events, so a
 /// member tapping now does not wait behind a backlog left by an outage.
 const LIVE_WINDOW: Duration = Duration::from_secs(30);
 /// After a database error the worker waits this long before it tries again.

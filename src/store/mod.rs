@@ -372,6 +372,13 @@ impl Store {
         .await
     }
 
+    /// Copies everything in the write-ahead log into the database file and empties the log, so
+    /// the file alone holds all data (done at a clean stop).
+    pub async fn checkpoint(&self) -> Result<(), StoreError> {
+        self.call(|conn| conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE)"))
+            .await
+    }
+
     /// Every tag's visit state, for the recorder to start from.
     pub async fn visit_states(&self) -> Result<HashMap<String, TagState>, StoreError> {
         self.call(|conn| {
@@ -391,7 +398,7 @@ impl Store {
     }
 
     /// Up to `limit` events that are due at `now_ms` and are the oldest open event of their tag:
-    /// first those recorded since `live_since_ms` (a member tapping now), then the rest; oldest
+    /// first those tapped since `live_since_ms` (a member tapping now), then the rest; oldest
     /// first within each.
     pub async fn claim_due(
         &self,
@@ -407,7 +414,7 @@ impl Store {
             );
             let mut events = query_open(
                 conn,
-                &format!("{head} AND recorded_at_ms >= ?3"),
+                &format!("{head} AND tapped_at_ms >= ?3"),
                 params![now_ms, limit as i64, live_since_ms],
             )?;
             if events.len() < limit {

@@ -63,8 +63,8 @@ pub const MIGRATIONS: &[&str] = &[
     );
     INSERT INTO delivery_state (id) VALUES (1);
 
-    -- Open events by when they were recorded: live taps go ahead of a backlog.
-    CREATE INDEX events_open_recorded ON events (recorded_at_ms)
+    -- Open events by tap time: live taps go ahead of a backlog.
+    CREATE INDEX events_open_tapped ON events (tapped_at_ms)
         WHERE state IN ('pending', 'unknown_tag');
     "#,
 ];

@@ -158,7 +158,20 @@ pub fn binary() -> &'static str {
 
 impl Daemon {
     pub fn start(config: &Path) -> Daemon {
-        let mut child = Command::new(binary())
+        Daemon::start_under(&[], config)
+    }
+
+    /// Starts the daemon through a wrapper command (e.g. `fiu-run -x`).
+    pub fn start_under(wrapper: &[&str], config: &Path) -> Daemon {
+        let mut command = match wrapper.split_first() {
+            Some((program, args)) => {
+                let mut command = Command::new(program);
+                command.args(args).arg(binary());
+                command
+            }
+            None => Command::new(binary()),
+        };
+        let mut child = command
             .args(["run", "--config"])
             .arg(config)
             .env_remove("EGYM_API_KEY")
@@ -274,9 +287,77 @@ impl Drop for Daemon {
     }
 }
 
+/// `gym-checkin status --json` for a configuration.
+pub fn status_json(config: &Path) -> serde_json::Value {
+    let output = Command::new(binary())
+        .args(["status", "--json", "--config"])
+        .arg(config)
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "status failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let stdout = String::from_utf8(output.stdout).unwrap();
+    assert!(!stdout.contains(API_KEY));
+    serde_json::from_str(&stdout)
+        .unwrap_or_else(|e| panic!("status --json printed {stdout:?}: {e}"))
+}
+
+/// Puts `events_per_tag` pending check-ins and check-outs of each tag into the database, as if
+/// they had been recorded during an outage a minute ago.
+pub async fn seed_backlog(db: &Path, tags: &[String], events_per_tag: usize) -> usize {
+    use gym_checkin::store::{NewEvent, Store};
+    use gym_checkin::visit::{Kind, after_event};
+    let store = Store::open(db).unwrap();
+    let start = now_ms() - 60_000;
+    let mut events = Vec::new();
+    for round in 0..events_per_tag {
+        for (i, tag) in tags.iter().enumerate() {
+            let kind = if round % 2 == 0 {
+                Kind::CheckIn
+            } else {
+                Kind::CheckOut
+            };
+            let tapped_at_ms = start + (round * tags.len() + i) as i64;
+            let event = NewEvent {
+                reader: "entrance".into(),
+                raw_id: tag.trim_start_matches("0x").into(),
+                tag: tag.clone(),
+                tag_format: None,
+                kind,
+                tapped_at_ms,
+            };
+            events.push((event, after_event(kind, tapped_at_ms)));
+        }
+    }
+    let n = events.len();
+    store.record_batch(events, Vec::new()).await.unwrap();
+    store.checkpoint().await.unwrap();
+    n
+}
+
 /// Writes a configuration with the API key in a file beside it; returns the config's path.
-/// `readers` is the `[[readers]]` part; `extra` goes into `[visits]`.
+/// `readers` is the `[[readers]]` part; `visits` goes into `[visits]`.
 pub fn write_config(dir: &TestDir, base_url: &str, visits: &str, readers: &str) -> PathBuf {
+    write_config_with(
+        dir,
+        base_url,
+        "rate-limit-per-second = 50\nrate-limit-burst = 50\nrequest-timeout = \"2s\"",
+        visits,
+        readers,
+    )
+}
+
+/// As [`write_config`], with `egym` lines of its own (rate limit, timeout).
+pub fn write_config_with(
+    dir: &TestDir,
+    base_url: &str,
+    egym: &str,
+    visits: &str,
+    readers: &str,
+) -> PathBuf {
     let key_file = dir.path("api-key");
     std::fs::write(&key_file, format!("{API_KEY}\n")).unwrap();
     let config = format!(
@@ -284,9 +365,7 @@ pub fn write_config(dir: &TestDir, base_url: &str, visits: &str, readers: &str) 
 [egym]
 base-url = "{base_url}"
 api-key-file = "{key}"
-request-timeout = "2s"
-rate-limit-per-second = 50
-rate-limit-burst = 50
+{egym}
 
 [store]
 path = "{db}"

@@ -1,0 +1,667 @@
+//! Faults a front-desk box meets, injected into the real binary: SIGKILL at random moments, a
+//! rate-limited, refusing, stalling or failing EGYM, unknown cards, bursts of frames.
+
+mod common;
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use common::*;
+
+const LONG: Duration = Duration::from_secs(30);
+
+fn line_reader(name: &str, path: &std::path::Path, extra: &str) -> String {
+    format!(
+        "[[readers]]\nname = \"{name}\"\ndriver = \"serial\"\npath = \"{}\"\nprotocol = \"line\"\n{extra}\n",
+        path.display()
+    )
+}
+
+fn egym(rate: f64, burst: u32, timeout: &str) -> String {
+    format!(
+        "rate-limit-per-second = {rate}\nrate-limit-burst = {burst}\nrequest-timeout = \"{timeout}\""
+    )
+}
+
+fn tags(n: usize) -> Vec<(String, String)> {
+    (0..n)
+        .map(|i| (format!("0x0A{i:08X}"), format!("acc-{i}")))
+        .collect()
+}
+
+fn members(tags: &[(String, String)]) -> Vec<Member> {
+    tags.iter()
+        .map(|(tag, account)| member(tag, account))
+        .collect()
+}
+
+/// Posts answered 2xx, keyed by (account, timestamp), with how often each was received.
+fn accepted_posts(received: &[Received]) -> HashMap<(String, i64), usize> {
+    let mut posts = HashMap::new();
+    for (account, _, timestamp) in visits(received) {
+        *posts.entry((account, timestamp)).or_insert(0) += 1;
+    }
+    posts
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_tap_logged_as_recorded_survives_sigkill_at_random_moments() {
+    const ROUNDS: usize = 30;
+    let seed = 0x5EED_2026_u64;
+    let mut rng = fastrand::Rng::with_seed(seed);
+    let dir = TestDir::new("chaos");
+    let tags = tags(8);
+    let fake = FakeEgym::start(members(&tags), API_KEY).await.unwrap();
+    fake.set_mode(Mode::Random { seed });
+    let mut pty = Pty::open();
+    let config = write_config_with(
+        &dir,
+        &fake.base_url(),
+        &egym(6.0, 60, "1s"),
+        r#"repeat-window = "0s""#,
+        &line_reader("desk", &pty.slave_path, r#"debounce = "10ms""#),
+    );
+    let mut recorded = Vec::new();
+    let mut written = 0;
+    for _ in 0..ROUNDS {
+        let mut daemon = Daemon::start(&config);
+        daemon.wait_for_line("reader connected", LONG).await;
+        // Taps stream in; the kill comes at a random moment among them.
+        let taps = rng.usize(2..=8);
+        let kill_after = rng.usize(0..=taps);
+        for i in 0..taps {
+            if i == kill_after {
+                break;
+            }
+            let (tag, _) = &tags[rng.usize(0..tags.len())];
+            pty.write(format!("{}\r\n", tag.trim_start_matches("0x")).as_bytes());
+            written += 1;
+            tokio::time::sleep(Duration::from_millis(rng.u64(15..120))).await;
+        }
+        tokio::time::sleep(Duration::from_millis(rng.u64(0..80))).await;
+        daemon.signal(libc::SIGKILL);
+        daemon.wait_exit(LONG).await;
+        recorded.extend(daemon.recorded());
+    }
+
+    // EGYM recovers; the last start must deliver everything that was ever logged as recorded.
+    fake.set_mode(Mode::Normal);
+    let account_of = |short: &str| {
+        let (_, account) = tags
+            .iter()
+            .find(|(tag, _)| tag.ends_with(&short[short.len() - 4..]))
+            .unwrap();
+        account.clone()
+    };
+    let wanted: Vec<(String, i64)> = recorded
+        .iter()
+        .map(|t| (account_of(&t.tag), t.tapped_at_ms))
+        .collect();
+    let daemon = Daemon::start(&config);
+    let (_, received) = fake
+        .wait_for(Duration::from_secs(400), |received| {
+            let posts = accepted_posts(received);
+            wanted.iter().all(|key| posts.contains_key(key))
+        })
+        .await;
+    let posts = accepted_posts(&received);
+    let lost: Vec<&(String, i64)> = wanted
+        .iter()
+        .filter(|key| !posts.contains_key(*key))
+        .collect();
+    let duplicates: usize = posts.values().map(|n| n - 1).sum();
+    println!(
+        "chaos (seed {seed:#x}): rounds {ROUNDS}, taps written {written}, recorded {}, lost {}, duplicates {duplicates}, requests {}",
+        recorded.len(),
+        lost.len(),
+        received.len()
+    );
+    assert!(
+        lost.is_empty(),
+        "recorded taps never delivered: {lost:?}\n{}",
+        daemon.lines().join("\n")
+    );
+    assert!(
+        duplicates <= ROUNDS,
+        "{duplicates} duplicates for {ROUNDS} kills"
+    );
+    assert!(
+        recorded.len() >= ROUNDS,
+        "too few taps were recorded to prove anything"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backlog_drains_at_egyms_rate_without_a_single_429() {
+    let (rate, burst) = (50.0, 20);
+    let dir = TestDir::new("drain");
+    let tags = tags(150);
+    let fake = FakeEgym::start(members(&tags), API_KEY).await.unwrap();
+    let db = dir.path("gym-checkin.db");
+    let tag_names: Vec<String> = tags.iter().map(|(t, _)| t.clone()).collect();
+    let events = seed_backlog(&db, &tag_names, 1).await;
+    let pty = Pty::open();
+    let config = write_config_with(
+        &dir,
+        &fake.base_url(),
+        &egym(rate, burst, "5s"),
+        "",
+        &line_reader("desk", &pty.slave_path, ""),
+    );
+    fake.set_rate_limit(rate, burst);
+    let daemon = Daemon::start(&config);
+    let (ok, received) = fake
+        .wait_for(Duration::from_secs(60), |r| count_visits(r) == events)
+        .await;
+    assert!(ok, "{}", daemon.lines().join("\n"));
+    let requests = received.len();
+    let too_many = received.iter().filter(|r| r.status == Some(429)).count();
+    let drain_s =
+        (received.last().unwrap().at_ms - received.first().unwrap().at_ms) as f64 / 1000.0;
+    let bound_s = (requests as f64 - f64::from(burst)) / rate;
+    println!(
+        "drain: {requests} requests in {drain_s:.2} s, the bucket allows {bound_s:.2} s, 429s: {too_many}"
+    );
+    assert_eq!(too_many, 0);
+    assert!(
+        drain_s >= bound_s * 0.95,
+        "faster than the bucket allows: {drain_s:.2} s < {bound_s:.2} s"
+    );
+    assert!(
+        drain_s <= bound_s * 1.3 + 0.5,
+        "far slower than the bucket allows: {drain_s:.2} s vs {bound_s:.2} s"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_shared_with_another_box_slows_the_client_down_and_everything_lands() {
+    let dir = TestDir::new("shared-key");
+    let tags = tags(60);
+    let fake = FakeEgym::start(members(&tags), API_KEY).await.unwrap();
+    let db = dir.path("gym-checkin.db");
+    let tag_names: Vec<String> = tags.iter().map(|(t, _)| t.clone()).collect();
+    let events = seed_backlog(&db, &tag_names, 1).await;
+    let pty = Pty::open();
+    // This box may send 40 per second, but the other box leaves it only 10.
+    let config = write_config_with(
+        &dir,
+        &fake.base_url(),
+        &egym(40.0, 40, "5s"),
+        "",
+        &line_reader("desk", &pty.slave_path, ""),
+    );
+    fake.set_rate_limit(10.0, 10);
+    let daemon = Daemon::start(&config);
+    let (ok, received) = fake
+        .wait_for(Duration::from_secs(120), |r| count_visits(r) == events)
+        .await;
+    assert!(ok, "{}", daemon.lines().join("\n"));
+    let too_many = received.iter().filter(|r| r.status == Some(429)).count();
+    let drain_s =
+        (received.last().unwrap().at_ms - received.first().unwrap().at_ms) as f64 / 1000.0;
+    println!(
+        "shared key: {} requests ({too_many} answered 429) in {drain_s:.1} s; EGYM allows 10/s, the box was configured for 40/s",
+        received.len()
+    );
+    // Once slowed down, the client stays near EGYM's rate: 429s are a small share.
+    assert!(
+        too_many * 4 < received.len(),
+        "{too_many} of {} requests answered 429",
+        received.len()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_live_tap_goes_ahead_of_a_draining_backlog() {
+    let dir = TestDir::new("live-first");
+    let mut tags = tags(101);
+    let (live_tag, live_account) = tags.pop().unwrap();
+    let mut all_members = members(&tags);
+    all_members.push(member(&live_tag, &live_account));
+    let fake = FakeEgym::start(all_members, API_KEY).await.unwrap();
+    let db = dir.path("gym-checkin.db");
+    let tag_names: Vec<String> = tags.iter().map(|(t, _)| t.clone()).collect();
+    let backlog = seed_backlog(&db, &tag_names, 1).await;
+    let mut pty = Pty::open();
+    let config = write_config_with(
+        &dir,
+        &fake.base_url(),
+        &egym(6.0, 6, "5s"),
+        "",
+        &line_reader("desk", &pty.slave_path, ""),
+    );
+    let daemon = Daemon::start(&config);
+    daemon.wait_for_line("reader connected", LONG).await;
+    fake.wait_for(LONG, |r| r.len() >= 10).await;
+    let tapped = Instant::now();
+    pty.write(format!("{}\n", live_tag.trim_start_matches("0x")).as_bytes());
+    let (ok, received) = fake
+        .wait_for(LONG, |r| {
+            r.iter()
+                .any(|r| r.status == Some(204) && r.visit().is_some_and(|(a, _)| a == live_account))
+        })
+        .await;
+    assert!(ok, "{}", daemon.lines().join("\n"));
+    let latency = tapped.elapsed();
+    let backlog_left = backlog - count_visits(&received);
+    println!(
+        "live tap reached EGYM in {:.2} s with {backlog_left} of {backlog} backlog events still to go",
+        latency.as_secs_f64()
+    );
+    assert!(
+        latency < Duration::from_secs(5),
+        "the live tap waited {latency:?}"
+    );
+    assert!(
+        backlog_left > 50,
+        "the backlog was nearly drained; the test proves nothing"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_key_pauses_delivery_until_the_key_file_is_corrected() {
+    let dir = TestDir::new("refused-key");
+    let tags = tags(3);
+    let fake = FakeEgym::start(members(&tags), "the-right-key")
+        .await
+        .unwrap();
+    let mut pty = Pty::open();
+    let config = write_config(
+        &dir,
+        &fake.base_url(),
+        r#"repeat-window = "0s""#,
+        &line_reader("desk", &pty.slave_path, ""),
+    );
+    let daemon = Daemon::start(&config);
+    daemon.wait_for_line("reader connected", LONG).await;
+    for (tag, _) in &tags {
+        pty.write(format!("{}\n", tag.trim_start_matches("0x")).as_bytes());
+    }
+    daemon.wait_for_lines("tap recorded", 3, LONG).await;
+    daemon
+        .wait_for_line("delivery paused: EGYM refused the API key", LONG)
+        .await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let paused_requests = fake.received().len();
+    assert!(
+        paused_requests <= 3,
+        "{paused_requests} requests while paused"
+    );
+    assert!(fake.received().iter().all(|r| r.status == Some(403)));
+    let status = status_json(&config);
+    assert_eq!(status["delivery_paused"], true, "{status}");
+    assert!(
+        status["delivery_paused_reason"]
+            .as_str()
+            .unwrap()
+            .contains("missingPermission"),
+        "{status}"
+    );
+    assert_eq!(status["events"]["pending"], 3, "{status}");
+    assert_eq!(status["events"]["rejected"], 0, "{status}");
+    let paused_lines = daemon
+        .lines()
+        .iter()
+        .filter(|l| l.contains("delivery paused"))
+        .count();
+    assert_eq!(paused_lines, 1);
+
+    // The key file is corrected; no restart.
+    std::fs::write(dir.path("api-key"), "the-right-key\n").unwrap();
+    let fixed = Instant::now();
+    let (ok, _) = fake
+        .wait_for(Duration::from_secs(60), |r| count_visits(r) == 3)
+        .await;
+    assert!(ok, "{}", daemon.lines().join("\n"));
+    println!(
+        "delivery resumed {:.1} s after the key was corrected",
+        fixed.elapsed().as_secs_f64()
+    );
+    daemon.wait_for_line("delivery resumed", LONG).await;
+    assert_eq!(status_json(&config)["delivery_paused"], false);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unknown_card_tapped_ten_times_costs_a_few_lookups_and_is_explained() {
+    let dir = TestDir::new("unknown-card");
+    let fake = FakeEgym::start(Vec::new(), API_KEY).await.unwrap();
+    let mut pty = Pty::open();
+    let config = write_config(
+        &dir,
+        &fake.base_url(),
+        r#"repeat-window = "0s""#,
+        &line_reader("front-desk", &pty.slave_path, r#"debounce = "10ms""#),
+    );
+    let daemon = Daemon::start(&config);
+    daemon.wait_for_line("reader connected", LONG).await;
+    for _ in 0..10 {
+        pty.write(b"0C000621A5\n");
+        tokio::time::sleep(Duration::from_millis(40)).await;
+    }
+    daemon.wait_for_lines("tap recorded", 10, LONG).await;
+    daemon
+        .wait_for_line("unknown tag: EGYM has no member with this rfid", LONG)
+        .await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let lookups = fake
+        .received()
+        .iter()
+        .filter(|r| r.lookup_rfid().is_some())
+        .count();
+    println!("10 taps of an unknown card: {lookups} lookups");
+    assert!(lookups <= 2, "{lookups} lookups for 10 taps");
+    let lines = daemon.lines();
+    let warning = lines.iter().find(|l| l.contains("unknown tag")).unwrap();
+    for rendering in [
+        "reader=front-desk",
+        "hex=0C000621A5",
+        "hex-reversed=A52106000C",
+        "low32-dec10=0000401829",
+        "w26-facility,card=006,08613",
+    ] {
+        assert!(
+            warning.contains(rendering),
+            "{rendering} missing from: {warning}"
+        );
+    }
+    assert!(
+        !warning.contains("0x0C000621A5"),
+        "the full tag is a credential: {warning}"
+    );
+    let status = status_json(&config);
+    assert_eq!(status["events"]["unknown_tag"], 1, "{status}");
+    assert_eq!(status["events"]["pending"], 9, "{status}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_permanent_error_rejects_the_event_and_is_counted_in_status() {
+    let dir = TestDir::new("rejected");
+    let tags = tags(1);
+    let fake = FakeEgym::start(members(&tags), API_KEY).await.unwrap();
+    fake.set_mode(Mode::Status(422));
+    let mut pty = Pty::open();
+    let config = write_config(
+        &dir,
+        &fake.base_url(),
+        "",
+        &line_reader("desk", &pty.slave_path, ""),
+    );
+    let daemon = Daemon::start(&config);
+    daemon.wait_for_line("reader connected", LONG).await;
+    pty.write(format!("{}\n", tags[0].0.trim_start_matches("0x")).as_bytes());
+    daemon.wait_for_line("rejected by EGYM", LONG).await;
+    let status = status_json(&config);
+    assert_eq!(status["events"]["rejected"], 1, "{status}");
+    assert_eq!(status["rejections"][0]["status"], 422, "{status}");
+    assert_eq!(
+        status["rejections"][0]["error_code"], "injected",
+        "{status}"
+    );
+    assert!(
+        status["last_error"]
+            .as_str()
+            .unwrap()
+            .contains("HTTP 422 injected: injected failure"),
+        "{status}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_egym_costs_one_timeout_per_try_and_taps_go_on_being_recorded() {
+    let dir = TestDir::new("stalled");
+    let tags = tags(4);
+    let fake = FakeEgym::start(members(&tags), API_KEY).await.unwrap();
+    fake.set_mode(Mode::Stall);
+    let mut pty = Pty::open();
+    let config = write_config_with(
+        &dir,
+        &fake.base_url(),
+        &egym(50.0, 50, "1s"),
+        r#"repeat-window = "0s""#,
+        &line_reader("desk", &pty.slave_path, ""),
+    );
+    let daemon = Daemon::start(&config);
+    daemon.wait_for_line("reader connected", LONG).await;
+    let started = Instant::now();
+    for (tag, _) in &tags {
+        pty.write(format!("{}\n", tag.trim_start_matches("0x")).as_bytes());
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    daemon.wait_for_lines("tap recorded", 4, LONG).await;
+    daemon
+        .wait_for_lines("delivery failed, will retry", 2, LONG)
+        .await;
+    let elapsed = started.elapsed().as_secs_f64();
+    let failures: Vec<String> = daemon
+        .lines()
+        .into_iter()
+        .filter(|l| l.contains("delivery failed"))
+        .collect();
+    assert!(
+        failures.iter().all(|l| l.contains("timed out")),
+        "{failures:#?}"
+    );
+    let requests = fake.received().len();
+    println!("stalled EGYM: {requests} requests in {elapsed:.1} s with a 1 s timeout");
+    // Each try waits out its timeout; the worker holds back after each failure.
+    assert!(
+        (requests as f64) <= elapsed / 1.0 * 4.0 + 4.0,
+        "{requests} requests in {elapsed:.1} s"
+    );
+    fake.set_mode(Mode::Normal);
+    let (ok, _) = fake
+        .wait_for(Duration::from_secs(60), |r| count_visits(r) == 4)
+        .await;
+    assert!(ok, "{}", daemon.lines().join("\n"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_of_a_thousand_frames_on_two_readers_loses_nothing() {
+    const FRAMES: usize = 1_000;
+    let dir = TestDir::new("burst");
+    let fake = FakeEgym::start(Vec::new(), API_KEY).await.unwrap();
+    fake.set_mode(Mode::Down);
+    let mut ptys = [Pty::open(), Pty::open()];
+    let readers: String = ptys
+        .iter()
+        .enumerate()
+        .map(|(i, pty)| {
+            format!("[[readers]]\nname = \"reader-{i}\"\ndriver = \"serial\"\npath = \"{}\"\nprotocol = \"em4100\"\n", pty.slave_path.display())
+        })
+        .collect();
+    let config = write_config(&dir, &fake.base_url(), r#"repeat-window = "0s""#, &readers);
+    let daemon = Daemon::start(&config);
+    daemon.wait_for_lines("reader connected", 2, LONG).await;
+    let bursts: Vec<Vec<u8>> = (0..2)
+        .map(|reader| {
+            (0..FRAMES)
+                .flat_map(|n| em4100_frame(&format!("{reader:02X}{n:08X}")))
+                .collect()
+        })
+        .collect();
+    let started = Instant::now();
+    std::thread::scope(|scope| {
+        for (pty, burst) in ptys.iter_mut().zip(&bursts) {
+            scope.spawn(move || pty.write(burst));
+        }
+    });
+    daemon
+        .wait_for_lines("tap recorded", 2 * FRAMES, Duration::from_secs(120))
+        .await;
+    println!(
+        "burst: {} frames on 2 readers recorded in {:.2} s",
+        2 * FRAMES,
+        started.elapsed().as_secs_f64()
+    );
+    let conn = rusqlite::Connection::open(dir.path("gym-checkin.db")).unwrap();
+    let (events, tags): (i64, i64) = conn
+        .query_row(
+            "SELECT COUNT(*), COUNT(DISTINCT tag) FROM events",
+            [],
+            |row| Ok((row.get(0)?, row.get(1)?)),
+        )
+        .unwrap();
+    assert_eq!((events, tags), (2 * FRAMES as i64, 2 * FRAMES as i64));
+}
+
+/// The database's disk fails (as `failpoint` makes it, through libfiu) while taps come in.
+async fn taps_survive_a_failing_disk(name: &str, failpoint: &str) {
+    let dir = TestDir::new(name);
+    let tags = tags(3);
+    let fake = FakeEgym::start(members(&tags), API_KEY).await.unwrap();
+    let mut pty = Pty::open();
+    let config = write_config(
+        &dir,
+        &fake.base_url(),
+        "",
+        &line_reader("desk", &pty.slave_path, ""),
+    );
+    let control = dir.path("fiu-ctrl");
+    let control = control.to_str().unwrap();
+    let fiu_run = which("fiu-run");
+    let daemon = Daemon::start_under(&[&fiu_run, "-x", "-f", control], &config);
+    daemon.wait_for_line("reader connected", LONG).await;
+    let tap = |pty: &mut Pty, i: usize| {
+        pty.write(format!("{}\n", tags[i].0.trim_start_matches("0x")).as_bytes());
+    };
+    tap(&mut pty, 0);
+    assert!(fake.wait_for(LONG, |r| count_visits(r) == 1).await.0);
+
+    let fiu_ctrl = |command: &str| {
+        let status = std::process::Command::new(which("fiu-ctrl"))
+            .args(["-f", control, "-c", command, &daemon.pid().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success(), "fiu-ctrl {command}");
+    };
+    fiu_ctrl(&format!("enable name={failpoint}"));
+    let mut written_ms = Vec::new();
+    for i in 1..3 {
+        written_ms.push(now_ms());
+        tap(&mut pty, i);
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    daemon
+        .wait_for_line("cannot write to the database", LONG)
+        .await;
+    tokio::time::sleep(Duration::from_millis(2_500)).await;
+    assert_eq!(
+        daemon.recorded().len(),
+        1,
+        "a tap was logged as recorded while the disk failed"
+    );
+    let errors = daemon
+        .lines()
+        .iter()
+        .filter(|l| l.contains("cannot write to the database"))
+        .count();
+    assert_eq!(errors, 1, "one loud line, not one per retry");
+
+    let disk_back = now_ms();
+    fiu_ctrl(&format!(
+        "disable name={}",
+        failpoint.split(',').next().unwrap()
+    ));
+    daemon.wait_for_lines("tap recorded", 3, LONG).await;
+    let recorded = daemon.recorded();
+    for (tap, written) in recorded[1..].iter().zip(&written_ms) {
+        // Read while the disk failed, stamped then, written later.
+        assert!(
+            (tap.tapped_at_ms - written).abs() < 1_000 && tap.tapped_at_ms < disk_back,
+            "{tap:?}"
+        );
+    }
+    let (ok, received) = fake
+        .wait_for(Duration::from_secs(60), |r| count_visits(r) == 3)
+        .await;
+    assert!(ok, "{}", daemon.lines().join("\n"));
+    // Different tags may arrive in either order; each with its own tap time.
+    let mut stamps: Vec<i64> = visits(&received).iter().map(|(_, _, t)| *t).collect();
+    let mut expected: Vec<i64> = recorded.iter().map(|t| t.tapped_at_ms).collect();
+    stamps.sort_unstable();
+    expected.sort_unstable();
+    assert_eq!(stamps, expected);
+    println!(
+        "{name}: 2 taps held in memory while the disk failed, recorded and delivered after it recovered"
+    );
+}
+
+fn which(program: &str) -> String {
+    let output = std::process::Command::new("sh")
+        .args(["-c", &format!("command -v {program}")])
+        .output()
+        .unwrap();
+    let path = String::from_utf8(output.stdout).unwrap().trim().to_string();
+    assert!(
+        !path.is_empty(),
+        "{program} is missing: install fiu-utils (.ci/run does)"
+    );
+    path
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn taps_survive_a_full_disk() {
+    taps_survive_a_failing_disk("disk-full", "posix/io/rw/pwrite,failinfo=28").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn taps_survive_a_read_only_filesystem() {
+    taps_survive_a_failing_disk("disk-read-only", "posix/io/rw/pwrite,failinfo=30").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn taps_survive_a_failing_fsync() {
+    taps_survive_a_failing_disk("disk-fsync", "posix/io/sync/fsync,failinfo=5").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_damaged_database_is_refused_and_left_untouched() {
+    let dir = TestDir::new("damaged-db");
+    let tags = tags(40);
+    let db = dir.path("gym-checkin.db");
+    let tag_names: Vec<String> = tags.iter().map(|(t, _)| t.clone()).collect();
+    seed_backlog(&db, &tag_names, 5).await;
+    // Checkpointed; now damage the header of every page after the first (the schema).
+    let mut bytes = std::fs::read(&db).unwrap();
+    assert!(bytes.len() > 4 * 4096, "{} bytes", bytes.len());
+    for page in bytes.chunks_mut(4096).skip(1) {
+        page[..16].fill(0xA5);
+    }
+    std::fs::write(&db, &bytes).unwrap();
+    let pty = Pty::open();
+    let config = write_config(
+        &dir,
+        "http://127.0.0.1:9",
+        "",
+        &line_reader("desk", &pty.slave_path, ""),
+    );
+    let mut daemon = Daemon::start(&config);
+    let status = daemon.wait_exit(LONG).await;
+    assert_eq!(status.code(), Some(1));
+    let log = daemon.lines().join("\n");
+    assert!(
+        log.contains(&format!(
+            "{} is not a gym-checkin database or is damaged",
+            db.display()
+        )),
+        "{log}"
+    );
+    assert_eq!(
+        std::fs::read(&db).unwrap(),
+        bytes,
+        "the damaged file was changed"
+    );
+
+    // And a file that is no database at all.
+    let notes = b"not a database\n".repeat(1000);
+    std::fs::write(&db, &notes).unwrap();
+    let mut daemon = Daemon::start(&config);
+    assert_eq!(daemon.wait_exit(LONG).await.code(), Some(1));
+    assert!(
+        daemon
+            .lines()
+            .join("\n")
+            .contains("is not a gym-checkin database")
+    );
+    assert_eq!(std::fs::read(&db).unwrap(), notes);
+}
