@@ -27,6 +27,7 @@ use tracing::{debug, error, info, warn};
 
 use crate::clock::now_ms;
 use crate::config::{ApiKey, ApiKeySource};
+use crate::daemon::liveness::Pulse;
 use crate::egym::{self, Call, Failure, Verdict};
 use crate::store::{Answer, OpenEvent, Store, StoreError};
 use crate::tag;
@@ -40,6 +41,9 @@ const POST_LATENCY_BUDGET: Duration = Duration::from_millis(100);
 /// A tap made this recently is live: its tag's first event goes ahead of older events, so a
 /// member tapping now does not wait behind a backlog left by an outage.
 const LIVE_WINDOW: Duration = Duration::from_secs(30);
+/// The worker looks at the outbox at least this often, even with nothing due. A safety net:
+/// events are found through wake-ups and due times, never by this.
+const MAX_IDLE: Duration = Duration::from_secs(60);
 /// After a database error the worker waits this long before it tries again.
 const STORE_ERROR_PAUSE: Duration = Duration::from_secs(5);
 /// The first retry waits up to this long; each further one up to twice as long as the last.
@@ -129,6 +133,7 @@ struct Paused {
 enum Wake {
     Recorded,
     Timer,
+    Asked,
     Finished(Box<OpenEvent>, Result<Outcome, StoreError>),
     Shutdown,
 }
@@ -183,7 +188,7 @@ impl Worker {
 
     /// Runs until `shutdown` turns true; returns once in-flight requests are finished or
     /// abandoned. A database error does not stop it: it says so and tries again shortly.
-    pub async fn run(mut self, mut shutdown: watch::Receiver<bool>) {
+    pub async fn run(mut self, mut shutdown: watch::Receiver<bool>, mut pulse: Pulse) {
         let mut tasks: JoinSet<(Box<OpenEvent>, Result<Outcome, StoreError>)> = JoinSet::new();
         loop {
             let timer = match self.claim_and_start(&mut tasks).await {
@@ -193,6 +198,7 @@ impl Worker {
             let wake = tokio::select! {
                 () = self.recorded.notified() => Wake::Recorded,
                 () = sleep_until(timer) => Wake::Timer,
+                () = pulse.asked() => Wake::Asked,
                 Some(joined) = tasks.join_next(), if !tasks.is_empty() => match joined {
                     Ok((event, outcome)) => Wake::Finished(event, outcome),
                     Err(e) => {
@@ -206,6 +212,7 @@ impl Worker {
             match wake {
                 Wake::Recorded => self.on_recorded(),
                 Wake::Timer => {}
+                Wake::Asked => pulse.answer(),
                 Wake::Finished(event, outcome) => self.finished(*event, outcome).await,
                 Wake::Shutdown => break,
             }
@@ -305,9 +312,11 @@ impl Worker {
             }
             capacity = 1;
         }
+        // One clock reading for the claim and for the timer below, so that no head falls due
+        // between the two unseen.
+        let now_ms = now_ms();
         if capacity > 0 {
             let limit = capacity + self.in_flight_tags.len();
-            let now_ms = now_ms();
             let live_since_ms = now_ms - LIVE_WINDOW.as_millis() as i64;
             let due = self
                 .ctx
@@ -332,13 +341,14 @@ impl Worker {
         if let Some(paused) = &self.paused {
             return Ok(Some(paused.next_probe));
         }
-        // The next head of a queue that falls due later. One due now is either in flight or
-        // waiting for a free slot: a finishing task wakes the worker for it.
-        let next_due = self.ctx.store.next_due_ms().await?;
-        Ok(next_due.and_then(|due_ms| {
-            let wait_ms = due_ms - now_ms();
-            (wait_ms > 0).then(|| now + Duration::from_millis(wait_ms as u64))
-        }))
+        // Heads due by `now_ms` were just started, are in flight, or wait for a free slot: a
+        // finishing task wakes the worker for them. The timer is for the first head due later.
+        let next_due = self.ctx.store.next_due_after(now_ms).await?;
+        let timer =
+            next_due.map(|due_ms| now + Duration::from_millis((due_ms - now_ms).max(0) as u64));
+        Ok(Some(
+            timer.map_or(now + MAX_IDLE, |at| at.min(now + MAX_IDLE)),
+        ))
     }
 
     async fn record_outcome(
@@ -364,6 +374,7 @@ impl Worker {
                     info!("delivery resumed: the API key is accepted");
                 }
                 info!(
+                    outcome = "delivered",
                     event_id = event.id,
                     reader = %event.reader,
                     tag = %tag,
@@ -392,6 +403,7 @@ impl Worker {
                     self.hold = Some((until, cause));
                 }
                 warn!(
+                    outcome = "retry",
                     event_id = event.id,
                     tag = %tag,
                     kind = %kind,
@@ -416,6 +428,7 @@ impl Worker {
                     .is_none_or(|p| now.duration_since(p.last_logged) >= PAUSE_LOG_INTERVAL);
                 if log_now {
                     error!(
+                        outcome = "paused",
                         status = failure.status().unwrap_or_default(),
                         error_code,
                         error = %failure,
@@ -461,7 +474,7 @@ impl Worker {
                             },
                         )
                         .await?;
-                    warn!(event_id = event.id, reader = %event.reader, tag = %tag, kind = %kind, renderings = %renderings, "rejected: EGYM still knows no member with this tag after unknown-tag-retry-window");
+                    warn!(outcome = "rejected", event_id = event.id, reader = %event.reader, tag = %tag, kind = %kind, renderings = %renderings, "rejected: EGYM still knows no member with this tag after unknown-tag-retry-window");
                 } else {
                     let unknown_attempts = if event.unknown_since_ms.is_some() {
                         event.attempts
@@ -473,6 +486,7 @@ impl Worker {
                         .mark_unknown_tag(event.id, now_ms() + delay.as_millis() as i64, answer)
                         .await?;
                     warn!(
+                        outcome = "unknown_tag",
                         event_id = event.id,
                         reader = %event.reader,
                         tag = %tag,
@@ -488,7 +502,7 @@ impl Worker {
             Outcome::Rejected { failure } => {
                 store.set_last_error(failure.to_string()).await?;
                 store.mark_rejected(event.id, answer(&failure)).await?;
-                warn!(event_id = event.id, reader = %event.reader, tag = %tag, kind = %kind, error = %failure, "rejected by EGYM; the event will not be sent again");
+                warn!(outcome = "rejected", event_id = event.id, reader = %event.reader, tag = %tag, kind = %kind, error = %failure, "rejected by EGYM; the event will not be sent again");
             }
         }
         Ok(())

@@ -14,6 +14,7 @@
 //! - [`egym`]: the EGYM client, its error bodies and the classification of answers; and
 //!   [`egym::fake`], the stand-in EGYM used by the demo and the tests.
 //! - [`daemon`]: wiring of the tasks, shutdown and signals.
+//! - [`listen`]: `gym-checkin listen`, every read with its renderings, recording nothing.
 //! - [`status`]: `gym-checkin status`, read from the database while the service runs.
 //! - [`demo`]: the whole pipeline on this machine, with the stand-in EGYM and a typed reader.
 //! - [`clock`]: wall-clock milliseconds and RFC 3339.
@@ -24,6 +25,7 @@ pub mod daemon;
 pub mod delivery;
 pub mod demo;
 pub mod egym;
+pub mod listen;
 pub mod reader;
 pub mod recorder;
 pub mod status;

@@ -35,6 +35,13 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Print what the readers read, with every rendering of each id and the rfid that would be
+    /// sent. Records nothing, calls nobody.
+    Listen {
+        /// Only this reader (by its name in the configuration).
+        #[arg(long)]
+        reader: Option<String>,
+    },
     /// The whole pipeline on this machine: a stand-in EGYM, a typed reader, a temporary database.
     Demo,
 }
@@ -57,6 +64,7 @@ fn main() -> ExitCode {
             Err(code) => code,
         },
         Command::Status { json } => status(&cli.config, json),
+        Command::Listen { reader } => listen(&cli.config, reader.as_deref()),
         Command::Demo => block_on(async { gym_checkin::demo::run().await }),
     }
 }
@@ -132,6 +140,36 @@ fn check_config(path: &std::path::Path) -> ExitCode {
     ExitCode::SUCCESS
 }
 
+fn listen(path: &std::path::Path, only: Option<&str>) -> ExitCode {
+    let config = match Config::load(path) {
+        Ok(config) => config,
+        Err(errors) => {
+            eprint!("gym-checkin: {errors}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    let readers: Vec<_> = config
+        .readers
+        .iter()
+        .filter(|r| only.is_none_or(|name| r.name == name))
+        .cloned()
+        .collect();
+    if readers.is_empty() {
+        let names: Vec<&str> = config.readers.iter().map(|r| r.name.as_str()).collect();
+        eprintln!(
+            "gym-checkin: --reader {}: no such reader in {}; configured: {}",
+            only.unwrap_or_default(),
+            path.display(),
+            names.join(", ")
+        );
+        return ExitCode::from(EXIT_CONFIG);
+    }
+    block_on(async move {
+        gym_checkin::listen::run(readers, gym_checkin::daemon::termination_signal()).await;
+        Ok::<(), String>(())
+    })
+}
+
 fn status(path: &std::path::Path, json: bool) -> ExitCode {
     let config = match Config::load(path) {
         Ok(config) => config,
@@ -159,12 +197,31 @@ fn status(path: &std::path::Path, json: bool) -> ExitCode {
     }
 }
 
-/// Compact text on stderr; `RUST_LOG` (e.g. `debug`, `gym_checkin=debug`) sets the level.
+/// Under systemd, with stderr connected to the journal, native journal entries with structured
+/// fields (`READER`, `EVENT_ID`, `OUTCOME`, `OUTBOX_PENDING`, ...); otherwise compact text on
+/// stderr. `RUST_LOG` (e.g. `debug`, `gym_checkin=debug`) sets the level.
 fn init_logging() {
     let filter = std::env::var("RUST_LOG")
         .ok()
         .and_then(|spec| spec.parse::<Targets>().ok())
         .unwrap_or_else(|| Targets::new().with_default(LevelFilter::INFO));
+    if stderr_is_journal() {
+        match tracing_journald::layer() {
+            Ok(journal) => {
+                let journal = journal
+                    .with_field_prefix(None)
+                    .with_syslog_identifier("gym-checkin".into());
+                tracing_subscriber::registry()
+                    .with(journal)
+                    .with(filter)
+                    .init();
+                return;
+            }
+            Err(e) => {
+                eprintln!("gym-checkin: cannot write to the journal ({e}); logging to stderr");
+            }
+        }
+    }
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     tracing_subscriber::registry()
         .with(
@@ -175,4 +232,24 @@ fn init_logging() {
         )
         .with(filter)
         .init();
+}
+
+/// Whether stderr is the journal stream systemd set up (`JOURNAL_STREAM=<device>:<inode>`).
+fn stderr_is_journal() -> bool {
+    let Some(stream) = std::env::var_os("JOURNAL_STREAM") else {
+        return false;
+    };
+    let Some((device, inode)) = stream.to_str().and_then(|s| s.split_once(':')) else {
+        return false;
+    };
+    let mut stat = std::mem::MaybeUninit::<libc::stat>::uninit();
+    // SAFETY: fstat writes a `stat` for a valid descriptor and returns 0, else leaves it unset
+    // and returns -1; it is read only on success.
+    let stat = unsafe {
+        if libc::fstat(2, stat.as_mut_ptr()) != 0 {
+            return false;
+        }
+        stat.assume_init()
+    };
+    device.parse() == Ok(stat.st_dev) && inode.parse() == Ok(stat.st_ino)
 }

@@ -15,6 +15,7 @@ use tokio::sync::{Notify, mpsc, watch};
 use tracing::{error, info};
 
 use crate::clock::rfc3339_ms;
+use crate::daemon::liveness::Pulse;
 use crate::reader::ReaderMessage;
 use crate::store::{NewEvent, ReaderUpdate, Store, StoreError};
 use crate::tag;
@@ -44,6 +45,7 @@ pub struct Recorder {
 enum Wake {
     Messages(Vec<ReaderMessage>),
     RetryHeld,
+    Asked,
     Shutdown,
 }
 
@@ -69,6 +71,7 @@ impl Recorder {
         mut self,
         mut messages: mpsc::Receiver<ReaderMessage>,
         mut shutdown: watch::Receiver<bool>,
+        mut pulse: Pulse,
     ) {
         let mut batch = Vec::with_capacity(MAX_BATCH);
         loop {
@@ -78,6 +81,7 @@ impl Recorder {
                     _ => Wake::Messages(std::mem::take(&mut batch)),
                 },
                 () = tokio::time::sleep(HELD_RETRY), if !self.held.is_empty() => Wake::RetryHeld,
+                () = pulse.asked() => Wake::Asked,
                 _ = shutdown.wait_for(|stop| *stop) => Wake::Shutdown,
             };
             match wake {
@@ -88,6 +92,7 @@ impl Recorder {
                     self.write().await;
                 }
                 Wake::RetryHeld => self.write().await,
+                Wake::Asked => pulse.answer(),
                 Wake::Shutdown => break,
             }
         }
@@ -113,6 +118,8 @@ impl Recorder {
                 return;
             }
             ReaderMessage::Tap(tap) => tap,
+            // Only a listening reader reports these.
+            ReaderMessage::Unreadable { .. } => return,
         };
         self.reader_update(&tap.reader).last_read_at_ms = Some(tap.at_ms);
         let short = tag::short(&tap.rfid);
@@ -124,7 +131,7 @@ impl Recorder {
         );
         let kind = match decision {
             Decision::IgnoreRepeat { since_last_ms } => {
-                info!(reader = %tap.reader, tag = %short, since_last_s = since_last_ms / 1000, "tap ignored: same tag within repeat-window");
+                info!(outcome = "ignored", reader = %tap.reader, tag = %short, since_last_s = since_last_ms / 1000, "tap ignored: same tag within repeat-window");
                 return;
             }
             Decision::Record(kind) => kind,
@@ -140,7 +147,7 @@ impl Recorder {
             tapped_at_ms: tap.at_ms,
         };
         if self.held.len() >= MAX_HELD {
-            error!(reader = %event.reader, tag = %short, kind = %kind.as_str(), tapped_at = %rfc3339_ms(event.tapped_at_ms), "tap LOST: the database cannot be written and the in-memory buffer is full");
+            error!(outcome = "lost", reader = %event.reader, tag = %short, kind = %kind.as_str(), tapped_at = %rfc3339_ms(event.tapped_at_ms), "tap LOST: the database cannot be written and the in-memory buffer is full");
             return;
         }
         self.held.push_back((event, state));
@@ -178,6 +185,7 @@ impl Recorder {
                     for id in ids {
                         let (event, _) = self.held.pop_front().expect("one held event per id");
                         info!(
+                            outcome = "recorded",
                             event_id = id,
                             reader = %event.reader,
                             tag = %tag::short(&event.tag),

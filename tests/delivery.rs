@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use common::{FakeEgym, Mode, TestDir, member, now_ms};
 use gym_checkin::config::{ApiKey, ApiKeySource};
+use gym_checkin::daemon::liveness::Pulse;
 use gym_checkin::delivery::{Settings, Worker};
 use gym_checkin::egym::Client;
 use gym_checkin::store::{EventRow, NewEvent, Store};
@@ -70,7 +71,7 @@ async fn setup_with_burst(
         recorded.clone(),
     );
     let (stop, stopping) = watch::channel(false);
-    let worker = tokio::spawn(worker.run(stopping));
+    let worker = tokio::spawn(worker.run(stopping, Pulse::unwatched()));
     Setup {
         _dir: dir,
         store,
@@ -373,5 +374,18 @@ async fn the_token_bucket_keeps_requests_within_rate_and_burst() {
             );
         }
     }
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retry_falling_due_later_wakes_the_idle_worker_by_itself() {
+    let s = setup("due-later", &[("0xAABBCCDD", "acc-1")], settings(), KEY).await;
+    s.fake.set_mode(Mode::Status(503));
+    let id = s.record("0xAABBCCDD", Kind::CheckIn, now_ms()).await;
+    s.wait_for(id, "retried", |row| row.attempts >= 1).await;
+    // Nothing else happens: no tap, nothing in flight. Only the stored due time brings the
+    // worker back.
+    s.fake.set_mode(Mode::Normal);
+    s.wait_state(id, "delivered").await;
     s.stop().await;
 }

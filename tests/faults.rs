@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use common::*;
 
 const LONG: Duration = Duration::from_secs(30);
+const CHAOS_DRAIN_SECS: u64 = 100;
 
 fn line_reader(name: &str, path: &std::path::Path, extra: &str) -> String {
     format!(
@@ -99,7 +100,7 @@ async fn every_tap_logged_as_recorded_survives_sigkill_at_random_moments() {
         .collect();
     let daemon = Daemon::start(&config);
     let (_, received) = fake
-        .wait_for(Duration::from_secs(400), |received| {
+        .wait_for(Duration::from_secs(CHAOS_DRAIN_SECS), |received| {
             let posts = accepted_posts(received);
             wanted.iter().all(|key| posts.contains_key(key))
         })
@@ -116,6 +117,31 @@ async fn every_tap_logged_as_recorded_survives_sigkill_at_random_moments() {
         lost.len(),
         received.len()
     );
+    if !lost.is_empty() {
+        // Where the lost taps are, for the failure message.
+        let conn = rusqlite::Connection::open(dir.path("gym-checkin.db")).unwrap();
+        let mut stmt = conn
+            .prepare("SELECT id, tag, kind, tapped_at_ms, state, attempts, next_attempt_at_ms - ?1, last_error FROM events WHERE state != 'delivered'")
+            .unwrap();
+        let rows: Vec<String> = stmt
+            .query_map([now_ms()], |row| {
+                Ok(format!(
+                    "id {} {} {} at {} {} attempts {} due in {} ms: {:?}",
+                    row.get::<_, i64>(0)?,
+                    row.get::<_, String>(1)?,
+                    row.get::<_, String>(2)?,
+                    row.get::<_, i64>(3)?,
+                    row.get::<_, String>(4)?,
+                    row.get::<_, i64>(5)?,
+                    row.get::<_, i64>(6)?,
+                    row.get::<_, Option<String>>(7)?
+                ))
+            })
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        println!("undelivered rows:\n{}", rows.join("\n"));
+    }
     assert!(
         lost.is_empty(),
         "recorded taps never delivered: {lost:?}\n{}",

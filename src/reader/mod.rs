@@ -20,6 +20,7 @@ use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
 use crate::config::{Driver, ReaderConfig};
+use crate::daemon::liveness::Pulse;
 use crate::tag::{self, IdFormat, RawId};
 use crate::visit::{Debouncer, Direction};
 use codec::{Codec, Frame};
@@ -41,9 +42,11 @@ pub struct Tap {
     pub direction: Direction,
     /// When the frame was read, in milliseconds since the Unix epoch.
     pub at_ms: i64,
+    /// Part of a presentation already reported (only `listen` sees these).
+    pub repeat: bool,
 }
 
-/// What a reader task tells the recorder.
+/// What a reader task tells the recorder (or `listen`).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum ReaderMessage {
     Tap(Tap),
@@ -51,6 +54,12 @@ pub enum ReaderMessage {
     Connected {
         reader: Arc<str>,
         connected: bool,
+    },
+    /// Text that is not an id in the reader's `id-format` (only `listen` sees these).
+    Unreadable {
+        reader: Arc<str>,
+        text: String,
+        error: String,
     },
 }
 
@@ -135,12 +144,14 @@ pub struct Reader {
     name: Arc<str>,
     source: Source,
     codec: Box<dyn Codec>,
-    /// `None` for em4100 frames, which carry bytes.
+    /// How text frames are read (em4100 frames carry bytes and ignore it).
     id_format: IdFormat,
     debouncer: Debouncer,
     config: ReaderConfig,
     last_noise_log: Option<Instant>,
     reported_rejected: u64,
+    /// For `listen`: every read goes out (repeats marked), and unreadable ones too.
+    listening: bool,
 }
 
 impl Reader {
@@ -160,7 +171,15 @@ impl Reader {
             config,
             last_noise_log: None,
             reported_rejected: 0,
+            listening: false,
         }
+    }
+
+    /// A reader for `listen`: it reports every read, including repeats of a presentation and
+    /// text it cannot read as an id.
+    pub fn listening(mut self) -> Reader {
+        self.listening = true;
+        self
     }
 
     /// Reads until shutdown, sending every new presentation to `taps`.
@@ -168,6 +187,7 @@ impl Reader {
         mut self,
         taps: mpsc::Sender<ReaderMessage>,
         mut shutdown: watch::Receiver<bool>,
+        mut pulse: Pulse,
     ) {
         let mut backoff = REOPEN_FIRST;
         // Whether "cannot open" was already said since the reader was last connected.
@@ -181,7 +201,9 @@ impl Reader {
                 Ok(device) => {
                     info!(reader = %self.name, device = %device_name, "reader connected");
                     let _ = taps.send(self.connected(true)).await;
-                    let ended = self.read_until_gone(device, &taps, &mut shutdown).await;
+                    let ended = self
+                        .read_until_gone(device, &taps, &mut shutdown, &mut pulse)
+                        .await;
                     let _ = taps.send(self.connected(false)).await;
                     match ended {
                         Ended::Shutdown => return,
@@ -208,9 +230,14 @@ impl Reader {
                     }
                 }
             }
-            tokio::select! {
-                () = tokio::time::sleep(backoff) => {}
-                _ = shutdown.wait_for(|stop| *stop) => return,
+            let wait = tokio::time::sleep(backoff);
+            tokio::pin!(wait);
+            loop {
+                tokio::select! {
+                    () = &mut wait => break,
+                    () = pulse.asked() => pulse.answer(),
+                    _ = shutdown.wait_for(|stop| *stop) => return,
+                }
             }
             backoff = (backoff * 2).min(REOPEN_MAX);
         }
@@ -221,14 +248,20 @@ impl Reader {
         mut device: Device,
         taps: &mpsc::Sender<ReaderMessage>,
         shutdown: &mut watch::Receiver<bool>,
+        pulse: &mut Pulse,
     ) -> Ended {
         let mut buffer = [0u8; 512];
         let mut frames = Vec::new();
         let mut had_data = false;
         let ends_for_good = !matches!(self.source, Source::Serial { .. });
         loop {
+            // Reading is cancel-safe: an answer to the watchdog loses no bytes.
             let read = tokio::select! {
                 read = device.read(&mut buffer) => read,
+                () = pulse.asked() => {
+                    pulse.answer();
+                    continue;
+                }
                 _ = shutdown.wait_for(|stop| *stop) => return Ended::Shutdown,
             };
             let n = match read {
@@ -253,8 +286,8 @@ impl Reader {
             frames.clear();
             self.codec.feed(&buffer[..n], &mut frames);
             for frame in frames.drain(..) {
-                if let Some(tap) = self.presentation(frame, at, at_ms)
-                    && taps.send(ReaderMessage::Tap(tap)).await.is_err()
+                if let Some(message) = self.presentation(frame, at, at_ms)
+                    && taps.send(message).await.is_err()
                 {
                     return Ended::Shutdown;
                 }
@@ -270,12 +303,25 @@ impl Reader {
         }
     }
 
-    /// Turns a frame into a tap, unless it is unreadable or part of an ongoing presentation.
-    fn presentation(&mut self, frame: Frame, at: std::time::Instant, at_ms: i64) -> Option<Tap> {
+    /// Turns a frame into a tap, unless it is unreadable or part of an ongoing presentation
+    /// (both reported all the same when listening).
+    fn presentation(
+        &mut self,
+        frame: Frame,
+        at: std::time::Instant,
+        at_ms: i64,
+    ) -> Option<ReaderMessage> {
         let raw = match frame {
             Frame::Em4100(bytes) => RawId::new(bytes.to_vec()),
             Frame::Text(text) => match tag::parse_text_id(&text, self.id_format) {
                 Ok(raw) => raw,
+                Err(e) if self.listening => {
+                    return Some(ReaderMessage::Unreadable {
+                        reader: self.name.clone(),
+                        text,
+                        error: e.to_string(),
+                    });
+                }
                 Err(e) => {
                     // The text may be a card number: log its length, not its content.
                     warn!(reader = %self.name, length = text.len(), error = %e, "unreadable id skipped; check the reader's id-format");
@@ -283,18 +329,20 @@ impl Reader {
                 }
             },
         };
-        if !self.debouncer.is_new_presentation(&raw, at) {
+        let repeat = !self.debouncer.is_new_presentation(&raw, at);
+        if repeat && !self.listening {
             debug!(reader = %self.name, "same card still presented");
             return None;
         }
-        Some(Tap {
+        Some(ReaderMessage::Tap(Tap {
             reader: self.name.clone(),
             rfid: tag::normalise(&raw, self.config.normalisation),
             raw,
             tag_format: self.config.egym_tag_format.clone(),
             direction: self.config.direction,
             at_ms,
-        })
+            repeat,
+        }))
     }
 
     fn report_noise(&mut self, now: Instant) {

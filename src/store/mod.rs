@@ -428,16 +428,16 @@ impl Store {
         .await
     }
 
-    /// When the next head of a tag's queue falls due, if any event is open.
-    pub async fn next_due_ms(&self) -> Result<Option<i64>, StoreError> {
-        self.call(|conn| {
+    /// When the first head of a tag's queue falls due after `after_ms`, if one does.
+    pub async fn next_due_after(&self, after_ms: i64) -> Result<Option<i64>, StoreError> {
+        self.call(move |conn| {
             conn.prepare_cached(&format!(
                 "SELECT MIN(next_attempt_at_ms) FROM events AS e
-                 WHERE {OPEN}
+                 WHERE {OPEN} AND next_attempt_at_ms > ?1
                    AND NOT EXISTS (SELECT 1 FROM events AS older
                                    WHERE older.tag = e.tag AND older.{OPEN} AND older.id < e.id)"
             ))?
-            .query_row([], |row| row.get(0))
+            .query_row([after_ms], |row| row.get(0))
         })
         .await
     }
@@ -628,6 +628,15 @@ impl Store {
         .await
     }
 
+    /// What `status` shows, read on the service's own connection.
+    pub async fn status(&self) -> Result<status::StatusData, StoreError> {
+        self.call(|conn| {
+            let tx = conn.transaction()?;
+            status::query(&tx)
+        })
+        .await
+    }
+
     pub async fn event_counts(&self) -> Result<EventCounts, StoreError> {
         self.call(|conn| {
             let mut counts = EventCounts::default();
@@ -793,9 +802,10 @@ mod tests {
             ids(store.claim_due(10, i64::MAX, 10).await.unwrap()),
             vec![b1]
         );
-        assert_eq!(store.next_due_ms().await.unwrap(), Some(2));
+        assert_eq!(store.next_due_after(0).await.unwrap(), Some(2));
+        assert_eq!(store.next_due_after(2).await.unwrap(), Some(100));
         store.mark_delivered(b1, "acc".into(), 204).await.unwrap();
-        assert_eq!(store.next_due_ms().await.unwrap(), Some(100));
+        assert_eq!(store.next_due_after(10).await.unwrap(), Some(100));
         assert_eq!(
             ids(store.claim_due(100, i64::MAX, 10).await.unwrap()),
             vec![a1]
@@ -816,7 +826,7 @@ mod tests {
             )
             .await
             .unwrap();
-        assert_eq!(store.next_due_ms().await.unwrap(), None);
+        assert_eq!(store.next_due_after(0).await.unwrap(), None);
         let counts = store.event_counts().await.unwrap();
         assert_eq!(
             counts,

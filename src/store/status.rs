@@ -64,6 +64,11 @@ pub fn read(path: &Path) -> Result<StatusData, StoreError> {
         });
     }
     let tx = conn.unchecked_transaction()?;
+    Ok(query(&tx)?)
+}
+
+/// The status, read in one (read) transaction.
+pub(super) fn query(tx: &rusqlite::Transaction<'_>) -> rusqlite::Result<StatusData> {
     let mut events = EventCounts::default();
     {
         let mut stmt = tx.prepare("SELECT state, COUNT(*) FROM events GROUP BY state")?;

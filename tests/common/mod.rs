@@ -158,11 +158,20 @@ pub fn binary() -> &'static str {
 
 impl Daemon {
     pub fn start(config: &Path) -> Daemon {
-        Daemon::start_under(&[], config)
+        Daemon::spawn(&[], config, &[])
     }
 
     /// Starts the daemon through a wrapper command (e.g. `fiu-run -x`).
     pub fn start_under(wrapper: &[&str], config: &Path) -> Daemon {
+        Daemon::spawn(wrapper, config, &[])
+    }
+
+    /// Starts the daemon with extra environment variables.
+    pub fn start_with_env(config: &Path, env: &[(&str, &str)]) -> Daemon {
+        Daemon::spawn(&[], config, env)
+    }
+
+    fn spawn(wrapper: &[&str], config: &Path, env: &[(&str, &str)]) -> Daemon {
         let mut command = match wrapper.split_first() {
             Some((program, args)) => {
                 let mut command = Command::new(program);
@@ -176,7 +185,11 @@ impl Daemon {
             .arg(config)
             .env_remove("EGYM_API_KEY")
             .env_remove("CREDENTIALS_DIRECTORY")
+            .env_remove("NOTIFY_SOCKET")
+            .env_remove("WATCHDOG_USEC")
+            .env_remove("JOURNAL_STREAM")
             .env("RUST_LOG", "info")
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())

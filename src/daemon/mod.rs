@@ -1,0 +1,291 @@
+//! Wiring: opens the database, starts one task per reader, the recorder, the delivery worker
+//! and the pruner, and stops them all when the shutdown future completes. Under systemd it
+//! reports readiness and status and feeds the watchdog while every task answers.
+
+pub mod liveness;
+mod notify;
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{Notify, mpsc, watch};
+use tokio::task::JoinSet;
+use tracing::{error, info, warn};
+
+use crate::clock::now_ms;
+use crate::config::{ApiKey, Config};
+use crate::delivery::{self, Worker};
+use crate::egym;
+use crate::reader::{Reader, Source};
+use crate::recorder::Recorder;
+use crate::store::{Store, StoreError};
+use liveness::Liveness;
+use notify::Notifier;
+
+/// Taps read but not yet decided, at most; a reader waits when the recorder is this far behind.
+const TAP_QUEUE: usize = 1024;
+/// Delivered events past `keep-delivered` are deleted this often, in small batches.
+const PRUNE_INTERVAL: Duration = Duration::from_secs(3600);
+const PRUNE_BATCH: usize = 500;
+/// systemd's STATUS= line is refreshed this often.
+const STATUS_INTERVAL: Duration = Duration::from_secs(10);
+/// While events are pending, a summary line is logged this often.
+const SUMMARY_INTERVAL: Duration = Duration::from_secs(300);
+
+#[derive(Debug)]
+pub enum DaemonError {
+    Store(StoreError),
+    Setup(String),
+}
+
+impl std::fmt::Display for DaemonError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            DaemonError::Store(e) => write!(f, "{e}"),
+            DaemonError::Setup(e) => write!(f, "{e}"),
+        }
+    }
+}
+
+impl std::error::Error for DaemonError {}
+
+impl From<StoreError> for DaemonError {
+    fn from(e: StoreError) -> Self {
+        DaemonError::Store(e)
+    }
+}
+
+/// Runs the service until `shutdown` completes. `sources` overrides where a reader's bytes come
+/// from (by position in `config.readers`); readers without one open their configured device.
+pub async fn run(
+    config: Config,
+    api_key: ApiKey,
+    mut sources: Vec<Option<Source>>,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), DaemonError> {
+    let store = Store::open(&config.store.path)?;
+    info!(database = %config.store.path.display(), "database open");
+    let client = egym::Client::new(
+        &config.egym.base_url,
+        config.egym.request_timeout,
+        config.egym.rate_limit_per_second,
+        config.egym.rate_limit_burst,
+    )
+    .map_err(DaemonError::Setup)?;
+    if config.visits.auto_checkout_after.is_some() || config.visits.closing_time.is_some() {
+        warn!(
+            "visits.auto-checkout-after and visits.closing-time are not acted on by this version; visits stay open until the member taps out"
+        );
+    }
+
+    let (stop, stopping) = watch::channel(false);
+    let recorded = Arc::new(Notify::new());
+    let (taps, tap_queue) = mpsc::channel(TAP_QUEUE);
+    let recorder =
+        Recorder::new(store.clone(), config.visits.repeat_window, recorded.clone()).await?;
+
+    store
+        .reset_readers(config.readers.iter().map(|r| r.name.clone()).collect())
+        .await?;
+
+    let mut liveness = Liveness::default();
+    let mut readers = JoinSet::new();
+    sources.resize_with(config.readers.len(), || None);
+    for (reader, source) in config.readers.iter().zip(sources) {
+        let source = source.unwrap_or_else(|| Source::for_config(reader));
+        let pulse = liveness.register(format!("reader {}", reader.name));
+        readers.spawn(Reader::new(reader.clone(), source).run(
+            taps.clone(),
+            stopping.clone(),
+            pulse,
+        ));
+    }
+    drop(taps);
+    let recorder =
+        tokio::spawn(recorder.run(tap_queue, stopping.clone(), liveness.register("recorder")));
+
+    let settings = delivery::Settings {
+        rate_per_second: config.egym.rate_limit_per_second,
+        account_cache_ttl: config.egym.account_cache_ttl,
+        unknown_tag_retry_window: config.egym.unknown_tag_retry_window,
+    };
+    let worker = Worker::new(
+        store.clone(),
+        client,
+        settings,
+        config.egym.api_key.clone(),
+        api_key,
+        recorded,
+    );
+    let delivery = tokio::spawn(worker.run(stopping.clone(), liveness.register("delivery")));
+    let pruner = tokio::spawn(prune(
+        store.clone(),
+        config.store.keep_delivered,
+        stopping.clone(),
+    ));
+    info!(readers = config.readers.len(), egym = %config.egym.base_url, "gym-checkin running");
+    let notifier = Notifier::from_env().map(Arc::new);
+    if let Some(notifier) = &notifier {
+        notifier.send("READY=1");
+    }
+    let reporter = tokio::spawn(report(
+        store.clone(),
+        notifier.clone(),
+        config.readers.len(),
+        stopping.clone(),
+    ));
+    let watchdog = match (&notifier, notify::watchdog_interval()) {
+        (Some(notifier), Some(interval)) => Some(tokio::spawn(watchdog(
+            liveness,
+            notifier.clone(),
+            interval,
+            stopping.clone(),
+        ))),
+        _ => None,
+    };
+
+    shutdown.await;
+    info!("stopping");
+    if let Some(notifier) = &notifier {
+        notifier.send("STOPPING=1");
+    }
+    let _ = stop.send(true);
+    let _ = reporter.await;
+    if let Some(watchdog) = watchdog {
+        let _ = watchdog.await;
+    }
+    while readers.join_next().await.is_some() {}
+    let _ = recorder.await;
+    let _ = pruner.await;
+    let _ = delivery.await;
+    if let Err(e) = store.checkpoint().await {
+        warn!(error = %e, "cannot checkpoint the database; its write-ahead log keeps the data");
+    }
+    info!("stopped");
+    Ok(())
+}
+
+/// Feeds systemd's watchdog while every task answers; names the ones that do not.
+async fn watchdog(
+    liveness: Liveness,
+    notifier: Arc<Notifier>,
+    interval: Duration,
+    mut stopping: watch::Receiver<bool>,
+) {
+    let mut said_stuck = false;
+    loop {
+        let silent = liveness.check_and_ask();
+        if silent.is_empty() {
+            notifier.send("WATCHDOG=1");
+            said_stuck = false;
+        } else if !std::mem::replace(&mut said_stuck, true) {
+            error!(tasks = %silent.join(", "), "tasks are not answering; the watchdog is no longer fed, so systemd restarts the service");
+        }
+        tokio::select! {
+            () = tokio::time::sleep(interval) => {}
+            _ = stopping.wait_for(|stop| *stop) => return,
+        }
+    }
+}
+
+/// Keeps systemd's STATUS= line current, and logs a summary while events are pending.
+async fn report(
+    store: Store,
+    notifier: Option<Arc<Notifier>>,
+    n_readers: usize,
+    mut stopping: watch::Receiver<bool>,
+) {
+    let mut last_summary: Option<tokio::time::Instant> = None;
+    loop {
+        if let Ok(status) = store.status().await {
+            let now = now_ms();
+            let open = status.events.pending + status.events.unknown_tag;
+            let oldest_s = status
+                .oldest_pending_tapped_at_ms
+                .map(|t| (now - t).max(0) / 1000);
+            let connected = status.readers.iter().filter(|r| r.connected).count();
+            let delivery = match (
+                &status.pause_reason,
+                status.last_error_at_ms > status.last_delivery_at_ms && open > 0,
+            ) {
+                (Some(reason), _) => format!("delivery PAUSED ({reason})"),
+                (None, true) => "delivery retrying".to_string(),
+                (None, false) => "delivery ok".to_string(),
+            };
+            let oldest = oldest_s
+                .map(|s| format!(", oldest {}", short_age(s)))
+                .unwrap_or_default();
+            let line = format!(
+                "{} pending{oldest}, readers {connected}/{n_readers}, {delivery}",
+                status.events.pending
+            );
+            if let Some(notifier) = &notifier {
+                notifier.send(&format!("STATUS={line}"));
+            }
+            let due = last_summary.is_none_or(|at| at.elapsed() >= SUMMARY_INTERVAL);
+            if open > 0 && due {
+                last_summary = Some(tokio::time::Instant::now());
+                info!(
+                    outbox_pending = status.events.pending,
+                    outbox_unknown_tag = status.events.unknown_tag,
+                    oldest_pending_s = oldest_s,
+                    last_error = status.last_error.as_deref().unwrap_or("none"),
+                    "outbox summary: {line}"
+                );
+            } else if open == 0 {
+                last_summary = None;
+            }
+        }
+        tokio::select! {
+            () = tokio::time::sleep(STATUS_INTERVAL) => {}
+            _ = stopping.wait_for(|stop| *stop) => return,
+        }
+    }
+}
+
+/// `2m`, `3h`, `45s`: an age for a one-line status.
+fn short_age(seconds: i64) -> String {
+    match seconds {
+        s if s < 120 => format!("{s}s"),
+        s if s < 7200 => format!("{}m", s / 60),
+        s if s < 172_800 => format!("{}h", s / 3600),
+        s => format!("{}d", s / 86_400),
+    }
+}
+
+async fn prune(store: Store, keep_delivered: Duration, mut stopping: watch::Receiver<bool>) {
+    loop {
+        let before_ms = now_ms() - keep_delivered.as_millis() as i64;
+        loop {
+            match store.prune_delivered(before_ms, PRUNE_BATCH).await {
+                Ok(n) if n == PRUNE_BATCH => tokio::task::yield_now().await,
+                Ok(_) => break,
+                Err(e) => {
+                    warn!(error = %e, "cannot prune delivered events");
+                    break;
+                }
+            }
+        }
+        tokio::select! {
+            () = tokio::time::sleep(PRUNE_INTERVAL) => {}
+            _ = stopping.wait_for(|stop| *stop) => return,
+        }
+    }
+}
+
+/// Completes on SIGTERM or SIGINT.
+pub async fn termination_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        error!("cannot listen for SIGTERM/SIGINT; stop the service with SIGKILL");
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = term.recv() => info!("SIGTERM received"),
+        _ = int.recv() => info!("SIGINT received"),
+    }
+}

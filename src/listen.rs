@@ -1,0 +1,109 @@
+//! `gym-checkin listen`: what the readers read, with every rendering of each id and the rfid the
+//! configuration would send. It records nothing and calls nobody: this is how an installer
+//! matches a reader to the way the gym's cards were enrolled in EGYM.
+
+use std::io::Write;
+
+use tokio::sync::{mpsc, watch};
+
+use crate::clock::{now_ms, rfc3339_ms};
+use crate::config::ReaderConfig;
+use crate::daemon::liveness::Pulse;
+use crate::reader::{Reader, ReaderMessage, Source, Tap};
+use crate::tag;
+
+/// Listens on `readers` until `stop` completes.
+pub async fn run(readers: Vec<ReaderConfig>, stop: impl Future<Output = ()>) {
+    let (messages, mut inbox) = mpsc::channel(256);
+    let (stopping, stopped) = watch::channel(false);
+    let mut tasks = tokio::task::JoinSet::new();
+    say(&format!(
+        "Listening on {} (nothing is recorded or sent). Present a card; Ctrl-C to stop.",
+        readers
+            .iter()
+            .map(|r| r.name.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
+    ));
+    for config in readers {
+        let source = Source::for_config(&config);
+        let reader = Reader::new(config, source).listening();
+        tasks.spawn(reader.run(messages.clone(), stopped.clone(), Pulse::unwatched()));
+    }
+    drop(messages);
+    tokio::pin!(stop);
+    loop {
+        tokio::select! {
+            message = inbox.recv() => match message {
+                Some(message) => say(&describe(&message)),
+                None => break,
+            },
+            () = &mut stop => break,
+        }
+    }
+    let _ = stopping.send(true);
+    while tasks.join_next().await.is_some() {}
+}
+
+fn say(text: &str) {
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{text}");
+    let _ = out.flush();
+}
+
+/// One message as `listen` prints it.
+pub fn describe(message: &ReaderMessage) -> String {
+    let time = rfc3339_ms(now_ms());
+    match message {
+        ReaderMessage::Connected {
+            reader,
+            connected: true,
+        } => format!("{time} [{reader}] connected"),
+        ReaderMessage::Connected {
+            reader,
+            connected: false,
+        } => {
+            format!("{time} [{reader}] disconnected; waiting for it to come back")
+        }
+        ReaderMessage::Unreadable {
+            reader,
+            text,
+            error,
+        } => {
+            format!(
+                "{time} [{reader}] read {text:?}, which is not an id in this reader's id-format: {error}"
+            )
+        }
+        ReaderMessage::Tap(tap) => describe_tap(tap),
+    }
+}
+
+fn describe_tap(tap: &Tap) -> String {
+    let time = rfc3339_ms(tap.at_ms);
+    if tap.repeat {
+        return format!(
+            "{time} [{}] {} again (same presentation, not a new tap)",
+            tap.reader,
+            tap.raw.hex()
+        );
+    }
+    let format = tap
+        .tag_format
+        .as_deref()
+        .map(|f| format!(" with tagFormat={f}"))
+        .unwrap_or_default();
+    let mut text = format!(
+        "{time} [{}] read {} ({} bytes)\n    sends rfid {}{format}\n    renderings:",
+        tap.reader,
+        tap.raw.hex(),
+        tap.raw.bytes().len(),
+        tap.rfid
+    );
+    for rendering in tag::renderings(&tap.raw) {
+        text.push_str(&format!(
+            "\n      {:<22} {}",
+            rendering.name, rendering.value
+        ));
+    }
+    text
+}

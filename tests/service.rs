@@ -1,0 +1,332 @@
+//! Running as a service: systemd notifications and watchdog, `status` while the daemon runs,
+//! and `listen`.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::os::unix::net::UnixDatagram;
+use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::*;
+
+const LONG: Duration = Duration::from_secs(30);
+
+fn reader(name: &str, path: &std::path::Path, protocol: &str) -> String {
+    format!(
+        "[[readers]]\nname = \"{name}\"\ndriver = \"serial\"\npath = \"{}\"\nprotocol = \"{protocol}\"\n",
+        path.display()
+    )
+}
+
+/// Datagrams received on a notification socket, with when they arrived.
+struct NotifySocket {
+    messages: Arc<Mutex<Vec<(Instant, String)>>>,
+}
+
+impl NotifySocket {
+    fn bind(path: &std::path::Path) -> NotifySocket {
+        let socket = UnixDatagram::bind(path).unwrap();
+        let messages = Arc::new(Mutex::new(Vec::new()));
+        let sink = messages.clone();
+        std::thread::spawn(move || {
+            let mut buffer = [0u8; 4096];
+            while let Ok(n) = socket.recv(&mut buffer) {
+                let text = String::from_utf8_lossy(&buffer[..n]).to_string();
+                sink.lock().unwrap().push((Instant::now(), text));
+            }
+        });
+        NotifySocket { messages }
+    }
+
+    fn all(&self) -> Vec<(Instant, String)> {
+        self.messages.lock().unwrap().clone()
+    }
+
+    fn count(&self, message: &str) -> usize {
+        self.all()
+            .iter()
+            .filter(|(_, m)| m.starts_with(message))
+            .count()
+    }
+
+    async fn wait_for(&self, message: &str, n: usize) {
+        let deadline = Instant::now() + LONG;
+        while self.count(message) < n {
+            assert!(
+                Instant::now() < deadline,
+                "waited for {n} × {message:?}; got {:?}",
+                self.all()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+fn start_notified(config: &std::path::Path, socket: &std::path::Path) -> Daemon {
+    Daemon::start_with_env(
+        config,
+        &[
+            ("NOTIFY_SOCKET", socket.to_str().unwrap()),
+            ("WATCHDOG_USEC", "2000000"),
+        ],
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn systemd_hears_ready_status_watchdog_and_stopping() {
+    let dir = TestDir::new("notify");
+    let fake = FakeEgym::start(vec![member("0x0C000621A5", "acc-1")], API_KEY)
+        .await
+        .unwrap();
+    let mut pty = Pty::open();
+    let config = write_config(
+        &dir,
+        &fake.base_url(),
+        "",
+        &reader("entrance", &pty.slave_path, "em4100"),
+    );
+    let socket = NotifySocket::bind(&dir.path("notify.sock"));
+    let mut daemon = start_notified(&config, &dir.path("notify.sock"));
+    socket.wait_for("READY=1", 1).await;
+    socket.wait_for("STATUS=", 1).await;
+    daemon.wait_for_line("reader connected", LONG).await;
+    pty.write(&em4100_frame("0C000621A5"));
+    assert!(fake.wait_for(LONG, |r| count_visits(r) == 1).await.0);
+    // WATCHDOG_USEC = 2 s: a ping every second.
+    socket.wait_for("WATCHDOG=1", 3).await;
+    let status = socket
+        .all()
+        .into_iter()
+        .rev()
+        .find(|(_, m)| m.starts_with("STATUS="))
+        .unwrap()
+        .1;
+    assert!(
+        status.contains("pending") && status.contains("readers") && status.contains("delivery"),
+        "{status}"
+    );
+    daemon.signal(libc::SIGTERM);
+    assert_eq!(daemon.wait_exit(LONG).await.code(), Some(0));
+    assert_eq!(socket.count("STOPPING=1"), 1);
+    let ready_at = socket.all().iter().find(|(_, m)| m == "READY=1").unwrap().0;
+    let pings: Vec<Instant> = socket
+        .all()
+        .iter()
+        .filter(|(_, m)| m == "WATCHDOG=1")
+        .map(|(at, _)| *at)
+        .collect();
+    assert!(pings[0] >= ready_at || pings.len() > 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stuck_task_stops_the_watchdog_pings_until_it_moves_again() {
+    let dir = TestDir::new("watchdog-stuck");
+    let fake = FakeEgym::start(vec![member("0x0C000621A5", "acc-1")], API_KEY)
+        .await
+        .unwrap();
+    let mut pty = Pty::open();
+    let config = write_config(
+        &dir,
+        &fake.base_url(),
+        "",
+        &reader("entrance", &pty.slave_path, "em4100"),
+    );
+    let socket = NotifySocket::bind(&dir.path("notify.sock"));
+    let daemon = start_notified(&config, &dir.path("notify.sock"));
+    daemon.wait_for_line("reader connected", LONG).await;
+    socket.wait_for("WATCHDOG=1", 2).await;
+    // Another process holds the database's write lock: the recorder's commit waits (up to the
+    // 5 s busy timeout), and the recorder stops answering.
+    let blocker = rusqlite::Connection::open(dir.path("gym-checkin.db")).unwrap();
+    blocker.execute_batch("BEGIN EXCLUSIVE").unwrap();
+    pty.write(&em4100_frame("0C000621A5"));
+    daemon.wait_for_line("tasks are not answering", LONG).await;
+    let pings_when_stuck = socket.count("WATCHDOG=1");
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    assert_eq!(
+        socket.count("WATCHDOG=1"),
+        pings_when_stuck,
+        "pinged while a task was stuck"
+    );
+    blocker.execute_batch("COMMIT").unwrap();
+    drop(blocker);
+    socket.wait_for("WATCHDOG=1", pings_when_stuck + 2).await;
+    let line = daemon
+        .lines()
+        .into_iter()
+        .find(|l| l.contains("tasks are not answering"))
+        .unwrap();
+    assert!(line.contains("recorder"), "{line}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_reports_delivered_pending_and_rejected_events_and_the_readers() {
+    let dir = TestDir::new("status");
+    let tags = [
+        ("0x0A00000001", "acc-1"),
+        ("0x0A00000002", "acc-2"),
+        ("0x0A00000003", "acc-3"),
+    ];
+    let fake = FakeEgym::start(tags.iter().map(|(t, a)| member(t, a)).collect(), API_KEY)
+        .await
+        .unwrap();
+    let mut pty = Pty::open();
+    let readers = reader("entrance", &pty.slave_path, "line")
+        + &reader("exit", &dir.path("not-plugged-in"), "line");
+    let config = write_config(&dir, &fake.base_url(), "", &readers);
+    let daemon = Daemon::start(&config);
+    daemon.wait_for_line("reader connected", LONG).await;
+    let tap = |pty: &mut Pty, i: usize| pty.write(format!("{}\n", &tags[i].0[2..]).as_bytes());
+
+    tap(&mut pty, 0);
+    assert!(fake.wait_for(LONG, |r| count_visits(r) == 1).await.0);
+    fake.set_mode(Mode::Status(422));
+    tap(&mut pty, 1);
+    daemon.wait_for_line("rejected by EGYM", LONG).await;
+    fake.set_mode(Mode::Down);
+    tap(&mut pty, 2);
+    daemon
+        .wait_for_line("delivery failed, will retry", LONG)
+        .await;
+
+    let status = status_json(&config);
+    assert_eq!(status["events"]["delivered"], 1, "{status}");
+    assert_eq!(status["events"]["rejected"], 1, "{status}");
+    assert_eq!(status["events"]["pending"], 1, "{status}");
+    assert_eq!(status["events"]["unknown_tag"], 0, "{status}");
+    assert!(
+        status["oldest_pending_age_s"].as_i64().unwrap() < 60,
+        "{status}"
+    );
+    assert!(
+        status["last_delivery"].as_str().unwrap().ends_with('Z'),
+        "{status}"
+    );
+    assert!(
+        status["last_error"]
+            .as_str()
+            .unwrap()
+            .contains("cannot reach EGYM"),
+        "{status}"
+    );
+    assert_eq!(status["delivery_paused"], false, "{status}");
+    assert_eq!(status["open_visits"], 3, "{status}");
+    let readers = status["readers"].as_array().unwrap();
+    assert_eq!(readers.len(), 2, "{status}");
+    assert_eq!(
+        (
+            readers[0]["name"].as_str(),
+            readers[0]["connected"].as_bool()
+        ),
+        (Some("entrance"), Some(true))
+    );
+    assert!(readers[0]["last_read"].as_str().is_some(), "{status}");
+    assert_eq!(
+        (
+            readers[1]["name"].as_str(),
+            readers[1]["connected"].as_bool()
+        ),
+        (Some("exit"), Some(false))
+    );
+    assert!(readers[1]["last_read"].is_null(), "{status}");
+
+    // The human form says the same.
+    let output = Command::new(binary())
+        .args(["status", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    let text = String::from_utf8(output.stdout).unwrap();
+    for wanted in [
+        "1 pending",
+        "1 rejected",
+        "1 delivered",
+        "HTTP 422",
+        "NOT CONNECTED",
+        "open visits: 3",
+    ] {
+        assert!(text.contains(wanted), "{wanted:?} missing from:\n{text}");
+    }
+    assert!(!text.contains(API_KEY));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn listen_prints_every_rendering_and_records_nothing() {
+    let dir = TestDir::new("listen");
+    let mut em = Pty::open();
+    let mut line = Pty::open();
+    let readers = reader("entrance", &em.slave_path, "em4100")
+        + &reader("desk", &line.slave_path, "line")
+        + "id-format = \"decimal\"\nbyte-order = \"reversed\"\negym-tag-format = \"MIFARE\"\n";
+    let config = write_config(&dir, "http://127.0.0.1:9", "", &readers);
+    let mut child = Command::new(binary())
+        .args(["listen", "--config"])
+        .arg(&config)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let lines = Arc::new(Mutex::new(Vec::<String>::new()));
+    let sink = lines.clone();
+    let stdout = child.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            sink.lock().unwrap().push(line);
+        }
+    });
+    let wait_for = |text: &'static str| {
+        let lines = lines.clone();
+        async move {
+            let deadline = Instant::now() + LONG;
+            loop {
+                let all = lines.lock().unwrap().join("\n");
+                if all.contains(text) {
+                    return all;
+                }
+                assert!(Instant::now() < deadline, "{text:?} not printed:\n{all}");
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    };
+    wait_for("[entrance] connected").await;
+    wait_for("[desk] connected").await;
+    em.write(&em4100_frame("0C000621A5"));
+    em.write(&em4100_frame("0C000621A5"));
+    let out = wait_for("same presentation").await;
+    for wanted in [
+        "[entrance] read 0C000621A5 (5 bytes)",
+        "sends rfid 0x0C000621A5",
+        "low32-dec10",
+        "0000401829",
+        "w26-facility,card",
+        "006,08613",
+    ] {
+        assert!(out.contains(wanted), "{wanted:?} missing:\n{out}");
+    }
+    line.write(b"1904649758\r\n12345\r\n");
+    let out = wait_for("which is not an id").await;
+    for wanted in [
+        "[desk] read 7186A61E",
+        "sends rfid 0x1EA68671 with tagFormat=MIFARE",
+        "\"12345\"",
+    ] {
+        assert!(out.contains(wanted), "{wanted:?} missing:\n{out}");
+    }
+    // SAFETY: kill has no memory-safety preconditions.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    assert!(child.wait().unwrap().success());
+    assert!(
+        !dir.path("gym-checkin.db").exists(),
+        "listen created the database"
+    );
+
+    let output = Command::new(binary())
+        .args(["listen", "--reader", "nowhere", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(78));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("configured: entrance, desk"));
+}
