@@ -530,8 +530,29 @@ async fn a_burst_of_a_thousand_frames_on_two_readers_loses_nothing() {
     assert_eq!((events, tags), (2 * FRAMES as i64, 2 * FRAMES as i64));
 }
 
-/// The database's disk fails (as `failpoint` makes it, through libfiu) while taps come in.
-async fn taps_survive_a_failing_disk(name: &str, failpoint: &str) {
+/// The shim in `tests/support/disk_faults.c`, compiled once with the C compiler that also builds
+/// the bundled SQLite.
+fn disk_fault_shim() -> &'static std::path::Path {
+    static SHIM: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
+    SHIM.get_or_init(|| {
+        let source = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/support/disk_faults.c");
+        let out = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+            .join(format!("disk_faults-{}.so", std::process::id()));
+        let cc = std::env::var("CC").unwrap_or_else(|_| "cc".into());
+        let status = std::process::Command::new(&cc)
+            .args(["-shared", "-fPIC", "-O2", "-o"])
+            .arg(&out)
+            .arg(source)
+            .arg("-ldl")
+            .status()
+            .unwrap_or_else(|e| panic!("cannot run the C compiler {cc:?}: {e}"));
+        assert!(status.success(), "{cc} could not build {source}");
+        out
+    })
+}
+
+/// The database's disk fails (`fault`: enospc, erofs or eio, see the shim) while taps come in.
+async fn taps_survive_a_failing_disk(name: &str, fault: &str) {
     let dir = TestDir::new(name);
     let tags = tags(3);
     let fake = FakeEgym::start(members(&tags), API_KEY).await.unwrap();
@@ -542,25 +563,23 @@ async fn taps_survive_a_failing_disk(name: &str, failpoint: &str) {
         "",
         &line_reader("desk", &pty.slave_path, ""),
     );
-    let control = dir.path("fiu-ctrl");
-    let control = control.to_str().unwrap();
-    let fiu_run = which("fiu-run");
-    let daemon = Daemon::start_under(&[&fiu_run, "-x", "-f", control], &config);
+    let switch = dir.path("disk-fault");
+    let daemon = Daemon::start_with_env(
+        &config,
+        &[
+            ("LD_PRELOAD", disk_fault_shim().to_str().unwrap()),
+            ("GYM_CHECKIN_DISK_FAULT", switch.to_str().unwrap()),
+        ],
+    );
     daemon.wait_for_line("reader connected", LONG).await;
     let tap = |pty: &mut Pty, i: usize| {
-        pty.write(format!("{}\n", tags[i].0.trim_start_matches("0x")).as_bytes());
+        pty.write(format!("{}\n", tags[i].0.trim_start_matches("0x")).as_bytes())
     };
     tap(&mut pty, 0);
-    assert!(fake.wait_for(LONG, |r| count_visits(r) == 1).await.0);
+    // Delivered and marked so before the disk fails (else its mark fails, and it is sent again).
+    daemon.wait_for_line("delivered", LONG).await;
 
-    let fiu_ctrl = |command: &str| {
-        let status = std::process::Command::new(which("fiu-ctrl"))
-            .args(["-f", control, "-c", command, &daemon.pid().to_string()])
-            .status()
-            .unwrap();
-        assert!(status.success(), "fiu-ctrl {command}");
-    };
-    fiu_ctrl(&format!("enable name={failpoint}"));
+    std::fs::write(&switch, fault).unwrap();
     let mut written_ms = Vec::new();
     for i in 1..3 {
         written_ms.push(now_ms());
@@ -584,10 +603,7 @@ async fn taps_survive_a_failing_disk(name: &str, failpoint: &str) {
     assert_eq!(errors, 1, "one loud line, not one per retry");
 
     let disk_back = now_ms();
-    fiu_ctrl(&format!(
-        "disable name={}",
-        failpoint.split(',').next().unwrap()
-    ));
+    std::fs::remove_file(&switch).unwrap();
     daemon.wait_for_lines("tap recorded", 3, LONG).await;
     let recorded = daemon.recorded();
     for (tap, written) in recorded[1..].iter().zip(&written_ms) {
@@ -612,32 +628,19 @@ async fn taps_survive_a_failing_disk(name: &str, failpoint: &str) {
     );
 }
 
-fn which(program: &str) -> String {
-    let output = std::process::Command::new("sh")
-        .args(["-c", &format!("command -v {program}")])
-        .output()
-        .unwrap();
-    let path = String::from_utf8(output.stdout).unwrap().trim().to_string();
-    assert!(
-        !path.is_empty(),
-        "{program} is missing: install fiu-utils (.ci/run does)"
-    );
-    path
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn taps_survive_a_full_disk() {
-    taps_survive_a_failing_disk("disk-full", "posix/io/rw/pwrite,failinfo=28").await;
+    taps_survive_a_failing_disk("disk-full", "enospc").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn taps_survive_a_read_only_filesystem() {
-    taps_survive_a_failing_disk("disk-read-only", "posix/io/rw/pwrite,failinfo=30").await;
+    taps_survive_a_failing_disk("disk-read-only", "erofs").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn taps_survive_a_failing_fsync() {
-    taps_survive_a_failing_disk("disk-fsync", "posix/io/sync/fsync,failinfo=5").await;
+    taps_survive_a_failing_disk("disk-fsync", "eio").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
