@@ -573,7 +573,7 @@ async fn taps_survive_a_failing_disk(name: &str, fault: &str) {
     );
     daemon.wait_for_line("reader connected", LONG).await;
     let tap = |pty: &mut Pty, i: usize| {
-        pty.write(format!("{}\n", tags[i].0.trim_start_matches("0x")).as_bytes())
+        pty.write(format!("{}\n", tags[i].0.trim_start_matches("0x")).as_bytes());
     };
     tap(&mut pty, 0);
     // Delivered and marked so before the disk fails (else its mark fails, and it is sent again).
