@@ -321,6 +321,7 @@ async fn listen_prints_every_rendering_and_records_nothing() {
         !dir.path("gym-checkin.db").exists(),
         "listen created the database"
     );
+    assert!(!lines.lock().unwrap().join("\n").contains(API_KEY));
 
     let output = Command::new(binary())
         .args(["listen", "--reader", "nowhere", "--config"])
