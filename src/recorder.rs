@@ -6,6 +6,11 @@
 //! together, in one transaction (one fsync for a burst). An event is logged as recorded only
 //! after its transaction has committed. When the database cannot be written, events are held in
 //! memory (bounded) and written, in order, as soon as it can be.
+//!
+//! It also checks visits out by themselves (`auto-checkout-after`, `closing-time`): when one falls
+//! due, and at start for those that fell due while the service was stopped, before any new tap is
+//! decided. Such a check-out is an event like any other, marked automatic, and stamped with the
+//! time the policy gives, not the time it was noticed.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
@@ -14,12 +19,13 @@ use std::time::Duration;
 use tokio::sync::{Notify, mpsc, watch};
 use tracing::{error, info};
 
+use crate::clock::now_ms;
 use crate::clock::rfc3339_ms;
 use crate::daemon::liveness::Pulse;
 use crate::reader::ReaderMessage;
-use crate::store::{NewEvent, ReaderUpdate, Store, StoreError};
+use crate::store::{NewEvent, ReaderUpdate, Store, StoreError, Visit};
 use crate::tag;
-use crate::visit::{self, Decision, TagState};
+use crate::visit::{self, AutoCheckoutPolicy, Decision, Kind, TagState};
 
 /// Events held in memory while the database cannot be written, at most.
 pub const MAX_HELD: usize = 10_000;
@@ -31,8 +37,11 @@ const HELD_RETRY: Duration = Duration::from_secs(1);
 #[derive(Debug)]
 pub struct Recorder {
     store: Store,
-    visits: HashMap<String, TagState>,
+    visits: HashMap<String, Visit>,
     repeat_window: Duration,
+    auto_checkout: Option<AutoCheckoutPolicy>,
+    /// When the next open visit is due to be checked out automatically.
+    next_auto_checkout_ms: Option<i64>,
     recorded: Arc<Notify>,
     /// Decided events not yet committed, oldest first.
     held: VecDeque<(NewEvent, TagState)>,
@@ -45,6 +54,7 @@ pub struct Recorder {
 enum Wake {
     Messages(Vec<ReaderMessage>),
     RetryHeld,
+    AutoCheckout,
     Asked,
     Shutdown,
 }
@@ -53,13 +63,16 @@ impl Recorder {
     pub async fn new(
         store: Store,
         repeat_window: Duration,
+        auto_checkout: Option<AutoCheckoutPolicy>,
         recorded: Arc<Notify>,
     ) -> Result<Recorder, StoreError> {
-        let visits = store.visit_states().await?;
+        let visits = store.visits().await?;
         Ok(Recorder {
             store,
             visits,
             repeat_window,
+            auto_checkout,
+            next_auto_checkout_ms: None,
             recorded,
             held: VecDeque::new(),
             readers: HashMap::new(),
@@ -73,14 +86,20 @@ impl Recorder {
         mut shutdown: watch::Receiver<bool>,
         mut pulse: Pulse,
     ) {
+        // Visits that fell due while the service was stopped go first, with their own times.
+        self.check_out_due_visits().await;
         let mut batch = Vec::with_capacity(MAX_BATCH);
         loop {
+            let auto_checkout_in = self
+                .next_auto_checkout_ms
+                .map(|at| Duration::from_millis((at - now_ms()).max(0) as u64));
             let wake = tokio::select! {
                 n = messages.recv_many(&mut batch, MAX_BATCH) => match n {
                     0 => Wake::Shutdown,
                     _ => Wake::Messages(std::mem::take(&mut batch)),
                 },
                 () = tokio::time::sleep(HELD_RETRY), if !self.held.is_empty() => Wake::RetryHeld,
+                () = sleep_for(auto_checkout_in) => Wake::AutoCheckout,
                 () = pulse.asked() => Wake::Asked,
                 _ = shutdown.wait_for(|stop| *stop) => Wake::Shutdown,
             };
@@ -90,8 +109,10 @@ impl Recorder {
                         self.handle(message);
                     }
                     self.write().await;
+                    self.plan_auto_checkout();
                 }
                 Wake::RetryHeld => self.write().await,
+                Wake::AutoCheckout => self.check_out_due_visits().await,
                 Wake::Asked => pulse.answer(),
                 Wake::Shutdown => break,
             }
@@ -124,7 +145,7 @@ impl Recorder {
         self.reader_update(&tap.reader).last_read_at_ms = Some(tap.at_ms);
         let short = tag::short(&tap.rfid);
         let decision = visit::decide(
-            self.visits.get(&tap.rfid),
+            self.visits.get(&tap.rfid).map(|v| &v.state),
             tap.direction,
             tap.at_ms,
             self.repeat_window,
@@ -137,7 +158,6 @@ impl Recorder {
             Decision::Record(kind) => kind,
         };
         let state = visit::after_event(kind, tap.at_ms);
-        self.visits.insert(tap.rfid.clone(), state);
         let event = NewEvent {
             reader: tap.reader.to_string(),
             raw_id: tap.raw.hex(),
@@ -145,12 +165,78 @@ impl Recorder {
             tag_format: tap.tag_format,
             kind,
             tapped_at_ms: tap.at_ms,
+            automatic: false,
         };
+        self.visits.insert(
+            event.tag.clone(),
+            Visit {
+                state,
+                reader: event.reader.clone(),
+                raw_id: event.raw_id.clone(),
+                tag_format: event.tag_format.clone(),
+            },
+        );
         if self.held.len() >= MAX_HELD {
             error!(outcome = "lost", reader = %event.reader, tag = %short, kind = %kind.as_str(), tapped_at = %rfc3339_ms(event.tapped_at_ms), "tap LOST: the database cannot be written and the in-memory buffer is full");
             return;
         }
         self.held.push_back((event, state));
+    }
+
+    /// Checks out every open visit whose automatic check-out is due, stamped with its due time.
+    async fn check_out_due_visits(&mut self) {
+        let Some(policy) = &self.auto_checkout else {
+            return;
+        };
+        let now = now_ms();
+        let mut due: Vec<(i64, String, visit::AutoReason)> = self
+            .visits
+            .iter()
+            .filter_map(|(tag, v)| {
+                let (at, reason) = policy.due(v.state.checked_in_at_ms?)?;
+                (v.state.inside && at <= now).then(|| (at, tag.clone(), reason))
+            })
+            .collect();
+        due.sort_by(|a, b| (a.0, &a.1).cmp(&(b.0, &b.1)));
+        for (at, tag, reason) in due {
+            let Some(v) = self.visits.get_mut(&tag) else {
+                continue;
+            };
+            v.state = visit::after_auto_checkout(v.state);
+            let event = NewEvent {
+                reader: v.reader.clone(),
+                raw_id: v.raw_id.clone(),
+                tag: tag.clone(),
+                tag_format: v.tag_format.clone(),
+                kind: Kind::CheckOut,
+                tapped_at_ms: at,
+                automatic: true,
+            };
+            info!(
+                outcome = "auto_checkout",
+                tag = %tag::short(&tag),
+                reason = reason.as_str(),
+                stamped_at = %rfc3339_ms(at),
+                late_s = (now - at) / 1000,
+                "automatic check-out"
+            );
+            if self.held.len() < MAX_HELD {
+                self.held.push_back((event, v.state));
+            }
+        }
+        self.write().await;
+        self.plan_auto_checkout();
+    }
+
+    /// Finds when the next open visit is due for an automatic check-out.
+    fn plan_auto_checkout(&mut self) {
+        self.next_auto_checkout_ms = self.auto_checkout.as_ref().and_then(|policy| {
+            self.visits
+                .values()
+                .filter(|v| v.state.inside)
+                .filter_map(|v| Some(policy.due(v.state.checked_in_at_ms?)?.0))
+                .min()
+        });
     }
 
     fn reader_update(&mut self, reader: &Arc<str>) -> &mut ReaderUpdate {
@@ -186,6 +272,7 @@ impl Recorder {
                         let (event, _) = self.held.pop_front().expect("one held event per id");
                         info!(
                             outcome = "recorded",
+                            automatic = event.automatic,
                             event_id = id,
                             reader = %event.reader,
                             tag = %tag::short(&event.tag),
@@ -207,5 +294,12 @@ impl Recorder {
                 }
             }
         }
+    }
+}
+
+async fn sleep_for(duration: Option<Duration>) {
+    match duration {
+        Some(duration) => tokio::time::sleep(duration).await,
+        None => std::future::pending().await,
     }
 }

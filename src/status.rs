@@ -34,6 +34,7 @@ pub fn to_json(data: &StatusData) -> Value {
         "delivery_paused_reason": data.pause_reason,
         "delivery_paused_since": time(data.paused_since_ms),
         "open_visits": data.open_visits,
+        "automatic_checkouts": data.automatic_checkouts,
         "readers": data.readers.iter().map(|r| json!({
             "name": r.name,
             "connected": r.connected,
@@ -115,7 +116,11 @@ pub fn to_text(data: &StatusData, db: &Path) -> String {
             let _ = writeln!(out, "last error: none");
         }
     }
-    let _ = writeln!(out, "open visits: {}", data.open_visits);
+    let _ = writeln!(
+        out,
+        "open visits: {} ({} automatic check-outs on record)",
+        data.open_visits, data.automatic_checkouts
+    );
     let _ = writeln!(out, "readers:");
     for reader in &data.readers {
         let _ = writeln!(

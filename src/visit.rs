@@ -60,12 +60,16 @@ impl Kind {
     }
 }
 
-/// What is known about one tag: whether its member is inside, and when its last event was.
+/// What is known about one tag: whether its member is inside, since when, and when the member
+/// last tapped it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct TagState {
     pub inside: bool,
-    /// Tap time of the last recorded event, in milliseconds since the Unix epoch.
+    /// Tap time of the last recorded event from a tap (automatic check-outs leave it alone), in
+    /// milliseconds since the Unix epoch.
     pub last_event_ms: i64,
+    /// When the open visit began, while the member is inside.
+    pub checked_in_at_ms: Option<i64>,
 }
 
 /// The outcome of one presentation.
@@ -103,12 +107,97 @@ pub fn decide(
     Decision::Record(kind)
 }
 
-/// The tag's state once an event of `kind` at `tap_ms` has been recorded.
+/// The tag's state once an event of `kind` from a tap at `tap_ms` has been recorded.
 pub fn after_event(kind: Kind, tap_ms: i64) -> TagState {
     TagState {
         inside: kind == Kind::CheckIn,
         last_event_ms: tap_ms,
+        checked_in_at_ms: (kind == Kind::CheckIn).then_some(tap_ms),
     }
+}
+
+/// The tag's state once its visit was checked out automatically: the member is outside, and the
+/// repeat window still counts from the member's own last tap.
+pub fn after_auto_checkout(state: TagState) -> TagState {
+    TagState {
+        inside: false,
+        checked_in_at_ms: None,
+        ..state
+    }
+}
+
+/// Why a visit was checked out automatically.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AutoReason {
+    /// `auto-checkout-after` passed since the check-in.
+    AfterDuration,
+    /// `closing-time` came.
+    ClosingTime,
+}
+
+impl AutoReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AutoReason::AfterDuration => "auto-checkout-after",
+            AutoReason::ClosingTime => "closing-time",
+        }
+    }
+}
+
+/// When open visits are checked out without a tap.
+#[derive(Clone, Debug, PartialEq)]
+pub struct AutoCheckoutPolicy {
+    pub after: Option<Duration>,
+    /// Local time of day (hour, minute).
+    pub closing_time: Option<(u8, u8)>,
+    /// The zone `closing_time` is in (the system's, in the service).
+    pub time_zone: jiff::tz::TimeZone,
+}
+
+impl AutoCheckoutPolicy {
+    /// When a visit that began at `checked_in_at_ms` is checked out automatically, and why: the
+    /// earlier of check-in + `after` and the first closing time after the check-in. The
+    /// check-out is stamped with that time.
+    pub fn due(&self, checked_in_at_ms: i64) -> Option<(i64, AutoReason)> {
+        let after = self.after.map(|after| {
+            (
+                checked_in_at_ms.saturating_add(after.as_millis() as i64),
+                AutoReason::AfterDuration,
+            )
+        });
+        let closing = self
+            .closing_time
+            .and_then(|time| next_local_time_after(checked_in_at_ms, time, &self.time_zone))
+            .map(|at| (at, AutoReason::ClosingTime));
+        match (after, closing) {
+            (Some(a), Some(c)) => Some(if c.0 < a.0 { c } else { a }),
+            (a, c) => a.or(c),
+        }
+    }
+}
+
+/// The first instant after `after_ms` at which the wall clock in `zone` shows `hour:minute`.
+/// On the day clocks go forward and the time does not exist, the instant the clock shows it
+/// after the gap is meant (02:30 → 03:30); on the day they go back and it exists twice, the
+/// first.
+pub fn next_local_time_after(
+    after_ms: i64,
+    (hour, minute): (u8, u8),
+    zone: &jiff::tz::TimeZone,
+) -> Option<i64> {
+    let after = jiff::Timestamp::from_millisecond(after_ms).ok()?;
+    let mut date = after.to_zoned_datetime(zone.clone()).date();
+    for _ in 0..3 {
+        let candidate = date
+            .at(hour as i8, minute as i8, 0, 0)
+            .to_zoned_datetime(zone.clone())
+            .ok()?;
+        if candidate.timestamp() > after {
+            return Some(candidate.timestamp().as_millisecond());
+        }
+        date = date.tomorrow().ok()?;
+    }
+    None
 }
 
 /// Debounce for one reader: which reads start a new presentation.
@@ -154,6 +243,7 @@ mod tests {
         let state = state.map(|(inside, last_event_ms)| TagState {
             inside,
             last_event_ms,
+            checked_in_at_ms: inside.then_some(last_event_ms),
         });
         assert_eq!(
             decide(state.as_ref(), direction, tap_ms, WINDOW),
@@ -211,19 +301,166 @@ mod tests {
 
     #[test]
     fn state_after_an_event() {
+        let checked_in = after_event(Kind::CheckIn, 5);
         assert_eq!(
-            after_event(Kind::CheckIn, 5),
+            checked_in,
             TagState {
                 inside: true,
-                last_event_ms: 5
+                last_event_ms: 5,
+                checked_in_at_ms: Some(5)
             }
         );
         assert_eq!(
             after_event(Kind::CheckOut, 6),
             TagState {
                 inside: false,
-                last_event_ms: 6
+                last_event_ms: 6,
+                checked_in_at_ms: None
             }
+        );
+        // An automatic check-out ends the visit but not the repeat window of the last tap.
+        assert_eq!(
+            after_auto_checkout(checked_in),
+            TagState {
+                inside: false,
+                last_event_ms: 5,
+                checked_in_at_ms: None
+            }
+        );
+        // After it, a tap (outside the window) is a new check-in on a toggle reader.
+        let state = after_auto_checkout(checked_in);
+        assert_eq!(
+            decide(Some(&state), Direction::Toggle, 5 + 200_000, WINDOW),
+            Decision::Record(Kind::CheckIn)
+        );
+        // A check-out without a visit is still sent from an exit reader.
+        assert_eq!(
+            decide(Some(&state), Direction::Out, 5 + 200_000, WINDOW),
+            Decision::Record(Kind::CheckOut)
+        );
+        // A check-in on an entrance reader while inside starts a new visit.
+        assert_eq!(
+            decide(Some(&checked_in), Direction::In, 5 + 200_000, WINDOW),
+            Decision::Record(Kind::CheckIn)
+        );
+        assert_eq!(
+            after_event(Kind::CheckIn, 200_005).checked_in_at_ms,
+            Some(200_005)
+        );
+    }
+
+    /// Central European time, with its daylight-saving rules, without needing a zone database.
+    fn berlin() -> jiff::tz::TimeZone {
+        jiff::tz::TimeZone::posix("CET-1CEST,M3.5.0,M10.5.0/3").unwrap()
+    }
+
+    fn ms(text: &str) -> i64 {
+        text.parse::<jiff::Timestamp>().unwrap().as_millisecond()
+    }
+
+    fn check_due(
+        policy: &AutoCheckoutPolicy,
+        checked_in: &str,
+        expected: Option<(&str, AutoReason)>,
+    ) {
+        let got = policy.due(ms(checked_in));
+        let expected = expected.map(|(at, reason)| (ms(at), reason));
+        assert_eq!(got, expected, "checked in {checked_in}");
+    }
+
+    #[test]
+    fn automatic_check_out_times() {
+        use AutoReason::*;
+        let none = AutoCheckoutPolicy {
+            after: None,
+            closing_time: None,
+            time_zone: berlin(),
+        };
+        check_due(&none, "2026-11-29T10:00:00Z", None);
+        let after = AutoCheckoutPolicy {
+            after: Some(Duration::from_secs(4 * 3600)),
+            ..none.clone()
+        };
+        check_due(
+            &after,
+            "2026-11-29T10:00:00Z",
+            Some(("2026-11-29T14:00:00Z", AfterDuration)),
+        );
+        // 23:30 local; in winter, Berlin is UTC+1.
+        let closing = AutoCheckoutPolicy {
+            closing_time: Some((23, 30)),
+            ..none.clone()
+        };
+        check_due(
+            &closing,
+            "2026-11-29T10:00:00Z",
+            Some(("2026-11-29T22:30:00Z", ClosingTime)),
+        );
+        // Checked in after closing time (late staff): the next day's closing.
+        check_due(
+            &closing,
+            "2026-11-29T22:45:00Z",
+            Some(("2026-11-30T22:30:00Z", ClosingTime)),
+        );
+        // In summer, UTC+2.
+        check_due(
+            &closing,
+            "2026-07-01T10:00:00Z",
+            Some(("2026-07-01T21:30:00Z", ClosingTime)),
+        );
+        // Both: whichever comes first.
+        let both = AutoCheckoutPolicy {
+            after: Some(Duration::from_secs(4 * 3600)),
+            closing_time: Some((23, 30)),
+            ..none
+        };
+        check_due(
+            &both,
+            "2026-11-29T10:00:00Z",
+            Some(("2026-11-29T14:00:00Z", AfterDuration)),
+        );
+        check_due(
+            &both,
+            "2026-11-29T20:00:00Z",
+            Some(("2026-11-29T22:30:00Z", ClosingTime)),
+        );
+    }
+
+    #[test]
+    fn closing_time_on_the_daylight_saving_change_days() {
+        let zone = berlin();
+        let next = |after: &str, time| {
+            next_local_time_after(ms(after), time, &zone)
+                .map(|t| jiff::Timestamp::from_millisecond(t).unwrap().to_string())
+        };
+        // 2026-03-29: clocks go from 02:00 to 03:00. 23:30 exists (UTC+2 by then).
+        assert_eq!(
+            next("2026-03-29T08:00:00Z", (23, 30)).as_deref(),
+            Some("2026-03-29T21:30:00Z")
+        );
+        // 02:30 does not exist that night: it is taken as 03:30 CEST, an hour after 01:30 UTC.
+        assert_eq!(
+            next("2026-03-28T23:00:00Z", (2, 30)).as_deref(),
+            Some("2026-03-29T01:30:00Z")
+        );
+        // 2026-10-25: clocks go from 03:00 back to 02:00. 23:30 is UTC+1 again.
+        assert_eq!(
+            next("2026-10-25T08:00:00Z", (23, 30)).as_deref(),
+            Some("2026-10-25T22:30:00Z")
+        );
+        // 02:30 happens twice that night: the first time (CEST) is meant.
+        assert_eq!(
+            next("2026-10-24T22:00:00Z", (2, 30)).as_deref(),
+            Some("2026-10-25T00:30:00Z")
+        );
+        // The day before each change keeps its own offset.
+        assert_eq!(
+            next("2026-03-28T08:00:00Z", (23, 30)).as_deref(),
+            Some("2026-03-28T22:30:00Z")
+        );
+        assert_eq!(
+            next("2026-10-24T08:00:00Z", (23, 30)).as_deref(),
+            Some("2026-10-24T21:30:00Z")
         );
     }
 

@@ -91,6 +91,7 @@ impl Setup {
             tag_format: None,
             kind,
             tapped_at_ms,
+            automatic: false,
         };
         let id = self
             .store

@@ -73,17 +73,24 @@ pub async fn run(
         config.egym.rate_limit_burst,
     )
     .map_err(DaemonError::Setup)?;
-    if config.visits.auto_checkout_after.is_some() || config.visits.closing_time.is_some() {
-        warn!(
-            "visits.auto-checkout-after and visits.closing-time are not acted on by this version; visits stay open until the member taps out"
-        );
-    }
 
     let (stop, stopping) = watch::channel(false);
     let recorded = Arc::new(Notify::new());
     let (taps, tap_queue) = mpsc::channel(TAP_QUEUE);
-    let recorder =
-        Recorder::new(store.clone(), config.visits.repeat_window, recorded.clone()).await?;
+    let auto_checkout = (config.visits.auto_checkout_after.is_some()
+        || config.visits.closing_time.is_some())
+    .then(|| crate::visit::AutoCheckoutPolicy {
+        after: config.visits.auto_checkout_after,
+        closing_time: config.visits.closing_time,
+        time_zone: jiff::tz::TimeZone::system(),
+    });
+    let recorder = Recorder::new(
+        store.clone(),
+        config.visits.repeat_window,
+        auto_checkout,
+        recorded.clone(),
+    )
+    .await?;
 
     store
         .reset_readers(config.readers.iter().map(|r| r.name.clone()).collect())

@@ -52,7 +52,19 @@ pub struct NewEvent {
     pub tag: String,
     pub tag_format: Option<String>,
     pub kind: Kind,
+    /// The tap's time, or for an automatic check-out the time it is stamped with.
     pub tapped_at_ms: i64,
+    /// A check-out made by `auto-checkout-after` or `closing-time`, not by a tap.
+    pub automatic: bool,
+}
+
+/// A tag's visit state, and where and how the tag was last read.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Visit {
+    pub state: TagState,
+    pub reader: String,
+    pub raw_id: String,
+    pub tag_format: Option<String>,
 }
 
 /// An open event handed to the delivery worker.
@@ -290,8 +302,8 @@ impl Store {
             for (event, state) in events {
                 tx.prepare_cached(
                     "INSERT INTO events (reader, raw_id, tag, tag_format, kind, tapped_at_ms,
-                                         recorded_at_ms, next_attempt_at_ms)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?6)",
+                                         recorded_at_ms, next_attempt_at_ms, automatic)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?6, ?8)",
                 )?
                 .execute(params![
                     event.reader,
@@ -301,13 +313,26 @@ impl Store {
                     event.kind.as_str(),
                     event.tapped_at_ms,
                     now,
+                    event.automatic,
                 ])?;
                 ids.push(tx.last_insert_rowid());
                 tx.prepare_cached(
-                    "INSERT INTO visits (tag, inside, last_event_at_ms) VALUES (?1, ?2, ?3)
-                     ON CONFLICT (tag) DO UPDATE SET inside = ?2, last_event_at_ms = ?3",
+                    "INSERT INTO visits (tag, inside, last_event_at_ms, checked_in_at_ms, reader,
+                                         raw_id, tag_format)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+                     ON CONFLICT (tag) DO UPDATE
+                     SET inside = ?2, last_event_at_ms = ?3, checked_in_at_ms = ?4, reader = ?5,
+                         raw_id = ?6, tag_format = ?7",
                 )?
-                .execute(params![event.tag, state.inside, state.last_event_ms])?;
+                .execute(params![
+                    event.tag,
+                    state.inside,
+                    state.last_event_ms,
+                    state.checked_in_at_ms,
+                    event.reader,
+                    event.raw_id,
+                    event.tag_format
+                ])?;
             }
             for update in readers {
                 update_reader(&tx, &update)?;
@@ -379,18 +404,28 @@ impl Store {
             .await
     }
 
-    /// Every tag's visit state, for the recorder to start from.
-    pub async fn visit_states(&self) -> Result<HashMap<String, TagState>, StoreError> {
+    /// Every tag's visit state and where it was last read, for the recorder to start from.
+    pub async fn visits(&self) -> Result<HashMap<String, Visit>, StoreError> {
         self.call(|conn| {
-            let mut stmt = conn.prepare("SELECT tag, inside, last_event_at_ms FROM visits")?;
+            let mut stmt = conn.prepare(
+                "SELECT tag, inside, last_event_at_ms, checked_in_at_ms, reader, raw_id, tag_format
+                 FROM visits",
+            )?;
             let rows = stmt.query_map([], |row| {
-                Ok((
-                    row.get(0)?,
-                    TagState {
+                let tag: String = row.get(0)?;
+                let visit = Visit {
+                    state: TagState {
                         inside: row.get(1)?,
                         last_event_ms: row.get(2)?,
+                        checked_in_at_ms: row.get(3)?,
                     },
-                ))
+                    reader: row.get::<_, Option<String>>(4)?.unwrap_or_default(),
+                    raw_id: row
+                        .get::<_, Option<String>>(5)?
+                        .unwrap_or_else(|| tag.trim_start_matches("0x").to_string()),
+                    tag_format: row.get(6)?,
+                };
+                Ok((tag, visit))
             })?;
             rows.collect()
         })
@@ -761,6 +796,7 @@ mod tests {
             tag_format: None,
             kind,
             tapped_at_ms,
+            automatic: false,
         }
     }
 
@@ -855,12 +891,13 @@ mod tests {
             .unwrap();
         drop(store);
         let store = Store::open(&path).unwrap();
-        let states = store.visit_states().await.unwrap();
+        let visits = store.visits().await.unwrap();
         assert_eq!(
-            states["0xAA"],
+            visits["0xAA"].state,
             TagState {
                 inside: true,
-                last_event_ms: 1
+                last_event_ms: 1,
+                checked_in_at_ms: Some(1),
             }
         );
         assert_eq!(store.claim_due(5, i64::MAX, 10).await.unwrap().len(), 1);

@@ -67,4 +67,15 @@ pub const MIGRATIONS: &[&str] = &[
     CREATE INDEX events_open_tapped ON events (tapped_at_ms)
         WHERE state IN ('pending', 'unknown_tag');
     "#,
+    // 3: automatic check-outs.
+    r#"
+    ALTER TABLE visits ADD COLUMN checked_in_at_ms INTEGER;
+    -- Where the tag was last read, so an automatic check-out is sent as the tap's would be.
+    ALTER TABLE visits ADD COLUMN reader TEXT;
+    ALTER TABLE visits ADD COLUMN raw_id TEXT;
+    ALTER TABLE visits ADD COLUMN tag_format TEXT;
+    -- A visit open before this version began with its last event, which was its check-in.
+    UPDATE visits SET checked_in_at_ms = last_event_at_ms WHERE inside = 1;
+    ALTER TABLE events ADD COLUMN automatic INTEGER NOT NULL DEFAULT 0;
+    "#,
 ];

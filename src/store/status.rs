@@ -18,6 +18,8 @@ pub struct StatusData {
     pub paused_since_ms: Option<i64>,
     pub pause_reason: Option<String>,
     pub open_visits: u64,
+    /// Check-outs made by `auto-checkout-after` or `closing-time` (kept events only).
+    pub automatic_checkouts: u64,
     pub readers: Vec<ReaderData>,
     /// Rejected events grouped by EGYM's answer: (status, errorCode, count).
     pub rejections: Vec<(Option<u16>, Option<String>, u64)>,
@@ -106,6 +108,11 @@ pub(super) fn query(tx: &rusqlite::Transaction<'_>) -> rusqlite::Result<StatusDa
     let open_visits = tx.query_row("SELECT COUNT(*) FROM visits WHERE inside = 1", [], |row| {
         row.get::<_, i64>(0)
     })? as u64;
+    let automatic_checkouts = tx.query_row(
+        "SELECT COUNT(*) FROM events WHERE automatic = 1",
+        [],
+        |row| row.get::<_, i64>(0),
+    )? as u64;
     let readers = tx
         .prepare("SELECT name, connected, last_read_at_ms FROM readers ORDER BY name")?
         .query_map([], |row| {
@@ -134,6 +141,7 @@ pub(super) fn query(tx: &rusqlite::Transaction<'_>) -> rusqlite::Result<StatusDa
         paused_since_ms,
         pause_reason,
         open_visits,
+        automatic_checkouts,
         readers,
         rejections,
     })

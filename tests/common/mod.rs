@@ -341,6 +341,7 @@ pub async fn seed_backlog(db: &Path, tags: &[String], events_per_tag: usize) -> 
                 tag_format: None,
                 kind,
                 tapped_at_ms,
+                automatic: false,
             };
             events.push((event, after_event(kind, tapped_at_ms)));
         }

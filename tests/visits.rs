@@ -1,0 +1,106 @@
+//! Automatic check-out, end to end with the real binary.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+
+const LONG: Duration = Duration::from_secs(30);
+
+fn setup(dir: &TestDir, fake: &FakeEgym, pty: &Pty) -> std::path::PathBuf {
+    let reader = format!(
+        "[[readers]]\nname = \"entrance\"\ndriver = \"serial\"\npath = \"{}\"\nprotocol = \"em4100\"\n",
+        pty.slave_path.display()
+    );
+    write_config(
+        dir,
+        &fake.base_url(),
+        "repeat-window = \"1s\"\nauto-checkout-after = \"3s\"",
+        &reader,
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_visit_left_open_is_checked_out_stamped_at_check_in_plus_auto_checkout_after() {
+    let dir = TestDir::new("auto-checkout");
+    let fake = FakeEgym::start(vec![member("0x0C000621A5", "acc-1")], API_KEY)
+        .await
+        .unwrap();
+    let mut pty = Pty::open();
+    let config = setup(&dir, &fake, &pty);
+    let daemon = Daemon::start(&config);
+    daemon.wait_for_line("reader connected", LONG).await;
+    pty.write(&em4100_frame("0C000621A5"));
+    let (ok, received) = fake.wait_for(LONG, |r| count_visits(r) == 2).await;
+    assert!(ok, "{}", daemon.lines().join("\n"));
+    let visits = visits(&received);
+    assert_eq!(
+        (visits[0].1.as_str(), visits[1].1.as_str()),
+        ("checkins", "checkouts")
+    );
+    assert_eq!(
+        visits[1].2,
+        visits[0].2 + 3_000,
+        "stamped with the policy time"
+    );
+    daemon.wait_for_line("automatic check-out", LONG).await;
+    let status = status_json(&config);
+    assert_eq!(status["automatic_checkouts"], 1, "{status}");
+    assert_eq!(status["open_visits"], 0, "{status}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_check_out_that_fell_due_while_stopped_is_sent_at_start_with_its_policy_time() {
+    let dir = TestDir::new("auto-checkout-downtime");
+    let fake = FakeEgym::start(
+        vec![
+            member("0x0C000621A5", "acc-1"),
+            member("0x4B00423C15", "acc-2"),
+        ],
+        API_KEY,
+    )
+    .await
+    .unwrap();
+    let mut pty = Pty::open();
+    let config = setup(&dir, &fake, &pty);
+    let mut daemon = Daemon::start(&config);
+    daemon.wait_for_line("reader connected", LONG).await;
+    pty.write(&em4100_frame("0C000621A5"));
+    assert!(fake.wait_for(LONG, |r| count_visits(r) == 1).await.0);
+    let checked_in = visits(&fake.received())[0].2;
+    daemon.signal(libc::SIGTERM);
+    assert_eq!(daemon.wait_exit(LONG).await.code(), Some(0));
+    assert_eq!(
+        count_visits(&fake.received()),
+        1,
+        "checked out before it was due"
+    );
+
+    // Stopped until well past the due time.
+    while now_ms() < checked_in + 4_000 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let daemon = Daemon::start(&config);
+    daemon.wait_for_line("reader connected", LONG).await;
+    // A tap right away: it is decided after the overdue check-out.
+    pty.write(&em4100_frame("4B00423C15"));
+    let (ok, received) = fake.wait_for(LONG, |r| count_visits(r) == 3).await;
+    assert!(ok, "{}", daemon.lines().join("\n"));
+    let checkout = visits(&received)
+        .into_iter()
+        .find(|(a, what, _)| a == "acc-1" && what == "checkouts")
+        .unwrap();
+    assert_eq!(
+        checkout.2,
+        checked_in + 3_000,
+        "stamped with the policy time, not the restart time"
+    );
+    let recorded = daemon.recorded();
+    assert_eq!(recorded.len(), 2);
+    assert_eq!(
+        (recorded[0].kind.as_str(), recorded[0].tapped_at_ms),
+        ("checkout", checked_in + 3_000)
+    );
+    assert_eq!(recorded[1].kind, "checkin");
+}
