@@ -76,6 +76,10 @@ pub enum Driver {
         baud: u32,
         protocol: &'static Protocol,
     },
+    /// A keyboard-wedge reader's evdev node.
+    Keyboard {
+        path: PathBuf,
+    },
     Stdin,
 }
 
@@ -632,6 +636,80 @@ fn parse_readers(value: Option<&Value>, problems: &mut Problems) -> Option<Vec<R
 
 const SERIAL_ONLY: &[&str] = &["path", "baud", "protocol"];
 
+impl Config {
+    /// Problems with the readers' devices as they are now, for `check-config`: a keyboard
+    /// reader's path that is not an input event node, or that the service (user `gym-checkin`,
+    /// groups `dialout` and `input`) could not open. A device not plugged in is no problem: the
+    /// service waits for it.
+    pub fn check_devices(&self) -> Vec<String> {
+        let mut problems = Vec::new();
+        for (i, reader) in self.readers.iter().enumerate() {
+            if let Driver::Keyboard { path } = &reader.driver
+                && let Ok(meta) = std::fs::metadata(path)
+                && let Err(problem) = input_device_access(&meta, group_id("input"))
+            {
+                problems.push(format!("readers[{i}].path: {}: {problem}", path.display()));
+            }
+        }
+        problems
+    }
+}
+
+/// The major device number of Linux input devices (`/dev/input/event*`).
+const INPUT_MAJOR: u32 = 13;
+
+/// Whether a keyboard reader's device is an input event node the service's group `input`
+/// (gid `input_gid`) may read.
+fn input_device_access(meta: &std::fs::Metadata, input_gid: Option<u32>) -> Result<(), String> {
+    use std::os::unix::fs::{FileTypeExt, MetadataExt};
+    let major = meta
+        .file_type()
+        .is_char_device()
+        .then(|| libc::major(meta.rdev()));
+    device_access(major, meta.mode(), meta.uid(), meta.gid(), input_gid)
+}
+
+/// [`input_device_access`] on the numbers: the device's major number (`None`: not a character
+/// device), mode, owner and group.
+fn device_access(
+    major: Option<u32>,
+    mode: u32,
+    uid: u32,
+    gid: u32,
+    input_gid: Option<u32>,
+) -> Result<(), String> {
+    if major != Some(INPUT_MAJOR) {
+        return Err(
+            "not an input device; a keyboard-wedge reader is read from its event node, \
+                    e.g. /dev/input/by-id/usb-...-event-kbd (see `ls -l /dev/input/by-id/`)"
+                .into(),
+        );
+    }
+    let group_reads = input_gid == Some(gid) && mode & 0o040 != 0;
+    if group_reads || mode & 0o004 != 0 {
+        return Ok(());
+    }
+    Err(format!(
+        "the service cannot open it: it belongs to uid {} gid {} with mode {:o}, and the service \
+         reads input devices through the group `input`. Give the device to that group with a udev \
+         rule (GROUP=\"input\", MODE=\"0640\"; see 99-gym-checkin.rules.example)",
+        uid,
+        gid,
+        mode & 0o7777
+    ))
+}
+
+/// The id of a group, by name.
+fn group_id(name: &str) -> Option<u32> {
+    let name = std::ffi::CString::new(name).ok()?;
+    // SAFETY: getgrnam takes a NUL-terminated name and returns a pointer to static storage or
+    // null; the gid is copied out at once.
+    unsafe {
+        let group = libc::getgrnam(name.as_ptr());
+        (!group.is_null()).then(|| (*group).gr_gid)
+    }
+}
+
 fn parse_reader(i: usize, value: &Value, problems: &mut Problems) -> Option<ReaderConfig> {
     const KEYS: &[&str] = &[
         "name",
@@ -687,12 +765,21 @@ fn parse_reader(i: usize, value: &Value, problems: &mut Problems) -> Option<Read
             Some(Driver::Stdin)
         }
         Some(_) => {
-            problems.add(
-                &s.key("driver"),
-                "\"keyboard\" (USB keyboard-wedge readers) is not supported by this version; \
-                 use serial or stdin",
-            );
-            None
+            for key in ["baud", "protocol"] {
+                if s.table.contains_key(key) {
+                    problems.add(&s.key(key), "applies only to driver = \"serial\"");
+                }
+            }
+            let path = s.required_string("path", problems).map(PathBuf::from);
+            if let Some(path) = &path
+                && path.is_relative()
+            {
+                problems.add(
+                    &s.key("path"),
+                    "must be an absolute path (e.g. /dev/input/by-id/...-event-kbd)",
+                );
+            }
+            path.map(|path| Driver::Keyboard { path })
         }
         None => None,
     };
@@ -925,6 +1012,53 @@ mod tests {
         check_problems("", &["readers: missing"]);
         check_problems("readers = 3", &["readers: expected an array of tables"]);
         check_problems("[egym\n", &["not valid TOML"]);
+    }
+
+    #[test]
+    fn keyboard_devices_must_be_input_nodes_the_service_can_read() {
+        let input = Some(105);
+        assert_eq!(device_access(Some(13), 0o20640, 0, 105, input), Ok(()));
+        assert_eq!(device_access(Some(13), 0o20644, 0, 0, input), Ok(()));
+        let not_input = device_access(Some(188), 0o20660, 0, 20, input).unwrap_err();
+        assert!(not_input.contains("not an input device"), "{not_input}");
+        assert!(
+            device_access(None, 0o100644, 0, 0, input)
+                .unwrap_err()
+                .contains("not an input device")
+        );
+        let unreadable = device_access(Some(13), 0o20600, 0, 0, input).unwrap_err();
+        assert!(
+            unreadable.contains("cannot open it") && unreadable.contains("mode 600"),
+            "{unreadable}"
+        );
+        // The group may not read it, or it is not the input group.
+        assert!(device_access(Some(13), 0o20600, 0, 105, input).is_err());
+        assert!(device_access(Some(13), 0o20640, 0, 7, input).is_err());
+    }
+
+    #[test]
+    fn keyboard_readers() {
+        let config = Config::parse(
+            r#"
+            [[readers]]
+            name = "desk"
+            driver = "keyboard"
+            path = "/dev/input/by-id/usb-reader-event-kbd"
+            id-format = "decimal"
+            byte-order = "reversed"
+            "#,
+        )
+        .unwrap();
+        assert!(
+            matches!(&config.readers[0].driver, Driver::Keyboard { path } if path.ends_with("usb-reader-event-kbd"))
+        );
+        check_problems(
+            "[[readers]]\nname = \"desk\"\ndriver = \"keyboard\"\nbaud = 9600\n",
+            &[
+                "readers[0].baud: applies only to driver = \"serial\"",
+                "readers[0].path: missing",
+            ],
+        );
     }
 
     #[test]

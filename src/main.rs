@@ -109,6 +109,18 @@ fn check_config(path: &std::path::Path) -> ExitCode {
         Ok(loaded) => loaded,
         Err(code) => return code,
     };
+    let device_problems = config.check_devices();
+    if !device_problems.is_empty() {
+        eprintln!(
+            "gym-checkin: {}: {} problem(s) with the readers' devices:",
+            path.display(),
+            device_problems.len()
+        );
+        for problem in device_problems {
+            eprintln!("  {problem}");
+        }
+        return ExitCode::from(EXIT_CONFIG);
+    }
     println!("{}: OK", path.display());
     println!("  EGYM: {} (API key found)", config.egym.base_url);
     println!("  database: {}", config.store.path.display());
@@ -129,6 +141,14 @@ fn check_config(path: &std::path::Path) -> ExitCode {
                     path.display(),
                     protocol.name
                 )
+            }
+            Driver::Keyboard { path } => {
+                let present = if path.exists() {
+                    "present"
+                } else {
+                    "not present now; the service waits for it"
+                };
+                format!("keyboard {} ({present})", path.display())
             }
             Driver::Stdin => "standard input".to_string(),
         };

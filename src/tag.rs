@@ -106,7 +106,7 @@ impl fmt::Display for TagError {
             }
             TagError::FacilityCard => write!(
                 f,
-                "not a facility,card id (id-format = \"facility-card\", e.g. \"176,42493\")"
+                "not a facility,card id (id-format = \"facility-card\", e.g. \"176,42493\" or \"17642493\")"
             ),
             TagError::TooLong { bytes } => {
                 write!(
@@ -168,7 +168,12 @@ fn parse_decimal_id(text: &str) -> Result<RawId, TagError> {
 }
 
 fn parse_facility_card(text: &str) -> Result<RawId, TagError> {
-    let (facility, card) = text.split_once(',').ok_or(TagError::FacilityCard)?;
+    // "176,42493", or the same run together in 3 + 5 digits ("17642493").
+    let (facility, card) = match text.split_once(',') {
+        Some(parts) => parts,
+        None if text.len() == 8 => text.split_at(3),
+        None => return Err(TagError::FacilityCard),
+    };
     let all_digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
     if !all_digits(facility) || !all_digits(card) {
         return Err(TagError::FacilityCard);
@@ -384,7 +389,9 @@ mod tests {
         check_text("006,08613", FacilityCard, Ok("0621A5"));
         check_text("256,1", FacilityCard, Err(TagError::FacilityCard));
         check_text("1,65536", FacilityCard, Err(TagError::FacilityCard));
-        check_text("17642493", FacilityCard, Err(TagError::FacilityCard));
+        check_text("17642493", FacilityCard, Ok("B0A5FD"));
+        check_text("02207638", FacilityCard, Ok("161DD6"));
+        check_text("1764249", FacilityCard, Err(TagError::FacilityCard));
     }
 
     fn check_normalise(hex: &str, id_bytes: IdBytes, byte_order: ByteOrder, expected: &str) {

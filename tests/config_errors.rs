@@ -190,3 +190,18 @@ fn without_a_key_file_the_key_comes_from_the_environment() {
     assert_eq!(output.status.code(), Some(78));
     assert!(String::from_utf8_lossy(&output.stderr).contains("EGYM_API_KEY"));
 }
+
+#[test]
+fn check_config_explains_a_keyboard_reader_that_is_not_an_input_device() {
+    let dir = TestDir::new("keyboard-not-input");
+    let path = config(&dir, |t| {
+        t + "\n[[readers]]\nname = \"desk\"\ndriver = \"keyboard\"\npath = \"/dev/null\"\n"
+    });
+    let output = run("check-config", &path, None);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(78), "{stderr}");
+    assert!(
+        stderr.contains("readers[1].path: /dev/null: not an input device"),
+        "{stderr}"
+    );
+}

@@ -164,3 +164,78 @@ fn line_vectors() {
     }
     assert_eq!(checked, 7, "all line_ascii vectors");
 }
+
+#[test]
+fn keyboard_wedge_vectors() {
+    use gym_checkin::reader::keyboard::KeyDecoder;
+    use std::time::{Duration, Instant};
+    let mut checked = 0;
+    for vector in vectors() {
+        if vector["protocol"] != "keyboard_wedge" {
+            continue;
+        }
+        let name = vector["id"].as_str().unwrap();
+        let settings = &vector["settings"];
+        let format = match settings["input"].as_str().unwrap() {
+            "hex" => IdFormat::Hex,
+            "decimal" => IdFormat::Decimal,
+            "fac_card" => IdFormat::FacilityCard,
+            other => panic!("{name}: input {other}"),
+        };
+        // A reader that prints the bytes least significant first is read with byte-order reversed.
+        let byte_order = match settings["input_byte_order"].as_str() {
+            Some("lsb_first") => ByteOrder::Reversed,
+            _ => ByteOrder::AsRead,
+        };
+        let mut decoder = KeyDecoder::default();
+        let mut at = Instant::now();
+        let mut typed = Vec::new();
+        for event in vector["evdev_key_events"].as_array().unwrap() {
+            at += Duration::from_millis(4);
+            let (code, value) = (
+                event[0].as_u64().unwrap() as u16,
+                event[1].as_i64().unwrap() as i32,
+            );
+            typed.extend(decoder.key(code, value, at));
+        }
+        // Keys that are no part of an id (kbd-16's Q) are not typed.
+        let expected_text: String = vector["raw_text"]
+            .as_str()
+            .unwrap()
+            .trim_end()
+            .to_lowercase()
+            .chars()
+            .filter(|c| c.is_ascii_hexdigit() || *c == ',')
+            .collect();
+        assert_eq!(
+            typed.iter().map(|t| t.to_lowercase()).collect::<Vec<_>>(),
+            vec![expected_text],
+            "{name}: typed"
+        );
+        let rfids: Vec<String> = typed
+            .iter()
+            .filter_map(|text| tag::parse_text_id(text, format).ok())
+            .map(|raw| {
+                tag::normalise(
+                    &raw,
+                    Normalisation {
+                        id_bytes: IdBytes::All,
+                        byte_order,
+                    },
+                )
+            })
+            .collect();
+        let expected: Vec<&str> = match &vector["expected"] {
+            Value::Null => Vec::new(),
+            e => e["ids"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|id| id["egym_rfid"].as_str().unwrap())
+                .collect(),
+        };
+        assert_eq!(rfids, expected, "{name}");
+        checked += 1;
+    }
+    assert_eq!(checked, 17, "all keyboard_wedge vectors");
+}

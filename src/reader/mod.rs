@@ -8,6 +8,7 @@
 
 pub mod codec;
 mod em4100;
+pub mod keyboard;
 mod line;
 
 use std::path::PathBuf;
@@ -69,6 +70,10 @@ pub enum Source {
         path: PathBuf,
         baud: u32,
     },
+    /// An evdev keyboard (a keyboard-wedge reader), grabbed.
+    Keyboard {
+        path: PathBuf,
+    },
     /// This process's standard input (line protocol); ends at end of input.
     Stdin,
     /// Any byte stream (line protocol), e.g. the demo's simulated reader; ends at end of input.
@@ -79,6 +84,7 @@ impl std::fmt::Debug for Source {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Source::Serial { path, baud } => write!(f, "Serial({}, {baud})", path.display()),
+            Source::Keyboard { path } => write!(f, "Keyboard({})", path.display()),
             Source::Stdin => write!(f, "Stdin"),
             Source::Stream(_) => write!(f, "Stream"),
         }
@@ -92,13 +98,14 @@ impl Source {
                 path: path.clone(),
                 baud: *baud,
             },
+            Driver::Keyboard { path } => Source::Keyboard { path: path.clone() },
             Driver::Stdin => Source::Stdin,
         }
     }
 
     fn describe(&self) -> String {
         match self {
-            Source::Serial { path, .. } => path.display().to_string(),
+            Source::Serial { path, .. } | Source::Keyboard { path } => path.display().to_string(),
             Source::Stdin => "standard input".into(),
             Source::Stream(_) => "simulated reader".into(),
         }
@@ -118,6 +125,7 @@ fn open(source: &mut Source) -> std::io::Result<Device> {
             let stream = tokio_serial::SerialStream::open(&port).map_err(std::io::Error::other)?;
             Ok(Box::new(stream))
         }
+        Source::Keyboard { path } => Ok(Box::new(keyboard::KeyboardDevice::open(path)?)),
         Source::Stdin => Ok(Box::new(tokio::io::stdin())),
         Source::Stream(stream) => {
             let stream = std::mem::replace(stream, Box::new(tokio::io::empty()));
@@ -158,7 +166,7 @@ impl Reader {
     pub fn new(config: ReaderConfig, source: Source) -> Reader {
         let codec = match &config.driver {
             Driver::Serial { protocol, .. } => (protocol.new_codec)(),
-            Driver::Stdin => (codec::protocol("line")
+            Driver::Stdin | Driver::Keyboard { .. } => (codec::protocol("line")
                 .expect("the line protocol exists")
                 .new_codec)(),
         };
@@ -253,7 +261,7 @@ impl Reader {
         let mut buffer = [0u8; 512];
         let mut frames = Vec::new();
         let mut had_data = false;
-        let ends_for_good = !matches!(self.source, Source::Serial { .. });
+        let ends_for_good = matches!(self.source, Source::Stdin | Source::Stream(_));
         loop {
             // Reading is cancel-safe: an answer to the watchdog loses no bytes.
             let read = tokio::select! {
