@@ -77,5 +77,9 @@ pub const MIGRATIONS: &[&str] = &[
     -- A visit open before this version began with its last event, which was its check-in.
     UPDATE visits SET checked_in_at_ms = last_event_at_ms WHERE inside = 1;
     ALTER TABLE events ADD COLUMN automatic INTEGER NOT NULL DEFAULT 0;
+
+    -- Open events in id order: the claim walks this and stops after a few rows, however many
+    -- delivered events the table keeps.
+    CREATE INDEX events_open_id ON events (id) WHERE state IN ('pending', 'unknown_tag');
     "#,
 ];

@@ -1,0 +1,370 @@
+//! `cargo bench --bench pipeline`: how close gym-checkin comes to its physical bounds, measured
+//! in one run on one machine. Prints a table, then (last line) one JSON object with the figures.
+//!
+//! - the cost of durability on this disk: a bare SQLite insert + commit (WAL, synchronous=FULL);
+//! - a tap: frame written into a pseudo-terminal until its event is committed (the daemon's
+//!   "tap recorded" log line, stamped after the commit), one at a time and in a burst;
+//! - a tap until the stand-in EGYM on loopback has the check-in (tag already cached);
+//! - a backlog of 3,000 events of 1,000 tags drained against EGYM's token bucket, with 10 ms of
+//!   latency per request, against the time the bucket allows;
+//! - memory after the drain, CPU while idle with two readers connected;
+//! - claiming due events with 1,000,000 delivered and 10,000 pending rows, and the database's
+//!   size per 100,000 events.
+
+#[path = "../tests/common/mod.rs"]
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+use gym_checkin::store::Store;
+
+fn percentile(samples: &mut [f64], p: f64) -> f64 {
+    samples.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    let rank = ((p / 100.0) * (samples.len() as f64 - 1.0)).round() as usize;
+    samples[rank.min(samples.len() - 1)]
+}
+
+/// The time in a log line's leading RFC 3339 stamp, in milliseconds since the epoch.
+fn log_time_ms(line: &str) -> f64 {
+    let stamp = line.split_whitespace().next().unwrap();
+    let ts: jiff::Timestamp = stamp.parse().unwrap();
+    ts.as_nanosecond() as f64 / 1e6
+}
+
+fn now_ms_f64() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as f64
+        / 1e6
+}
+
+fn reader(name: &str, path: &std::path::Path, protocol: &str) -> String {
+    format!(
+        "[[readers]]\nname = \"{name}\"\ndriver = \"serial\"\npath = \"{}\"\nprotocol = \"{protocol}\"\ndebounce = \"10ms\"\n",
+        path.display()
+    )
+}
+
+fn egym(rate: f64, burst: u32) -> String {
+    format!("rate-limit-per-second = {rate}\nrate-limit-burst = {burst}\nrequest-timeout = \"5s\"")
+}
+
+/// A bare insert + commit, as the recorder's, on a file in `dir`.
+fn floor_commit(dir: &TestDir, n: usize) -> Vec<f64> {
+    let conn = rusqlite::Connection::open(dir.path("floor.db")).unwrap();
+    conn.execute_batch(
+        "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL;
+         CREATE TABLE t (id INTEGER PRIMARY KEY, tag TEXT, at INTEGER);",
+    )
+    .unwrap();
+    (0..n)
+        .map(|i| {
+            let start = Instant::now();
+            conn.execute(
+                "INSERT INTO t (tag, at) VALUES (?1, ?2)",
+                rusqlite::params![format!("0x{i:010X}"), i as i64],
+            )
+            .unwrap();
+            start.elapsed().as_secs_f64() * 1000.0
+        })
+        .collect()
+}
+
+/// The figures: printed as a table as they come, kept for the closing JSON line.
+struct Figures {
+    json: serde_json::Map<String, serde_json::Value>,
+}
+
+impl Figures {
+    fn add(&mut self, key: &str, label: &str, value: f64) {
+        println!("  {label:<72} {value:>10.3}");
+        self.json.insert(
+            key.to_string(),
+            serde_json::json!((value * 1000.0).round() / 1000.0),
+        );
+    }
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() {
+    let mut f = Figures {
+        json: serde_json::Map::new(),
+    };
+    let dir = TestDir::new("bench");
+    println!("gym-checkin pipeline benchmark");
+
+    // 1. The floor: what durability costs on this disk.
+    let mut floor = floor_commit(&dir, 1000);
+    f.add(
+        "floor_commit_p50_ms",
+        "floor: insert + commit, WAL, synchronous=FULL, p50 (ms)",
+        percentile(&mut floor, 50.0),
+    );
+    f.add(
+        "floor_commit_p99_ms",
+        "floor: insert + commit, p99 (ms)",
+        percentile(&mut floor, 99.0),
+    );
+
+    // 2. Taps until durable, and until EGYM has them.
+    let tags: Vec<(String, String)> = (0..50)
+        .map(|i| (format!("0B{i:08X}"), format!("acc-{i}")))
+        .collect();
+    let fake = FakeEgym::start(
+        tags.iter()
+            .map(|(t, a)| member(&format!("0x{t}"), a))
+            .collect(),
+        API_KEY,
+    )
+    .await
+    .unwrap();
+    let taps_dir = TestDir::new("bench-taps");
+    let mut pty = Pty::open();
+    let second = Pty::open();
+    let readers = reader("entrance", &pty.slave_path, "em4100")
+        + &reader("exit", &second.slave_path, "em4100");
+    let config = write_config_with(
+        &taps_dir,
+        &fake.base_url(),
+        &egym(1000.0, 1000),
+        "repeat-window = \"0s\"",
+        &readers,
+    );
+    let daemon = Daemon::start(&config);
+    daemon
+        .wait_for_lines("reader connected", 2, Duration::from_secs(30))
+        .await;
+    // Warm the tag cache, so the EGYM figure is a post, not a lookup.
+    for (tag, _) in &tags {
+        pty.write(&em4100_frame(tag));
+        tokio::time::sleep(Duration::from_millis(15)).await;
+    }
+    fake.wait_for(Duration::from_secs(30), |r| count_visits(r) == tags.len())
+        .await;
+
+    const TAPS: usize = 1000;
+    let before = daemon.lines().len();
+    let received_before = fake.received().len();
+    let mut written = Vec::with_capacity(TAPS);
+    let mut interval = tokio::time::interval(Duration::from_millis(50));
+    for i in 0..TAPS {
+        interval.tick().await;
+        written.push(now_ms_f64());
+        pty.write(&em4100_frame(&tags[i % tags.len()].0));
+    }
+    daemon
+        .wait_for_lines("tap recorded", tags.len() + TAPS, Duration::from_secs(60))
+        .await;
+    let lines: Vec<String> = daemon.lines()[before..]
+        .iter()
+        .filter(|l| l.contains("tap recorded"))
+        .cloned()
+        .collect();
+    let mut durable: Vec<f64> = lines
+        .iter()
+        .zip(&written)
+        .map(|(l, w)| log_time_ms(l) - w)
+        .collect();
+    f.add(
+        "tap_durable_p50_ms",
+        "tap → committed, 1,000 taps at 20/s, p50 (ms)",
+        percentile(&mut durable, 50.0),
+    );
+    f.add(
+        "tap_durable_p99_ms",
+        "tap → committed, p99 (ms)",
+        percentile(&mut durable, 99.0),
+    );
+    let (_, received) = fake
+        .wait_for(Duration::from_secs(60), |r| {
+            r.len() >= received_before + TAPS
+        })
+        .await;
+    let mut to_egym: Vec<f64> = received[received_before..]
+        .iter()
+        .zip(&written)
+        .map(|(r, w)| r.at_ms as f64 - w)
+        .collect();
+    f.add(
+        "tap_egym_p50_ms",
+        "tap → check-in at EGYM (loopback, cached tag), p50 (ms)",
+        percentile(&mut to_egym, 50.0),
+    );
+    f.add(
+        "tap_egym_p99_ms",
+        "tap → check-in at EGYM, p99 (ms)",
+        percentile(&mut to_egym, 99.0),
+    );
+
+    // A burst: 200 frames back to back.
+    let before = daemon.lines().len();
+    let burst: Vec<u8> = (0..200)
+        .flat_map(|i| em4100_frame(&format!("0C{i:08X}")))
+        .collect();
+    let burst_written = now_ms_f64();
+    pty.write(&burst);
+    daemon
+        .wait_for_lines(
+            "tap recorded",
+            tags.len() + TAPS + 200,
+            Duration::from_secs(60),
+        )
+        .await;
+    let mut burst_durable: Vec<f64> = daemon.lines()[before..]
+        .iter()
+        .filter(|l| l.contains("tap recorded"))
+        .map(|l| log_time_ms(l) - burst_written)
+        .collect();
+    f.add(
+        "burst_durable_p99_ms",
+        "200 frames back to back → committed, p99 (ms)",
+        percentile(&mut burst_durable, 99.0),
+    );
+
+    // Idle: two readers connected, nothing happening.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let cpu_before = daemon.cpu_time();
+    let idle_start = Instant::now();
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    let idle_cpu =
+        (daemon.cpu_time() - cpu_before).as_secs_f64() / idle_start.elapsed().as_secs_f64() * 100.0;
+    f.add(
+        "idle_cpu_pct",
+        "CPU while idle, two readers connected, 10 s (% of a core)",
+        idle_cpu,
+    );
+    drop(daemon);
+
+    // 3. Draining a backlog at EGYM's rate.
+    let (rate, burst_size) = (300.0, 300);
+    let drain_dir = TestDir::new("bench-drain");
+    let drain_tags: Vec<String> = (0..1000).map(|i| format!("0x0D{i:08X}")).collect();
+    let drain_fake = FakeEgym::start(
+        drain_tags
+            .iter()
+            .enumerate()
+            .map(|(i, t)| member(t, &format!("acc-{i}")))
+            .collect(),
+        API_KEY,
+    )
+    .await
+    .unwrap();
+    drain_fake.set_latency(Duration::from_millis(10));
+    let events = seed_backlog(&drain_dir.path("gym-checkin.db"), &drain_tags, 3).await;
+    let drain_pty = Pty::open();
+    let drain_config = write_config_with(
+        &drain_dir,
+        &drain_fake.base_url(),
+        &egym(rate, burst_size),
+        "",
+        &reader("desk", &drain_pty.slave_path, "em4100"),
+    );
+    drain_fake.set_rate_limit(rate, burst_size);
+    let drain_daemon = Daemon::start(&drain_config);
+    let (ok, received) = drain_fake
+        .wait_for(Duration::from_secs(120), |r| count_visits(r) == events)
+        .await;
+    assert!(ok, "the backlog did not drain");
+    let first = received.first().unwrap().at_ms as f64;
+    let last = received.last().unwrap().at_ms as f64;
+    let drain_s = (last - first) / 1000.0 + 0.010;
+    let bound_s = (received.len() as f64 - f64::from(burst_size)).max(0.0) / rate;
+    f.add(
+        "drain_s",
+        &format!(
+            "drain: {events} events of 1,000 tags, {} requests (s)",
+            received.len()
+        ),
+        drain_s,
+    );
+    f.add(
+        "drain_bound_s",
+        "drain: what the bucket (300/s, burst 300) allows (s)",
+        bound_s,
+    );
+    f.add(
+        "drain_429",
+        "drain: 429 answers",
+        received.iter().filter(|r| r.status == Some(429)).count() as f64,
+    );
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let status = std::fs::read_to_string(format!("/proc/{}/status", drain_daemon.pid())).unwrap();
+    let rss_kb: f64 = status
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .unwrap()
+        .split_whitespace()
+        .nth(1)
+        .unwrap()
+        .parse()
+        .unwrap();
+    f.add(
+        "rss_mb",
+        "resident memory after the drain (MB)",
+        rss_kb / 1024.0,
+    );
+    drop(drain_daemon);
+
+    // 4. Claiming with a big table.
+    let big_dir = TestDir::new("bench-claim");
+    let big_db = big_dir.path("big.db");
+    {
+        // Fill the outbox directly (fast): 1,000,000 delivered and 10,000 pending events.
+        drop(Store::open(&big_db).unwrap());
+        let conn = rusqlite::Connection::open(&big_db).unwrap();
+        conn.execute_batch("PRAGMA journal_mode = WAL; PRAGMA synchronous = OFF; BEGIN;")
+            .unwrap();
+        let now = gym_checkin::clock::now_ms();
+        let mut insert = conn
+            .prepare(
+                "INSERT INTO events (reader, raw_id, tag, kind, tapped_at_ms, recorded_at_ms, state, attempts,
+                                     next_attempt_at_ms, finished_at_ms, account_id, last_status)
+                 VALUES ('entrance', ?1, ?2, 'checkin', ?3, ?3, ?4, 1, ?3, ?5, 'acc', 204)",
+            )
+            .unwrap();
+        for i in 0..1_010_000i64 {
+            let (state, finished) = if i < 1_000_000 {
+                ("delivered", Some(now - 1000))
+            } else {
+                ("pending", None)
+            };
+            let tag = format!("0x0E{:08X}", i % 200_000);
+            insert
+                .execute(rusqlite::params![
+                    &tag[2..],
+                    tag,
+                    now - 3_600_000 + i,
+                    state,
+                    finished
+                ])
+                .unwrap();
+        }
+        drop(insert);
+        conn.execute_batch("COMMIT; PRAGMA wal_checkpoint(TRUNCATE);")
+            .unwrap();
+    }
+    let size_mb = std::fs::metadata(&big_db).unwrap().len() as f64 / 1e6;
+    let store = Store::open(&big_db).unwrap();
+    let now = gym_checkin::clock::now_ms();
+    let mut claims = Vec::new();
+    for _ in 0..50 {
+        let start = Instant::now();
+        let due = store.claim_due(now, now - 30_000, 8).await.unwrap();
+        claims.push(start.elapsed().as_secs_f64() * 1000.0);
+        assert_eq!(due.len(), 8);
+    }
+    f.add(
+        "claim_ms_1m_rows",
+        "claim 8 due events, 1,000,000 delivered + 10,000 pending rows, p50 (ms)",
+        percentile(&mut claims, 50.0),
+    );
+    f.add(
+        "db_mb_per_100k_events",
+        "database size per 100,000 events (MB)",
+        size_mb / 10.1,
+    );
+
+    println!("{}", serde_json::Value::Object(f.json));
+}
