@@ -28,14 +28,16 @@
 //!
 //! # Threading
 //! The connection lives on one dedicated thread; async callers send it closures and await the
-//! answer, so no SQLite call (and no fsync) ever blocks a tokio worker thread.
+//! answer, so no SQLite call (and no fsync) ever blocks a tokio worker thread. Taps to record go
+//! ahead of all other work on that thread.
 
 mod schema;
 pub mod status;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::fmt;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Condvar, Mutex};
 
 use rusqlite::{Connection, OptionalExtension, params};
 use tokio::sync::oneshot;
@@ -243,10 +245,69 @@ impl From<rusqlite::Error> for StoreError {
 
 type Job = Box<dyn FnOnce(&mut Connection) + Send>;
 
+/// Work for the database thread, in two queues: taps to record go before everything else, so a
+/// member's tap never waits behind the delivery worker's bookkeeping.
+#[derive(Default)]
+struct Queue {
+    jobs: Mutex<Jobs>,
+    ready: Condvar,
+}
+
+#[derive(Default)]
+struct Jobs {
+    taps: VecDeque<Job>,
+    other: VecDeque<Job>,
+    /// Every handle is gone: the thread ends once the queues are empty.
+    closed: bool,
+}
+
+impl Queue {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Jobs> {
+        // A panic aborts the process (panic = "abort"), so the lock is never poisoned.
+        self.jobs.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The next job, taps first; `None` once closed and drained.
+    fn next(&self) -> Option<Job> {
+        let mut jobs = self.lock();
+        loop {
+            if let Some(job) = jobs.taps.pop_front().or_else(|| jobs.other.pop_front()) {
+                return Some(job);
+            }
+            if jobs.closed {
+                return None;
+            }
+            jobs = self.ready.wait(jobs).unwrap_or_else(|e| e.into_inner());
+        }
+    }
+}
+
+/// The sending side; the last one dropped closes the queue.
+struct Sender(Arc<Queue>);
+
+impl Drop for Sender {
+    fn drop(&mut self) {
+        self.0.lock().closed = true;
+        self.0.ready.notify_one();
+    }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Priority {
+    Tap,
+    Other,
+}
+
 /// A handle to the database thread. Cheap to clone.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct Store {
-    jobs: std::sync::mpsc::Sender<Job>,
+    sender: Arc<Sender>,
+}
+
+impl fmt::Debug for Store {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Store")
+    }
 }
 
 const OPEN: &str = "state IN ('pending', 'unknown_tag')";
@@ -255,19 +316,23 @@ impl Store {
     /// Opens (creating if needed) and migrates the database, then starts its thread.
     pub fn open(path: &Path) -> Result<Store, StoreError> {
         let conn = open_connection(path)?;
-        let (jobs, queue) = std::sync::mpsc::channel::<Job>();
+        let queue = Arc::new(Queue::default());
+        let worker_queue = queue.clone();
         std::thread::Builder::new()
             .name("store".into())
             .spawn(move || {
                 let mut conn = conn;
-                for job in queue {
+                while let Some(job) = worker_queue.next() {
                     job(&mut conn);
                 }
             })
-            .map_err(|e| {
-                StoreError::Sqlite(rusqlite::Error::ToSqlConversionFailure(Box::new(e)))
+            .map_err(|e| StoreError::Open {
+                path: path.to_path_buf(),
+                detail: format!("cannot start its thread: {e}"),
             })?;
-        Ok(Store { jobs })
+        Ok(Store {
+            sender: Arc::new(Sender(queue)),
+        })
     }
 
     /// Runs `f` on the database thread.
@@ -276,11 +341,27 @@ impl Store {
         R: Send + 'static,
         F: FnOnce(&mut Connection) -> rusqlite::Result<R> + Send + 'static,
     {
+        self.call_with(Priority::Other, f).await
+    }
+
+    async fn call_with<R, F>(&self, priority: Priority, f: F) -> Result<R, StoreError>
+    where
+        R: Send + 'static,
+        F: FnOnce(&mut Connection) -> rusqlite::Result<R> + Send + 'static,
+    {
         let (reply, answer) = oneshot::channel();
         let job: Job = Box::new(move |conn| {
             let _ = reply.send(f(conn));
         });
-        self.jobs.send(job).map_err(|_| StoreError::Closed)?;
+        {
+            let queue = &self.sender.0;
+            let mut jobs = queue.lock();
+            match priority {
+                Priority::Tap => jobs.taps.push_back(job),
+                Priority::Other => jobs.other.push_back(job),
+            }
+            queue.ready.notify_one();
+        }
         Ok(answer.await.map_err(|_| StoreError::Closed)??)
     }
 
@@ -297,7 +378,7 @@ impl Store {
         events: Vec<(NewEvent, TagState)>,
         readers: Vec<ReaderUpdate>,
     ) -> Result<Vec<i64>, StoreError> {
-        self.call(move |conn| {
+        self.call_with(Priority::Tap, move |conn| {
             let tx = conn.transaction()?;
             let mut ids = Vec::with_capacity(events.len());
             let now = crate::clock::now_ms();
