@@ -761,25 +761,7 @@ impl Store {
     }
 
     pub async fn event_counts(&self) -> Result<EventCounts, StoreError> {
-        self.call(|conn| {
-            let mut counts = EventCounts::default();
-            let mut stmt = conn.prepare("SELECT state, COUNT(*) FROM events GROUP BY state")?;
-            let mut rows = stmt.query([])?;
-            while let Some(row) = rows.next()? {
-                let state: String = row.get(0)?;
-                let n: i64 = row.get(1)?;
-                let n = n as u64;
-                match state.as_str() {
-                    "pending" => counts.pending = n,
-                    "unknown_tag" => counts.unknown_tag = n,
-                    "delivered" => counts.delivered = n,
-                    "rejected" => counts.rejected = n,
-                    _ => {}
-                }
-            }
-            Ok(counts)
-        })
-        .await
+        self.call(|conn| status::count_events(conn)).await
     }
 }
 

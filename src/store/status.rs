@@ -69,24 +69,28 @@ pub fn read(path: &Path) -> Result<StatusData, StoreError> {
     Ok(query(&tx)?)
 }
 
-/// The status, read in one (read) transaction.
-pub(super) fn query(tx: &rusqlite::Transaction<'_>) -> rusqlite::Result<StatusData> {
+/// Events by state.
+pub(super) fn count_events(conn: &Connection) -> rusqlite::Result<EventCounts> {
     let mut events = EventCounts::default();
-    {
-        let mut stmt = tx.prepare("SELECT state, COUNT(*) FROM events GROUP BY state")?;
-        let mut rows = stmt.query([])?;
-        while let Some(row) = rows.next()? {
-            let state: String = row.get(0)?;
-            let n = row.get::<_, i64>(1)? as u64;
-            match state.as_str() {
-                "pending" => events.pending = n,
-                "unknown_tag" => events.unknown_tag = n,
-                "delivered" => events.delivered = n,
-                "rejected" => events.rejected = n,
-                _ => {}
-            }
+    let mut stmt = conn.prepare_cached("SELECT state, COUNT(*) FROM events GROUP BY state")?;
+    let mut rows = stmt.query([])?;
+    while let Some(row) = rows.next()? {
+        let state: String = row.get(0)?;
+        let n = row.get::<_, i64>(1)? as u64;
+        match state.as_str() {
+            "pending" => events.pending = n,
+            "unknown_tag" => events.unknown_tag = n,
+            "delivered" => events.delivered = n,
+            "rejected" => events.rejected = n,
+            _ => {}
         }
     }
+    Ok(events)
+}
+
+/// The status, read in one (read) transaction.
+pub(super) fn query(tx: &rusqlite::Transaction<'_>) -> rusqlite::Result<StatusData> {
+    let events = count_events(tx)?;
     let oldest_pending_tapped_at_ms = tx.query_row(
         "SELECT MIN(tapped_at_ms) FROM events WHERE state = 'pending'",
         [],
