@@ -259,7 +259,26 @@ impl Recorder {
             }
             let events: Vec<(NewEvent, TagState)> = self.held.iter().take(n).cloned().collect();
             let readers: Vec<ReaderUpdate> = self.readers.values().cloned().collect();
-            match self.store.record_batch(events, readers).await {
+            let recorded = self.recorded.clone();
+            // Said, and delivery woken, on the database thread right after the commit.
+            let committed = move |events: &[(NewEvent, TagState)], ids: &[i64]| {
+                for ((event, _), id) in events.iter().zip(ids) {
+                    info!(
+                        outcome = "recorded",
+                        automatic = event.automatic,
+                        event_id = id,
+                        reader = %event.reader,
+                        tag = %tag::short(&event.tag),
+                        kind = %event.kind.as_str(),
+                        tapped_at_ms = event.tapped_at_ms,
+                        "tap recorded"
+                    );
+                }
+                if !ids.is_empty() {
+                    recorded.notify_one();
+                }
+            };
+            match self.store.record_batch(events, readers, committed).await {
                 Ok(ids) => {
                     self.readers.clear();
                     if std::mem::take(&mut self.write_failing) {
@@ -268,22 +287,7 @@ impl Recorder {
                             "the database can be written again; writing the held taps"
                         );
                     }
-                    for id in ids {
-                        let (event, _) = self.held.pop_front().expect("one held event per id");
-                        info!(
-                            outcome = "recorded",
-                            automatic = event.automatic,
-                            event_id = id,
-                            reader = %event.reader,
-                            tag = %tag::short(&event.tag),
-                            kind = %event.kind.as_str(),
-                            tapped_at_ms = event.tapped_at_ms,
-                            "tap recorded"
-                        );
-                    }
-                    if n > 0 {
-                        self.recorded.notify_one();
-                    }
+                    self.held.drain(..ids.len());
                 }
                 Err(e) => {
                     if !self.write_failing {

@@ -37,10 +37,12 @@ pub mod status;
 use std::collections::{HashMap, VecDeque};
 use std::fmt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicI32, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 
 use rusqlite::{Connection, OptionalExtension, params};
 use tokio::sync::oneshot;
+use tracing::warn;
 
 use crate::visit::{Kind, TagState};
 
@@ -267,6 +269,12 @@ impl Queue {
         self.jobs.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// Whether no job is waiting.
+    fn is_idle(&self) -> bool {
+        let jobs = self.lock();
+        jobs.taps.is_empty() && jobs.other.is_empty()
+    }
+
     /// The next job, taps first; `None` once closed and drained.
     fn next(&self) -> Option<Job> {
         let mut jobs = self.lock();
@@ -279,6 +287,78 @@ impl Queue {
             }
             jobs = self.ready.wait(jobs).unwrap_or_else(|e| e.into_inner());
         }
+    }
+}
+
+/// The write-ahead log, kept off the path of a tap.
+///
+/// Left to itself, SQLite checkpoints in whichever commit makes the log reach 1,000 pages, and
+/// starts the log over in the first commit after that, with an extra fsync for its header. Either
+/// could be a tap's. Here the database thread checkpoints only when it has nothing else to do,
+/// and at once makes the small write that starts the log over, so a tap's commit is always
+/// frames appended to a log of settled size, and one fsync.
+struct Log {
+    /// Pages in the log after the last commit, as SQLite reports them.
+    pages: Arc<AtomicI32>,
+    /// Checkpoint when the log holds this many pages.
+    threshold: i32,
+}
+
+/// Pages in the write-ahead log that call for a checkpoint (SQLite's own default).
+const CHECKPOINT_PAGES: i32 = 1000;
+
+impl Log {
+    /// Takes over checkpointing from SQLite's automatic one.
+    fn watch(conn: &mut Connection) -> Log {
+        let pages = Arc::new(AtomicI32::new(0));
+        let seen = pages.clone();
+        let hooked = conn.wal_hook(Some(move |_: &mut rusqlite::hooks::Wal, n: i32| {
+            seen.store(n, Ordering::Relaxed);
+            Ok(())
+        }));
+        if let Err(e) = hooked {
+            // SQLite's automatic checkpoint stays in place: slower taps now and then, no harm.
+            warn!(error = %e, "cannot watch the database's write-ahead log");
+        }
+        Log {
+            pages,
+            threshold: CHECKPOINT_PAGES,
+        }
+    }
+
+    fn wants_checkpoint(&self) -> bool {
+        self.pages.load(Ordering::Relaxed) >= self.threshold
+    }
+
+    /// Copies the log into the database; if all of it went, starts the log over now.
+    fn checkpoint(&mut self, conn: &Connection) {
+        let result = conn
+            .query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |row| {
+                Ok((
+                    row.get::<_, i32>(0)?,
+                    row.get::<_, i32>(1)?,
+                    row.get::<_, i32>(2)?,
+                ))
+            })
+            .and_then(|(busy, in_log, copied)| {
+                if busy != 0 || copied < in_log {
+                    // A reader (`gym-checkin status`) still needs part of the log.
+                    return Ok(false);
+                }
+                conn.prepare_cached("UPDATE maintenance SET checkpointed_at_ms = ?1 WHERE id = 1")?
+                    .execute([crate::clock::now_ms()])?;
+                Ok(true)
+            });
+        let pages = self.pages.load(Ordering::Relaxed);
+        self.threshold = match result {
+            Ok(true) => CHECKPOINT_PAGES,
+            // Try again once the log has grown a little more.
+            Ok(false) => pages + CHECKPOINT_PAGES / 4,
+            Err(e) => {
+                warn!(error = %e, pages, "cannot checkpoint the database's write-ahead log; it keeps growing until this succeeds");
+                pages + CHECKPOINT_PAGES / 4
+            }
+        };
     }
 }
 
@@ -322,8 +402,12 @@ impl Store {
             .name("store".into())
             .spawn(move || {
                 let mut conn = conn;
+                let mut log = Log::watch(&mut conn);
                 while let Some(job) = worker_queue.next() {
                     job(&mut conn);
+                    if log.wants_checkpoint() && worker_queue.is_idle() {
+                        log.checkpoint(&conn);
+                    }
                 }
             })
             .map_err(|e| StoreError::Open {
@@ -367,22 +451,32 @@ impl Store {
 
     /// Records one event and the tag's new visit state; returns the event id once committed.
     pub async fn record_event(&self, event: NewEvent, state: TagState) -> Result<i64, StoreError> {
-        let ids = self.record_batch(vec![(event, state)], Vec::new()).await?;
+        let ids = self
+            .record_batch(vec![(event, state)], Vec::new(), |_, _| {})
+            .await?;
         Ok(ids[0])
     }
 
     /// Records events, each with its tag's new visit state, and reader updates, all in one
     /// transaction (one fsync for a burst of taps); returns the event ids once committed.
-    pub async fn record_batch(
+    ///
+    /// `committed` runs on the database thread the moment the transaction has committed, with
+    /// the events and their ids: what must follow a commit at once (saying so in the log) does
+    /// not wait for the caller to be woken.
+    pub async fn record_batch<F>(
         &self,
         events: Vec<(NewEvent, TagState)>,
         readers: Vec<ReaderUpdate>,
-    ) -> Result<Vec<i64>, StoreError> {
+        committed: F,
+    ) -> Result<Vec<i64>, StoreError>
+    where
+        F: FnOnce(&[(NewEvent, TagState)], &[i64]) + Send + 'static,
+    {
         self.call_with(Priority::Tap, move |conn| {
             let tx = conn.transaction()?;
             let mut ids = Vec::with_capacity(events.len());
             let now = crate::clock::now_ms();
-            for (event, state) in events {
+            for (event, state) in &events {
                 tx.prepare_cached(
                     "INSERT INTO events (reader, raw_id, tag, tag_format, kind, tapped_at_ms,
                                          recorded_at_ms, next_attempt_at_ms, automatic)
@@ -421,6 +515,7 @@ impl Store {
                 update_reader(&tx, &update)?;
             }
             tx.commit()?;
+            committed(&events, &ids);
             Ok(ids)
         })
         .await
@@ -868,6 +963,52 @@ mod tests {
             tapped_at_ms,
             automatic: false,
         }
+    }
+
+    #[tokio::test]
+    async fn the_log_is_checkpointed_and_started_over_between_jobs() {
+        let (path, store) = temp_db("log");
+        // 600 commits of 10 events on new tags: several thousand pages through the log.
+        for batch in 0..600 {
+            let events = (0..10)
+                .map(|i| {
+                    let at = batch * 10 + i;
+                    (
+                        event(&format!("0x{at:010X}"), Kind::CheckIn, at),
+                        crate::visit::after_event(Kind::CheckIn, at),
+                    )
+                })
+                .collect();
+            store
+                .record_batch(events, Vec::new(), |_, _| {})
+                .await
+                .unwrap();
+        }
+        // Jobs run in order: once this one is answered, the thread is past every checkpoint the
+        // batches called for.
+        store.event(1).await.unwrap();
+
+        let conn = Connection::open(&path).unwrap();
+        let checkpointed: Option<i64> = conn
+            .query_row("SELECT checkpointed_at_ms FROM maintenance", [], |row| {
+                row.get(0)
+            })
+            .unwrap();
+        assert!(checkpointed.is_some(), "the store never checkpointed");
+        let wal = std::fs::read(path.with_extension("db-wal")).unwrap();
+        // The header's checkpoint sequence number counts the times the log started over.
+        let restarts = u32::from_be_bytes(wal[12..16].try_into().unwrap());
+        assert!(restarts >= 3, "the log started over {restarts} times");
+        // Started over, the log is overwritten in place instead of growing with every commit.
+        let frames = (wal.len() - 32) / (4096 + 24);
+        assert!(
+            frames < CHECKPOINT_PAGES as usize * 3 / 2,
+            "the log has {frames} frames"
+        );
+        let events: i64 = conn
+            .query_row("SELECT count(*) FROM events", [], |row| row.get(0))
+            .unwrap();
+        assert_eq!(events, 6000);
     }
 
     #[tokio::test]

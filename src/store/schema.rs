@@ -82,4 +82,12 @@ pub const MIGRATIONS: &[&str] = &[
     -- delivered events the table keeps.
     CREATE INDEX events_open_id ON events (id) WHERE state IN ('pending', 'unknown_tag');
     "#,
+    // 4: the write that starts the write-ahead log over after a checkpoint (see `Log`).
+    r#"
+    CREATE TABLE maintenance (
+        id                 INTEGER PRIMARY KEY CHECK (id = 1),
+        checkpointed_at_ms INTEGER
+    );
+    INSERT INTO maintenance (id) VALUES (1);
+    "#,
 ];

@@ -347,7 +347,10 @@ pub async fn seed_backlog(db: &Path, tags: &[String], events_per_tag: usize) -> 
         }
     }
     let n = events.len();
-    store.record_batch(events, Vec::new()).await.unwrap();
+    store
+        .record_batch(events, Vec::new(), |_, _| {})
+        .await
+        .unwrap();
     store.checkpoint().await.unwrap();
     n
 }
