@@ -27,7 +27,8 @@ use notify::Notifier;
 const TAP_QUEUE: usize = 1024;
 /// Delivered events past `keep-delivered` are deleted this often, in small batches.
 const PRUNE_INTERVAL: Duration = Duration::from_secs(3600);
-const PRUNE_BATCH: usize = 500;
+/// Delivered events deleted per transaction when pruning; a tap waits for at most one such batch.
+pub const PRUNE_BATCH: usize = 500;
 /// systemd's STATUS= line is refreshed this often.
 const STATUS_INTERVAL: Duration = Duration::from_secs(10);
 /// While events are pending, a summary line is logged this often.

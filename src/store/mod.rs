@@ -31,13 +31,13 @@
 //! answer, so no SQLite call (and no fsync) ever blocks a tokio worker thread. Taps to record go
 //! ahead of all other work on that thread.
 
+mod checkpoint;
 mod schema;
 pub mod status;
 
 use std::collections::{HashMap, VecDeque};
 use std::fmt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicI32, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 
 use rusqlite::{Connection, OptionalExtension, params};
@@ -45,6 +45,7 @@ use tokio::sync::oneshot;
 use tracing::warn;
 
 use crate::visit::{Kind, TagState};
+use checkpoint::Log;
 
 /// A new event, as the recorder hands it over.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -275,6 +276,15 @@ impl Queue {
         jobs.taps.is_empty() && jobs.other.is_empty()
     }
 
+    fn push(&self, priority: Priority, job: Job) {
+        let mut jobs = self.lock();
+        match priority {
+            Priority::Tap => jobs.taps.push_back(job),
+            Priority::Other => jobs.other.push_back(job),
+        }
+        self.ready.notify_one();
+    }
+
     /// The next job, taps first; `None` once closed and drained.
     fn next(&self) -> Option<Job> {
         let mut jobs = self.lock();
@@ -287,78 +297,6 @@ impl Queue {
             }
             jobs = self.ready.wait(jobs).unwrap_or_else(|e| e.into_inner());
         }
-    }
-}
-
-/// The write-ahead log, kept off the path of a tap.
-///
-/// Left to itself, SQLite checkpoints in whichever commit makes the log reach 1,000 pages, and
-/// starts the log over in the first commit after that, with an extra fsync for its header. Either
-/// could be a tap's. Here the database thread checkpoints only when it has nothing else to do,
-/// and at once makes the small write that starts the log over, so a tap's commit is always
-/// frames appended to a log of settled size, and one fsync.
-struct Log {
-    /// Pages in the log after the last commit, as SQLite reports them.
-    pages: Arc<AtomicI32>,
-    /// Checkpoint when the log holds this many pages.
-    threshold: i32,
-}
-
-/// Pages in the write-ahead log that call for a checkpoint (SQLite's own default).
-const CHECKPOINT_PAGES: i32 = 1000;
-
-impl Log {
-    /// Takes over checkpointing from SQLite's automatic one.
-    fn watch(conn: &mut Connection) -> Log {
-        let pages = Arc::new(AtomicI32::new(0));
-        let seen = pages.clone();
-        let hooked = conn.wal_hook(Some(move |_: &mut rusqlite::hooks::Wal, n: i32| {
-            seen.store(n, Ordering::Relaxed);
-            Ok(())
-        }));
-        if let Err(e) = hooked {
-            // SQLite's automatic checkpoint stays in place: slower taps now and then, no harm.
-            warn!(error = %e, "cannot watch the database's write-ahead log");
-        }
-        Log {
-            pages,
-            threshold: CHECKPOINT_PAGES,
-        }
-    }
-
-    fn wants_checkpoint(&self) -> bool {
-        self.pages.load(Ordering::Relaxed) >= self.threshold
-    }
-
-    /// Copies the log into the database; if all of it went, starts the log over now.
-    fn checkpoint(&mut self, conn: &Connection) {
-        let result = conn
-            .query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |row| {
-                Ok((
-                    row.get::<_, i32>(0)?,
-                    row.get::<_, i32>(1)?,
-                    row.get::<_, i32>(2)?,
-                ))
-            })
-            .and_then(|(busy, in_log, copied)| {
-                if busy != 0 || copied < in_log {
-                    // A reader (`gym-checkin status`) still needs part of the log.
-                    return Ok(false);
-                }
-                conn.prepare_cached("UPDATE maintenance SET checkpointed_at_ms = ?1 WHERE id = 1")?
-                    .execute([crate::clock::now_ms()])?;
-                Ok(true)
-            });
-        let pages = self.pages.load(Ordering::Relaxed);
-        self.threshold = match result {
-            Ok(true) => CHECKPOINT_PAGES,
-            // Try again once the log has grown a little more.
-            Ok(false) => pages + CHECKPOINT_PAGES / 4,
-            Err(e) => {
-                warn!(error = %e, pages, "cannot checkpoint the database's write-ahead log; it keeps growing until this succeeds");
-                pages + CHECKPOINT_PAGES / 4
-            }
-        };
     }
 }
 
@@ -395,13 +333,12 @@ const OPEN: &str = "state IN ('pending', 'unknown_tag')";
 impl Store {
     /// Opens (creating if needed) and migrates the database, then starts its thread.
     pub fn open(path: &Path) -> Result<Store, StoreError> {
-        let conn = open_connection(path)?;
+        let mut conn = open_connection(path)?;
         let queue = Arc::new(Queue::default());
         let worker_queue = queue.clone();
         std::thread::Builder::new()
             .name("store".into())
             .spawn(move || {
-                let mut conn = conn;
                 let mut log = Log::watch(&mut conn);
                 while let Some(job) = worker_queue.next() {
                     job(&mut conn);
@@ -434,18 +371,12 @@ impl Store {
         F: FnOnce(&mut Connection) -> rusqlite::Result<R> + Send + 'static,
     {
         let (reply, answer) = oneshot::channel();
-        let job: Job = Box::new(move |conn| {
-            let _ = reply.send(f(conn));
-        });
-        {
-            let queue = &self.sender.0;
-            let mut jobs = queue.lock();
-            match priority {
-                Priority::Tap => jobs.taps.push_back(job),
-                Priority::Other => jobs.other.push_back(job),
-            }
-            queue.ready.notify_one();
-        }
+        self.sender.0.push(
+            priority,
+            Box::new(move |conn| {
+                let _ = reply.send(f(conn));
+            }),
+        );
         Ok(answer.await.map_err(|_| StoreError::Closed)??)
     }
 
@@ -805,15 +736,24 @@ impl Store {
     }
 
     /// Deletes up to `batch` delivered events finished before `before_ms`; returns how many.
-    /// Small batches keep each transaction short, so a tap never waits behind a prune.
+    /// Small batches, each checkpointed at once, keep each job short, so a tap never waits long
+    /// behind a prune.
     pub async fn prune_delivered(&self, before_ms: i64, batch: usize) -> Result<usize, StoreError> {
         self.call(move |conn| {
-            conn.prepare_cached(
-                "DELETE FROM events WHERE id IN (
+            let n = conn
+                .prepare_cached(
+                    "DELETE FROM events WHERE id IN (
                      SELECT id FROM events WHERE state = 'delivered' AND finished_at_ms < ?1
                      LIMIT ?2)",
-            )?
-            .execute(params![before_ms, batch as i64])
+                )?
+                .execute(params![before_ms, batch as i64])?;
+            // Now, while the log holds just this batch: see `checkpoint`.
+            if n > 0
+                && let Err(e) = checkpoint::settle(conn)
+            {
+                warn!(error = %e, "cannot checkpoint the database's write-ahead log after pruning");
+            }
+            Ok(n)
         })
         .await
     }
@@ -984,25 +924,32 @@ mod tests {
                 .await
                 .unwrap();
         }
-        // Jobs run in order: once this one is answered, the thread is past every checkpoint the
-        // batches called for.
-        store.event(1).await.unwrap();
-
         let conn = Connection::open(&path).unwrap();
+        let wal_path = path.with_extension("db-wal");
+        // The header's checkpoint sequence number counts the times the log started over.
+        let restarts = || {
+            let wal = std::fs::read(&wal_path).unwrap();
+            u32::from_be_bytes(wal[12..16].try_into().unwrap())
+        };
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        while restarts() < 3 && std::time::Instant::now() < deadline {
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        assert!(restarts() >= 3, "the log started over {} times", restarts());
+        // By the database thread's own write, not by the next commit that came along.
         let checkpointed: Option<i64> = conn
             .query_row("SELECT checkpointed_at_ms FROM maintenance", [], |row| {
                 row.get(0)
             })
             .unwrap();
-        assert!(checkpointed.is_some(), "the store never checkpointed");
-        let wal = std::fs::read(path.with_extension("db-wal")).unwrap();
-        // The header's checkpoint sequence number counts the times the log started over.
-        let restarts = u32::from_be_bytes(wal[12..16].try_into().unwrap());
-        assert!(restarts >= 3, "the log started over {restarts} times");
-        // Started over, the log is overwritten in place instead of growing with every commit.
-        let frames = (wal.len() - 32) / (4096 + 24);
         assert!(
-            frames < CHECKPOINT_PAGES as usize * 3 / 2,
+            checkpointed.is_some(),
+            "the log was never started over on purpose"
+        );
+        // Started over, the log is overwritten in place instead of growing with every commit.
+        let frames = (std::fs::metadata(&wal_path).unwrap().len() as usize - 32) / (4096 + 24);
+        assert!(
+            frames < checkpoint::CHECKPOINT_PAGES as usize * 3 / 2,
             "the log has {frames} frames"
         );
         let events: i64 = conn
@@ -1084,6 +1031,63 @@ mod tests {
                 rejected: 1
             }
         );
+    }
+
+    #[tokio::test]
+    async fn only_delivered_events_finished_before_the_cutoff_are_pruned_in_batches() {
+        let (path, store) = temp_db("prune");
+        let events = (0..30)
+            .map(|i| {
+                (
+                    event(&format!("0x{i:010X}"), Kind::CheckIn, i),
+                    crate::visit::after_event(Kind::CheckIn, i),
+                )
+            })
+            .collect();
+        let ids = store
+            .record_batch(events, Vec::new(), |_, _| {})
+            .await
+            .unwrap();
+        // 25 delivered, the first 20 of them long ago; 5 still pending.
+        for &id in &ids[..25] {
+            store.mark_delivered(id, "acc".into(), 204).await.unwrap();
+        }
+        let conn = Connection::open(&path).unwrap();
+        conn.execute(
+            "UPDATE events SET finished_at_ms = 1000 WHERE id <= ?1",
+            [ids[19]],
+        )
+        .unwrap();
+
+        let mut pruned = Vec::new();
+        loop {
+            let n = store.prune_delivered(2000, 8).await.unwrap();
+            pruned.push(n);
+            if n == 0 {
+                break;
+            }
+        }
+        assert_eq!(pruned, vec![8, 8, 4, 0]);
+        // Far too few pages for a checkpoint of their own: pruning started the log over.
+        let checkpointed: Option<i64> = conn
+            .query_row("SELECT checkpointed_at_ms FROM maintenance", [], |row| {
+                row.get(0)
+            })
+            .unwrap();
+        assert!(checkpointed.is_some(), "pruning left its pages in the log");
+        let left: Vec<(i64, String)> = conn
+            .prepare("SELECT id, state FROM events ORDER BY id")
+            .unwrap()
+            .query_map([], |row| Ok((row.get(0)?, row.get(1)?)))
+            .unwrap()
+            .collect::<rusqlite::Result<_>>()
+            .unwrap();
+        let expected: Vec<(i64, String)> = ids[20..]
+            .iter()
+            .enumerate()
+            .map(|(i, &id)| (id, if i < 5 { "delivered" } else { "pending" }.to_string()))
+            .collect();
+        assert_eq!(left, expected);
     }
 
     #[tokio::test]
