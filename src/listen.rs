@@ -9,7 +9,7 @@ use tokio::sync::{mpsc, watch};
 use crate::clock::{now_ms, rfc3339_ms};
 use crate::config::ReaderConfig;
 use crate::daemon::liveness::Pulse;
-use crate::reader::{Reader, ReaderMessage, Source, Tap};
+use crate::reader::{CUT_SHORT, Reader, ReaderMessage, Source, Tap};
 use crate::tag;
 
 /// Listens on `readers` until `stop` completes.
@@ -104,6 +104,9 @@ fn describe_tap(tap: &Tap) -> String {
             "\n      {:<22} {}",
             rendering.name, rendering.value
         ));
+    }
+    if tap.cut_short {
+        text.push_str(&format!("\n    warning: {CUT_SHORT}"));
     }
     text
 }

@@ -207,6 +207,15 @@ pub fn normalise(raw: &RawId, normalisation: Normalisation) -> String {
     format!("0x{}", hex_upper(&kept))
 }
 
+/// Whether an EGYM rfid is what a MIFARE reader that reports only 4 bytes makes of a 7-byte UID:
+/// 4 bytes starting with `0x88`. That byte is the ISO 14443-3 cascade tag, never the first byte of
+/// a UID: the reader has sent cascade level 1 (`88` and the UID's first three bytes) and dropped
+/// the rest, which no setting can restore. Such an id never matches the card's full UID at EGYM.
+pub fn is_cut_short_uid(rfid: &str) -> bool {
+    let digits = rfid.strip_prefix("0x").unwrap_or(rfid);
+    digits.len() == 8 && digits.starts_with("88")
+}
+
 /// A tag shortened for logs at info level and above: `0x…21A5`. The full id is a credential.
 pub fn short(rfid: &str) -> String {
     let digits = rfid.strip_prefix("0x").unwrap_or(rfid);
@@ -417,6 +426,16 @@ mod tests {
         check_normalise("0C000621A5", Low32, Reversed, "0xA5210600");
         check_normalise("1EA68671", All, Reversed, "0x7186A61E");
         check_normalise("0621A5", Low32, AsRead, "0x0621A5");
+    }
+
+    #[test]
+    fn a_four_byte_id_starting_with_the_cascade_tag_is_cut_short() {
+        assert!(is_cut_short_uid("0x8804C43B"));
+        // 0x88 elsewhere, or in an id of another length, is ordinary data.
+        assert!(!is_cut_short_uid("0x04C43B88"));
+        assert!(!is_cut_short_uid("0x880621A5C0"));
+        assert!(!is_cut_short_uid("0x88C43B"));
+        assert!(!is_cut_short_uid("0x04C43BC21C2680"));
     }
 
     #[test]

@@ -129,6 +129,52 @@ byte-order = "reversed""#,
     assert_eq!(visits(&received)[0].0, "acc-mifare");
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mifare_uid_cut_short_by_the_reader_is_said_once_and_still_recorded() {
+    let dir = TestDir::new("cut-short");
+    let fake = FakeEgym::start(vec![member("0x1EA68671", "acc-mifare")], API_KEY)
+        .await
+        .unwrap();
+    let mut pty = Pty::open();
+    let readers = format!(
+        r#"[[readers]]
+name = "desk"
+driver = "serial"
+path = "{}"
+protocol = "line"
+id-format = "decimal"
+byte-order = "reversed"
+egym-tag-format = "MIFARE"
+debounce = "10ms""#,
+        pty.slave_path.display()
+    );
+    let config = write_config(&dir, &fake.base_url(), "repeat-window = \"0s\"", &readers);
+    let daemon = Daemon::start(&config);
+    daemon.wait_for_line("reader connected", LONG).await;
+    // The UID 04 C4 3B C2 1C 26 80 as a 4-byte reader sends it: 88 04 C4 3B, reversed, decimal.
+    // Twice, then an ordinary MIFARE id.
+    for (n, line) in ["1002701960\r\n", "1002701960\r\n", "1904649758\r\n"]
+        .iter()
+        .enumerate()
+    {
+        pty.write(line.as_bytes());
+        daemon.wait_for_lines("tap recorded", n + 1, LONG).await;
+    }
+    let said: Vec<String> = daemon
+        .lines()
+        .into_iter()
+        .filter(|l| l.contains("the MIFARE cascade tag"))
+        .collect();
+    assert_eq!(said.len(), 1, "{said:#?}");
+    assert!(said[0].contains("reader=desk"), "{}", said[0]);
+    // The tag is a credential: shortened, as everywhere in the log.
+    assert!(
+        said[0].contains("0x…C43B") && !said[0].contains("8804C43B"),
+        "{}",
+        said[0]
+    );
+}
+
 /// Five tags, on a line reader writing hex ids.
 fn five_tags() -> Vec<(String, String)> {
     (1..=5)

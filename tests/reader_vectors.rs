@@ -235,6 +235,13 @@ fn keyboard_wedge_vectors() {
                 .collect(),
         };
         assert_eq!(rfids, expected, "{name}");
+        let ids = vector["expected"]["ids"].as_array().into_iter().flatten();
+        for (rfid, id) in rfids.iter().zip(ids) {
+            let warned = id["warnings"]
+                .as_array()
+                .is_some_and(|w| w.iter().any(|w| w == "cascade_tag_0x88_not_uid_data"));
+            assert_eq!(tag::is_cut_short_uid(rfid), warned, "{name}: cascade tag");
+        }
         checked += 1;
     }
     assert_eq!(checked, 17, "all keyboard_wedge vectors");

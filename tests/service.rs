@@ -314,6 +314,14 @@ async fn listen_prints_every_rendering_and_records_nothing() {
     ] {
         assert!(out.contains(wanted), "{wanted:?} missing:\n{out}");
     }
+    assert!(!out.contains("cascade tag"), "{out}");
+    // A 7-byte UID that the reader cut to its first cascade level (88 04 C4 3B).
+    line.write(b"1002701960\r\n");
+    let out = wait_for("sends rfid 0x8804C43B").await;
+    assert!(
+        out.contains("warning: this id is 4 bytes starting with 0x88, the MIFARE cascade tag"),
+        "{out}"
+    );
     // SAFETY: kill has no memory-safety preconditions.
     unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
     assert!(child.wait().unwrap().success());

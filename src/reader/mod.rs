@@ -11,6 +11,7 @@ mod em4100;
 pub mod keyboard;
 mod line;
 
+use std::collections::HashSet;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -45,7 +46,15 @@ pub struct Tap {
     pub at_ms: i64,
     /// Part of a presentation already reported (only `listen` sees these).
     pub repeat: bool,
+    /// A MIFARE UID the reader cut short (see [`tag::is_cut_short_uid`]).
+    pub cut_short: bool,
 }
+
+/// What staff are told of a cut-short MIFARE UID, in the log and by `listen`.
+pub const CUT_SHORT: &str = "this id is 4 bytes starting with 0x88, the MIFARE cascade tag: the \
+    reader sent only the first part of a 7-byte card number, so it cannot match the member's card \
+    at EGYM. Set the reader to send full 7-byte UIDs, or use one that does (if this reader's cards \
+    are not MIFARE, ignore this)";
 
 /// What a reader task tells the recorder (or `listen`).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -160,7 +169,12 @@ pub struct Reader {
     reported_rejected: u64,
     /// For `listen`: every read goes out (repeats marked), and unreadable ones too.
     listening: bool,
+    /// Ids already said to be cut-short MIFARE UIDs (said once each, not at every tap).
+    said_cut_short: HashSet<String>,
 }
+
+/// Cut-short ids remembered as said, at most; then the list starts again.
+const SAID_CUT_SHORT_MAX: usize = 1024;
 
 impl Reader {
     pub fn new(config: ReaderConfig, source: Source) -> Reader {
@@ -180,6 +194,7 @@ impl Reader {
             last_noise_log: None,
             reported_rejected: 0,
             listening: false,
+            said_cut_short: HashSet::new(),
         }
     }
 
@@ -319,6 +334,7 @@ impl Reader {
         at: std::time::Instant,
         at_ms: i64,
     ) -> Option<ReaderMessage> {
+        let from_text = matches!(frame, Frame::Text(_));
         let raw = match frame {
             Frame::Em4100(bytes) => RawId::new(bytes.to_vec()),
             Frame::Text(text) => match tag::parse_text_id(&text, self.id_format) {
@@ -342,15 +358,37 @@ impl Reader {
             debug!(reader = %self.name, "same card still presented");
             return None;
         }
+        let rfid = tag::normalise(&raw, self.config.normalisation);
+        // An EM reader's ids, or HITAG and LEGIC cards', are never MIFARE UIDs.
+        let cut_short = from_text
+            && tag::is_cut_short_uid(&rfid)
+            && !matches!(
+                self.config.egym_tag_format.as_deref(),
+                Some("HITAG1" | "LEGIC")
+            );
+        if cut_short && !self.listening {
+            self.say_cut_short(&rfid);
+        }
         Some(ReaderMessage::Tap(Tap {
             reader: self.name.clone(),
-            rfid: tag::normalise(&raw, self.config.normalisation),
+            rfid,
             raw,
             tag_format: self.config.egym_tag_format.clone(),
             direction: self.config.direction,
             at_ms,
             repeat,
+            cut_short,
         }))
+    }
+
+    fn say_cut_short(&mut self, rfid: &str) {
+        if self.said_cut_short.len() >= SAID_CUT_SHORT_MAX {
+            self.said_cut_short.clear();
+        }
+        if !self.said_cut_short.insert(rfid.to_string()) {
+            return;
+        }
+        warn!(reader = %self.name, tag = %tag::short(rfid), "{CUT_SHORT}");
     }
 
     fn report_noise(&mut self, now: Instant) {
