@@ -211,6 +211,7 @@ pub fn normalise(raw: &RawId, normalisation: Normalisation) -> String {
 /// 4 bytes starting with `0x88`. That byte is the ISO 14443-3 cascade tag, never the first byte of
 /// a UID: the reader has sent cascade level 1 (`88` and the UID's first three bytes) and dropped
 /// the rest, which no setting can restore. Such an id never matches the card's full UID at EGYM.
+/// (An EM card's 4 low bytes may start with 0x88 too: callers know which readers read MIFARE.)
 pub fn is_cut_short_uid(rfid: &str) -> bool {
     let digits = rfid.strip_prefix("0x").unwrap_or(rfid);
     digits.len() == 8 && digits.starts_with("88")

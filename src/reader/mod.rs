@@ -52,9 +52,9 @@ pub struct Tap {
 
 /// What staff are told of a cut-short MIFARE UID, in the log and by `listen`.
 pub const CUT_SHORT: &str = "this id is 4 bytes starting with 0x88, the MIFARE cascade tag: the \
-    reader sent only the first part of a 7-byte card number, so it cannot match the member's card \
-    at EGYM. Set the reader to send full 7-byte UIDs, or use one that does (if this reader's cards \
-    are not MIFARE, ignore this)";
+    reader sent only the first part of a 7-byte card number, which matches at EGYM only if the \
+    card was enrolled through a reader that cuts it short the same way. Set the reader to send \
+    full 7-byte UIDs, or use one that does (if this reader's cards are not MIFARE, ignore this)";
 
 /// What a reader task tells the recorder (or `listen`).
 #[derive(Clone, Debug, PartialEq, Eq)]
