@@ -5,7 +5,7 @@
 //!   request finishes; it never polls.
 //! - Only the oldest open event of a tag is ever in flight, so each tag's events reach EGYM in
 //!   the order they happened; events of different tags go out side by side. Due events go oldest
-//!   first, except that a tag tapped in the last [`LIVE_WINDOW`] goes ahead of a backlog.
+//!   first, except that a tag tapped in the last `LIVE_WINDOW` goes ahead of a backlog.
 //! - Posts in flight are few (see [`posts_in_flight`]): each one in flight when the process dies
 //!   may reach EGYM twice.
 //! - Every request first takes a token from the client's bucket ([`egym::rate_limit`]), so the
@@ -76,7 +76,7 @@ pub struct Settings {
 }
 
 /// How many posts may be in flight at once for a rate: enough to keep up with it if each takes
-/// [`POST_LATENCY_BUDGET`], and no more.
+/// `POST_LATENCY_BUDGET`, and no more.
 pub fn posts_in_flight(rate_per_second: f64) -> usize {
     ((rate_per_second * POST_LATENCY_BUDGET.as_secs_f64()).ceil() as usize).clamp(1, 64)
 }

@@ -29,7 +29,8 @@
 //! # Threading
 //! The connection lives on one dedicated thread; async callers send it closures and await the
 //! answer, so no SQLite call (and no fsync) ever blocks a tokio worker thread. Taps to record go
-//! ahead of all other work on that thread.
+//! ahead of all other work on that thread, and that thread, not SQLite, decides when the
+//! write-ahead log is checkpointed (`checkpoint`): between jobs, never inside a tap's commit.
 
 mod checkpoint;
 mod schema;
