@@ -284,7 +284,7 @@ impl Recorder {
                     if std::mem::take(&mut self.write_failing) {
                         info!(
                             held = self.held.len(),
-                            "the database can be written again; writing the held taps"
+                            "the database can be written again; the held taps are written, in order"
                         );
                     }
                     self.held.drain(..ids.len());
