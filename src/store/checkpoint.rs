@@ -3,8 +3,9 @@
 //! Left to itself, SQLite checkpoints inside whichever commit makes the log reach 1,000 pages, and
 //! starts the log over inside the first commit after that, with an extra fsync for the log's
 //! header. Either could be a tap's. Here the database thread checkpoints when it has nothing else
-//! to do, and at once makes a small write of its own that starts the log over. A tap's commit is
-//! then frames appended to a log of settled size, and one fsync.
+//! to do (or, were it never idle, once the log reaches 4,000 pages), and at once makes a small
+//! write of its own that starts the log over. A tap's commit is then frames appended to a log of
+//! settled size, and one fsync.
 //!
 //! A checkpoint's cost is the pages it copies. Taps and their delivery rewrite the same few pages
 //! over and over, so copying a full log takes a couple of milliseconds. Pruning deletes runs of
@@ -19,6 +20,9 @@ use tracing::warn;
 
 /// Pages in the write-ahead log that call for a checkpoint (SQLite's own default).
 pub const CHECKPOINT_PAGES: i32 = 1000;
+/// Pages past which the log is checkpointed even while work is waiting, so that a database
+/// thread that is never idle cannot let it grow without end.
+pub const OVERDUE_PAGES: i32 = 4 * CHECKPOINT_PAGES;
 
 /// The log of the database thread's connection.
 pub struct Log {
@@ -47,8 +51,10 @@ impl Log {
         }
     }
 
-    pub fn wants_checkpoint(&self) -> bool {
-        self.pages.load(Ordering::Relaxed) >= self.threshold
+    /// Whether to checkpoint now, between two jobs; `idle` when no job is waiting.
+    pub fn wants_checkpoint(&self, idle: impl FnOnce() -> bool) -> bool {
+        let pages = self.pages.load(Ordering::Relaxed);
+        pages >= self.threshold && (pages >= OVERDUE_PAGES || idle())
     }
 
     /// Checkpoints and starts the log over; when it cannot yet, tries again once the log has
@@ -84,4 +90,29 @@ pub fn settle(conn: &Connection) -> rusqlite::Result<bool> {
     conn.prepare_cached("UPDATE maintenance SET checkpointed_at_ms = ?1 WHERE id = 1")?
         .execute([crate::clock::now_ms()])?;
     Ok(true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn log_at(pages: i32, threshold: i32) -> Log {
+        Log {
+            pages: Arc::new(AtomicI32::new(pages)),
+            threshold,
+        }
+    }
+
+    #[test]
+    fn a_full_log_waits_for_a_moment_with_no_work_unless_it_is_overdue() {
+        let idle = || true;
+        let busy = || false;
+        assert!(!log_at(999, CHECKPOINT_PAGES).wants_checkpoint(idle));
+        assert!(log_at(1000, CHECKPOINT_PAGES).wants_checkpoint(idle));
+        assert!(!log_at(3999, CHECKPOINT_PAGES).wants_checkpoint(busy));
+        assert!(log_at(OVERDUE_PAGES, CHECKPOINT_PAGES).wants_checkpoint(busy));
+        // After a checkpoint a reader held up, the next waits for the log to grow further.
+        assert!(!log_at(1100, 1250).wants_checkpoint(idle));
+        assert!(!log_at(OVERDUE_PAGES, OVERDUE_PAGES + 250).wants_checkpoint(busy));
+    }
 }

@@ -343,7 +343,7 @@ impl Store {
                 let mut log = Log::watch(&mut conn);
                 while let Some(job) = worker_queue.next() {
                     job(&mut conn);
-                    if log.wants_checkpoint() && worker_queue.is_idle() {
+                    if log.wants_checkpoint(|| worker_queue.is_idle()) {
                         log.checkpoint(&conn);
                     }
                 }
