@@ -81,8 +81,13 @@ struct Figures {
 }
 
 impl Figures {
-    fn add(&mut self, key: &str, label: &str, value: f64) {
+    /// A row of the table only (a reference figure, not one of the JSON keys).
+    fn show(&self, label: &str, value: f64) {
         println!("  {label:<72} {value:>10.3}");
+    }
+
+    fn add(&mut self, key: &str, label: &str, value: f64) {
+        self.show(label, value);
         self.json.insert(
             key.to_string(),
             serde_json::json!((value * 1000.0).round() / 1000.0),
@@ -103,12 +108,13 @@ async fn main() {
     let conn = floor_db(&dir, "floor.db");
     let mut back_to_back: Vec<f64> = (0..1000).map(|i| floor_commit(&conn, i)).collect();
     drop(conn);
-    println!(
-        "  {:<72} {:>10.3}\n  {:<72} {:>10.3}",
+    f.show(
         "floor, back to back (reference): insert + commit, p50 (ms)",
         percentile(&mut back_to_back, 50.0),
+    );
+    f.show(
         "floor, back to back (reference): p99 (ms)",
-        percentile(&mut back_to_back, 99.0)
+        percentile(&mut back_to_back, 99.0),
     );
 
     // 2. Taps until durable, and until EGYM has them, and the floor under the same conditions.
@@ -396,16 +402,14 @@ async fn main() {
         assert_eq!(n, gym_checkin::daemon::PRUNE_BATCH);
     }
     let longest = prunes.iter().copied().fold(0.0, f64::max);
-    println!(
-        "  {:<72} {:>10.3}\n  {:<72} {:>10.3}",
-        format!(
+    f.show(
+        &format!(
             "prune a batch of {} delivered events, 1,000,000 rows, p50 (ms)",
             gym_checkin::daemon::PRUNE_BATCH
         ),
         percentile(&mut prunes, 50.0),
-        "prune a batch, longest of 50 (ms)",
-        longest
     );
+    f.show("prune a batch, longest of 50 (ms)", longest);
     f.add(
         "db_mb_per_100k_events",
         "database size per 100,000 events (MB)",

@@ -100,6 +100,21 @@ async fn a_held_card_checks_in_once_a_repeat_is_ignored_and_a_later_tap_checks_o
     assert_eq!(daemon.recorded().len(), 2);
 }
 
+/// A line reader printing ids in decimal, bytes reversed, as MIFARE wedges do; `extra` lines added.
+fn decimal_line_reader(path: &std::path::Path, extra: &str) -> String {
+    format!(
+        r#"[[readers]]
+name = "desk"
+driver = "serial"
+path = "{}"
+protocol = "line"
+id-format = "decimal"
+byte-order = "reversed"
+{extra}"#,
+        path.display()
+    )
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_line_reader_with_decimal_ids_and_reversed_bytes_sends_the_right_rfid() {
     let dir = TestDir::new("line-decimal");
@@ -108,16 +123,7 @@ async fn a_line_reader_with_decimal_ids_and_reversed_bytes_sends_the_right_rfid(
         .await
         .unwrap();
     let mut pty = Pty::open();
-    let readers = format!(
-        r#"[[readers]]
-name = "desk"
-driver = "serial"
-path = "{}"
-protocol = "line"
-id-format = "decimal"
-byte-order = "reversed""#,
-        pty.slave_path.display()
-    );
+    let readers = decimal_line_reader(&pty.slave_path, "");
     let config = write_config(&dir, &fake.base_url(), "", &readers);
     let daemon = Daemon::start(&config);
     daemon.wait_for_line("reader connected", LONG).await;
@@ -136,17 +142,9 @@ async fn a_mifare_uid_cut_short_by_the_reader_is_said_once_and_still_recorded() 
         .await
         .unwrap();
     let mut pty = Pty::open();
-    let readers = format!(
-        r#"[[readers]]
-name = "desk"
-driver = "serial"
-path = "{}"
-protocol = "line"
-id-format = "decimal"
-byte-order = "reversed"
-egym-tag-format = "MIFARE"
-debounce = "10ms""#,
-        pty.slave_path.display()
+    let readers = decimal_line_reader(
+        &pty.slave_path,
+        "egym-tag-format = \"MIFARE\"\ndebounce = \"10ms\"",
     );
     let config = write_config(&dir, &fake.base_url(), "repeat-window = \"0s\"", &readers);
     let daemon = Daemon::start(&config);
