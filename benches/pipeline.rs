@@ -338,16 +338,17 @@ async fn main() {
     let big_db = big_dir.path("big.db");
     {
         // Fill the outbox directly (fast): 1,000,000 delivered and 10,000 pending events.
-        drop(Store::open(&big_db).unwrap());
+        drop(Store::open(&big_db).await.unwrap());
         let conn = rusqlite::Connection::open(&big_db).unwrap();
         conn.execute_batch("PRAGMA journal_mode = WAL; PRAGMA synchronous = OFF; BEGIN;")
             .unwrap();
-        let now = gym_checkin::clock::now_ms();
+        let now = gym_checkin::clock::wall_now_ms();
         let mut insert = conn
             .prepare(
                 "INSERT INTO events (reader, raw_id, tag, kind, tapped_at_ms, recorded_at_ms, state, attempts,
-                                     next_attempt_at_ms, finished_at_ms, account_id, last_status)
-                 VALUES ('entrance', ?1, ?2, 'checkin', ?3, ?3, ?4, 1, ?3, ?5, 'acc', 204)",
+                                     next_attempt_steady_ms, tapped_steady_ms, finished_at_ms,
+                                     account_id, last_status)
+                 VALUES ('entrance', ?1, ?2, 'checkin', ?3, ?3, ?4, 1, ?3, ?3, ?5, 'acc', 204)",
             )
             .unwrap();
         for i in 0..1_010_000i64 {
@@ -375,12 +376,12 @@ async fn main() {
     // one that writes out the whole load.
     std::fs::File::open(&big_db).unwrap().sync_all().unwrap();
     let size_mb = std::fs::metadata(&big_db).unwrap().len() as f64 / 1e6;
-    let store = Store::open(&big_db).unwrap();
-    let now = gym_checkin::clock::now_ms();
+    let store = Store::open(&big_db).await.unwrap();
+    let now = gym_checkin::clock::wall_now_ms();
     let mut claims = Vec::new();
     for _ in 0..50 {
         let start = Instant::now();
-        let due = store.claim_due(now, now - 30_000, 8).await.unwrap();
+        let due = store.claim_due(now, 0, 8).await.unwrap();
         claims.push(start.elapsed().as_secs_f64() * 1000.0);
         assert_eq!(due.len(), 8);
     }

@@ -14,6 +14,7 @@ use std::time::Duration;
 use reqwest::Url;
 use toml::Value;
 
+use crate::clock::TrustRule;
 use crate::reader::codec::{self, PROTOCOLS, Protocol};
 use crate::tag::{ByteOrder, IdBytes, IdFormat, Normalisation};
 use crate::visit::Direction;
@@ -30,7 +31,13 @@ pub struct Config {
     pub egym: EgymConfig,
     pub store: StoreConfig,
     pub visits: VisitsConfig,
+    pub clock: ClockConfig,
     pub readers: Vec<ReaderConfig>,
+}
+
+#[derive(Clone, Debug)]
+pub struct ClockConfig {
+    pub trusted_when: TrustRule,
 }
 
 #[derive(Clone, Debug)]
@@ -439,19 +446,36 @@ fn parse_root(root: &toml::Table, problems: &mut Problems) -> Option<Config> {
     Section::new(
         String::new(),
         Some(&root_value),
-        &["egym", "store", "visits", "readers"],
+        &["egym", "store", "visits", "clock", "readers"],
         problems,
     )?;
     let egym = parse_egym(root.get("egym"), problems);
     let store = parse_store(root.get("store"), problems);
     let visits = parse_visits(root.get("visits"), problems);
+    let clock = parse_clock(root.get("clock"), problems);
     let readers = parse_readers(root.get("readers"), problems);
     Some(Config {
         egym: egym?,
         store: store?,
         visits: visits?,
+        clock: clock?,
         readers: readers?,
     })
+}
+
+fn parse_clock(value: Option<&Value>, problems: &mut Problems) -> Option<ClockConfig> {
+    let s = Section::new("clock".into(), value, &["trusted-when"], problems)?;
+    let trusted_when = match s.string("trusted-when", problems) {
+        None => TrustRule::Synchronized,
+        Some(text) => match TrustRule::parse(text) {
+            Ok(rule) => rule,
+            Err(e) => {
+                problems.add(&s.key("trusted-when"), e);
+                TrustRule::Synchronized
+            }
+        },
+    };
+    Some(ClockConfig { trusted_when })
 }
 
 fn parse_egym(value: Option<&Value>, problems: &mut Problems) -> Option<EgymConfig> {

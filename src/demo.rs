@@ -11,11 +11,10 @@ use std::time::Duration;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::sync::oneshot;
 
-use crate::clock::{now_ms, rfc3339_ms};
+use crate::clock::{rfc3339_ms, wall_now_ms};
 use crate::config::{ApiKey, ApiKeySource, Config};
 use crate::egym::fake::{FakeEgym, Member, Mode, Received, demo_members};
 use crate::reader::Source;
-use crate::store::Store;
 
 const DEMO_KEY: &str = "demo-api-key";
 
@@ -33,6 +32,11 @@ async fn run_in(dir: &std::path::Path) -> Result<(), String> {
         .await
         .map_err(|e| format!("cannot start the stand-in EGYM: {e}"))?;
     let db = dir.join("demo.db");
+    // The demo's clock is trusted while this file exists: `clock-off` and `clock-on` show what
+    // happens to taps on a box whose clock is not (yet) set.
+    let trusted = dir.join("clock-trusted");
+    std::fs::write(&trusted, "")
+        .map_err(|e| format!("cannot create {}: {e}", trusted.display()))?;
     let text = format!(
         r#"
         [egym]
@@ -42,13 +46,16 @@ async fn run_in(dir: &std::path::Path) -> Result<(), String> {
         path = "{}"
         [visits]
         repeat-window = "5s"
+        [clock]
+        trusted-when = "file:{}"
         [[readers]]
         name = "front-desk"
         driver = "stdin"
         debounce = "0ms"
         "#,
         fake.base_url(),
-        db.display()
+        db.display(),
+        trusted.display()
     );
     let mut config = Config::parse(&text).map_err(|problems| problems.join("; "))?;
     config.egym.api_key = ApiKeySource::Literal(ApiKey::new(DEMO_KEY.into()));
@@ -61,6 +68,7 @@ async fn run_in(dir: &std::path::Path) -> Result<(), String> {
     let store_path = db.clone();
     let fake = std::sync::Arc::new(fake);
     let console_fake = fake.clone();
+    let console_trusted = trusted.clone();
     tokio::spawn(async move {
         let mut lines = BufReader::new(tokio::io::stdin()).lines();
         while let Ok(Some(line)) = lines.next_line().await {
@@ -77,7 +85,19 @@ async fn run_in(dir: &std::path::Path) -> Result<(), String> {
                         "EGYM is back. Held taps go out at their next retry, or at once with the next tap.",
                     );
                 }
-                "status" => print_status(&store_path).await,
+                "clock-off" => {
+                    let _ = std::fs::remove_file(&console_trusted);
+                    say(
+                        "The clock is now NOT TRUSTED (as on a box without a battery-backed clock, before NTP has set it): taps are recorded and held. Type `clock-on` to trust it again.",
+                    );
+                }
+                "clock-on" => {
+                    let _ = std::fs::write(&console_trusted, "");
+                    say(
+                        "The clock is trusted again: the held taps are placed at the time they were made and sent (within 2 s).",
+                    );
+                }
+                "status" => print_status(&store_path),
                 "help" | "?" => say(COMMANDS),
                 "quit" | "exit" => break,
                 "" => {}
@@ -114,8 +134,8 @@ async fn run_in(dir: &std::path::Path) -> Result<(), String> {
     .map_err(|e| e.to_string())
 }
 
-const COMMANDS: &str =
-    "Type a tag and Enter to tap it. Commands: outage, restore, status, help, quit.";
+const COMMANDS: &str = "Type a tag and Enter to tap it. Commands: outage, restore, clock-off, \
+     clock-on, status, help, quit.";
 
 fn say(text: &str) {
     let mut out = std::io::stdout().lock();
@@ -190,29 +210,29 @@ async fn print_requests(
     }
 }
 
-async fn print_status(db: &std::path::Path) {
-    match Store::open(db) {
-        Ok(store) => match store.event_counts().await {
-            Ok(c) => say(&format!(
-                "outbox: {} pending, {} unknown tag, {} delivered, {} rejected (at {})",
+fn print_status(db: &std::path::Path) {
+    match crate::status::read(db) {
+        Ok((data, _)) => {
+            let c = data.events;
+            say(&format!(
+                "outbox: {} pending ({} held for the clock), {} unknown tag, {} delivered, {} rejected (at {})",
                 c.pending,
+                data.clock.held,
                 c.unknown_tag,
                 c.delivered,
                 c.rejected,
-                rfc3339_ms(now_ms())
-            )),
-            Err(e) => say(&format!("cannot read the outbox: {e}")),
-        },
-        Err(e) => say(&format!("cannot open the outbox: {e}")),
+                rfc3339_ms(wall_now_ms())
+            ));
+        }
+        Err(e) => say(&format!("cannot read the outbox: {e}")),
     }
 }
 
 async fn wait_for_empty_outbox(db: &std::path::Path, timeout: Duration) {
-    let Ok(store) = Store::open(db) else { return };
     let deadline = tokio::time::Instant::now() + timeout;
     while tokio::time::Instant::now() < deadline {
-        match store.event_counts().await {
-            Ok(c) if c.pending == 0 => return,
+        match crate::status::read(db) {
+            Ok((data, _)) if data.events.pending == 0 => return,
             Ok(_) => tokio::time::sleep(Duration::from_millis(200)).await,
             Err(_) => return,
         }

@@ -17,7 +17,9 @@
 //! - [`listen`]: `gym-checkin listen`, every read with its renderings, recording nothing.
 //! - [`status`]: `gym-checkin status`, read from the database while the service runs.
 //! - [`demo`]: the whole pipeline on this machine, with the stand-in EGYM and a typed reader.
-//! - [`clock`]: wall-clock milliseconds and RFC 3339.
+//! - [`clock`]: the one clock: steady time that no step moves, wall time and whether it is
+//!   trusted, placing taps made while it was not; RFC 3339.
+//! - [`liveness`]: each task's answer to the watchdog's question.
 
 pub mod clock;
 pub mod config;
@@ -26,6 +28,7 @@ pub mod delivery;
 pub mod demo;
 pub mod egym;
 pub mod listen;
+pub mod liveness;
 pub mod reader;
 pub mod recorder;
 pub mod status;

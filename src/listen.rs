@@ -6,14 +6,14 @@ use std::io::Write;
 
 use tokio::sync::{mpsc, watch};
 
-use crate::clock::{now_ms, rfc3339_ms};
+use crate::clock::{Clock, rfc3339_ms, wall_now_ms};
 use crate::config::ReaderConfig;
-use crate::daemon::liveness::Pulse;
+use crate::liveness::Pulse;
 use crate::reader::{CUT_SHORT, Reader, ReaderMessage, Source, Tap};
 use crate::tag;
 
 /// Listens on `readers` until `stop` completes.
-pub async fn run(readers: Vec<ReaderConfig>, stop: impl Future<Output = ()>) {
+pub async fn run(readers: Vec<ReaderConfig>, clock: Clock, stop: impl Future<Output = ()>) {
     let (messages, mut inbox) = mpsc::channel(256);
     let (stopping, stopped) = watch::channel(false);
     let mut tasks = tokio::task::JoinSet::new();
@@ -27,7 +27,7 @@ pub async fn run(readers: Vec<ReaderConfig>, stop: impl Future<Output = ()>) {
     ));
     for config in readers {
         let source = Source::for_config(&config);
-        let reader = Reader::new(config, source).listening();
+        let reader = Reader::new(config, source, clock.clone()).listening();
         tasks.spawn(reader.run(messages.clone(), stopped.clone(), Pulse::unwatched()));
     }
     drop(messages);
@@ -53,7 +53,7 @@ fn say(text: &str) {
 
 /// One message as `listen` prints it.
 pub fn describe(message: &ReaderMessage) -> String {
-    let time = rfc3339_ms(now_ms());
+    let time = rfc3339_ms(wall_now_ms());
     match message {
         ReaderMessage::Connected {
             reader,
@@ -79,7 +79,7 @@ pub fn describe(message: &ReaderMessage) -> String {
 }
 
 fn describe_tap(tap: &Tap) -> String {
-    let time = rfc3339_ms(tap.at_ms);
+    let time = rfc3339_ms(tap.at.wall_ms);
     if tap.repeat {
         return format!(
             "{time} [{}] {} again (same presentation, not a new tap)",

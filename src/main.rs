@@ -91,12 +91,17 @@ fn block_on<E: std::fmt::Display>(future: impl Future<Output = Result<(), E>>) -
     }
 }
 
-/// Loads the configuration and the API key; on a problem, prints them all and gives exit 78.
-fn load(path: &std::path::Path) -> Result<(Config, gym_checkin::config::ApiKey), ExitCode> {
-    let config = Config::load(path).map_err(|errors| {
+/// Loads the configuration; on a problem, prints them all and gives exit 78.
+fn load_config(path: &std::path::Path) -> Result<Config, ExitCode> {
+    Config::load(path).map_err(|errors| {
         eprint!("gym-checkin: {errors}");
         ExitCode::from(EXIT_CONFIG)
-    })?;
+    })
+}
+
+/// Loads the configuration and the API key; on a problem, prints them all and gives exit 78.
+fn load(path: &std::path::Path) -> Result<(Config, gym_checkin::config::ApiKey), ExitCode> {
+    let config = load_config(path)?;
     let key = config.check_api_key().map_err(|problem| {
         eprintln!("gym-checkin: {}: 1 problem:\n  {problem}", path.display());
         ExitCode::from(EXIT_CONFIG)
@@ -109,6 +114,7 @@ fn check_config(path: &std::path::Path) -> ExitCode {
         Ok(loaded) => loaded,
         Err(code) => return code,
     };
+    let clock = gym_checkin::clock::Clock::unregistered(config.clock.trusted_when.clone());
     let device_problems = config.check_devices();
     if !device_problems.is_empty() {
         eprintln!(
@@ -124,6 +130,26 @@ fn check_config(path: &std::path::Path) -> ExitCode {
     println!("{}: OK", path.display());
     println!("  EGYM: {} (API key found)", config.egym.base_url);
     println!("  database: {}", config.store.path.display());
+    let trust = clock.trust();
+    println!(
+        "  clock: trusted-when = {}: {} now ({})",
+        config.clock.trusted_when,
+        if trust.trusted {
+            "trusted"
+        } else {
+            "NOT trusted"
+        },
+        trust.detail
+    );
+    if trust.source == gym_checkin::clock::TrustSource::Undetermined {
+        eprintln!(
+            "gym-checkin: WARNING: the clock would be trusted without proof: {}",
+            trust.detail
+        );
+    }
+    if let Some(warning) = clock.never_trusted_warning() {
+        eprintln!("gym-checkin: WARNING: {warning}");
+    }
     for reader in &config.readers {
         let device = match &reader.driver {
             Driver::Serial {
@@ -161,12 +187,9 @@ fn check_config(path: &std::path::Path) -> ExitCode {
 }
 
 fn listen(path: &std::path::Path, only: Option<&str>) -> ExitCode {
-    let config = match Config::load(path) {
+    let config = match load_config(path) {
         Ok(config) => config,
-        Err(errors) => {
-            eprint!("gym-checkin: {errors}");
-            return ExitCode::from(EXIT_CONFIG);
-        }
+        Err(code) => return code,
     };
     let readers: Vec<_> = config
         .readers
@@ -184,29 +207,27 @@ fn listen(path: &std::path::Path, only: Option<&str>) -> ExitCode {
         );
         return ExitCode::from(EXIT_CONFIG);
     }
+    let clock = gym_checkin::clock::Clock::unregistered(config.clock.trusted_when.clone());
     block_on(async move {
-        gym_checkin::listen::run(readers, gym_checkin::daemon::termination_signal()).await;
+        gym_checkin::listen::run(readers, clock, gym_checkin::daemon::termination_signal()).await;
         Ok::<(), String>(())
     })
 }
 
 fn status(path: &std::path::Path, json: bool) -> ExitCode {
-    let config = match Config::load(path) {
+    let config = match load_config(path) {
         Ok(config) => config,
-        Err(errors) => {
-            eprint!("gym-checkin: {errors}");
-            return ExitCode::from(EXIT_CONFIG);
-        }
+        Err(code) => return code,
     };
     match gym_checkin::status::read(&config.store.path) {
-        Ok(data) if json => {
-            println!("{}", gym_checkin::status::to_json(&data));
+        Ok((data, asked)) if json => {
+            println!("{}", gym_checkin::status::to_json(&data, &asked));
             ExitCode::SUCCESS
         }
-        Ok(data) => {
+        Ok((data, asked)) => {
             print!(
                 "{}",
-                gym_checkin::status::to_text(&data, &config.store.path)
+                gym_checkin::status::to_text(&data, &asked, &config.store.path)
             );
             ExitCode::SUCCESS
         }

@@ -7,6 +7,11 @@
 //! after its transaction has committed. When the database cannot be written, events are held in
 //! memory (bounded) and written, in order, as soon as it can be.
 //!
+//! A tap is recorded at once whatever the clock says: durability first. While the wall clock is
+//! not trusted, the tap is stored with its boot and steady time and held from delivery; when the
+//! clock becomes trusted, the recorder places the held taps (and the visits they began) and
+//! wakes delivery for them.
+//!
 //! It also checks visits out by themselves (`auto-checkout-after`, `closing-time`): when one falls
 //! due, and at start for those that fell due while the service was stopped, before any new tap is
 //! decided. Such a check-out is an event like any other, marked automatic, and stamped with the
@@ -16,16 +21,18 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::{Notify, mpsc, watch};
-use tracing::{error, info};
+use tokio::sync::{mpsc, watch};
+use tracing::{error, info, warn};
 
-use crate::clock::now_ms;
-use crate::clock::rfc3339_ms;
-use crate::daemon::liveness::Pulse;
-use crate::reader::ReaderMessage;
-use crate::store::{NewEvent, ReaderUpdate, Store, StoreError, Visit};
+use crate::clock::placement::Placed;
+use crate::clock::{Clock, Trust, rfc3339_ms};
+use crate::liveness::Pulse;
+use crate::reader::{ReaderMessage, Tap};
+use crate::store::{
+    Batch, NewEvent, PlacedEvent, ReaderUpdate, Store, StoreError, TimeQuality, Visit,
+};
 use crate::tag;
-use crate::visit::{self, AutoCheckoutPolicy, Decision, Kind, TagState};
+use crate::visit::{self, AutoCheckout, AutoCheckoutPolicy, CheckIn, Decision, Kind, TagState};
 
 /// Events held in memory while the database cannot be written, at most.
 pub const MAX_HELD: usize = 10_000;
@@ -33,28 +40,39 @@ pub const MAX_HELD: usize = 10_000;
 const MAX_BATCH: usize = 256;
 /// How often writing held events is tried again.
 const HELD_RETRY: Duration = Duration::from_secs(1);
+/// Open visits are looked at again at least this often: `closing-time` follows the wall clock,
+/// which may be stepped while the recorder sleeps.
+const AUTO_CHECKOUT_LOOK_AGAIN: Duration = Duration::from_secs(60);
 
 #[derive(Debug)]
 pub struct Recorder {
     store: Store,
+    clock: Clock,
+    trust: watch::Receiver<Trust>,
     visits: HashMap<String, Visit>,
     repeat_window: Duration,
     auto_checkout: Option<AutoCheckoutPolicy>,
-    /// When the next open visit is due to be checked out automatically.
-    next_auto_checkout_ms: Option<i64>,
-    recorded: Arc<Notify>,
+    /// When to look at open visits again for automatic check-outs.
+    next_auto_checkout_in: Option<Duration>,
+    /// The id of the newest event committed; sent again when held events become due.
+    recorded: Arc<watch::Sender<i64>>,
     /// Decided events not yet committed, oldest first.
     held: VecDeque<(NewEvent, TagState)>,
     /// Reader changes to write with the next transaction.
     readers: HashMap<Arc<str>, ReaderUpdate>,
+    /// Taps lost since the last successful write (counted in `status` with it).
+    lost: u64,
     /// Writing failed and has not succeeded since: the error was said once already.
     write_failing: bool,
+    /// An automatic check-out was put off for want of room: said once until there is room.
+    said_postponed: bool,
 }
 
 enum Wake {
     Messages(Vec<ReaderMessage>),
     RetryHeld,
     AutoCheckout,
+    ClockChanged,
     Asked,
     Shutdown,
 }
@@ -62,21 +80,26 @@ enum Wake {
 impl Recorder {
     pub async fn new(
         store: Store,
+        clock: Clock,
         repeat_window: Duration,
         auto_checkout: Option<AutoCheckoutPolicy>,
-        recorded: Arc<Notify>,
+        recorded: Arc<watch::Sender<i64>>,
     ) -> Result<Recorder, StoreError> {
         let visits = store.visits().await?;
         Ok(Recorder {
             store,
+            trust: clock.subscribe(),
+            clock,
             visits,
             repeat_window,
             auto_checkout,
-            next_auto_checkout_ms: None,
+            next_auto_checkout_in: None,
             recorded,
             held: VecDeque::new(),
             readers: HashMap::new(),
+            lost: 0,
             write_failing: false,
+            said_postponed: false,
         })
     }
 
@@ -86,20 +109,23 @@ impl Recorder {
         mut shutdown: watch::Receiver<bool>,
         mut pulse: Pulse,
     ) {
-        // Visits that fell due while the service was stopped go first, with their own times.
+        // Taps held from an earlier run go out if the clock is trusted already; visits that
+        // fell due while the service was stopped go next, with their own times.
+        self.trust.mark_unchanged();
+        if self.clock.anchor().is_some() {
+            self.place_held().await;
+        }
         self.check_out_due_visits().await;
         let mut batch = Vec::with_capacity(MAX_BATCH);
         loop {
-            let auto_checkout_in = self
-                .next_auto_checkout_ms
-                .map(|at| Duration::from_millis((at - now_ms()).max(0) as u64));
             let wake = tokio::select! {
                 n = messages.recv_many(&mut batch, MAX_BATCH) => match n {
                     0 => Wake::Shutdown,
                     _ => Wake::Messages(std::mem::take(&mut batch)),
                 },
                 () = tokio::time::sleep(HELD_RETRY), if !self.held.is_empty() => Wake::RetryHeld,
-                () = sleep_for(auto_checkout_in) => Wake::AutoCheckout,
+                () = sleep_for(self.next_auto_checkout_in) => Wake::AutoCheckout,
+                Ok(()) = self.trust.changed() => Wake::ClockChanged,
                 () = pulse.asked() => Wake::Asked,
                 _ = shutdown.wait_for(|stop| *stop) => Wake::Shutdown,
             };
@@ -113,6 +139,12 @@ impl Recorder {
                 }
                 Wake::RetryHeld => self.write().await,
                 Wake::AutoCheckout => self.check_out_due_visits().await,
+                Wake::ClockChanged => {
+                    if self.trust.borrow_and_update().trusted {
+                        self.place_held().await;
+                    }
+                    self.check_out_due_visits().await;
+                }
                 Wake::Asked => pulse.answer(),
                 Wake::Shutdown => break,
             }
@@ -142,12 +174,12 @@ impl Recorder {
             // Only a listening reader reports these.
             ReaderMessage::Unreadable { .. } => return,
         };
-        self.reader_update(&tap.reader).last_read_at_ms = Some(tap.at_ms);
+        self.reader_update(&tap.reader).last_read_at_ms = Some(tap.at.wall_ms);
         let short = tag::short(&tap.rfid);
         let decision = visit::decide(
             self.visits.get(&tap.rfid).map(|v| &v.state),
             tap.direction,
-            tap.at_ms,
+            tap.at.steady_ms,
             self.repeat_window,
         );
         let kind = match decision {
@@ -157,16 +189,20 @@ impl Recorder {
             }
             Decision::Record(kind) => kind,
         };
-        let state = visit::after_event(kind, tap.at_ms);
-        let event = NewEvent {
-            reader: tap.reader.to_string(),
-            raw_id: tap.raw.hex(),
-            tag: tap.rfid,
-            tag_format: tap.tag_format,
+        if self.held.len() >= MAX_HELD {
+            // Nothing changes for a tap that is not kept: the member's visit stays as it was.
+            self.lost += 1;
+            error!(outcome = "lost", reader = %tap.reader, tag = %short, kind = %kind.as_str(), tapped_at = %rfc3339_ms(tap.at.wall_ms), "tap LOST: the database cannot be written and the in-memory buffer is full");
+            return;
+        }
+        let event = self.new_event(&tap, kind);
+        let state = visit::after_event(
             kind,
-            tapped_at_ms: tap.at_ms,
-            automatic: false,
-        };
+            CheckIn {
+                steady_ms: event.tapped_steady_ms,
+                at_ms: (event.time != TimeQuality::Untrusted).then_some(event.tapped_at_ms),
+            },
+        );
         self.visits.insert(
             event.tag.clone(),
             Visit {
@@ -176,11 +212,77 @@ impl Recorder {
                 tag_format: event.tag_format.clone(),
             },
         );
-        if self.held.len() >= MAX_HELD {
-            error!(outcome = "lost", reader = %event.reader, tag = %short, kind = %kind.as_str(), tapped_at = %rfc3339_ms(event.tapped_at_ms), "tap LOST: the database cannot be written and the in-memory buffer is full");
-            return;
-        }
         self.held.push_back((event, state));
+    }
+
+    /// The event for a tap: stamped with its wall time if the clock was trusted when it was
+    /// read, or could be placed by now from a trusted reading in this boot; else held.
+    fn new_event(&self, tap: &Tap, kind: Kind) -> NewEvent {
+        let (tapped_at_ms, time) = match TimeQuality::of(tap.at.wall) {
+            TimeQuality::Untrusted => match self.clock.wall_at(tap.at.steady_ms) {
+                Some(at) => (at, TimeQuality::Restamped),
+                None => (tap.at.wall_ms, TimeQuality::Untrusted),
+            },
+            quality => (tap.at.wall_ms, quality),
+        };
+        NewEvent {
+            reader: tap.reader.to_string(),
+            raw_id: tap.raw.hex(),
+            tag: tap.rfid.clone(),
+            tag_format: tap.tag_format.clone(),
+            kind,
+            tapped_at_ms,
+            tapped_steady_ms: tap.at.steady_ms,
+            boot: self.clock.boot().id,
+            time,
+            automatic: false,
+        }
+    }
+
+    /// Places held taps now that the clock is trusted: those still in memory, then those in the
+    /// database, and the visits they began; wakes delivery for them.
+    async fn place_held(&mut self) {
+        let Some(anchor) = self.clock.anchor() else {
+            return;
+        };
+        let boot = self.clock.boot().id;
+        for (event, state) in self.held.iter_mut() {
+            if event.time == TimeQuality::Untrusted && event.boot == boot {
+                event.tapped_at_ms = anchor.wall_at(event.tapped_steady_ms);
+                event.time = TimeQuality::Restamped;
+                place_check_in(state, event.tapped_steady_ms, event.tapped_at_ms);
+                if let Some(visit) = self.visits.get_mut(&event.tag) {
+                    place_check_in(&mut visit.state, event.tapped_steady_ms, event.tapped_at_ms);
+                }
+            }
+        }
+        let placed = match self.store.place_held(boot, anchor).await {
+            Ok(placed) => placed,
+            Err(e) => {
+                error!(error = %e, "cannot place the taps held for the clock; trying again when the clock is next found trusted");
+                return;
+            }
+        };
+        for event in &placed {
+            say_placed(event);
+            if event.kind == Kind::CheckIn
+                && let Some(visit) = self.visits.get_mut(&event.tag)
+            {
+                place_check_in(
+                    &mut visit.state,
+                    event.tapped_steady_ms,
+                    event.placed.at_ms(),
+                );
+            }
+        }
+        if !placed.is_empty() {
+            info!(
+                placed = placed.len(),
+                "taps held for the clock are placed and go to EGYM"
+            );
+            self.recorded.send_modify(|_| {});
+        }
+        self.plan_auto_checkout();
     }
 
     /// Checks out every open visit whose automatic check-out is due, stamped with its due time.
@@ -188,18 +290,29 @@ impl Recorder {
         let Some(policy) = &self.auto_checkout else {
             return;
         };
-        let now = now_ms();
+        let now = self.clock.now();
         let mut due: Vec<(i64, String, visit::AutoReason)> = self
             .visits
             .iter()
-            .filter_map(|(tag, v)| {
-                let (at, reason) = policy.due(v.state.checked_in_at_ms?)?;
-                (v.state.inside && at <= now).then(|| (at, tag.clone(), reason))
+            .filter(|(_, v)| v.state.inside)
+            .filter_map(|(tag, v)| match policy.check(v.state.checked_in?, &now) {
+                AutoCheckout::Due { at_ms, reason } => Some((at_ms, tag.clone(), reason)),
+                AutoCheckout::NotYet(_) => None,
             })
             .collect();
         due.sort_by(|a, b| (a.0, &a.1).cmp(&(b.0, &b.1)));
-        for (at, tag, reason) in due {
+        for (at_ms, tag, reason) in due {
+            if self.held.len() >= MAX_HELD {
+                // The visit stays open and due: it is checked out once there is room.
+                if !std::mem::replace(&mut self.said_postponed, true) {
+                    warn!(tag = %tag::short(&tag), "automatic check-outs put off: the database cannot be written and the in-memory buffer is full; they are made once it can be");
+                }
+                break;
+            }
             let Some(v) = self.visits.get_mut(&tag) else {
+                continue;
+            };
+            let Some(checked_in) = v.state.checked_in else {
                 continue;
             };
             v.state = visit::after_auto_checkout(v.state);
@@ -209,34 +322,58 @@ impl Recorder {
                 tag: tag.clone(),
                 tag_format: v.tag_format.clone(),
                 kind: Kind::CheckOut,
-                tapped_at_ms: at,
+                tapped_at_ms: at_ms,
+                tapped_steady_ms: checked_in.steady_ms
+                    + (at_ms - checked_in.at_ms.unwrap_or(at_ms)),
+                boot: self.clock.boot().id,
+                // Stamped from its check-in's time, which is known (else it is not due).
+                time: TimeQuality::Trusted,
                 automatic: true,
             };
             info!(
                 outcome = "auto_checkout",
                 tag = %tag::short(&tag),
                 reason = reason.as_str(),
-                stamped_at = %rfc3339_ms(at),
-                late_s = (now - at) / 1000,
+                stamped_at = %rfc3339_ms(at_ms),
+                late_s = (now.steady_ms - event.tapped_steady_ms) / 1000,
                 "automatic check-out"
             );
-            if self.held.len() < MAX_HELD {
-                self.held.push_back((event, v.state));
-            }
+            self.held.push_back((event, v.state));
         }
         self.write().await;
         self.plan_auto_checkout();
     }
 
-    /// Finds when the next open visit is due for an automatic check-out.
+    /// Finds when to look at open visits again.
     fn plan_auto_checkout(&mut self) {
-        self.next_auto_checkout_ms = self.auto_checkout.as_ref().and_then(|policy| {
-            self.visits
-                .values()
-                .filter(|v| v.state.inside)
-                .filter_map(|v| Some(policy.due(v.state.checked_in_at_ms?)?.0))
-                .min()
-        });
+        let Some(policy) = &self.auto_checkout else {
+            self.next_auto_checkout_in = None;
+            return;
+        };
+        let now = self.clock.now();
+        let mut any_open = false;
+        let mut next: Option<Duration> = None;
+        for visit in self.visits.values().filter(|v| v.state.inside) {
+            any_open = true;
+            let Some(checked_in) = visit.state.checked_in else {
+                continue;
+            };
+            let wait = match policy.check(checked_in, &now) {
+                AutoCheckout::Due { .. } => Some(Duration::ZERO),
+                AutoCheckout::NotYet(wait) => wait,
+            };
+            next = match (next, wait) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+        }
+        self.next_auto_checkout_in = if any_open {
+            Some(next.map_or(AUTO_CHECKOUT_LOOK_AGAIN, |n| {
+                n.min(AUTO_CHECKOUT_LOOK_AGAIN)
+            }))
+        } else {
+            None
+        };
     }
 
     fn reader_update(&mut self, reader: &Arc<str>) -> &mut ReaderUpdate {
@@ -249,16 +386,20 @@ impl Recorder {
             })
     }
 
-    /// Writes held events, in order and in batches, until one batch fails; reader changes go
-    /// with the first batch.
+    /// Writes held events, in order and in batches, until one batch fails; reader changes and
+    /// the count of lost taps go with the first batch.
     async fn write(&mut self) {
         loop {
             let n = self.held.len().min(MAX_BATCH);
-            if n == 0 && self.readers.is_empty() {
+            if n == 0 && self.readers.is_empty() && self.lost == 0 {
                 return;
             }
-            let events: Vec<(NewEvent, TagState)> = self.held.iter().take(n).cloned().collect();
-            let readers: Vec<ReaderUpdate> = self.readers.values().cloned().collect();
+            let batch = Batch {
+                events: self.held.iter().take(n).cloned().collect(),
+                readers: self.readers.values().cloned().collect(),
+                lost: self.lost,
+                now_wall_ms: self.clock.now().wall_ms,
+            };
             let recorded = self.recorded.clone();
             // Said, and delivery woken, on the database thread right after the commit.
             let committed = move |events: &[(NewEvent, TagState)], ids: &[i64]| {
@@ -271,16 +412,18 @@ impl Recorder {
                         tag = %tag::short(&event.tag),
                         kind = %event.kind.as_str(),
                         tapped_at_ms = event.tapped_at_ms,
+                        clock = event.time.as_str(),
                         "tap recorded"
                     );
                 }
-                if !ids.is_empty() {
-                    recorded.notify_one();
+                if let Some(&last) = ids.last() {
+                    recorded.send_replace(last);
                 }
             };
-            match self.store.record_batch(events, readers, committed).await {
+            match self.store.record_batch(batch, committed).await {
                 Ok(ids) => {
                     self.readers.clear();
+                    self.lost = 0;
                     if std::mem::take(&mut self.write_failing) {
                         info!(
                             held = self.held.len(),
@@ -288,6 +431,9 @@ impl Recorder {
                         );
                     }
                     self.held.drain(..ids.len());
+                    if self.held.is_empty() {
+                        self.said_postponed = false;
+                    }
                 }
                 Err(e) => {
                     if !self.write_failing {
@@ -298,6 +444,47 @@ impl Recorder {
                 }
             }
         }
+    }
+}
+
+/// Gives a visit whose check-in was held the check-in's placed time.
+fn place_check_in(state: &mut TagState, steady_ms: i64, at_ms: i64) {
+    if let Some(checked_in) = &mut state.checked_in
+        && checked_in.steady_ms == steady_ms
+        && checked_in.at_ms.is_none()
+    {
+        checked_in.at_ms = Some(at_ms);
+    }
+}
+
+fn say_placed(event: &PlacedEvent) {
+    match event.placed {
+        Placed::Exact(at) => info!(
+            outcome = "placed",
+            event_id = event.id,
+            reader = %event.reader,
+            tag = %tag::short(&event.tag),
+            kind = %event.kind.as_str(),
+            tapped_at = %rfc3339_ms(at),
+            clock = "restamped",
+            "tap time placed: counted back from the now trusted clock"
+        ),
+        Placed::Approximate {
+            at_ms,
+            not_before_ms,
+            not_after_ms,
+        } => warn!(
+            outcome = "placed",
+            event_id = event.id,
+            reader = %event.reader,
+            tag = %tag::short(&event.tag),
+            kind = %event.kind.as_str(),
+            tapped_at = %rfc3339_ms(at_ms),
+            not_before = %rfc3339_ms(not_before_ms),
+            not_after = %rfc3339_ms(not_after_ms),
+            clock = "approximate",
+            "tap time APPROXIMATE: the tap was made in a boot that ended before the clock was trusted; it is sent with a time between these bounds"
+        ),
     }
 }
 

@@ -8,17 +8,39 @@ use std::path::Path;
 
 use serde_json::{Value, json};
 
-use crate::clock::{now_ms, rfc3339};
+use crate::clock::{SystemSource, TimeSource, duration_text, rfc3339};
 use crate::store::StoreError;
 use crate::store::status::{self, StatusData};
 
-pub fn read(db: &Path) -> Result<StatusData, StoreError> {
-    status::read(db)
+/// When `status` was asked: the wall time, and steady time if the service has run in this boot.
+#[derive(Clone, Copy, Debug)]
+pub struct Asked {
+    pub wall_ms: i64,
+    pub steady_ms: Option<i64>,
 }
 
-pub fn to_json(data: &StatusData) -> Value {
-    let now = now_ms();
+/// Reads the status of the database at `db`, as of now on this machine.
+pub fn read(db: &Path) -> Result<(StatusData, Asked), StoreError> {
+    let source = SystemSource;
+    let data = status::read(db, source.boot_id().as_deref())?;
+    let asked = Asked {
+        wall_ms: source.wall_ms(),
+        steady_ms: data
+            .clock
+            .steady_offset_ms
+            .map(|offset| source.boottime_ms() + offset),
+    };
+    Ok((data, asked))
+}
+
+/// Seconds since steady time `since`, if steady time now is known.
+fn age_s(asked: &Asked, since: Option<i64>) -> Option<i64> {
+    Some((asked.steady_ms? - since?).max(0) / 1000)
+}
+
+pub fn to_json(data: &StatusData, asked: &Asked) -> Value {
     let time = |ms: Option<i64>| ms.map(rfc3339);
+    let clock = &data.clock;
     json!({
         "events": {
             "pending": data.events.pending,
@@ -26,7 +48,7 @@ pub fn to_json(data: &StatusData) -> Value {
             "rejected": data.events.rejected,
             "delivered": data.events.delivered,
         },
-        "oldest_pending_age_s": data.oldest_pending_tapped_at_ms.map(|t| (now - t).max(0) / 1000),
+        "oldest_pending_age_s": age_s(asked, data.oldest_pending_steady_ms),
         "last_delivery": time(data.last_delivery_at_ms),
         "last_error": data.last_error,
         "last_error_at": time(data.last_error_at_ms),
@@ -35,6 +57,17 @@ pub fn to_json(data: &StatusData) -> Value {
         "delivery_paused_since": time(data.paused_since_ms),
         "open_visits": data.open_visits,
         "automatic_checkouts": data.automatic_checkouts,
+        "lost": data.lost,
+        "clock": {
+            "trusted": clock.trusted,
+            "source": clock.source,
+            "detail": clock.detail,
+            "since": time(clock.since_wall_ms),
+            "for_s": age_s(asked, clock.since_steady_ms),
+            "taps_waiting": clock.held,
+            "restamped": clock.restamped,
+            "approximate": clock.approximate,
+        },
         "readers": data.readers.iter().map(|r| json!({
             "name": r.name,
             "connected": r.connected,
@@ -48,25 +81,57 @@ pub fn to_json(data: &StatusData) -> Value {
     })
 }
 
-/// "2m 5s ago" style ages.
-fn age(ms: i64) -> String {
-    let seconds = (now_ms() - ms).max(0) / 1000;
-    match seconds {
-        s if s < 60 => format!("{s}s"),
-        s if s < 3600 => format!("{}m {}s", s / 60, s % 60),
-        s if s < 86_400 => format!("{}h {}m", s / 3600, s / 60 % 60),
-        s => format!("{}d {}h", s / 86_400, s / 3600 % 24),
-    }
-}
-
-fn when(ms: Option<i64>) -> String {
+fn when(asked: &Asked, ms: Option<i64>) -> String {
     match ms {
-        Some(ms) => format!("{} ({} ago)", rfc3339(ms), age(ms)),
+        Some(ms) => format!(
+            "{} ({} ago)",
+            rfc3339(ms),
+            duration_text(asked.wall_ms - ms)
+        ),
         None => "never".into(),
     }
 }
 
-pub fn to_text(data: &StatusData, db: &Path) -> String {
+/// The clock's line: trusted and how, or not and for how long, with the taps it holds.
+fn clock_line(data: &StatusData, asked: &Asked) -> String {
+    let clock = &data.clock;
+    let placed = match (clock.restamped, clock.approximate) {
+        (0, 0) => String::new(),
+        (restamped, 0) => format!("; {restamped} taps placed after the clock became trusted"),
+        (restamped, approximate) => format!(
+            "; {restamped} taps placed after the clock became trusted, {approximate} APPROXIMATE \
+             (made in a boot that ended before the clock was trusted)"
+        ),
+    };
+    match (clock.trusted, &clock.source, &clock.detail) {
+        (None, ..) => "clock: not recorded yet (the service has not run with this version)".into(),
+        (Some(true), Some(source), detail)
+            if source == "kernel" || source == "systemd-timesyncd" =>
+        {
+            format!(
+                "clock: synchronized ({}){placed}",
+                detail.as_deref().unwrap_or(source)
+            )
+        }
+        (Some(true), _, detail) => format!(
+            "clock: trusted ({}){placed}",
+            detail.as_deref().unwrap_or("")
+        ),
+        (Some(false), _, detail) => {
+            let since = match age_s(asked, clock.since_steady_ms) {
+                Some(s) => format!("for {}", duration_text(s * 1000)),
+                None => format!("since {}", when(asked, clock.since_wall_ms)),
+            };
+            format!(
+                "clock: NOT TRUSTED {since} ({}); {} taps wait for it{placed}",
+                detail.as_deref().unwrap_or(""),
+                clock.held
+            )
+        }
+    }
+}
+
+pub fn to_text(data: &StatusData, asked: &Asked, db: &Path) -> String {
     let mut out = String::new();
     let _ = writeln!(out, "database: {}", db.display());
     match (&data.paused_since_ms, &data.pause_reason) {
@@ -75,7 +140,7 @@ pub fn to_text(data: &StatusData, db: &Path) -> String {
                 out,
                 "delivery: PAUSED since {}: EGYM refused the API key ({}). Taps are still recorded. \
                  Fix the key; delivery resumes by itself.",
-                when(Some(*since)),
+                when(asked, Some(*since)),
                 reason.as_deref().unwrap_or("no errorCode")
             );
         }
@@ -89,10 +154,10 @@ pub fn to_text(data: &StatusData, db: &Path) -> String {
             let _ = writeln!(out, "delivery: {state}");
         }
     }
+    let _ = writeln!(out, "{}", clock_line(data, asked));
     let e = &data.events;
-    let oldest = data
-        .oldest_pending_tapped_at_ms
-        .map(|t| format!(" (oldest tapped {} ago)", age(t)))
+    let oldest = age_s(asked, data.oldest_pending_steady_ms)
+        .map(|s| format!(" (oldest tapped {} ago)", duration_text(s * 1000)))
         .unwrap_or_default();
     let _ = writeln!(
         out,
@@ -107,10 +172,25 @@ pub fn to_text(data: &StatusData, db: &Path) -> String {
             code.as_deref().unwrap_or("")
         );
     }
-    let _ = writeln!(out, "last delivery: {}", when(data.last_delivery_at_ms));
+    if data.lost > 0 {
+        let _ = writeln!(
+            out,
+            "LOST: {} taps (the database could not be written and the memory buffer was full)",
+            data.lost
+        );
+    }
+    let _ = writeln!(
+        out,
+        "last delivery: {}",
+        when(asked, data.last_delivery_at_ms)
+    );
     match &data.last_error {
         Some(error) => {
-            let _ = writeln!(out, "last error: {error}, {}", when(data.last_error_at_ms));
+            let _ = writeln!(
+                out,
+                "last error: {error}, {}",
+                when(asked, data.last_error_at_ms)
+            );
         }
         None => {
             let _ = writeln!(out, "last error: none");
@@ -132,7 +212,7 @@ pub fn to_text(data: &StatusData, db: &Path) -> String {
             } else {
                 "NOT CONNECTED"
             },
-            when(reader.last_read_at_ms)
+            when(asked, reader.last_read_at_ms)
         );
     }
     out

@@ -65,11 +65,19 @@ impl Kind {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct TagState {
     pub inside: bool,
-    /// Tap time of the last recorded event from a tap (automatic check-outs leave it alone), in
-    /// milliseconds since the Unix epoch.
-    pub last_event_ms: i64,
+    /// Steady time of the last recorded event from a tap (automatic check-outs leave it alone):
+    /// the repeat window counts from it, whatever the wall clock does.
+    pub last_event_steady_ms: i64,
     /// When the open visit began, while the member is inside.
-    pub checked_in_at_ms: Option<i64>,
+    pub checked_in: Option<CheckIn>,
+}
+
+/// When a visit began.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CheckIn {
+    pub steady_ms: i64,
+    /// The wall time, once known: `None` while the check-in is held for the clock.
+    pub at_ms: Option<i64>,
 }
 
 /// The outcome of one presentation.
@@ -82,17 +90,19 @@ pub enum Decision {
     },
 }
 
-/// Decides what a presentation of a tag at `tap_ms` on a reader facing `direction` means.
+/// Decides what a presentation of a tag at steady time `tap_steady_ms` on a reader facing
+/// `direction` means.
 pub fn decide(
     state: Option<&TagState>,
     direction: Direction,
-    tap_ms: i64,
+    tap_steady_ms: i64,
     repeat_window: Duration,
 ) -> Decision {
     if let Some(state) = state {
-        let since_last_ms = tap_ms - state.last_event_ms;
-        // A clock stepped backwards gives a negative gap; only its size counts, so a small step
-        // does not let a double tap through and a large one does not block the tag for hours.
+        let since_last_ms = tap_steady_ms - state.last_event_steady_ms;
+        // Steady time does not step, but after a reboot it resumes from the last moment the
+        // service was written down as running, so an event recorded just before may seem a
+        // little ahead: only the gap's size counts.
         if since_last_ms.unsigned_abs() < repeat_window.as_millis() as u64 {
             return Decision::IgnoreRepeat { since_last_ms };
         }
@@ -107,12 +117,13 @@ pub fn decide(
     Decision::Record(kind)
 }
 
-/// The tag's state once an event of `kind` from a tap at `tap_ms` has been recorded.
-pub fn after_event(kind: Kind, tap_ms: i64) -> TagState {
+/// The tag's state once an event of `kind` from a tap at `tap` (its steady time, and its wall
+/// time if known) has been recorded.
+pub fn after_event(kind: Kind, tap: CheckIn) -> TagState {
     TagState {
         inside: kind == Kind::CheckIn,
-        last_event_ms: tap_ms,
-        checked_in_at_ms: (kind == Kind::CheckIn).then_some(tap_ms),
+        last_event_steady_ms: tap.steady_ms,
+        checked_in: (kind == Kind::CheckIn).then_some(tap),
     }
 }
 
@@ -121,13 +132,13 @@ pub fn after_event(kind: Kind, tap_ms: i64) -> TagState {
 pub fn after_auto_checkout(state: TagState) -> TagState {
     TagState {
         inside: false,
-        checked_in_at_ms: None,
+        checked_in: None,
         ..state
     }
 }
 
 /// Why a visit was checked out automatically.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub enum AutoReason {
     /// `auto-checkout-after` passed since the check-in.
     AfterDuration,
@@ -154,11 +165,20 @@ pub struct AutoCheckoutPolicy {
     pub time_zone: jiff::tz::TimeZone,
 }
 
+/// Whether an open visit is to be checked out now.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AutoCheckout {
+    /// Now, stamped `at_ms`.
+    Due { at_ms: i64, reason: AutoReason },
+    /// Not yet; look again in this long (`None`: not before something else changes, such as
+    /// the check-in's time becoming known).
+    NotYet(Option<Duration>),
+}
+
 impl AutoCheckoutPolicy {
-    /// When a visit that began at `checked_in_at_ms` is checked out automatically, and why: the
-    /// earlier of check-in + `after` and the first closing time after the check-in. The
-    /// check-out is stamped with that time.
-    pub fn due(&self, checked_in_at_ms: i64) -> Option<(i64, AutoReason)> {
+    /// The times a visit that began at `checked_in_at_ms` would be checked out at, and why:
+    /// check-in + `after`, and the first closing time after the check-in.
+    pub fn stamps(&self, checked_in_at_ms: i64) -> Vec<(i64, AutoReason)> {
         let after = self.after.map(|after| {
             (
                 checked_in_at_ms.saturating_add(after.as_millis() as i64),
@@ -169,9 +189,44 @@ impl AutoCheckoutPolicy {
             .closing_time
             .and_then(|time| next_local_time_after(checked_in_at_ms, time, &self.time_zone))
             .map(|at| (at, AutoReason::ClosingTime));
-        match (after, closing) {
-            (Some(a), Some(c)) => Some(if c.0 < a.0 { c } else { a }),
-            (a, c) => a.or(c),
+        after.into_iter().chain(closing).collect()
+    }
+
+    /// The time a visit that began at `checked_in_at_ms` is checked out at, and why: the earlier
+    /// of check-in + `after` and the first closing time after the check-in.
+    pub fn stamp(&self, checked_in_at_ms: i64) -> Option<(i64, AutoReason)> {
+        self.stamps(checked_in_at_ms).into_iter().min()
+    }
+
+    /// Whether the visit that began at `checked_in` is due for its check-out at `now`.
+    /// - `auto-checkout-after` counts steady time since the check-in: no step of the wall clock
+    ///   brings it forward or holds it back.
+    /// - `closing-time` follows the wall clock while its time is known, and otherwise the steady
+    ///   time since the check-in.
+    /// - A check-in whose wall time is not known yet (held for the clock) has nothing to stamp
+    ///   a check-out with: it waits until it is placed.
+    ///
+    /// Of the policies that are due, the earliest stamp applies.
+    pub fn check(&self, checked_in: CheckIn, now: &crate::clock::Now) -> AutoCheckout {
+        let Some(checked_in_at) = checked_in.at_ms else {
+            return AutoCheckout::NotYet(None);
+        };
+        let mut due: Option<(i64, AutoReason)> = None;
+        let mut wait_ms: Option<i64> = None;
+        for (at_ms, reason) in self.stamps(checked_in_at) {
+            let left_ms = match reason {
+                AutoReason::ClosingTime if now.wall_known() => at_ms - now.wall_ms,
+                _ => checked_in.steady_ms + (at_ms - checked_in_at) - now.steady_ms,
+            };
+            if left_ms <= 0 {
+                due = Some(due.map_or((at_ms, reason), |d| d.min((at_ms, reason))));
+            } else {
+                wait_ms = Some(wait_ms.map_or(left_ms, |w| w.min(left_ms)));
+            }
+        }
+        match due {
+            Some((at_ms, reason)) => AutoCheckout::Due { at_ms, reason },
+            None => AutoCheckout::NotYet(wait_ms.map(|ms| Duration::from_millis(ms as u64))),
         }
     }
 }
@@ -240,10 +295,13 @@ mod tests {
     const WINDOW: Duration = Duration::from_secs(120);
 
     fn check(state: Option<(bool, i64)>, direction: Direction, tap_ms: i64, expected: Decision) {
-        let state = state.map(|(inside, last_event_ms)| TagState {
+        let state = state.map(|(inside, last_event_steady_ms)| TagState {
             inside,
-            last_event_ms,
-            checked_in_at_ms: inside.then_some(last_event_ms),
+            last_event_steady_ms,
+            checked_in: inside.then_some(CheckIn {
+                steady_ms: last_event_steady_ms,
+                at_ms: Some(last_event_steady_ms),
+            }),
         });
         assert_eq!(
             decide(state.as_ref(), direction, tap_ms, WINDOW),
@@ -301,21 +359,25 @@ mod tests {
 
     #[test]
     fn state_after_an_event() {
-        let checked_in = after_event(Kind::CheckIn, 5);
+        let tap = |ms| CheckIn {
+            steady_ms: ms,
+            at_ms: Some(ms + 1_000),
+        };
+        let checked_in = after_event(Kind::CheckIn, tap(5));
         assert_eq!(
             checked_in,
             TagState {
                 inside: true,
-                last_event_ms: 5,
-                checked_in_at_ms: Some(5)
+                last_event_steady_ms: 5,
+                checked_in: Some(tap(5))
             }
         );
         assert_eq!(
-            after_event(Kind::CheckOut, 6),
+            after_event(Kind::CheckOut, tap(6)),
             TagState {
                 inside: false,
-                last_event_ms: 6,
-                checked_in_at_ms: None
+                last_event_steady_ms: 6,
+                checked_in: None
             }
         );
         // An automatic check-out ends the visit but not the repeat window of the last tap.
@@ -323,8 +385,8 @@ mod tests {
             after_auto_checkout(checked_in),
             TagState {
                 inside: false,
-                last_event_ms: 5,
-                checked_in_at_ms: None
+                last_event_steady_ms: 5,
+                checked_in: None
             }
         );
         // After it, a tap (outside the window) is a new check-in on a toggle reader.
@@ -344,8 +406,8 @@ mod tests {
             Decision::Record(Kind::CheckIn)
         );
         assert_eq!(
-            after_event(Kind::CheckIn, 200_005).checked_in_at_ms,
-            Some(200_005)
+            after_event(Kind::CheckIn, tap(200_005)).checked_in,
+            Some(tap(200_005))
         );
     }
 
@@ -363,7 +425,7 @@ mod tests {
         checked_in: &str,
         expected: Option<(&str, AutoReason)>,
     ) {
-        let got = policy.due(ms(checked_in));
+        let got = policy.stamp(ms(checked_in));
         let expected = expected.map(|(at, reason)| (ms(at), reason));
         assert_eq!(got, expected, "checked in {checked_in}");
     }
@@ -423,6 +485,90 @@ mod tests {
             &both,
             "2026-11-29T20:00:00Z",
             Some(("2026-11-29T22:30:00Z", ClosingTime)),
+        );
+    }
+
+    #[test]
+    fn automatic_check_out_counts_steady_time_and_closing_time_follows_the_known_wall_time() {
+        use crate::clock::{Now, WallTime};
+        const H: i64 = 3_600_000;
+        let at = |wall_ms, wall, steady_ms| Now {
+            wall_ms,
+            wall,
+            steady_ms,
+        };
+        let checked_in_at = ms("2026-11-29T10:00:00Z");
+        let checked_in = CheckIn {
+            steady_ms: 50 * H,
+            at_ms: Some(checked_in_at),
+        };
+        let after = AutoCheckoutPolicy {
+            after: Some(Duration::from_secs(4 * 3600)),
+            closing_time: None,
+            time_zone: berlin(),
+        };
+        // 3 h 59 m of steady time, the wall clock stepped two days forward: not yet.
+        let day = 24 * H;
+        assert_eq!(
+            after.check(
+                checked_in,
+                &at(
+                    checked_in_at + 2 * day,
+                    WallTime::Trusted,
+                    50 * H + 4 * H - 60_000
+                )
+            ),
+            AutoCheckout::NotYet(Some(Duration::from_secs(60)))
+        );
+        // 4 h, the wall clock stepped a day back: due, stamped check-in + 4 h.
+        assert_eq!(
+            after.check(
+                checked_in,
+                &at(checked_in_at - day, WallTime::Trusted, 54 * H)
+            ),
+            AutoCheckout::Due {
+                at_ms: checked_in_at + 4 * H,
+                reason: AutoReason::AfterDuration
+            }
+        );
+        // A check-in whose time is not known yet waits to be placed.
+        let held = CheckIn {
+            at_ms: None,
+            ..checked_in
+        };
+        assert_eq!(
+            after.check(held, &at(0, WallTime::Untrusted, 60 * H)),
+            AutoCheckout::NotYet(None)
+        );
+        // 23:30 in Berlin is 22:30Z: 12 h 30 m after the check-in.
+        let closing = AutoCheckoutPolicy {
+            after: None,
+            closing_time: Some((23, 30)),
+            ..after.clone()
+        };
+        let closing_at = ms("2026-11-29T22:30:00Z");
+        // With the wall time known, closing time follows it (a corrected clock included).
+        assert_eq!(
+            closing.check(checked_in, &at(closing_at, WallTime::Trusted, 50 * H + H)),
+            AutoCheckout::Due {
+                at_ms: closing_at,
+                reason: AutoReason::ClosingTime
+            }
+        );
+        // Not known now: the steady time since the check-in tells.
+        assert_eq!(
+            closing.check(checked_in, &at(0, WallTime::Untrusted, 50 * H + 12 * H)),
+            AutoCheckout::NotYet(Some(Duration::from_secs(1800)))
+        );
+        assert_eq!(
+            closing.check(
+                checked_in,
+                &at(0, WallTime::Untrusted, 50 * H + 12 * H + H / 2)
+            ),
+            AutoCheckout::Due {
+                at_ms: closing_at,
+                reason: AutoReason::ClosingTime
+            }
         );
     }
 

@@ -3,17 +3,17 @@
 
 mod common;
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::{FakeEgym, Mode, TestDir, member, now_ms};
+use gym_checkin::clock::Clock;
 use gym_checkin::config::{ApiKey, ApiKeySource};
-use gym_checkin::daemon::liveness::Pulse;
 use gym_checkin::delivery::{Settings, Worker};
 use gym_checkin::egym::Client;
-use gym_checkin::store::{EventRow, NewEvent, Store};
-use gym_checkin::visit::{Kind, after_event};
-use tokio::sync::{Notify, watch};
+use gym_checkin::liveness::Pulse;
+use gym_checkin::store::{EventRow, NewEvent, Store, TimeQuality};
+use gym_checkin::visit::{CheckIn, Kind, after_event};
+use tokio::sync::watch;
 
 const KEY: &str = "delivery-test-key";
 const LONG: Duration = Duration::from_secs(30);
@@ -22,7 +22,8 @@ struct Setup {
     _dir: TestDir,
     store: Store,
     fake: FakeEgym,
-    recorded: Arc<Notify>,
+    clock: Clock,
+    recorded: watch::Sender<i64>,
     stop: watch::Sender<bool>,
     worker: tokio::task::JoinHandle<()>,
 }
@@ -47,7 +48,7 @@ async fn setup_with_burst(
     key: &str,
 ) -> Setup {
     let dir = TestDir::new(name);
-    let store = Store::open(&dir.path("outbox.db")).unwrap();
+    let store = Store::open(&dir.path("outbox.db")).await.unwrap();
     let members = members
         .iter()
         .map(|(rfid, account)| member(rfid, account))
@@ -60,15 +61,17 @@ async fn setup_with_burst(
         burst,
     )
     .unwrap();
-    let recorded = Arc::new(Notify::new());
+    let (recorded, recorded_events) = watch::channel(0);
     let key = ApiKey::new(key.into());
+    let clock = common::trusted_clock();
     let worker = Worker::new(
         store.clone(),
         client,
+        clock.clone(),
         settings,
         ApiKeySource::Literal(key.clone()),
         key,
-        recorded.clone(),
+        recorded_events,
     );
     let (stop, stopping) = watch::channel(false);
     let worker = tokio::spawn(worker.run(stopping, Pulse::unwatched()));
@@ -76,6 +79,7 @@ async fn setup_with_burst(
         _dir: dir,
         store,
         fake,
+        clock,
         recorded,
         stop,
         worker,
@@ -91,14 +95,21 @@ impl Setup {
             tag_format: None,
             kind,
             tapped_at_ms,
+            tapped_steady_ms: tapped_at_ms,
+            boot: self.clock.boot().id,
+            time: TimeQuality::Trusted,
             automatic: false,
+        };
+        let tap = CheckIn {
+            steady_ms: tapped_at_ms,
+            at_ms: Some(tapped_at_ms),
         };
         let id = self
             .store
-            .record_event(event, after_event(kind, tapped_at_ms))
+            .record_event(event, after_event(kind, tap), tapped_at_ms)
             .await
             .unwrap();
-        self.recorded.notify_one();
+        self.recorded.send_replace(id);
         id
     }
 
@@ -191,7 +202,7 @@ async fn an_unknown_tag_waits_on_a_slow_schedule() {
     let row = s.wait_state(first, "unknown_tag").await;
     assert_eq!(row.last_status, Some(404));
     assert!(
-        row.next_attempt_at_ms > now_ms() + 60_000,
+        row.next_attempt_steady_ms > s.clock.steady_ms() + 60_000,
         "slow schedule: {row:?}"
     );
     // A later tap of the same card waits behind the first, in order.
@@ -277,7 +288,12 @@ async fn a_gone_account_is_looked_up_again_once() {
     )
     .await;
     s.store
-        .cache_account("0xAABBCCDD".into(), None, Some("acc-stale".into()))
+        .cache_account(
+            "0xAABBCCDD".into(),
+            None,
+            Some("acc-stale".into()),
+            s.clock.steady_ms(),
+        )
         .await
         .unwrap();
     let id = s.record("0xAABBCCDD", Kind::CheckIn, now_ms()).await;

@@ -2,25 +2,25 @@
 //! and the pruner, and stops them all when the shutdown future completes. Under systemd it
 //! reports readiness and status and feeds the watchdog while every task answers.
 
-pub mod liveness;
 mod notify;
+mod timekeeper;
 
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::{Notify, mpsc, watch};
+use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 use tracing::{error, info, warn};
 
-use crate::clock::now_ms;
+use crate::clock::{self, Clock, SystemSource, TimeSource};
 use crate::config::{ApiKey, Config};
 use crate::delivery::{self, Worker};
 use crate::egym;
+use crate::liveness::Liveness;
 use crate::reader::{Reader, Source};
 use crate::recorder::Recorder;
 use crate::store::{Store, StoreError};
-use liveness::Liveness;
 use notify::Notifier;
 
 /// Taps read but not yet decided, at most; a reader waits when the recorder is this far behind.
@@ -65,8 +65,9 @@ pub async fn run(
     mut sources: Vec<Option<Source>>,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), DaemonError> {
-    let store = Store::open(&config.store.path)?;
+    let store = Store::open(&config.store.path).await?;
     info!(database = %config.store.path.display(), "database open");
+    let clock = start_clock(&store, &config).await?;
     let client = egym::Client::new(
         &config.egym.base_url,
         config.egym.request_timeout,
@@ -76,7 +77,8 @@ pub async fn run(
     .map_err(DaemonError::Setup)?;
 
     let (stop, stopping) = watch::channel(false);
-    let recorded = Arc::new(Notify::new());
+    let (recorded, recorded_events) = watch::channel(0);
+    let recorded = Arc::new(recorded);
     let (taps, tap_queue) = mpsc::channel(TAP_QUEUE);
     let auto_checkout = (config.visits.auto_checkout_after.is_some()
         || config.visits.closing_time.is_some())
@@ -87,14 +89,18 @@ pub async fn run(
     });
     let recorder = Recorder::new(
         store.clone(),
+        clock.clone(),
         config.visits.repeat_window,
         auto_checkout,
-        recorded.clone(),
+        recorded,
     )
     .await?;
 
     store
-        .reset_readers(config.readers.iter().map(|r| r.name.clone()).collect())
+        .reset_readers(
+            config.readers.iter().map(|r| r.name.clone()).collect(),
+            clock.now().wall_ms,
+        )
         .await?;
 
     let mut liveness = Liveness::default();
@@ -103,7 +109,7 @@ pub async fn run(
     for (reader, source) in config.readers.iter().zip(sources) {
         let source = source.unwrap_or_else(|| Source::for_config(reader));
         let pulse = liveness.register(format!("reader {}", reader.name));
-        readers.spawn(Reader::new(reader.clone(), source).run(
+        readers.spawn(Reader::new(reader.clone(), source, clock.clone()).run(
             taps.clone(),
             stopping.clone(),
             pulse,
@@ -121,15 +127,22 @@ pub async fn run(
     let worker = Worker::new(
         store.clone(),
         client,
+        clock.clone(),
         settings,
         config.egym.api_key.clone(),
         api_key,
-        recorded,
+        recorded_events,
     );
     let delivery = tokio::spawn(worker.run(stopping.clone(), liveness.register("delivery")));
     let pruner = tokio::spawn(prune(
         store.clone(),
+        clock.clone(),
         config.store.keep_delivered,
+        stopping.clone(),
+    ));
+    let timekeeper = tokio::spawn(timekeeper::run(
+        clock.clone(),
+        store.clone(),
         stopping.clone(),
     ));
     info!(readers = config.readers.len(), egym = %config.egym.base_url, "gym-checkin running");
@@ -139,6 +152,7 @@ pub async fn run(
     }
     let reporter = tokio::spawn(report(
         store.clone(),
+        clock.clone(),
         notifier.clone(),
         config.readers.len(),
         stopping.clone(),
@@ -167,11 +181,39 @@ pub async fn run(
     let _ = recorder.await;
     let _ = pruner.await;
     let _ = delivery.await;
+    let _ = timekeeper.await;
     if let Err(e) = store.checkpoint().await {
         warn!(error = %e, "cannot checkpoint the database; its write-ahead log keeps the data");
     }
     info!("stopped");
     Ok(())
+}
+
+/// Registers this run's boot, reads the clock's trust, says both, and returns the clock.
+async fn start_clock(store: &Store, config: &Config) -> Result<Clock, DaemonError> {
+    let source: Arc<dyn TimeSource> = Arc::new(SystemSource);
+    let rule = config.clock.trusted_when.clone();
+    let (reading, trust) = clock::boot_reading(source.as_ref(), &rule);
+    let boot_id = reading.boot_id.clone();
+    let (boot, anchor) = store.register_boot(reading).await?;
+    let clock = Clock::new(source, rule, boot, trust, anchor);
+    let trust = clock.trust();
+    let now = clock.now();
+    store
+        .set_clock_state(trust.clone(), now.wall_ms, now.steady_ms)
+        .await?;
+    if trust.trusted {
+        info!(clock = "trusted", source = trust.source.as_str(), boot = %boot_id, "clock trusted: {}", trust.detail);
+    } else {
+        warn!(clock = "untrusted", source = trust.source.as_str(), boot = %boot_id, "clock NOT trusted: {}. Taps are recorded and held from EGYM until it is; they are then sent with the time they were made", trust.detail);
+    }
+    if trust.source == clock::TrustSource::Undetermined {
+        warn!("clock trusted without proof: {}", trust.detail);
+    }
+    if let Some(warning) = clock.never_trusted_warning() {
+        error!(clock = "untrusted", "{warning}");
+    }
+    Ok(clock)
 }
 
 /// Feeds systemd's watchdog while every task answers; names the ones that do not.
@@ -200,6 +242,7 @@ async fn watchdog(
 /// Keeps systemd's STATUS= line current, and logs a summary while events are pending.
 async fn report(
     store: Store,
+    clock: Clock,
     notifier: Option<Arc<Notifier>>,
     n_readers: usize,
     mut stopping: watch::Receiver<bool>,
@@ -207,10 +250,10 @@ async fn report(
     let mut last_summary: Option<tokio::time::Instant> = None;
     loop {
         if let Ok(status) = store.status().await {
-            let now = now_ms();
+            let now = clock.now().steady_ms;
             let open = status.events.pending + status.events.unknown_tag;
             let oldest_s = status
-                .oldest_pending_tapped_at_ms
+                .oldest_pending_steady_ms
                 .map(|t| (now - t).max(0) / 1000);
             let connected = status.readers.iter().filter(|r| r.connected).count();
             let delivery = match (
@@ -222,10 +265,15 @@ async fn report(
                 (None, false) => "delivery ok".to_string(),
             };
             let oldest = oldest_s
-                .map(|s| format!(", oldest {}", short_age(s)))
+                .map(|s| format!(", oldest {}", clock::duration_text(s * 1000)))
                 .unwrap_or_default();
+            let held = if clock.trust().trusted {
+                String::new()
+            } else {
+                format!(", clock NOT TRUSTED ({} taps held)", status.clock.held)
+            };
             let line = format!(
-                "{} pending{oldest}, readers {connected}/{n_readers}, {delivery}",
+                "{} pending{oldest}, readers {connected}/{n_readers}, {delivery}{held}",
                 status.events.pending
             );
             if let Some(notifier) = &notifier {
@@ -252,26 +300,26 @@ async fn report(
     }
 }
 
-/// `2m`, `3h`, `45s`: an age for a one-line status.
-fn short_age(seconds: i64) -> String {
-    match seconds {
-        s if s < 120 => format!("{s}s"),
-        s if s < 7200 => format!("{}m", s / 60),
-        s if s < 172_800 => format!("{}h", s / 3600),
-        s => format!("{}d", s / 86_400),
-    }
-}
-
-async fn prune(store: Store, keep_delivered: Duration, mut stopping: watch::Receiver<bool>) {
+/// Deletes delivered events older than `keep-delivered`, while the wall clock is trusted (an
+/// untrusted one could make everything look old).
+async fn prune(
+    store: Store,
+    clock: Clock,
+    keep_delivered: Duration,
+    mut stopping: watch::Receiver<bool>,
+) {
     loop {
-        let before_ms = now_ms() - keep_delivered.as_millis() as i64;
-        loop {
-            match store.prune_delivered(before_ms, PRUNE_BATCH).await {
-                Ok(n) if n == PRUNE_BATCH => tokio::task::yield_now().await,
-                Ok(_) => break,
-                Err(e) => {
-                    warn!(error = %e, "cannot prune delivered events");
-                    break;
+        let now = clock.now();
+        let before_ms = now.wall_ms - keep_delivered.as_millis() as i64;
+        if now.wall == clock::WallTime::Trusted {
+            loop {
+                match store.prune_delivered(before_ms, PRUNE_BATCH).await {
+                    Ok(n) if n == PRUNE_BATCH => tokio::task::yield_now().await,
+                    Ok(_) => break,
+                    Err(e) => {
+                        warn!(error = %e, "cannot prune delivered events");
+                        break;
+                    }
                 }
             }
         }

@@ -341,7 +341,7 @@ async fn handle(
         api_key: header("x-api-key"),
         user_agent: header("user-agent"),
         body: serde_json::from_slice(&body).ok(),
-        at_ms: crate::clock::now_ms(),
+        at_ms: crate::clock::wall_now_ms(),
         status: None,
     };
     let mode = *shared.mode.borrow();

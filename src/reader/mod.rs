@@ -21,8 +21,9 @@ use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
+use crate::clock::{Clock, Now};
 use crate::config::{Driver, ReaderConfig};
-use crate::daemon::liveness::Pulse;
+use crate::liveness::Pulse;
 use crate::tag::{self, IdFormat, RawId};
 use crate::visit::{Debouncer, Direction};
 use codec::{Codec, Frame};
@@ -42,8 +43,8 @@ pub struct Tap {
     pub rfid: String,
     pub tag_format: Option<String>,
     pub direction: Direction,
-    /// When the frame was read, in milliseconds since the Unix epoch.
-    pub at_ms: i64,
+    /// When the frame was read.
+    pub at: Now,
     /// Part of a presentation already reported (only `listen` sees these).
     pub repeat: bool,
     /// A MIFARE UID the reader cut short (see [`tag::is_cut_short_uid`]).
@@ -171,13 +172,14 @@ pub struct Reader {
     listening: bool,
     /// Ids already said to be cut-short MIFARE UIDs (said once each, not at every tap).
     said_cut_short: HashSet<String>,
+    clock: Clock,
 }
 
 /// Cut-short ids remembered as said, at most; then the list starts again.
 const SAID_CUT_SHORT_MAX: usize = 1024;
 
 impl Reader {
-    pub fn new(config: ReaderConfig, source: Source) -> Reader {
+    pub fn new(config: ReaderConfig, source: Source, clock: Clock) -> Reader {
         let codec = match &config.driver {
             Driver::Serial { protocol, .. } => (protocol.new_codec)(),
             Driver::Stdin | Driver::Keyboard { .. } => (codec::protocol("line")
@@ -195,6 +197,7 @@ impl Reader {
             reported_rejected: 0,
             listening: false,
             said_cut_short: HashSet::new(),
+            clock,
         }
     }
 
@@ -305,11 +308,11 @@ impl Reader {
             };
             had_data = true;
             let at = std::time::Instant::now();
-            let at_ms = crate::clock::now_ms();
+            let now = self.clock.now();
             frames.clear();
             self.codec.feed(&buffer[..n], &mut frames);
             for frame in frames.drain(..) {
-                if let Some(message) = self.presentation(frame, at, at_ms)
+                if let Some(message) = self.presentation(frame, at, now)
                     && taps.send(message).await.is_err()
                 {
                     return Ended::Shutdown;
@@ -332,7 +335,7 @@ impl Reader {
         &mut self,
         frame: Frame,
         at: std::time::Instant,
-        at_ms: i64,
+        now: Now,
     ) -> Option<ReaderMessage> {
         let from_text = matches!(frame, Frame::Text(_));
         let raw = match frame {
@@ -375,7 +378,7 @@ impl Reader {
             raw,
             tag_format: self.config.egym_tag_format.clone(),
             direction: self.config.direction,
-            at_ms,
+            at: now,
             repeat,
             cut_short,
         }))

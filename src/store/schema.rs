@@ -90,4 +90,92 @@ pub const MIGRATIONS: &[&str] = &[
     );
     INSERT INTO maintenance (id) VALUES (1);
     "#,
+    // 5: time you can trust (steady time, held taps, boots), and counts kept as events change,
+    // so that `status` reads a few rows instead of every event.
+    r#"
+    -- Times the service counts in steady time (see `clock`), which carries on from the wall time
+    -- at this migration: the values stored until now keep their meaning.
+    ALTER TABLE events RENAME COLUMN next_attempt_at_ms TO next_attempt_steady_ms;
+    ALTER TABLE events RENAME COLUMN unknown_since_ms TO unknown_since_steady_ms;
+    ALTER TABLE accounts RENAME COLUMN resolved_at_ms TO resolved_steady_ms;
+    ALTER TABLE visits RENAME COLUMN last_event_at_ms TO last_event_steady_ms;
+    ALTER TABLE visits ADD COLUMN checked_in_steady_ms INTEGER;
+    UPDATE visits SET checked_in_steady_ms = checked_in_at_ms;
+
+    -- Each run of the service registers its boot: where steady time stood, the last time the
+    -- service was seen running in it, and its latest trusted wall reading.
+    CREATE TABLE boots (
+        id               INTEGER PRIMARY KEY,
+        boot_id          TEXT    NOT NULL UNIQUE,
+        offset_ms        INTEGER NOT NULL,
+        start_steady_ms  INTEGER NOT NULL,
+        seen_steady_ms   INTEGER NOT NULL,
+        anchor_wall_ms   INTEGER,
+        anchor_steady_ms INTEGER
+    );
+
+    -- The tap's boot and steady time, and how its wall time was found: trusted at the tap,
+    -- untrusted (held until it is known), restamped (from a trusted reading in the same boot)
+    -- or approximate (from a boot that ended before its clock was trusted).
+    ALTER TABLE events ADD COLUMN boot INTEGER;
+    ALTER TABLE events ADD COLUMN tapped_steady_ms INTEGER;
+    ALTER TABLE events ADD COLUMN clock TEXT NOT NULL DEFAULT 'trusted'
+        CHECK (clock IN ('trusted', 'untrusted', 'restamped', 'approximate'));
+    UPDATE events SET tapped_steady_ms = tapped_at_ms;
+
+    -- The clock's trust as the service last saw it, for `status`.
+    CREATE TABLE clock_state (
+        id              INTEGER PRIMARY KEY CHECK (id = 1),
+        trusted         INTEGER,
+        source          TEXT,
+        detail          TEXT,
+        since_wall_ms   INTEGER,
+        since_steady_ms INTEGER
+    );
+    INSERT INTO clock_state (id) VALUES (1);
+
+    -- Live taps no longer go first by age (see `claim_due`).
+    DROP INDEX events_open_tapped;
+    -- Held taps, for placing them once the clock is trusted.
+    CREATE INDEX events_held ON events (id) WHERE clock = 'untrusted';
+    -- What `status` reads, each without a scan of the events.
+    CREATE INDEX events_pending_steady ON events (tapped_steady_ms) WHERE state = 'pending';
+    CREATE INDEX events_rejected ON events (last_status, last_error_code) WHERE state = 'rejected';
+    CREATE INDEX visits_inside ON visits (tag) WHERE inside = 1;
+
+    -- Counts kept by triggers in the same transactions as the rows they count: events by state,
+    -- automatic check-outs, events by how their time was found, and taps lost (written by the
+    -- recorder).
+    CREATE TABLE tallies (
+        name TEXT    PRIMARY KEY,
+        n    INTEGER NOT NULL
+    ) WITHOUT ROWID;
+    INSERT INTO tallies (name, n) SELECT 'state:' || state, COUNT(*) FROM events GROUP BY state;
+    INSERT INTO tallies (name, n) SELECT 'automatic', COUNT(*) FROM events WHERE automatic;
+    CREATE TRIGGER events_tally_insert AFTER INSERT ON events BEGIN
+        INSERT INTO tallies (name, n) VALUES ('state:' || NEW.state, 1)
+            ON CONFLICT (name) DO UPDATE SET n = n + 1;
+        INSERT INTO tallies (name, n) SELECT 'automatic', 1 WHERE NEW.automatic
+            ON CONFLICT (name) DO UPDATE SET n = n + 1;
+        INSERT INTO tallies (name, n) SELECT 'clock:' || NEW.clock, 1 WHERE NEW.clock <> 'trusted'
+            ON CONFLICT (name) DO UPDATE SET n = n + 1;
+    END;
+    CREATE TRIGGER events_tally_state AFTER UPDATE OF state ON events
+    WHEN OLD.state <> NEW.state BEGIN
+        UPDATE tallies SET n = n - 1 WHERE name = 'state:' || OLD.state;
+        INSERT INTO tallies (name, n) VALUES ('state:' || NEW.state, 1)
+            ON CONFLICT (name) DO UPDATE SET n = n + 1;
+    END;
+    CREATE TRIGGER events_tally_clock AFTER UPDATE OF clock ON events
+    WHEN OLD.clock <> NEW.clock BEGIN
+        UPDATE tallies SET n = n - 1 WHERE name = 'clock:' || OLD.clock;
+        INSERT INTO tallies (name, n) SELECT 'clock:' || NEW.clock, 1 WHERE NEW.clock <> 'trusted'
+            ON CONFLICT (name) DO UPDATE SET n = n + 1;
+    END;
+    CREATE TRIGGER events_tally_delete AFTER DELETE ON events BEGIN
+        UPDATE tallies SET n = n - 1
+        WHERE name IN ('state:' || OLD.state, 'clock:' || OLD.clock)
+           OR (name = 'automatic' AND OLD.automatic);
+    END;
+    "#,
 ];

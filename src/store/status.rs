@@ -7,11 +7,12 @@ use rusqlite::{Connection, OpenFlags, OptionalExtension};
 
 use super::{EventCounts, StoreError, schema};
 
-/// What `status` shows, as stored (times in milliseconds since the Unix epoch).
+/// What `status` shows, as stored (wall times in milliseconds since the Unix epoch).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct StatusData {
     pub events: EventCounts,
-    pub oldest_pending_tapped_at_ms: Option<i64>,
+    /// Steady time of the oldest pending tap.
+    pub oldest_pending_steady_ms: Option<i64>,
     pub last_delivery_at_ms: Option<i64>,
     pub last_error: Option<String>,
     pub last_error_at_ms: Option<i64>,
@@ -20,9 +21,31 @@ pub struct StatusData {
     pub open_visits: u64,
     /// Check-outs made by `auto-checkout-after` or `closing-time` (kept events only).
     pub automatic_checkouts: u64,
+    /// Taps lost: the database could not be written and the memory buffer was full.
+    pub lost: u64,
     pub readers: Vec<ReaderData>,
     /// Rejected events grouped by EGYM's answer: (status, errorCode, count).
     pub rejections: Vec<(Option<u16>, Option<String>, u64)>,
+    pub clock: ClockData,
+}
+
+/// The clock as the service last saw it, and the events it concerns.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ClockData {
+    /// `None` until the service has run with a version that records it.
+    pub trusted: Option<bool>,
+    pub source: Option<String>,
+    pub detail: Option<String>,
+    pub since_wall_ms: Option<i64>,
+    pub since_steady_ms: Option<i64>,
+    /// Taps held until their time is known.
+    pub held: u64,
+    /// Events placed from a trusted reading later in their boot, and between bounds.
+    pub restamped: u64,
+    pub approximate: u64,
+    /// Steady time = boot time + this, in the boot `status` was asked about (if the service ran
+    /// in it): for ages counted in steady time.
+    pub steady_offset_ms: Option<i64>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -32,8 +55,9 @@ pub struct ReaderData {
     pub last_read_at_ms: Option<i64>,
 }
 
-/// Reads the status from the database at `path`, without writing to it.
-pub fn read(path: &Path) -> Result<StatusData, StoreError> {
+/// Reads the status from the database at `path`, without writing to it; `boot_id` is this
+/// machine's boot, for ages in steady time.
+pub fn read(path: &Path, boot_id: Option<&str>) -> Result<StatusData, StoreError> {
     if !path.exists() {
         return Err(StoreError::Open {
             path: path.to_path_buf(),
@@ -66,33 +90,47 @@ pub fn read(path: &Path) -> Result<StatusData, StoreError> {
         });
     }
     let tx = conn.unchecked_transaction()?;
-    Ok(query(&tx)?)
+    let mut data = query(&tx)?;
+    if let Some(boot_id) = boot_id {
+        data.clock.steady_offset_ms = super::boots::find(&tx, boot_id)?.map(|b| b.offset_ms);
+    }
+    Ok(data)
+}
+
+/// The counts the triggers keep: events by state, automatic check-outs, events by how their
+/// time was found, taps lost.
+fn tallies(conn: &Connection) -> rusqlite::Result<std::collections::HashMap<String, u64>> {
+    let mut stmt = conn.prepare_cached("SELECT name, n FROM tallies")?;
+    let rows = stmt.query_map([], |row| {
+        Ok((
+            row.get::<_, String>(0)?,
+            row.get::<_, i64>(1)?.max(0) as u64,
+        ))
+    })?;
+    rows.collect()
 }
 
 /// Events by state.
 pub(super) fn count_events(conn: &Connection) -> rusqlite::Result<EventCounts> {
-    let mut events = EventCounts::default();
-    let mut stmt = conn.prepare_cached("SELECT state, COUNT(*) FROM events GROUP BY state")?;
-    let mut rows = stmt.query([])?;
-    while let Some(row) = rows.next()? {
-        let state: String = row.get(0)?;
-        let n = row.get::<_, i64>(1)? as u64;
-        match state.as_str() {
-            "pending" => events.pending = n,
-            "unknown_tag" => events.unknown_tag = n,
-            "delivered" => events.delivered = n,
-            "rejected" => events.rejected = n,
-            _ => {}
-        }
-    }
-    Ok(events)
+    let tallies = tallies(conn)?;
+    let n = |name: &str| tallies.get(name).copied().unwrap_or(0);
+    Ok(EventCounts {
+        pending: n("state:pending"),
+        unknown_tag: n("state:unknown_tag"),
+        delivered: n("state:delivered"),
+        rejected: n("state:rejected"),
+    })
 }
 
-/// The status, read in one (read) transaction.
+/// The status, read in one (read) transaction. Every query is answered from an index or a
+/// count kept by triggers, not by scanning the events: taps wait behind it on the database
+/// thread.
 pub(super) fn query(tx: &rusqlite::Transaction<'_>) -> rusqlite::Result<StatusData> {
     let events = count_events(tx)?;
-    let oldest_pending_tapped_at_ms = tx.query_row(
-        "SELECT MIN(tapped_at_ms) FROM events WHERE state = 'pending'",
+    let tallies = tallies(tx)?;
+    let n = |name: &str| tallies.get(name).copied().unwrap_or(0);
+    let oldest_pending_steady_ms = tx.query_row(
+        "SELECT MIN(tapped_steady_ms) FROM events WHERE state = 'pending'",
         [],
         |row| row.get(0),
     )?;
@@ -112,11 +150,6 @@ pub(super) fn query(tx: &rusqlite::Transaction<'_>) -> rusqlite::Result<StatusDa
     let open_visits = tx.query_row("SELECT COUNT(*) FROM visits WHERE inside = 1", [], |row| {
         row.get::<_, i64>(0)
     })? as u64;
-    let automatic_checkouts = tx.query_row(
-        "SELECT COUNT(*) FROM events WHERE automatic = 1",
-        [],
-        |row| row.get::<_, i64>(0),
-    )? as u64;
     let readers = tx
         .prepare("SELECT name, connected, last_read_at_ms FROM readers ORDER BY name")?
         .query_map([], |row| {
@@ -136,17 +169,43 @@ pub(super) fn query(tx: &rusqlite::Transaction<'_>) -> rusqlite::Result<StatusDa
             Ok((row.get(0)?, row.get(1)?, row.get::<_, i64>(2)? as u64))
         })?
         .collect::<rusqlite::Result<Vec<_>>>()?;
+    let (trusted, source, detail, since_wall_ms, since_steady_ms) = tx.query_row(
+        "SELECT trusted, source, detail, since_wall_ms, since_steady_ms FROM clock_state
+         WHERE id = 1",
+        [],
+        |row| {
+            Ok((
+                row.get(0)?,
+                row.get(1)?,
+                row.get(2)?,
+                row.get(3)?,
+                row.get(4)?,
+            ))
+        },
+    )?;
     Ok(StatusData {
         events,
-        oldest_pending_tapped_at_ms,
+        oldest_pending_steady_ms,
         last_delivery_at_ms,
         last_error,
         last_error_at_ms,
         paused_since_ms,
         pause_reason,
         open_visits,
-        automatic_checkouts,
+        automatic_checkouts: n("automatic"),
+        lost: n("lost"),
         readers,
         rejections,
+        clock: ClockData {
+            trusted,
+            source,
+            detail,
+            since_wall_ms,
+            since_steady_ms,
+            held: n("clock:untrusted"),
+            restamped: n("clock:restamped"),
+            approximate: n("clock:approximate"),
+            steady_offset_ms: None,
+        },
     })
 }

@@ -125,8 +125,21 @@ pub fn em4100_frame(hex10: &str) -> Vec<u8> {
     frame
 }
 
+/// The real time now: the tests themselves never run under a faked clock.
 pub fn now_ms() -> i64 {
-    gym_checkin::clock::now_ms()
+    gym_checkin::clock::wall_now_ms()
+}
+
+/// The system's clock, trusted, for a test that runs parts of the service in its own process;
+/// steady time starts at the wall time, as in a new database.
+pub fn trusted_clock() -> gym_checkin::clock::Clock {
+    use gym_checkin::clock::{Boot, Clock, SystemSource, TrustRule, boot_reading};
+    let (reading, trust) = boot_reading(&SystemSource, &TrustRule::Always);
+    let boot = Boot {
+        id: 1,
+        offset_ms: reading.wall_ms - reading.boottime_ms,
+    };
+    Clock::system(TrustRule::Always, boot, trust, None)
 }
 
 /// One `tap recorded` line of the daemon's log.
@@ -321,9 +334,9 @@ pub fn status_json(config: &Path) -> serde_json::Value {
 /// Puts `events_per_tag` pending check-ins and check-outs of each tag into the database, as if
 /// they had been recorded during an outage a minute ago.
 pub async fn seed_backlog(db: &Path, tags: &[String], events_per_tag: usize) -> usize {
-    use gym_checkin::store::{NewEvent, Store};
-    use gym_checkin::visit::{Kind, after_event};
-    let store = Store::open(db).unwrap();
+    use gym_checkin::store::{Batch, NewEvent, Store, TimeQuality};
+    use gym_checkin::visit::{CheckIn, Kind, after_event};
+    let store = Store::open(db).await.unwrap();
     let start = now_ms() - 60_000;
     let mut events = Vec::new();
     for round in 0..events_per_tag {
@@ -341,16 +354,26 @@ pub async fn seed_backlog(db: &Path, tags: &[String], events_per_tag: usize) -> 
                 tag_format: None,
                 kind,
                 tapped_at_ms,
+                // A database no service has run on yet: steady time will start at the wall time.
+                tapped_steady_ms: tapped_at_ms,
+                boot: 0,
+                time: TimeQuality::Trusted,
                 automatic: false,
             };
-            events.push((event, after_event(kind, tapped_at_ms)));
+            let tap = CheckIn {
+                steady_ms: tapped_at_ms,
+                at_ms: Some(tapped_at_ms),
+            };
+            events.push((event, after_event(kind, tap)));
         }
     }
     let n = events.len();
-    store
-        .record_batch(events, Vec::new(), |_, _| {})
-        .await
-        .unwrap();
+    let batch = Batch {
+        events,
+        now_wall_ms: now_ms(),
+        ..Batch::default()
+    };
+    store.record_batch(batch, |_, _| {}).await.unwrap();
     store.checkpoint().await.unwrap();
     n
 }
@@ -367,12 +390,32 @@ pub fn write_config(dir: &TestDir, base_url: &str, visits: &str, readers: &str) 
     )
 }
 
-/// As [`write_config`], with `egym` lines of its own (rate limit, timeout).
+/// As [`write_config`], with `egym` lines of its own (rate limit, timeout). The clock is
+/// trusted as it is: the machines the tests run on need not run a time service.
 pub fn write_config_with(
     dir: &TestDir,
     base_url: &str,
     egym: &str,
     visits: &str,
+    readers: &str,
+) -> PathBuf {
+    write_config_full(
+        dir,
+        base_url,
+        egym,
+        visits,
+        "trusted-when = \"always\"",
+        readers,
+    )
+}
+
+/// As [`write_config_with`], with the `[clock]` section's lines too.
+pub fn write_config_full(
+    dir: &TestDir,
+    base_url: &str,
+    egym: &str,
+    visits: &str,
+    clock: &str,
     readers: &str,
 ) -> PathBuf {
     let key_file = dir.path("api-key");
@@ -389,6 +432,9 @@ path = "{db}"
 
 [visits]
 {visits}
+
+[clock]
+{clock}
 
 {readers}
 "#,

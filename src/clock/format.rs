@@ -1,14 +1,4 @@
-//! Wall-clock time as the outbox stores it (milliseconds since the Unix epoch), and RFC 3339.
-
-use std::time::{SystemTime, UNIX_EPOCH};
-
-/// Now, in milliseconds since the Unix epoch.
-pub fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
-}
+//! Times as people read them: RFC 3339 in UTC, and short ages.
 
 /// `2026-11-29T18:40:00.123Z` for a time in milliseconds since the Unix epoch (UTC).
 pub fn rfc3339_ms(ms: i64) -> String {
@@ -28,6 +18,26 @@ pub fn rfc3339_ms(ms: i64) -> String {
 pub fn rfc3339(ms: i64) -> String {
     let full = rfc3339_ms(ms);
     format!("{}Z", &full[..19])
+}
+
+/// A length of time for people: `45s`, `2m 5s`, `3h 10m`, `2d 4h`.
+pub fn duration_text(ms: i64) -> String {
+    match ms.max(0) / 1000 {
+        s if s < 60 => format!("{s}s"),
+        s if s < 3600 => format!("{}m {}s", s / 60, s % 60),
+        s if s < 86_400 => format!("{}h {}m", s / 3600, s / 60 % 60),
+        s => format!("{}d {}h", s / 86_400, s / 3600 % 24),
+    }
+}
+
+/// A step of the clock: `+1.5s`, `-1h 0m`, `+2d 0h`.
+pub fn signed_duration(ms: i64) -> String {
+    let sign = if ms < 0 { '-' } else { '+' };
+    if ms.abs() < 60_000 {
+        format!("{sign}{:.1}s", ms.abs() as f64 / 1000.0)
+    } else {
+        format!("{sign}{}", duration_text(ms.abs()))
+    }
 }
 
 /// Year, month, day of a day count since 1970-01-01 (Howard Hinnant's algorithm).
@@ -57,5 +67,17 @@ mod tests {
             "2026-11-30T23:59:59.999Z"
         );
         assert_eq!(rfc3339(951_782_400_000), "2000-02-29T00:00:00Z");
+    }
+
+    #[test]
+    fn durations_read_as_people_say_them() {
+        assert_eq!(duration_text(45_999), "45s");
+        assert_eq!(duration_text(125_000), "2m 5s");
+        assert_eq!(duration_text(3 * 3_600_000 + 600_000), "3h 10m");
+        assert_eq!(duration_text(2 * 86_400_000 + 4 * 3_600_000), "2d 4h");
+        assert_eq!(duration_text(-5), "0s");
+        assert_eq!(signed_duration(1_500), "+1.5s");
+        assert_eq!(signed_duration(-3_600_000), "-1h 0m");
+        assert_eq!(signed_duration(2 * 86_400_000), "+2d 0h");
     }
 }

@@ -1,0 +1,519 @@
+//! Time: one clock, handed to every part that needs it.
+//!
+//! A front-desk box may have no battery-backed clock. It boots with the time of its last shutdown
+//! (or 1970), gets the true time only when a time service reaches the network (hours later in an
+//! outage, exactly when the outbox matters), and may then be stepped. So two times are kept apart:
+//! - **Steady time** ([`Now::steady_ms`]) counts real elapsed time in milliseconds. It follows
+//!   the kernel's `CLOCK_BOOTTIME`, which no step of the wall clock moves, and carries on across
+//!   restarts (see [`placement::steady_at_start`]). Retry schedules, the unknown-tag window, the
+//!   account cache's age, the repeat window and `auto-checkout-after` are counted in it.
+//! - **Wall time**, and whether it is right ([`trust`]): the time EGYM is told a member tapped,
+//!   and the local time `closing-time` is read in. A tap made while the wall clock is not trusted
+//!   is recorded at once and held; it is placed once the time is known ([`placement`]).
+//!
+//! Pure parts take times as arguments. The [`Clock`] reads them, through a [`TimeSource`]: the
+//! system's, or [`ManualSource`], which tests drive.
+
+mod format;
+pub mod placement;
+pub mod trust;
+
+use std::fmt;
+use std::path::Path;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use tokio::sync::watch;
+
+pub use format::{duration_text, rfc3339, rfc3339_ms, signed_duration};
+pub use placement::{Anchor, BootReading};
+pub use trust::{EARLIEST_PLAUSIBLE_MS, KernelSync, Trust, TrustRule, TrustSource};
+
+/// The environment variable that names the boot (the unit sets it to systemd's `%b`, because
+/// `ProcSubset=pid` hides `/proc/sys/kernel/random/boot_id` from the service).
+pub const BOOT_ID_ENV: &str = "GYM_CHECKIN_BOOT_ID";
+const BOOT_ID_FILE: &str = "/proc/sys/kernel/random/boot_id";
+
+/// A wall-clock step this large or larger is logged.
+const STEP_LOG_MS: i64 = 1_000;
+
+/// Where the clock's readings come from.
+pub trait TimeSource: Send + Sync + fmt::Debug {
+    /// The wall clock, in milliseconds since the Unix epoch.
+    fn wall_ms(&self) -> i64;
+    /// Milliseconds since the boot (`CLOCK_BOOTTIME`): never stepped, counts suspend too.
+    fn boottime_ms(&self) -> i64;
+    /// The boot's id, if it can be read.
+    fn boot_id(&self) -> Option<String>;
+    /// The kernel's clock state, read only (`adjtimex` with no modes), or the errno it failed with.
+    fn kernel_sync(&self) -> Result<KernelSync, i32>;
+    fn path_exists(&self, path: &Path) -> bool;
+}
+
+/// This machine's clocks.
+#[derive(Debug, Default)]
+pub struct SystemSource;
+
+impl TimeSource for SystemSource {
+    fn wall_ms(&self) -> i64 {
+        wall_now_ms()
+    }
+
+    fn boottime_ms(&self) -> i64 {
+        let mut ts = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        // SAFETY: clock_gettime writes one timespec through a valid pointer; CLOCK_BOOTTIME
+        // exists on every Linux this runs on.
+        let rc = unsafe { libc::clock_gettime(libc::CLOCK_BOOTTIME, &mut ts) };
+        if rc != 0 {
+            return 0;
+        }
+        ts.tv_sec * 1000 + ts.tv_nsec / 1_000_000
+    }
+
+    fn boot_id(&self) -> Option<String> {
+        let from_env = std::env::var(BOOT_ID_ENV).ok();
+        let text = from_env.or_else(|| std::fs::read_to_string(BOOT_ID_FILE).ok())?;
+        let id = text.trim();
+        let valid = !id.is_empty()
+            && id.len() <= 64
+            && id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-');
+        valid.then(|| id.to_ascii_lowercase())
+    }
+
+    fn kernel_sync(&self) -> Result<KernelSync, i32> {
+        // SAFETY: timex is plain data; zeroed, its `modes` is 0, which makes adjtimex read only.
+        let mut timex: libc::timex = unsafe { std::mem::zeroed() };
+        // SAFETY: adjtimex reads and writes one timex through a valid pointer.
+        let rc = unsafe { libc::adjtimex(&mut timex) };
+        if rc < 0 {
+            return Err(std::io::Error::last_os_error()
+                .raw_os_error()
+                .unwrap_or(libc::EIO));
+        }
+        Ok(KernelSync {
+            unsynchronized: timex.status & libc::STA_UNSYNC != 0,
+            max_error_us: timex.maxerror,
+        })
+    }
+
+    fn path_exists(&self, path: &Path) -> bool {
+        path.exists()
+    }
+}
+
+/// The wall clock now, in milliseconds since the Unix epoch: for what is shown to people (the
+/// stand-in EGYM's log of requests, `listen`), never for what the service decides.
+pub fn wall_now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// A clock for tests: every reading is set by hand.
+#[derive(Debug)]
+pub struct ManualSource(Mutex<Manual>);
+
+#[derive(Clone, Debug)]
+struct Manual {
+    wall_ms: i64,
+    boottime_ms: i64,
+    boot_id: Option<String>,
+    kernel: Result<KernelSync, i32>,
+    paths: Vec<std::path::PathBuf>,
+}
+
+impl ManualSource {
+    /// A synchronised clock at `wall_ms`, `boottime_ms` into boot `boot_id`.
+    pub fn new(wall_ms: i64, boottime_ms: i64, boot_id: &str) -> ManualSource {
+        ManualSource(Mutex::new(Manual {
+            wall_ms,
+            boottime_ms,
+            boot_id: Some(boot_id.into()),
+            kernel: Ok(KernelSync {
+                unsynchronized: false,
+                max_error_us: 1_000,
+            }),
+            paths: Vec::new(),
+        }))
+    }
+
+    fn manual(&self) -> MutexGuard<'_, Manual> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Real time passes: both clocks move on.
+    pub fn advance(&self, ms: i64) {
+        let mut m = self.manual();
+        m.wall_ms += ms;
+        m.boottime_ms += ms;
+    }
+
+    /// The wall clock is stepped; the boot's clock is not.
+    pub fn step_wall(&self, ms: i64) {
+        self.manual().wall_ms += ms;
+    }
+
+    pub fn set_kernel(&self, kernel: Result<KernelSync, i32>) {
+        self.manual().kernel = kernel;
+    }
+
+    pub fn set_path(&self, path: &Path, exists: bool) {
+        let mut m = self.manual();
+        m.paths.retain(|p| p != path);
+        if exists {
+            m.paths.push(path.to_path_buf());
+        }
+    }
+}
+
+impl TimeSource for ManualSource {
+    fn wall_ms(&self) -> i64 {
+        self.manual().wall_ms
+    }
+    fn boottime_ms(&self) -> i64 {
+        self.manual().boottime_ms
+    }
+    fn boot_id(&self) -> Option<String> {
+        self.manual().boot_id.clone()
+    }
+    fn kernel_sync(&self) -> Result<KernelSync, i32> {
+        self.manual().kernel
+    }
+    fn path_exists(&self, path: &Path) -> bool {
+        self.manual().paths.iter().any(|p| p == path)
+    }
+}
+
+/// How far the wall time of a reading can be believed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WallTime {
+    /// The wall clock is trusted.
+    Trusted,
+    /// The wall clock is not trusted, but was earlier in this boot: the time is the trusted
+    /// reading then plus the steady time since.
+    FromAnchor,
+    /// Not known: the wall clock is not trusted and has not been in this boot.
+    Untrusted,
+}
+
+/// One reading of the clock.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Now {
+    /// The wall time, as well as it is known (see `wall`).
+    pub wall_ms: i64,
+    pub wall: WallTime,
+    pub steady_ms: i64,
+}
+
+impl Now {
+    /// Whether `wall_ms` is the true time.
+    pub fn wall_known(&self) -> bool {
+        self.wall != WallTime::Untrusted
+    }
+}
+
+/// The boot the service runs in, as registered in the database.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Boot {
+    /// The database's id for it.
+    pub id: i64,
+    /// Steady time = boot time + this.
+    pub offset_ms: i64,
+}
+
+/// What one refresh of the clock found.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Refresh {
+    pub trust: Trust,
+    /// The trust before, if it changed.
+    pub was: Option<Trust>,
+    /// How far the wall clock moved against steady time since the last refresh, if it stepped.
+    pub step_ms: Option<i64>,
+}
+
+/// The clock. Cheap to clone; every clone reads the same state.
+#[derive(Clone, Debug)]
+pub struct Clock(Arc<Inner>);
+
+#[derive(Debug)]
+struct Inner {
+    source: Arc<dyn TimeSource>,
+    rule: TrustRule,
+    boot: Boot,
+    state: Mutex<State>,
+    trust_changed: watch::Sender<Trust>,
+}
+
+#[derive(Debug)]
+struct State {
+    trust: Trust,
+    /// This boot's latest trusted reading.
+    anchor: Option<Anchor>,
+    /// Wall time minus steady time at the last refresh, to see steps.
+    wall_offset_ms: i64,
+}
+
+/// What the service reads before the database knows its boot: the boot, and the clock's trust.
+pub fn boot_reading(source: &dyn TimeSource, rule: &TrustRule) -> (BootReading, Trust) {
+    let wall_ms = source.wall_ms();
+    let trust = trust::decide(rule, wall_ms, &trust::probe(source, rule));
+    let reading = BootReading {
+        // Without a boot id, each run counts as a boot of its own: steady time then goes on from
+        // where the last run was seen, and taps held across a restart are placed approximately.
+        boot_id: source
+            .boot_id()
+            .unwrap_or_else(|| format!("run-{:016x}", fastrand::u64(..))),
+        boottime_ms: source.boottime_ms(),
+        wall_ms,
+        trusted: trust.trusted,
+    };
+    (reading, trust)
+}
+
+impl Clock {
+    /// The clock of a run registered as `boot`; `trust` as [`boot_reading`] found it, and this
+    /// boot's last trusted reading from an earlier run, if any.
+    pub fn new(
+        source: Arc<dyn TimeSource>,
+        rule: TrustRule,
+        boot: Boot,
+        trust: Trust,
+        anchor: Option<Anchor>,
+    ) -> Clock {
+        let steady_ms = source.boottime_ms() + boot.offset_ms;
+        let wall_ms = source.wall_ms();
+        let anchor = if trust.trusted {
+            Some(Anchor { wall_ms, steady_ms })
+        } else {
+            anchor
+        };
+        let (trust_changed, _) = watch::channel(trust.clone());
+        Clock(Arc::new(Inner {
+            source,
+            rule,
+            boot,
+            state: Mutex::new(State {
+                trust,
+                anchor,
+                wall_offset_ms: wall_ms - steady_ms,
+            }),
+            trust_changed,
+        }))
+    }
+
+    /// The system's clock for a run registered as `boot`.
+    pub fn system(rule: TrustRule, boot: Boot, trust: Trust, anchor: Option<Anchor>) -> Clock {
+        Clock::new(Arc::new(SystemSource), rule, boot, trust, anchor)
+    }
+
+    /// The system's clock for a command that records nothing (`listen`): no boot is registered,
+    /// so steady time is the boot's own.
+    pub fn unregistered(rule: TrustRule) -> Clock {
+        let (_, trust) = boot_reading(&SystemSource, &rule);
+        let boot = Boot {
+            id: 0,
+            offset_ms: 0,
+        };
+        Clock::system(rule, boot, trust, None)
+    }
+
+    fn state(&self) -> MutexGuard<'_, State> {
+        // A panic aborts the process (panic = "abort"), so the lock is never poisoned.
+        self.0.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn boot(&self) -> Boot {
+        self.0.boot
+    }
+
+    pub fn rule(&self) -> &TrustRule {
+        &self.0.rule
+    }
+
+    pub fn steady_ms(&self) -> i64 {
+        self.0.source.boottime_ms() + self.0.boot.offset_ms
+    }
+
+    /// Reads the clock.
+    pub fn now(&self) -> Now {
+        let steady_ms = self.steady_ms();
+        let wall_ms = self.0.source.wall_ms();
+        let state = self.state();
+        match (state.trust.trusted, state.anchor) {
+            (true, _) => Now {
+                wall_ms,
+                wall: WallTime::Trusted,
+                steady_ms,
+            },
+            (false, Some(anchor)) => Now {
+                wall_ms: anchor.wall_at(steady_ms),
+                wall: WallTime::FromAnchor,
+                steady_ms,
+            },
+            (false, None) => Now {
+                wall_ms,
+                wall: WallTime::Untrusted,
+                steady_ms,
+            },
+        }
+    }
+
+    /// The wall time at `steady_ms` in this boot, if the clock has been trusted in it.
+    pub fn wall_at(&self, steady_ms: i64) -> Option<i64> {
+        self.state().anchor.map(|anchor| anchor.wall_at(steady_ms))
+    }
+
+    /// This boot's latest trusted reading.
+    pub fn anchor(&self) -> Option<Anchor> {
+        self.state().anchor
+    }
+
+    pub fn trust(&self) -> Trust {
+        self.state().trust.clone()
+    }
+
+    /// Completes each time trust changes; `borrow` it for the trust now.
+    pub fn subscribe(&self) -> watch::Receiver<Trust> {
+        self.0.trust_changed.subscribe()
+    }
+
+    /// The time services found running (see [`trust::TIME_SERVICES`]).
+    pub fn time_services(&self) -> Vec<&'static str> {
+        trust::TIME_SERVICES
+            .iter()
+            .filter(|(_, path)| self.0.source.path_exists(Path::new(path)))
+            .map(|(name, _)| *name)
+            .collect()
+    }
+
+    /// A warning if the clock is not trusted and nothing seems able to make it so.
+    pub fn never_trusted_warning(&self) -> Option<String> {
+        let file_dir_exists = match &self.0.rule {
+            TrustRule::File(path) => path
+                .parent()
+                .is_some_and(|dir| self.0.source.path_exists(dir)),
+            _ => true,
+        };
+        trust::never_trusted_warning(
+            &self.0.rule,
+            &self.trust(),
+            &self.time_services(),
+            file_dir_exists,
+        )
+    }
+
+    /// Asks again whether the wall clock is trusted; notes a trusted reading as this boot's
+    /// anchor, and a step of the wall clock. Tasks waiting on [`subscribe`](Self::subscribe) are
+    /// woken if trust changed.
+    pub fn refresh(&self) -> Refresh {
+        let source = &self.0.source;
+        let probes = trust::probe(source.as_ref(), &self.0.rule);
+        let steady_ms = self.steady_ms();
+        let wall_ms = source.wall_ms();
+        let trust = trust::decide(&self.0.rule, wall_ms, &probes);
+        let mut state = self.state();
+        let wall_offset_ms = wall_ms - steady_ms;
+        let step = wall_offset_ms - std::mem::replace(&mut state.wall_offset_ms, wall_offset_ms);
+        if trust.trusted {
+            state.anchor = Some(Anchor { wall_ms, steady_ms });
+        }
+        let was = (state.trust.trusted != trust.trusted || state.trust.source != trust.source)
+            .then(|| std::mem::replace(&mut state.trust, trust.clone()));
+        state.trust.detail.clone_from(&trust.detail);
+        drop(state);
+        if was.is_some() {
+            self.0.trust_changed.send_replace(trust.clone());
+        }
+        Refresh {
+            trust,
+            was,
+            step_ms: (step.abs() >= STEP_LOG_MS).then_some(step),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const T: i64 = 1_796_083_200_000;
+
+    fn clock(source: &Arc<ManualSource>, rule: TrustRule) -> Clock {
+        let (reading, trust) = boot_reading(source.as_ref(), &rule);
+        let boot = Boot {
+            id: 1,
+            offset_ms: reading.wall_ms - reading.boottime_ms,
+        };
+        Clock::new(source.clone(), rule, boot, trust, None)
+    }
+
+    #[test]
+    fn steps_of_the_wall_clock_move_wall_time_but_not_steady_time() {
+        let source = Arc::new(ManualSource::new(T, 5_000, "b1"));
+        let clock = clock(&source, TrustRule::Always);
+        let before = clock.now();
+        assert_eq!((before.wall_ms, before.wall), (T, WallTime::Trusted));
+        source.advance(30_000);
+        source.step_wall(-3_600_000);
+        let after = clock.now();
+        assert_eq!(after.steady_ms - before.steady_ms, 30_000);
+        assert_eq!(after.wall_ms, T + 30_000 - 3_600_000);
+        assert_eq!(clock.refresh().step_ms, Some(-3_600_000));
+        assert_eq!(clock.refresh().step_ms, None, "a step is said once");
+    }
+
+    #[test]
+    fn a_clock_trusted_later_in_the_boot_places_earlier_moments_exactly() {
+        let source = Arc::new(ManualSource::new(T - 3 * 86_400_000, 5_000, "b1"));
+        let flag = Path::new("/run/synced");
+        let clock = clock(&source, TrustRule::File(flag.into()));
+        let changes = clock.subscribe();
+        let tap = clock.now();
+        assert_eq!(tap.wall, WallTime::Untrusted);
+        assert_eq!(clock.wall_at(tap.steady_ms), None);
+        // 90 s later, NTP steps the clock to the true time and says so.
+        source.advance(90_000);
+        source.step_wall(3 * 86_400_000);
+        source.set_path(flag, true);
+        let refresh = clock.refresh();
+        assert!(refresh.trust.trusted && refresh.was.is_some());
+        assert!(changes.has_changed().unwrap());
+        assert_eq!(clock.wall_at(tap.steady_ms), Some(T));
+        // Trust lost again: readings are placed from the anchor, not from the wall clock.
+        source.set_path(flag, false);
+        source.advance(1_000);
+        source.step_wall(-500_000);
+        clock.refresh();
+        let later = clock.now();
+        assert_eq!(
+            (later.wall_ms, later.wall),
+            (T + 91_000, WallTime::FromAnchor)
+        );
+    }
+
+    #[test]
+    fn under_protect_clock_trust_comes_from_timesyncd() {
+        let source = Arc::new(ManualSource::new(T, 5_000, "b1"));
+        source.set_kernel(Err(libc::EPERM));
+        source.set_path(Path::new(trust::TIMESYNCD_DIR), true);
+        let clock = clock(&source, TrustRule::Synchronized);
+        assert_eq!(clock.trust().source, TrustSource::Timesyncd);
+        assert!(!clock.trust().trusted);
+        source.set_path(Path::new(trust::TIMESYNCD_FLAG), true);
+        let refresh = clock.refresh();
+        assert!(refresh.trust.trusted, "{}", refresh.trust.detail);
+        assert_eq!(refresh.trust.source, TrustSource::Timesyncd);
+        assert_eq!(clock.time_services(), vec!["systemd-timesyncd"]);
+    }
+
+    #[test]
+    fn the_boot_id_comes_from_the_environment_or_the_kernel() {
+        // The kernel's file exists on every Linux machine the tests run on.
+        let id = SystemSource.boot_id().unwrap();
+        assert_eq!(id.len(), 36, "{id}");
+        assert!(SystemSource.boottime_ms() > 0);
+    }
+}

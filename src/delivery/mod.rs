@@ -1,0 +1,498 @@
+//! The delivery worker: claims due events, resolves their tags, posts them to EGYM, and records
+//! each outcome as DESIGN.md's outcome table says.
+//!
+//! - It wakes at once when the recorder commits an event, when a retry falls due, and when a
+//!   request finishes; it never polls.
+//! - Only the oldest open event of a tag is ever in flight, so each tag's events reach EGYM in
+//!   the order they happened; events of different tags go out side by side.
+//! - Live taps go first, decided by attempts, not age: a tap never tried that was recorded while
+//!   delivery worked goes ahead of the *backlog*, which is every event being retried and every
+//!   tap held back by an outage, a refused key or a restart. A member tapping now never waits
+//!   behind a backlog, however young it is.
+//! - Posts in flight are few (see [`policy::posts_in_flight`]): each one in flight when the
+//!   process dies may reach EGYM twice.
+//! - Every request first takes a token from the client's bucket ([`crate::egym::rate_limit`]),
+//!   so the daemon keeps under EGYM's limit by itself.
+//! - What an outcome means is decided by [`policy::decide`], in steady time: after a failure
+//!   that calls for a retry, the event's next attempt is stored in its row (exponential backoff
+//!   with full jitter, capped), and the whole worker holds off for the same time: when EGYM is
+//!   down or overloaded, one event probes, the rest wait.
+//! - A refused key (401/403) pauses delivery: no row changes, one error line every few minutes,
+//!   and a probe every [`PAUSE_PROBE_INTERVAL`] that reads the key again.
+
+mod attempt;
+pub mod policy;
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{Semaphore, watch};
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+use tracing::{error, info, warn};
+
+use crate::clock::Clock;
+use crate::config::{ApiKey, ApiKeySource};
+use crate::egym;
+use crate::liveness::Pulse;
+use crate::store::{OpenEvent, Store, StoreError};
+use crate::tag;
+use policy::{Decision, HoldCause, Outcome, Report, RowChange, WorkerChange};
+pub use policy::{Settings, posts_in_flight};
+
+/// Events in flight at once (each of a different tag), at least: their lookups go side by side.
+pub const MIN_EVENTS_IN_FLIGHT: usize = 4;
+/// The worker looks at the outbox at least this often, even with nothing due. A safety net:
+/// events are found through wake-ups and due times, never by this.
+const MAX_IDLE: Duration = Duration::from_secs(60);
+/// After a database error the worker waits this long before it tries again.
+const STORE_ERROR_PAUSE: Duration = Duration::from_secs(5);
+/// While the key is refused, one probe this often (the key is read again for it).
+pub const PAUSE_PROBE_INTERVAL: Duration = Duration::from_secs(30);
+/// While the key is refused, the error line is repeated this often.
+const PAUSE_LOG_INTERVAL: Duration = Duration::from_secs(300);
+/// After EGYM could not be reached, a newly recorded tap may try it again this soon, rather
+/// than wait for the backoff: the network is often back before the backoff runs out.
+const UNREACHABLE_PROBE_GAP: Duration = Duration::from_secs(5);
+/// On shutdown, requests in flight get this long to finish; then they are abandoned and their
+/// events stay pending.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
+
+/// What an attempt needs, shared by the tasks in flight.
+#[derive(Debug)]
+struct Context {
+    store: Store,
+    client: egym::Client,
+    clock: Clock,
+    posts: Semaphore,
+    settings: Settings,
+}
+
+#[derive(Debug)]
+struct Paused {
+    next_probe: Instant,
+    last_logged: Instant,
+}
+
+type Attempts = JoinSet<(Box<OpenEvent>, Result<Outcome, StoreError>)>;
+
+enum Wake {
+    Recorded,
+    Timer,
+    Asked,
+    Finished(Box<OpenEvent>, Result<Outcome, StoreError>),
+    Shutdown,
+}
+
+/// The worker: one task that claims, and a task per attempt in flight.
+#[derive(Debug)]
+pub struct Worker {
+    ctx: Arc<Context>,
+    max_in_flight: usize,
+    key_source: ApiKeySource,
+    key: ApiKey,
+    /// The id of the newest event recorded, changed at each commit (and sent again when held
+    /// taps become due).
+    recorded: watch::Receiver<i64>,
+    in_flight_tags: HashSet<String>,
+    hold: Option<(Instant, HoldCause)>,
+    last_unreachable_probe: Option<Instant>,
+    /// Since when requests have been failing (transport errors, 408, 429, 5xx), if they are.
+    failing_since: Option<Instant>,
+    paused: Option<Paused>,
+    /// The last database call failed (and the error was said).
+    database_failing: bool,
+    /// Events up to this id are the backlog: recorded before this run, or while delivery was
+    /// failing or paused. Newer events never tried go first.
+    backlog_through_id: i64,
+}
+
+impl Worker {
+    pub fn new(
+        store: Store,
+        client: egym::Client,
+        clock: Clock,
+        settings: Settings,
+        key_source: ApiKeySource,
+        key: ApiKey,
+        recorded: watch::Receiver<i64>,
+    ) -> Self {
+        let posts = posts_in_flight(settings.rate_per_second);
+        Worker {
+            max_in_flight: posts.max(MIN_EVENTS_IN_FLIGHT),
+            ctx: Arc::new(Context {
+                store,
+                client,
+                clock,
+                posts: Semaphore::new(posts),
+                settings,
+            }),
+            key_source,
+            key,
+            recorded,
+            in_flight_tags: HashSet::new(),
+            hold: None,
+            last_unreachable_probe: None,
+            failing_since: None,
+            paused: None,
+            database_failing: false,
+            backlog_through_id: 0,
+        }
+    }
+
+    /// Runs until `shutdown` turns true; returns once in-flight requests are finished or
+    /// abandoned. A database error does not stop it: it says so and tries again shortly.
+    pub async fn run(mut self, mut shutdown: watch::Receiver<bool>, mut pulse: Pulse) {
+        let mut tasks = Attempts::new();
+        // What is already in the outbox waited through a restart: it is the backlog.
+        self.recorded.mark_unchanged();
+        self.backlog_through_id = match self.ctx.store.last_event_id().await {
+            Ok(id) => id,
+            Err(e) => {
+                self.database_failed(&e);
+                *self.recorded.borrow()
+            }
+        };
+        loop {
+            let timer = match self.claim_and_start(&mut tasks).await {
+                Ok(timer) => timer,
+                Err(e) => self.database_failed(&e),
+            };
+            let wake = tokio::select! {
+                Ok(()) = self.recorded.changed() => Wake::Recorded,
+                () = tokio::time::sleep_until(timer) => Wake::Timer,
+                () = pulse.asked() => Wake::Asked,
+                Some(joined) = tasks.join_next(), if !tasks.is_empty() => match joined {
+                    Ok((event, outcome)) => Wake::Finished(event, outcome),
+                    Err(e) => {
+                        // Tasks are only aborted at shutdown and a panic aborts the process.
+                        error!(error = %e, "delivery task ended abnormally");
+                        continue;
+                    }
+                },
+                _ = shutdown.wait_for(|stop| *stop) => Wake::Shutdown,
+            };
+            match wake {
+                Wake::Recorded => self.on_recorded(),
+                Wake::Timer => {}
+                Wake::Asked => pulse.answer(),
+                Wake::Finished(event, outcome) => self.record_attempt(*event, outcome).await,
+                Wake::Shutdown => break,
+            }
+        }
+        self.drain_at_shutdown(tasks).await;
+    }
+
+    /// Lets requests in flight finish for a short while, records what they achieved, and
+    /// abandons the rest (their events stay pending).
+    async fn drain_at_shutdown(mut self, mut tasks: Attempts) {
+        let deadline = Instant::now() + SHUTDOWN_GRACE;
+        while !tasks.is_empty() {
+            match tokio::time::timeout_at(deadline, tasks.join_next()).await {
+                Ok(Some(Ok((event, outcome)))) => self.record_attempt(*event, outcome).await,
+                Ok(_) => {}
+                Err(_) => {
+                    info!(
+                        abandoned = tasks.len(),
+                        "stopping: requests still in flight abandoned; their events stay pending"
+                    );
+                    tasks.abort_all();
+                    break;
+                }
+            }
+        }
+    }
+
+    /// Records what one attempt achieved.
+    async fn record_attempt(&mut self, event: OpenEvent, outcome: Result<Outcome, StoreError>) {
+        self.in_flight_tags.remove(&event.tag);
+        let carried_out = match outcome {
+            Ok(outcome) => {
+                let now = self.ctx.clock.now();
+                let decision =
+                    policy::decide(&event, outcome, &now, &self.ctx.settings, fastrand::f64());
+                self.carry_out(&event, decision).await
+            }
+            Err(e) => Err(e),
+        };
+        match carried_out {
+            Ok(()) => self.database_failing = false,
+            Err(e) => {
+                self.database_failed(&e);
+            }
+        }
+    }
+
+    /// Holds delivery back for a while after a database error (the event concerned stays as it
+    /// was, and is tried again); says so once until the database works again.
+    fn database_failed(&mut self, error: &StoreError) -> Instant {
+        if !std::mem::replace(&mut self.database_failing, true) {
+            error!(error = %error, "delivery cannot use the database; trying again every few seconds");
+        }
+        let until = Instant::now() + STORE_ERROR_PAUSE;
+        self.hold = Some((until, HoldCause::Database));
+        until
+    }
+
+    /// Events recorded until now wait behind live taps while delivery is not working.
+    fn note_backlog(&mut self) {
+        self.backlog_through_id = self.backlog_through_id.max(*self.recorded.borrow());
+    }
+
+    /// A newly recorded event: while delivery is not working, it joins the backlog. If EGYM was
+    /// unreachable, it may try again now rather than wait for the backoff (at most every few
+    /// seconds); an overloaded EGYM is left alone.
+    fn on_recorded(&mut self) {
+        self.recorded.mark_unchanged();
+        if self.failing_since.is_some() || self.paused.is_some() || self.hold.is_some() {
+            self.note_backlog();
+        }
+        if let Some((_, HoldCause::Unreachable)) = self.hold {
+            let now = Instant::now();
+            if self
+                .last_unreachable_probe
+                .is_none_or(|at| now.duration_since(at) >= UNREACHABLE_PROBE_GAP)
+            {
+                self.last_unreachable_probe = Some(now);
+                self.hold = None;
+            }
+        }
+    }
+
+    /// Starts what may start now; returns when the worker should next look, if no other
+    /// wake-up comes first.
+    async fn claim_and_start(&mut self, tasks: &mut Attempts) -> Result<Instant, StoreError> {
+        let now = Instant::now();
+        if let Some((until, _)) = self.hold {
+            if until > now {
+                return Ok(until);
+            }
+            self.hold = None;
+        }
+        let mut capacity = self.max_in_flight.saturating_sub(tasks.len());
+        if let Some(paused) = &mut self.paused {
+            if paused.next_probe > now || !tasks.is_empty() {
+                return Ok(paused.next_probe);
+            }
+            // One probe, with the key as it is now on disk.
+            paused.next_probe = now + PAUSE_PROBE_INTERVAL;
+            match self.key_source.read() {
+                Ok(key) => {
+                    if key != self.key {
+                        info!("the API key has changed; trying it");
+                    }
+                    self.key = key;
+                }
+                Err(e) => warn!(error = %e, "cannot read the API key"),
+            }
+            capacity = 1;
+        }
+        // One clock reading for the claim and for the timer below, so that no head falls due
+        // between the two unseen.
+        let now_steady = self.ctx.clock.steady_ms();
+        if capacity > 0 {
+            let limit = capacity + self.in_flight_tags.len();
+            let due = self
+                .ctx
+                .store
+                .claim_due(now_steady, self.backlog_through_id, limit)
+                .await?;
+            let startable: Vec<OpenEvent> = due
+                .into_iter()
+                .filter(|e| !self.in_flight_tags.contains(&e.tag))
+                .take(capacity)
+                .collect();
+            for event in startable {
+                self.in_flight_tags.insert(event.tag.clone());
+                let ctx = self.ctx.clone();
+                let key = self.key.clone();
+                tasks.spawn(async move {
+                    let outcome = attempt::attempt(&ctx, &key, &event).await;
+                    (Box::new(event), outcome)
+                });
+            }
+        }
+        if let Some(paused) = &self.paused {
+            return Ok(paused.next_probe);
+        }
+        // Heads due by `now_steady` were just started, are in flight, or wait for a free slot: a
+        // finishing task wakes the worker for them. The timer is for the first head due later.
+        let next_due = self.ctx.store.next_due_after(now_steady).await?;
+        let timer =
+            next_due.map(|due| now + Duration::from_millis((due - now_steady).max(0) as u64));
+        Ok(timer.map_or(now + MAX_IDLE, |at| at.min(now + MAX_IDLE)))
+    }
+
+    /// Carries out what [`policy::decide`] decided: the row, the worker's state, the log.
+    async fn carry_out(&mut self, event: &OpenEvent, decision: Decision) -> Result<(), StoreError> {
+        let store = &self.ctx.store;
+        let now = self.ctx.clock.now();
+        if let Some(error) = decision.last_error {
+            store.set_last_error(error, now.wall_ms).await?;
+        }
+        match decision.row {
+            RowChange::Delivered { account_id, status } => {
+                store
+                    .mark_delivered(event.id, account_id, status, now.wall_ms)
+                    .await?;
+            }
+            RowChange::Retry {
+                next_attempt_steady_ms,
+                answer,
+            } => {
+                store
+                    .schedule_retry(event.id, next_attempt_steady_ms, answer)
+                    .await?;
+            }
+            RowChange::UnknownTag {
+                next_attempt_steady_ms,
+                since_steady_ms,
+                answer,
+            } => {
+                store
+                    .mark_unknown_tag(event.id, next_attempt_steady_ms, since_steady_ms, answer)
+                    .await?;
+            }
+            RowChange::Rejected { answer } => {
+                store.mark_rejected(event.id, answer, now.wall_ms).await?;
+            }
+            RowChange::Unchanged => {}
+        }
+        let say = match decision.worker {
+            WorkerChange::Recovered => {
+                if let Some(since) = self.failing_since.take() {
+                    info!(
+                        failing_for_s = since.elapsed().as_secs(),
+                        "EGYM is accepting requests again"
+                    );
+                }
+                self.hold = None;
+                if self.paused.take().is_some() {
+                    self.ctx
+                        .store
+                        .set_delivery_paused(None, now.wall_ms)
+                        .await?;
+                    info!("delivery resumed: the API key is accepted");
+                }
+                true
+            }
+            WorkerChange::Hold { delay, cause } => {
+                self.note_backlog();
+                let until = Instant::now() + delay;
+                self.failing_since.get_or_insert_with(Instant::now);
+                if self.hold.is_none_or(|(current, _)| current < until) {
+                    self.hold = Some((until, cause));
+                }
+                true
+            }
+            WorkerChange::Pause { reason } => {
+                self.note_backlog();
+                let at = Instant::now();
+                if self.paused.is_none() {
+                    self.ctx
+                        .store
+                        .set_delivery_paused(Some(reason), now.wall_ms)
+                        .await?;
+                }
+                let log_now = self
+                    .paused
+                    .as_ref()
+                    .is_none_or(|p| at.duration_since(p.last_logged) >= PAUSE_LOG_INTERVAL);
+                let last_logged = match &self.paused {
+                    Some(p) if !log_now => p.last_logged,
+                    _ => at,
+                };
+                self.paused = Some(Paused {
+                    next_probe: at + PAUSE_PROBE_INTERVAL,
+                    last_logged,
+                });
+                log_now
+            }
+            WorkerChange::Nothing => true,
+        };
+        if say {
+            report(event, &decision.report);
+        }
+        Ok(())
+    }
+}
+
+/// The log line for an outcome.
+fn report(event: &OpenEvent, report: &Report) {
+    let tag = tag::short(&event.tag);
+    let kind = event.kind.as_str();
+    let reader = &event.reader;
+    let id = event.id;
+    match report {
+        Report::Delivered { delay_s } => info!(
+            outcome = "delivered",
+            event_id = id,
+            reader = %reader,
+            tag = %tag,
+            kind = %kind,
+            delay_s,
+            "delivered"
+        ),
+        Report::Retry {
+            attempt,
+            retry_in,
+            error,
+        } => warn!(
+            outcome = "retry",
+            event_id = id,
+            tag = %tag,
+            kind = %kind,
+            attempt,
+            retry_in_s = %format_args!("{:.1}", retry_in.as_secs_f64()),
+            error = %error,
+            "delivery failed, will retry"
+        ),
+        Report::Paused {
+            status,
+            error_code,
+            error,
+        } => error!(
+            outcome = "paused",
+            status,
+            error_code = %error_code,
+            error = %error,
+            "delivery paused: EGYM refused the API key. Nothing is dropped; taps are still \
+             recorded. Check the key (egym.api-key-file) and its permissions; delivery resumes \
+             by itself once EGYM accepts it"
+        ),
+        Report::UnknownTag {
+            retry_in,
+            renderings,
+        } => warn!(
+            outcome = "unknown_tag",
+            event_id = id,
+            reader = %reader,
+            tag = %tag,
+            kind = %kind,
+            retry_in_s = retry_in.as_secs(),
+            renderings = %renderings,
+            "unknown tag: EGYM has no member with this rfid. Compare these renderings of the \
+             card with the one enrolled in EGYM; the reader's id-format, id-bytes or byte-order \
+             may need changing"
+        ),
+        Report::UnknownTagGivenUp { renderings } => warn!(
+            outcome = "rejected",
+            event_id = id,
+            reader = %reader,
+            tag = %tag,
+            kind = %kind,
+            renderings = %renderings,
+            "rejected: EGYM still knows no member with this tag after unknown-tag-retry-window"
+        ),
+        Report::Rejected { error } => warn!(
+            outcome = "rejected",
+            event_id = id,
+            reader = %reader,
+            tag = %tag,
+            kind = %kind,
+            error = %error,
+            "rejected by EGYM; the event will not be sent again"
+        ),
+    }
+}

@@ -1,0 +1,623 @@
+//! What an attempt's outcome means (pure; time passed in): the row change, what the worker does
+//! next, and what the log says. The worker ([`super::Worker`]) carries it out.
+//!
+//! Whether to retry is [`crate::egym::classify`]'s business; how long to wait, and what becomes
+//! of the row, is decided here, in steady time, so no step of the wall clock moves a schedule.
+
+use std::time::Duration;
+
+use crate::clock::{EARLIEST_PLAUSIBLE_MS, Now};
+use crate::egym::Failure;
+use crate::store::{Answer, CachedAccount, OpenEvent};
+use crate::tag;
+
+/// Posts in flight are limited to what the rate needs if a request takes this long. Every post
+/// in flight when the process dies may reach EGYM twice (it has no idempotency key), so no more
+/// are sent at once than keeping to the rate requires: at the default 6 per second, one.
+const POST_LATENCY_BUDGET: Duration = Duration::from_millis(100);
+/// The first retry waits up to this long; each further one up to twice as long as the last.
+const RETRY_BASE: Duration = Duration::from_secs(1);
+/// No retry waits longer than this.
+pub const RETRY_CAP: Duration = Duration::from_secs(300);
+/// An unknown tag is asked about again after this long, then less and less often.
+const UNKNOWN_TAG_FIRST_RETRY: Duration = Duration::from_secs(300);
+const UNKNOWN_TAG_RETRY_CAP: Duration = Duration::from_secs(3600);
+/// How long EGYM's "no member has this tag" is believed without asking again.
+const NEGATIVE_CACHE_TTL: Duration = Duration::from_secs(600);
+
+/// Settings from `[egym]`.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    /// `rate-limit-per-second`: sets how many posts may be in flight at once.
+    pub rate_per_second: f64,
+    pub account_cache_ttl: Duration,
+    pub unknown_tag_retry_window: Duration,
+}
+
+/// How many posts may be in flight at once for a rate: enough to keep up with it if each takes
+/// `POST_LATENCY_BUDGET`, and no more.
+pub fn posts_in_flight(rate_per_second: f64) -> usize {
+    ((rate_per_second * POST_LATENCY_BUDGET.as_secs_f64()).ceil() as usize).clamp(1, 64)
+}
+
+/// How long the `attempts`-th retry waits: a random time up to `RETRY_BASE · 2^attempts`,
+/// capped at `RETRY_CAP` ("full jitter"). `random` is in `[0, 1)`.
+pub fn retry_delay(attempts: u32, random: f64) -> Duration {
+    let ceiling = RETRY_BASE
+        .saturating_mul(1u32 << attempts.min(20))
+        .min(RETRY_CAP);
+    ceiling.mul_f64(random.clamp(0.0, 1.0))
+}
+
+/// How long an event for an unknown tag waits before its tag is asked about again, after
+/// `unknown_answers` such answers before this one.
+pub fn unknown_tag_delay(unknown_answers: u32) -> Duration {
+    UNKNOWN_TAG_FIRST_RETRY
+        .saturating_mul(1u32 << unknown_answers.min(10))
+        .min(UNKNOWN_TAG_RETRY_CAP)
+}
+
+/// What the tag cache says for an event.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum CacheUse {
+    /// Post for this account.
+    Account(String),
+    /// EGYM said recently that no member has the tag.
+    KnownUnknown,
+    /// Ask EGYM.
+    LookUp,
+}
+
+/// Whether a cached answer, given at steady time `resolved_steady_ms`, is still believed at
+/// `now_steady_ms`: a member's account for `account_cache_ttl`, "no member" for ten minutes at
+/// most.
+pub fn use_cache(
+    cached: Option<&CachedAccount>,
+    now_steady_ms: i64,
+    account_cache_ttl: Duration,
+) -> CacheUse {
+    let Some(cached) = cached else {
+        return CacheUse::LookUp;
+    };
+    let age = Duration::from_millis((now_steady_ms - cached.resolved_steady_ms).max(0) as u64);
+    match &cached.account_id {
+        Some(account) if age < account_cache_ttl => CacheUse::Account(account.clone()),
+        None if age < NEGATIVE_CACHE_TTL.min(account_cache_ttl) => CacheUse::KnownUnknown,
+        _ => CacheUse::LookUp,
+    }
+}
+
+/// The timestamp EGYM is sent for an event stamped `tapped_at_ms`: never before 2020, and never
+/// after the present when the present is known (a clock corrected backwards after the tap).
+pub fn egym_timestamp(tapped_at_ms: i64, now: &Now) -> i64 {
+    let stamped = tapped_at_ms.max(EARLIEST_PLAUSIBLE_MS);
+    if now.wall_known() {
+        stamped.min(now.wall_ms)
+    } else {
+        stamped
+    }
+}
+
+/// What became of one delivery attempt.
+#[derive(Debug)]
+pub enum Outcome {
+    Delivered {
+        account_id: String,
+        status: u16,
+    },
+    Retry {
+        failure: Failure,
+    },
+    Paused {
+        failure: Failure,
+    },
+    /// No member has the tag; `None` when the cache said so.
+    UnknownTag {
+        failure: Option<Failure>,
+    },
+    Rejected {
+        failure: Failure,
+    },
+}
+
+/// Why the worker holds back all claims for a while.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HoldCause {
+    /// No answer (connection refused, DNS, timeout): a new tap may probe sooner.
+    Unreachable,
+    /// EGYM answered 408, 429 or 5xx: it is left alone for the whole delay.
+    Overloaded,
+    Database,
+}
+
+/// The change to the event's row.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RowChange {
+    Delivered {
+        account_id: String,
+        status: u16,
+    },
+    Retry {
+        next_attempt_steady_ms: i64,
+        answer: Answer,
+    },
+    UnknownTag {
+        next_attempt_steady_ms: i64,
+        since_steady_ms: i64,
+        answer: Answer,
+    },
+    Rejected {
+        answer: Answer,
+    },
+    /// A refused key changes no row.
+    Unchanged,
+}
+
+/// What the worker does next.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum WorkerChange {
+    /// EGYM accepted a request: it is reachable and the key is good.
+    Recovered,
+    /// Every claim waits this long: when EGYM is down or overloaded, one event probes, the rest
+    /// wait.
+    Hold {
+        delay: Duration,
+        cause: HoldCause,
+    },
+    /// The key is refused: delivery pauses, with this reason for `status`.
+    Pause {
+        reason: String,
+    },
+    Nothing,
+}
+
+/// What the log says, beside the event's reader, tag and kind.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Report {
+    Delivered {
+        /// Seconds from the tap to its delivery, when both times are known.
+        delay_s: Option<i64>,
+    },
+    Retry {
+        attempt: u32,
+        retry_in: Duration,
+        error: String,
+    },
+    Paused {
+        status: u16,
+        error_code: String,
+        error: String,
+    },
+    UnknownTag {
+        retry_in: Duration,
+        renderings: String,
+    },
+    UnknownTagGivenUp {
+        renderings: String,
+    },
+    Rejected {
+        error: String,
+    },
+}
+
+/// Everything one outcome decides.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Decision {
+    pub row: RowChange,
+    pub worker: WorkerChange,
+    /// The failure to keep as delivery's last error, for `status`.
+    pub last_error: Option<String>,
+    pub report: Report,
+}
+
+/// The row's record of a failure.
+pub fn answer(failure: &Failure) -> Answer {
+    Answer {
+        status: failure.status(),
+        error_code: failure.error_code().map(str::to_string),
+        message: failure.to_string(),
+    }
+}
+
+/// Decides what `outcome` means for `event`, at `now`. `random` in `[0, 1)` draws the retry's
+/// jitter.
+pub fn decide(
+    event: &OpenEvent,
+    outcome: Outcome,
+    now: &Now,
+    settings: &Settings,
+    random: f64,
+) -> Decision {
+    let renderings = || {
+        tag::RawId::from_hex(&event.raw_id)
+            .map(|raw| tag::renderings_line(&raw))
+            .unwrap_or_default()
+    };
+    match outcome {
+        Outcome::Delivered { account_id, status } => Decision {
+            row: RowChange::Delivered { account_id, status },
+            worker: WorkerChange::Recovered,
+            last_error: None,
+            report: Report::Delivered {
+                delay_s: now
+                    .wall_known()
+                    .then(|| (now.wall_ms - event.tapped_at_ms) / 1000),
+            },
+        },
+        Outcome::Retry { failure } => {
+            let delay = retry_delay(event.attempts, random);
+            let cause = match failure {
+                Failure::Transport { .. } => HoldCause::Unreachable,
+                Failure::Status { .. } => HoldCause::Overloaded,
+            };
+            Decision {
+                row: RowChange::Retry {
+                    next_attempt_steady_ms: now.steady_ms + delay.as_millis() as i64,
+                    answer: answer(&failure),
+                },
+                worker: WorkerChange::Hold { delay, cause },
+                last_error: Some(failure.to_string()),
+                report: Report::Retry {
+                    attempt: event.attempts + 1,
+                    retry_in: delay,
+                    error: failure.to_string(),
+                },
+            }
+        }
+        Outcome::Paused { failure } => {
+            let status = failure.status().unwrap_or_default();
+            let error_code = failure.error_code().unwrap_or("none").to_string();
+            Decision {
+                row: RowChange::Unchanged,
+                worker: WorkerChange::Pause {
+                    reason: format!("HTTP {status} {error_code}"),
+                },
+                last_error: Some(failure.to_string()),
+                report: Report::Paused {
+                    status,
+                    error_code,
+                    error: failure.to_string(),
+                },
+            }
+        }
+        Outcome::UnknownTag { failure } => {
+            let answer = failure.as_ref().map(answer).unwrap_or_else(|| Answer {
+                status: Some(404),
+                error_code: None,
+                message: "no member has this tag (cached answer)".into(),
+            });
+            let last_error = Some(format!(
+                "unknown tag {}: {}",
+                tag::short(&event.tag),
+                answer.message
+            ));
+            let since_steady_ms = event.unknown_since_steady_ms.unwrap_or(now.steady_ms);
+            let window_ms = settings.unknown_tag_retry_window.as_millis() as i64;
+            if now.steady_ms - since_steady_ms >= window_ms {
+                return Decision {
+                    row: RowChange::Rejected {
+                        answer: Answer {
+                            message: format!(
+                                "unknown tag for the whole unknown-tag-retry-window: {}",
+                                answer.message
+                            ),
+                            ..answer
+                        },
+                    },
+                    worker: WorkerChange::Nothing,
+                    last_error,
+                    report: Report::UnknownTagGivenUp {
+                        renderings: renderings(),
+                    },
+                };
+            }
+            // Attempts before the first "unknown" were other failures; after it, every attempt
+            // was an unknown answer.
+            let unknown_answers = if event.unknown_since_steady_ms.is_some() {
+                event.attempts
+            } else {
+                0
+            };
+            let delay = unknown_tag_delay(unknown_answers);
+            Decision {
+                row: RowChange::UnknownTag {
+                    next_attempt_steady_ms: now.steady_ms + delay.as_millis() as i64,
+                    since_steady_ms,
+                    answer,
+                },
+                worker: WorkerChange::Nothing,
+                last_error,
+                report: Report::UnknownTag {
+                    retry_in: delay,
+                    renderings: renderings(),
+                },
+            }
+        }
+        Outcome::Rejected { failure } => Decision {
+            row: RowChange::Rejected {
+                answer: answer(&failure),
+            },
+            worker: WorkerChange::Nothing,
+            last_error: Some(failure.to_string()),
+            report: Report::Rejected {
+                error: failure.to_string(),
+            },
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::WallTime;
+    use crate::egym::ErrorBody;
+    use crate::visit::Kind;
+
+    const T: i64 = 1_796_083_200_000;
+    const MIN: i64 = 60_000;
+
+    #[test]
+    fn retry_delays_grow_exponentially_with_full_jitter_and_a_cap() {
+        assert_eq!(retry_delay(0, 0.0), Duration::ZERO);
+        assert_eq!(retry_delay(0, 0.5), Duration::from_millis(500));
+        assert_eq!(retry_delay(3, 0.5), Duration::from_secs(4));
+        assert_eq!(retry_delay(8, 1.0), Duration::from_secs(256));
+        assert_eq!(retry_delay(9, 1.0), RETRY_CAP);
+        assert_eq!(retry_delay(u32::MAX, 0.999), RETRY_CAP.mul_f64(0.999));
+    }
+
+    #[test]
+    fn unknown_tags_are_retried_slowly() {
+        assert_eq!(unknown_tag_delay(0), Duration::from_secs(300));
+        assert_eq!(unknown_tag_delay(1), Duration::from_secs(600));
+        assert_eq!(unknown_tag_delay(5), UNKNOWN_TAG_RETRY_CAP);
+    }
+
+    fn event(attempts: u32, unknown_since_steady_ms: Option<i64>) -> OpenEvent {
+        OpenEvent {
+            id: 7,
+            reader: "entrance".into(),
+            raw_id: "0C000621A5".into(),
+            tag: "0x0C000621A5".into(),
+            tag_format: None,
+            kind: Kind::CheckIn,
+            tapped_at_ms: T - 90_000,
+            attempts,
+            unknown_since_steady_ms,
+        }
+    }
+
+    fn now(steady_ms: i64, wall: WallTime) -> Now {
+        Now {
+            wall_ms: T,
+            wall,
+            steady_ms,
+        }
+    }
+
+    fn settings() -> Settings {
+        Settings {
+            rate_per_second: 6.0,
+            account_cache_ttl: Duration::from_secs(12 * 3600),
+            unknown_tag_retry_window: Duration::from_secs(24 * 3600),
+        }
+    }
+
+    fn status(status: u16, code: &str) -> Failure {
+        Failure::Status {
+            status,
+            body: ErrorBody {
+                error_code: Some(code.into()),
+                message: Some("m".into()),
+                entity: None,
+            },
+        }
+    }
+
+    fn unreachable() -> Failure {
+        Failure::Transport {
+            timeout: false,
+            detail: "connection refused".into(),
+        }
+    }
+
+    /// One row of the outcome table: the event, the outcome, the steady time now; the row
+    /// change and the worker's change expected, and the report's kind.
+    fn check(
+        event: OpenEvent,
+        outcome: Outcome,
+        steady_ms: i64,
+        row: RowChange,
+        worker: WorkerChange,
+        report: fn(&Report) -> bool,
+    ) {
+        let text = format!("{event:?} {outcome:?} at {steady_ms}");
+        let decision = decide(
+            &event,
+            outcome,
+            &now(steady_ms, WallTime::Trusted),
+            &settings(),
+            0.5,
+        );
+        assert_eq!(decision.row, row, "{text}");
+        assert_eq!(decision.worker, worker, "{text}");
+        assert!(report(&decision.report), "{text}: {:?}", decision.report);
+    }
+
+    #[test]
+    fn each_outcome_changes_the_row_the_worker_and_the_log_as_the_outcome_table_says() {
+        let s = 1_000 * MIN;
+        check(
+            event(0, None),
+            Outcome::Delivered {
+                account_id: "acc".into(),
+                status: 204,
+            },
+            s,
+            RowChange::Delivered {
+                account_id: "acc".into(),
+                status: 204,
+            },
+            WorkerChange::Recovered,
+            |r| *r == Report::Delivered { delay_s: Some(90) },
+        );
+        // The third try after two failures waits up to 4 s: at 0.5, 2 s, counted in steady time.
+        check(
+            event(2, None),
+            Outcome::Retry {
+                failure: unreachable(),
+            },
+            s,
+            RowChange::Retry {
+                next_attempt_steady_ms: s + 2_000,
+                answer: answer(&unreachable()),
+            },
+            WorkerChange::Hold {
+                delay: Duration::from_secs(2),
+                cause: HoldCause::Unreachable,
+            },
+            |r| matches!(r, Report::Retry { attempt: 3, .. }),
+        );
+        check(
+            event(0, None),
+            Outcome::Retry {
+                failure: status(503, "unavailable"),
+            },
+            s,
+            RowChange::Retry {
+                next_attempt_steady_ms: s + 500,
+                answer: answer(&status(503, "unavailable")),
+            },
+            WorkerChange::Hold {
+                delay: Duration::from_millis(500),
+                cause: HoldCause::Overloaded,
+            },
+            |r| matches!(r, Report::Retry { attempt: 1, .. }),
+        );
+        check(
+            event(0, None),
+            Outcome::Paused {
+                failure: status(403, "missingPermission"),
+            },
+            s,
+            RowChange::Unchanged,
+            WorkerChange::Pause {
+                reason: "HTTP 403 missingPermission".into(),
+            },
+            |r| matches!(r, Report::Paused { status: 403, .. }),
+        );
+        check(
+            event(0, None),
+            Outcome::Rejected {
+                failure: status(422, "invalid"),
+            },
+            s,
+            RowChange::Rejected {
+                answer: answer(&status(422, "invalid")),
+            },
+            WorkerChange::Nothing,
+            |r| matches!(r, Report::Rejected { .. }),
+        );
+    }
+
+    #[test]
+    fn an_unknown_tag_is_asked_about_slowly_for_its_window_counted_in_steady_time() {
+        let s = 1_000 * MIN;
+        let unknown = || Outcome::UnknownTag { failure: None };
+        let cached_answer = || Answer {
+            status: Some(404),
+            error_code: None,
+            message: "no member has this tag (cached answer)".into(),
+        };
+        // The first "unknown": the window starts now; asked again in 5 minutes.
+        check(
+            event(1, None),
+            unknown(),
+            s,
+            RowChange::UnknownTag {
+                next_attempt_steady_ms: s + 5 * MIN,
+                since_steady_ms: s,
+                answer: cached_answer(),
+            },
+            WorkerChange::Nothing,
+            |r| matches!(r, Report::UnknownTag { renderings, .. } if renderings.contains("0C000621A5")),
+        );
+        // Two answers on: 20 minutes.
+        check(
+            event(2, Some(s - 15 * MIN)),
+            unknown(),
+            s,
+            RowChange::UnknownTag {
+                next_attempt_steady_ms: s + 20 * MIN,
+                since_steady_ms: s - 15 * MIN,
+                answer: cached_answer(),
+            },
+            WorkerChange::Nothing,
+            |r| matches!(r, Report::UnknownTag { .. }),
+        );
+        // The window is over: rejected. Only steady time counts, so a wall clock stepped days
+        // forward (the `now` here reads T whatever happens) ends no window early.
+        let day = 24 * 60 * MIN;
+        let decision = decide(
+            &event(9, Some(s - day + 1)),
+            unknown(),
+            &now(s, WallTime::Trusted),
+            &settings(),
+            0.5,
+        );
+        assert!(
+            matches!(decision.row, RowChange::UnknownTag { .. }),
+            "{decision:?}"
+        );
+        let decision = decide(
+            &event(9, Some(s - day)),
+            unknown(),
+            &now(s, WallTime::Trusted),
+            &settings(),
+            0.5,
+        );
+        assert!(
+            matches!(&decision.row, RowChange::Rejected { answer } if answer.message.contains("unknown-tag-retry-window")),
+            "{decision:?}"
+        );
+        assert!(matches!(decision.report, Report::UnknownTagGivenUp { .. }));
+    }
+
+    #[test]
+    fn the_cache_counts_its_age_in_steady_time() {
+        let ttl = Duration::from_secs(3600);
+        let cached = |account: Option<&str>, at| CachedAccount {
+            account_id: account.map(str::to_string),
+            resolved_steady_ms: at,
+        };
+        let s = 1_000 * MIN;
+        assert_eq!(use_cache(None, s, ttl), CacheUse::LookUp);
+        assert_eq!(
+            use_cache(Some(&cached(Some("acc"), s - 59 * MIN)), s, ttl),
+            CacheUse::Account("acc".into())
+        );
+        assert_eq!(
+            use_cache(Some(&cached(Some("acc"), s - 60 * MIN)), s, ttl),
+            CacheUse::LookUp
+        );
+        assert_eq!(
+            use_cache(Some(&cached(None, s - 9 * MIN)), s, ttl),
+            CacheUse::KnownUnknown
+        );
+        assert_eq!(
+            use_cache(Some(&cached(None, s - 10 * MIN)), s, ttl),
+            CacheUse::LookUp
+        );
+    }
+
+    #[test]
+    fn egym_is_never_sent_a_time_before_2020_or_in_the_future() {
+        let known = now(0, WallTime::Trusted);
+        assert_eq!(egym_timestamp(T - 1_000, &known), T - 1_000);
+        assert_eq!(egym_timestamp(T + 5_000, &known), T);
+        assert_eq!(egym_timestamp(0, &known), EARLIEST_PLAUSIBLE_MS);
+        // With the present unknown, only the floor applies.
+        let unknown = now(0, WallTime::Untrusted);
+        assert_eq!(egym_timestamp(T + 5_000, &unknown), T + 5_000);
+    }
+}

@@ -1,0 +1,75 @@
+//! The tag → account cache: EGYM's answers to lookups, positive and negative.
+
+use rusqlite::{OptionalExtension, params};
+
+use super::{Store, StoreError};
+
+/// A cached lookup: `account_id` is `None` when EGYM said no member has the tag.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CachedAccount {
+    pub account_id: Option<String>,
+    /// Steady time of the answer: the cache's age counts real elapsed time.
+    pub resolved_steady_ms: i64,
+}
+
+impl Store {
+    pub async fn cached_account(
+        &self,
+        tag: String,
+        tag_format: Option<String>,
+    ) -> Result<Option<CachedAccount>, StoreError> {
+        self.call(move |conn| {
+            conn.prepare_cached(
+                "SELECT account_id, resolved_steady_ms FROM accounts
+                 WHERE tag = ?1 AND tag_format = ?2",
+            )?
+            .query_row(params![tag, tag_format.unwrap_or_default()], |row| {
+                Ok(CachedAccount {
+                    account_id: row.get(0)?,
+                    resolved_steady_ms: row.get(1)?,
+                })
+            })
+            .optional()
+        })
+        .await
+    }
+
+    /// Caches EGYM's answer for the tag, given at steady time `now_steady_ms`.
+    pub async fn cache_account(
+        &self,
+        tag: String,
+        tag_format: Option<String>,
+        account_id: Option<String>,
+        now_steady_ms: i64,
+    ) -> Result<(), StoreError> {
+        self.call(move |conn| {
+            conn.prepare_cached(
+                "INSERT INTO accounts (tag, tag_format, account_id, resolved_steady_ms)
+                 VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT (tag, tag_format) DO UPDATE
+                 SET account_id = ?3, resolved_steady_ms = ?4",
+            )?
+            .execute(params![
+                tag,
+                tag_format.unwrap_or_default(),
+                account_id,
+                now_steady_ms
+            ])?;
+            Ok(())
+        })
+        .await
+    }
+
+    pub async fn forget_account(
+        &self,
+        tag: String,
+        tag_format: Option<String>,
+    ) -> Result<(), StoreError> {
+        self.call(move |conn| {
+            conn.prepare_cached("DELETE FROM accounts WHERE tag = ?1 AND tag_format = ?2")?
+                .execute(params![tag, tag_format.unwrap_or_default()])?;
+            Ok(())
+        })
+        .await
+    }
+}

@@ -1,0 +1,561 @@
+//! The store against real SQLite files.
+
+use std::path::PathBuf;
+
+use rusqlite::Connection;
+
+use super::*;
+use crate::clock::placement::{Anchor, BootReading, Placed};
+use crate::visit::{CheckIn, after_event};
+
+async fn temp_db(name: &str) -> (PathBuf, Store) {
+    let dir = std::env::temp_dir().join(format!("gym-checkin-store-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("test.db");
+    let store = Store::open(&path).await.unwrap();
+    (path, store)
+}
+
+/// A trusted event of `kind` for `tag`, tapped at `at` (wall and steady time alike).
+fn event(tag: &str, kind: Kind, at: i64) -> (NewEvent, TagState) {
+    let event = NewEvent {
+        reader: "entrance".into(),
+        raw_id: "0C000621A5".into(),
+        tag: tag.into(),
+        tag_format: None,
+        kind,
+        tapped_at_ms: at,
+        tapped_steady_ms: at,
+        boot: 1,
+        time: TimeQuality::Trusted,
+        automatic: false,
+    };
+    let state = after_event(
+        kind,
+        CheckIn {
+            steady_ms: at,
+            at_ms: Some(at),
+        },
+    );
+    (event, state)
+}
+
+async fn record(store: &Store, events: Vec<(NewEvent, TagState)>) -> Vec<i64> {
+    let batch = Batch {
+        events,
+        ..Batch::default()
+    };
+    store.record_batch(batch, |_, _| {}).await.unwrap()
+}
+
+/// Whether the database thread has made its write that starts the log over.
+fn started_over(conn: &Connection) -> bool {
+    conn.query_row("SELECT checkpointed_at_ms FROM maintenance", [], |row| {
+        row.get::<_, Option<i64>>(0)
+    })
+    .unwrap()
+    .is_some()
+}
+
+fn ids_in(events: Vec<OpenEvent>) -> Vec<i64> {
+    events.into_iter().map(|e| e.id).collect()
+}
+
+#[tokio::test]
+async fn the_log_is_checkpointed_and_started_over_between_jobs() {
+    let (path, store) = temp_db("log").await;
+    // 600 commits of 10 events on new tags: several thousand pages through the log.
+    for batch in 0..600 {
+        let events = (0..10)
+            .map(|i| {
+                let at = batch * 10 + i;
+                event(&format!("0x{at:010X}"), Kind::CheckIn, at)
+            })
+            .collect();
+        record(&store, events).await;
+    }
+    let conn = Connection::open(&path).unwrap();
+    let wal_path = path.with_extension("db-wal");
+    // The header's checkpoint sequence number counts the times the log started over.
+    let restarts = || {
+        let wal = std::fs::read(&wal_path).unwrap();
+        u32::from_be_bytes(wal[12..16].try_into().unwrap())
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while restarts() < 3 && std::time::Instant::now() < deadline {
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert!(restarts() >= 3, "the log started over {} times", restarts());
+    // By the database thread's own write, not by the next commit that came along.
+    assert!(
+        started_over(&conn),
+        "the log was never started over on purpose"
+    );
+    // Started over, the log is overwritten in place instead of growing with every commit.
+    let frames = (std::fs::metadata(&wal_path).unwrap().len() as usize - 32) / (4096 + 24);
+    assert!(
+        frames < checkpoint::CHECKPOINT_PAGES as usize * 3 / 2,
+        "the log has {frames} frames"
+    );
+    let events: i64 = conn
+        .query_row("SELECT count(*) FROM events", [], |row| row.get(0))
+        .unwrap();
+    assert_eq!(events, 6000);
+}
+
+#[tokio::test]
+async fn only_the_oldest_open_event_of_a_tag_is_claimed() {
+    let (_path, store) = temp_db("claim").await;
+    let a1 = record(&store, vec![event("0xAA", Kind::CheckIn, 1)]).await[0];
+    let b1 = record(&store, vec![event("0xBB", Kind::CheckIn, 2)]).await[0];
+    let a2 = record(&store, vec![event("0xAA", Kind::CheckOut, 3)]).await[0];
+    assert_eq!(
+        ids_in(store.claim_due(10, 0, 10).await.unwrap()),
+        vec![a1, b1]
+    );
+    // The head of 0xAA waits for a retry: its later event must wait behind it.
+    store
+        .schedule_retry(a1, 100, Answer::default())
+        .await
+        .unwrap();
+    assert_eq!(ids_in(store.claim_due(10, 0, 10).await.unwrap()), vec![b1]);
+    assert_eq!(store.next_due_after(0).await.unwrap(), Some(2));
+    assert_eq!(store.next_due_after(2).await.unwrap(), Some(100));
+    store
+        .mark_delivered(b1, "acc".into(), 204, 5)
+        .await
+        .unwrap();
+    assert_eq!(store.next_due_after(10).await.unwrap(), Some(100));
+    assert_eq!(ids_in(store.claim_due(100, 0, 10).await.unwrap()), vec![a1]);
+    store
+        .mark_delivered(a1, "acc".into(), 204, 6)
+        .await
+        .unwrap();
+    assert_eq!(ids_in(store.claim_due(100, 0, 10).await.unwrap()), vec![a2]);
+    store
+        .mark_rejected(
+            a2,
+            Answer {
+                status: Some(400),
+                error_code: Some("bad".into()),
+                message: "no".into(),
+            },
+            7,
+        )
+        .await
+        .unwrap();
+    assert_eq!(store.next_due_after(0).await.unwrap(), None);
+    let counts = store.event_counts().await.unwrap();
+    assert_eq!(
+        counts,
+        EventCounts {
+            pending: 0,
+            unknown_tag: 0,
+            delivered: 2,
+            rejected: 1
+        }
+    );
+}
+
+#[tokio::test]
+async fn live_taps_go_ahead_of_the_backlog_and_each_tag_keeps_its_order() {
+    let (_path, store) = temp_db("live").await;
+    // A backlog: three tags, the first already retried, and a second event of the second tag.
+    let backlog = record(
+        &store,
+        vec![
+            event("0x01", Kind::CheckIn, 1),
+            event("0x02", Kind::CheckIn, 2),
+            event("0x03", Kind::CheckIn, 3),
+            event("0x02", Kind::CheckOut, 4),
+        ],
+    )
+    .await;
+    store
+        .schedule_retry(backlog[0], 5, Answer::default())
+        .await
+        .unwrap();
+    // Then, with delivery working again, a tap of a new tag and a new tap of the first tag.
+    let live = record(
+        &store,
+        vec![
+            event("0x04", Kind::CheckIn, 6),
+            event("0x01", Kind::CheckOut, 7),
+        ],
+    )
+    .await;
+    let backlog_through = backlog[3];
+    // The live tap of a new tag first; the first tag's new tap waits behind its retried head;
+    // then the backlog, oldest first, each tag's head only.
+    assert_eq!(
+        ids_in(store.claim_due(10, backlog_through, 10).await.unwrap()),
+        vec![live[0], backlog[0], backlog[1], backlog[2]]
+    );
+    // Without a backlog mark (everything counts as live), plain id order.
+    assert_eq!(
+        ids_in(store.claim_due(10, 0, 3).await.unwrap()),
+        vec![backlog[1], backlog[2], live[0]]
+    );
+}
+
+#[tokio::test]
+async fn only_delivered_events_finished_before_the_cutoff_are_pruned_in_batches() {
+    let (path, store) = temp_db("prune").await;
+    let events = (0..30)
+        .map(|i| event(&format!("0x{i:010X}"), Kind::CheckIn, i))
+        .collect();
+    let ids = record(&store, events).await;
+    // 25 delivered, the first 20 of them long ago; 5 still pending.
+    for (n, &id) in ids[..25].iter().enumerate() {
+        let finished = if n < 20 { 1000 } else { 5000 };
+        store
+            .mark_delivered(id, "acc".into(), 204, finished)
+            .await
+            .unwrap();
+    }
+    let conn = Connection::open(&path).unwrap();
+    let mut pruned = Vec::new();
+    loop {
+        let n = store.prune_delivered(2000, 8).await.unwrap();
+        pruned.push(n);
+        if n == 0 {
+            break;
+        }
+    }
+    assert_eq!(pruned, vec![8, 8, 4, 0]);
+    // Far too few pages for a checkpoint of their own: pruning started the log over.
+    assert!(started_over(&conn), "pruning left its pages in the log");
+    let left: Vec<(i64, String)> = conn
+        .prepare("SELECT id, state FROM events ORDER BY id")
+        .unwrap()
+        .query_map([], |row| Ok((row.get(0)?, row.get(1)?)))
+        .unwrap()
+        .collect::<rusqlite::Result<_>>()
+        .unwrap();
+    let expected: Vec<(i64, String)> = ids[20..]
+        .iter()
+        .enumerate()
+        .map(|(i, &id)| (id, if i < 5 { "delivered" } else { "pending" }.to_string()))
+        .collect();
+    assert_eq!(left, expected);
+    // The counts the triggers keep follow the rows, deletions included.
+    assert_eq!(
+        store.event_counts().await.unwrap(),
+        EventCounts {
+            pending: 5,
+            unknown_tag: 0,
+            delivered: 5,
+            rejected: 0
+        }
+    );
+}
+
+#[tokio::test]
+async fn events_and_visit_state_survive_reopening() {
+    let (path, store) = temp_db("reopen").await;
+    let (e, state) = event("0xAA", Kind::CheckIn, 1);
+    store.record_event(e, state, 1).await.unwrap();
+    store
+        .cache_account("0xAA".into(), None, Some("acc-1".into()), 1)
+        .await
+        .unwrap();
+    drop(store);
+    let store = Store::open(&path).await.unwrap();
+    let visits = store.visits().await.unwrap();
+    assert_eq!(visits["0xAA"].state, state);
+    assert_eq!(store.claim_due(5, 0, 10).await.unwrap().len(), 1);
+    let cached = store
+        .cached_account("0xAA".into(), None)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(cached.account_id.as_deref(), Some("acc-1"));
+    assert_eq!(
+        store
+            .cached_account("0xAA".into(), Some("MIFARE".into()))
+            .await
+            .unwrap(),
+        None
+    );
+}
+
+const DAY: i64 = 86_400_000;
+/// 2026-11-29T00:00:00Z.
+const T: i64 = 1_796_083_200_000 - DAY;
+
+fn reading(boot_id: &str, boottime_ms: i64, wall_ms: i64, trusted: bool) -> BootReading {
+    BootReading {
+        boot_id: boot_id.into(),
+        boottime_ms,
+        wall_ms,
+        trusted,
+    }
+}
+
+/// A tap held for the clock: made in `boot` at steady `steady_ms`, the clock reading `wall_ms`.
+fn held(tag: &str, kind: Kind, boot: i64, steady_ms: i64, wall_ms: i64) -> (NewEvent, TagState) {
+    let (mut e, _) = event(tag, kind, 0);
+    e.boot = boot;
+    e.tapped_steady_ms = steady_ms;
+    e.tapped_at_ms = wall_ms;
+    e.time = TimeQuality::Untrusted;
+    let state = after_event(
+        kind,
+        CheckIn {
+            steady_ms,
+            at_ms: None,
+        },
+    );
+    (e, state)
+}
+
+#[tokio::test]
+async fn held_taps_wait_with_their_tags_and_are_placed_once_the_clock_is_trusted() {
+    let (_path, store) = temp_db("held").await;
+    // A new database: steady time starts at the wall time, whatever it reads.
+    let stale = T - 3 * DAY;
+    let (boot, anchor) = store
+        .register_boot(reading("boot-a", 10_000, stale, false))
+        .await
+        .unwrap();
+    assert_eq!((boot.offset_ms, anchor), (stale - 10_000, None));
+    let s = stale;
+    let ids = record(
+        &store,
+        vec![
+            held("0xAA", Kind::CheckIn, boot.id, s + 1_000, s + 1_000),
+            // A later event of the same tag, trusted: it waits behind the held one.
+            {
+                let (mut e, state) = event("0xAA", Kind::CheckOut, s + 9_000);
+                e.boot = boot.id;
+                (e, state)
+            },
+            held("0xCC", Kind::CheckIn, boot.id, s + 2_000, s + 2_000),
+        ],
+    )
+    .await;
+    assert!(store.claim_due(s + 20_000, 0, 10).await.unwrap().is_empty());
+    assert_eq!(store.next_due_after(0).await.unwrap(), None);
+    assert_eq!(store.status().await.unwrap().clock.held, 2);
+
+    // 60 s after the tap, the clock is stepped to the true time and trusted.
+    let anchor = Anchor {
+        wall_ms: T + 60_000,
+        steady_ms: s + 61_000,
+    };
+    let placed = store.place_held(boot.id, anchor).await.unwrap();
+    let placed: Vec<(i64, Placed)> = placed.iter().map(|p| (p.id, p.placed)).collect();
+    assert_eq!(
+        placed,
+        vec![
+            (ids[0], Placed::Exact(T)),
+            (ids[2], Placed::Exact(T + 1_000))
+        ]
+    );
+    let row = store.event(ids[0]).await.unwrap().unwrap();
+    assert_eq!((row.tapped_at_ms, row.time), (T, TimeQuality::Restamped));
+    assert_eq!(row.next_attempt_steady_ms, s + 61_000);
+    assert_eq!(
+        ids_in(store.claim_due(s + 61_000, 0, 10).await.unwrap()),
+        vec![ids[0], ids[2]]
+    );
+    // The visit a placed check-in began has its time now.
+    assert_eq!(
+        store.visits().await.unwrap()["0xCC"].state.checked_in,
+        Some(CheckIn {
+            steady_ms: s + 2_000,
+            at_ms: Some(T + 1_000)
+        })
+    );
+    let status = store.status().await.unwrap();
+    assert_eq!((status.clock.held, status.clock.restamped), (0, 2));
+    assert_eq!(
+        store.place_held(boot.id, anchor).await.unwrap(),
+        vec![],
+        "placed once"
+    );
+}
+
+#[tokio::test]
+async fn a_tap_from_a_boot_never_trusted_is_placed_approximately_after_the_next_trusted_one() {
+    let (_path, store) = temp_db("approximate").await;
+    // Boot A: trusted, seen until steady T + 10 min.
+    let (a, _) = store
+        .register_boot(reading("boot-a", 5_000, T, true))
+        .await
+        .unwrap();
+    let a_anchor = Anchor {
+        wall_ms: T + 600_000,
+        steady_ms: T + 600_000,
+    };
+    store
+        .note_boot(a.id, T + 600_000, Some(a_anchor))
+        .await
+        .unwrap();
+    // Boot B: the clock stale and never trusted; a check-in 2 minutes into it.
+    let (b, _) = store
+        .register_boot(reading("boot-b", 20_000, T - 30 * DAY, false))
+        .await
+        .unwrap();
+    let b_start = T + 600_000;
+    assert_eq!(b.offset_ms, b_start - 20_000, "steady time goes on from A");
+    let id = record(
+        &store,
+        vec![held(
+            "0xBB",
+            Kind::CheckIn,
+            b.id,
+            b_start + 120_000,
+            T - 30 * DAY,
+        )],
+    )
+    .await[0];
+    store
+        .note_boot(b.id, b_start + 300_000, None)
+        .await
+        .unwrap();
+    // Boot C: trusted at once, an hour after A was last seen.
+    let (c, _) = store
+        .register_boot(reading("boot-c", 30_000, T + 600_000 + 3_600_000, true))
+        .await
+        .unwrap();
+    let c_now = T + 600_000 + 3_600_000;
+    let c_steady = c.offset_ms + 30_000;
+    let placed = store
+        .place_held(
+            c.id,
+            Anchor {
+                wall_ms: c_now,
+                steady_ms: c_steady,
+            },
+        )
+        .await
+        .unwrap();
+    // No earlier than A's last trusted time + 2 minutes; no later than C's start less the 3
+    // minutes B ran after the tap.
+    let not_before = T + 600_000 + 120_000;
+    let not_after = c_now - 180_000;
+    assert_eq!(
+        placed[0].placed,
+        Placed::Approximate {
+            at_ms: not_before,
+            not_before_ms: not_before,
+            not_after_ms: not_after
+        }
+    );
+    let row = store.event(id).await.unwrap().unwrap();
+    assert_eq!(
+        (row.tapped_at_ms, row.time),
+        (not_before, TimeQuality::Approximate)
+    );
+    assert_eq!(store.status().await.unwrap().clock.approximate, 1);
+    // A restart in boot C finds it again, with its trusted reading.
+    let (again, anchor) = store
+        .register_boot(reading("boot-c", 90_000, 0, false))
+        .await
+        .unwrap();
+    assert_eq!(again, c);
+    assert_eq!(anchor.map(|a| a.wall_ms), Some(c_now));
+}
+
+#[tokio::test]
+async fn a_row_with_a_kind_no_version_writes_is_an_error_not_a_check_in() {
+    let (path, store) = temp_db("damaged").await;
+    let id = record(&store, vec![event("0xAA", Kind::CheckOut, 1)]).await[0];
+    let conn = Connection::open(&path).unwrap();
+    // The CHECK constraint keeps SQL from writing it; a damaged file need not obey it.
+    conn.execute_batch("PRAGMA ignore_check_constraints = ON")
+        .unwrap();
+    conn.execute("UPDATE events SET kind = 'checkinn' WHERE id = ?1", [id])
+        .unwrap();
+    let error = store.event(id).await.unwrap_err();
+    assert!(
+        matches!(&error, StoreError::Damaged(detail) if detail.contains("checkinn")),
+        "{error}"
+    );
+    let error = store.claim_due(10, 0, 10).await.unwrap_err();
+    assert!(matches!(error, StoreError::Damaged(_)), "{error}");
+}
+
+#[tokio::test]
+async fn a_file_that_is_not_a_database_is_refused_and_left_alone() {
+    let dir = std::env::temp_dir().join(format!("gym-checkin-store-{}-notdb", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("notes.db");
+    let content = b"these are someone's notes, not a database\n".repeat(200);
+    std::fs::write(&path, &content).unwrap();
+    let error = Store::open(&path).await.unwrap_err();
+    assert!(matches!(error, StoreError::NotADatabase { .. }), "{error}");
+    assert!(error.to_string().contains(&path.display().to_string()));
+    assert_eq!(std::fs::read(&path).unwrap(), content);
+}
+
+#[tokio::test]
+async fn a_database_from_a_newer_version_is_refused() {
+    let dir = std::env::temp_dir().join(format!("gym-checkin-store-{}-newer", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("newer.db");
+    let _ = std::fs::remove_file(&path);
+    Connection::open(&path)
+        .unwrap()
+        .pragma_update(None, "user_version", 99)
+        .unwrap();
+    let error = Store::open(&path).await.unwrap_err();
+    assert!(
+        matches!(error, StoreError::TooNew { version: 99, .. }),
+        "{error}"
+    );
+}
+
+#[tokio::test]
+async fn a_database_of_schema_4_keeps_its_events_and_times_when_migrated() {
+    let dir = std::env::temp_dir().join(format!("gym-checkin-store-{}-v4", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("v4.db");
+    {
+        let mut conn = Connection::open(&path).unwrap();
+        let tx = conn.transaction().unwrap();
+        for migration in &schema::MIGRATIONS[..4] {
+            tx.execute_batch(migration).unwrap();
+        }
+        tx.pragma_update(None, "user_version", 4).unwrap();
+        tx.execute_batch(
+            "INSERT INTO events (reader, raw_id, tag, kind, tapped_at_ms, recorded_at_ms,
+                                 next_attempt_at_ms, attempts)
+             VALUES ('entrance', 'AA', '0xAA', 'checkin', 1000, 1000, 61000, 1);
+             INSERT INTO events (reader, raw_id, tag, kind, tapped_at_ms, recorded_at_ms,
+                                 next_attempt_at_ms, state, finished_at_ms, automatic)
+             VALUES ('entrance', 'BB', '0xBB', 'checkout', 2000, 2000, 2000, 'delivered', 3000, 1);
+             INSERT INTO visits (tag, inside, last_event_at_ms, checked_in_at_ms)
+             VALUES ('0xAA', 1, 1000, 1000);",
+        )
+        .unwrap();
+        tx.commit().unwrap();
+    }
+    let store = Store::open(&path).await.unwrap();
+    let row = store.event(1).await.unwrap().unwrap();
+    assert_eq!(
+        (row.tapped_at_ms, row.time, row.next_attempt_steady_ms),
+        (1000, TimeQuality::Trusted, 61000)
+    );
+    let status = store.status().await.unwrap();
+    assert_eq!(
+        (
+            status.events.pending,
+            status.events.delivered,
+            status.automatic_checkouts
+        ),
+        (1, 1, 1)
+    );
+    assert_eq!(status.oldest_pending_steady_ms, Some(1000));
+    let visit = &store.visits().await.unwrap()["0xAA"];
+    assert_eq!(
+        visit.state.checked_in,
+        Some(CheckIn {
+            steady_ms: 1000,
+            at_ms: Some(1000)
+        })
+    );
+}
