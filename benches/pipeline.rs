@@ -7,6 +7,8 @@
 //!   "tap recorded" log line, stamped on the database thread right after the commit), 20 per
 //!   second and in a burst;
 //! - a tap until the stand-in EGYM on loopback has the check-in (tag already cached);
+//! - the same taps with 300,000 delivered events in the outbox while `status` is read, and the
+//!   status query itself on that database;
 //! - a backlog of 3,000 events of 1,000 tags drained against EGYM's token bucket, with 10 ms of
 //!   latency per request, against the time the bucket allows;
 //! - memory after the drain, CPU while idle with two readers connected;
@@ -95,6 +97,90 @@ impl Figures {
     }
 }
 
+/// Taps at 20 per second and, halfway between two taps (when the daemon has long finished with
+/// the last one), a bare commit in `dir`: the floor, paid at the same pace and at the same
+/// moments as the taps. Returns when each tap was written, how long each took to be committed
+/// (the daemon's "tap recorded" line), and the floor's commits. `recorded_before` taps were
+/// logged before.
+async fn tap_run(
+    daemon: &Daemon,
+    pty: &mut Pty,
+    tags: &[(String, String)],
+    dir: &TestDir,
+    recorded_before: usize,
+) -> (Vec<f64>, Vec<f64>, Vec<f64>) {
+    let before = daemon.lines().len();
+    let mut written = Vec::with_capacity(TAPS);
+    let mut floor = Vec::with_capacity(TAPS);
+    let floor_conn = floor_db(dir, "floor.db");
+    let mut interval = tokio::time::interval(Duration::from_millis(25));
+    for i in 0..TAPS {
+        interval.tick().await;
+        written.push(now_ms_f64());
+        pty.write(&em4100_frame(&tags[i % tags.len()].0));
+        interval.tick().await;
+        floor.push(floor_commit(&floor_conn, i));
+    }
+    daemon
+        .wait_for_lines(
+            "tap recorded",
+            recorded_before + TAPS,
+            Duration::from_secs(60),
+        )
+        .await;
+    let durable: Vec<f64> = daemon.lines()[before..]
+        .iter()
+        .filter(|l| l.contains("tap recorded"))
+        .zip(&written)
+        .map(|(l, w)| log_time_ms(l) - w)
+        .collect();
+    (written, durable, floor)
+}
+
+/// Taps per run.
+const TAPS: usize = 1000;
+
+/// Fills the outbox at `db` directly (fast, unsynced, then synced): `delivered` delivered events
+/// finished a second ago and `pending` pending ones, of 200,000 tags.
+async fn fill(db: &std::path::Path, delivered: i64, pending: i64) {
+    drop(Store::open(db).await.unwrap());
+    let conn = rusqlite::Connection::open(db).unwrap();
+    conn.execute_batch("PRAGMA journal_mode = WAL; PRAGMA synchronous = OFF; BEGIN;")
+        .unwrap();
+    let now = gym_checkin::clock::wall_now_ms();
+    let mut insert = conn
+        .prepare(
+            "INSERT INTO events (reader, raw_id, tag, kind, tapped_at_ms, recorded_at_ms, state, attempts,
+                                 next_attempt_steady_ms, tapped_steady_ms, finished_at_ms,
+                                 account_id, last_status)
+             VALUES ('entrance', ?1, ?2, 'checkin', ?3, ?3, ?4, 1, ?3, ?3, ?5, 'acc', 204)",
+        )
+        .unwrap();
+    for i in 0..delivered + pending {
+        let (state, finished) = if i < delivered {
+            ("delivered", Some(now - 1000))
+        } else {
+            ("pending", None)
+        };
+        let tag = format!("0x0E{:08X}", i % 200_000);
+        insert
+            .execute(rusqlite::params![
+                &tag[2..],
+                tag,
+                now - 3_600_000 + i,
+                state,
+                finished
+            ])
+            .unwrap();
+    }
+    drop(insert);
+    conn.execute_batch("COMMIT; PRAGMA wal_checkpoint(TRUNCATE);")
+        .unwrap();
+    // Loaded without syncing: made durable now, or the first fsync measured would be the one
+    // that writes out the whole load.
+    std::fs::File::open(db).unwrap().sync_all().unwrap();
+}
+
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
     let mut f = Figures {
@@ -153,23 +239,9 @@ async fn main() {
     fake.wait_for(Duration::from_secs(30), |r| count_visits(r) == tags.len())
         .await;
 
-    // A tap every 50 ms and, halfway between two taps (when the daemon has long finished with
-    // the last one), a bare commit in the same directory: the floor, paid at the same pace and
-    // at the same moments as the taps.
-    const TAPS: usize = 1000;
-    let before = daemon.lines().len();
     let received_before = fake.received().len();
-    let mut written = Vec::with_capacity(TAPS);
-    let mut floor = Vec::with_capacity(TAPS);
-    let floor_conn = floor_db(&taps_dir, "floor.db");
-    let mut interval = tokio::time::interval(Duration::from_millis(25));
-    for i in 0..TAPS {
-        interval.tick().await;
-        written.push(now_ms_f64());
-        pty.write(&em4100_frame(&tags[i % tags.len()].0));
-        interval.tick().await;
-        floor.push(floor_commit(&floor_conn, i));
-    }
+    let (written, mut durable, mut floor) =
+        tap_run(&daemon, &mut pty, &tags, &taps_dir, tags.len()).await;
     f.add(
         "floor_commit_p50_ms",
         "floor: insert + commit, WAL, synchronous=FULL, 20/s between taps, p50 (ms)",
@@ -180,19 +252,6 @@ async fn main() {
         "floor: insert + commit, 20/s between taps, p99 (ms)",
         percentile(&mut floor, 99.0),
     );
-    daemon
-        .wait_for_lines("tap recorded", tags.len() + TAPS, Duration::from_secs(60))
-        .await;
-    let lines: Vec<String> = daemon.lines()[before..]
-        .iter()
-        .filter(|l| l.contains("tap recorded"))
-        .cloned()
-        .collect();
-    let mut durable: Vec<f64> = lines
-        .iter()
-        .zip(&written)
-        .map(|(l, w)| log_time_ms(l) - w)
-        .collect();
     f.add(
         "tap_durable_p50_ms",
         "tap → committed, 1,000 taps at 20/s, p50 (ms)",
@@ -262,6 +321,79 @@ async fn main() {
         idle_cpu,
     );
     drop(daemon);
+
+    // 2b. The same taps with 300,000 delivered events in the outbox while its status is read:
+    // by the service's own 10-second refresh, on the database thread, and by `gym-checkin
+    // status --json` in a loop from another process.
+    let full_dir = TestDir::new("bench-full");
+    let full_db = full_dir.path("gym-checkin.db");
+    fill(&full_db, 300_000, 0).await;
+    {
+        let store = Store::open(&full_db).await.unwrap();
+        let mut queries = Vec::new();
+        for _ in 0..50 {
+            let start = Instant::now();
+            store.status().await.unwrap();
+            queries.push(start.elapsed().as_secs_f64() * 1000.0);
+        }
+        f.add(
+            "status_query_ms_300k",
+            "status, read on the database thread with 300,000 delivered events, p50 (ms)",
+            percentile(&mut queries, 50.0),
+        );
+    }
+    let mut full_pty = Pty::open();
+    let full_config = write_config_with(
+        &full_dir,
+        &fake.base_url(),
+        &egym(1000.0, 1000),
+        "repeat-window = \"0s\"",
+        &reader("entrance", &full_pty.slave_path, "em4100"),
+    );
+    let full_daemon = Daemon::start(&full_config);
+    full_daemon
+        .wait_for_line("reader connected", Duration::from_secs(30))
+        .await;
+    let reading = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let reader_thread = {
+        let reading = reading.clone();
+        let config = full_config.clone();
+        std::thread::spawn(move || {
+            let mut reads = 0;
+            while reading.load(std::sync::atomic::Ordering::Relaxed) {
+                let output = std::process::Command::new(binary())
+                    .args(["status", "--json", "--config"])
+                    .arg(&config)
+                    .output()
+                    .unwrap();
+                assert!(output.status.success());
+                reads += 1;
+                std::thread::sleep(Duration::from_millis(250));
+            }
+            reads
+        })
+    };
+    let (_, mut full_durable, mut full_floor) =
+        tap_run(&full_daemon, &mut full_pty, &tags, &full_dir, 0).await;
+    reading.store(false, std::sync::atomic::Ordering::Relaxed);
+    let reads = reader_thread.join().unwrap();
+    let longest = full_durable.iter().copied().fold(0.0, f64::max);
+    f.add(
+        "full_floor_commit_p99_ms",
+        "floor beside the 300,000-event database, p99 (ms)",
+        percentile(&mut full_floor, 99.0),
+    );
+    f.add(
+        "full_tap_durable_p99_ms",
+        "tap → committed, 300,000 delivered events, status read throughout, p99 (ms)",
+        percentile(&mut full_durable, 99.0),
+    );
+    f.show("tap → committed, the same, longest of 1,000 (ms)", longest);
+    f.show(
+        "status --json read from another process during those taps (times)",
+        reads as f64,
+    );
+    drop(full_daemon);
 
     // 3. Draining a backlog at EGYM's rate.
     let (rate, burst_size) = (300.0, 300);
@@ -336,52 +468,16 @@ async fn main() {
     // 4. Claiming with a big table.
     let big_dir = TestDir::new("bench-claim");
     let big_db = big_dir.path("big.db");
-    {
-        // Fill the outbox directly (fast): 1,000,000 delivered and 10,000 pending events.
-        drop(Store::open(&big_db).await.unwrap());
-        let conn = rusqlite::Connection::open(&big_db).unwrap();
-        conn.execute_batch("PRAGMA journal_mode = WAL; PRAGMA synchronous = OFF; BEGIN;")
-            .unwrap();
-        let now = gym_checkin::clock::wall_now_ms();
-        let mut insert = conn
-            .prepare(
-                "INSERT INTO events (reader, raw_id, tag, kind, tapped_at_ms, recorded_at_ms, state, attempts,
-                                     next_attempt_steady_ms, tapped_steady_ms, finished_at_ms,
-                                     account_id, last_status)
-                 VALUES ('entrance', ?1, ?2, 'checkin', ?3, ?3, ?4, 1, ?3, ?3, ?5, 'acc', 204)",
-            )
-            .unwrap();
-        for i in 0..1_010_000i64 {
-            let (state, finished) = if i < 1_000_000 {
-                ("delivered", Some(now - 1000))
-            } else {
-                ("pending", None)
-            };
-            let tag = format!("0x0E{:08X}", i % 200_000);
-            insert
-                .execute(rusqlite::params![
-                    &tag[2..],
-                    tag,
-                    now - 3_600_000 + i,
-                    state,
-                    finished
-                ])
-                .unwrap();
-        }
-        drop(insert);
-        conn.execute_batch("COMMIT; PRAGMA wal_checkpoint(TRUNCATE);")
-            .unwrap();
-    }
-    // Loaded without syncing: made durable now, or the first fsync measured below would be the
-    // one that writes out the whole load.
-    std::fs::File::open(&big_db).unwrap().sync_all().unwrap();
+    fill(&big_db, 1_000_000, 10_000).await;
     let size_mb = std::fs::metadata(&big_db).unwrap().len() as f64 / 1e6;
     let store = Store::open(&big_db).await.unwrap();
     let now = gym_checkin::clock::wall_now_ms();
+    // As the service starts: everything already in the outbox is the backlog.
+    let backlog_through = store.last_event_id().await.unwrap();
     let mut claims = Vec::new();
     for _ in 0..50 {
         let start = Instant::now();
-        let due = store.claim_due(now, 0, 8).await.unwrap();
+        let due = store.claim_due(now, backlog_through, 8).await.unwrap();
         claims.push(start.elapsed().as_secs_f64() * 1000.0);
         assert_eq!(due.len(), 8);
     }

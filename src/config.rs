@@ -953,6 +953,7 @@ mod tests {
         assert_eq!(config.egym.rate_limit_burst, 60);
         assert_eq!(config.store.path, PathBuf::from(DEFAULT_DB_PATH));
         assert_eq!(config.visits.repeat_window, Duration::from_secs(120));
+        assert_eq!(config.clock.trusted_when, TrustRule::Synchronized);
         let reader = &config.readers[0];
         assert_eq!(reader.direction, Direction::Toggle);
         assert_eq!(reader.debounce, Duration::from_millis(1500));

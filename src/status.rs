@@ -109,12 +109,12 @@ fn clock_line(data: &StatusData, asked: &Asked) -> String {
             if source == "kernel" || source == "systemd-timesyncd" =>
         {
             format!(
-                "clock: synchronized ({}){placed}",
+                "clock: synchronized: {}{placed}",
                 detail.as_deref().unwrap_or(source)
             )
         }
         (Some(true), _, detail) => format!(
-            "clock: trusted ({}){placed}",
+            "clock: trusted: {}{placed}",
             detail.as_deref().unwrap_or("")
         ),
         (Some(false), _, detail) => {
@@ -122,10 +122,13 @@ fn clock_line(data: &StatusData, asked: &Asked) -> String {
                 Some(s) => format!("for {}", duration_text(s * 1000)),
                 None => format!("since {}", when(asked, clock.since_wall_ms)),
             };
+            let waiting = match clock.held {
+                1 => "1 tap waits for it".to_string(),
+                n => format!("{n} taps wait for it"),
+            };
             format!(
-                "clock: NOT TRUSTED {since} ({}); {} taps wait for it{placed}",
+                "clock: NOT TRUSTED {since}: {}; {waiting}{placed}",
                 detail.as_deref().unwrap_or(""),
-                clock.held
             )
         }
     }

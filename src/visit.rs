@@ -11,7 +11,7 @@
 //! What survives both is decided by the reader's direction and whether the member is inside.
 
 use std::collections::HashMap;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::tag::RawId;
 
@@ -258,8 +258,9 @@ pub fn next_local_time_after(
 /// Debounce for one reader: which reads start a new presentation.
 #[derive(Debug)]
 pub struct Debouncer {
-    window: Duration,
-    last_read: HashMap<RawId, Instant>,
+    window_ms: i64,
+    /// Steady time of each id's last read.
+    last_read: HashMap<RawId, i64>,
 }
 
 /// Above this many remembered ids, ids not read within the window are forgotten.
@@ -268,21 +269,20 @@ const DEBOUNCE_PRUNE_AT: usize = 256;
 impl Debouncer {
     pub fn new(window: Duration) -> Self {
         Debouncer {
-            window,
+            window_ms: window.as_millis() as i64,
             last_read: HashMap::new(),
         }
     }
 
-    /// Notes a read of `id` at `now`; true when it starts a new presentation.
-    pub fn is_new_presentation(&mut self, id: &RawId, now: Instant) -> bool {
+    /// Notes a read of `id` at steady time `now_ms`; true when it starts a new presentation.
+    pub fn is_new_presentation(&mut self, id: &RawId, now_ms: i64) -> bool {
         if self.last_read.len() >= DEBOUNCE_PRUNE_AT {
-            let window = self.window;
-            self.last_read
-                .retain(|_, last| now.saturating_duration_since(*last) < window);
+            let window_ms = self.window_ms;
+            self.last_read.retain(|_, last| now_ms - *last < window_ms);
         }
-        let previous = self.last_read.insert(id.clone(), now);
+        let previous = self.last_read.insert(id.clone(), now_ms);
         match previous {
-            Some(last) => now.saturating_duration_since(last) >= self.window,
+            Some(last) => now_ms - last >= self.window_ms,
             None => true,
         }
     }
@@ -612,8 +612,8 @@ mod tests {
 
     #[test]
     fn a_held_card_is_one_presentation() {
-        let start = Instant::now();
-        let ms = |n| start + Duration::from_millis(n);
+        let start = 86_400_000;
+        let ms = |n: i64| start + n;
         let card = RawId::new(vec![0x0C, 0x00, 0x06, 0x21, 0xA5]);
         let other = RawId::new(vec![0x01, 0x02, 0xB0, 0xA5, 0xFD]);
         let mut debouncer = Debouncer::new(Duration::from_millis(1500));
@@ -641,16 +641,14 @@ mod tests {
 
     #[test]
     fn debouncer_forgets_old_ids_but_not_recent_ones() {
-        let start = Instant::now();
+        let start = 86_400_000;
         let mut debouncer = Debouncer::new(Duration::from_millis(100));
         for n in 0..1_000u32 {
             let id = RawId::new(n.to_be_bytes().to_vec());
-            assert!(
-                debouncer.is_new_presentation(&id, start + Duration::from_millis(u64::from(n)))
-            );
+            assert!(debouncer.is_new_presentation(&id, start + i64::from(n)));
         }
         assert!(debouncer.last_read.len() <= DEBOUNCE_PRUNE_AT + 100);
         let recent = RawId::new(999u32.to_be_bytes().to_vec());
-        assert!(!debouncer.is_new_presentation(&recent, start + Duration::from_millis(1_000)));
+        assert!(!debouncer.is_new_presentation(&recent, start + 1_000));
     }
 }

@@ -205,3 +205,57 @@ fn check_config_explains_a_keyboard_reader_that_is_not_an_input_device() {
         "{stderr}"
     );
 }
+
+#[test]
+fn a_clock_rule_that_is_not_one_of_the_three_is_refused() {
+    check_refused(
+        "bad-trusted-when",
+        |t| t + "\n[clock]\ntrusted-when = \"ntp\"\n",
+        &[
+            "clock.trusted-when: unknown value \"ntp\", expected one of: synchronized, always, \"file:PATH\"",
+        ],
+    );
+    check_refused(
+        "relative-trusted-when",
+        |t| t + "\n[clock]\ntrusted-when = \"file:run/synchronized\"\n",
+        &["clock.trusted-when: \"run/synchronized\" must be an absolute path"],
+    );
+}
+
+#[test]
+fn check_config_says_whether_the_clock_is_trusted_and_warns_when_it_never_can_be() {
+    let dir = TestDir::new("clock-check");
+    let flag = dir.path("synchronized");
+    std::fs::write(&flag, "").unwrap();
+    let path = config(&dir, |t| {
+        format!("{t}\n[clock]\ntrusted-when = \"file:{}\"\n", flag.display())
+    });
+    let output = run("check-config", &path, None);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(output.status.code(), Some(0), "{stdout}");
+    assert!(
+        stdout.contains(&format!(
+            "clock: trusted-when = file:{}: trusted now ({} exists)",
+            flag.display(),
+            flag.display()
+        )),
+        "{stdout}"
+    );
+
+    // A flag file in a directory that does not exist is never created: every tap would be held.
+    let path = config(&dir, |t| {
+        t + "\n[clock]\ntrusted-when = \"file:/nonexistent-gym-checkin-dir/synchronized\"\n"
+    });
+    let output = run("check-config", &path, None);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(0), "{stderr}");
+    assert!(
+        String::from_utf8_lossy(&output.stdout).contains("NOT trusted now"),
+        "{}",
+        String::from_utf8_lossy(&output.stdout)
+    );
+    assert!(
+        stderr.contains("WARNING") && stderr.contains("whose directory does not exist"),
+        "{stderr}"
+    );
+}

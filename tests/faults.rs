@@ -285,6 +285,67 @@ async fn a_live_tap_goes_ahead_of_a_draining_backlog() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_tap_goes_ahead_of_a_backlog_left_by_an_outage_a_few_seconds_ago() {
+    let dir = TestDir::new("live-after-outage");
+    let mut tags = tags(101);
+    let (live_tag, live_account) = tags.pop().unwrap();
+    let mut all_members = members(&tags);
+    all_members.push(member(&live_tag, &live_account));
+    let fake = FakeEgym::start(all_members, API_KEY).await.unwrap();
+    fake.set_rate_limit(10.0, 10);
+    fake.set_mode(Mode::Down);
+    let mut pty = Pty::open();
+    let config = write_config_with(
+        &dir,
+        &fake.base_url(),
+        &egym(10.0, 10, "5s"),
+        "",
+        &line_reader("desk", &pty.slave_path, ""),
+    );
+    let daemon = Daemon::start(&config);
+    daemon.wait_for_line("reader connected", LONG).await;
+    // 100 members tap during a short outage; EGYM returns seconds later.
+    for (tag, _) in &tags {
+        pty.write(format!("{}\n", tag.trim_start_matches("0x")).as_bytes());
+    }
+    daemon
+        .wait_for_lines("tap recorded", tags.len(), LONG)
+        .await;
+    fake.set_mode(Mode::Normal);
+    // The backlog drains at EGYM's 10 requests per second: two for each event.
+    fake.wait_for(LONG, |r| count_visits(r) >= 3).await;
+    let tapped = Instant::now();
+    pty.write(format!("{}\n", live_tag.trim_start_matches("0x")).as_bytes());
+    let (ok, received) = fake
+        .wait_for(LONG, |r| {
+            r.iter()
+                .any(|r| r.status == Some(204) && r.visit().is_some_and(|(a, _)| a == live_account))
+        })
+        .await;
+    assert!(ok, "{}", daemon.lines().join("\n"));
+    let latency = tapped.elapsed();
+    let backlog_left = tags.len() - count_visits(&received) + 1;
+    println!(
+        "a new tap after an outage reached EGYM in {:.2} s, with {backlog_left} of {} backlog events still to go",
+        latency.as_secs_f64(),
+        tags.len()
+    );
+    assert!(
+        latency < Duration::from_secs(2),
+        "the new tap waited {latency:?} behind the backlog"
+    );
+    assert!(
+        backlog_left > 50,
+        "the backlog was nearly drained; the test proves nothing"
+    );
+    assert_eq!(
+        received.iter().filter(|r| r.status == Some(429)).count(),
+        0,
+        "EGYM's rate limit was hit"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_refused_key_pauses_delivery_until_the_key_file_is_corrected() {
     let dir = TestDir::new("refused-key");
     let tags = tags(3);
@@ -641,6 +702,57 @@ async fn taps_survive_a_read_only_filesystem() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn taps_survive_a_failing_fsync() {
     taps_survive_a_failing_disk("disk-fsync", "eio").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tap_that_cannot_be_kept_is_said_and_counted_and_changes_no_visit() {
+    let dir = TestDir::new("memory-full");
+    let mut pty = Pty::open();
+    // EGYM is out of reach throughout: delivery only retries, cheaply.
+    let config = write_config(
+        &dir,
+        "http://127.0.0.1:9",
+        "repeat-window = \"0s\"",
+        &line_reader("desk", &pty.slave_path, "debounce = \"0ms\""),
+    );
+    let switch = dir.path("disk-fault");
+    let daemon = Daemon::start_with_env(
+        &config,
+        &[
+            ("LD_PRELOAD", disk_fault_shim().to_str().unwrap()),
+            ("GYM_CHECKIN_DISK_FAULT", switch.to_str().unwrap()),
+        ],
+    );
+    daemon.wait_for_line("reader connected", LONG).await;
+    std::fs::write(&switch, "enospc").unwrap();
+    // The disk is full: 10,000 taps fill the memory buffer, then one more cannot be kept.
+    let held = gym_checkin::recorder::MAX_HELD;
+    let taps: String = (0..held).map(|i| format!("0B{i:08X}\n")).collect();
+    pty.write(taps.as_bytes());
+    daemon
+        .wait_for_line("cannot write to the database", LONG)
+        .await;
+    pty.write(b"0C000621A5\n");
+    daemon.wait_for_line("tap LOST", LONG).await;
+
+    std::fs::remove_file(&switch).unwrap();
+    daemon
+        .wait_for_line("the database can be written again", LONG)
+        .await;
+    daemon
+        .wait_for_lines("tap recorded", held, Duration::from_secs(60))
+        .await;
+    let status = status_json(&config);
+    assert_eq!(status["lost"], 1, "{status}");
+    assert_eq!(status["events"]["pending"], held as u64, "{status}");
+    // The lost tap was a check-in that never happened: the member's next tap is one.
+    pty.write(b"0C000621A5\n");
+    daemon.wait_for_lines("tap recorded", held + 1, LONG).await;
+    let last = daemon.recorded().pop().unwrap();
+    assert_eq!(
+        (last.tag.as_str(), last.kind.as_str()),
+        ("0x…21A5", "checkin")
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,5 +1,6 @@
-//! The checked test vectors in `../shared/reference/reader-vectors.json`, through the codecs,
-//! the tag normalisation and the candidate renderings.
+//! The checked reader test vectors (`tests/data/reader-vectors.json`, a copy of the project's
+//! shared reference vectors) through the codecs, the tag normalisation and the candidate
+//! renderings.
 
 use gym_checkin::reader::codec::{self, Frame};
 use gym_checkin::tag::{self, ByteOrder, IdBytes, IdFormat, Normalisation, RawId};
@@ -8,7 +9,7 @@ use serde_json::Value;
 fn vectors() -> Vec<Value> {
     let path = concat!(
         env!("CARGO_MANIFEST_DIR"),
-        "/../shared/reference/reader-vectors.json"
+        "/tests/data/reader-vectors.json"
     );
     let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("cannot read {path}: {e}"));
     serde_json::from_str(&text).unwrap()

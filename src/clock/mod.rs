@@ -75,11 +75,7 @@ impl TimeSource for SystemSource {
     fn boot_id(&self) -> Option<String> {
         let from_env = std::env::var(BOOT_ID_ENV).ok();
         let text = from_env.or_else(|| std::fs::read_to_string(BOOT_ID_FILE).ok())?;
-        let id = text.trim();
-        let valid = !id.is_empty()
-            && id.len() <= 64
-            && id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-');
-        valid.then(|| id.to_ascii_lowercase())
+        normalise_boot_id(&text)
     }
 
     fn kernel_sync(&self) -> Result<KernelSync, i32> {
@@ -101,6 +97,19 @@ impl TimeSource for SystemSource {
     fn path_exists(&self, path: &Path) -> bool {
         path.exists()
     }
+}
+
+/// A boot id as systemd's `%b` writes it (32 lowercase hex digits), whether it came from there
+/// or from the kernel's file (which adds dashes).
+fn normalise_boot_id(text: &str) -> Option<String> {
+    let id: String = text
+        .trim()
+        .chars()
+        .filter(|c| *c != '-')
+        .map(|c| c.to_ascii_lowercase())
+        .collect();
+    let valid = !id.is_empty() && id.len() <= 64 && id.chars().all(|c| c.is_ascii_alphanumeric());
+    valid.then_some(id)
 }
 
 /// The wall clock now, in milliseconds since the Unix epoch: for what is shown to people (the
@@ -510,10 +519,20 @@ mod tests {
     }
 
     #[test]
-    fn the_boot_id_comes_from_the_environment_or_the_kernel() {
+    fn the_boot_id_reads_the_same_from_the_unit_and_from_the_kernel() {
         // The kernel's file exists on every Linux machine the tests run on.
         let id = SystemSource.boot_id().unwrap();
-        assert_eq!(id.len(), 36, "{id}");
+        assert_eq!(id.len(), 32, "{id}");
         assert!(SystemSource.boottime_ms() > 0);
+        assert_eq!(
+            normalise_boot_id("C6DF42D8-58A0-45AC-B29C-7955C5237991\n").as_deref(),
+            Some("c6df42d858a045acb29c7955c5237991")
+        );
+        assert_eq!(
+            normalise_boot_id("c6df42d858a045acb29c7955c5237991"),
+            normalise_boot_id("c6df42d8-58a0-45ac-b29c-7955c5237991")
+        );
+        assert_eq!(normalise_boot_id(" \n"), None);
+        assert_eq!(normalise_boot_id("../etc"), None);
     }
 }

@@ -174,7 +174,7 @@ pub fn decide(rule: &TrustRule, wall_ms: i64, probes: &Probes) -> Trust {
             false,
             TrustSource::Implausible,
             format!(
-                "the clock reads {}, before 2020: it has not been set",
+                "it reads {}, before 2020: it has not been set",
                 super::rfc3339(wall_ms)
             ),
         );
@@ -197,13 +197,13 @@ pub fn decide(rule: &TrustRule, wall_ms: i64, probes: &Probes) -> Trust {
             Some(Ok(kernel)) if kernel.unsynchronized => trust(
                 false,
                 TrustSource::Kernel,
-                "kernel: not synchronized (no NTP, PTP or GPS service has set the clock)".into(),
+                "the kernel says no time service has set it (not synchronized)".into(),
             ),
             Some(Ok(kernel)) if kernel.max_error_us >= MAX_ERROR_US => trust(
                 false,
                 TrustSource::Kernel,
                 format!(
-                    "kernel: maximum error {:.1} s, 16 s or more (the time service has lost its source)",
+                    "the kernel's maximum error is {:.1} s, 16 s or more: the time service has lost its source",
                     kernel.max_error_us as f64 / 1e6
                 ),
             ),
@@ -211,7 +211,7 @@ pub fn decide(rule: &TrustRule, wall_ms: i64, probes: &Probes) -> Trust {
                 true,
                 TrustSource::Kernel,
                 format!(
-                    "kernel: synchronized, maximum error {} ms",
+                    "the kernel says a time service set it; maximum error {} ms",
                     kernel.max_error_us / 1000
                 ),
             ),
@@ -221,13 +221,13 @@ pub fn decide(rule: &TrustRule, wall_ms: i64, probes: &Probes) -> Trust {
                     trust(
                         true,
                         TrustSource::Timesyncd,
-                        format!("systemd-timesyncd has synchronized the clock ({hidden})"),
+                        format!("systemd-timesyncd has synchronized it ({hidden})"),
                     )
                 } else {
                     trust(
                         false,
                         TrustSource::Timesyncd,
-                        format!("systemd-timesyncd has not synchronized the clock yet ({hidden})"),
+                        format!("systemd-timesyncd has not synchronized it yet ({hidden})"),
                     )
                 }
             }
@@ -235,7 +235,7 @@ pub fn decide(rule: &TrustRule, wall_ms: i64, probes: &Probes) -> Trust {
                 true,
                 TrustSource::Undetermined,
                 format!(
-                    "cannot tell whether the clock is synchronized ({}; systemd-timesyncd is not \
+                    "cannot tell whether it is synchronized ({}, and systemd-timesyncd is not \
                      running): it is trusted as it is. Set [clock] trusted-when = \"file:PATH\" \
                      to a file your time service creates once it has set the clock",
                     hidden_because(errno)
@@ -252,9 +252,7 @@ pub fn decide(rule: &TrustRule, wall_ms: i64, probes: &Probes) -> Trust {
 
 fn hidden_because(errno: i32) -> String {
     if errno == libc::EPERM {
-        "the kernel's sync state is hidden from the service: adjtimex is refused (EPERM), as \
-         ProtectClock= does"
-            .into()
+        "the kernel cannot be asked: adjtimex is refused (EPERM), as under ProtectClock=".into()
     } else {
         format!(
             "adjtimex failed: {}",
@@ -370,7 +368,7 @@ mod tests {
             NOW,
             kernel(false, 15_999_999),
             (true, Kernel),
-            "synchronized",
+            "maximum error 15999 ms",
         );
         check("always", NOW, kernel(true, 0), (true, Always), "always");
         let f = "file:/run/systemd/timesync/synchronized";
@@ -410,7 +408,7 @@ mod tests {
             NOW,
             refused(true, false),
             (false, Timesyncd),
-            "not synchronized the clock yet",
+            "not synchronized it yet",
         );
         check(
             s,

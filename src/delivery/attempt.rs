@@ -72,7 +72,11 @@ pub(super) async fn attempt(
                 .acquire()
                 .await
                 .expect("the semaphore is never closed");
-            let timestamp = policy::egym_timestamp(event.tapped_at_ms, &ctx.clock.now());
+            let timestamp = policy::egym_timestamp(
+                event.tapped_at_ms,
+                event.tapped_steady_ms,
+                &ctx.clock.now(),
+            );
             ctx.client
                 .post_visit(key, &account, event.kind, timestamp)
                 .await

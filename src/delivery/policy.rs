@@ -87,12 +87,15 @@ pub fn use_cache(
     }
 }
 
-/// The timestamp EGYM is sent for an event stamped `tapped_at_ms`: never before 2020, and never
-/// after the present when the present is known (a clock corrected backwards after the tap).
-pub fn egym_timestamp(tapped_at_ms: i64, now: &Now) -> i64 {
+/// The timestamp EGYM is sent for an event stamped `tapped_at_ms`, at steady time
+/// `tapped_steady_ms`: never before 2020, and never after the present when the present is known.
+/// A stamp later than the present (the clock was stepped back since the tap, and is trusted
+/// now) is counted back from the present by the steady time since the tap.
+pub fn egym_timestamp(tapped_at_ms: i64, tapped_steady_ms: i64, now: &Now) -> i64 {
     let stamped = tapped_at_ms.max(EARLIEST_PLAUSIBLE_MS);
-    if now.wall_known() {
-        stamped.min(now.wall_ms)
+    if now.wall_known() && stamped > now.wall_ms {
+        let ago = (now.steady_ms - tapped_steady_ms).max(0);
+        (now.wall_ms - ago).max(EARLIEST_PLAUSIBLE_MS)
     } else {
         stamped
     }
@@ -382,6 +385,7 @@ mod tests {
             tag_format: None,
             kind: Kind::CheckIn,
             tapped_at_ms: T - 90_000,
+            tapped_steady_ms: 0,
             attempts,
             unknown_since_steady_ms,
         }
@@ -612,12 +616,13 @@ mod tests {
 
     #[test]
     fn egym_is_never_sent_a_time_before_2020_or_in_the_future() {
-        let known = now(0, WallTime::Trusted);
-        assert_eq!(egym_timestamp(T - 1_000, &known), T - 1_000);
-        assert_eq!(egym_timestamp(T + 5_000, &known), T);
-        assert_eq!(egym_timestamp(0, &known), EARLIEST_PLAUSIBLE_MS);
+        let known = now(50_000, WallTime::Trusted);
+        assert_eq!(egym_timestamp(T - 1_000, 49_000, &known), T - 1_000);
+        assert_eq!(egym_timestamp(0, 49_000, &known), EARLIEST_PLAUSIBLE_MS);
+        // The clock was stepped an hour back since a tap 12 s ago: 12 s before now.
+        assert_eq!(egym_timestamp(T + 3_600_000, 38_000, &known), T - 12_000);
         // With the present unknown, only the floor applies.
-        let unknown = now(0, WallTime::Untrusted);
-        assert_eq!(egym_timestamp(T + 5_000, &unknown), T + 5_000);
+        let unknown = now(50_000, WallTime::Untrusted);
+        assert_eq!(egym_timestamp(T + 5_000, 38_000, &unknown), T + 5_000);
     }
 }

@@ -307,12 +307,11 @@ impl Reader {
                 }
             };
             had_data = true;
-            let at = std::time::Instant::now();
             let now = self.clock.now();
             frames.clear();
             self.codec.feed(&buffer[..n], &mut frames);
             for frame in frames.drain(..) {
-                if let Some(message) = self.presentation(frame, at, now)
+                if let Some(message) = self.presentation(frame, now)
                     && taps.send(message).await.is_err()
                 {
                     return Ended::Shutdown;
@@ -331,12 +330,7 @@ impl Reader {
 
     /// Turns a frame into a tap, unless it is unreadable or part of an ongoing presentation
     /// (both reported all the same when listening).
-    fn presentation(
-        &mut self,
-        frame: Frame,
-        at: std::time::Instant,
-        now: Now,
-    ) -> Option<ReaderMessage> {
+    fn presentation(&mut self, frame: Frame, now: Now) -> Option<ReaderMessage> {
         let from_text = matches!(frame, Frame::Text(_));
         let raw = match frame {
             Frame::Em4100(bytes) => RawId::new(bytes.to_vec()),
@@ -356,7 +350,7 @@ impl Reader {
                 }
             },
         };
-        let repeat = !self.debouncer.is_new_presentation(&raw, at);
+        let repeat = !self.debouncer.is_new_presentation(&raw, now.steady_ms);
         if repeat && !self.listening {
             debug!(reader = %self.name, "same card still presented");
             return None;

@@ -150,6 +150,7 @@ pub struct OpenEvent {
     pub tag_format: Option<String>,
     pub kind: Kind,
     pub tapped_at_ms: i64,
+    pub tapped_steady_ms: i64,
     pub attempts: u32,
     /// Steady time of EGYM's first "no member has this tag", once it has said so.
     pub unknown_since_steady_ms: Option<i64>,

@@ -46,7 +46,7 @@ fn query_open(
 ) -> rusqlite::Result<Vec<OpenEvent>> {
     let mut stmt = conn.prepare_cached(&format!(
         "SELECT id, reader, raw_id, tag, tag_format, kind, tapped_at_ms, attempts,
-                unknown_since_steady_ms
+                unknown_since_steady_ms, tapped_steady_ms
          FROM events AS e INDEXED BY {index} WHERE {condition} ORDER BY id LIMIT ?2"
     ))?;
     let rows = stmt.query_map(params, |row| {
@@ -60,6 +60,7 @@ fn query_open(
             tapped_at_ms: row.get(6)?,
             attempts: row.get(7)?,
             unknown_since_steady_ms: row.get(8)?,
+            tapped_steady_ms: row.get::<_, Option<i64>>(9)?.unwrap_or(0),
         })
     })?;
     rows.collect()

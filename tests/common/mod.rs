@@ -331,6 +331,21 @@ pub fn status_json(config: &Path) -> serde_json::Value {
         .unwrap_or_else(|e| panic!("status --json printed {stdout:?}: {e}"))
 }
 
+/// `gym-checkin status` for a configuration, as people read it.
+pub fn status_text(config: &Path) -> String {
+    let output = Command::new(binary())
+        .args(["status", "--config"])
+        .arg(config)
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "status failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8(output.stdout).unwrap()
+}
+
 /// Puts `events_per_tag` pending check-ins and check-outs of each tag into the database, as if
 /// they had been recorded during an outage a minute ago.
 pub async fn seed_backlog(db: &Path, tags: &[String], events_per_tag: usize) -> usize {
@@ -468,4 +483,59 @@ pub fn visits(received: &[Received]) -> Vec<(String, String, i64)> {
 
 pub fn count_visits(received: &[Received]) -> usize {
     visits(received).len()
+}
+
+/// Debian's libfaketime (package `faketime`, which `.ci/run` installs): it steps the wall clock
+/// of the real binary and leaves its monotonic clocks alone.
+pub fn libfaketime() -> PathBuf {
+    let found = std::fs::read_dir("/usr/lib").ok().and_then(|dirs| {
+        dirs.flatten()
+            .map(|dir| dir.path().join("faketime/libfaketime.so.1"))
+            .find(|path| path.exists())
+    });
+    found.unwrap_or_else(|| {
+        panic!(
+            "libfaketime is not installed (looked for /usr/lib/*/faketime/libfaketime.so.1): \
+             the clock tests step the daemon's wall clock with it. Install Debian's faketime \
+             package (apt-get install faketime), as .ci/run does"
+        )
+    })
+}
+
+/// The wall clock of a daemon started with [`FakeTime::env`], set by a file libfaketime reads
+/// at every call: `"+0"` is the true time, `"-3d"` three days behind, `"-1h"` an hour.
+#[derive(Debug)]
+pub struct FakeTime {
+    file: PathBuf,
+    library: PathBuf,
+}
+
+impl FakeTime {
+    pub fn new(dir: &TestDir, offset: &str) -> FakeTime {
+        let fake = FakeTime {
+            file: dir.path("faketime"),
+            library: libfaketime(),
+        };
+        fake.set(offset);
+        fake
+    }
+
+    /// Steps the clock: from now on it reads the true time plus `offset`.
+    pub fn set(&self, offset: &str) {
+        // Whole, or libfaketime could read half a line.
+        let next = self.file.with_extension("next");
+        std::fs::write(&next, format!("{offset}\n")).unwrap();
+        std::fs::rename(&next, &self.file).unwrap();
+    }
+
+    /// The environment that runs a daemon under this clock, in boot `boot_id`.
+    pub fn env<'a>(&'a self, boot_id: &'a str) -> Vec<(&'a str, &'a str)> {
+        vec![
+            ("LD_PRELOAD", self.library.to_str().unwrap()),
+            ("FAKETIME_TIMESTAMP_FILE", self.file.to_str().unwrap()),
+            ("FAKETIME_NO_CACHE", "1"),
+            ("FAKETIME_DONT_FAKE_MONOTONIC", "1"),
+            ("GYM_CHECKIN_BOOT_ID", boot_id),
+        ]
+    }
 }

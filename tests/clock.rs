@@ -1,0 +1,365 @@
+//! The real binary under a wall clock that is wrong, then stepped (libfaketime): taps keep
+//! their true times, and no step moves a schedule, a window or a visit.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+
+const LONG: Duration = Duration::from_secs(30);
+const ALEX: &str = "0C000621A5";
+const BILLIE: &str = "4B00423C15";
+const UNKNOWN: &str = "0A0B0C0D0E";
+
+fn em4100_reader(path: &std::path::Path) -> String {
+    format!(
+        "[[readers]]\nname = \"entrance\"\ndriver = \"serial\"\npath = \"{}\"\nprotocol = \"em4100\"\ndebounce = \"100ms\"\n",
+        path.display()
+    )
+}
+
+async fn egym_with_members() -> FakeEgym {
+    FakeEgym::start(
+        vec![
+            member(&format!("0x{ALEX}"), "acc-alex"),
+            member(&format!("0x{BILLIE}"), "acc-billie"),
+        ],
+        API_KEY,
+    )
+    .await
+    .unwrap()
+}
+
+fn visit_of(received: &[Received], account: &str) -> Vec<(String, i64)> {
+    visits(received)
+        .into_iter()
+        .filter(|(a, _, _)| a == account)
+        .map(|(_, what, at)| (what, at))
+        .collect()
+}
+
+const EGYM: &str = "rate-limit-per-second = 50\nrate-limit-burst = 50\nrequest-timeout = \"2s\"";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn taps_made_while_the_clock_is_days_behind_reach_egym_with_their_true_times_once_it_is_trusted()
+ {
+    let dir = TestDir::new("clock-behind");
+    let fake = egym_with_members().await;
+    let mut pty = Pty::open();
+    let synced = dir.path("synchronized");
+    let config = write_config_full(
+        &dir,
+        &fake.base_url(),
+        EGYM,
+        "",
+        &format!("trusted-when = \"file:{}\"", synced.display()),
+        &em4100_reader(&pty.slave_path),
+    );
+    // The box booted with the time of a shutdown three days ago, and NTP has not reached it.
+    let clock = FakeTime::new(&dir, "-3d");
+    let mut daemon = Daemon::start_with_env(&config, &clock.env("boot-behind"));
+    daemon.wait_for_line("reader connected", LONG).await;
+    daemon.wait_for_line("clock NOT trusted", LONG).await;
+
+    let alex_tapped = now_ms();
+    pty.write(&em4100_frame(ALEX));
+    daemon.wait_for_line("tap recorded", LONG).await;
+    let recorded = &daemon
+        .lines()
+        .into_iter()
+        .find(|l| l.contains("tap recorded"))
+        .unwrap();
+    assert_eq!(field(recorded, "clock"), Some("untrusted"), "{recorded}");
+    let stale: i64 = field(recorded, "tapped_at_ms").unwrap().parse().unwrap();
+    assert!(
+        (alex_tapped - 3 * 86_400_000 - stale).abs() < 1_000,
+        "the untrusted clock read {stale}"
+    );
+    let status = status_json(&config);
+    assert_eq!(status["clock"]["trusted"], false, "{status}");
+    assert_eq!(status["clock"]["taps_waiting"], 1, "{status}");
+    let text = status_text(&config);
+    assert!(
+        text.contains("clock: NOT TRUSTED") && text.contains("does not exist; 1 tap waits for it"),
+        "{text}"
+    );
+
+    // A restart in between, in the same boot; a second tap after it.
+    daemon.signal(libc::SIGTERM);
+    assert_eq!(daemon.wait_exit(LONG).await.code(), Some(0));
+    let daemon = Daemon::start_with_env(&config, &clock.env("boot-behind"));
+    daemon.wait_for_line("reader connected", LONG).await;
+    let billie_tapped = now_ms();
+    pty.write(&em4100_frame(BILLIE));
+    daemon.wait_for_line("tap recorded", LONG).await;
+    assert!(
+        fake.received().is_empty(),
+        "held taps reached EGYM: {:?}",
+        fake.received()
+    );
+
+    // NTP reaches the network: the clock is stepped to the true time, then said synchronized.
+    clock.set("+0");
+    std::fs::write(&synced, "").unwrap();
+    let (ok, received) = fake.wait_for(LONG, |r| count_visits(r) == 2).await;
+    assert!(ok, "{}", daemon.lines().join("\n"));
+    let alex = visit_of(&received, "acc-alex");
+    let billie = visit_of(&received, "acc-billie");
+    assert_eq!(
+        (alex[0].0.as_str(), billie[0].0.as_str()),
+        ("checkins", "checkins")
+    );
+    let errors = [alex[0].1 - alex_tapped, billie[0].1 - billie_tapped];
+    println!("re-stamped tap times, error against the true tap time: {errors:?} ms");
+    for error in errors {
+        assert!(
+            error.abs() <= 1_000,
+            "re-stamped {error} ms off: {received:#?}"
+        );
+    }
+    assert_eq!(
+        daemon
+            .lines()
+            .iter()
+            .filter(|l| l.contains("clock trusted"))
+            .count(),
+        1,
+        "the change is said once"
+    );
+    daemon.wait_for_lines("tap time placed", 2, LONG).await;
+    let status = status_json(&config);
+    assert_eq!(status["clock"]["trusted"], true, "{status}");
+    assert_eq!(status["clock"]["taps_waiting"], 0, "{status}");
+    assert_eq!(status["clock"]["restamped"], 2, "{status}");
+    assert_eq!(status["clock"]["approximate"], 0, "{status}");
+    let text = status_text(&config);
+    assert!(
+        text.contains(&format!(
+            "clock: trusted: {} exists; 2 taps placed",
+            synced.display()
+        )),
+        "{text}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_step_back_of_an_hour_during_an_outage_leaves_retries_due_when_they_were() {
+    let dir = TestDir::new("clock-back");
+    let fake = egym_with_members().await;
+    fake.set_mode(Mode::Down);
+    let mut pty = Pty::open();
+    let config = write_config_full(
+        &dir,
+        &fake.base_url(),
+        EGYM,
+        "",
+        "trusted-when = \"always\"",
+        &em4100_reader(&pty.slave_path),
+    );
+    let clock = FakeTime::new(&dir, "+0");
+    let daemon = Daemon::start_with_env(&config, &clock.env("boot-back"));
+    daemon.wait_for_line("reader connected", LONG).await;
+    let tapped = now_ms();
+    pty.write(&em4100_frame(ALEX));
+    // Three failures: the next try is due within 8 s.
+    daemon
+        .wait_for_lines("delivery failed, will retry", 3, LONG)
+        .await;
+    clock.set("-1h");
+    daemon
+        .wait_for_line("wall clock stepped by -1h", LONG)
+        .await;
+    // Stopped and started again while stepped: the schedule is in the row, in steady time.
+    let mut daemon = daemon;
+    daemon.signal(libc::SIGTERM);
+    assert_eq!(daemon.wait_exit(LONG).await.code(), Some(0));
+    let daemon = Daemon::start_with_env(&config, &clock.env("boot-back"));
+    daemon.wait_for_line("reader connected", LONG).await;
+
+    let back = Instant::now();
+    fake.set_mode(Mode::Normal);
+    let (ok, received) = fake.wait_for(LONG, |r| count_visits(r) == 1).await;
+    assert!(ok, "{}", daemon.lines().join("\n"));
+    let waited = back.elapsed();
+    println!("delivered {waited:?} after EGYM returned, the clock stepped back an hour");
+    assert!(
+        waited < Duration::from_secs(20),
+        "the retry waited {waited:?}"
+    );
+    // The clock, trusted, now says the tap was made an hour earlier than it said then: the
+    // stamp would be in the future, so it is counted back from now by the time since the tap.
+    let at = visit_of(&received, "acc-alex")[0].1;
+    assert!(
+        (at - (tapped - 3_600_000)).abs() < 1_000,
+        "stamped {at}, tapped {tapped} by the clock before the step"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_step_forward_of_two_days_moves_no_window_no_cache_age_and_no_check_out() {
+    let dir = TestDir::new("clock-forward");
+    let fake = egym_with_members().await;
+    let mut pty = Pty::open();
+    let config = write_config_full(
+        &dir,
+        &fake.base_url(),
+        &format!("{EGYM}\nunknown-tag-retry-window = \"1h\"\naccount-cache-ttl = \"1h\""),
+        "repeat-window = \"5s\"\nauto-checkout-after = \"1h\"",
+        "trusted-when = \"always\"",
+        &em4100_reader(&pty.slave_path),
+    );
+    let clock = FakeTime::new(&dir, "+0");
+    let daemon = Daemon::start_with_env(&config, &clock.env("boot-forward"));
+    daemon.wait_for_line("reader connected", LONG).await;
+    let checked_in = Instant::now();
+    pty.write(&em4100_frame(ALEX));
+    pty.write(&em4100_frame(UNKNOWN));
+    assert!(fake.wait_for(LONG, |r| count_visits(r) == 1).await.0);
+    daemon
+        .wait_for_line("unknown tag: EGYM has no member", LONG)
+        .await;
+
+    clock.set("+2d");
+    // Alex lifts the card and taps again: within the repeat window, whatever the wall clock says.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    pty.write(&em4100_frame(ALEX));
+    daemon
+        .wait_for_line("tap ignored: same tag within repeat-window", LONG)
+        .await;
+    daemon
+        .wait_for_line("wall clock stepped by +2d", LONG)
+        .await;
+    // A restart after the step; Billie checks in, and Alex, once the window is over, out.
+    let mut daemon = daemon;
+    daemon.signal(libc::SIGTERM);
+    assert_eq!(daemon.wait_exit(LONG).await.code(), Some(0));
+    let daemon = Daemon::start_with_env(&config, &clock.env("boot-forward"));
+    daemon.wait_for_line("reader connected", LONG).await;
+    pty.write(&em4100_frame(BILLIE));
+    tokio::time::sleep(Duration::from_secs(6).saturating_sub(checked_in.elapsed())).await;
+    pty.write(&em4100_frame(ALEX));
+    let (ok, _) = fake.wait_for(LONG, |r| count_visits(r) == 3).await;
+    assert!(ok, "{}", daemon.lines().join("\n"));
+    // Time for anything that wrongly fell due to happen.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+
+    let received = fake.received();
+    let alex: Vec<String> = visit_of(&received, "acc-alex")
+        .into_iter()
+        .map(|(what, _)| what)
+        .collect();
+    assert_eq!(alex, ["checkins", "checkouts"], "{received:#?}");
+    let lookups = |tag: &str| {
+        received
+            .iter()
+            .filter(|r| r.lookup_rfid() == Some(&format!("0x{tag}")))
+            .count()
+    };
+    // The cache's hour counts real time: Alex's account is still known.
+    assert_eq!(lookups(ALEX), 1, "Alex was looked up again: {received:#?}");
+    // The unknown tag is asked about again after 5 minutes of real time, not at once.
+    assert_eq!(
+        lookups(UNKNOWN),
+        1,
+        "the unknown tag was asked about again early"
+    );
+    let status = status_json(&config);
+    assert_eq!(status["events"]["unknown_tag"], 1, "{status}");
+    assert_eq!(status["events"]["rejected"], 0, "{status}");
+    assert_eq!(status["automatic_checkouts"], 0, "{status}");
+    // Billie and the unknown card are inside; Alex left.
+    assert_eq!(status["open_visits"], 2, "{status}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tap_from_a_boot_that_ended_before_the_clock_was_trusted_is_sent_within_its_bounds() {
+    let dir = TestDir::new("clock-approximate");
+    let fake = egym_with_members().await;
+    let mut pty = Pty::open();
+    let synced = dir.path("synchronized");
+    let config = write_config_full(
+        &dir,
+        &fake.base_url(),
+        EGYM,
+        "",
+        &format!("trusted-when = \"file:{}\"", synced.display()),
+        &em4100_reader(&pty.slave_path),
+    );
+    let clock = FakeTime::new(&dir, "+0");
+    std::fs::write(&synced, "").unwrap();
+
+    // Boot 1: the clock is trusted; the service stops (its last trusted time is written down).
+    let mut first = Daemon::start_with_env(&config, &clock.env("boot-1"));
+    first.wait_for_line("clock trusted", LONG).await;
+    first.signal(libc::SIGTERM);
+    assert_eq!(first.wait_exit(LONG).await.code(), Some(0));
+    let first_stopped = now_ms();
+
+    // Boot 2: the clock is a month behind and never trusted; a tap.
+    std::fs::remove_file(&synced).unwrap();
+    clock.set("-30d");
+    let mut second = Daemon::start_with_env(&config, &clock.env("boot-2"));
+    second.wait_for_line("reader connected", LONG).await;
+    let tapped = now_ms();
+    pty.write(&em4100_frame(ALEX));
+    second.wait_for_line("tap recorded", LONG).await;
+    second.signal(libc::SIGTERM);
+    assert_eq!(second.wait_exit(LONG).await.code(), Some(0));
+
+    // Boot 3: trusted from the start.
+    clock.set("+0");
+    std::fs::write(&synced, "").unwrap();
+    let third_started = now_ms();
+    let third = Daemon::start_with_env(&config, &clock.env("boot-3"));
+    let (ok, received) = fake.wait_for(LONG, |r| count_visits(r) == 1).await;
+    assert!(ok, "{}", third.lines().join("\n"));
+    let sent = visit_of(&received, "acc-alex")[0].1;
+    println!(
+        "approximate tap time: {} ms from the true time (boot 1 stopped {} ms before the tap)",
+        sent - tapped,
+        tapped - first_stopped
+    );
+    assert!(
+        first_stopped - 2_000 <= sent && sent <= third_started,
+        "sent {sent}: not between boot 1's last trusted time {first_stopped} and boot 3's start {third_started}"
+    );
+    assert!(
+        (sent - tapped).abs() < 5_000,
+        "sent {sent}, tapped {tapped}"
+    );
+    third.wait_for_line("tap time APPROXIMATE", LONG).await;
+    let line = third
+        .lines()
+        .into_iter()
+        .find(|l| l.contains("tap time APPROXIMATE"))
+        .unwrap();
+    assert_eq!(field(&line, "clock"), Some("approximate"), "{line}");
+    let status = status_json(&config);
+    assert_eq!(status["clock"]["approximate"], 1, "{status}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_clock_that_can_never_be_trusted_is_said_loudly_at_start() {
+    let dir = TestDir::new("clock-never");
+    let pty = Pty::open();
+    let config = write_config_full(
+        &dir,
+        "http://127.0.0.1:9",
+        EGYM,
+        "",
+        "trusted-when = \"file:/nonexistent-gym-checkin-dir/synchronized\"",
+        &em4100_reader(&pty.slave_path),
+    );
+    let daemon = Daemon::start(&config);
+    daemon.wait_for_line("reader connected", LONG).await;
+    let lines = daemon.lines();
+    let said = lines
+        .iter()
+        .find(|l| l.contains("whose directory does not exist"))
+        .unwrap_or_else(|| panic!("{}", lines.join("\n")));
+    assert!(
+        said.contains("ERROR") && said.contains("which may be never"),
+        "{said}"
+    );
+}
