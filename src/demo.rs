@@ -32,8 +32,8 @@ async fn run_in(dir: &std::path::Path) -> Result<(), String> {
         .await
         .map_err(|e| format!("cannot start the stand-in EGYM: {e}"))?;
     let db = dir.join("demo.db");
-    // The demo's clock is trusted while this file exists: `clock-off` and `clock-on` show what
-    // happens to taps on a box whose clock is not (yet) set.
+    // The demo's clock is trusted while this file exists: `clock-off` and `clock-on` show how a
+    // tap is stamped while it is not.
     let trusted = dir.join("clock-trusted");
     std::fs::write(&trusted, "")
         .map_err(|e| format!("cannot create {}: {e}", trusted.display()))?;
@@ -88,14 +88,12 @@ async fn run_in(dir: &std::path::Path) -> Result<(), String> {
                 "clock-off" => {
                     let _ = std::fs::remove_file(&console_trusted);
                     say(
-                        "The clock is now NOT TRUSTED (as on a box without a battery-backed clock, before NTP has set it): taps are recorded and held. Type `clock-on` to trust it again.",
+                        "The clock is NOT TRUSTED now (within 2 s), as when the time service loses its source. It was trusted earlier in this run, so a tap is still stamped exactly: the trusted time then plus the steady time since (clock=\"restamped\"). A box that boots with no trusted time holds its taps until the clock is trusted (README: Time). `clock-on` trusts it again.",
                     );
                 }
                 "clock-on" => {
                     let _ = std::fs::write(&console_trusted, "");
-                    say(
-                        "The clock is trusted again: the held taps are placed at the time they were made and sent (within 2 s).",
-                    );
+                    say("The clock is trusted again (within 2 s).");
                 }
                 "status" => print_status(&store_path),
                 "help" | "?" => say(COMMANDS),

@@ -7,13 +7,14 @@
 //! - [`tag`]: raw id → normalised EGYM rfid, and the candidate renderings of an id (pure).
 //! - [`visit`]: debounce, repeat window and check-in/check-out decisions (pure, time passed in).
 //! - [`recorder`]: the one owner of visit state; commits each decided tap as an event.
-//! - [`store`]: SQLite: schema and migrations, the events outbox, visit state, tag cache. All SQL
-//!   lives here.
+//! - [`store`]: SQLite: schema and migrations, the events outbox, visit state, tag cache, the
+//!   clock's boots. All SQL lives here.
 //! - [`delivery`]: the worker that drains the outbox to EGYM: claim, resolve, post, record the
-//!   outcome; rate limit and retry schedule.
+//!   outcome; what each outcome means and the retry schedule ([`delivery::policy`], pure).
 //! - [`egym`]: the EGYM client, its error bodies and the classification of answers; and
 //!   [`egym::fake`], the stand-in EGYM used by the demo and the tests.
-//! - [`daemon`]: wiring of the tasks, shutdown and signals.
+//! - [`daemon`]: wiring of the tasks, shutdown and signals, the timekeeper that keeps the
+//!   clock's trust current.
 //! - [`listen`]: `gym-checkin listen`, every read with its renderings, recording nothing.
 //! - [`status`]: `gym-checkin status`, read from the database while the service runs.
 //! - [`demo`]: the whole pipeline on this machine, with the stand-in EGYM and a typed reader.

@@ -43,6 +43,8 @@ const HELD_RETRY: Duration = Duration::from_secs(1);
 /// Open visits are looked at again at least this often: `closing-time` follows the wall clock,
 /// which may be stepped while the recorder sleeps.
 const AUTO_CHECKOUT_LOOK_AGAIN: Duration = Duration::from_secs(60);
+/// After placing held taps failed (the database), it is tried again this soon.
+const PLACE_RETRY: Duration = Duration::from_secs(5);
 
 #[derive(Debug)]
 pub struct Recorder {
@@ -66,11 +68,14 @@ pub struct Recorder {
     write_failing: bool,
     /// An automatic check-out was put off for want of room: said once until there is room.
     said_postponed: bool,
+    /// Placing held taps failed: it is tried again after `PLACE_RETRY`.
+    placing_failed: bool,
 }
 
 enum Wake {
     Messages(Vec<ReaderMessage>),
     RetryHeld,
+    RetryPlacing,
     AutoCheckout,
     ClockChanged,
     Asked,
@@ -100,6 +105,7 @@ impl Recorder {
             lost: 0,
             write_failing: false,
             said_postponed: false,
+            placing_failed: false,
         })
     }
 
@@ -124,6 +130,7 @@ impl Recorder {
                     _ => Wake::Messages(std::mem::take(&mut batch)),
                 },
                 () = tokio::time::sleep(HELD_RETRY), if !self.held.is_empty() => Wake::RetryHeld,
+                () = tokio::time::sleep(PLACE_RETRY), if self.placing_failed => Wake::RetryPlacing,
                 () = sleep_for(self.next_auto_checkout_in) => Wake::AutoCheckout,
                 Ok(()) = self.trust.changed() => Wake::ClockChanged,
                 () = pulse.asked() => Wake::Asked,
@@ -138,11 +145,13 @@ impl Recorder {
                     self.plan_auto_checkout();
                 }
                 Wake::RetryHeld => self.write().await,
+                Wake::RetryPlacing => self.place_held().await,
                 Wake::AutoCheckout => self.check_out_due_visits().await,
                 Wake::ClockChanged => {
-                    if self.trust.borrow_and_update().trusted {
-                        self.place_held().await;
-                    }
+                    self.trust.mark_unchanged();
+                    // Trusted now, or at least once in this boot (trust may have come and gone
+                    // between two looks): held taps can be placed.
+                    self.place_held().await;
                     self.check_out_due_visits().await;
                 }
                 Wake::Asked => pulse.answer(),
@@ -181,6 +190,7 @@ impl Recorder {
             tap.direction,
             tap.at.steady_ms,
             self.repeat_window,
+            self.clock.boot().start_steady_ms,
         );
         let kind = match decision {
             Decision::IgnoreRepeat { since_last_ms } => {
@@ -259,10 +269,15 @@ impl Recorder {
         let placed = match self.store.place_held(boot, anchor).await {
             Ok(placed) => placed,
             Err(e) => {
-                error!(error = %e, "cannot place the taps held for the clock; trying again when the clock is next found trusted");
+                if !std::mem::replace(&mut self.placing_failed, true) {
+                    error!(error = %e, "cannot place the taps held for the clock; trying again every few seconds");
+                }
                 return;
             }
         };
+        if std::mem::take(&mut self.placing_failed) {
+            info!("the taps held for the clock can be placed again");
+        }
         for event in &placed {
             say_placed(event);
             if event.kind == Kind::CheckIn
@@ -367,13 +382,18 @@ impl Recorder {
                 (a, b) => a.or(b),
             };
         }
-        self.next_auto_checkout_in = if any_open {
-            Some(next.map_or(AUTO_CHECKOUT_LOOK_AGAIN, |n| {
-                n.min(AUTO_CHECKOUT_LOOK_AGAIN)
-            }))
+        // With no room for a check-out, due ones wait for the room, not in a loop.
+        let floor = if self.held.len() >= MAX_HELD {
+            HELD_RETRY
         } else {
-            None
+            Duration::ZERO
         };
+        self.next_auto_checkout_in = any_open.then(|| {
+            next.map_or(AUTO_CHECKOUT_LOOK_AGAIN, |n| {
+                n.min(AUTO_CHECKOUT_LOOK_AGAIN)
+            })
+            .max(floor)
+        });
     }
 
     fn reader_update(&mut self, reader: &Arc<str>) -> &mut ReaderUpdate {

@@ -91,18 +91,20 @@ pub enum Decision {
 }
 
 /// Decides what a presentation of a tag at steady time `tap_steady_ms` on a reader facing
-/// `direction` means.
+/// `direction` means. `boot_start_steady_ms` is when the service first ran in this boot: a tag's
+/// last event before it was made in an earlier boot, and is never repeated by this tap (steady
+/// time does not count the time the box was off, so it cannot tell how long ago that was).
 pub fn decide(
     state: Option<&TagState>,
     direction: Direction,
     tap_steady_ms: i64,
     repeat_window: Duration,
+    boot_start_steady_ms: i64,
 ) -> Decision {
-    if let Some(state) = state {
+    if let Some(state) = state
+        && state.last_event_steady_ms >= boot_start_steady_ms
+    {
         let since_last_ms = tap_steady_ms - state.last_event_steady_ms;
-        // Steady time does not step, but after a reboot it resumes from the last moment the
-        // service was written down as running, so an event recorded just before may seem a
-        // little ahead: only the gap's size counts.
         if since_last_ms.unsigned_abs() < repeat_window.as_millis() as u64 {
             return Decision::IgnoreRepeat { since_last_ms };
         }
@@ -304,7 +306,7 @@ mod tests {
             }),
         });
         assert_eq!(
-            decide(state.as_ref(), direction, tap_ms, WINDOW),
+            decide(state.as_ref(), direction, tap_ms, WINDOW, 0),
             expected,
             "state {state:?}, {direction:?}, tap at {tap_ms}"
         );
@@ -355,6 +357,23 @@ mod tests {
             },
         );
         check(Some((true, t + 7_200_000)), Toggle, t, Record(CheckOut));
+        // The last event was in an earlier boot (steady time does not count the night the box
+        // was off): never a repeat, however close steady time puts it.
+        let evening = TagState {
+            inside: false,
+            last_event_steady_ms: t - 30_000,
+            checked_in: None,
+        };
+        assert_eq!(
+            decide(Some(&evening), Toggle, t, WINDOW, t - 10_000),
+            Record(CheckIn)
+        );
+        assert_eq!(
+            decide(Some(&evening), Toggle, t, WINDOW, t - 60_000),
+            IgnoreRepeat {
+                since_last_ms: 30_000
+            }
+        );
     }
 
     #[test]
@@ -392,17 +411,17 @@ mod tests {
         // After it, a tap (outside the window) is a new check-in on a toggle reader.
         let state = after_auto_checkout(checked_in);
         assert_eq!(
-            decide(Some(&state), Direction::Toggle, 5 + 200_000, WINDOW),
+            decide(Some(&state), Direction::Toggle, 5 + 200_000, WINDOW, 0),
             Decision::Record(Kind::CheckIn)
         );
         // A check-out without a visit is still sent from an exit reader.
         assert_eq!(
-            decide(Some(&state), Direction::Out, 5 + 200_000, WINDOW),
+            decide(Some(&state), Direction::Out, 5 + 200_000, WINDOW, 0),
             Decision::Record(Kind::CheckOut)
         );
         // A check-in on an entrance reader while inside starts a new visit.
         assert_eq!(
-            decide(Some(&checked_in), Direction::In, 5 + 200_000, WINDOW),
+            decide(Some(&checked_in), Direction::In, 5 + 200_000, WINDOW, 0),
             Decision::Record(Kind::CheckIn)
         );
         assert_eq!(

@@ -363,3 +363,46 @@ async fn a_clock_that_can_never_be_trusted_is_said_loudly_at_start() {
         "{said}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn held_taps_are_placed_once_the_database_can_be_written_again() {
+    let dir = TestDir::new("clock-place-retry");
+    let fake = egym_with_members().await;
+    let mut pty = Pty::open();
+    let synced = dir.path("synchronized");
+    let config = write_config_full(
+        &dir,
+        &fake.base_url(),
+        EGYM,
+        "",
+        &format!("trusted-when = \"file:{}\"", synced.display()),
+        &em4100_reader(&pty.slave_path),
+    );
+    let switch = dir.path("disk-fault");
+    let daemon = Daemon::start_with_env(
+        &config,
+        &[
+            ("LD_PRELOAD", disk_fault_shim().to_str().unwrap()),
+            ("GYM_CHECKIN_DISK_FAULT", switch.to_str().unwrap()),
+        ],
+    );
+    daemon.wait_for_line("reader connected", LONG).await;
+    let tapped = now_ms();
+    pty.write(&em4100_frame(ALEX));
+    daemon.wait_for_line("tap recorded", LONG).await;
+    // The clock becomes trusted just as the disk fails: the held tap cannot be placed yet.
+    std::fs::write(&switch, "enospc").unwrap();
+    std::fs::write(&synced, "").unwrap();
+    daemon
+        .wait_for_line("cannot place the taps held for the clock", LONG)
+        .await;
+    std::fs::remove_file(&switch).unwrap();
+    // Trust does not change again; the placing is tried again by itself.
+    let (ok, received) = fake.wait_for(LONG, |r| count_visits(r) == 1).await;
+    assert!(ok, "{}", daemon.lines().join("\n"));
+    let at = visit_of(&received, "acc-alex")[0].1;
+    assert!((at - tapped).abs() < 1_000, "stamped {at}, tapped {tapped}");
+    daemon
+        .wait_for_line("the taps held for the clock can be placed again", LONG)
+        .await;
+}

@@ -346,6 +346,54 @@ async fn a_new_tap_goes_ahead_of_a_backlog_left_by_an_outage_a_few_seconds_ago()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tap_made_while_delivery_is_held_off_goes_first_when_it_resumes() {
+    let dir = TestDir::new("live-during-hold");
+    let mut tags = tags(101);
+    let (live_tag, live_account) = tags.pop().unwrap();
+    let mut all_members = members(&tags);
+    all_members.push(member(&live_tag, &live_account));
+    let fake = FakeEgym::start(all_members, API_KEY).await.unwrap();
+    let tag_names: Vec<String> = tags.iter().map(|(t, _)| t.clone()).collect();
+    let backlog = seed_backlog(&dir.path("gym-checkin.db"), &tag_names, 1).await;
+    // EGYM is overloaded: it answers 503, and the worker holds off for the retry delay.
+    fake.set_mode(Mode::Status(503));
+    let mut pty = Pty::open();
+    let config = write_config_with(
+        &dir,
+        &fake.base_url(),
+        &egym(10.0, 10, "5s"),
+        "",
+        &line_reader("desk", &pty.slave_path, ""),
+    );
+    let daemon = Daemon::start(&config);
+    daemon.wait_for_line("reader connected", LONG).await;
+    fake.wait_for(LONG, |r| {
+        r.iter().filter(|r| r.status == Some(503)).count() >= 6
+    })
+    .await;
+    fake.set_mode(Mode::Normal);
+    // A member taps while the worker still holds off.
+    let tapped = Instant::now();
+    pty.write(format!("{}\n", live_tag.trim_start_matches("0x")).as_bytes());
+    let (ok, received) = fake
+        .wait_for(LONG, |r| {
+            r.iter()
+                .any(|r| r.status == Some(204) && r.visit().is_some_and(|(a, _)| a == live_account))
+        })
+        .await;
+    assert!(ok, "{}", daemon.lines().join("\n"));
+    let backlog_left = (backlog + 1).saturating_sub(count_visits(&received));
+    println!(
+        "a tap made during a hold reached EGYM {:.2} s later, with {backlog_left} of {backlog} backlog events still to go",
+        tapped.elapsed().as_secs_f64()
+    );
+    assert!(
+        backlog_left >= backlog - 8,
+        "the tap waited behind the backlog: {backlog_left} of {backlog} left"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_refused_key_pauses_delivery_until_the_key_file_is_corrected() {
     let dir = TestDir::new("refused-key");
     let tags = tags(3);
@@ -589,27 +637,6 @@ async fn a_burst_of_a_thousand_frames_on_two_readers_loses_nothing() {
         )
         .unwrap();
     assert_eq!((events, tags), (2 * FRAMES as i64, 2 * FRAMES as i64));
-}
-
-/// The shim in `tests/support/disk_faults.c`, compiled once with the C compiler that also builds
-/// the bundled SQLite.
-fn disk_fault_shim() -> &'static std::path::Path {
-    static SHIM: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
-    SHIM.get_or_init(|| {
-        let source = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/support/disk_faults.c");
-        let out = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
-            .join(format!("disk_faults-{}.so", std::process::id()));
-        let cc = std::env::var("CC").unwrap_or_else(|_| "cc".into());
-        let status = std::process::Command::new(&cc)
-            .args(["-shared", "-fPIC", "-O2", "-o"])
-            .arg(&out)
-            .arg(source)
-            .arg("-ldl")
-            .status()
-            .unwrap_or_else(|e| panic!("cannot run the C compiler {cc:?}: {e}"));
-        assert!(status.success(), "{cc} could not build {source}");
-        out
-    })
 }
 
 /// The database's disk fails (`fault`: enospc, erofs or eio, see the shim) while taps come in.

@@ -231,6 +231,9 @@ pub struct Boot {
     pub id: i64,
     /// Steady time = boot time + this.
     pub offset_ms: i64,
+    /// Steady time when the service first ran in this boot: what came before it was in an
+    /// earlier boot.
+    pub start_steady_ms: i64,
 }
 
 /// What one refresh of the clock found.
@@ -325,6 +328,7 @@ impl Clock {
         let boot = Boot {
             id: 0,
             offset_ms: 0,
+            start_steady_ms: 0,
         };
         Clock::system(rule, boot, trust, None)
     }
@@ -455,6 +459,7 @@ mod tests {
         let boot = Boot {
             id: 1,
             offset_ms: reading.wall_ms - reading.boottime_ms,
+            start_steady_ms: reading.wall_ms,
         };
         Clock::new(source.clone(), rule, boot, trust, None)
     }

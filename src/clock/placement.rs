@@ -15,8 +15,11 @@
 //!   - not after: the start of the next boot whose clock was trusted, less the steady time from
 //!     the tap to the last moment the service was seen running in the tap's boot.
 //!
-//!   Within the bounds the tap's own wall reading is kept (a clock restarted from a saved time,
-//!   as fake-hwclock does, runs a little behind); outside them, the nearer bound is taken.
+//!   The tap is placed at the later bound: it is off by the time between the end of the tap's
+//!   boot and the start of the next (a reboot: seconds), where the earlier bound is off by
+//!   however long the box was off before the tap's boot (a night), and the wall clock of a box
+//!   that booted with a stale time is off by as much. The earlier bound still holds: a tap is
+//!   never placed before it.
 
 use super::EARLIEST_PLAUSIBLE_MS;
 
@@ -61,39 +64,44 @@ pub struct BootReading {
 /// Where steady time stands at the start of a run: `(offset, steady now)`.
 /// - In a boot seen before (a restart), steady time goes on exactly where the boot's clock is,
 ///   downtime included.
-/// - In a new boot, it goes on from the last moment the previous boot was seen running; when the
-///   previous boot had a trusted reading and the clock is trusted now, plus the wall time between
-///   them. Otherwise the time between the two runs is not counted: steady time undercounts a
-///   reboot, never overcounts it.
-/// - With no boot recorded at all (a new database, or one from before steady time), it starts at
-///   the wall time, so that times stored by earlier versions keep their meaning.
+/// - In a new boot, it goes on from the last steady time the database knows of (`last_known`:
+///   the last moment the previous boot was seen running, its last tap, its last lookup); when the
+///   previous boot had a trusted reading and the clock is trusted now, from that reading plus the
+///   wall time between them. Otherwise the time the box was off is not counted: steady time
+///   undercounts a reboot, never overcounts it, and never goes back.
+/// - With no boot recorded (a new database, or one from before steady time, whose times are
+///   wall times), it starts at the wall time if the clock is trusted, and never before the last
+///   time the database knows of.
 pub fn steady_at_start(
     same_boot: Option<&BootRecord>,
     previous: Option<&BootRecord>,
+    last_known: Option<i64>,
     reading: &BootReading,
 ) -> (i64, i64) {
     if let Some(boot) = same_boot {
         return (boot.offset_ms, reading.boottime_ms + boot.offset_ms);
     }
-    let steady = match previous {
-        None => reading.wall_ms,
-        Some(previous) => {
-            let by_wall = previous
-                .anchor
-                .filter(|_| reading.trusted)
-                .map(|anchor| anchor.steady_ms + (reading.wall_ms - anchor.wall_ms));
-            by_wall.map_or(previous.seen_steady_ms, |s| s.max(previous.seen_steady_ms))
-        }
+    let known = last_known.max(previous.map(|p| p.seen_steady_ms));
+    let by_wall = match previous {
+        None => reading.trusted.then_some(reading.wall_ms),
+        Some(previous) => previous
+            .anchor
+            .filter(|_| reading.trusted)
+            .map(|anchor| anchor.steady_ms + (reading.wall_ms - anchor.wall_ms)),
+    };
+    let steady = match (known, by_wall) {
+        (Some(known), Some(by_wall)) => known.max(by_wall),
+        (known, by_wall) => known.or(by_wall).unwrap_or(reading.wall_ms),
     };
     (steady - reading.boottime_ms, steady)
 }
 
-/// A held tap: the boot it was made in, its steady time, and what the untrusted wall clock read.
+/// A held tap: the boot it was made in and its steady time. (What the untrusted wall clock read
+/// is kept in its row, but places nothing.)
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct HeldTap {
     pub boot: i64,
     pub steady_ms: i64,
-    pub wall_ms: i64,
 }
 
 /// Where a held tap was placed.
@@ -137,13 +145,7 @@ pub fn place(tap: &HeldTap, boots: &[BootRecord]) -> Option<Placed> {
         .iter()
         .find_map(|b| b.anchor.map(|anchor| anchor.wall_at(b.start_steady_ms)))?;
     let not_after = next_start - until_seen;
-    let at = if not_before <= not_after {
-        tap.wall_ms.clamp(not_before, not_after)
-    } else {
-        // The bounds disagree (a trusted reading was itself wrong): the later boot's start is
-        // the one that keeps the tap before everything tapped since.
-        not_after
-    };
+    let at = not_after.max(not_before);
     Some(Placed::Approximate {
         at_ms: at,
         not_before_ms: not_before,
@@ -171,7 +173,7 @@ mod tests {
     }
 
     #[test]
-    fn steady_time_goes_on_across_restarts_and_reboots() {
+    fn steady_time_goes_on_across_restarts_and_reboots_and_never_goes_back() {
         let reading = |boottime_ms, wall_ms, trusted| BootReading {
             boot_id: "b".into(),
             boottime_ms,
@@ -180,8 +182,18 @@ mod tests {
         };
         // A new database: steady time starts at the wall time.
         assert_eq!(
-            steady_at_start(None, None, &reading(5_000, T, false)),
+            steady_at_start(None, None, None, &reading(5_000, T, true)),
             (T - 5_000, T)
+        );
+        // A database from before steady time, first started with the clock at 1970: steady time
+        // starts where its stored times end, so no stored retry is decades away.
+        assert_eq!(
+            steady_at_start(None, None, Some(T - 60_000), &reading(5_000, 9_000, false)).1,
+            T - 60_000
+        );
+        assert_eq!(
+            steady_at_start(None, None, Some(T - 60_000), &reading(5_000, T, true)).1,
+            T
         );
         // A restart in the same boot: the same offset, so downtime counts.
         let same = BootRecord {
@@ -189,23 +201,45 @@ mod tests {
             ..boot(3, 1_000_000, 2_000_000, None)
         };
         assert_eq!(
-            steady_at_start(Some(&same), None, &reading(50_000, 0, false)),
+            steady_at_start(Some(&same), None, None, &reading(50_000, 0, false)),
             (1_000_000, 1_050_000)
         );
-        // A reboot with no trusted readings: on from the last moment the previous one was seen.
+        // A reboot with no trusted readings: on from the last moment the previous one was seen,
+        // or from a later tap it made after it was last noted (a power cut).
         let previous = boot(3, 1_000_000, 2_000_000, Some((T, 1_500_000)));
         assert_eq!(
-            steady_at_start(None, Some(&previous), &reading(7_000, 0, false)),
+            steady_at_start(None, Some(&previous), None, &reading(7_000, 0, false)),
             (2_000_000 - 7_000, 2_000_000)
+        );
+        assert_eq!(
+            steady_at_start(
+                None,
+                Some(&previous),
+                Some(2_040_000),
+                &reading(7_000, 0, false)
+            )
+            .1,
+            2_040_000
         );
         // Trusted on both sides: the wall time between them counts.
         assert_eq!(
-            steady_at_start(None, Some(&previous), &reading(7_000, T + 3_600_000, true)),
+            steady_at_start(
+                None,
+                Some(&previous),
+                None,
+                &reading(7_000, T + 3_600_000, true)
+            ),
             (1_500_000 + 3_600_000 - 7_000, 5_100_000)
         );
         // A trusted clock that says less time passed than the run was seen: never backwards.
         assert_eq!(
-            steady_at_start(None, Some(&previous), &reading(7_000, T + 1_000, true)).1,
+            steady_at_start(
+                None,
+                Some(&previous),
+                None,
+                &reading(7_000, T + 1_000, true)
+            )
+            .1,
             2_000_000
         );
     }
@@ -217,16 +251,15 @@ mod tests {
         let tap = HeldTap {
             boot: 1,
             steady_ms: 100_000,
-            wall_ms: 0,
         };
         assert_eq!(place(&tap, &boots), Some(Placed::Exact(T)));
     }
 
     #[test]
-    fn a_tap_from_a_boot_never_trusted_is_placed_between_its_bounds() {
+    fn a_tap_from_a_boot_never_trusted_is_placed_at_the_later_of_its_bounds() {
         // Boot 1 trusted until steady 1,000,000 (wall T); boot 2 never trusted, started at steady
         // 1,000,000 and seen until 1,600,000; boot 3 started at 1,600,000 and trusted at once,
-        // its start at T + 2 h.
+        // its start at T + 2 h: the box was off for an hour and 50 minutes before boot 2.
         let boots = [
             boot(1, 0, 1_000_000, Some((T, 1_000_000))),
             boot(2, 1_000_000, 1_600_000, None),
@@ -237,27 +270,32 @@ mod tests {
                 Some((T + 7_200_000 + 100_000, 1_700_000)),
             ),
         ];
-        let tap = |wall_ms| HeldTap {
+        let tap = HeldTap {
             boot: 2,
             steady_ms: 1_200_000,
-            wall_ms,
         };
-        let (not_before, not_after) = (T + 200_000, T + 7_200_000 - 400_000);
-        let bounds = |at_ms| {
+        // Not before the last trusted time + 200 s into boot 2; not after boot 3's start less the
+        // 400 s boot 2 ran after the tap.
+        assert_eq!(
+            place(&tap, &boots),
             Some(Placed::Approximate {
-                at_ms,
-                not_before_ms: not_before,
-                not_after_ms: not_after,
+                at_ms: T + 7_200_000 - 400_000,
+                not_before_ms: T + 200_000,
+                not_after_ms: T + 7_200_000 - 400_000,
             })
-        };
-        // A clock that restarted from a saved time, within the bounds: kept.
-        assert_eq!(place(&tap(T + 600_000), &boots), bounds(T + 600_000));
-        // From 1970: no earlier than the last trusted time plus the time since the boot began.
-        assert_eq!(place(&tap(0), &boots), bounds(not_before));
-        // From the future: no later than the next trusted boot's start allows.
-        assert_eq!(place(&tap(T + 30 * DAY), &boots), bounds(not_after));
+        );
         // Not placeable while no later boot has been trusted.
-        assert_eq!(place(&tap(0), &boots[..2]), None);
+        assert_eq!(place(&tap, &boots[..2]), None);
+        // Bounds that disagree (a trusted reading was itself wrong): never before the lower.
+        let wrong = [
+            boot(1, 0, 1_000_000, Some((T + 30 * DAY, 1_000_000))),
+            boots[1].clone(),
+            boots[2].clone(),
+        ];
+        assert_eq!(
+            place(&tap, &wrong).map(Placed::at_ms),
+            Some(T + 30 * DAY + 200_000)
+        );
     }
 
     #[test]
@@ -269,12 +307,11 @@ mod tests {
         let tap = HeldTap {
             boot: 1,
             steady_ms: 60_000,
-            wall_ms: 0,
         };
         assert_eq!(
             place(&tap, &boots),
             Some(Placed::Approximate {
-                at_ms: EARLIEST_PLAUSIBLE_MS + 60_000,
+                at_ms: T - 100_000 - 540_000,
                 not_before_ms: EARLIEST_PLAUSIBLE_MS + 60_000,
                 not_after_ms: T - 100_000 - 540_000,
             })

@@ -275,7 +275,12 @@ pub fn never_trusted_warning(
     }
     let held = "taps are recorded but held from EGYM until the clock is trusted";
     match (rule, trust.source) {
-        (TrustRule::Synchronized, TrustSource::Kernel) if services.is_empty() => Some(format!(
+        (TrustRule::Always, TrustSource::Implausible) => Some(format!(
+            "{}, and trusted-when = always trusts the clock only once it is set: {held}, which \
+             may be never. Set the clock, or use trusted-when = synchronized with a time service",
+            trust.detail
+        )),
+        (TrustRule::Synchronized, _) if services.is_empty() => Some(format!(
             "the clock is not synchronized and no time service seems to be running (looked for {}): \
              {held}, which may be never. Enable one (sudo systemctl enable --now systemd-timesyncd), \
              or set [clock] trusted-when = \"always\" if this box keeps good time by itself",
@@ -473,6 +478,19 @@ mod tests {
         assert_eq!(
             never_trusted_warning(&TrustRule::Always, &trusted, &[], true),
             None
+        );
+        // A box at 1970 with no time service, whatever the rule.
+        let unset = decide(&TrustRule::Always, 0, &kernel(true, 0));
+        assert!(
+            never_trusted_warning(&TrustRule::Always, &unset, &[], true)
+                .unwrap()
+                .contains("1970-01-01")
+        );
+        let unset = decide(&TrustRule::Synchronized, 0, &kernel(true, 0));
+        assert!(
+            never_trusted_warning(&TrustRule::Synchronized, &unset, &[], true)
+                .unwrap()
+                .contains("no time service")
         );
     }
 }

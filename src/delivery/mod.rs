@@ -75,13 +75,22 @@ struct Paused {
     last_logged: Instant,
 }
 
-type Attempts = JoinSet<(Box<OpenEvent>, Result<Outcome, StoreError>)>;
+/// An attempt that has finished.
+struct Attempt {
+    event: OpenEvent,
+    outcome: Result<Outcome, StoreError>,
+    /// The newest event recorded when the attempt started: if it failed, everything up to this
+    /// waited through the failure, and is the backlog.
+    recorded_before: i64,
+}
+
+type Attempts = JoinSet<Attempt>;
 
 enum Wake {
     Recorded,
     Timer,
     Asked,
-    Finished(Box<OpenEvent>, Result<Outcome, StoreError>),
+    Finished(Box<Attempt>),
     Shutdown,
 }
 
@@ -103,8 +112,8 @@ pub struct Worker {
     paused: Option<Paused>,
     /// The last database call failed (and the error was said).
     database_failing: bool,
-    /// Events up to this id are the backlog: recorded before this run, or while delivery was
-    /// failing or paused. Newer events never tried go first.
+    /// Events up to this id are the backlog: recorded before this run, or before delivery last
+    /// failed or was paused. Newer events never tried go first.
     backlog_through_id: i64,
 }
 
@@ -164,7 +173,7 @@ impl Worker {
                 () = tokio::time::sleep_until(timer) => Wake::Timer,
                 () = pulse.asked() => Wake::Asked,
                 Some(joined) = tasks.join_next(), if !tasks.is_empty() => match joined {
-                    Ok((event, outcome)) => Wake::Finished(event, outcome),
+                    Ok(attempt) => Wake::Finished(Box::new(attempt)),
                     Err(e) => {
                         // Tasks are only aborted at shutdown and a panic aborts the process.
                         error!(error = %e, "delivery task ended abnormally");
@@ -177,7 +186,7 @@ impl Worker {
                 Wake::Recorded => self.on_recorded(),
                 Wake::Timer => {}
                 Wake::Asked => pulse.answer(),
-                Wake::Finished(event, outcome) => self.record_attempt(*event, outcome).await,
+                Wake::Finished(attempt) => self.record_attempt(*attempt).await,
                 Wake::Shutdown => break,
             }
         }
@@ -190,7 +199,7 @@ impl Worker {
         let deadline = Instant::now() + SHUTDOWN_GRACE;
         while !tasks.is_empty() {
             match tokio::time::timeout_at(deadline, tasks.join_next()).await {
-                Ok(Some(Ok((event, outcome)))) => self.record_attempt(*event, outcome).await,
+                Ok(Some(Ok(attempt))) => self.record_attempt(attempt).await,
                 Ok(_) => {}
                 Err(_) => {
                     info!(
@@ -205,14 +214,19 @@ impl Worker {
     }
 
     /// Records what one attempt achieved.
-    async fn record_attempt(&mut self, event: OpenEvent, outcome: Result<Outcome, StoreError>) {
+    async fn record_attempt(&mut self, attempt: Attempt) {
+        let Attempt {
+            event,
+            outcome,
+            recorded_before,
+        } = attempt;
         self.in_flight_tags.remove(&event.tag);
         let carried_out = match outcome {
             Ok(outcome) => {
                 let now = self.ctx.clock.now();
                 let decision =
                     policy::decide(&event, outcome, &now, &self.ctx.settings, fastrand::f64());
-                self.carry_out(&event, decision).await
+                self.carry_out(&event, decision, recorded_before).await
             }
             Err(e) => Err(e),
         };
@@ -235,19 +249,17 @@ impl Worker {
         until
     }
 
-    /// Events recorded until now wait behind live taps while delivery is not working.
-    fn note_backlog(&mut self) {
-        self.backlog_through_id = self.backlog_through_id.max(*self.recorded.borrow());
+    /// An attempt started when `recorded_before` was the newest event failed: events up to it
+    /// are the backlog, behind taps made since.
+    fn note_backlog(&mut self, recorded_before: i64) {
+        self.backlog_through_id = self.backlog_through_id.max(recorded_before);
     }
 
-    /// A newly recorded event: while delivery is not working, it joins the backlog. If EGYM was
-    /// unreachable, it may try again now rather than wait for the backoff (at most every few
-    /// seconds); an overloaded EGYM is left alone.
+    /// A newly recorded event: if EGYM was unreachable, it may try again now rather than wait
+    /// for the backoff (at most every few seconds); an overloaded EGYM is left alone. The event
+    /// is live until a failure says otherwise: it goes first once delivery may go on.
     fn on_recorded(&mut self) {
         self.recorded.mark_unchanged();
-        if self.failing_since.is_some() || self.paused.is_some() || self.hold.is_some() {
-            self.note_backlog();
-        }
         if let Some((_, HoldCause::Unreachable)) = self.hold {
             let now = Instant::now();
             if self
@@ -303,13 +315,18 @@ impl Worker {
                 .filter(|e| !self.in_flight_tags.contains(&e.tag))
                 .take(capacity)
                 .collect();
+            let recorded_before = *self.recorded.borrow();
             for event in startable {
                 self.in_flight_tags.insert(event.tag.clone());
                 let ctx = self.ctx.clone();
                 let key = self.key.clone();
                 tasks.spawn(async move {
                     let outcome = attempt::attempt(&ctx, &key, &event).await;
-                    (Box::new(event), outcome)
+                    Attempt {
+                        event,
+                        outcome,
+                        recorded_before,
+                    }
                 });
             }
         }
@@ -325,16 +342,28 @@ impl Worker {
     }
 
     /// Carries out what [`policy::decide`] decided: the row, the worker's state, the log.
-    async fn carry_out(&mut self, event: &OpenEvent, decision: Decision) -> Result<(), StoreError> {
+    async fn carry_out(
+        &mut self,
+        event: &OpenEvent,
+        decision: Decision,
+        recorded_before: i64,
+    ) -> Result<(), StoreError> {
         let store = &self.ctx.store;
         let now = self.ctx.clock.now();
+        // When the event was finished, for `keep-delivered`: with the time unknown (a box just
+        // booted, its clock not yet trusted), the tap's own time, which is earlier.
+        let finished_ms = if now.wall_known() {
+            now.wall_ms
+        } else {
+            event.tapped_at_ms
+        };
         if let Some(error) = decision.last_error {
             store.set_last_error(error, now.wall_ms).await?;
         }
         match decision.row {
             RowChange::Delivered { account_id, status } => {
                 store
-                    .mark_delivered(event.id, account_id, status, now.wall_ms)
+                    .mark_delivered(event.id, account_id, status, finished_ms)
                     .await?;
             }
             RowChange::Retry {
@@ -355,7 +384,7 @@ impl Worker {
                     .await?;
             }
             RowChange::Rejected { answer } => {
-                store.mark_rejected(event.id, answer, now.wall_ms).await?;
+                store.mark_rejected(event.id, answer, finished_ms).await?;
             }
             RowChange::Unchanged => {}
         }
@@ -378,7 +407,7 @@ impl Worker {
                 true
             }
             WorkerChange::Hold { delay, cause } => {
-                self.note_backlog();
+                self.note_backlog(recorded_before);
                 let until = Instant::now() + delay;
                 self.failing_since.get_or_insert_with(Instant::now);
                 if self.hold.is_none_or(|(current, _)| current < until) {
@@ -387,7 +416,7 @@ impl Worker {
                 true
             }
             WorkerChange::Pause { reason } => {
-                self.note_backlog();
+                self.note_backlog(recorded_before);
                 let at = Instant::now();
                 if self.paused.is_none() {
                     self.ctx

@@ -61,6 +61,19 @@ pub(super) fn note(
     Ok(())
 }
 
+/// The latest steady time the database records as past: the newest event's tap, the newest
+/// lookup, a tag's last event. (The boots' own records are read beside it.)
+fn last_known_steady(conn: &Connection) -> rusqlite::Result<Option<i64>> {
+    conn.query_row(
+        "SELECT MAX(t) FROM (
+             SELECT tapped_steady_ms AS t FROM events WHERE id = (SELECT MAX(id) FROM events)
+             UNION ALL SELECT MAX(resolved_steady_ms) FROM accounts
+             UNION ALL SELECT MAX(last_event_steady_ms) FROM visits)",
+        [],
+        |row| row.get(0),
+    )
+}
+
 impl Store {
     /// Registers the boot this run is in (or finds it, on a restart) and says where steady time
     /// stands: see [`placement::steady_at_start`]. Returns the boot and its last trusted reading
@@ -78,8 +91,13 @@ impl Store {
                 ))?
                 .query_row([], record)
                 .optional()?;
+            let last_known = if same.is_some() {
+                None
+            } else {
+                last_known_steady(&tx)?
+            };
             let (offset_ms, steady_ms) =
-                placement::steady_at_start(same.as_ref(), previous.as_ref(), &reading);
+                placement::steady_at_start(same.as_ref(), previous.as_ref(), last_known, &reading);
             let boot =
                 match &same {
                     Some(same) => {
@@ -87,6 +105,7 @@ impl Store {
                         Boot {
                             id: same.id,
                             offset_ms,
+                            start_steady_ms: same.start_steady_ms,
                         }
                     }
                     None => {
@@ -98,6 +117,7 @@ impl Store {
                         Boot {
                             id: tx.last_insert_rowid(),
                             offset_ms,
+                            start_steady_ms: steady_ms,
                         }
                     }
                 };

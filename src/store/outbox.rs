@@ -356,7 +356,7 @@ impl Store {
             let boots = super::boots::all(&tx)?;
             let held: Vec<(PlacedEvent, HeldTap)> = tx
                 .prepare_cached(
-                    "SELECT id, reader, tag, kind, boot, tapped_steady_ms, tapped_at_ms
+                    "SELECT id, reader, tag, kind, boot, tapped_steady_ms
                      FROM events INDEXED BY events_held WHERE clock = 'untrusted' ORDER BY id",
                 )?
                 .query_map([], |row| {
@@ -364,7 +364,6 @@ impl Store {
                     let tap = HeldTap {
                         boot: row.get::<_, Option<i64>>(4)?.unwrap_or(0),
                         steady_ms: tapped_steady_ms,
-                        wall_ms: row.get(6)?,
                     };
                     let event = PlacedEvent {
                         id: row.get(0)?,
@@ -372,7 +371,8 @@ impl Store {
                         tag: row.get(2)?,
                         kind: row.get(3)?,
                         tapped_steady_ms,
-                        placed: Placed::Exact(tap.wall_ms),
+                        // Set below, once placed.
+                        placed: Placed::Exact(0),
                     };
                     Ok((event, tap))
                 })?

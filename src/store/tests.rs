@@ -432,14 +432,14 @@ async fn a_tap_from_a_boot_never_trusted_is_placed_approximately_after_the_next_
         )
         .await
         .unwrap();
-    // No earlier than A's last trusted time + 2 minutes; no later than C's start less the 3
-    // minutes B ran after the tap.
+    // No earlier than A's last trusted time + 2 minutes; placed at the latest it can have been:
+    // C's start less the 3 minutes B ran after the tap.
     let not_before = T + 600_000 + 120_000;
     let not_after = c_now - 180_000;
     assert_eq!(
         placed[0].placed,
         Placed::Approximate {
-            at_ms: not_before,
+            at_ms: not_after,
             not_before_ms: not_before,
             not_after_ms: not_after
         }
@@ -447,7 +447,7 @@ async fn a_tap_from_a_boot_never_trusted_is_placed_approximately_after_the_next_
     let row = store.event(id).await.unwrap().unwrap();
     assert_eq!(
         (row.tapped_at_ms, row.time),
-        (not_before, TimeQuality::Approximate)
+        (not_after, TimeQuality::Approximate)
     );
     assert_eq!(store.status().await.unwrap().clock.approximate, 1);
     // A restart in boot C finds it again, with its trusted reading.
@@ -539,6 +539,18 @@ async fn a_database_of_schema_4_keeps_its_events_and_times_when_migrated() {
     assert_eq!(
         (row.tapped_at_ms, row.time, row.next_attempt_steady_ms),
         (1000, TimeQuality::Trusted, 61000)
+    );
+    // First started after the upgrade with the clock at 1970 (a Pi, before NTP): steady time
+    // starts where the stored times end, so the stored retry is a minute away, not decades.
+    let (boot, _) = store
+        .register_boot(reading("first", 5_000, 0, false))
+        .await
+        .unwrap();
+    let steady_now = boot.offset_ms + 5_000;
+    assert_eq!(steady_now, 2000, "the newest stored time: event 2's tap");
+    assert_eq!(
+        ids_in(store.claim_due(steady_now + 60_000, 0, 10).await.unwrap()),
+        vec![1]
     );
     let status = store.status().await.unwrap();
     assert_eq!(

@@ -138,6 +138,7 @@ pub fn trusted_clock() -> gym_checkin::clock::Clock {
     let boot = Boot {
         id: 1,
         offset_ms: reading.wall_ms - reading.boottime_ms,
+        start_steady_ms: reading.wall_ms,
     };
     Clock::system(TrustRule::Always, boot, trust, None)
 }
@@ -483,6 +484,27 @@ pub fn visits(received: &[Received]) -> Vec<(String, String, i64)> {
 
 pub fn count_visits(received: &[Received]) -> usize {
     visits(received).len()
+}
+
+/// The shim in `tests/support/disk_faults.c`, compiled once with the C compiler that also builds
+/// the bundled SQLite.
+pub fn disk_fault_shim() -> &'static Path {
+    static SHIM: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    SHIM.get_or_init(|| {
+        let source = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/support/disk_faults.c");
+        let out = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+            .join(format!("disk_faults-{}.so", std::process::id()));
+        let cc = std::env::var("CC").unwrap_or_else(|_| "cc".into());
+        let status = Command::new(&cc)
+            .args(["-shared", "-fPIC", "-O2", "-o"])
+            .arg(&out)
+            .arg(source)
+            .arg("-ldl")
+            .status()
+            .unwrap_or_else(|e| panic!("cannot run the C compiler {cc:?}: {e}"));
+        assert!(status.success(), "{cc} could not build {source}");
+        out
+    })
 }
 
 /// Debian's libfaketime (package `faketime`, which `.ci/run` installs): it steps the wall clock
