@@ -15,6 +15,7 @@ use reqwest::Url;
 use toml::Value;
 
 use crate::clock::TrustRule;
+use crate::delivery::LateAdmission;
 use crate::reader::codec::{self, PROTOCOLS, Protocol};
 use crate::tag::{ByteOrder, IdBytes, IdFormat, Normalisation};
 use crate::visit::Direction;
@@ -32,7 +33,15 @@ pub struct Config {
     pub store: StoreConfig,
     pub visits: VisitsConfig,
     pub clock: ClockConfig,
+    pub wellpass: WellpassConfig,
     pub readers: Vec<ReaderConfig>,
+}
+
+#[derive(Clone, Debug)]
+pub struct WellpassConfig {
+    /// A Wellpass check-in this soon after its tap is admitted live.
+    pub admission_window: Duration,
+    pub late: LateAdmission,
 }
 
 #[derive(Clone, Debug)]
@@ -401,6 +410,11 @@ impl<'t> Section<'t> {
     }
 }
 
+/// Choices for [`Section::choice`] from an enum's values and their names.
+fn named<T: Copy>(values: &[T], name: impl Fn(T) -> &'static str) -> Vec<(&'static str, T)> {
+    values.iter().map(|v| (name(*v), *v)).collect()
+}
+
 fn join(path: &str, key: &str) -> String {
     if path.is_empty() {
         key.to_string()
@@ -446,20 +460,46 @@ fn parse_root(root: &toml::Table, problems: &mut Problems) -> Option<Config> {
     Section::new(
         String::new(),
         Some(&root_value),
-        &["egym", "store", "visits", "clock", "readers"],
+        &["egym", "store", "visits", "clock", "wellpass", "readers"],
         problems,
     )?;
     let egym = parse_egym(root.get("egym"), problems);
     let store = parse_store(root.get("store"), problems);
     let visits = parse_visits(root.get("visits"), problems);
     let clock = parse_clock(root.get("clock"), problems);
+    let wellpass = parse_wellpass(root.get("wellpass"), problems);
     let readers = parse_readers(root.get("readers"), problems);
     Some(Config {
         egym: egym?,
         store: store?,
         visits: visits?,
         clock: clock?,
+        wellpass: wellpass?,
         readers: readers?,
+    })
+}
+
+fn parse_wellpass(value: Option<&Value>, problems: &mut Problems) -> Option<WellpassConfig> {
+    let s = Section::new(
+        "wellpass".into(),
+        value,
+        &["admission-window", "late"],
+        problems,
+    )?;
+    let admission_window = s.duration("admission-window", Duration::from_secs(15 * 60), problems);
+    let late = s
+        .choice(
+            "late",
+            &[
+                ("admit", LateAdmission::Admit),
+                ("skip", LateAdmission::Skip),
+            ],
+            problems,
+        )
+        .unwrap_or(LateAdmission::Admit);
+    Some(WellpassConfig {
+        admission_window,
+        late,
     })
 }
 
@@ -533,6 +573,11 @@ fn parse_egym(value: Option<&Value>, problems: &mut Problems) -> Option<EgymConf
 /// EGYM is reached over https only; plain http is allowed for a stand-in on this machine.
 fn check_base_url(text: &str) -> Result<Url, String> {
     let url = Url::parse(text).map_err(|e| format!("invalid URL {text:?}: {e}"))?;
+    if url.cannot_be_a_base() {
+        return Err(format!(
+            "{text:?} cannot take a path, expected e.g. \"https://mms.api.egym.com\""
+        ));
+    }
     if url.query().is_some() || url.fragment().is_some() {
         return Err(format!("{text:?} must not have a query or fragment"));
     }
@@ -822,11 +867,7 @@ fn parse_reader(i: usize, value: &Value, problems: &mut Problems) -> Option<Read
     let id_format = s
         .choice(
             "id-format",
-            &[
-                ("hex", IdFormat::Hex),
-                ("decimal", IdFormat::Decimal),
-                ("facility-card", IdFormat::FacilityCard),
-            ],
+            &named(&IdFormat::ALL, |f| f.as_str()),
             problems,
         )
         .unwrap_or(IdFormat::Hex);
@@ -844,23 +885,12 @@ fn parse_reader(i: usize, value: &Value, problems: &mut Problems) -> Option<Read
         );
     }
     let id_bytes = s
-        .choice(
-            "id-bytes",
-            &[
-                ("all", IdBytes::All),
-                ("low32", IdBytes::Low32),
-                ("low24", IdBytes::Low24),
-            ],
-            problems,
-        )
+        .choice("id-bytes", &named(&IdBytes::ALL, |b| b.as_str()), problems)
         .unwrap_or(IdBytes::All);
     let byte_order = s
         .choice(
             "byte-order",
-            &[
-                ("as-read", ByteOrder::AsRead),
-                ("reversed", ByteOrder::Reversed),
-            ],
+            &named(&ByteOrder::ALL, |o| o.as_str()),
             problems,
         )
         .unwrap_or(ByteOrder::AsRead);
@@ -954,6 +984,8 @@ mod tests {
         assert_eq!(config.store.path, PathBuf::from(DEFAULT_DB_PATH));
         assert_eq!(config.visits.repeat_window, Duration::from_secs(120));
         assert_eq!(config.clock.trusted_when, TrustRule::Synchronized);
+        assert_eq!(config.wellpass.admission_window, Duration::from_secs(900));
+        assert_eq!(config.wellpass.late, LateAdmission::Admit);
         let reader = &config.readers[0];
         assert_eq!(reader.direction, Direction::Toggle);
         assert_eq!(reader.debounce, Duration::from_millis(1500));

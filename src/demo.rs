@@ -151,6 +151,7 @@ fn print_banner(fake: &FakeEgym, members: &[Member]) {
         let typed = member.rfid.trim_start_matches("0x");
         text.push_str(&format!("    {typed}   {}\n", member.name));
     }
+    text.push_str("Frankie and Gabi are Wellpass members: EGYM admits Frankie; Gabi's membership has expired.\n");
     text.push_str("A tag nobody has, e.g. 0A0B0C0D0E, shows how an unknown card is reported.\n");
     text.push_str("A second tap of the same tag within 5 s is ignored (repeat-window).\n");
     text.push_str(COMMANDS);
@@ -192,6 +193,27 @@ async fn print_requests(
                 } else {
                     "checked OUT"
                 },
+            )
+        } else if let Some(account) = request.admission() {
+            let name = members
+                .iter()
+                .find(|m| m.account_id == account)
+                .map_or("?", |m| m.name.as_str());
+            let verdict = match request.status {
+                Some(200) => "admitted (Wellpass)".to_string(),
+                Some(403) => {
+                    let code = members
+                        .iter()
+                        .find(|m| m.account_id == account)
+                        .and_then(|m| m.refusal.clone())
+                        .unwrap_or_default();
+                    format!("REFUSED (Wellpass: {code}): no check-in follows")
+                }
+                _ => "no admission".to_string(),
+            };
+            format!(
+                "EGYM received {} {}  → {status}\n             {name} {verdict}",
+                request.method, request.path
             )
         } else {
             let query = request

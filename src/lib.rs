@@ -16,12 +16,15 @@
 //! - [`daemon`]: wiring of the tasks, shutdown and signals, the timekeeper that keeps the
 //!   clock's trust current.
 //! - [`listen`]: `gym-checkin listen`, every read with its renderings, recording nothing.
+//! - [`calibrate`]: `gym-checkin calibrate`, the reader settings under which a member's card
+//!   matches what EGYM has enrolled.
 //! - [`status`]: `gym-checkin status`, read from the database while the service runs.
 //! - [`demo`]: the whole pipeline on this machine, with the stand-in EGYM and a typed reader.
 //! - [`clock`]: the one clock: steady time that no step moves, wall time and whether it is
 //!   trusted, placing taps made while it was not; RFC 3339.
 //! - [`liveness`]: each task's answer to the watchdog's question.
 
+pub mod calibrate;
 pub mod clock;
 pub mod config;
 pub mod daemon;

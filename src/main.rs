@@ -44,6 +44,17 @@ enum Command {
     },
     /// The whole pipeline on this machine: a stand-in EGYM, a typed reader, a temporary database.
     Demo,
+    /// Read one card of a known member and print the reader settings under which it matches
+    /// what EGYM has enrolled for that member (exit 0), or both sides (exit 1). Records and posts
+    /// nothing.
+    Calibrate {
+        /// The reader, by its name in the configuration.
+        #[arg(long)]
+        reader: String,
+        /// The member's e-mail address, or membership id.
+        #[arg(long)]
+        member: String,
+    },
 }
 
 fn main() -> ExitCode {
@@ -66,20 +77,66 @@ fn main() -> ExitCode {
         Command::Status { json } => status(&cli.config, json),
         Command::Listen { reader } => listen(&cli.config, reader.as_deref()),
         Command::Demo => block_on(async { gym_checkin::demo::run().await }),
+        Command::Calibrate { reader, member } => calibrate(&cli.config, &reader, &member),
     }
 }
 
-fn block_on<E: std::fmt::Display>(future: impl Future<Output = Result<(), E>>) -> ExitCode {
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
+fn calibrate(path: &std::path::Path, reader: &str, member: &str) -> ExitCode {
+    let (config, key) = match load(path) {
+        Ok(loaded) => loaded,
+        Err(code) => return code,
+    };
+    let Some(reader_config) = config.readers.iter().find(|r| r.name == reader).cloned() else {
+        let names: Vec<&str> = config.readers.iter().map(|r| r.name.as_str()).collect();
+        eprintln!(
+            "gym-checkin: --reader {reader}: no such reader in {}; configured: {}",
+            path.display(),
+            names.join(", ")
+        );
+        return ExitCode::from(EXIT_CONFIG);
+    };
+    let clock = gym_checkin::clock::Clock::unregistered(config.clock.trusted_when.clone());
+    let runtime = match runtime() {
+        Ok(runtime) => runtime,
+        Err(code) => return code,
+    };
+    let found = runtime.block_on(gym_checkin::calibrate::run(
+        &config,
+        &key,
+        &reader_config,
+        member,
+        clock,
+    ));
+    match found {
+        Ok(found) => {
+            print!("{}", gym_checkin::calibrate::report(&found, reader));
+            match found {
+                gym_checkin::calibrate::Found::Matched(_) => ExitCode::SUCCESS,
+                gym_checkin::calibrate::Found::Nothing { .. } => ExitCode::FAILURE,
+            }
+        }
+        Err(e) => {
+            eprintln!("gym-checkin: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime, ExitCode> {
+    tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
-    {
-        Ok(runtime) => runtime,
-        Err(e) => {
+        .map_err(|e| {
             eprintln!("gym-checkin: cannot start the async runtime: {e}");
-            return ExitCode::FAILURE;
-        }
+            ExitCode::FAILURE
+        })
+}
+
+fn block_on<E: std::fmt::Display>(future: impl Future<Output = Result<(), E>>) -> ExitCode {
+    let runtime = match runtime() {
+        Ok(runtime) => runtime,
+        Err(code) => return code,
     };
     match runtime.block_on(future) {
         Ok(()) => ExitCode::SUCCESS,

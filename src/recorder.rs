@@ -32,7 +32,9 @@ use crate::store::{
     Batch, NewEvent, PlacedEvent, ReaderUpdate, Store, StoreError, TimeQuality, Visit,
 };
 use crate::tag;
-use crate::visit::{self, AutoCheckout, AutoCheckoutPolicy, CheckIn, Decision, Kind, TagState};
+use crate::visit::{
+    self, AutoCheckout, AutoCheckoutPolicy, CheckIn, Correction, Decision, Kind, TagState,
+};
 
 /// Events held in memory while the database cannot be written, at most.
 pub const MAX_HELD: usize = 10_000;
@@ -62,6 +64,8 @@ pub struct Recorder {
     held: VecDeque<(NewEvent, TagState)>,
     /// Reader changes to write with the next transaction.
     readers: HashMap<Arc<str>, ReaderUpdate>,
+    /// Visit changes without an event (corrections), to write with the next transaction.
+    visit_changes: HashMap<String, TagState>,
     /// Taps lost since the last successful write (counted in `status` with it).
     lost: u64,
     /// Writing failed and has not succeeded since: the error was said once already.
@@ -74,6 +78,7 @@ pub struct Recorder {
 
 enum Wake {
     Messages(Vec<ReaderMessage>),
+    Correction(Correction),
     RetryHeld,
     RetryPlacing,
     AutoCheckout,
@@ -102,6 +107,7 @@ impl Recorder {
             recorded,
             held: VecDeque::new(),
             readers: HashMap::new(),
+            visit_changes: HashMap::new(),
             lost: 0,
             write_failing: false,
             said_postponed: false,
@@ -109,9 +115,12 @@ impl Recorder {
         })
     }
 
+    /// Runs until shutdown: taps and reader changes come in on `messages`, what delivery learns
+    /// about visits on `corrections`.
     pub async fn run(
         mut self,
         mut messages: mpsc::Receiver<ReaderMessage>,
+        mut corrections: mpsc::UnboundedReceiver<Correction>,
         mut shutdown: watch::Receiver<bool>,
         mut pulse: Pulse,
     ) {
@@ -129,6 +138,7 @@ impl Recorder {
                     0 => Wake::Shutdown,
                     _ => Wake::Messages(std::mem::take(&mut batch)),
                 },
+                Some(correction) = corrections.recv() => Wake::Correction(correction),
                 () = tokio::time::sleep(HELD_RETRY), if !self.held.is_empty() => Wake::RetryHeld,
                 () = tokio::time::sleep(PLACE_RETRY), if self.placing_failed => Wake::RetryPlacing,
                 () = sleep_for(self.next_auto_checkout_in) => Wake::AutoCheckout,
@@ -141,6 +151,11 @@ impl Recorder {
                     for message in messages {
                         self.handle(message);
                     }
+                    self.write().await;
+                    self.plan_auto_checkout();
+                }
+                Wake::Correction(correction) => {
+                    self.correct(correction);
                     self.write().await;
                     self.plan_auto_checkout();
                 }
@@ -222,7 +237,29 @@ impl Recorder {
                 tag_format: event.tag_format.clone(),
             },
         );
+        // The event writes the tag's state; an earlier correction is behind it.
+        self.visit_changes.remove(&event.tag);
         self.held.push_back((event, state));
+    }
+
+    /// Applies what delivery learnt about a visit, if the visit is still the one it concerns.
+    fn correct(&mut self, correction: Correction) {
+        match correction {
+            Correction::NotAdmitted {
+                tag,
+                checked_in_steady_ms,
+            } => {
+                let Some(visit) = self.visits.get_mut(&tag) else {
+                    return;
+                };
+                if visit.state.inside
+                    && visit.state.checked_in.map(|c| c.steady_ms) == Some(checked_in_steady_ms)
+                {
+                    visit.state = visit::after_refused_admission(visit.state);
+                    self.visit_changes.insert(tag, visit.state);
+                }
+            }
+        }
     }
 
     /// The event for a tap: stamped with its wall time if the clock was trusted when it was
@@ -353,6 +390,7 @@ impl Recorder {
                 late_s = (now.steady_ms - event.tapped_steady_ms) / 1000,
                 "automatic check-out"
             );
+            self.visit_changes.remove(&tag);
             self.held.push_back((event, v.state));
         }
         self.write().await;
@@ -411,11 +449,17 @@ impl Recorder {
     async fn write(&mut self) {
         loop {
             let n = self.held.len().min(MAX_BATCH);
-            if n == 0 && self.readers.is_empty() && self.lost == 0 {
+            if n == 0 && self.readers.is_empty() && self.visit_changes.is_empty() && self.lost == 0
+            {
                 return;
             }
             let batch = Batch {
                 events: self.held.iter().take(n).cloned().collect(),
+                visits: self
+                    .visit_changes
+                    .iter()
+                    .map(|(tag, state)| (tag.clone(), *state))
+                    .collect(),
                 readers: self.readers.values().cloned().collect(),
                 lost: self.lost,
                 now_wall_ms: self.clock.now().wall_ms,
@@ -443,6 +487,7 @@ impl Recorder {
             match self.store.record_batch(batch, committed).await {
                 Ok(ids) => {
                     self.readers.clear();
+                    self.visit_changes.clear();
                     self.lost = 0;
                     if std::mem::take(&mut self.write_failing) {
                         info!(

@@ -68,6 +68,7 @@ pub fn to_json(data: &StatusData, asked: &Asked) -> Value {
             "restamped": clock.restamped,
             "approximate": clock.approximate,
         },
+        "admissions": admissions_json(data),
         "readers": data.readers.iter().map(|r| json!({
             "name": r.name,
             "connected": r.connected,
@@ -78,6 +79,32 @@ pub fn to_json(data: &StatusData, asked: &Asked) -> Value {
             "error_code": code,
             "count": count,
         })).collect::<Vec<_>>(),
+    })
+}
+
+/// `{"admitted": 3, "admitted_late": 1, "refused": {"corporateFitnessMembershipExpired": 1},
+/// "refused_late": {}, "skipped": 0}`.
+fn admissions_json(data: &StatusData) -> Value {
+    let count = |kind: &str| -> u64 {
+        data.admissions
+            .iter()
+            .filter(|(k, _, _)| k == kind)
+            .map(|(_, _, n)| n)
+            .sum()
+    };
+    let by_reason = |kind: &str| -> serde_json::Map<String, Value> {
+        data.admissions
+            .iter()
+            .filter(|(k, _, _)| k == kind)
+            .map(|(_, reason, n)| (reason.clone().unwrap_or_default(), json!(n)))
+            .collect()
+    };
+    json!({
+        "admitted": count("admitted"),
+        "admitted_late": count("admitted_late"),
+        "refused": by_reason("refused"),
+        "refused_late": by_reason("refused_late"),
+        "skipped": count("skipped"),
     })
 }
 
@@ -174,6 +201,17 @@ pub fn to_text(data: &StatusData, asked: &Asked, db: &Path) -> String {
             "  rejected: {count} × {status} {}",
             code.as_deref().unwrap_or("")
         );
+    }
+    if !data.admissions.is_empty() {
+        let _ = writeln!(out, "Wellpass admissions (kept events):");
+        for (kind, reason, n) in &data.admissions {
+            let says = reason
+                .as_deref()
+                .and_then(crate::egym::Refusal::from_error_code)
+                .map(|r| format!(": {}", r.says()))
+                .unwrap_or_default();
+            let _ = writeln!(out, "  {n} × {}{says}", kind.replace('_', " "));
+        }
     }
     if data.lost > 0 {
         let _ = writeln!(

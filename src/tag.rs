@@ -22,6 +22,19 @@ pub enum IdFormat {
     FacilityCard,
 }
 
+impl IdFormat {
+    pub const ALL: [IdFormat; 3] = [IdFormat::Hex, IdFormat::Decimal, IdFormat::FacilityCard];
+
+    /// The name in the configuration (`id-format`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            IdFormat::Hex => "hex",
+            IdFormat::Decimal => "decimal",
+            IdFormat::FacilityCard => "facility-card",
+        }
+    }
+}
+
 /// Which trailing bytes of the raw id are kept.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum IdBytes {
@@ -30,11 +43,36 @@ pub enum IdBytes {
     Low24,
 }
 
+impl IdBytes {
+    pub const ALL: [IdBytes; 3] = [IdBytes::All, IdBytes::Low32, IdBytes::Low24];
+
+    /// The name in the configuration (`id-bytes`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            IdBytes::All => "all",
+            IdBytes::Low32 => "low32",
+            IdBytes::Low24 => "low24",
+        }
+    }
+}
+
 /// Whether the kept bytes are sent in the order read or reversed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ByteOrder {
     AsRead,
     Reversed,
+}
+
+impl ByteOrder {
+    pub const ALL: [ByteOrder; 2] = [ByteOrder::AsRead, ByteOrder::Reversed];
+
+    /// The name in the configuration (`byte-order`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ByteOrder::AsRead => "as-read",
+            ByteOrder::Reversed => "reversed",
+        }
+    }
 }
 
 /// How one reader's raw ids become EGYM rfids.

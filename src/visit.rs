@@ -139,6 +139,23 @@ pub fn after_auto_checkout(state: TagState) -> TagState {
     }
 }
 
+/// The tag's state once EGYM refused the admission of the check-in that began its visit: the
+/// member did not come in. The repeat window still counts from the tap.
+pub fn after_refused_admission(state: TagState) -> TagState {
+    after_auto_checkout(state)
+}
+
+/// What delivery learns about a visit the recorder decided, and tells it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Correction {
+    /// EGYM refused the admission of the Wellpass check-in tapped at steady time
+    /// `checked_in_steady_ms`: the member was turned away.
+    NotAdmitted {
+        tag: String,
+        checked_in_steady_ms: i64,
+    },
+}
+
 /// Why a visit was checked out automatically.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub enum AutoReason {

@@ -5,15 +5,16 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{FakeEgym, Mode, TestDir, member, now_ms};
+use common::{FakeEgym, Member, Mode, TestDir, member, now_ms};
 use gym_checkin::clock::Clock;
 use gym_checkin::config::{ApiKey, ApiKeySource};
-use gym_checkin::delivery::{Settings, Worker};
+use gym_checkin::delivery::{LateAdmission, RecorderLinks, Settings, Worker};
 use gym_checkin::egym::Client;
+use gym_checkin::egym::fake::Calls;
 use gym_checkin::liveness::Pulse;
-use gym_checkin::store::{EventRow, NewEvent, Store, TimeQuality};
-use gym_checkin::visit::{CheckIn, Kind, after_event};
-use tokio::sync::watch;
+use gym_checkin::store::{Admission, EventRow, NewEvent, Store, TimeQuality};
+use gym_checkin::visit::{CheckIn, Correction, Kind, after_event};
+use tokio::sync::{mpsc, watch};
 
 const KEY: &str = "delivery-test-key";
 const LONG: Duration = Duration::from_secs(30);
@@ -24,6 +25,7 @@ struct Setup {
     fake: FakeEgym,
     clock: Clock,
     recorded: watch::Sender<i64>,
+    corrections: mpsc::UnboundedReceiver<Correction>,
     stop: watch::Sender<bool>,
     worker: tokio::task::JoinHandle<()>,
 }
@@ -33,6 +35,8 @@ fn settings() -> Settings {
         rate_per_second: 100.0,
         account_cache_ttl: Duration::from_secs(3600),
         unknown_tag_retry_window: Duration::from_secs(3600),
+        admission_window: Duration::from_secs(900),
+        late_admission: LateAdmission::Admit,
     }
 }
 
@@ -47,12 +51,22 @@ async fn setup_with_burst(
     burst: u32,
     key: &str,
 ) -> Setup {
-    let dir = TestDir::new(name);
-    let store = Store::open(&dir.path("outbox.db")).await.unwrap();
     let members = members
         .iter()
         .map(|(rfid, account)| member(rfid, account))
         .collect();
+    setup_members(name, members, settings, burst, key).await
+}
+
+async fn setup_members(
+    name: &str,
+    members: Vec<Member>,
+    settings: Settings,
+    burst: u32,
+    key: &str,
+) -> Setup {
+    let dir = TestDir::new(name);
+    let store = Store::open(&dir.path("outbox.db")).await.unwrap();
     let fake = FakeEgym::start(members, KEY).await.unwrap();
     let client = Client::new(
         &fake.base_url().parse().unwrap(),
@@ -62,6 +76,7 @@ async fn setup_with_burst(
     )
     .unwrap();
     let (recorded, recorded_events) = watch::channel(0);
+    let (corrections_out, corrections) = mpsc::unbounded_channel();
     let key = ApiKey::new(key.into());
     let clock = common::trusted_clock();
     let worker = Worker::new(
@@ -71,7 +86,10 @@ async fn setup_with_burst(
         settings,
         ApiKeySource::Literal(key.clone()),
         key,
-        recorded_events,
+        RecorderLinks {
+            recorded: recorded_events,
+            corrections: corrections_out,
+        },
     );
     let (stop, stopping) = watch::channel(false);
     let worker = tokio::spawn(worker.run(stopping, Pulse::unwatched()));
@@ -81,6 +99,7 @@ async fn setup_with_burst(
         fake,
         clock,
         recorded,
+        corrections,
         stop,
         worker,
     }
@@ -291,7 +310,7 @@ async fn a_gone_account_is_looked_up_again_once() {
         .cache_account(
             "0xAABBCCDD".into(),
             None,
-            Some("acc-stale".into()),
+            Some(("acc-stale".into(), None)),
             s.clock.steady_ms(),
         )
         .await
@@ -404,5 +423,193 @@ async fn a_retry_falling_due_later_wakes_the_idle_worker_by_itself() {
     // worker back.
     s.fake.set_mode(Mode::Normal);
     s.wait_state(id, "delivered").await;
+    s.stop().await;
+}
+
+fn wellpass_settings(late: LateAdmission) -> Settings {
+    Settings {
+        late_admission: late,
+        ..settings()
+    }
+}
+
+/// (path, status) of every request received.
+fn calls(fake: &FakeEgym) -> Vec<(String, Option<u16>)> {
+    fake.received()
+        .iter()
+        .map(|r| (r.path.clone(), r.status))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wellpass_check_in_is_admitted_first_and_only_once_however_often_it_is_posted() {
+    let wellpass = Member::new("0xAABBCCDD", "acc-w", "W Member").wellpass(None);
+    let s = setup_members(
+        "wellpass-admitted",
+        vec![wellpass],
+        wellpass_settings(LateAdmission::Admit),
+        100,
+        KEY,
+    )
+    .await;
+    // The first post of the check-in fails: it is retried, the admission is not.
+    s.fake.answer_next(Calls::Visits, 1, 503, "unavailable");
+    let id = s.record("0xAABBCCDD", Kind::CheckIn, now_ms()).await;
+    let row = s.wait_state(id, "delivered").await;
+    assert_eq!(row.admission, Some(Admission::Admitted));
+    let out = s.record("0xAABBCCDD", Kind::CheckOut, now_ms()).await;
+    s.wait_state(out, "delivered").await;
+    assert_eq!(
+        calls(&s.fake),
+        vec![
+            ("/api/v2/accounts/rfid/0xAABBCCDD".to_string(), Some(200)),
+            ("/api/v2/accounts/acc-w/admissions".to_string(), Some(200)),
+            ("/api/v2/accounts/acc-w/checkins".to_string(), Some(503)),
+            ("/api/v2/accounts/acc-w/checkins".to_string(), Some(204)),
+            // A check-out needs no admission.
+            ("/api/v2/accounts/acc-w/checkouts".to_string(), Some(204)),
+        ]
+    );
+    let status = s.store.status().await.unwrap();
+    assert_eq!(status.admissions, vec![("admitted".to_string(), None, 1)]);
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_wellpass_admission_sends_no_check_in_and_finishes_the_event() {
+    let expired = Member::new("0xAABBCCDD", "acc-x", "X Member")
+        .wellpass(Some("corporateFitnessMembershipExpired"));
+    let mut s = setup_members(
+        "wellpass-refused",
+        vec![expired],
+        wellpass_settings(LateAdmission::Admit),
+        100,
+        KEY,
+    )
+    .await;
+    let tapped = now_ms();
+    let id = s.record("0xAABBCCDD", Kind::CheckIn, tapped).await;
+    let row = s.wait_state(id, "rejected").await;
+    assert_eq!(row.admission, Some(Admission::Refused));
+    assert_eq!(
+        row.admission_reason.as_deref(),
+        Some("corporateFitnessMembershipExpired")
+    );
+    assert_eq!(row.last_status, Some(403));
+    // The recorder hears that the member was turned away.
+    let correction = tokio::time::timeout(LONG, s.corrections.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        correction,
+        Correction::NotAdmitted {
+            tag: "0xAABBCCDD".into(),
+            checked_in_steady_ms: tapped
+        }
+    );
+    // Finished: nothing more is sent, and no check-in ever was.
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    assert_eq!(
+        calls(&s.fake),
+        vec![
+            ("/api/v2/accounts/rfid/0xAABBCCDD".to_string(), Some(200)),
+            ("/api/v2/accounts/acc-x/admissions".to_string(), Some(403)),
+        ]
+    );
+    let status = s.store.status().await.unwrap();
+    assert_eq!(
+        status.admissions,
+        vec![(
+            "refused".to_string(),
+            Some("corporateFitnessMembershipExpired".to_string()),
+            1
+        )]
+    );
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_refused_on_an_admission_pauses_delivery_like_on_any_other_call() {
+    let wellpass = Member::new("0xAABBCCDD", "acc-w", "W Member").wellpass(None);
+    let s = setup_members(
+        "wellpass-key",
+        vec![wellpass],
+        wellpass_settings(LateAdmission::Admit),
+        100,
+        KEY,
+    )
+    .await;
+    s.fake
+        .answer_next(Calls::Admissions, 10, 403, "missingPermission");
+    let id = s.record("0xAABBCCDD", Kind::CheckIn, now_ms()).await;
+    let deadline = Instant::now() + LONG;
+    while s.store.status().await.unwrap().paused_since_ms.is_none() {
+        assert!(Instant::now() < deadline, "{:?}", calls(&s.fake));
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let row = s.store.event(id).await.unwrap().unwrap();
+    assert_eq!(
+        (row.state.as_str(), row.attempts, row.admission),
+        ("pending", 0, None)
+    );
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_old_wellpass_tap_is_admitted_late_or_skipped_as_configured() {
+    let twenty_minutes_ago = now_ms() - 20 * 60_000;
+    let members = vec![
+        Member::new("0x01", "acc-1", "One").wellpass(None),
+        Member::new("0x02", "acc-2", "Two").wellpass(Some("corporateFitnessGymNotInNetwork")),
+    ];
+    // late = "admit": asked when EGYM is reached; a refusal is late, and the check-in is sent.
+    let s = setup_members(
+        "wellpass-late-admit",
+        members.clone(),
+        wellpass_settings(LateAdmission::Admit),
+        100,
+        KEY,
+    )
+    .await;
+    let one = s.record("0x01", Kind::CheckIn, twenty_minutes_ago).await;
+    let two = s.record("0x02", Kind::CheckIn, twenty_minutes_ago).await;
+    assert_eq!(
+        s.wait_state(one, "delivered").await.admission,
+        Some(Admission::AdmittedLate)
+    );
+    let row = s.wait_state(two, "delivered").await;
+    assert_eq!(row.admission, Some(Admission::RefusedLate));
+    assert_eq!(
+        row.admission_reason.as_deref(),
+        Some("corporateFitnessGymNotInNetwork")
+    );
+    assert_eq!(
+        s.fake
+            .received()
+            .iter()
+            .filter(|r| r.admission().is_some())
+            .count(),
+        2
+    );
+    s.stop().await;
+
+    // late = "skip": not asked; counted as skipped.
+    let s = setup_members(
+        "wellpass-late-skip",
+        members,
+        wellpass_settings(LateAdmission::Skip),
+        100,
+        KEY,
+    )
+    .await;
+    let one = s.record("0x01", Kind::CheckIn, twenty_minutes_ago).await;
+    assert_eq!(
+        s.wait_state(one, "delivered").await.admission,
+        Some(Admission::Skipped)
+    );
+    assert!(s.fake.received().iter().all(|r| r.admission().is_none()));
+    let status = s.store.status().await.unwrap();
+    assert_eq!(status.admissions, vec![("skipped".to_string(), None, 1)]);
     s.stop().await;
 }

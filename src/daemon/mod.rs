@@ -116,13 +116,20 @@ pub async fn run(
         ));
     }
     drop(taps);
-    let recorder =
-        tokio::spawn(recorder.run(tap_queue, stopping.clone(), liveness.register("recorder")));
+    let (corrections, corrections_in) = mpsc::unbounded_channel();
+    let recorder = tokio::spawn(recorder.run(
+        tap_queue,
+        corrections_in,
+        stopping.clone(),
+        liveness.register("recorder"),
+    ));
 
     let settings = delivery::Settings {
         rate_per_second: config.egym.rate_limit_per_second,
         account_cache_ttl: config.egym.account_cache_ttl,
         unknown_tag_retry_window: config.egym.unknown_tag_retry_window,
+        admission_window: config.wellpass.admission_window,
+        late_admission: config.wellpass.late,
     };
     let worker = Worker::new(
         store.clone(),
@@ -131,7 +138,10 @@ pub async fn run(
         settings,
         config.egym.api_key.clone(),
         api_key,
-        recorded_events,
+        delivery::RecorderLinks {
+            recorded: recorded_events,
+            corrections,
+        },
     );
     let delivery = tokio::spawn(worker.run(stopping.clone(), liveness.register("delivery")));
     let pruner = tokio::spawn(prune(

@@ -1,12 +1,15 @@
-//! One delivery attempt: resolve the tag (the cache, or a lookup), then post the check-in or
-//! check-out with the tap's time.
+//! One delivery attempt: resolve the tag (the cache, or a lookup), admit a Wellpass member's
+//! check-in, then post the check-in or check-out with the tap's time.
+
+use tracing::{info, warn};
 
 use crate::config::ApiKey;
 use crate::egym::{self, Call, Failure, Verdict};
-use crate::store::{OpenEvent, StoreError};
+use crate::store::{Admission, OpenEvent, StoreError};
+use crate::tag;
 
 use super::Context;
-use super::policy::{self, CacheUse, Outcome};
+use super::policy::{self, AdmissionPlan, CacheUse, Outcome};
 
 /// Makes one attempt for `event`; the outcome is decided by [`policy::decide`].
 pub(super) async fn attempt(
@@ -19,12 +22,15 @@ pub(super) async fn attempt(
         .store
         .cached_account(event.tag.clone(), event.tag_format.clone())
         .await?;
-    let mut account_id = match policy::use_cache(
+    let mut account = match policy::use_cache(
         cached.as_ref(),
         ctx.clock.steady_ms(),
         ctx.settings.account_cache_ttl,
     ) {
-        CacheUse::Account(account) => Some(account),
+        CacheUse::Account {
+            account_id,
+            membership_type,
+        } => Some((account_id, membership_type)),
         CacheUse::KnownUnknown => {
             tracing::debug!(event_id = event.id, "tag known to be unknown (cached)");
             return Ok(Outcome::UnknownTag { failure: None });
@@ -32,14 +38,18 @@ pub(super) async fn attempt(
         CacheUse::LookUp => None,
     };
     let mut looked_up = false;
+    let mut admission = event.admission;
     loop {
-        let account = match account_id.take() {
+        let (account_id, membership_type) = match account.take() {
             Some(account) => account,
             None => {
                 looked_up = true;
                 let found = ctx.client.lookup(key, &event.tag, tag_format).await;
                 let known = match &found {
-                    Ok(account) => Some(Some(account.clone())),
+                    Ok(account) => Some(Some((
+                        account.account_id.clone(),
+                        account.membership_type.clone(),
+                    ))),
                     Err(failure)
                         if egym::classify(Call::Lookup, failure) == Verdict::UnknownTag =>
                     {
@@ -58,7 +68,7 @@ pub(super) async fn attempt(
                         .await?;
                 }
                 match found {
-                    Ok(account) => account,
+                    Ok(account) => (account.account_id, account.membership_type),
                     Err(failure) => {
                         let verdict = egym::classify(Call::Lookup, &failure);
                         return Ok(outcome_of(verdict, failure));
@@ -66,6 +76,63 @@ pub(super) async fn attempt(
                 }
             }
         };
+        let plan = policy::admission_plan(
+            &OpenEvent {
+                admission,
+                ..event.clone()
+            },
+            membership_type.as_deref(),
+            ctx.clock.steady_ms(),
+            &ctx.settings,
+        );
+        match plan {
+            AdmissionPlan::NotNeeded => {}
+            AdmissionPlan::Skip => {
+                ctx.store
+                    .mark_admission(event.id, Admission::Skipped, None)
+                    .await?;
+                admission = Some(Admission::Skipped);
+                warn!(outcome = "admission_skipped", event_id = event.id, reader = %event.reader, tag = %tag::short(&event.tag), "Wellpass admission skipped: the tap is older than admission-window (late = \"skip\"); the check-in is sent without one. Record this visit in the Wellpass partner portal");
+            }
+            AdmissionPlan::Admit { late } => match ctx.client.admit(key, &account_id).await {
+                Ok(first_admission) => {
+                    let admitted = if late {
+                        Admission::AdmittedLate
+                    } else {
+                        Admission::Admitted
+                    };
+                    ctx.store.mark_admission(event.id, admitted, None).await?;
+                    admission = Some(admitted);
+                    info!(outcome = "admitted", event_id = event.id, reader = %event.reader, tag = %tag::short(&event.tag), first_admission, late, "Wellpass member admitted");
+                }
+                Err(failure) => match egym::classify(Call::Admission, &failure) {
+                    Verdict::AdmissionRefused(refusal) if !late => {
+                        return Ok(Outcome::AdmissionRefused { refusal, failure });
+                    }
+                    Verdict::AdmissionRefused(refusal) => {
+                        // The member came in while EGYM could not be asked: the visit happened,
+                        // and is posted; staff follow the refusal up.
+                        ctx.store
+                            .mark_admission(
+                                event.id,
+                                Admission::RefusedLate,
+                                Some(refusal.error_code().into()),
+                            )
+                            .await?;
+                        admission = Some(Admission::RefusedLate);
+                        warn!(outcome = "admission_refused_late", event_id = event.id, reader = %event.reader, tag = %tag::short(&event.tag), reason = refusal.error_code(), "Wellpass admission refused after the member came in: {}. The check-in is still sent; the gym is not paid for this visit", refusal.says());
+                    }
+                    // The cached account is gone: drop it and look the tag up once more.
+                    Verdict::AccountGone if !looked_up => {
+                        ctx.store
+                            .forget_account(event.tag.clone(), event.tag_format.clone())
+                            .await?;
+                        continue;
+                    }
+                    verdict => return Ok(outcome_of(verdict, failure)),
+                },
+            },
+        }
         let posted = {
             let _permit = ctx
                 .posts
@@ -78,15 +145,12 @@ pub(super) async fn attempt(
                 &ctx.clock.now(),
             );
             ctx.client
-                .post_visit(key, &account, event.kind, timestamp)
+                .post_visit(key, &account_id, event.kind, timestamp)
                 .await
         };
         match posted {
             Ok(status) => {
-                return Ok(Outcome::Delivered {
-                    account_id: account,
-                    status,
-                });
+                return Ok(Outcome::Delivered { account_id, status });
             }
             Err(failure) => match egym::classify(Call::Post, &failure) {
                 // The cached account is gone: drop it and look the tag up once more.
@@ -109,6 +173,9 @@ fn outcome_of(verdict: Verdict, failure: Failure) -> Outcome {
         Verdict::UnknownTag => Outcome::UnknownTag {
             failure: Some(failure),
         },
-        Verdict::AccountGone | Verdict::Reject => Outcome::Rejected { failure },
+        // Only an admission's answer is a refusal, and the admission handles it.
+        Verdict::AccountGone | Verdict::Reject | Verdict::AdmissionRefused(_) => {
+            Outcome::Rejected { failure }
+        }
     }
 }

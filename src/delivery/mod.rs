@@ -27,7 +27,7 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::{Semaphore, watch};
+use tokio::sync::{Semaphore, mpsc, watch};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tracing::{error, info, warn};
@@ -38,8 +38,9 @@ use crate::egym;
 use crate::liveness::Pulse;
 use crate::store::{OpenEvent, Store, StoreError};
 use crate::tag;
+use crate::visit::Correction;
 use policy::{Decision, HoldCause, Outcome, Report, RowChange, WorkerChange};
-pub use policy::{Settings, posts_in_flight};
+pub use policy::{LateAdmission, Settings, posts_in_flight};
 
 /// Events in flight at once (each of a different tag), at least: their lookups go side by side.
 pub const MIN_EVENTS_IN_FLIGHT: usize = 4;
@@ -94,6 +95,16 @@ enum Wake {
     Shutdown,
 }
 
+/// The worker's links with the recorder.
+#[derive(Debug)]
+pub struct RecorderLinks {
+    /// The id of the newest event recorded, changed at each commit (and sent again when held
+    /// taps become due).
+    pub recorded: watch::Receiver<i64>,
+    /// What delivery learns about visits goes to the recorder, their owner.
+    pub corrections: mpsc::UnboundedSender<Correction>,
+}
+
 /// The worker: one task that claims, and a task per attempt in flight.
 #[derive(Debug)]
 pub struct Worker {
@@ -104,6 +115,8 @@ pub struct Worker {
     /// The id of the newest event recorded, changed at each commit (and sent again when held
     /// taps become due).
     recorded: watch::Receiver<i64>,
+    /// What delivery learns about visits goes to the recorder, their owner.
+    corrections: mpsc::UnboundedSender<Correction>,
     in_flight_tags: HashSet<String>,
     hold: Option<(Instant, HoldCause)>,
     last_unreachable_probe: Option<Instant>,
@@ -125,7 +138,7 @@ impl Worker {
         settings: Settings,
         key_source: ApiKeySource,
         key: ApiKey,
-        recorded: watch::Receiver<i64>,
+        recorder: RecorderLinks,
     ) -> Self {
         let posts = posts_in_flight(settings.rate_per_second);
         Worker {
@@ -139,7 +152,8 @@ impl Worker {
             }),
             key_source,
             key,
-            recorded,
+            recorded: recorder.recorded,
+            corrections: recorder.corrections,
             in_flight_tags: HashSet::new(),
             hold: None,
             last_unreachable_probe: None,
@@ -386,6 +400,16 @@ impl Worker {
             RowChange::Rejected { answer } => {
                 store.mark_rejected(event.id, answer, finished_ms).await?;
             }
+            RowChange::Refused { answer, reason } => {
+                store
+                    .mark_refused(event.id, answer, reason, finished_ms)
+                    .await?;
+                // The member was turned away: the visit the tap began did not happen.
+                let _ = self.corrections.send(Correction::NotAdmitted {
+                    tag: event.tag.clone(),
+                    checked_in_steady_ms: event.tapped_steady_ms,
+                });
+            }
             RowChange::Unchanged => {}
         }
         let say = match decision.worker {
@@ -513,6 +537,15 @@ fn report(event: &OpenEvent, report: &Report) {
             kind = %kind,
             renderings = %renderings,
             "rejected: EGYM still knows no member with this tag after unknown-tag-retry-window"
+        ),
+        Report::AdmissionRefused { refusal } => warn!(
+            outcome = "admission_refused",
+            event_id = id,
+            reader = %reader,
+            tag = %tag,
+            reason = refusal.error_code(),
+            "Wellpass admission refused: {}. The member may not enter; no check-in is sent",
+            refusal.says()
         ),
         Report::Rejected { error } => warn!(
             outcome = "rejected",

@@ -7,9 +7,10 @@
 use std::time::Duration;
 
 use crate::clock::{EARLIEST_PLAUSIBLE_MS, Now};
-use crate::egym::Failure;
+use crate::egym::{CORPORATE_FITNESS, Failure, Refusal};
 use crate::store::{Answer, CachedAccount, OpenEvent};
 use crate::tag;
+use crate::visit::Kind;
 
 /// Posts in flight are limited to what the rate needs if a request takes this long. Every post
 /// in flight when the process dies may reach EGYM twice (it has no idempotency key), so no more
@@ -25,13 +26,25 @@ const UNKNOWN_TAG_RETRY_CAP: Duration = Duration::from_secs(3600);
 /// How long EGYM's "no member has this tag" is believed without asking again.
 const NEGATIVE_CACHE_TTL: Duration = Duration::from_secs(600);
 
-/// Settings from `[egym]`.
+/// What an older tap of a Wellpass member gets (`[wellpass] late`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LateAdmission {
+    /// Admitted when EGYM is reachable again: the visit is logged late (and paid).
+    Admit,
+    /// Posted without an admission, counted as skipped for staff to record by hand.
+    Skip,
+}
+
+/// Settings from `[egym]` and `[wellpass]`.
 #[derive(Clone, Debug)]
 pub struct Settings {
     /// `rate-limit-per-second`: sets how many posts may be in flight at once.
     pub rate_per_second: f64,
     pub account_cache_ttl: Duration,
     pub unknown_tag_retry_window: Duration,
+    /// `[wellpass] admission-window`: a check-in this fresh is admitted live.
+    pub admission_window: Duration,
+    pub late_admission: LateAdmission,
 }
 
 /// How many posts may be in flight at once for a rate: enough to keep up with it if each takes
@@ -60,8 +73,11 @@ pub fn unknown_tag_delay(unknown_answers: u32) -> Duration {
 /// What the tag cache says for an event.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum CacheUse {
-    /// Post for this account.
-    Account(String),
+    /// Post for this account, of this membership type.
+    Account {
+        account_id: String,
+        membership_type: Option<String>,
+    },
     /// EGYM said recently that no member has the tag.
     KnownUnknown,
     /// Ask EGYM.
@@ -81,7 +97,10 @@ pub fn use_cache(
     };
     let age = Duration::from_millis((now_steady_ms - cached.resolved_steady_ms).max(0) as u64);
     match &cached.account_id {
-        Some(account) if age < account_cache_ttl => CacheUse::Account(account.clone()),
+        Some(account) if age < account_cache_ttl => CacheUse::Account {
+            account_id: account.clone(),
+            membership_type: cached.membership_type.clone(),
+        },
         None if age < NEGATIVE_CACHE_TTL.min(account_cache_ttl) => CacheUse::KnownUnknown,
         _ => CacheUse::LookUp,
     }
@@ -101,12 +120,53 @@ pub fn egym_timestamp(tapped_at_ms: i64, tapped_steady_ms: i64, now: &Now) -> i6
     }
 }
 
+/// Whether a check-in needs a Wellpass admission first, and of which kind.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AdmissionPlan {
+    /// Not a Wellpass member's check-in, or admitted (or skipped) already.
+    NotNeeded,
+    /// Ask EGYM; `late` when the tap is older than `admission-window`.
+    Admit { late: bool },
+    /// Too old, and `late = "skip"`: post without an admission.
+    Skip,
+}
+
+/// Whether `event`, a tap of a member of `membership_type`, is admitted before its check-in.
+/// The admission is live: EGYM logs it when it arrives, so a tap is fresh only within
+/// `admission-window` of steady time since it was made.
+pub fn admission_plan(
+    event: &OpenEvent,
+    membership_type: Option<&str>,
+    now_steady_ms: i64,
+    settings: &Settings,
+) -> AdmissionPlan {
+    if event.kind != Kind::CheckIn
+        || membership_type != Some(CORPORATE_FITNESS)
+        || event.admission.is_some()
+    {
+        return AdmissionPlan::NotNeeded;
+    }
+    let age_ms = now_steady_ms - event.tapped_steady_ms;
+    if age_ms <= settings.admission_window.as_millis() as i64 {
+        return AdmissionPlan::Admit { late: false };
+    }
+    match settings.late_admission {
+        LateAdmission::Admit => AdmissionPlan::Admit { late: true },
+        LateAdmission::Skip => AdmissionPlan::Skip,
+    }
+}
+
 /// What became of one delivery attempt.
 #[derive(Debug)]
 pub enum Outcome {
     Delivered {
         account_id: String,
         status: u16,
+    },
+    /// EGYM refused a fresh tap's admission: the member is turned away, no check-in is posted.
+    AdmissionRefused {
+        refusal: Refusal,
+        failure: Failure,
     },
     Retry {
         failure: Failure,
@@ -151,6 +211,11 @@ pub enum RowChange {
     },
     Rejected {
         answer: Answer,
+    },
+    /// A refused admission: finished with EGYM's answer and reason (its `errorCode`).
+    Refused {
+        answer: Answer,
+        reason: String,
     },
     /// A refused key changes no row.
     Unchanged,
@@ -200,6 +265,9 @@ pub enum Report {
     },
     Rejected {
         error: String,
+    },
+    AdmissionRefused {
+        refusal: Refusal,
     },
 }
 
@@ -336,6 +404,19 @@ pub fn decide(
                 },
             }
         }
+        Outcome::AdmissionRefused { refusal, failure } => Decision {
+            row: RowChange::Refused {
+                answer: answer(&failure),
+                reason: refusal.error_code().to_string(),
+            },
+            worker: WorkerChange::Nothing,
+            last_error: Some(format!(
+                "admission refused for {}: {}",
+                tag::short(&event.tag),
+                refusal.says()
+            )),
+            report: Report::AdmissionRefused { refusal },
+        },
         Outcome::Rejected { failure } => Decision {
             row: RowChange::Rejected {
                 answer: answer(&failure),
@@ -388,6 +469,7 @@ mod tests {
             tapped_steady_ms: 0,
             attempts,
             unknown_since_steady_ms,
+            admission: None,
         }
     }
 
@@ -404,6 +486,8 @@ mod tests {
             rate_per_second: 6.0,
             account_cache_ttl: Duration::from_secs(12 * 3600),
             unknown_tag_retry_window: Duration::from_secs(24 * 3600),
+            admission_window: Duration::from_secs(15 * 60),
+            late_admission: LateAdmission::Admit,
         }
     }
 
@@ -588,17 +672,85 @@ mod tests {
     }
 
     #[test]
+    fn a_wellpass_check_in_is_admitted_live_within_the_window_and_late_as_configured() {
+        let wellpass = Some(CORPORATE_FITNESS);
+        let fresh = 15 * MIN;
+        let check_in = event(0, None);
+        let plan = |event: &OpenEvent, membership, now, late| {
+            let settings = Settings {
+                late_admission: late,
+                ..settings()
+            };
+            admission_plan(event, membership, now, &settings)
+        };
+        use AdmissionPlan::NotNeeded;
+        let admit = LateAdmission::Admit;
+        assert_eq!(
+            plan(&check_in, wellpass, fresh, admit),
+            AdmissionPlan::Admit { late: false }
+        );
+        assert_eq!(
+            plan(&check_in, wellpass, fresh + 1, admit),
+            AdmissionPlan::Admit { late: true }
+        );
+        assert_eq!(
+            plan(&check_in, wellpass, fresh + 1, LateAdmission::Skip),
+            AdmissionPlan::Skip
+        );
+        // Other members, check-outs, and a check-in admitted already need none.
+        assert_eq!(plan(&check_in, Some("PREMIUM"), 0, admit), NotNeeded);
+        assert_eq!(plan(&check_in, None, 0, admit), NotNeeded);
+        let check_out = OpenEvent {
+            kind: Kind::CheckOut,
+            ..event(0, None)
+        };
+        assert_eq!(plan(&check_out, wellpass, 0, admit), NotNeeded);
+        let admitted = OpenEvent {
+            admission: Some(crate::store::Admission::Admitted),
+            ..event(0, None)
+        };
+        assert_eq!(plan(&admitted, wellpass, 0, admit), NotNeeded);
+    }
+
+    #[test]
+    fn a_refused_admission_finishes_the_event_with_its_reason() {
+        let failure = status(403, "corporateFitnessMembershipExpired");
+        check(
+            event(0, None),
+            Outcome::AdmissionRefused {
+                refusal: Refusal::MembershipExpired,
+                failure: failure.clone(),
+            },
+            1_000,
+            RowChange::Refused {
+                answer: answer(&failure),
+                reason: "corporateFitnessMembershipExpired".into(),
+            },
+            WorkerChange::Nothing,
+            |r| {
+                *r == Report::AdmissionRefused {
+                    refusal: Refusal::MembershipExpired,
+                }
+            },
+        );
+    }
+
+    #[test]
     fn the_cache_counts_its_age_in_steady_time() {
         let ttl = Duration::from_secs(3600);
         let cached = |account: Option<&str>, at| CachedAccount {
             account_id: account.map(str::to_string),
+            membership_type: Some("CORPORATE_FITNESS".into()),
             resolved_steady_ms: at,
         };
         let s = 1_000 * MIN;
         assert_eq!(use_cache(None, s, ttl), CacheUse::LookUp);
         assert_eq!(
             use_cache(Some(&cached(Some("acc"), s - 59 * MIN)), s, ttl),
-            CacheUse::Account("acc".into())
+            CacheUse::Account {
+                account_id: "acc".into(),
+                membership_type: Some("CORPORATE_FITNESS".into())
+            }
         );
         assert_eq!(
             use_cache(Some(&cached(Some("acc"), s - 60 * MIN)), s, ttl),

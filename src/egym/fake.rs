@@ -26,13 +26,63 @@ use tokio::task::JoinSet;
 pub struct Member {
     /// The rfid as enrolled (`0x…`); matched without regard to case.
     pub rfid: String,
+    /// The `tagFormat` it was enrolled with, if any.
+    pub tag_format: Option<String>,
     pub account_id: String,
     pub name: String,
+    pub email: String,
+    pub membership_id: String,
+    /// `membership.membershipType`: `PREMIUM`, or `CORPORATE_FITNESS` for Wellpass members.
+    pub membership_type: String,
+    /// For a Wellpass member, the `errorCode` its admission is refused with; `None`: admitted.
+    pub refusal: Option<String>,
 }
 
-/// The members of the demo gym. Their tags are EM4100 ids as an RDM6300 reads them.
+impl Member {
+    /// A `PREMIUM` member with this enrolled rfid; e-mail and membership id from the account.
+    pub fn new(rfid: &str, account_id: &str, name: &str) -> Member {
+        Member {
+            rfid: rfid.into(),
+            tag_format: None,
+            account_id: account_id.into(),
+            name: name.into(),
+            email: format!("{account_id}@example.invalid"),
+            membership_id: format!("m-{account_id}"),
+            membership_type: "PREMIUM".into(),
+            refusal: None,
+        }
+    }
+
+    /// A Wellpass (corporate-fitness) member, admitted, or refused with `refusal`.
+    pub fn wellpass(self, refusal: Option<&str>) -> Member {
+        Member {
+            membership_type: crate::egym::CORPORATE_FITNESS.into(),
+            refusal: refusal.map(str::to_string),
+            ..self
+        }
+    }
+
+    /// With this e-mail address.
+    pub fn email(self, email: &str) -> Member {
+        Member {
+            email: email.into(),
+            ..self
+        }
+    }
+
+    /// Enrolled with this `tagFormat`.
+    pub fn enrolled_as(self, tag_format: &str) -> Member {
+        Member {
+            tag_format: Some(tag_format.into()),
+            ..self
+        }
+    }
+}
+
+/// The members of the demo gym. Their tags are EM4100 ids as an RDM6300 reads them; the last
+/// two are Wellpass members, one admitted, one whose membership has expired.
 pub fn demo_members() -> Vec<Member> {
-    [
+    let mut members: Vec<Member> = [
         ("0x0C000621A5", "a1c3e5f7-0001", "Alex Demo"),
         ("0x4B00423C15", "a1c3e5f7-0002", "Billie Demo"),
         ("0x06001259E3", "a1c3e5f7-0003", "Charlie Demo"),
@@ -40,12 +90,14 @@ pub fn demo_members() -> Vec<Member> {
         ("0x0102B0A5FD", "a1c3e5f7-0005", "Eli Demo"),
     ]
     .into_iter()
-    .map(|(rfid, account_id, name)| Member {
-        rfid: rfid.into(),
-        account_id: account_id.into(),
-        name: name.into(),
-    })
-    .collect()
+    .map(|(rfid, account_id, name)| Member::new(rfid, account_id, name))
+    .collect();
+    members.push(Member::new("0x0D00A1B2C3", "a1c3e5f7-0006", "Frankie Wellpass").wellpass(None));
+    members.push(
+        Member::new("0x0D00D4E5F6", "a1c3e5f7-0007", "Gabi Wellpass")
+            .wellpass(Some("corporateFitnessMembershipExpired")),
+    );
+    members
 }
 
 /// How the stand-in answers.
@@ -62,6 +114,33 @@ pub enum Mode {
     /// Each request, at random (from this seed): as EGYM would (60 %), 500 (25 %), or stalled
     /// (15 %).
     Random { seed: u64 },
+}
+
+/// Which calls an injected answer is for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Calls {
+    Lookups,
+    Admissions,
+    Visits,
+}
+
+impl Calls {
+    fn matches(self, request: &Received) -> bool {
+        match self {
+            Calls::Lookups => request.lookup_rfid().is_some(),
+            Calls::Admissions => request.admission().is_some(),
+            Calls::Visits => request.visit().is_some(),
+        }
+    }
+}
+
+/// An answer to give the next few calls of a kind, whatever else the mode says.
+#[derive(Clone, Debug)]
+struct Injected {
+    calls: Calls,
+    status: u16,
+    error_code: String,
+    left: usize,
 }
 
 /// EGYM's rate limit, as the stand-in enforces it: a token bucket per key.
@@ -96,6 +175,9 @@ pub struct Received {
     pub query: Option<String>,
     pub api_key: Option<String>,
     pub user_agent: Option<String>,
+    pub content_type: Option<String>,
+    /// The body's length in bytes, and the body itself if it is JSON.
+    pub body_len: usize,
     pub body: Option<serde_json::Value>,
     /// When it arrived, in milliseconds since the Unix epoch.
     pub at_ms: i64,
@@ -121,6 +203,13 @@ impl Received {
         self.path.strip_prefix("/api/v2/accounts/rfid/")
     }
 
+    /// The account id of an admission.
+    pub fn admission(&self) -> Option<&str> {
+        let rest = self.path.strip_prefix("/api/v2/accounts/")?;
+        let account = rest.strip_suffix("/admissions")?;
+        (self.method == "POST" && !account.contains('/')).then_some(account)
+    }
+
     /// The `tagFormat` query parameter of a lookup.
     pub fn tag_format(&self) -> Option<&str> {
         self.query
@@ -137,6 +226,9 @@ struct State {
     bucket: Option<Bucket>,
     latency: Duration,
     random: Option<(u64, fastrand::Rng)>,
+    /// Accounts admitted so far (`firstAdmission` is true only the first time).
+    admitted: std::collections::HashSet<String>,
+    injected: Vec<Injected>,
 }
 
 struct Shared {
@@ -189,6 +281,8 @@ impl FakeEgym {
                 bucket: None,
                 latency: Duration::ZERO,
                 random: None,
+                admitted: std::collections::HashSet::new(),
+                injected: Vec::new(),
             }),
             changed: Notify::new(),
             events: broadcast::channel(1024).0,
@@ -220,6 +314,16 @@ impl FakeEgym {
             capacity: f64::from(burst),
             tokens: f64::from(burst),
             updated: std::time::Instant::now(),
+        });
+    }
+
+    /// The next `times` calls of this kind are answered `status` with this `errorCode`.
+    pub fn answer_next(&self, calls: Calls, times: usize, status: u16, error_code: &str) {
+        self.shared.state().injected.push(Injected {
+            calls,
+            status,
+            error_code: error_code.into(),
+            left: times,
         });
     }
 
@@ -340,14 +444,24 @@ async fn handle(
         query: parts.uri.query().map(str::to_string),
         api_key: header("x-api-key"),
         user_agent: header("user-agent"),
+        content_type: header("content-type"),
+        body_len: body.len(),
         body: serde_json::from_slice(&body).ok(),
         at_ms: crate::clock::wall_now_ms(),
         status: None,
     };
     let mode = *shared.mode.borrow();
-    let (latency, rate_limit, outcome) = {
+    let (latency, rate_limit, outcome, injected) = {
         let mut state = shared.state();
         let rate_limit = state.bucket.as_mut().map(Bucket::take);
+        let injected = state
+            .injected
+            .iter_mut()
+            .find(|i| i.left > 0 && i.calls.matches(&received))
+            .map(|i| {
+                i.left -= 1;
+                (i.status, i.error_code.clone())
+            });
         let outcome = match mode {
             Mode::Random { seed } => {
                 if state.random.as_ref().is_none_or(|(s, _)| *s != seed) {
@@ -362,7 +476,7 @@ async fn handle(
             }
             other => other,
         };
-        (state.latency, rate_limit, outcome)
+        (state.latency, rate_limit, outcome, injected)
     };
     if !latency.is_zero() {
         tokio::time::sleep(latency).await;
@@ -380,7 +494,13 @@ async fn handle(
             status,
             error_body(status, "injected", "injected failure", None),
         ),
-        (_, Mode::Normal | Mode::Down | Mode::Random { .. }) => answer(&shared.state(), &received),
+        (_, _) if injected.is_some() => {
+            let (status, code) = injected.expect("checked");
+            (status, error_body(status, &code, "injected failure", None))
+        }
+        (_, Mode::Normal | Mode::Down | Mode::Random { .. }) => {
+            answer(&mut shared.state(), &received)
+        }
     };
     received.status = Some(status);
     record(&shared, received);
@@ -408,7 +528,7 @@ fn record(shared: &Shared, received: Received) {
 }
 
 /// What EGYM would answer: status and body.
-fn answer(state: &State, request: &Received) -> (u16, String) {
+fn answer(state: &mut State, request: &Received) -> (u16, String) {
     match request.api_key.as_deref() {
         None => {
             return (
@@ -429,36 +549,89 @@ fn answer(state: &State, request: &Received) -> (u16, String) {
         }
         Some(_) => {}
     }
+    if request.method == "POST"
+        && let Some(account) = request.admission()
+    {
+        let Some(member) = state.members.iter().find(|m| m.account_id == account) else {
+            return (
+                404,
+                error_body(404, "notFound", "Account not found", Some("ACCOUNT")),
+            );
+        };
+        if member.membership_type != crate::egym::CORPORATE_FITNESS {
+            return (
+                400,
+                error_body(
+                    400,
+                    "notCorporateFitness",
+                    "Not a corporate-fitness member",
+                    None,
+                ),
+            );
+        }
+        if let Some(code) = &member.refusal {
+            return (403, error_body(403, code, "Admission refused", None));
+        }
+        let first = state.admitted.insert(account.to_string());
+        return (
+            200,
+            serde_json::json!({ "firstAdmission": first }).to_string(),
+        );
+    }
     let by_account: HashMap<&str, &Member> = state
         .members
         .iter()
         .map(|m| (m.account_id.as_str(), m))
         .collect();
-    if request.method == "GET"
-        && let Some(rfid) = request.lookup_rfid()
-    {
-        return match state
-            .members
-            .iter()
-            .find(|m| m.rfid.eq_ignore_ascii_case(rfid))
-        {
-            Some(member) => {
-                let (first, last) = member.name.split_once(' ').unwrap_or((&member.name, ""));
-                let body = serde_json::json!({
-                    "accountId": member.account_id,
-                    "firstName": first,
-                    "lastName": last,
-                    "email": format!("{}@example.invalid", member.account_id),
-                    "gender": "FEMALE",
-                    "membership": {},
-                });
-                (200, body.to_string())
-            }
-            None => (
-                404,
-                error_body(404, "notFound", "No member with this RFID", Some("RFID")),
-            ),
+    let path = request.path.strip_prefix("/api/v2/accounts/").unwrap_or("");
+    let segments: Vec<&str> = path.split('/').collect();
+    let decoded = |segment: &str| percent_decode(segment);
+    if request.method == "GET" {
+        let found = match segments.as_slice() {
+            ["rfid", rfid] => Some((
+                state
+                    .members
+                    .iter()
+                    .find(|m| m.rfid.eq_ignore_ascii_case(&decoded(rfid))),
+                "No member with this RFID",
+                "RFID",
+            )),
+            ["email", email] => Some((
+                state.members.iter().find(|m| m.email == decoded(email)),
+                "No member with this e-mail",
+                "ACCOUNT",
+            )),
+            ["membership", id] => Some((
+                state
+                    .members
+                    .iter()
+                    .find(|m| m.membership_id == decoded(id)),
+                "No member with this membership id",
+                "ACCOUNT",
+            )),
+            _ => None,
         };
+        if let Some((member, missing, entity)) = found {
+            return match member {
+                Some(member) => (200, account_body(member)),
+                None => (404, error_body(404, "notFound", missing, Some(entity))),
+            };
+        }
+        if let [account, "rfids"] = segments.as_slice() {
+            return match by_account.get(account) {
+                Some(member) => {
+                    let mut rfid = serde_json::json!({ "rfid": member.rfid });
+                    if let Some(format) = &member.tag_format {
+                        rfid["tagFormat"] = serde_json::json!(format);
+                    }
+                    (200, serde_json::json!([rfid]).to_string())
+                }
+                None => (
+                    404,
+                    error_body(404, "notFound", "Account not found", Some("ACCOUNT")),
+                ),
+            };
+        }
     }
     if request.method == "POST"
         && let Some((account, _)) = request.visit()
@@ -481,6 +654,32 @@ fn answer(state: &State, request: &Received) -> (u16, String) {
         404,
         error_body(404, "notFound", "No such endpoint", Some("UNKNOWN")),
     )
+}
+
+/// A `MemberAccountDTO`.
+fn account_body(member: &Member) -> String {
+    let (first, last) = member.name.split_once(' ').unwrap_or((&member.name, ""));
+    serde_json::json!({
+        "accountId": member.account_id,
+        "firstName": first,
+        "lastName": last,
+        "email": member.email,
+        "gender": "FEMALE",
+        "membership": {
+            "membershipId": member.membership_id,
+            "membershipType": member.membership_type,
+            "startOfContract": "2025-01-01",
+        },
+    })
+    .to_string()
+}
+
+/// A path segment as sent, `%XX` escapes decoded.
+fn percent_decode(segment: &str) -> String {
+    url::form_urlencoded::parse(format!("x={}", segment.replace('+', "%2B")).as_bytes())
+        .next()
+        .map(|(_, value)| value.into_owned())
+        .unwrap_or_default()
 }
 
 fn error_body(status: u16, error_code: &str, message: &str, entity: Option<&str>) -> String {

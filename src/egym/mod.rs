@@ -116,8 +116,84 @@ impl Failure {
 /// Which call an answer belongs to; a 404 means different things for each.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Call {
+    /// `GET accounts/rfid/{rfid}`.
     Lookup,
+    /// `POST accounts/{id}/checkins` or `checkouts`.
     Post,
+    /// `POST accounts/{id}/admissions`.
+    Admission,
+}
+
+/// Why EGYM refused a Wellpass (corporate-fitness) member's admission: its 403 `errorCode`s.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Refusal {
+    MembershipExpired,
+    MembershipNotStarted,
+    GymNotInNetwork,
+    GymNotInNetworkPlus1,
+}
+
+impl Refusal {
+    pub const ALL: [Refusal; 4] = [
+        Refusal::MembershipExpired,
+        Refusal::MembershipNotStarted,
+        Refusal::GymNotInNetwork,
+        Refusal::GymNotInNetworkPlus1,
+    ];
+
+    /// EGYM's `errorCode`.
+    pub fn error_code(self) -> &'static str {
+        match self {
+            Refusal::MembershipExpired => "corporateFitnessMembershipExpired",
+            Refusal::MembershipNotStarted => "corporateFitnessMembershipNotStarted",
+            Refusal::GymNotInNetwork => "corporateFitnessGymNotInNetwork",
+            Refusal::GymNotInNetworkPlus1 => "corporateFitnessGymNotInNetworkPlus1",
+        }
+    }
+
+    pub fn from_error_code(code: &str) -> Option<Refusal> {
+        Refusal::ALL.into_iter().find(|r| r.error_code() == code)
+    }
+
+    /// What staff are told.
+    pub fn says(self) -> &'static str {
+        match self {
+            Refusal::MembershipExpired => "Wellpass membership expired",
+            Refusal::MembershipNotStarted => "Wellpass membership not started yet",
+            Refusal::GymNotInNetwork => "this gym is not in the member's Wellpass plan",
+            Refusal::GymNotInNetworkPlus1 => "this gym is not in the member's Wellpass Plus1 plan",
+        }
+    }
+}
+
+/// The membership type that must be admitted before a check-in (EGYM Wellpass).
+pub const CORPORATE_FITNESS: &str = "CORPORATE_FITNESS";
+
+/// What a lookup says of a member: the account, its membership type (Wellpass members must be
+/// admitted), and a first name for the front desk. Only the account id and the membership type
+/// are ever written down; the name is kept in memory alone and never logged.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Account {
+    pub account_id: String,
+    pub membership_type: Option<String>,
+    pub first_name: Option<String>,
+}
+
+impl fmt::Debug for Account {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Account")
+            .field("account_id", &self.account_id)
+            .field("membership_type", &self.membership_type)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A card enrolled for a member, as `GET accounts/{id}/rfids` lists it.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct EnrolledRfid {
+    pub rfid: String,
+    pub tag_format: Option<String>,
 }
 
 /// What an unsuccessful answer means for the event (DESIGN.md's outcome table).
@@ -129,8 +205,11 @@ pub enum Verdict {
     Pause,
     /// No member has this tag (404 `RFID` on lookup).
     UnknownTag,
-    /// The cached account is gone (404 `ACCOUNT` on a post): look the tag up again.
+    /// The cached account is gone (404 `ACCOUNT` on a post or an admission): look the tag up
+    /// again.
     AccountGone,
+    /// EGYM refused a Wellpass member's admission (403 with a corporate-fitness `errorCode`).
+    AdmissionRefused(Refusal),
     /// The request can never succeed (any other 4xx).
     Reject,
 }
@@ -142,11 +221,18 @@ pub fn classify(call: Call, failure: &Failure) -> Verdict {
         return Verdict::Retry;
     };
     let entity = body.entity.as_deref();
+    let refusal = body
+        .error_code
+        .as_deref()
+        .and_then(Refusal::from_error_code);
     match (*status, call) {
+        (403, Call::Admission) if refusal.is_some() => {
+            Verdict::AdmissionRefused(refusal.expect("checked"))
+        }
         (401 | 403, _) => Verdict::Pause,
         (408 | 429, _) | (500..=599, _) => Verdict::Retry,
         (404, Call::Lookup) if entity.is_none_or(|e| e == "RFID") => Verdict::UnknownTag,
-        (404, Call::Post) if entity == Some("ACCOUNT") => Verdict::AccountGone,
+        (404, Call::Post | Call::Admission) if entity == Some("ACCOUNT") => Verdict::AccountGone,
         (400..=499, _) => Verdict::Reject,
         // Informational or redirect answers are not part of the API: treat them as a passing
         // fault rather than lose the event.
@@ -176,23 +262,89 @@ impl Client {
         Ok(Client { http, api, limiter })
     }
 
-    /// `GET /api/v2/accounts/rfid/{rfid}`: the account id of the member with this tag.
+    /// `GET /api/v2/accounts/rfid/{rfid}`: the member with this tag.
     pub async fn lookup(
         &self,
         key: &ApiKey,
         rfid: &str,
         tag_format: Option<&str>,
-    ) -> Result<String, Failure> {
-        let mut url = self.url(&format!("accounts/rfid/{rfid}"));
+    ) -> Result<Account, Failure> {
+        let mut url = self.endpoint(&["accounts", "rfid", rfid]);
         if let Some(format) = tag_format {
             url.query_pairs_mut().append_pair("tagFormat", format);
         }
+        self.get_account(key, url).await
+    }
+
+    /// `GET /api/v2/accounts/email/{email}`.
+    pub async fn account_by_email(&self, key: &ApiKey, email: &str) -> Result<Account, Failure> {
+        let url = self.endpoint(&["accounts", "email", email]);
+        self.get_account(key, url).await
+    }
+
+    /// `GET /api/v2/accounts/membership/{membershipId}`.
+    pub async fn account_by_membership(
+        &self,
+        key: &ApiKey,
+        membership_id: &str,
+    ) -> Result<Account, Failure> {
+        let url = self.endpoint(&["accounts", "membership", membership_id]);
+        self.get_account(key, url).await
+    }
+
+    async fn get_account(&self, key: &ApiKey, url: Url) -> Result<Account, Failure> {
         #[derive(Deserialize)]
         #[serde(rename_all = "camelCase")]
-        struct Account {
-            account_id: String,
+        struct Membership {
+            membership_type: Option<String>,
         }
-        let response = self.send(self.http.get(url), key).await?;
+        #[derive(Deserialize)]
+        #[serde(rename_all = "camelCase")]
+        struct MemberAccount {
+            account_id: String,
+            first_name: Option<String>,
+            membership: Option<Membership>,
+        }
+        let body = self.get_ok(key, url).await?;
+        // A 200 without an account id is not what the API promises; retrying is the safe answer.
+        let account: MemberAccount =
+            serde_json::from_slice(&body).map_err(|e| Failure::Transport {
+                timeout: false,
+                detail: format!("unreadable account: {e}"),
+            })?;
+        Ok(Account {
+            account_id: account.account_id,
+            membership_type: account.membership.and_then(|m| m.membership_type),
+            first_name: account.first_name,
+        })
+    }
+
+    /// `GET /api/v2/accounts/{accountId}/rfids?allSources=true`: every card enrolled for the
+    /// member, by the gym's software or elsewhere.
+    pub async fn enrolled_rfids(
+        &self,
+        key: &ApiKey,
+        account_id: &str,
+    ) -> Result<Vec<EnrolledRfid>, Failure> {
+        let mut url = self.endpoint(&["accounts", account_id, "rfids"]);
+        url.query_pairs_mut().append_pair("allSources", "true");
+        let body = self.get_ok(key, url).await?;
+        serde_json::from_slice(&body).map_err(|e| Failure::Transport {
+            timeout: false,
+            detail: format!("unreadable list of cards: {e}"),
+        })
+    }
+
+    /// `POST /api/v2/accounts/{accountId}/admissions` (no body): may this Wellpass member enter?
+    /// Returns `firstAdmission`. EGYM logs a granted admission when it arrives.
+    pub async fn admit(&self, key: &ApiKey, account_id: &str) -> Result<bool, Failure> {
+        #[derive(Deserialize)]
+        #[serde(rename_all = "camelCase")]
+        struct Admission {
+            first_admission: bool,
+        }
+        let url = self.endpoint(&["accounts", account_id, "admissions"]);
+        let response = self.send(self.http.post(url), key).await?;
         let status = response.status();
         let body = response.bytes().await.map_err(transport)?;
         if status != StatusCode::OK {
@@ -201,12 +353,11 @@ impl Client {
                 body: ErrorBody::parse(&body),
             });
         }
-        // A 200 without an account id is not what the API promises; retrying is the safe answer.
-        serde_json::from_slice::<Account>(&body)
-            .map(|a| a.account_id)
+        serde_json::from_slice::<Admission>(&body)
+            .map(|a| a.first_admission)
             .map_err(|e| Failure::Transport {
                 timeout: false,
-                detail: format!("unreadable lookup answer: {e}"),
+                detail: format!("unreadable admission: {e}"),
             })
     }
 
@@ -223,14 +374,7 @@ impl Client {
             crate::visit::Kind::CheckIn => "checkins",
             crate::visit::Kind::CheckOut => "checkouts",
         };
-        let mut url = self.api.clone();
-        url.path_segments_mut()
-            .map_err(|_| Failure::Transport {
-                timeout: false,
-                detail: "base-url cannot take a path".into(),
-            })?
-            .pop_if_empty()
-            .extend(["accounts", account_id, what]);
+        let url = self.endpoint(&["accounts", account_id, what]);
         let request = self
             .http
             .post(url)
@@ -247,9 +391,27 @@ impl Client {
         })
     }
 
-    fn url(&self, path: &str) -> Url {
+    /// A GET whose only success is 200: its body.
+    async fn get_ok(&self, key: &ApiKey, url: Url) -> Result<bytes::Bytes, Failure> {
+        let response = self.send(self.http.get(url), key).await?;
+        let status = response.status();
+        let body = response.bytes().await.map_err(transport)?;
+        if status != StatusCode::OK {
+            return Err(Failure::Status {
+                status: status.as_u16(),
+                body: ErrorBody::parse(&body),
+            });
+        }
+        Ok(body)
+    }
+
+    /// The API's URL for these path segments (each percent-encoded as a path segment needs).
+    fn endpoint(&self, segments: &[&str]) -> Url {
         let mut url = self.api.clone();
-        url.set_path(&format!("{}{path}", self.api.path()));
+        url.path_segments_mut()
+            .expect("check_base_url refuses a base URL that cannot take a path")
+            .pop_if_empty()
+            .extend(segments);
         url
     }
 
@@ -329,10 +491,50 @@ mod tests {
             (Post, status(400, None), Reject),
             (Post, status(422, None), Reject),
             (Post, status(302, None), Retry),
+            (Admission, status(401, None), Pause),
+            (Admission, status(403, None), Pause),
+            (Admission, status(404, Some("ACCOUNT")), AccountGone),
+            (Admission, status(503, None), Retry),
+            (Admission, status(400, None), Reject),
         ];
         for (call, failure, expected) in cases {
             assert_eq!(classify(call, &failure), expected, "{call:?} {failure}");
         }
+    }
+
+    #[test]
+    fn a_403_with_a_corporate_fitness_code_is_a_refused_admission_and_only_on_admissions() {
+        for refusal in Refusal::ALL {
+            let failure = Failure::Status {
+                status: 403,
+                body: ErrorBody {
+                    error_code: Some(refusal.error_code().into()),
+                    message: None,
+                    entity: None,
+                },
+            };
+            assert_eq!(
+                classify(Call::Admission, &failure),
+                Verdict::AdmissionRefused(refusal)
+            );
+            assert_eq!(classify(Call::Post, &failure), Verdict::Pause);
+            assert_eq!(
+                Refusal::from_error_code(refusal.error_code()),
+                Some(refusal)
+            );
+        }
+        let missing_permission = Failure::Status {
+            status: 403,
+            body: ErrorBody {
+                error_code: Some("missingPermission".into()),
+                message: None,
+                entity: None,
+            },
+        };
+        assert_eq!(
+            classify(Call::Admission, &missing_permission),
+            Verdict::Pause
+        );
     }
 
     #[test]

@@ -49,6 +49,8 @@ pub struct Tap {
     pub repeat: bool,
     /// A MIFARE UID the reader cut short (see [`tag::is_cut_short_uid`]).
     pub cut_short: bool,
+    /// What a text reader sent, as sent (only a listening reader keeps it, for `calibrate`).
+    pub text: Option<String>,
 }
 
 /// What staff are told of a cut-short MIFARE UID, in the log and by `listen`.
@@ -123,6 +125,12 @@ impl Source {
 }
 
 type Device = Box<dyn AsyncRead + Send + Unpin>;
+
+/// Opens a reader's device once and closes it again: whether it can be opened now (a serial
+/// reader is opened exclusively, so not while the service has it).
+pub fn try_open(config: &ReaderConfig) -> std::io::Result<()> {
+    open(&mut Source::for_config(config)).map(drop)
+}
 
 fn open(source: &mut Source) -> std::io::Result<Device> {
     match source {
@@ -332,6 +340,10 @@ impl Reader {
     /// (both reported all the same when listening).
     fn presentation(&mut self, frame: Frame, now: Now) -> Option<ReaderMessage> {
         let from_text = matches!(frame, Frame::Text(_));
+        let text = match &frame {
+            Frame::Text(text) if self.listening => Some(text.clone()),
+            _ => None,
+        };
         let raw = match frame {
             Frame::Em4100(bytes) => RawId::new(bytes.to_vec()),
             Frame::Text(text) => match tag::parse_text_id(&text, self.id_format) {
@@ -375,6 +387,7 @@ impl Reader {
             at: now,
             repeat,
             cut_short,
+            text,
         }))
     }
 

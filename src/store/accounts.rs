@@ -8,6 +8,8 @@ use super::{Store, StoreError};
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct CachedAccount {
     pub account_id: Option<String>,
+    /// `membership.membershipType` (Wellpass members are `CORPORATE_FITNESS`).
+    pub membership_type: Option<String>,
     /// Steady time of the answer: the cache's age counts real elapsed time.
     pub resolved_steady_ms: i64,
 }
@@ -20,12 +22,13 @@ impl Store {
     ) -> Result<Option<CachedAccount>, StoreError> {
         self.call(move |conn| {
             conn.prepare_cached(
-                "SELECT account_id, resolved_steady_ms FROM accounts
+                "SELECT account_id, resolved_steady_ms, membership_type FROM accounts
                  WHERE tag = ?1 AND tag_format = ?2",
             )?
             .query_row(params![tag, tag_format.unwrap_or_default()], |row| {
                 Ok(CachedAccount {
                     account_id: row.get(0)?,
+                    membership_type: row.get(2)?,
                     resolved_steady_ms: row.get(1)?,
                 })
             })
@@ -34,26 +37,31 @@ impl Store {
         .await
     }
 
-    /// Caches EGYM's answer for the tag, given at steady time `now_steady_ms`.
+    /// Caches EGYM's answer for the tag, given at steady time `now_steady_ms`: the member's
+    /// account and membership type, or (`None`) that no member has it. Nothing else of the
+    /// member is written down.
     pub async fn cache_account(
         &self,
         tag: String,
         tag_format: Option<String>,
-        account_id: Option<String>,
+        account: Option<(String, Option<String>)>,
         now_steady_ms: i64,
     ) -> Result<(), StoreError> {
+        let (account_id, membership_type) = account.unzip();
         self.call(move |conn| {
             conn.prepare_cached(
-                "INSERT INTO accounts (tag, tag_format, account_id, resolved_steady_ms)
-                 VALUES (?1, ?2, ?3, ?4)
+                "INSERT INTO accounts (tag, tag_format, account_id, resolved_steady_ms,
+                                       membership_type)
+                 VALUES (?1, ?2, ?3, ?4, ?5)
                  ON CONFLICT (tag, tag_format) DO UPDATE
-                 SET account_id = ?3, resolved_steady_ms = ?4",
+                 SET account_id = ?3, resolved_steady_ms = ?4, membership_type = ?5",
             )?
             .execute(params![
                 tag,
                 tag_format.unwrap_or_default(),
                 account_id,
-                now_steady_ms
+                now_steady_ms,
+                membership_type.flatten()
             ])?;
             Ok(())
         })

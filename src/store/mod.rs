@@ -110,6 +110,51 @@ impl TimeQuality {
     }
 }
 
+/// What became of a check-in's Wellpass admission (its `admission` column).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Admission {
+    /// EGYM admitted the member when the tap was fresh.
+    Admitted,
+    /// Admitted later than `admission-window` after the tap (the box was offline).
+    AdmittedLate,
+    /// Refused when the tap was fresh: no check-in is posted; the event is finished.
+    Refused,
+    /// Refused after the member had come in: the check-in is still posted.
+    RefusedLate,
+    /// Too late for an admission under `late = "skip"`: posted without one.
+    Skipped,
+}
+
+impl Admission {
+    pub const ALL: [Admission; 5] = [
+        Admission::Admitted,
+        Admission::AdmittedLate,
+        Admission::Refused,
+        Admission::RefusedLate,
+        Admission::Skipped,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Admission::Admitted => "admitted",
+            Admission::AdmittedLate => "admitted_late",
+            Admission::Refused => "refused",
+            Admission::RefusedLate => "refused_late",
+            Admission::Skipped => "skipped",
+        }
+    }
+}
+
+impl rusqlite::types::FromSql for Admission {
+    fn column_result(value: rusqlite::types::ValueRef<'_>) -> rusqlite::types::FromSqlResult<Self> {
+        let text = value.as_str()?;
+        Admission::ALL
+            .into_iter()
+            .find(|a| a.as_str() == text)
+            .ok_or_else(|| unknown_value("admission", text))
+    }
+}
+
 /// A new event, as the recorder hands it over.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct NewEvent {
@@ -154,6 +199,8 @@ pub struct OpenEvent {
     pub attempts: u32,
     /// Steady time of EGYM's first "no member has this tag", once it has said so.
     pub unknown_since_steady_ms: Option<i64>,
+    /// Its Wellpass admission, once one was made (or skipped): never asked twice.
+    pub admission: Option<Admission>,
 }
 
 /// What EGYM (or the network) answered, as kept on the row.
@@ -180,6 +227,8 @@ pub struct EventRow {
     pub last_status: Option<u16>,
     pub last_error_code: Option<String>,
     pub last_error: Option<String>,
+    pub admission: Option<Admission>,
+    pub admission_reason: Option<String>,
 }
 
 /// A change to what is known about a reader.

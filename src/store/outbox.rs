@@ -5,8 +5,8 @@ use rusqlite::{Connection, OptionalExtension, params};
 use tracing::warn;
 
 use super::{
-    Answer, EventRow, NewEvent, OPEN, OpenEvent, Priority, ReaderUpdate, Store, StoreError,
-    TimeQuality, checkpoint,
+    Admission, Answer, EventRow, NewEvent, OPEN, OpenEvent, Priority, ReaderUpdate, Store,
+    StoreError, TimeQuality, checkpoint,
 };
 use crate::clock::Anchor;
 use crate::clock::placement::{self, HeldTap, Placed};
@@ -18,6 +18,8 @@ pub struct Batch {
     /// Events, each with its tag's new visit state.
     pub events: Vec<(NewEvent, TagState)>,
     pub readers: Vec<ReaderUpdate>,
+    /// Tags whose visit state changed without an event (a refused admission), with it.
+    pub visits: Vec<(String, TagState)>,
     /// Taps lost since the last batch was written (the memory buffer was full while the
     /// database could not be written), counted for `status`.
     pub lost: u64,
@@ -46,7 +48,7 @@ fn query_open(
 ) -> rusqlite::Result<Vec<OpenEvent>> {
     let mut stmt = conn.prepare_cached(&format!(
         "SELECT id, reader, raw_id, tag, tag_format, kind, tapped_at_ms, attempts,
-                unknown_since_steady_ms, tapped_steady_ms
+                unknown_since_steady_ms, tapped_steady_ms, admission
          FROM events AS e INDEXED BY {index} WHERE {condition} ORDER BY id LIMIT ?2"
     ))?;
     let rows = stmt.query_map(params, |row| {
@@ -61,6 +63,7 @@ fn query_open(
             attempts: row.get(7)?,
             unknown_since_steady_ms: row.get(8)?,
             tapped_steady_ms: row.get::<_, Option<i64>>(9)?.unwrap_or(0),
+            admission: row.get(10)?,
         })
     })?;
     rows.collect()
@@ -162,6 +165,20 @@ impl Store {
                     event.reader,
                     event.raw_id,
                     event.tag_format
+                ])?;
+            }
+            for (tag, state) in &batch.visits {
+                tx.prepare_cached(
+                    "UPDATE visits SET inside = ?2, last_event_steady_ms = ?3,
+                                       checked_in_steady_ms = ?4, checked_in_at_ms = ?5
+                     WHERE tag = ?1",
+                )?
+                .execute(params![
+                    tag,
+                    state.inside,
+                    state.last_event_steady_ms,
+                    state.checked_in.map(|c| c.steady_ms),
+                    state.checked_in.and_then(|c| c.at_ms)
                 ])?;
             }
             for update in &batch.readers {
@@ -317,6 +334,53 @@ impl Store {
         .await
     }
 
+    /// Notes a check-in's admission (granted, skipped, or refused after the member came in),
+    /// before its check-in is posted: a retry never asks again.
+    pub async fn mark_admission(
+        &self,
+        id: i64,
+        admission: Admission,
+        reason: Option<String>,
+    ) -> Result<(), StoreError> {
+        self.call(move |conn| {
+            conn.prepare_cached(
+                "UPDATE events SET admission = ?2, admission_reason = ?3 WHERE id = ?1",
+            )?
+            .execute(params![id, admission.as_str(), reason])?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// EGYM refused a fresh tap's admission: the check-in is never posted, and the event is
+    /// finished, with EGYM's answer and its reason.
+    pub async fn mark_refused(
+        &self,
+        id: i64,
+        answer: Answer,
+        reason: String,
+        now_wall_ms: i64,
+    ) -> Result<(), StoreError> {
+        self.call(move |conn| {
+            conn.prepare_cached(
+                "UPDATE events SET state = 'rejected', attempts = attempts + 1, last_status = ?2,
+                        last_error_code = ?3, last_error = ?4, finished_at_ms = ?5,
+                        admission = 'refused', admission_reason = ?6
+                 WHERE id = ?1",
+            )?
+            .execute(params![
+                id,
+                answer.status,
+                answer.error_code,
+                answer.message,
+                now_wall_ms,
+                reason
+            ])?;
+            Ok(())
+        })
+        .await
+    }
+
     pub async fn mark_rejected(
         &self,
         id: i64,
@@ -448,7 +512,8 @@ impl Store {
         self.call(move |conn| {
             conn.prepare_cached(
                 "SELECT id, tag, kind, tapped_at_ms, clock, state, attempts, next_attempt_steady_ms,
-                        account_id, last_status, last_error_code, last_error
+                        account_id, last_status, last_error_code, last_error, admission,
+                        admission_reason
                  FROM events WHERE id = ?1",
             )?
             .query_row([id], |row| {
@@ -465,6 +530,8 @@ impl Store {
                     last_status: row.get(9)?,
                     last_error_code: row.get(10)?,
                     last_error: row.get(11)?,
+                    admission: row.get(12)?,
+                    admission_reason: row.get(13)?,
                 })
             })
             .optional()

@@ -179,4 +179,26 @@ pub const MIGRATIONS: &[&str] = &[
         UPDATE tallies SET n = n - 1 WHERE OLD.automatic AND name = 'automatic';
     END;
     "#,
+    // 6: Wellpass (corporate-fitness) admissions.
+    r#"
+    -- The member's membership type, beside the account: Wellpass members are admitted first.
+    ALTER TABLE accounts ADD COLUMN membership_type TEXT;
+
+    -- What became of a check-in's admission, and EGYM's reason for a refusal.
+    ALTER TABLE events ADD COLUMN admission TEXT
+        CHECK (admission IN ('admitted', 'admitted_late', 'refused', 'refused_late', 'skipped'));
+    ALTER TABLE events ADD COLUMN admission_reason TEXT;
+
+    CREATE TRIGGER events_tally_admission AFTER UPDATE OF admission ON events
+    WHEN NEW.admission IS NOT NULL AND OLD.admission IS NULL BEGIN
+        INSERT INTO tallies (name, n)
+            VALUES ('admission:' || NEW.admission || COALESCE(':' || NEW.admission_reason, ''), 1)
+            ON CONFLICT (name) DO UPDATE SET n = n + 1;
+    END;
+    CREATE TRIGGER events_tally_admission_delete AFTER DELETE ON events
+    WHEN OLD.admission IS NOT NULL BEGIN
+        UPDATE tallies SET n = n - 1
+        WHERE name = 'admission:' || OLD.admission || COALESCE(':' || OLD.admission_reason, '');
+    END;
+    "#,
 ];

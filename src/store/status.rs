@@ -26,6 +26,8 @@ pub struct StatusData {
     pub readers: Vec<ReaderData>,
     /// Rejected events grouped by EGYM's answer: (status, errorCode, count).
     pub rejections: Vec<(Option<u16>, Option<String>, u64)>,
+    /// Wellpass admissions of kept events: (kind, reason, count), kind as in `Admission`.
+    pub admissions: Vec<(String, Option<String>, u64)>,
     pub clock: ClockData,
 }
 
@@ -183,6 +185,19 @@ pub(super) fn query(tx: &rusqlite::Transaction<'_>) -> rusqlite::Result<StatusDa
             ))
         },
     )?;
+    let mut admissions: Vec<(String, Option<String>, u64)> = tallies
+        .iter()
+        .filter_map(|(name, n)| {
+            let rest = name.strip_prefix("admission:")?;
+            let (kind, reason) = match rest.split_once(':') {
+                Some((kind, reason)) => (kind, Some(reason.to_string())),
+                None => (rest, None),
+            };
+            Some((kind.to_string(), reason, *n))
+        })
+        .filter(|(_, _, n)| *n > 0)
+        .collect();
+    admissions.sort();
     Ok(StatusData {
         events,
         oldest_pending_steady_ms,
@@ -196,6 +211,7 @@ pub(super) fn query(tx: &rusqlite::Transaction<'_>) -> rusqlite::Result<StatusDa
         lost: n("lost"),
         readers,
         rejections,
+        admissions,
         clock: ClockData {
             trusted,
             source,

@@ -257,7 +257,7 @@ async fn events_and_visit_state_survive_reopening() {
     let (e, state) = event("0xAA", Kind::CheckIn, 1);
     store.record_event(e, state, 1).await.unwrap();
     store
-        .cache_account("0xAA".into(), None, Some("acc-1".into()), 1)
+        .cache_account("0xAA".into(), None, Some(("acc-1".into(), None)), 1)
         .await
         .unwrap();
     drop(store);

@@ -463,11 +463,7 @@ path = "{db}"
 }
 
 pub fn member(rfid: &str, account_id: &str) -> Member {
-    Member {
-        rfid: rfid.into(),
-        account_id: account_id.into(),
-        name: "Test Member".into(),
-    }
+    Member::new(rfid, account_id, "Test Member")
 }
 
 /// Check-ins and check-outs received, in arrival order: (account, "checkins"/"checkouts", timestamp).

@@ -1,0 +1,102 @@
+//! Wellpass (corporate-fitness) members through the real binary: admitted before the check-in,
+//! or refused, said in words staff understand, and counted in `status`.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+
+const LONG: Duration = Duration::from_secs(30);
+const ADMITTED: &str = "0D00A1B2C3";
+const EXPIRED: &str = "0D00D4E5F6";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wellpass_member_is_admitted_and_an_expired_one_is_turned_away() {
+    let dir = TestDir::new("wellpass");
+    let fake = FakeEgym::start(
+        vec![
+            Member::new(&format!("0x{ADMITTED}"), "acc-ok", "Frankie Wellpass").wellpass(None),
+            Member::new(&format!("0x{EXPIRED}"), "acc-expired", "Gabi Wellpass")
+                .wellpass(Some("corporateFitnessMembershipExpired")),
+        ],
+        API_KEY,
+    )
+    .await
+    .unwrap();
+    let mut pty = Pty::open();
+    let reader = format!(
+        "[[readers]]\nname = \"entrance\"\ndriver = \"serial\"\npath = \"{}\"\nprotocol = \"em4100\"\ndebounce = \"100ms\"\n",
+        pty.slave_path.display()
+    );
+    let config = write_config(&dir, &fake.base_url(), "repeat-window = \"1s\"", &reader);
+    let daemon = Daemon::start(&config);
+    daemon.wait_for_line("reader connected", LONG).await;
+
+    pty.write(&em4100_frame(ADMITTED));
+    assert!(fake.wait_for(LONG, |r| count_visits(r) == 1).await.0);
+    pty.write(&em4100_frame(EXPIRED));
+    daemon
+        .wait_for_line("Wellpass admission refused", LONG)
+        .await;
+    let lines = daemon.lines();
+    let admitted = lines
+        .iter()
+        .find(|l| l.contains("Wellpass member admitted"))
+        .unwrap();
+    let refused = lines
+        .iter()
+        .find(|l| l.contains("Wellpass admission refused"))
+        .unwrap();
+    println!("{admitted}\n{refused}");
+    assert_eq!(field(admitted, "outcome"), Some("admitted"));
+    assert_eq!(field(admitted, "first_admission"), Some("true"));
+    assert!(refused.contains("WARN"), "{refused}");
+    assert_eq!(field(refused, "outcome"), Some("admission_refused"));
+    assert!(refused.contains("Wellpass membership expired"), "{refused}");
+    // No name, e-mail or full tag in the log.
+    for line in [admitted, refused] {
+        assert!(
+            !line.contains("Frankie") && !line.contains("Gabi"),
+            "{line}"
+        );
+        assert!(
+            !line.contains("example.invalid") && !line.contains(EXPIRED),
+            "{line}"
+        );
+    }
+    let received = fake.received();
+    assert!(
+        !received
+            .iter()
+            .any(|r| r.visit().is_some_and(|(a, _)| a == "acc-expired")),
+        "a check-in was sent for a refused member: {received:#?}"
+    );
+    let status = status_json(&config);
+    assert_eq!(status["admissions"]["admitted"], 1, "{status}");
+    assert_eq!(
+        status["admissions"]["refused"]["corporateFitnessMembershipExpired"], 1,
+        "{status}"
+    );
+    let text = status_text(&config);
+    assert!(
+        text.contains("1 × refused: Wellpass membership expired"),
+        "{text}"
+    );
+
+    // Turned away, the member is not inside: the next tap is a check-in again, not a check-out.
+    tokio::time::sleep(Duration::from_millis(1_200)).await;
+    pty.write(&em4100_frame(EXPIRED));
+    daemon
+        .wait_for_lines("Wellpass admission refused", 2, LONG)
+        .await;
+    let expired: Vec<Recorded> = daemon
+        .recorded()
+        .into_iter()
+        .filter(|r| r.tag.ends_with("E5F6"))
+        .collect();
+    assert_eq!(
+        expired.iter().map(|r| r.kind.as_str()).collect::<Vec<_>>(),
+        ["checkin", "checkin"]
+    );
+}
