@@ -375,28 +375,36 @@ async fn each_tags_events_arrive_in_order_while_tags_go_side_by_side() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_token_bucket_keeps_requests_within_rate_and_burst() {
-    let members: Vec<(String, String)> = (0..12)
-        .map(|n| (format!("0x{n:02X}"), format!("acc-{n}")))
-        .collect();
-    let members_ref: Vec<(&str, &str)> = members
-        .iter()
-        .map(|(t, a)| (t.as_str(), a.as_str()))
+    // Every third member is a Wellpass member: admissions draw from the same bucket.
+    let members: Vec<Member> = (0..12)
+        .map(|n| {
+            let member = member(&format!("0x{n:02X}"), &format!("acc-{n}"));
+            if n % 3 == 0 {
+                member.wellpass(None)
+            } else {
+                member
+            }
+        })
         .collect();
     let (rate, burst) = (10.0, 3);
     let settings = Settings {
         rate_per_second: rate,
         ..settings()
     };
-    let s = setup_with_burst("bucket", &members_ref, settings, burst, KEY).await;
+    let s = setup_members("bucket", members.clone(), settings, burst, KEY).await;
     let mut ids = Vec::new();
-    for (tag, _) in &members {
-        ids.push(s.record(tag, Kind::CheckIn, now_ms()).await);
+    for m in &members {
+        ids.push(s.record(&m.rfid, Kind::CheckIn, now_ms()).await);
     }
     for id in ids {
         s.wait_state(id, "delivered").await;
     }
     let times: Vec<i64> = s.fake.received().iter().map(|r| r.at_ms).collect();
-    assert_eq!(times.len(), 24);
+    assert_eq!(
+        times.len(),
+        24 + 4,
+        "lookups, check-ins and four admissions"
+    );
     // However the requests fall, no stretch of time holds more than the bucket allows (with
     // 20 ms for the distance between the client's clock reading and the server's).
     for i in 0..times.len() {

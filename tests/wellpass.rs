@@ -16,8 +16,8 @@ async fn a_wellpass_member_is_admitted_and_an_expired_one_is_turned_away() {
     let dir = TestDir::new("wellpass");
     let fake = FakeEgym::start(
         vec![
-            Member::new(&format!("0x{ADMITTED}"), "acc-ok", "Frankie Wellpass").wellpass(None),
-            Member::new(&format!("0x{EXPIRED}"), "acc-expired", "Gabi Wellpass")
+            Member::new(&format!("0x{ADMITTED}"), "acc-ok", "Frankie Quillfeather").wellpass(None),
+            Member::new(&format!("0x{EXPIRED}"), "acc-expired", "Gabi Zornbrook")
                 .wellpass(Some("corporateFitnessMembershipExpired")),
         ],
         API_KEY,
@@ -35,6 +35,12 @@ async fn a_wellpass_member_is_admitted_and_an_expired_one_is_turned_away() {
 
     pty.write(&em4100_frame(ADMITTED));
     assert!(fake.wait_for(LONG, |r| count_visits(r) == 1).await.0);
+    // Tapped again at once: within the repeat window, no second visit and no second admission.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    pty.write(&em4100_frame(ADMITTED));
+    daemon
+        .wait_for_line("tap ignored: same tag within repeat-window", LONG)
+        .await;
     pty.write(&em4100_frame(EXPIRED));
     daemon
         .wait_for_line("Wellpass admission refused", LONG)
@@ -72,6 +78,31 @@ async fn a_wellpass_member_is_admitted_and_an_expired_one_is_turned_away() {
             .any(|r| r.visit().is_some_and(|(a, _)| a == "acc-expired")),
         "a check-in was sent for a refused member: {received:#?}"
     );
+    assert_eq!(
+        received
+            .iter()
+            .filter(|r| r.admission() == Some("acc-ok"))
+            .count(),
+        1
+    );
+    // The account cache keeps the account and its membership type, nothing personal: no name
+    // or e-mail address anywhere in the database's files.
+    for file in ["gym-checkin.db", "gym-checkin.db-wal"] {
+        let bytes = std::fs::read(dir.path(file)).unwrap_or_default();
+        let text = String::from_utf8_lossy(&bytes);
+        for personal in [
+            "Frankie",
+            "Quillfeather",
+            "Gabi",
+            "Zornbrook",
+            "example.invalid",
+        ] {
+            assert!(!text.contains(personal), "{personal} is in {file}");
+        }
+        if file == "gym-checkin.db-wal" {
+            assert!(text.contains("CORPORATE_FITNESS") || bytes.is_empty());
+        }
+    }
     let status = status_json(&config);
     assert_eq!(status["admissions"]["admitted"], 1, "{status}");
     assert_eq!(
