@@ -9,6 +9,7 @@
 //! - a tap until the stand-in EGYM on loopback has the check-in (tag already cached);
 //! - the same taps with 300,000 delivered events in the outbox while `status` is read, and the
 //!   status query itself on that database;
+//! - a tap's commit until its answer reaches a member screen's event stream;
 //! - a backlog of 3,000 events of 1,000 tags drained against EGYM's token bucket, with 10 ms of
 //!   latency per request, against the time the bucket allows;
 //! - memory after the drain, CPU while idle with two readers connected;
@@ -140,6 +141,50 @@ async fn tap_run(
 /// Taps per run.
 const TAPS: usize = 1000;
 
+/// A member screen: the event stream, and when each event's first answer arrived.
+struct ScreenStream {
+    arrivals: std::sync::Arc<std::sync::Mutex<std::collections::HashMap<i64, f64>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl ScreenStream {
+    async fn open(url: &str) -> ScreenStream {
+        let mut response = reqwest::get(url).await.unwrap();
+        let arrivals = std::sync::Arc::new(std::sync::Mutex::new(std::collections::HashMap::new()));
+        let sink = arrivals.clone();
+        let task = tokio::spawn(async move {
+            let mut text = String::new();
+            while let Ok(Some(chunk)) = response.chunk().await {
+                let at = now_ms_f64();
+                text.push_str(&String::from_utf8_lossy(&chunk));
+                while let Some(end) = text.find("\n\n") {
+                    let block: String = text.drain(..end + 2).collect();
+                    let Some(data) = block.lines().find_map(|l| l.strip_prefix("data: ")) else {
+                        continue;
+                    };
+                    let Ok(view) = serde_json::from_str::<serde_json::Value>(data) else {
+                        continue;
+                    };
+                    if let Some(id) = view["event_id"].as_i64() {
+                        sink.lock().unwrap().entry(id).or_insert(at);
+                    }
+                }
+            }
+        });
+        ScreenStream { arrivals, task }
+    }
+
+    fn first_arrivals(&self) -> std::collections::HashMap<i64, f64> {
+        self.arrivals.lock().unwrap().clone()
+    }
+}
+
+impl Drop for ScreenStream {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
 /// Fills the outbox at `db` directly (fast, unsynced, then synced): `delivered` delivered events
 /// finished a second ago and `pending` pending ones, of 200,000 tags.
 async fn fill(db: &std::path::Path, delivered: i64, pending: i64) {
@@ -220,11 +265,19 @@ async fn main() {
     let second = Pty::open();
     let readers = reader("entrance", &pty.slave_path, "em4100")
         + &reader("exit", &second.slave_path, "em4100");
-    let config = write_config_with(
+    // The screen on, as by default; no member screen watches until its own figure below.
+    let screen_port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let config = write_config_parts(
         &taps_dir,
         &fake.base_url(),
         &egym(1000.0, 1000),
         "repeat-window = \"0s\"",
+        "trusted-when = \"always\"",
+        &format!("listen = \"127.0.0.1:{screen_port}\""),
         &readers,
     );
     let daemon = Daemon::start(&config);
@@ -308,7 +361,50 @@ async fn main() {
         percentile(&mut burst_durable, 99.0),
     );
 
-    // Idle: two readers connected, nothing happening.
+    // The member screen: from a tap's commit (its "tap recorded" line) to its answer on the
+    // event stream, a member screen connected, the tag's account cached.
+    let screen = ScreenStream::open(&format!("http://127.0.0.1:{screen_port}/events")).await;
+    let before = daemon.lines().len();
+    let mut interval = tokio::time::interval(Duration::from_millis(100));
+    const SCREEN_TAPS: usize = 300;
+    for i in 0..SCREEN_TAPS {
+        interval.tick().await;
+        pty.write(&em4100_frame(&tags[i % tags.len()].0));
+    }
+    daemon
+        .wait_for_lines(
+            "tap recorded",
+            tags.len() + TAPS + 200 + SCREEN_TAPS,
+            Duration::from_secs(60),
+        )
+        .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let arrivals = screen.first_arrivals();
+    let mut to_screen: Vec<f64> = daemon.lines()[before..]
+        .iter()
+        .filter(|l| l.contains("tap recorded"))
+        .filter_map(|l| {
+            let id: i64 = field(l, "event_id")?.parse().ok()?;
+            Some(arrivals.get(&id)? - log_time_ms(l))
+        })
+        .collect();
+    assert_eq!(
+        to_screen.len(),
+        SCREEN_TAPS,
+        "answers missing on the stream"
+    );
+    f.add(
+        "tap_screen_p50_ms",
+        "tap committed → its answer on the member screen's stream, p50 (ms)",
+        percentile(&mut to_screen, 50.0),
+    );
+    f.add(
+        "tap_screen_p99_ms",
+        "tap committed → its answer on the stream, p99 (ms)",
+        percentile(&mut to_screen, 99.0),
+    );
+
+    // Idle: two readers connected, a member screen open, nothing happening.
     tokio::time::sleep(Duration::from_secs(2)).await;
     let cpu_before = daemon.cpu_time();
     let idle_start = Instant::now();
@@ -317,9 +413,10 @@ async fn main() {
         (daemon.cpu_time() - cpu_before).as_secs_f64() / idle_start.elapsed().as_secs_f64() * 100.0;
     f.add(
         "idle_cpu_pct",
-        "CPU while idle, two readers connected, 10 s (% of a core)",
+        "CPU while idle, two readers connected, a member screen open, 10 s (% of a core)",
         idle_cpu,
     );
+    drop(screen);
     drop(daemon);
 
     // 2b. The same taps with 300,000 delivered events in the outbox while its status is read:

@@ -34,8 +34,20 @@ pub struct Config {
     pub visits: VisitsConfig,
     pub clock: ClockConfig,
     pub wellpass: WellpassConfig,
+    pub screen: ScreenConfig,
     pub readers: Vec<ReaderConfig>,
 }
+
+#[derive(Clone, Debug)]
+pub struct ScreenConfig {
+    /// Where the screen is served; `None`: off.
+    pub listen: Option<std::net::SocketAddr>,
+    /// The token the staff page and `/metrics` need (required off loopback).
+    pub token_file: Option<PathBuf>,
+}
+
+/// The screen's default address.
+pub const DEFAULT_SCREEN_LISTEN: &str = "127.0.0.1:8787";
 
 #[derive(Clone, Debug)]
 pub struct WellpassConfig {
@@ -231,6 +243,24 @@ impl Config {
             Some(config) if problems.0.is_empty() => Ok(config),
             _ => Err(problems.0),
         }
+    }
+
+    /// Reads the screen's token, if one is configured; the problem names the key.
+    pub fn check_screen_token(&self) -> Result<Option<String>, String> {
+        let Some(path) = &self.screen.token_file else {
+            return Ok(None);
+        };
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| format!("screen.token-file: cannot read {}: {e}", path.display()))?;
+        let token = text.trim();
+        if token.len() < 16 || token.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            return Err(format!(
+                "screen.token-file: the token in {} must be one line of 16 characters or more, \
+                 e.g. from `head -c 24 /dev/urandom | base64`",
+                path.display()
+            ));
+        }
+        Ok(Some(token.to_string()))
     }
 
     /// Checks that the API key can be read; the problem names the key that configures it.
@@ -460,7 +490,9 @@ fn parse_root(root: &toml::Table, problems: &mut Problems) -> Option<Config> {
     Section::new(
         String::new(),
         Some(&root_value),
-        &["egym", "store", "visits", "clock", "wellpass", "readers"],
+        &[
+            "egym", "store", "visits", "clock", "wellpass", "screen", "readers",
+        ],
         problems,
     )?;
     let egym = parse_egym(root.get("egym"), problems);
@@ -468,6 +500,7 @@ fn parse_root(root: &toml::Table, problems: &mut Problems) -> Option<Config> {
     let visits = parse_visits(root.get("visits"), problems);
     let clock = parse_clock(root.get("clock"), problems);
     let wellpass = parse_wellpass(root.get("wellpass"), problems);
+    let screen = parse_screen(root.get("screen"), problems);
     let readers = parse_readers(root.get("readers"), problems);
     Some(Config {
         egym: egym?,
@@ -475,8 +508,53 @@ fn parse_root(root: &toml::Table, problems: &mut Problems) -> Option<Config> {
         visits: visits?,
         clock: clock?,
         wellpass: wellpass?,
+        screen: screen?,
         readers: readers?,
     })
+}
+
+fn parse_screen(value: Option<&Value>, problems: &mut Problems) -> Option<ScreenConfig> {
+    let s = Section::new("screen".into(), value, &["listen", "token-file"], problems)?;
+    let text = s
+        .string("listen", problems)
+        .unwrap_or(DEFAULT_SCREEN_LISTEN);
+    let listen = if text.is_empty() {
+        None
+    } else {
+        match text.parse::<std::net::SocketAddr>() {
+            Ok(address) => Some(address),
+            Err(_) => {
+                problems.add(
+                    &s.key("listen"),
+                    format!(
+                        "{text:?} is not an address and port, expected e.g. \"127.0.0.1:8787\", \
+                         \"0.0.0.0:8787\" or \"\" (off)"
+                    ),
+                );
+                None
+            }
+        }
+    };
+    let token_file = s.string("token-file", problems).map(PathBuf::from);
+    if let Some(path) = &token_file
+        && path.is_relative()
+    {
+        problems.add(&s.key("token-file"), "must be an absolute path");
+    }
+    if let Some(address) = listen
+        && !address.ip().is_loopback()
+        && token_file.is_none()
+    {
+        problems.add(
+            &s.key("listen"),
+            format!(
+                "{address} is reachable from other machines: set [screen] token-file to a file \
+                 holding a token, which the staff page and /metrics then need (the member screen \
+                 stays open); or listen on 127.0.0.1"
+            ),
+        );
+    }
+    Some(ScreenConfig { listen, token_file })
 }
 
 fn parse_wellpass(value: Option<&Value>, problems: &mut Problems) -> Option<WellpassConfig> {
@@ -986,6 +1064,10 @@ mod tests {
         assert_eq!(config.clock.trusted_when, TrustRule::Synchronized);
         assert_eq!(config.wellpass.admission_window, Duration::from_secs(900));
         assert_eq!(config.wellpass.late, LateAdmission::Admit);
+        assert_eq!(
+            config.screen.listen,
+            Some(std::net::SocketAddr::from(([127, 0, 0, 1], 8787)))
+        );
         let reader = &config.readers[0];
         assert_eq!(reader.direction, Direction::Toggle);
         assert_eq!(reader.debounce, Duration::from_millis(1500));

@@ -32,6 +32,7 @@ async fn run_in(dir: &std::path::Path) -> Result<(), String> {
         .await
         .map_err(|e| format!("cannot start the stand-in EGYM: {e}"))?;
     let db = dir.join("demo.db");
+    let screen = screen_address();
     // The demo's clock is trusted while this file exists: `clock-off` and `clock-on` show how a
     // tap is stamped while it is not.
     let trusted = dir.join("clock-trusted");
@@ -48,6 +49,8 @@ async fn run_in(dir: &std::path::Path) -> Result<(), String> {
         repeat-window = "5s"
         [clock]
         trusted-when = "file:{}"
+        [screen]
+        listen = "{}"
         [[readers]]
         name = "front-desk"
         driver = "stdin"
@@ -55,12 +58,13 @@ async fn run_in(dir: &std::path::Path) -> Result<(), String> {
         "#,
         fake.base_url(),
         db.display(),
-        trusted.display()
+        trusted.display(),
+        screen
     );
     let mut config = Config::parse(&text).map_err(|problems| problems.join("; "))?;
     config.egym.api_key = ApiKeySource::Literal(ApiKey::new(DEMO_KEY.into()));
 
-    print_banner(&fake, &members);
+    print_banner(&fake, &members, screen);
     tokio::spawn(print_requests(fake.subscribe(), members));
 
     let (mut typed, reader_end) = tokio::io::duplex(4096);
@@ -141,9 +145,21 @@ fn say(text: &str) {
     let _ = out.flush();
 }
 
-fn print_banner(fake: &FakeEgym, members: &[Member]) {
+/// The screen's usual address if it is free, else any free port on loopback.
+fn screen_address() -> std::net::SocketAddr {
+    let usual = std::net::SocketAddr::from(([127, 0, 0, 1], 8787));
+    if std::net::TcpListener::bind(usual).is_ok() {
+        return usual;
+    }
+    std::net::TcpListener::bind(("127.0.0.1", 0))
+        .and_then(|l| l.local_addr())
+        .unwrap_or(usual)
+}
+
+fn print_banner(fake: &FakeEgym, members: &[Member], screen: std::net::SocketAddr) {
     let mut text = format!(
         "gym-checkin demo: a stand-in EGYM runs at {} and this terminal is the reader.\n\
+         The front-desk screen: http://{screen}/  (staff page: http://{screen}/staff, metrics: /metrics)\n\
          Demo members (type a tag to tap that member's card):\n",
         fake.base_url()
     );

@@ -23,6 +23,9 @@
 //! - [`clock`]: the one clock: steady time that no step moves, wall time and whether it is
 //!   trusted, placing taps made while it was not; RFC 3339.
 //! - [`liveness`]: each task's answer to the watchdog's question.
+//! - [`metrics`]: counters since start, and `/metrics` in Prometheus text format.
+//! - [`screen`]: the front-desk screen: the member page, the staff page, the event stream and
+//!   `/metrics`, served by the daemon itself.
 
 pub mod calibrate;
 pub mod clock;
@@ -33,8 +36,10 @@ pub mod demo;
 pub mod egym;
 pub mod listen;
 pub mod liveness;
+pub mod metrics;
 pub mod reader;
 pub mod recorder;
+pub mod screen;
 pub mod status;
 pub mod store;
 pub mod tag;

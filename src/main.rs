@@ -163,6 +163,10 @@ fn load(path: &std::path::Path) -> Result<(Config, gym_checkin::config::ApiKey),
         eprintln!("gym-checkin: {}: 1 problem:\n  {problem}", path.display());
         ExitCode::from(EXIT_CONFIG)
     })?;
+    config.check_screen_token().map_err(|problem| {
+        eprintln!("gym-checkin: {}: 1 problem:\n  {problem}", path.display());
+        ExitCode::from(EXIT_CONFIG)
+    })?;
     Ok((config, key))
 }
 
@@ -206,6 +210,25 @@ fn check_config(path: &std::path::Path) -> ExitCode {
     }
     if let Some(warning) = clock.never_trusted_warning() {
         eprintln!("gym-checkin: WARNING: {warning}");
+    }
+    match config.screen.listen {
+        None => println!("  screen: off"),
+        Some(listen) => {
+            let token = if config.screen.token_file.is_some() {
+                "; the staff page and /metrics need the token"
+            } else {
+                ""
+            };
+            println!("  screen: http://{listen}/ (staff: /staff){token}");
+            // Bound, then let go at once: only to tell whether the port is free.
+            if let Err(e) = std::net::TcpListener::bind(listen) {
+                eprintln!(
+                    "gym-checkin: WARNING: screen.listen: cannot listen on {listen} now: {e}. If \
+                     gym-checkin runs, it may be the one using it; otherwise the screen will not \
+                     be served until the port is free (taps are recorded and delivered all the same)"
+                );
+            }
+        }
     }
     for reader in &config.readers {
         let device = match &reader.driver {

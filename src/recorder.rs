@@ -26,10 +26,14 @@ use tracing::{error, info, warn};
 
 use crate::clock::placement::Placed;
 use crate::clock::{Clock, Trust, rfc3339_ms};
+use crate::egym::CORPORATE_FITNESS;
 use crate::liveness::Pulse;
+use crate::metrics::Metrics;
 use crate::reader::{ReaderMessage, Tap};
+use crate::screen::{Happening, Known, Screen};
 use crate::store::{
-    Batch, NewEvent, PlacedEvent, ReaderUpdate, Store, StoreError, TimeQuality, Visit,
+    Batch, CachedAccount, NewEvent, PlacedEvent, ReaderUpdate, Store, StoreError, TimeQuality,
+    Visit,
 };
 use crate::tag;
 use crate::visit::{
@@ -48,10 +52,18 @@ const AUTO_CHECKOUT_LOOK_AGAIN: Duration = Duration::from_secs(60);
 /// After placing held taps failed (the database), it is tried again this soon.
 const PLACE_RETRY: Duration = Duration::from_secs(5);
 
+/// Who hears of taps besides the database: the screen, and the counters.
+#[derive(Clone, Debug)]
+pub struct Listeners {
+    pub screen: Screen,
+    pub metrics: Arc<Metrics>,
+}
+
 #[derive(Debug)]
 pub struct Recorder {
     store: Store,
     clock: Clock,
+    listeners: Listeners,
     trust: watch::Receiver<Trust>,
     visits: HashMap<String, Visit>,
     repeat_window: Duration,
@@ -94,10 +106,12 @@ impl Recorder {
         repeat_window: Duration,
         auto_checkout: Option<AutoCheckoutPolicy>,
         recorded: Arc<watch::Sender<i64>>,
+        listeners: Listeners,
     ) -> Result<Recorder, StoreError> {
         let visits = store.visits().await?;
         Ok(Recorder {
             store,
+            listeners,
             trust: clock.subscribe(),
             clock,
             visits,
@@ -192,6 +206,7 @@ impl Recorder {
             ReaderMessage::Connected { reader, connected } => {
                 let update = self.reader_update(&reader);
                 update.connected = Some(connected);
+                self.listeners.screen.staff_changed();
                 return;
             }
             ReaderMessage::Tap(tap) => tap,
@@ -210,6 +225,12 @@ impl Recorder {
         let kind = match decision {
             Decision::IgnoreRepeat { since_last_ms } => {
                 info!(outcome = "ignored", reader = %tap.reader, tag = %short, since_last_s = since_last_ms / 1000, "tap ignored: same tag within repeat-window");
+                self.listeners.metrics.tap(&tap.reader, "ignored");
+                let inside = self.visits.get(&tap.rfid).is_some_and(|v| v.state.inside);
+                self.listeners.screen.happened(Happening::Repeated {
+                    reader: tap.reader.to_string(),
+                    inside,
+                });
                 return;
             }
             Decision::Record(kind) => kind,
@@ -217,6 +238,7 @@ impl Recorder {
         if self.held.len() >= MAX_HELD {
             // Nothing changes for a tap that is not kept: the member's visit stays as it was.
             self.lost += 1;
+            self.listeners.metrics.tap(&tap.reader, "lost");
             error!(outcome = "lost", reader = %tap.reader, tag = %short, kind = %kind.as_str(), tapped_at = %rfc3339_ms(tap.at.wall_ms), "tap LOST: the database cannot be written and the in-memory buffer is full");
             return;
         }
@@ -465,9 +487,13 @@ impl Recorder {
                 now_wall_ms: self.clock.now().wall_ms,
             };
             let recorded = self.recorded.clone();
-            // Said, and delivery woken, on the database thread right after the commit.
-            let committed = move |events: &[(NewEvent, TagState)], ids: &[i64]| {
-                for ((event, _), id) in events.iter().zip(ids) {
+            let listeners = self.listeners.clone();
+            // Said, answered on the screen, and delivery woken, on the database thread right
+            // after the commit.
+            let committed = move |events: &[(NewEvent, TagState)],
+                                  ids: &[i64],
+                                  cached: &[Option<CachedAccount>]| {
+                for (((event, _), id), cached) in events.iter().zip(ids).zip(cached) {
                     info!(
                         outcome = "recorded",
                         automatic = event.automatic,
@@ -479,10 +505,20 @@ impl Recorder {
                         clock = event.time.as_str(),
                         "tap recorded"
                     );
+                    if !event.automatic {
+                        listeners.metrics.tap(&event.reader, "recorded");
+                        listeners.screen.happened(Happening::Recorded {
+                            event_id: *id,
+                            reader: event.reader.clone(),
+                            kind: event.kind,
+                            known: known(cached.as_ref()),
+                        });
+                    }
                 }
                 if let Some(&last) = ids.last() {
                     recorded.send_replace(last);
                 }
+                listeners.screen.staff_changed();
             };
             match self.store.record_batch(batch, committed).await {
                 Ok(ids) => {
@@ -509,6 +545,16 @@ impl Recorder {
                 }
             }
         }
+    }
+}
+
+/// What the tag cache knew of a tag, for the screen's first answer.
+fn known(cached: Option<&CachedAccount>) -> Known {
+    match cached {
+        None => Known::NotYet,
+        Some(c) if c.account_id.is_none() => Known::Nobody,
+        Some(c) if c.membership_type.as_deref() == Some(CORPORATE_FITNESS) => Known::WellpassMember,
+        Some(_) => Known::Member,
     }
 }
 

@@ -69,6 +69,7 @@ pub fn to_json(data: &StatusData, asked: &Asked) -> Value {
             "approximate": clock.approximate,
         },
         "admissions": admissions_json(data),
+        "screen": data.parts.iter().find(|(part, _)| part == "screen").map(|(_, state)| state),
         "readers": data.readers.iter().map(|r| json!({
             "name": r.name,
             "connected": r.connected,
@@ -185,6 +186,9 @@ pub fn to_text(data: &StatusData, asked: &Asked, db: &Path) -> String {
         }
     }
     let _ = writeln!(out, "{}", clock_line(data, asked));
+    for (part, state) in &data.parts {
+        let _ = writeln!(out, "{part}: {state}");
+    }
     let e = &data.events;
     let oldest = age_s(asked, data.oldest_pending_steady_ms)
         .map(|s| format!(" (oldest tapped {} ago)", duration_text(s * 1000)))

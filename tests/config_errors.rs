@@ -259,3 +259,24 @@ fn check_config_says_whether_the_clock_is_trusted_and_warns_when_it_never_can_be
         "{stderr}"
     );
 }
+
+#[test]
+fn a_screen_address_that_is_no_address_or_open_to_all_without_a_token_is_refused() {
+    check_refused(
+        "screen-address",
+        |t| t + "\n[screen]\nlisten = \"localhost-8787\"\n",
+        &["screen.listen: \"localhost-8787\" is not an address and port"],
+    );
+    check_refused(
+        "screen-open",
+        |t| t + "\n[screen]\nlisten = \"0.0.0.0:8787\"\n",
+        &["screen.listen: 0.0.0.0:8787 is reachable from other machines: set [screen] token-file"],
+    );
+    check_refused(
+        "screen-token-missing",
+        |t| {
+            t + "\n[screen]\nlisten = \"0.0.0.0:8787\"\ntoken-file = \"/nonexistent/screen-token\"\n"
+        },
+        &["screen.token-file: cannot read /nonexistent/screen-token"],
+    );
+}

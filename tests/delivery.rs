@@ -12,6 +12,8 @@ use gym_checkin::delivery::{LateAdmission, RecorderLinks, Settings, Worker};
 use gym_checkin::egym::Client;
 use gym_checkin::egym::fake::Calls;
 use gym_checkin::liveness::Pulse;
+use gym_checkin::recorder::Listeners;
+use gym_checkin::screen::Screen;
 use gym_checkin::store::{Admission, EventRow, NewEvent, Store, TimeQuality};
 use gym_checkin::visit::{CheckIn, Correction, Kind, after_event};
 use tokio::sync::{mpsc, watch};
@@ -87,6 +89,10 @@ async fn setup_members(
         ApiKeySource::Literal(key.clone()),
         key,
         RecorderLinks {
+            listeners: Listeners {
+                screen: Screen::new(clock.clone()),
+                metrics: Default::default(),
+            },
             recorded: recorded_events,
             corrections: corrections_out,
         },

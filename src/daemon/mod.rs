@@ -18,8 +18,10 @@ use crate::config::{ApiKey, Config};
 use crate::delivery::{self, Worker};
 use crate::egym;
 use crate::liveness::Liveness;
+use crate::metrics::Metrics;
 use crate::reader::{Reader, Source};
-use crate::recorder::Recorder;
+use crate::recorder::{Listeners, Recorder};
+use crate::screen::Screen;
 use crate::store::{Store, StoreError};
 use notify::Notifier;
 
@@ -68,13 +70,6 @@ pub async fn run(
     let store = Store::open(&config.store.path).await?;
     info!(database = %config.store.path.display(), "database open");
     let clock = start_clock(&store, &config).await?;
-    let client = egym::Client::new(
-        &config.egym.base_url,
-        config.egym.request_timeout,
-        config.egym.rate_limit_per_second,
-        config.egym.rate_limit_burst,
-    )
-    .map_err(DaemonError::Setup)?;
 
     let (stop, stopping) = watch::channel(false);
     let (recorded, recorded_events) = watch::channel(0);
@@ -87,12 +82,19 @@ pub async fn run(
         closing_time: config.visits.closing_time,
         time_zone: jiff::tz::TimeZone::system(),
     });
+    let metrics = Arc::new(Metrics::default());
+    let screen = Screen::new(clock.clone());
+    let listeners = Listeners {
+        screen: screen.clone(),
+        metrics: metrics.clone(),
+    };
     let recorder = Recorder::new(
         store.clone(),
         clock.clone(),
         config.visits.repeat_window,
         auto_checkout,
         recorded,
+        listeners.clone(),
     )
     .await?;
 
@@ -131,6 +133,14 @@ pub async fn run(
         admission_window: config.wellpass.admission_window,
         late_admission: config.wellpass.late,
     };
+    let client = egym::Client::new(
+        &config.egym.base_url,
+        config.egym.request_timeout,
+        config.egym.rate_limit_per_second,
+        config.egym.rate_limit_burst,
+    )
+    .map_err(DaemonError::Setup)?
+    .with_metrics(metrics.clone());
     let worker = Worker::new(
         store.clone(),
         client,
@@ -139,6 +149,7 @@ pub async fn run(
         config.egym.api_key.clone(),
         api_key,
         delivery::RecorderLinks {
+            listeners,
             recorded: recorded_events,
             corrections,
         },
@@ -155,6 +166,32 @@ pub async fn run(
         store.clone(),
         stopping.clone(),
     ));
+    // The screen is optional: it runs beside the tasks above, outside the watchdog's checks,
+    // and nothing waits for it.
+    let screen_server = match config.screen.listen {
+        Some(listen) => {
+            let token = config.check_screen_token().map_err(DaemonError::Setup)?;
+            Some(tokio::spawn(crate::screen::serve(
+                crate::screen::ServerSettings { listen, token },
+                screen,
+                store.clone(),
+                metrics,
+                clock.clone(),
+                stopping.clone(),
+                watch::channel(None).0,
+            )))
+        }
+        None => {
+            let _ = store
+                .set_part_state(
+                    "screen",
+                    "off ([screen] listen = \"\")".into(),
+                    clock.now().wall_ms,
+                )
+                .await;
+            None
+        }
+    };
     info!(readers = config.readers.len(), egym = %config.egym.base_url, "gym-checkin running");
     let notifier = Notifier::from_env().map(Arc::new);
     if let Some(notifier) = &notifier {
@@ -192,6 +229,9 @@ pub async fn run(
     let _ = pruner.await;
     let _ = delivery.await;
     let _ = timekeeper.await;
+    if let Some(server) = screen_server {
+        let _ = server.await;
+    }
     if let Err(e) = store.checkpoint().await {
         warn!(error = %e, "cannot checkpoint the database; its write-ahead log keeps the data");
     }

@@ -5,6 +5,7 @@ use tracing::{info, warn};
 
 use crate::config::ApiKey;
 use crate::egym::{self, Call, Failure, Verdict};
+use crate::screen::Happening;
 use crate::store::{Admission, OpenEvent, StoreError};
 use crate::tag;
 
@@ -27,6 +28,8 @@ pub(super) async fn attempt(
         ctx.clock.steady_ms(),
         ctx.settings.account_cache_ttl,
     ) {
+        // A member at the door now is greeted by name: the name is asked for, never kept.
+        CacheUse::Account { .. } if ctx.listeners.screen.wants_name(event.id) => None,
         CacheUse::Account {
             account_id,
             membership_type,
@@ -68,7 +71,17 @@ pub(super) async fn attempt(
                         .await?;
                 }
                 match found {
-                    Ok(account) => (account.account_id, account.membership_type),
+                    Ok(account) => {
+                        if let Some(first_name) = account.first_name
+                            && ctx.listeners.screen.wants_name(event.id)
+                        {
+                            ctx.listeners.screen.happened(Happening::Named {
+                                event_id: event.id,
+                                first_name,
+                            });
+                        }
+                        (account.account_id, account.membership_type)
+                    }
                     Err(failure) => {
                         let verdict = egym::classify(Call::Lookup, &failure);
                         return Ok(outcome_of(verdict, failure));

@@ -36,6 +36,8 @@ use crate::clock::Clock;
 use crate::config::{ApiKey, ApiKeySource};
 use crate::egym;
 use crate::liveness::Pulse;
+use crate::recorder::Listeners;
+use crate::screen::Happening;
 use crate::store::{OpenEvent, Store, StoreError};
 use crate::tag;
 use crate::visit::Correction;
@@ -68,6 +70,7 @@ struct Context {
     clock: Clock,
     posts: Semaphore,
     settings: Settings,
+    listeners: Listeners,
 }
 
 #[derive(Debug)]
@@ -95,9 +98,10 @@ enum Wake {
     Shutdown,
 }
 
-/// The worker's links with the recorder.
+/// The worker's links with the recorder, and who hears of outcomes besides the database.
 #[derive(Debug)]
 pub struct RecorderLinks {
+    pub listeners: Listeners,
     /// The id of the newest event recorded, changed at each commit (and sent again when held
     /// taps become due).
     pub recorded: watch::Receiver<i64>,
@@ -149,6 +153,7 @@ impl Worker {
                 clock,
                 posts: Semaphore::new(posts),
                 settings,
+                listeners: recorder.listeners,
             }),
             key_source,
             key,
@@ -467,7 +472,34 @@ impl Worker {
         if say {
             report(event, &decision.report);
         }
+        let (counted, happening) = heard(event, &decision.report);
+        self.ctx.listeners.metrics.delivery(counted);
+        if let Some(happening) = happening {
+            self.ctx.listeners.screen.happened(happening);
+        } else {
+            self.ctx.listeners.screen.staff_changed();
+        }
         Ok(())
+    }
+}
+
+/// How an outcome is counted, and what the screen hears of it.
+fn heard(event: &OpenEvent, report: &Report) -> (&'static str, Option<Happening>) {
+    let event_id = event.id;
+    match report {
+        Report::Delivered { .. } => ("delivered", Some(Happening::Delivered { event_id })),
+        Report::Retry { .. } => ("retry", Some(Happening::Failing { event_id })),
+        Report::Paused { .. } => ("paused", Some(Happening::Failing { event_id })),
+        Report::UnknownTag { .. } => ("unknown_tag", Some(Happening::Unknown { event_id })),
+        Report::UnknownTagGivenUp { .. } => ("rejected", Some(Happening::Unknown { event_id })),
+        Report::Rejected { .. } => ("rejected", None),
+        Report::AdmissionRefused { refusal } => (
+            "admission_refused",
+            Some(Happening::Refused {
+                event_id,
+                refusal: *refusal,
+            }),
+        ),
     }
 }
 

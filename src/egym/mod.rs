@@ -24,6 +24,7 @@ pub struct Client {
     http: reqwest::Client,
     api: Url,
     limiter: std::sync::Arc<rate_limit::RateLimiter>,
+    metrics: std::sync::Arc<crate::metrics::Metrics>,
 }
 
 /// The body of EGYM's error answers (`ErrorDTO`), as far as the daemon uses it.
@@ -259,7 +260,17 @@ impl Client {
         let path = format!("{}/api/v2/", api.path().trim_end_matches('/'));
         api.set_path(&path);
         let limiter = std::sync::Arc::new(rate_limit::RateLimiter::new(rate_per_second, burst));
-        Ok(Client { http, api, limiter })
+        Ok(Client {
+            http,
+            api,
+            limiter,
+            metrics: std::sync::Arc::default(),
+        })
+    }
+
+    /// Counts each request's duration and answer in `metrics`.
+    pub fn with_metrics(self, metrics: std::sync::Arc<crate::metrics::Metrics>) -> Client {
+        Client { metrics, ..self }
     }
 
     /// `GET /api/v2/accounts/rfid/{rfid}`: the member with this tag.
@@ -273,13 +284,13 @@ impl Client {
         if let Some(format) = tag_format {
             url.query_pairs_mut().append_pair("tagFormat", format);
         }
-        self.get_account(key, url).await
+        self.get_account(key, url, "lookup").await
     }
 
     /// `GET /api/v2/accounts/email/{email}`.
     pub async fn account_by_email(&self, key: &ApiKey, email: &str) -> Result<Account, Failure> {
         let url = self.endpoint(&["accounts", "email", email]);
-        self.get_account(key, url).await
+        self.get_account(key, url, "account").await
     }
 
     /// `GET /api/v2/accounts/membership/{membershipId}`.
@@ -289,10 +300,15 @@ impl Client {
         membership_id: &str,
     ) -> Result<Account, Failure> {
         let url = self.endpoint(&["accounts", "membership", membership_id]);
-        self.get_account(key, url).await
+        self.get_account(key, url, "account").await
     }
 
-    async fn get_account(&self, key: &ApiKey, url: Url) -> Result<Account, Failure> {
+    async fn get_account(
+        &self,
+        key: &ApiKey,
+        url: Url,
+        call: &'static str,
+    ) -> Result<Account, Failure> {
         #[derive(Deserialize)]
         #[serde(rename_all = "camelCase")]
         struct Membership {
@@ -305,7 +321,7 @@ impl Client {
             first_name: Option<String>,
             membership: Option<Membership>,
         }
-        let body = self.get_ok(key, url).await?;
+        let body = self.get_ok(key, url, call).await?;
         // A 200 without an account id is not what the API promises; retrying is the safe answer.
         let account: MemberAccount =
             serde_json::from_slice(&body).map_err(|e| Failure::Transport {
@@ -328,7 +344,7 @@ impl Client {
     ) -> Result<Vec<EnrolledRfid>, Failure> {
         let mut url = self.endpoint(&["accounts", account_id, "rfids"]);
         url.query_pairs_mut().append_pair("allSources", "true");
-        let body = self.get_ok(key, url).await?;
+        let body = self.get_ok(key, url, "rfids").await?;
         serde_json::from_slice(&body).map_err(|e| Failure::Transport {
             timeout: false,
             detail: format!("unreadable list of cards: {e}"),
@@ -344,7 +360,7 @@ impl Client {
             first_admission: bool,
         }
         let url = self.endpoint(&["accounts", account_id, "admissions"]);
-        let response = self.send(self.http.post(url), key).await?;
+        let response = self.send(self.http.post(url), key, "admission").await?;
         let status = response.status();
         let body = response.bytes().await.map_err(transport)?;
         if status != StatusCode::OK {
@@ -379,7 +395,7 @@ impl Client {
             .http
             .post(url)
             .json(&serde_json::json!({ "timestamp": timestamp_ms }));
-        let response = self.send(request, key).await?;
+        let response = self.send(request, key, "post").await?;
         let status = response.status();
         if status.is_success() {
             return Ok(status.as_u16());
@@ -392,8 +408,13 @@ impl Client {
     }
 
     /// A GET whose only success is 200: its body.
-    async fn get_ok(&self, key: &ApiKey, url: Url) -> Result<bytes::Bytes, Failure> {
-        let response = self.send(self.http.get(url), key).await?;
+    async fn get_ok(
+        &self,
+        key: &ApiKey,
+        url: Url,
+        call: &'static str,
+    ) -> Result<bytes::Bytes, Failure> {
+        let response = self.send(self.http.get(url), key, call).await?;
         let status = response.status();
         let body = response.bytes().await.map_err(transport)?;
         if status != StatusCode::OK {
@@ -419,13 +440,17 @@ impl Client {
         &self,
         request: reqwest::RequestBuilder,
         key: &ApiKey,
+        call: &'static str,
     ) -> Result<reqwest::Response, Failure> {
         self.limiter.acquire().await;
-        let response = request
-            .header("x-api-key", key.expose())
-            .send()
-            .await
-            .map_err(transport)?;
+        let started = std::time::Instant::now();
+        let sent = request.header("x-api-key", key.expose()).send().await;
+        self.metrics.request(
+            call,
+            started.elapsed().as_secs_f64(),
+            sent.as_ref().ok().map(|r| r.status().as_u16()),
+        );
+        let response = sent.map_err(transport)?;
         let remaining = response
             .headers()
             .get("x-ratelimit-remaining")

@@ -14,27 +14,34 @@ pub struct CachedAccount {
     pub resolved_steady_ms: i64,
 }
 
+/// The cached answer for a tag, if any.
+pub(super) fn cached(
+    conn: &rusqlite::Connection,
+    tag: &str,
+    tag_format: Option<&str>,
+) -> rusqlite::Result<Option<CachedAccount>> {
+    conn.prepare_cached(
+        "SELECT account_id, resolved_steady_ms, membership_type FROM accounts
+         WHERE tag = ?1 AND tag_format = ?2",
+    )?
+    .query_row(params![tag, tag_format.unwrap_or_default()], |row| {
+        Ok(CachedAccount {
+            account_id: row.get(0)?,
+            membership_type: row.get(2)?,
+            resolved_steady_ms: row.get(1)?,
+        })
+    })
+    .optional()
+}
+
 impl Store {
     pub async fn cached_account(
         &self,
         tag: String,
         tag_format: Option<String>,
     ) -> Result<Option<CachedAccount>, StoreError> {
-        self.call(move |conn| {
-            conn.prepare_cached(
-                "SELECT account_id, resolved_steady_ms, membership_type FROM accounts
-                 WHERE tag = ?1 AND tag_format = ?2",
-            )?
-            .query_row(params![tag, tag_format.unwrap_or_default()], |row| {
-                Ok(CachedAccount {
-                    account_id: row.get(0)?,
-                    membership_type: row.get(2)?,
-                    resolved_steady_ms: row.get(1)?,
-                })
-            })
-            .optional()
-        })
-        .await
+        self.call(move |conn| cached(conn, &tag, tag_format.as_deref()))
+            .await
     }
 
     /// Caches EGYM's answer for the tag, given at steady time `now_steady_ms`: the member's

@@ -4,6 +4,7 @@
 use rusqlite::{Connection, OptionalExtension, params};
 use tracing::warn;
 
+use super::CachedAccount;
 use super::{
     Admission, Answer, EventRow, NewEvent, OPEN, OpenEvent, Priority, ReaderUpdate, Store,
     StoreError, TimeQuality, checkpoint,
@@ -109,7 +110,7 @@ impl Store {
             now_wall_ms,
             ..Batch::default()
         };
-        let ids = self.record_batch(batch, |_, _| {}).await?;
+        let ids = self.record_batch(batch, |_, _, _| {}).await?;
         Ok(ids[0])
     }
 
@@ -117,11 +118,12 @@ impl Store {
     /// ids once committed.
     ///
     /// `committed` runs on the database thread the moment the transaction has committed, with
-    /// the events and their ids: what must follow a commit at once (saying so in the log) does
-    /// not wait for the caller to be woken.
+    /// the events, their ids, and what the tag cache knew of each tag: what must follow a commit
+    /// at once (saying so in the log, answering the member) does not wait for the caller to be
+    /// woken.
     pub async fn record_batch<F>(&self, batch: Batch, committed: F) -> Result<Vec<i64>, StoreError>
     where
-        F: FnOnce(&[(NewEvent, TagState)], &[i64]) + Send + 'static,
+        F: FnOnce(&[(NewEvent, TagState)], &[i64], &[Option<CachedAccount>]) + Send + 'static,
     {
         self.call_with(Priority::Tap, move |conn| {
             let tx = conn.transaction()?;
@@ -184,6 +186,13 @@ impl Store {
             for update in &batch.readers {
                 update_reader(&tx, update, batch.now_wall_ms)?;
             }
+            let cached = batch
+                .events
+                .iter()
+                .map(|(event, _)| {
+                    super::accounts::cached(&tx, &event.tag, event.tag_format.as_deref())
+                })
+                .collect::<rusqlite::Result<Vec<_>>>()?;
             if batch.lost > 0 {
                 tx.prepare_cached(
                     "INSERT INTO tallies (name, n) VALUES ('lost', ?1)
@@ -192,7 +201,7 @@ impl Store {
                 .execute([batch.lost as i64])?;
             }
             tx.commit()?;
-            committed(&batch.events, &ids);
+            committed(&batch.events, &ids, &cached);
             Ok(ids)
         })
         .await

@@ -201,4 +201,16 @@ pub const MIGRATIONS: &[&str] = &[
         WHERE name = 'admission:' || OLD.admission || COALESCE(':' || OLD.admission_reason, '');
     END;
     "#,
+    // 7: the front-desk screen.
+    r#"
+    -- The service's parts that `status` reports beside the events (the screen's server).
+    CREATE TABLE service (
+        part          TEXT    PRIMARY KEY,
+        state         TEXT    NOT NULL,
+        changed_at_ms INTEGER
+    ) WITHOUT ROWID;
+
+    -- Refused Wellpass admissions, newest first, for the staff page.
+    CREATE INDEX events_refused ON events (id) WHERE admission IN ('refused', 'refused_late');
+    "#,
 ];

@@ -54,6 +54,30 @@ impl Store {
         .await
     }
 
+    /// Records the state of one of the service's parts (`screen`), for `status`.
+    pub async fn set_part_state(
+        &self,
+        part: &'static str,
+        state: String,
+        now_wall_ms: i64,
+    ) -> Result<(), StoreError> {
+        self.call(move |conn| {
+            conn.prepare_cached(
+                "INSERT INTO service (part, state, changed_at_ms) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (part) DO UPDATE SET state = ?2, changed_at_ms = ?3",
+            )?
+            .execute(params![part, state, now_wall_ms])?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// The staff page's lists: the last `taps` events, unknown tags, refused admissions.
+    pub async fn staff(&self, taps: usize) -> Result<super::status::StaffData, StoreError> {
+        self.call(move |conn| super::status::staff(conn, taps))
+            .await
+    }
+
     /// Records the last delivery failure, for `status`.
     pub async fn set_last_error(&self, error: String, now_wall_ms: i64) -> Result<(), StoreError> {
         self.call(move |conn| {

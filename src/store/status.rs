@@ -29,6 +29,8 @@ pub struct StatusData {
     /// Wellpass admissions of kept events: (kind, reason, count), kind as in `Admission`.
     pub admissions: Vec<(String, Option<String>, u64)>,
     pub clock: ClockData,
+    /// The service's parts and their state (`screen`: serving, or why not).
+    pub parts: Vec<(String, String)>,
 }
 
 /// The clock as the service last saw it, and the events it concerns.
@@ -198,6 +200,10 @@ pub(super) fn query(tx: &rusqlite::Transaction<'_>) -> rusqlite::Result<StatusDa
         .filter(|(_, _, n)| *n > 0)
         .collect();
     admissions.sort();
+    let parts = tx
+        .prepare("SELECT part, state FROM service ORDER BY part")?
+        .query_map([], |row| Ok((row.get(0)?, row.get(1)?)))?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
     Ok(StatusData {
         events,
         oldest_pending_steady_ms,
@@ -212,6 +218,7 @@ pub(super) fn query(tx: &rusqlite::Transaction<'_>) -> rusqlite::Result<StatusDa
         readers,
         rejections,
         admissions,
+        parts,
         clock: ClockData {
             trusted,
             source,
@@ -223,5 +230,81 @@ pub(super) fn query(tx: &rusqlite::Transaction<'_>) -> rusqlite::Result<StatusDa
             approximate: n("clock:approximate"),
             steady_offset_ms: None,
         },
+    })
+}
+
+/// One event as the staff page lists it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TapRow {
+    pub id: i64,
+    pub reader: String,
+    pub tag: String,
+    pub raw_id: String,
+    pub kind: String,
+    pub tapped_at_ms: i64,
+    pub state: String,
+    pub clock: String,
+    pub admission: Option<String>,
+    pub admission_reason: Option<String>,
+    pub automatic: bool,
+}
+
+/// What the staff page shows besides the status.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct StaffData {
+    /// The last events, newest first.
+    pub taps: Vec<TapRow>,
+    /// Events of tags EGYM does not know (yet), oldest first.
+    pub unknown: Vec<TapRow>,
+    /// Refused Wellpass admissions, newest first.
+    pub refused: Vec<TapRow>,
+}
+
+const TAP_COLUMNS: &str = "id, reader, tag, raw_id, kind, tapped_at_ms, state, clock, admission,
+                           admission_reason, automatic";
+
+fn tap_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<TapRow> {
+    Ok(TapRow {
+        id: row.get(0)?,
+        reader: row.get(1)?,
+        tag: row.get(2)?,
+        raw_id: row.get(3)?,
+        kind: row.get(4)?,
+        tapped_at_ms: row.get(5)?,
+        state: row.get(6)?,
+        clock: row.get(7)?,
+        admission: row.get(8)?,
+        admission_reason: row.get(9)?,
+        automatic: row.get(10)?,
+    })
+}
+
+/// The staff page's lists, each from an index.
+pub(super) fn staff(conn: &Connection, taps: usize) -> rusqlite::Result<StaffData> {
+    let rows = |sql: &str, limit: usize| -> rusqlite::Result<Vec<TapRow>> {
+        conn.prepare_cached(sql)?
+            .query_map([limit as i64], tap_row)?
+            .collect()
+    };
+    Ok(StaffData {
+        taps: rows(
+            &format!("SELECT {TAP_COLUMNS} FROM events ORDER BY id DESC LIMIT ?1"),
+            taps,
+        )?,
+        unknown: rows(
+            &format!(
+                "SELECT {TAP_COLUMNS} FROM events INDEXED BY events_open_id
+                 WHERE state IN ('pending', 'unknown_tag') AND state = 'unknown_tag'
+                 ORDER BY id LIMIT ?1"
+            ),
+            200,
+        )?,
+        refused: rows(
+            &format!(
+                "SELECT {TAP_COLUMNS} FROM events INDEXED BY events_refused
+                 WHERE admission IN ('refused', 'refused_late') ORDER BY id DESC LIMIT ?1"
+            ),
+            20,
+        )?,
     })
 }

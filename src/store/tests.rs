@@ -46,7 +46,7 @@ async fn record(store: &Store, events: Vec<(NewEvent, TagState)>) -> Vec<i64> {
         events,
         ..Batch::default()
     };
-    store.record_batch(batch, |_, _| {}).await.unwrap()
+    store.record_batch(batch, |_, _, _| {}).await.unwrap()
 }
 
 /// Whether the database thread has made its write that starts the log over.

@@ -15,6 +15,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+pub mod browser;
+
 pub use gym_checkin::egym::fake::{FakeEgym, Member, Mode, Received};
 
 pub const API_KEY: &str = "test-key-6f1d9c2a-do-not-print";
@@ -389,7 +391,7 @@ pub async fn seed_backlog(db: &Path, tags: &[String], events_per_tag: usize) -> 
         now_wall_ms: now_ms(),
         ..Batch::default()
     };
-    store.record_batch(batch, |_, _| {}).await.unwrap();
+    store.record_batch(batch, |_, _, _| {}).await.unwrap();
     store.checkpoint().await.unwrap();
     n
 }
@@ -425,13 +427,45 @@ pub fn write_config_with(
     )
 }
 
-/// As [`write_config_with`], with the `[clock]` section's lines too.
+/// As [`write_config_with`], with the `[clock]` section's lines too. The screen is off: tests
+/// run side by side, and only the screen's own tests give it a port.
 pub fn write_config_full(
     dir: &TestDir,
     base_url: &str,
     egym: &str,
     visits: &str,
     clock: &str,
+    readers: &str,
+) -> PathBuf {
+    write_config_parts(dir, base_url, egym, visits, clock, "listen = \"\"", readers)
+}
+
+/// A configuration whose screen listens on `listen` (`token-file` and the like in `screen`).
+pub fn write_config_with_screen(
+    dir: &TestDir,
+    base_url: &str,
+    screen: &str,
+    readers: &str,
+) -> PathBuf {
+    write_config_parts(
+        dir,
+        base_url,
+        "rate-limit-per-second = 50\nrate-limit-burst = 50\nrequest-timeout = \"2s\"",
+        "",
+        "trusted-when = \"always\"",
+        screen,
+        readers,
+    )
+}
+
+/// A configuration from each section's lines.
+pub fn write_config_parts(
+    dir: &TestDir,
+    base_url: &str,
+    egym: &str,
+    visits: &str,
+    clock: &str,
+    screen: &str,
     readers: &str,
 ) -> PathBuf {
     let key_file = dir.path("api-key");
@@ -451,6 +485,9 @@ path = "{db}"
 
 [clock]
 {clock}
+
+[screen]
+{screen}
 
 {readers}
 "#,

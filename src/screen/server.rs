@@ -1,0 +1,389 @@
+//! The screen's HTTP server: the two pages (embedded in the binary), the event stream, and
+//! `/metrics`.
+//!
+//! It runs beside the service and never in its way: if the address cannot be bound (the port is
+//! taken), it says why in the journal and in `status`, tries again with backoff, and taps are
+//! recorded and delivered meanwhile as always.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::combinators::BoxBody;
+use http_body_util::{BodyExt, Full};
+use hyper::body::{Frame, Incoming};
+use hyper::{Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpListener;
+use tokio::sync::{broadcast, watch};
+use tokio::task::JoinSet;
+use tracing::{debug, info, warn};
+
+use super::{Audience, Screen, Sent, staff_json};
+use crate::clock::Clock;
+use crate::metrics::{Gauges, Metrics};
+use crate::store::Store;
+
+const MEMBER_PAGE: &str = include_str!("pages/member.html");
+const STAFF_PAGE: &str = include_str!("pages/staff.html");
+
+/// The first wait before binding again; it doubles up to the maximum.
+const BIND_RETRY_FIRST: Duration = Duration::from_secs(1);
+const BIND_RETRY_MAX: Duration = Duration::from_secs(60);
+/// A quiet event stream gets a comment this often, so dead connections are found.
+const KEEP_ALIVE: Duration = Duration::from_secs(15);
+/// A browser that loses the stream tries again after this long.
+const RECONNECT_MS: u64 = 2_000;
+/// The staff page's data is refreshed at most this often while something changes, and at
+/// least this often while a staff page is open.
+const STAFF_MIN_GAP: Duration = Duration::from_millis(250);
+const STAFF_REFRESH: Duration = Duration::from_secs(2);
+/// Taps listed on the staff page.
+const STAFF_TAPS: usize = 50;
+
+type Body = BoxBody<Bytes, Infallible>;
+
+/// `[screen]`, as the server needs it.
+#[derive(Clone, Debug)]
+pub struct ServerSettings {
+    pub listen: SocketAddr,
+    /// Required for the staff page, its events and `/metrics` (always set for an address that
+    /// is not loopback).
+    pub token: Option<String>,
+}
+
+/// What each request needs.
+#[derive(Debug)]
+struct Context {
+    screen: Screen,
+    store: Store,
+    metrics: Arc<Metrics>,
+    clock: Clock,
+    token: Option<String>,
+    /// Staff pages open now: the staff data is refreshed only while there are some.
+    staff_open: AtomicUsize,
+}
+
+/// Serves the screen until `stopping` turns true; `bound` hears the address once listening.
+pub async fn serve(
+    settings: ServerSettings,
+    screen: Screen,
+    store: Store,
+    metrics: Arc<Metrics>,
+    clock: Clock,
+    mut stopping: watch::Receiver<bool>,
+    bound: watch::Sender<Option<SocketAddr>>,
+) {
+    let ctx = Arc::new(Context {
+        screen,
+        store,
+        metrics,
+        clock,
+        token: settings.token,
+        staff_open: AtomicUsize::new(0),
+    });
+    let mut tasks = JoinSet::new();
+    tasks.spawn(refresh_staff(ctx.clone()));
+    tasks.spawn(expire_views(ctx.screen.clone()));
+    let mut retry = BIND_RETRY_FIRST;
+    let mut said_failing = false;
+    let listener = loop {
+        match TcpListener::bind(settings.listen).await {
+            Ok(listener) => break listener,
+            Err(e) => {
+                let state = format!(
+                    "NOT SERVING: cannot listen on {}: {e}; trying again",
+                    settings.listen
+                );
+                if !std::mem::replace(&mut said_failing, true) {
+                    warn!(listen = %settings.listen, error = %e, "the screen cannot listen on {}: {e}. Taps are recorded and delivered as always; trying again every minute at most", settings.listen);
+                    let now = ctx.clock.now().wall_ms;
+                    let _ = ctx.store.set_part_state("screen", state, now).await;
+                }
+                tokio::select! {
+                    () = tokio::time::sleep(retry) => {}
+                    _ = stopping.wait_for(|stop| *stop) => return,
+                }
+                retry = (retry * 2).min(BIND_RETRY_MAX);
+            }
+        }
+    };
+    let address = listener.local_addr().unwrap_or(settings.listen);
+    info!(listen = %address, "the screen is served at http://{address}/ (staff: /staff)");
+    let now = ctx.clock.now().wall_ms;
+    let _ = ctx
+        .store
+        .set_part_state("screen", format!("serving at http://{address}/"), now)
+        .await;
+    bound.send_replace(Some(address));
+    loop {
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            Some(_) = tasks.join_next() => continue,
+            _ = stopping.wait_for(|stop| *stop) => break,
+        };
+        match accepted {
+            Ok((stream, _)) => {
+                let ctx = ctx.clone();
+                tasks.spawn(async move {
+                    let service = hyper::service::service_fn(move |request| {
+                        let ctx = ctx.clone();
+                        async move { Ok::<_, Infallible>(handle(ctx, request).await) }
+                    });
+                    if let Err(e) = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), service)
+                        .await
+                    {
+                        debug!(error = %e, "screen connection ended");
+                    }
+                });
+            }
+            Err(e) => {
+                warn!(error = %e, "the screen cannot accept a connection");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+    tasks.abort_all();
+}
+
+async fn handle(ctx: Arc<Context>, request: Request<Incoming>) -> Response<Body> {
+    if request.method() != hyper::Method::GET {
+        return text(StatusCode::METHOD_NOT_ALLOWED, "GET only\n");
+    }
+    let path = request.uri().path().to_string();
+    let query = request.uri().query().unwrap_or("").to_string();
+    let wants_staff = query_param(&query, "staff").is_some_and(|v| v == "1");
+    let needs_token =
+        matches!(path.as_str(), "/staff" | "/metrics") || (path == "/events" && wants_staff);
+    if needs_token && !authorised(&ctx, &request, &query) {
+        return text(
+            StatusCode::UNAUTHORIZED,
+            "this page needs the screen's token: ?token=... or Authorization: Bearer ...\n",
+        );
+    }
+    match path.as_str() {
+        "/" => page(MEMBER_PAGE),
+        "/staff" => page(STAFF_PAGE),
+        "/events" => {
+            let audience = if wants_staff {
+                Audience::Staff
+            } else {
+                Audience::Member
+            };
+            let last = request
+                .headers()
+                .get("last-event-id")
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string);
+            events(ctx, audience, last.as_deref()).await
+        }
+        "/metrics" => metrics(&ctx).await,
+        "/health" => text(StatusCode::OK, "ok\n"),
+        _ => text(StatusCode::NOT_FOUND, "not found\n"),
+    }
+}
+
+fn query_param<'a>(query: &'a str, name: &str) -> Option<&'a str> {
+    query
+        .split('&')
+        .filter_map(|pair| pair.split_once('='))
+        .find(|(key, _)| *key == name)
+        .map(|(_, value)| value)
+}
+
+/// Whether the request carries the token (always, when none is configured: loopback only).
+fn authorised(ctx: &Context, request: &Request<Incoming>, query: &str) -> bool {
+    let Some(token) = &ctx.token else {
+        return true;
+    };
+    let bearer = request
+        .headers()
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    let given = bearer.or_else(|| query_param(query, "token"));
+    given.is_some_and(|given| same(given.as_bytes(), token.as_bytes()))
+}
+
+/// Compares without stopping at the first difference.
+fn same(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+fn full(body: impl Into<Bytes>) -> Body {
+    Full::new(body.into()).boxed()
+}
+
+fn text(status: StatusCode, body: &'static str) -> Response<Body> {
+    let mut response = Response::new(full(body));
+    *response.status_mut() = status;
+    set(&mut response, "content-type", "text/plain; charset=utf-8");
+    response
+}
+
+fn page(html: &'static str) -> Response<Body> {
+    let mut response = Response::new(full(html));
+    set(&mut response, "content-type", "text/html; charset=utf-8");
+    set(&mut response, "cache-control", "no-store");
+    // Nothing from elsewhere, ever.
+    set(
+        &mut response,
+        "content-security-policy",
+        "default-src 'self'; style-src 'unsafe-inline'; script-src 'unsafe-inline'",
+    );
+    response
+}
+
+fn set(response: &mut Response<Body>, name: &'static str, value: &'static str) {
+    response
+        .headers_mut()
+        .insert(name, hyper::header::HeaderValue::from_static(value));
+}
+
+async fn metrics(ctx: &Context) -> Response<Body> {
+    let now = ctx.clock.now();
+    let gauges = match ctx.store.status().await {
+        Ok(status) => Gauges {
+            events: vec![
+                ("pending", status.events.pending),
+                ("unknown_tag", status.events.unknown_tag),
+                ("rejected", status.events.rejected),
+                ("delivered", status.events.delivered),
+            ],
+            oldest_pending_age_s: status
+                .oldest_pending_steady_ms
+                .map(|t| (now.steady_ms - t).max(0) as f64 / 1000.0),
+            readers: status
+                .readers
+                .iter()
+                .map(|r| (r.name.clone(), r.connected))
+                .collect(),
+            delivery_paused: status.paused_since_ms.is_some(),
+            clock_trusted: ctx.clock.trust().trusted,
+            held_for_clock: status.clock.held,
+        },
+        Err(e) => {
+            warn!(error = %e, "cannot read the database for /metrics");
+            return text(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the database cannot be read\n",
+            );
+        }
+    };
+    let mut response = Response::new(full(ctx.metrics.render(&gauges)));
+    set(
+        &mut response,
+        "content-type",
+        "text/plain; version=0.0.4; charset=utf-8",
+    );
+    response
+}
+
+/// The staff page's data, fresh from the database.
+async fn staff_now(ctx: &Context) -> Option<String> {
+    let status = ctx.store.status().await.ok()?;
+    let staff = ctx.store.staff(STAFF_TAPS).await.ok()?;
+    Some(staff_json(&status, &staff, &ctx.clock.now()))
+}
+
+/// While staff pages are open: their data again on each change (at most every
+/// `STAFF_MIN_GAP`) and every `STAFF_REFRESH`.
+async fn refresh_staff(ctx: Arc<Context>) {
+    loop {
+        tokio::select! {
+            () = ctx.screen.staff_change() => {}
+            () = tokio::time::sleep(STAFF_REFRESH) => {}
+        }
+        if ctx.staff_open.load(Ordering::Relaxed) > 0
+            && let Some(data) = staff_now(&ctx).await
+        {
+            ctx.screen.publish_staff(data);
+        }
+        tokio::time::sleep(STAFF_MIN_GAP).await;
+    }
+}
+
+/// Drops each answer from memory (the member's first name with it) once its time is over.
+async fn expire_views(screen: Screen) {
+    loop {
+        screen.shown().await;
+        tokio::time::sleep(Duration::from_millis(super::SHOWN_FOR_MS as u64 + 100)).await;
+        screen.expire();
+    }
+}
+
+/// `text/event-stream` for `audience`: first the state it lacks, then each event as it comes.
+async fn events(ctx: Arc<Context>, audience: Audience, last: Option<&str>) -> Response<Body> {
+    let staff = audience == Audience::Staff;
+    if staff {
+        ctx.staff_open.fetch_add(1, Ordering::Relaxed);
+        if let Some(data) = staff_now(&ctx).await {
+            ctx.screen.publish_staff(data);
+        }
+    }
+    let member_screen = (!staff).then(|| ctx.screen.member_screen_open());
+    let (first, receiver) = ctx.screen.subscribe(audience, last);
+    let run = ctx.screen.run().to_string();
+    let (mut sender, body) = http_body_util::channel::Channel::<Bytes, Infallible>::new(8);
+    // The stream runs as long as the browser listens.
+    tokio::spawn(async move {
+        let mut open = sender
+            .send(Frame::data(Bytes::from(format!(
+                "retry: {RECONNECT_MS}\n\n"
+            ))))
+            .await
+            .is_ok();
+        for sent in &first {
+            if open {
+                open = sender.send(Frame::data(sse(&run, sent))).await.is_ok();
+            }
+        }
+        if open {
+            stream_events(&mut sender, receiver, audience, &run).await;
+        }
+        if staff {
+            ctx.staff_open.fetch_sub(1, Ordering::Relaxed);
+        }
+        drop(member_screen);
+    });
+    let mut response = Response::new(body.boxed());
+    set(&mut response, "content-type", "text/event-stream");
+    set(&mut response, "cache-control", "no-cache");
+    response
+}
+
+async fn stream_events(
+    sender: &mut http_body_util::channel::Sender<Bytes, Infallible>,
+    mut receiver: broadcast::Receiver<Arc<Sent>>,
+    audience: Audience,
+    run: &str,
+) {
+    loop {
+        let next = tokio::time::timeout(KEEP_ALIVE, receiver.recv()).await;
+        let frame = match next {
+            Ok(Ok(sent)) if Screen::for_audience(&sent, audience) => sse(run, &sent),
+            Ok(Ok(_)) => continue,
+            // Fell behind: the next event carries the whole state anyway.
+            Ok(Err(broadcast::error::RecvError::Lagged(_))) => continue,
+            Ok(Err(broadcast::error::RecvError::Closed)) => return,
+            Err(_) => Bytes::from_static(b": keep-alive\n\n"),
+        };
+        if sender.send(Frame::data(frame)).await.is_err() {
+            return;
+        }
+    }
+}
+
+/// One event in the stream's format.
+fn sse(run: &str, sent: &Sent) -> Bytes {
+    Bytes::from(format!(
+        "id: {run}-{}\nevent: {}\ndata: {}\n\n",
+        sent.number,
+        sent.name(),
+        sent.data
+    ))
+}

@@ -1,0 +1,486 @@
+//! The front-desk screen, served by the real binary: the event stream, resuming it, the token,
+//! a taken port, `/metrics` through Prometheus's own checker, and the pages in a real browser.
+
+mod common;
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::browser::{Browser, screenshot_path};
+use common::*;
+
+const LONG: Duration = Duration::from_secs(30);
+const ALEX: &str = "0C000621A5";
+const BILLIE: &str = "4B00423C15";
+const UNKNOWN: &str = "0A0B0C0D0E";
+const GABI: &str = "0D00D4E5F6";
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+async fn egym() -> FakeEgym {
+    FakeEgym::start(
+        vec![
+            Member::new(&format!("0x{ALEX}"), "acc-alex", "Alex Quillfeather"),
+            Member::new(&format!("0x{BILLIE}"), "acc-billie", "Billie Zornbrook"),
+            Member::new(&format!("0x{GABI}"), "acc-gabi", "Gabi Wellpass")
+                .wellpass(Some("corporateFitnessMembershipExpired")),
+        ],
+        API_KEY,
+    )
+    .await
+    .unwrap()
+}
+
+fn reader(pty: &Pty) -> String {
+    format!(
+        "[[readers]]\nname = \"entrance\"\ndriver = \"serial\"\npath = \"{}\"\nprotocol = \"em4100\"\ndebounce = \"100ms\"\n",
+        pty.slave_path.display()
+    )
+}
+
+/// One event of the stream.
+#[derive(Clone, Debug)]
+struct Event {
+    id: String,
+    name: String,
+    data: serde_json::Value,
+}
+
+/// A client of the event stream, collecting what it hears.
+struct Stream {
+    events: Arc<Mutex<Vec<Event>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Stream {
+    async fn open(url: &str, last_event_id: Option<&str>) -> Stream {
+        let mut request = reqwest::Client::new().get(url);
+        if let Some(id) = last_event_id {
+            request = request.header("last-event-id", id);
+        }
+        let mut response = request.send().await.unwrap();
+        assert_eq!(response.status(), 200);
+        assert_eq!(
+            response.headers()["content-type"].to_str().unwrap(),
+            "text/event-stream"
+        );
+        let events = Arc::new(Mutex::new(Vec::new()));
+        let sink = events.clone();
+        let task = tokio::spawn(async move {
+            let mut text = String::new();
+            while let Ok(Some(chunk)) = response.chunk().await {
+                text.push_str(&String::from_utf8_lossy(&chunk));
+                while let Some(end) = text.find("\n\n") {
+                    let block: String = text.drain(..end + 2).collect();
+                    let field = |name: &str| {
+                        block
+                            .lines()
+                            .find_map(|l| l.strip_prefix(&format!("{name}: ")))
+                            .map(str::to_string)
+                    };
+                    if let (Some(id), Some(name), Some(data)) =
+                        (field("id"), field("event"), field("data"))
+                    {
+                        sink.lock().unwrap().push(Event {
+                            id,
+                            name,
+                            data: serde_json::from_str(&data).unwrap(),
+                        });
+                    }
+                }
+            }
+        });
+        Stream { events, task }
+    }
+
+    fn events(&self) -> Vec<Event> {
+        self.events.lock().unwrap().clone()
+    }
+
+    /// Waits for an event `matching`; returns it.
+    async fn wait_for(&self, what: &str, matching: impl Fn(&Event) -> bool) -> Event {
+        let deadline = Instant::now() + LONG;
+        loop {
+            if let Some(event) = self.events().into_iter().find(|e| matching(e)) {
+                return event;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no {what} event: {:#?}",
+                self.events()
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    async fn title(&self, title: &str) -> Event {
+        self.wait_for(title, |e| e.name == "member" && e.data["title"] == title)
+            .await
+    }
+}
+
+impl Drop for Stream {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_member_screen_answers_each_tap_at_once_by_first_name_and_never_shows_the_tag() {
+    let dir = TestDir::new("screen-member");
+    let fake = egym().await;
+    let mut pty = Pty::open();
+    let port = free_port();
+    let config = write_config_with_screen(
+        &dir,
+        &fake.base_url(),
+        &format!("listen = \"127.0.0.1:{port}\""),
+        &reader(&pty),
+    );
+    let daemon = Daemon::start(&config);
+    daemon.wait_for_line("the screen is served", LONG).await;
+    let stream = Stream::open(&format!("http://127.0.0.1:{port}/events"), None).await;
+
+    pty.write(&em4100_frame(ALEX));
+    stream.title("Welcome, Alex").await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    pty.write(&em4100_frame(UNKNOWN));
+    stream.title("Card not recognised").await;
+    // EGYM out of reach: the member is answered at once all the same.
+    fake.set_mode(Mode::Down);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    pty.write(&em4100_frame(BILLIE));
+    stream.title("Checked in, will sync").await;
+
+    for event in stream.events() {
+        let text = event.data.to_string();
+        for private in [
+            ALEX,
+            BILLIE,
+            UNKNOWN,
+            "21A5",
+            "Quillfeather",
+            "example.invalid",
+        ] {
+            assert!(!text.contains(private), "{private} in {text}");
+        }
+        assert_eq!(event.name, "member", "a member screen got {event:?}");
+    }
+    drop(daemon);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_screen_resumes_from_its_last_event_id_and_a_new_one_gets_the_state_first() {
+    let dir = TestDir::new("screen-resume");
+    let fake = egym().await;
+    let mut pty = Pty::open();
+    let port = free_port();
+    let config = write_config_with_screen(
+        &dir,
+        &fake.base_url(),
+        &format!("listen = \"127.0.0.1:{port}\""),
+        &reader(&pty),
+    );
+    let daemon = Daemon::start(&config);
+    daemon.wait_for_line("the screen is served", LONG).await;
+    let url = format!("http://127.0.0.1:{port}/events");
+    let first = Stream::open(&url, None).await;
+    pty.write(&em4100_frame(ALEX));
+    let welcome = first.title("Welcome, Alex").await;
+
+    // A screen connecting now, while Alex's answer is up, gets it first.
+    let newcomer = Stream::open(&url, None).await;
+    newcomer.title("Welcome, Alex").await;
+    // One that reconnects having seen it gets nothing old, then what comes next.
+    let back = Stream::open(&url, Some(&welcome.id)).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(back.events().is_empty(), "{:#?}", back.events());
+    pty.write(&em4100_frame(BILLIE));
+    let billie = back.title("Welcome, Billie").await;
+    assert!(billie.id > welcome.id || billie.id.len() > welcome.id.len());
+    // An id from before a restart of the service: the state, from scratch.
+    let stale = Stream::open(&url, Some("0badc0de-12")).await;
+    stale.title("Welcome, Billie").await;
+    drop(daemon);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn off_loopback_the_staff_page_its_events_and_metrics_need_the_token() {
+    let dir = TestDir::new("screen-token");
+    let fake = egym().await;
+    let pty = Pty::open();
+    let port = free_port();
+    let token = "3f9b2c1d-screen-token-6e0a";
+    let token_file = dir.path("screen-token");
+    std::fs::write(&token_file, format!("{token}\n")).unwrap();
+    let config = write_config_with_screen(
+        &dir,
+        &fake.base_url(),
+        &format!(
+            "listen = \"0.0.0.0:{port}\"\ntoken-file = \"{}\"",
+            token_file.display()
+        ),
+        &reader(&pty),
+    );
+    let daemon = Daemon::start(&config);
+    daemon.wait_for_line("the screen is served", LONG).await;
+    let http = reqwest::Client::new();
+    let status = |path: &str, bearer: Option<&str>| {
+        let mut request = http.get(format!("http://127.0.0.1:{port}{path}"));
+        if let Some(token) = bearer {
+            request = request.bearer_auth(token);
+        }
+        async move { request.send().await.unwrap().status().as_u16() }
+    };
+    assert_eq!(status("/", None).await, 200);
+    assert_eq!(status("/staff", None).await, 401);
+    assert_eq!(status("/staff", Some("wrong-token-wrong-token")).await, 401);
+    assert_eq!(status(&format!("/staff?token={token}"), None).await, 200);
+    assert_eq!(status("/metrics", None).await, 401);
+    assert_eq!(status("/metrics", Some(token)).await, 200);
+    assert_eq!(status("/events?staff=1", None).await, 401);
+    let staff = Stream::open(
+        &format!("http://127.0.0.1:{port}/events?staff=1&token={token}"),
+        None,
+    )
+    .await;
+    staff
+        .wait_for("staff", |e| {
+            e.name == "staff" && e.data["readers"][0]["name"] == "entrance"
+        })
+        .await;
+    drop(daemon);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_taken_port_stops_no_tap_and_the_screen_comes_once_the_port_is_free() {
+    let dir = TestDir::new("screen-port");
+    let fake = egym().await;
+    let mut pty = Pty::open();
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port();
+    let config = write_config_with_screen(
+        &dir,
+        &fake.base_url(),
+        &format!("listen = \"127.0.0.1:{port}\""),
+        &reader(&pty),
+    );
+    // check-config says so.
+    let output = std::process::Command::new(binary())
+        .args(["check-config", "--config"])
+        .arg(&config)
+        .env_remove("EGYM_API_KEY")
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(0));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains(&format!("cannot listen on 127.0.0.1:{port} now")),
+        "{stderr}"
+    );
+
+    let daemon = Daemon::start(&config);
+    daemon.wait_for_line("the screen cannot listen", LONG).await;
+    pty.write(&em4100_frame(ALEX));
+    assert!(fake.wait_for(LONG, |r| count_visits(r) == 1).await.0);
+    let status = status_json(&config);
+    assert!(
+        status["screen"]
+            .as_str()
+            .unwrap()
+            .starts_with("NOT SERVING"),
+        "{status}"
+    );
+    drop(taken);
+    let deadline = Instant::now() + LONG;
+    let url = format!("http://127.0.0.1:{port}/health");
+    while !reqwest::get(&url).await.is_ok_and(|r| r.status() == 200) {
+        assert!(Instant::now() < deadline, "the screen never came");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    daemon.wait_for_line("the screen is served", LONG).await;
+    let status = status_json(&config);
+    assert!(
+        status["screen"].as_str().unwrap().starts_with("serving at"),
+        "{status}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_pass_prometheus_own_checker_and_count_what_happened() {
+    let dir = TestDir::new("screen-metrics");
+    let fake = egym().await;
+    let mut pty = Pty::open();
+    let port = free_port();
+    let config = write_config_with_screen(
+        &dir,
+        &fake.base_url(),
+        &format!("listen = \"127.0.0.1:{port}\""),
+        &reader(&pty),
+    );
+    let daemon = Daemon::start(&config);
+    daemon.wait_for_line("the screen is served", LONG).await;
+    pty.write(&em4100_frame(ALEX));
+    assert!(fake.wait_for(LONG, |r| count_visits(r) == 1).await.0);
+    daemon.wait_for_line("delivered", LONG).await;
+    let response = reqwest::get(format!("http://127.0.0.1:{port}/metrics"))
+        .await
+        .unwrap();
+    assert_eq!(
+        response.headers()["content-type"].to_str().unwrap(),
+        "text/plain; version=0.0.4; charset=utf-8"
+    );
+    let text = response.text().await.unwrap();
+    let promtool = "/usr/bin/promtool";
+    assert!(
+        std::path::Path::new(promtool).exists(),
+        "promtool is not installed: the metrics test parses /metrics with it. Install Debian's \
+         prometheus package (apt-get install prometheus), as .ci/run does"
+    );
+    let mut check = std::process::Command::new(promtool)
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::io::Write::write_all(&mut check.stdin.take().unwrap(), text.as_bytes()).unwrap();
+    let checked = check.wait_with_output().unwrap();
+    assert!(
+        checked.status.success(),
+        "promtool: {}{}\n{text}",
+        String::from_utf8_lossy(&checked.stdout),
+        String::from_utf8_lossy(&checked.stderr)
+    );
+    for line in [
+        "gym_checkin_taps_total{reader=\"entrance\",outcome=\"recorded\"} 1",
+        "gym_checkin_deliveries_total{outcome=\"delivered\"} 1",
+        "gym_checkin_outbox_events{state=\"delivered\"} 1",
+        "gym_checkin_reader_connected{reader=\"entrance\"} 1",
+        "gym_checkin_delivery_paused 0",
+        "gym_checkin_clock_trusted 1",
+        "gym_checkin_egym_request_duration_seconds_count{call=\"post\"} 1",
+    ] {
+        assert!(text.lines().any(|l| l == line), "{line} missing:\n{text}");
+    }
+    assert!(text.contains("gym_checkin_build_info{version=\""));
+    drop(daemon);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_browser_shows_the_members_first_name_and_reconnects_after_a_restart() {
+    let dir = TestDir::new("screen-browser");
+    let fake = egym().await;
+    let mut pty = Pty::open();
+    let port = free_port();
+    let config = write_config_with_screen(
+        &dir,
+        &fake.base_url(),
+        &format!("listen = \"127.0.0.1:{port}\""),
+        &reader(&pty),
+    );
+    let mut daemon = Daemon::start(&config);
+    daemon.wait_for_line("the screen is served", LONG).await;
+    let mut browser = Browser::start(1280, 800);
+    browser.navigate(&format!("http://127.0.0.1:{port}/"));
+    let title = "document.getElementById('title').textContent";
+    let connected = "document.getElementById('link').textContent === '\u{25cf}'";
+    assert!(
+        browser.wait_until(connected, LONG).await,
+        "the page never connected"
+    );
+    assert_eq!(browser.evaluate(title), "Tap your card");
+
+    let tapped = Instant::now();
+    pty.write(&em4100_frame(ALEX));
+    assert!(
+        browser
+            .wait_until(&format!("{title} === 'Welcome, Alex'"), LONG)
+            .await,
+        "the page shows {}",
+        browser.evaluate(title)
+    );
+    println!("tap to first name in the browser: {:?}", tapped.elapsed());
+    let (width, height) = browser.screenshot(&screenshot_path("screen-member.png"));
+    assert_eq!((width, height), (1280, 800));
+    // Back to "Tap your card" after a few seconds.
+    assert!(
+        browser
+            .wait_until(&format!("{title} === 'Tap your card'"), LONG)
+            .await
+    );
+
+    // The service restarts under the open page: the page reconnects by itself.
+    daemon.signal(libc::SIGTERM);
+    assert_eq!(daemon.wait_exit(LONG).await.code(), Some(0));
+    assert!(
+        browser.wait_until(&format!("!({connected})"), LONG).await,
+        "the page did not notice the restart"
+    );
+    let daemon = Daemon::start(&config);
+    daemon.wait_for_line("the screen is served", LONG).await;
+    assert!(
+        browser.wait_until(connected, LONG).await,
+        "the page never reconnected"
+    );
+    pty.write(&em4100_frame(BILLIE));
+    assert!(
+        browser
+            .wait_until(&format!("{title} === 'Welcome, Billie'"), LONG)
+            .await,
+        "after the restart the page shows {}",
+        browser.evaluate(title)
+    );
+
+    // A Wellpass member turned away, and an unknown card.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    pty.write(&em4100_frame(GABI));
+    assert!(
+        browser
+            .wait_until(&format!("{title} === 'Wellpass membership expired'"), LONG)
+            .await
+    );
+    browser.screenshot(&screenshot_path("screen-member-refused.png"));
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    pty.write(&em4100_frame(UNKNOWN));
+    assert!(
+        browser
+            .wait_until(&format!("{title} === 'Card not recognised'"), LONG)
+            .await
+    );
+
+    // The staff page, live.
+    browser.navigate(&format!("http://127.0.0.1:{port}/staff"));
+    assert!(
+        browser
+            .wait_until(
+                "document.querySelectorAll('#taps tr td.mono').length >= 4",
+                LONG
+            )
+            .await,
+        "the staff page shows no taps"
+    );
+    let text = browser.evaluate("document.body.innerText").to_string();
+    assert!(
+        text.contains("0x…3C15") && text.contains("entrance"),
+        "{text}"
+    );
+    assert!(
+        !text.contains("Zornbrook") && !text.contains(BILLIE),
+        "{text}"
+    );
+    // Unknown cards with every rendering, for enrolling or calibrating; refused admissions.
+    assert!(
+        text.contains(&format!("0x{UNKNOWN}")) && text.contains("dec-reversed"),
+        "{text}"
+    );
+    assert!(text.contains("Wellpass membership expired"), "{text}");
+    let (width, height) = browser.screenshot(&screenshot_path("screen-staff.png"));
+    assert_eq!((width, height), (1280, 800));
+}
