@@ -416,19 +416,22 @@ async fn a_browser_shows_the_members_first_name_and_reconnects_after_a_restart()
             .await
     );
 
-    // The service restarts under the open page: the page reconnects by itself.
+    // The service restarts under the open page: the page reconnects by itself, without loading
+    // anew (what the page holds survives).
+    browser.evaluate("window.openedBefore = true");
     daemon.signal(libc::SIGTERM);
     assert_eq!(daemon.wait_exit(LONG).await.code(), Some(0));
     assert!(
         browser.wait_until(&format!("!({connected})"), LONG).await,
         "the page did not notice the restart"
     );
-    let daemon = Daemon::start(&config);
+    let mut daemon = Daemon::start(&config);
     daemon.wait_for_line("the screen is served", LONG).await;
     assert!(
         browser.wait_until(connected, LONG).await,
         "the page never reconnected"
     );
+    assert_eq!(browser.evaluate("window.openedBefore === true"), true);
     pty.write(&em4100_frame(BILLIE));
     assert!(
         browser
@@ -483,4 +486,20 @@ async fn a_browser_shows_the_members_first_name_and_reconnects_after_a_restart()
     assert!(text.contains("Wellpass membership expired"), "{text}");
     let (width, height) = browser.screenshot(&screenshot_path("screen-staff.png"));
     assert_eq!((width, height), (1280, 800));
+
+    // A page left open across an upgrade: when the service comes back as another build, the page
+    // loads itself anew. The page is told it was served by an older build.
+    browser.evaluate("build = 'an older build'; window.openedBefore = true");
+    daemon.signal(libc::SIGTERM);
+    assert_eq!(daemon.wait_exit(LONG).await.code(), Some(0));
+    let _daemon = Daemon::start(&config);
+    assert!(
+        browser
+            .wait_until(
+                "window.openedBefore === undefined && document.getElementById('link').textContent === 'live'",
+                LONG
+            )
+            .await,
+        "the staff page did not load the new build's page"
+    );
 }

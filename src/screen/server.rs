@@ -24,7 +24,7 @@ use tracing::{debug, info, warn};
 
 use super::{Audience, Screen, Sent, staff_json};
 use crate::clock::Clock;
-use crate::metrics::{Gauges, Metrics};
+use crate::metrics::{self, Gauges, Metrics};
 use crate::store::Store;
 
 const MEMBER_PAGE: &str = include_str!("pages/member.html");
@@ -333,7 +333,9 @@ async fn events(ctx: Arc<Context>, audience: Audience, last: Option<&str>) -> Re
     tokio::spawn(async move {
         let mut open = sender
             .send(Frame::data(Bytes::from(format!(
-                "retry: {RECONNECT_MS}\n\n"
+                "retry: {RECONNECT_MS}\n\nevent: hello\ndata: {{\"build\":\"{} {}\"}}\n\n",
+                metrics::VERSION,
+                metrics::COMMIT
             ))))
             .await
             .is_ok();
