@@ -256,7 +256,7 @@ impl Config {
         if token.len() < 16 || token.chars().any(|c| c.is_whitespace() || c.is_control()) {
             return Err(format!(
                 "screen.token-file: the token in {} must be one line of 16 characters or more, \
-                 e.g. from `head -c 24 /dev/urandom | base64`",
+                 e.g. from `systemd-id128 new`",
                 path.display()
             ));
         }

@@ -229,6 +229,7 @@ impl Recorder {
                 let inside = self.visits.get(&tap.rfid).is_some_and(|v| v.state.inside);
                 self.listeners.screen.happened(Happening::Repeated {
                     reader: tap.reader.to_string(),
+                    tag: tap.rfid.to_string(),
                     inside,
                 });
                 return;
@@ -510,6 +511,7 @@ impl Recorder {
                         listeners.screen.happened(Happening::Recorded {
                             event_id: *id,
                             reader: event.reader.clone(),
+                            tag: event.tag.clone(),
                             kind: event.kind,
                             known: known(cached.as_ref()),
                         });

@@ -544,6 +544,42 @@ async fn a_refused_wellpass_admission_sends_no_check_in_and_finishes_the_event()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refusal_after_the_member_was_told_will_sync_finds_them_inside_and_the_visit_is_sent() {
+    let expired = Member::new("0xAABBCCDD", "acc-x", "X Member")
+        .wellpass(Some("corporateFitnessMembershipExpired"));
+    let mut s = setup_members(
+        "wellpass-refused-inside",
+        vec![expired],
+        wellpass_settings(LateAdmission::Admit),
+        100,
+        KEY,
+    )
+    .await;
+    // The first attempt fails (the screen said "Checked in, will sync"); EGYM refuses on the
+    // second, well within admission-window.
+    s.fake.answer_next(Calls::Lookups, 1, 503, "unavailable");
+    let id = s.record("0xAABBCCDD", Kind::CheckIn, now_ms()).await;
+    let row = s.wait_state(id, "delivered").await;
+    assert_eq!(row.admission, Some(Admission::RefusedLate));
+    assert_eq!(
+        row.admission_reason.as_deref(),
+        Some("corporateFitnessMembershipExpired")
+    );
+    assert_eq!(
+        calls(&s.fake),
+        vec![
+            ("/api/v2/accounts/rfid/0xAABBCCDD".to_string(), Some(503)),
+            ("/api/v2/accounts/rfid/0xAABBCCDD".to_string(), Some(200)),
+            ("/api/v2/accounts/acc-x/admissions".to_string(), Some(403)),
+            ("/api/v2/accounts/acc-x/checkins".to_string(), Some(204)),
+        ]
+    );
+    // The member is inside: the recorder is not told otherwise.
+    assert!(s.corrections.try_recv().is_err());
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_key_refused_on_an_admission_pauses_delivery_like_on_any_other_call() {
     let wellpass = Member::new("0xAABBCCDD", "acc-w", "W Member").wellpass(None);
     let s = setup_members(

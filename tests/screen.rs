@@ -58,6 +58,13 @@ struct Stream {
     task: tokio::task::JoinHandle<()>,
 }
 
+impl Event {
+    /// Its number in this run.
+    fn number(&self) -> u64 {
+        self.id.split_once('-').unwrap().1.parse().unwrap()
+    }
+}
+
 impl Stream {
     async fn open(url: &str, last_event_id: Option<&str>) -> Stream {
         let mut request = reqwest::Client::new().get(url);
@@ -137,9 +144,13 @@ async fn the_member_screen_answers_each_tap_at_once_by_first_name_and_never_show
     let fake = egym().await;
     let mut pty = Pty::open();
     let port = free_port();
-    let config = write_config_with_screen(
+    // Requests may take longer than a member waits at the door.
+    let config = write_config_parts(
         &dir,
         &fake.base_url(),
+        "request-timeout = \"5s\"",
+        "",
+        "trusted-when = \"always\"",
         &format!("listen = \"127.0.0.1:{port}\""),
         &reader(&pty),
     );
@@ -156,7 +167,50 @@ async fn the_member_screen_answers_each_tap_at_once_by_first_name_and_never_show
     fake.set_mode(Mode::Down);
     tokio::time::sleep(Duration::from_millis(200)).await;
     pty.write(&em4100_frame(BILLIE));
-    stream.title("Checked in, will sync").await;
+    let offline = stream.title("Checked in, will sync").await;
+    fake.set_mode(Mode::Normal);
+    assert!(
+        fake.wait_for(LONG, |r| r.iter().any(|r| r
+            .visit()
+            .is_some_and(|(account, _)| account == "acc-billie")))
+            .await
+            .0
+    );
+    // EGYM slow to answer: "One moment", and "will sync" after 3 seconds rather than nothing. A
+    // Wellpass refusal that comes after that finds the member inside.
+    fake.set_mode(Mode::Stall);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let tapped = Instant::now();
+    pty.write(&em4100_frame(GABI));
+    let moment = stream
+        .wait_for("one moment", |e| {
+            e.data["title"] == "One moment" && e.number() > offline.number()
+        })
+        .await;
+    fake.wait_for(LONG, |r| {
+        r.iter()
+            .any(|r| r.lookup_rfid().is_some_and(|t| t.ends_with("E5F6")))
+    })
+    .await;
+    fake.set_mode(Mode::Normal);
+    let will_sync = stream
+        .wait_for("will sync", |e| {
+            e.data["title"] == "Checked in, will sync" && e.number() > moment.number()
+        })
+        .await;
+    let waited = tapped.elapsed();
+    println!("answered \"will sync\" after {waited:?} without an answer from EGYM");
+    assert!(waited >= Duration::from_millis(2_900), "{waited:?}");
+    assert_eq!(will_sync.data["outcome"], "will_sync");
+    daemon
+        .wait_for_line("Wellpass admission refused after the member came in", LONG)
+        .await;
+    assert!(
+        fake.received()
+            .iter()
+            .any(|r| r.visit().is_some_and(|(account, _)| account == "acc-gabi")),
+        "the visit was not sent"
+    );
 
     for event in stream.events() {
         let text = event.data.to_string();
@@ -216,7 +270,9 @@ async fn off_loopback_the_staff_page_its_events_and_metrics_need_the_token() {
     let fake = egym().await;
     let pty = Pty::open();
     let port = free_port();
-    let token = "3f9b2c1d-screen-token-6e0a";
+    // With characters that a query string must carry percent-encoded.
+    let token = "3f9b+2c1d/screen=token-6e0a";
+    let in_query: String = url::form_urlencoded::byte_serialize(token.as_bytes()).collect();
     let token_file = dir.path("screen-token");
     std::fs::write(&token_file, format!("{token}\n")).unwrap();
     let config = write_config_with_screen(
@@ -241,12 +297,12 @@ async fn off_loopback_the_staff_page_its_events_and_metrics_need_the_token() {
     assert_eq!(status("/", None).await, 200);
     assert_eq!(status("/staff", None).await, 401);
     assert_eq!(status("/staff", Some("wrong-token-wrong-token")).await, 401);
-    assert_eq!(status(&format!("/staff?token={token}"), None).await, 200);
+    assert_eq!(status(&format!("/staff?token={in_query}"), None).await, 200);
     assert_eq!(status("/metrics", None).await, 401);
     assert_eq!(status("/metrics", Some(token)).await, 200);
     assert_eq!(status("/events?staff=1", None).await, 401);
     let staff = Stream::open(
-        &format!("http://127.0.0.1:{port}/events?staff=1&token={token}"),
+        &format!("http://127.0.0.1:{port}/events?staff=1&token={in_query}"),
         None,
     )
     .await;
@@ -256,6 +312,119 @@ async fn off_loopback_the_staff_page_its_events_and_metrics_need_the_token() {
         })
         .await;
     drop(daemon);
+}
+
+/// The status line of a GET of `path` with this `Host` header, sent by hand.
+fn status_with_host(port: u16, path: &str, host: &str) -> String {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    stream.set_read_timeout(Some(LONG)).unwrap();
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut answer = String::new();
+    let _ = stream.read_to_string(&mut answer);
+    answer.lines().next().unwrap_or("").to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_loopback_the_screen_answers_only_requests_that_name_this_machine() {
+    let dir = TestDir::new("screen-host");
+    let fake = egym().await;
+    let pty = Pty::open();
+    let port = free_port();
+    let config = write_config_with_screen(
+        &dir,
+        &fake.base_url(),
+        &format!("listen = \"127.0.0.1:{port}\""),
+        &reader(&pty),
+    );
+    let daemon = Daemon::start(&config);
+    daemon.wait_for_line("the screen is served", LONG).await;
+    for host in [
+        format!("127.0.0.1:{port}"),
+        format!("localhost:{port}"),
+        "LOCALHOST".to_string(),
+        format!("[::1]:{port}"),
+    ] {
+        let line = status_with_host(port, "/metrics", &host);
+        assert!(line.contains(" 200 "), "Host {host}: {line}");
+    }
+    // A page on another site whose name was rebound to 127.0.0.1 sends its own name.
+    for host in [format!("attacker.example:{port}"), "10.0.0.7".to_string()] {
+        let line = status_with_host(port, "/metrics", &host);
+        assert!(line.contains(" 421 "), "Host {host}: {line}");
+    }
+    drop(daemon);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_of_connections_stops_no_tap_and_the_screen_holds_at_most_its_limit() {
+    use std::io::Read;
+    const FLOOD: usize = 200;
+    const LIMIT: usize = 64;
+    let dir = TestDir::new("screen-flood");
+    let fake = egym().await;
+    let mut pty = Pty::open();
+    let port = free_port();
+    let config = write_config_with_screen(
+        &dir,
+        &fake.base_url(),
+        &format!("listen = \"127.0.0.1:{port}\""),
+        &reader(&pty),
+    );
+    let daemon = Daemon::start(&config);
+    daemon.wait_for_line("the screen is served", LONG).await;
+    daemon.wait_for_line("reader connected", LONG).await;
+    let fds = || {
+        std::fs::read_dir(format!("/proc/{}/fd", daemon.pid()))
+            .unwrap()
+            .count()
+    };
+    let before = fds();
+    // Connections that never send a request.
+    let flood: Vec<std::net::TcpStream> = (0..FLOOD)
+        .map(|_| {
+            let stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+            stream.set_nonblocking(true).unwrap();
+            stream
+        })
+        .collect();
+    // Those over the limit are closed at once.
+    let deadline = Instant::now() + LONG;
+    let closed = loop {
+        let closed = flood
+            .iter()
+            .filter(|stream| {
+                let mut stream: &std::net::TcpStream = stream;
+                matches!(stream.read(&mut [0; 1]), Ok(0))
+            })
+            .count();
+        if closed >= FLOOD - LIMIT || Instant::now() >= deadline {
+            break closed;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(closed, FLOOD - LIMIT);
+    daemon
+        .wait_for_line("the screen holds 64 connections already", LONG)
+        .await;
+    let during = fds();
+    println!("daemon file descriptors: {before} before, {during} with {FLOOD} connections tried");
+    assert!(during <= before + LIMIT, "{before} → {during}");
+    // Taps go on.
+    pty.write(&em4100_frame(ALEX));
+    assert!(fake.wait_for(LONG, |r| count_visits(r) == 1).await.0);
+    // Once they go, the screen answers again.
+    drop(flood);
+    let deadline = Instant::now() + LONG;
+    let url = format!("http://127.0.0.1:{port}/health");
+    while !reqwest::get(&url).await.is_ok_and(|r| r.status() == 200) {
+        assert!(Instant::now() < deadline, "the screen never answered again");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -28,8 +28,14 @@ pub(super) async fn attempt(
         ctx.clock.steady_ms(),
         ctx.settings.account_cache_ttl,
     ) {
-        // A member at the door now is greeted by name: the name is asked for, never kept.
-        CacheUse::Account { .. } if ctx.listeners.screen.wants_name(event.id) => None,
+        // A member at the door now is greeted by name: the name is asked for, never kept; and
+        // only while the rate limit has requests to spare, so a greeting never slows a
+        // backlog or another box sharing the key.
+        CacheUse::Account { .. }
+            if ctx.listeners.screen.wants_name(event.id) && ctx.client.has_spare_requests() =>
+        {
+            None
+        }
         CacheUse::Account {
             account_id,
             membership_type,
@@ -119,12 +125,15 @@ pub(super) async fn attempt(
                     info!(outcome = "admitted", event_id = event.id, reader = %event.reader, tag = %tag::short(&event.tag), first_admission, late, "Wellpass member admitted");
                 }
                 Err(failure) => match egym::classify(Call::Admission, &failure) {
-                    Verdict::AdmissionRefused(refusal) if !late => {
+                    Verdict::AdmissionRefused(refusal)
+                        if !late && policy::member_at_the_door(event, ctx.clock.steady_ms()) =>
+                    {
                         return Ok(Outcome::AdmissionRefused { refusal, failure });
                     }
                     Verdict::AdmissionRefused(refusal) => {
-                        // The member came in while EGYM could not be asked: the visit happened,
-                        // and is posted; staff follow the refusal up.
+                        // The member came in while EGYM could not be asked, or was told "will
+                        // sync" at the door: the visit happened, and is posted; staff follow the
+                        // refusal up.
                         ctx.store
                             .mark_admission(
                                 event.id,

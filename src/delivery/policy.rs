@@ -156,6 +156,13 @@ pub fn admission_plan(
     }
 }
 
+/// Whether a Wellpass refusal answered at `now_steady_ms` still finds the member at the door,
+/// to be turned away: only on the event's first attempt, within `ANSWER_WITHIN_MS` of the tap.
+/// Later, the member screen has said "Checked in, will sync" (or nothing), and the member is in.
+pub fn member_at_the_door(event: &OpenEvent, now_steady_ms: i64) -> bool {
+    event.attempts == 0 && now_steady_ms - event.tapped_steady_ms <= crate::screen::ANSWER_WITHIN_MS
+}
+
 /// What became of one delivery attempt.
 #[derive(Debug)]
 pub enum Outcome {
@@ -710,6 +717,28 @@ mod tests {
             ..event(0, None)
         };
         assert_eq!(plan(&admitted, wellpass, 0, admit), NotNeeded);
+    }
+
+    #[test]
+    fn a_refusal_turns_away_only_a_member_still_waiting_at_the_door() {
+        let tapped = event(0, None);
+        let at = tapped.tapped_steady_ms;
+        assert!(member_at_the_door(&tapped, at + 200));
+        assert!(member_at_the_door(
+            &tapped,
+            at + crate::screen::ANSWER_WITHIN_MS
+        ));
+        // The screen has said "will sync" by now.
+        assert!(!member_at_the_door(
+            &tapped,
+            at + crate::screen::ANSWER_WITHIN_MS + 1
+        ));
+        // An earlier attempt failed: the screen said "will sync" then.
+        let retried = OpenEvent {
+            attempts: 1,
+            ..event(0, None)
+        };
+        assert!(!member_at_the_door(&retried, at + 200));
     }
 
     #[test]

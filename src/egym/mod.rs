@@ -436,6 +436,11 @@ impl Client {
         url
     }
 
+    /// Whether requests are to spare now (see [`rate_limit::TokenBucket::has_spare`]).
+    pub fn has_spare_requests(&self) -> bool {
+        self.limiter.has_spare()
+    }
+
     async fn send(
         &self,
         request: reqwest::RequestBuilder,

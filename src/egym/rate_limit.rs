@@ -63,6 +63,13 @@ impl TokenBucket {
         }
     }
 
+    /// Whether at least half the bucket is there: a request that is only nice to have (a
+    /// member's first name for the screen) is made only then.
+    pub fn has_spare(&mut self, now: Instant) -> bool {
+        self.refill(now);
+        self.tokens >= self.capacity / 2.0
+    }
+
     /// Learns from an answer: its status and `X-RateLimit-Remaining`, if present.
     pub fn observe(&mut self, status: u16, remaining: Option<u32>, now: Instant) {
         self.refill(now);
@@ -116,6 +123,11 @@ impl RateLimiter {
     pub fn observe(&self, status: u16, remaining: Option<u32>) {
         self.bucket().observe(status, remaining, Instant::now());
     }
+
+    /// See [`TokenBucket::has_spare`].
+    pub fn has_spare(&self) -> bool {
+        self.bucket().has_spare(Instant::now())
+    }
 }
 
 #[cfg(test)]
@@ -142,6 +154,21 @@ mod tests {
             assert_eq!(bucket.take(much_later), Ok(()));
         }
         assert!(bucket.take(much_later).is_err());
+    }
+
+    #[test]
+    fn only_a_half_full_bucket_has_spare_tokens() {
+        let start = Instant::now();
+        let mut bucket = TokenBucket::new(6.0 / SAFETY_MARGIN, 60, start);
+        assert!(bucket.has_spare(start));
+        for _ in 0..30 {
+            bucket.take(start).unwrap();
+        }
+        assert!(bucket.has_spare(start));
+        bucket.take(start).unwrap();
+        assert!(!bucket.has_spare(start));
+        // A backlog draining keeps it below half; given time, it fills again.
+        assert!(bucket.has_spare(start + Duration::from_secs(1)));
     }
 
     #[test]

@@ -5,6 +5,11 @@
 //! delivery learns next (the member's first name, an unknown card, a refused admission, EGYM out
 //! of reach) changes the answer while it is on screen. A first name is kept only in the view on
 //! screen, and dropped when the view goes.
+//!
+//! A member is not kept waiting at the door: a tap still being checked after `ANSWER_WITHIN_MS`
+//! is answered "will sync", as when EGYM is out of reach. Delivery holds to the same bound: a
+//! Wellpass refusal that comes later finds the member already inside (see
+//! `delivery::policy::member_at_the_door`).
 
 use serde::Serialize;
 
@@ -13,6 +18,9 @@ use crate::visit::Kind;
 
 /// How long a tap's answer stays on screen; then "Tap your card" again.
 pub const SHOWN_FOR_MS: i64 = 6_000;
+/// How long a member waits at the door for the answer to a tap being checked; then it is
+/// "Checked in, will sync".
+pub const ANSWER_WITHIN_MS: i64 = 3_000;
 
 /// What the service knew of a tag when its tap was committed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -34,11 +42,17 @@ pub enum Happening {
     Recorded {
         event_id: i64,
         reader: String,
+        /// Kept in memory only, with the answer on screen, to know the same card tapped again.
+        tag: String,
         kind: Kind,
         known: Known,
     },
     /// A tap within the repeat window: `inside` is whether the member is in.
-    Repeated { reader: String, inside: bool },
+    Repeated {
+        reader: String,
+        tag: String,
+        inside: bool,
+    },
     /// Delivery looked the tag up for a live tap: the member's first name.
     Named { event_id: i64, first_name: String },
     /// The check-in or check-out reached EGYM.
@@ -72,6 +86,8 @@ pub struct View {
     kind: Option<Kind>,
     #[serde(skip)]
     answer: Answer,
+    #[serde(skip)]
+    tag: Option<String>,
 }
 
 /// The member screen's state.
@@ -80,6 +96,18 @@ pub struct Board {
     view: Option<View>,
     /// The last delivery attempt failed (and none has succeeded since).
     failing: bool,
+    /// The card of the last refused admission, and why: tapped again, it is refused again.
+    last_refused: Option<(String, Refusal)>,
+}
+
+/// What the passing of time did to the screen.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Tick {
+    Unchanged,
+    /// The answer changed ("will sync" after `ANSWER_WITHIN_MS`).
+    Changed(View),
+    /// The answer's time is over: "Tap your card" again.
+    Expired,
 }
 
 impl Board {
@@ -90,16 +118,40 @@ impl Board {
             .filter(|v| now_steady_ms - v.since_steady_ms < SHOWN_FOR_MS)
     }
 
-    /// Drops a view whose time is over, and its name with it; true if one went.
-    pub fn expire(&mut self, now_steady_ms: i64) -> bool {
-        let over = self
-            .view
-            .as_ref()
-            .is_some_and(|v| now_steady_ms - v.since_steady_ms >= SHOWN_FOR_MS);
-        if over {
+    /// Moves the screen on to `now_steady_ms`: a check that took too long is answered "will
+    /// sync"; a view whose time is over goes, and its name with it.
+    pub fn tick(&mut self, now_steady_ms: i64) -> Tick {
+        let Some(view) = &mut self.view else {
+            return Tick::Unchanged;
+        };
+        let age = now_steady_ms - view.since_steady_ms;
+        if age >= SHOWN_FOR_MS {
             self.view = None;
+            return Tick::Expired;
         }
-        over
+        if view.answer == Answer::Checking && age >= ANSWER_WITHIN_MS {
+            *view = View {
+                event_id: view.event_id,
+                reader: std::mem::take(&mut view.reader),
+                since_steady_ms: now_steady_ms,
+                tag: view.tag.take(),
+                ..answer(Answer::WillSync, view.kind, view.name.as_deref())
+            };
+            return Tick::Changed(view.clone());
+        }
+        Tick::Unchanged
+    }
+
+    /// When the screen next changes by itself, in steady time.
+    pub fn next_tick_at(&self) -> Option<i64> {
+        self.view.as_ref().map(|v| {
+            v.since_steady_ms
+                + if v.answer == Answer::Checking {
+                    ANSWER_WITHIN_MS
+                } else {
+                    SHOWN_FOR_MS
+                }
+        })
     }
 
     /// Takes in what happened at `now_steady_ms`; returns the new view if the screen changes.
@@ -108,6 +160,7 @@ impl Board {
             Happening::Recorded {
                 event_id,
                 reader,
+                tag,
                 kind,
                 known,
             } => {
@@ -123,16 +176,34 @@ impl Board {
                     name: None,
                     since_steady_ms: now_steady_ms,
                     kind: Some(kind),
+                    tag: Some(tag),
                     ..answer(outcome, Some(kind), None)
                 };
                 self.view = Some(view.clone());
                 Some(view)
             }
-            Happening::Repeated { reader, inside } => {
-                let outcome = if inside {
-                    Answer::AlreadyIn
-                } else {
-                    Answer::AlreadyOut
+            Happening::Repeated {
+                reader,
+                tag,
+                inside,
+            } => {
+                // The same card again while its answer is on screen (a member tapping twice):
+                // the answer stays, and what it is still waiting for can still change it.
+                let shown = self.view(now_steady_ms).is_some();
+                if let Some(view) = self
+                    .view
+                    .as_mut()
+                    .filter(|v| shown && v.tag.as_deref() == Some(tag.as_str()))
+                {
+                    if view.answer != Answer::Checking {
+                        view.since_steady_ms = now_steady_ms;
+                    }
+                    return Some(view.clone());
+                }
+                let outcome = match &self.last_refused {
+                    Some((refused, refusal)) if *refused == tag => Answer::Refused(*refusal),
+                    _ if inside => Answer::AlreadyIn,
+                    _ => Answer::AlreadyOut,
                 };
                 let view = View {
                     event_id: None,
@@ -158,7 +229,12 @@ impl Board {
                 self.update(event_id, now_steady_ms, |_| Some(Answer::Unknown))
             }
             Happening::Refused { event_id, refusal } => {
-                self.update(event_id, now_steady_ms, |_| Some(Answer::Refused(refusal)))
+                let changed =
+                    self.update(event_id, now_steady_ms, |_| Some(Answer::Refused(refusal)));
+                if let Some(tag) = changed.as_ref().and_then(|v| v.tag.clone()) {
+                    self.last_refused = Some((tag, refusal));
+                }
+                changed
             }
             Happening::Failing { event_id } => {
                 self.failing = true;
@@ -255,6 +331,7 @@ fn answer(outcome: Answer, kind: Option<Kind>, name: Option<&str>) -> View {
         since_steady_ms: 0,
         kind,
         answer: outcome,
+        tag: None,
     }
 }
 
@@ -274,8 +351,17 @@ mod tests {
         Happening::Recorded {
             event_id,
             reader: "entrance".into(),
+            tag: format!("0x0{event_id}"),
             kind,
             known,
+        }
+    }
+
+    fn repeated(tag: &str, inside: bool) -> Happening {
+        Happening::Repeated {
+            reader: "entrance".into(),
+            tag: tag.into(),
+            inside,
         }
     }
 
@@ -283,7 +369,7 @@ mod tests {
     fn check(steps: &[(Happening, i64, Option<&str>)]) {
         let mut board = Board::default();
         for (happening, at, expected) in steps {
-            board.expire(*at);
+            board.tick(*at);
             board.apply(happening.clone(), *at);
             let title = board.view(*at).map(|v| v.title.as_str());
             assert_eq!(title, *expected, "after {happening:?} at {at}");
@@ -325,14 +411,8 @@ mod tests {
                 10_000,
                 Some("Goodbye"),
             ),
-            (
-                Happening::Repeated {
-                    reader: "entrance".into(),
-                    inside: false,
-                },
-                11_000,
-                Some("Already checked out"),
-            ),
+            (repeated("0x02", false), 11_000, Some("Goodbye")),
+            (repeated("0x02", false), 17_000, Some("Already checked out")),
         ]);
     }
 
@@ -403,7 +483,9 @@ mod tests {
             10,
         );
         assert!(board.view(SHOWN_FOR_MS - 1).is_some());
-        assert!(board.expire(SHOWN_FOR_MS));
+        assert_eq!(board.next_tick_at(), Some(SHOWN_FOR_MS));
+        assert_eq!(board.tick(SHOWN_FOR_MS), Tick::Expired);
+        assert_eq!(board.next_tick_at(), None);
         assert_eq!(board.view(SHOWN_FOR_MS), None);
         assert!(
             format!("{board:?}").find("Alex").is_none(),
@@ -420,5 +502,57 @@ mod tests {
             ),
             None
         );
+    }
+
+    #[test]
+    fn a_check_that_takes_too_long_is_answered_will_sync_and_keeps_no_one_waiting() {
+        let mut board = Board::default();
+        board.apply(recorded(1, Kind::CheckIn, Known::WellpassMember), 0);
+        assert_eq!(board.next_tick_at(), Some(ANSWER_WITHIN_MS));
+        assert_eq!(board.tick(ANSWER_WITHIN_MS - 1), Tick::Unchanged);
+        let Tick::Changed(view) = board.tick(ANSWER_WITHIN_MS) else {
+            panic!("still checking");
+        };
+        assert_eq!(view.title, "Checked in, will sync");
+        // Then shown for as long as any answer.
+        assert_eq!(board.next_tick_at(), Some(ANSWER_WITHIN_MS + SHOWN_FOR_MS));
+        // A plain member's tap is answered at once and waits for nothing.
+        let mut board = Board::default();
+        board.apply(recorded(2, Kind::CheckIn, Known::Member), 0);
+        assert_eq!(board.tick(ANSWER_WITHIN_MS), Tick::Unchanged);
+    }
+
+    #[test]
+    fn the_same_card_tapped_again_keeps_its_answer_and_a_refused_one_is_refused_again() {
+        check(&[
+            (
+                recorded(1, Kind::CheckIn, Known::WellpassMember),
+                0,
+                Some("One moment"),
+            ),
+            // Tapped twice while EGYM is asked: the answer still comes.
+            (repeated("0x01", true), 500, Some("One moment")),
+            (
+                Happening::Refused {
+                    event_id: 1,
+                    refusal: Refusal::MembershipExpired,
+                },
+                900,
+                Some("Wellpass membership expired"),
+            ),
+            (
+                repeated("0x01", false),
+                2_000,
+                Some("Wellpass membership expired"),
+            ),
+            // Once the answer has gone, the same card is still refused, not "Already checked out".
+            (
+                repeated("0x01", false),
+                9_000,
+                Some("Wellpass membership expired"),
+            ),
+            // Another member's repeat is theirs.
+            (repeated("0x07", true), 16_000, Some("Already checked in")),
+        ]);
     }
 }

@@ -21,7 +21,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use tokio::sync::{Notify, broadcast};
 
 use crate::clock::Clock;
-pub use board::{Happening, Known, SHOWN_FOR_MS, View};
+pub use board::{ANSWER_WITHIN_MS, Happening, Known, SHOWN_FOR_MS, View};
 pub use server::{ServerSettings, serve};
 pub use staff::staff_json;
 
@@ -106,16 +106,43 @@ impl Screen {
     pub fn happened(&self, happening: Happening) {
         let now = self.0.clock.steady_ms();
         let mut state = self.state();
-        state.board.expire(now);
+        self.tick_locked(&mut state, now);
         if let Some(view) = state.board.apply(happening, now) {
-            let data = serde_json::to_string(&view).unwrap_or_default();
-            let sent = push(&mut state, Audience::Member, data);
-            state.latest_member = Some(sent.clone());
+            self.show(&mut state, &view);
             drop(state);
-            let _ = self.0.events.send(sent);
             self.0.shown.notify_one();
         }
         self.0.staff_changed.notify_one();
+    }
+
+    /// Sends `view` to member screens.
+    fn show(&self, state: &mut State, view: &View) {
+        let data = serde_json::to_string(view).unwrap_or_default();
+        let sent = push(state, Audience::Member, data);
+        state.latest_member = Some(sent.clone());
+        // Sent under the lock, so that browsers get events in the order of their numbers.
+        let _ = self.0.events.send(sent);
+    }
+
+    /// Moves the member screen on to now ("will sync" for a check that takes too long, "Tap
+    /// your card" once an answer's time is over, its name dropped with it); returns how long
+    /// until it next changes by itself.
+    pub fn tick(&self) -> Option<std::time::Duration> {
+        let now = self.0.clock.steady_ms();
+        let mut state = self.state();
+        self.tick_locked(&mut state, now);
+        state
+            .board
+            .next_tick_at()
+            .map(|at| std::time::Duration::from_millis(at.saturating_sub(now).max(1) as u64))
+    }
+
+    fn tick_locked(&self, state: &mut State, now: i64) {
+        match state.board.tick(now) {
+            board::Tick::Unchanged => {}
+            board::Tick::Changed(view) => self.show(state, &view),
+            board::Tick::Expired => state.latest_member = None,
+        }
     }
 
     /// Completes when an answer goes up on the member screen.
@@ -138,7 +165,6 @@ impl Screen {
         let mut state = self.state();
         let sent = push(&mut state, Audience::Staff, data);
         state.latest_staff = Some(sent.clone());
-        drop(state);
         let _ = self.0.events.send(sent);
     }
 
@@ -168,17 +194,6 @@ impl Screen {
         MemberScreen(self.clone())
     }
 
-    /// Drops the answer on screen once its time is over, and the name in it; true if it went.
-    pub fn expire(&self) -> bool {
-        let now = self.0.clock.steady_ms();
-        let mut state = self.state();
-        let expired = state.board.expire(now);
-        if expired {
-            state.latest_member = None;
-        }
-        expired
-    }
-
     /// A new subscriber for `audience`: what it should get first (the latest state it lacks,
     /// given the `Last-Event-ID` it sent, if any), and the stream of what follows.
     pub fn subscribe(
@@ -186,7 +201,7 @@ impl Screen {
         audience: Audience,
         last_event_id: Option<&str>,
     ) -> (Vec<Arc<Sent>>, broadcast::Receiver<Arc<Sent>>) {
-        self.expire();
+        self.tick();
         let state = self.state();
         let receiver = self.0.events.subscribe();
         let seen = last_event_id
@@ -255,6 +270,7 @@ mod tests {
         screen.happened(Happening::Recorded {
             event_id: 1,
             reader: "entrance".into(),
+            tag: "0x0A0B0C0D".into(),
             kind: Kind::CheckIn,
             known: Known::Member,
         });

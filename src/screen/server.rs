@@ -3,7 +3,12 @@
 //!
 //! It runs beside the service and never in its way: if the address cannot be bound (the port is
 //! taken), it says why in the journal and in `status`, tries again with backoff, and taps are
-//! recorded and delivered meanwhile as always.
+//! recorded and delivered meanwhile as always. It holds at most `MAX_CONNECTIONS` connections,
+//! each with a bounded request buffer and a deadline for its headers, so a browser, or anything
+//! else on the network, cannot use up the service's file descriptors or memory. On a loopback
+//! address it answers only requests addressed to this machine by name (`Host: 127.0.0.1`,
+//! `localhost`, `[::1]`), so a web page open in a browser on the box cannot reach it through a
+//! rebound DNS name.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -16,9 +21,9 @@ use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Full};
 use hyper::body::{Frame, Incoming};
 use hyper::{Request, Response, StatusCode};
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
-use tokio::sync::{broadcast, watch};
+use tokio::sync::{Semaphore, broadcast, watch};
 use tokio::task::JoinSet;
 use tracing::{debug, info, warn};
 
@@ -43,6 +48,14 @@ const STAFF_MIN_GAP: Duration = Duration::from_millis(250);
 const STAFF_REFRESH: Duration = Duration::from_secs(2);
 /// Taps listed on the staff page.
 const STAFF_TAPS: usize = 50;
+/// Connections held at once; one more is closed as soon as it is accepted. A front desk has a
+/// member screen or two and a staff page; event streams count.
+pub const MAX_CONNECTIONS: usize = 64;
+/// A connection that has not sent a request's headers within this long is closed (an idle
+/// keep-alive connection too).
+const HEADER_DEADLINE: Duration = Duration::from_secs(10);
+/// A request's headers may take at most this much memory.
+const MAX_REQUEST_BUFFER: usize = 16 * 1024;
 
 type Body = BoxBody<Bytes, Infallible>;
 
@@ -63,6 +76,8 @@ struct Context {
     metrics: Arc<Metrics>,
     clock: Clock,
     token: Option<String>,
+    /// Serving on a loopback address: requests must name this machine (see the module's notes).
+    loopback: bool,
     /// Staff pages open now: the staff data is refreshed only while there are some.
     staff_open: AtomicUsize,
 }
@@ -83,11 +98,14 @@ pub async fn serve(
         metrics,
         clock,
         token: settings.token,
+        loopback: settings.listen.ip().is_loopback(),
         staff_open: AtomicUsize::new(0),
     });
+    let connections = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let mut said_full = false;
     let mut tasks = JoinSet::new();
     tasks.spawn(refresh_staff(ctx.clone()));
-    tasks.spawn(expire_views(ctx.screen.clone()));
+    tasks.spawn(tick_views(ctx.screen.clone()));
     let mut retry = BIND_RETRY_FIRST;
     let mut said_failing = false;
     let listener = loop {
@@ -126,7 +144,14 @@ pub async fn serve(
             _ = stopping.wait_for(|stop| *stop) => break,
         };
         match accepted {
-            Ok((stream, _)) => {
+            Ok((stream, peer)) => {
+                let Ok(permit) = connections.clone().try_acquire_owned() else {
+                    if !std::mem::replace(&mut said_full, true) {
+                        warn!(%peer, "the screen holds {MAX_CONNECTIONS} connections already; closing new ones until some end (said once)");
+                    }
+                    drop(stream);
+                    continue;
+                };
                 let ctx = ctx.clone();
                 tasks.spawn(async move {
                     let service = hyper::service::service_fn(move |request| {
@@ -134,11 +159,15 @@ pub async fn serve(
                         async move { Ok::<_, Infallible>(handle(ctx, request).await) }
                     });
                     if let Err(e) = hyper::server::conn::http1::Builder::new()
+                        .timer(TokioTimer::new())
+                        .header_read_timeout(HEADER_DEADLINE)
+                        .max_buf_size(MAX_REQUEST_BUFFER)
                         .serve_connection(TokioIo::new(stream), service)
                         .await
                     {
                         debug!(error = %e, "screen connection ended");
                     }
+                    drop(permit);
                 });
             }
             Err(e) => {
@@ -153,6 +182,12 @@ pub async fn serve(
 async fn handle(ctx: Arc<Context>, request: Request<Incoming>) -> Response<Body> {
     if request.method() != hyper::Method::GET {
         return text(StatusCode::METHOD_NOT_ALLOWED, "GET only\n");
+    }
+    if ctx.loopback && !names_this_machine(&request) {
+        return text(
+            StatusCode::MISDIRECTED_REQUEST,
+            "on a loopback address the screen answers only http://127.0.0.1, http://localhost or http://[::1]\n",
+        );
     }
     let path = request.uri().path().to_string();
     let query = request.uri().query().unwrap_or("").to_string();
@@ -187,12 +222,26 @@ async fn handle(ctx: Arc<Context>, request: Request<Incoming>) -> Response<Body>
     }
 }
 
-fn query_param<'a>(query: &'a str, name: &str) -> Option<&'a str> {
-    query
-        .split('&')
-        .filter_map(|pair| pair.split_once('='))
-        .find(|(key, _)| *key == name)
-        .map(|(_, value)| value)
+/// The value of `name` in a query string, percent-decoded.
+fn query_param(query: &str, name: &str) -> Option<String> {
+    url::form_urlencoded::parse(query.as_bytes())
+        .find(|(key, _)| key == name)
+        .map(|(_, value)| value.into_owned())
+}
+
+/// Whether the request's `Host` is this machine by a loopback name or address.
+fn names_this_machine(request: &Request<Incoming>) -> bool {
+    let Some(host) = request.headers().get("host").and_then(|v| v.to_str().ok()) else {
+        return false;
+    };
+    let name = match host.strip_prefix('[') {
+        Some(rest) => rest.split(']').next().unwrap_or(""),
+        None => host.rsplit_once(':').map_or(host, |(name, _)| name),
+    };
+    name.eq_ignore_ascii_case("localhost")
+        || name
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
 }
 
 /// Whether the request carries the token (always, when none is configured: loopback only).
@@ -205,7 +254,9 @@ fn authorised(ctx: &Context, request: &Request<Incoming>, query: &str) -> bool {
         .get("authorization")
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "));
-    let given = bearer.or_else(|| query_param(query, "token"));
+    let given = bearer
+        .map(str::to_string)
+        .or_else(|| query_param(query, "token"));
     given.is_some_and(|given| same(given.as_bytes(), token.as_bytes()))
 }
 
@@ -307,55 +358,73 @@ async fn refresh_staff(ctx: Arc<Context>) {
     }
 }
 
-/// Drops each answer from memory (the member's first name with it) once its time is over.
-async fn expire_views(screen: Screen) {
+/// Moves the member screen on as time passes: "will sync" for a check that takes too long, and
+/// each answer dropped from memory (the member's first name with it) once its time is over.
+async fn tick_views(screen: Screen) {
     loop {
-        screen.shown().await;
-        tokio::time::sleep(Duration::from_millis(super::SHOWN_FOR_MS as u64 + 100)).await;
-        screen.expire();
+        match screen.tick() {
+            Some(wait) => tokio::select! {
+                () = screen.shown() => {}
+                () = tokio::time::sleep(wait) => {}
+            },
+            None => screen.shown().await,
+        }
     }
 }
 
 /// `text/event-stream` for `audience`: first the state it lacks, then each event as it comes.
 async fn events(ctx: Arc<Context>, audience: Audience, last: Option<&str>) -> Response<Body> {
-    let staff = audience == Audience::Staff;
-    if staff {
-        ctx.staff_open.fetch_add(1, Ordering::Relaxed);
-        if let Some(data) = staff_now(&ctx).await {
-            ctx.screen.publish_staff(data);
-        }
+    let staff_page = (audience == Audience::Staff).then(|| StaffPage::open(ctx.clone()));
+    if staff_page.is_some()
+        && let Some(data) = staff_now(&ctx).await
+    {
+        ctx.screen.publish_staff(data);
     }
-    let member_screen = (!staff).then(|| ctx.screen.member_screen_open());
+    let member_screen = staff_page
+        .is_none()
+        .then(|| ctx.screen.member_screen_open());
     let (first, receiver) = ctx.screen.subscribe(audience, last);
     let run = ctx.screen.run().to_string();
+    let hello = format!(
+        "retry: {RECONNECT_MS}\n\nevent: hello\ndata: {}\n\n",
+        serde_json::json!({ "build": format!("{} {}", metrics::VERSION, metrics::COMMIT) })
+    );
     let (mut sender, body) = http_body_util::channel::Channel::<Bytes, Infallible>::new(8);
     // The stream runs as long as the browser listens.
     tokio::spawn(async move {
-        let mut open = sender
-            .send(Frame::data(Bytes::from(format!(
-                "retry: {RECONNECT_MS}\n\nevent: hello\ndata: {{\"build\":\"{} {}\"}}\n\n",
-                metrics::VERSION,
-                metrics::COMMIT
-            ))))
-            .await
-            .is_ok();
-        for sent in &first {
+        let mut open = sender.send(Frame::data(Bytes::from(hello))).await.is_ok();
+        // By value: a name in the answer on screen is not kept for as long as the stream lasts.
+        for sent in first {
             if open {
-                open = sender.send(Frame::data(sse(&run, sent))).await.is_ok();
+                open = sender.send(Frame::data(sse(&run, &sent))).await.is_ok();
             }
         }
         if open {
             stream_events(&mut sender, receiver, audience, &run).await;
         }
-        if staff {
-            ctx.staff_open.fetch_sub(1, Ordering::Relaxed);
-        }
+        drop(staff_page);
         drop(member_screen);
     });
     let mut response = Response::new(body.boxed());
     set(&mut response, "content-type", "text/event-stream");
     set(&mut response, "cache-control", "no-cache");
     response
+}
+
+/// A staff page's stream, counted while it lasts (also when its request is dropped early).
+struct StaffPage(Arc<Context>);
+
+impl StaffPage {
+    fn open(ctx: Arc<Context>) -> StaffPage {
+        ctx.staff_open.fetch_add(1, Ordering::Relaxed);
+        StaffPage(ctx)
+    }
+}
+
+impl Drop for StaffPage {
+    fn drop(&mut self) {
+        self.0.staff_open.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 async fn stream_events(
