@@ -44,6 +44,36 @@ fn reader(pty: &Pty) -> String {
     )
 }
 
+/// The service with its screen on a port of its own, a pty reader and the stand-in EGYM;
+/// `config` writes the configuration from the directory, EGYM's URL, the port and the reader's
+/// table. Waits until the screen is served.
+async fn desk_with(
+    name: &str,
+    config: impl FnOnce(&TestDir, &str, u16, &str) -> std::path::PathBuf,
+) -> (TestDir, FakeEgym, Pty, u16, std::path::PathBuf, Daemon) {
+    let dir = TestDir::new(name);
+    let fake = egym().await;
+    let pty = Pty::open();
+    let port = free_port();
+    let config = config(&dir, &fake.base_url(), port, &reader(&pty));
+    let daemon = Daemon::start(&config);
+    daemon.wait_for_line("the screen is served", LONG).await;
+    (dir, fake, pty, port, config, daemon)
+}
+
+/// [`desk_with`] the screen on 127.0.0.1.
+async fn desk(name: &str) -> (TestDir, FakeEgym, Pty, u16, std::path::PathBuf, Daemon) {
+    desk_with(name, |dir, base_url, port, reader| {
+        write_config_with_screen(
+            dir,
+            base_url,
+            &format!("listen = \"127.0.0.1:{port}\""),
+            reader,
+        )
+    })
+    .await
+}
+
 /// One event of the stream.
 #[derive(Clone, Debug)]
 struct Event {
@@ -140,22 +170,20 @@ impl Drop for Stream {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_member_screen_answers_each_tap_at_once_by_first_name_and_never_shows_the_tag() {
-    let dir = TestDir::new("screen-member");
-    let fake = egym().await;
-    let mut pty = Pty::open();
-    let port = free_port();
     // Requests may take longer than a member waits at the door.
-    let config = write_config_parts(
-        &dir,
-        &fake.base_url(),
-        "request-timeout = \"5s\"",
-        "",
-        "trusted-when = \"always\"",
-        &format!("listen = \"127.0.0.1:{port}\""),
-        &reader(&pty),
-    );
-    let daemon = Daemon::start(&config);
-    daemon.wait_for_line("the screen is served", LONG).await;
+    let (_dir, fake, mut pty, port, _config, daemon) =
+        desk_with("screen-member", |dir, base_url, port, reader| {
+            write_config_parts(
+                dir,
+                base_url,
+                "request-timeout = \"5s\"",
+                "",
+                "trusted-when = \"always\"",
+                &format!("listen = \"127.0.0.1:{port}\""),
+                reader,
+            )
+        })
+        .await;
     let stream = Stream::open(&format!("http://127.0.0.1:{port}/events"), None).await;
 
     pty.write(&em4100_frame(ALEX));
@@ -231,18 +259,7 @@ async fn the_member_screen_answers_each_tap_at_once_by_first_name_and_never_show
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_screen_resumes_from_its_last_event_id_and_a_new_one_gets_the_state_first() {
-    let dir = TestDir::new("screen-resume");
-    let fake = egym().await;
-    let mut pty = Pty::open();
-    let port = free_port();
-    let config = write_config_with_screen(
-        &dir,
-        &fake.base_url(),
-        &format!("listen = \"127.0.0.1:{port}\""),
-        &reader(&pty),
-    );
-    let daemon = Daemon::start(&config);
-    daemon.wait_for_line("the screen is served", LONG).await;
+    let (_dir, _fake, mut pty, port, _config, daemon) = desk("screen-resume").await;
     let url = format!("http://127.0.0.1:{port}/events");
     let first = Stream::open(&url, None).await;
     pty.write(&em4100_frame(ALEX));
@@ -331,18 +348,7 @@ fn status_with_host(port: u16, path: &str, host: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn on_loopback_the_screen_answers_only_requests_that_name_this_machine() {
-    let dir = TestDir::new("screen-host");
-    let fake = egym().await;
-    let pty = Pty::open();
-    let port = free_port();
-    let config = write_config_with_screen(
-        &dir,
-        &fake.base_url(),
-        &format!("listen = \"127.0.0.1:{port}\""),
-        &reader(&pty),
-    );
-    let daemon = Daemon::start(&config);
-    daemon.wait_for_line("the screen is served", LONG).await;
+    let (_dir, _fake, _pty, port, _config, daemon) = desk("screen-host").await;
     for host in [
         format!("127.0.0.1:{port}"),
         format!("localhost:{port}"),
@@ -365,18 +371,7 @@ async fn a_flood_of_connections_stops_no_tap_and_the_screen_holds_at_most_its_li
     use std::io::Read;
     const FLOOD: usize = 200;
     const LIMIT: usize = 64;
-    let dir = TestDir::new("screen-flood");
-    let fake = egym().await;
-    let mut pty = Pty::open();
-    let port = free_port();
-    let config = write_config_with_screen(
-        &dir,
-        &fake.base_url(),
-        &format!("listen = \"127.0.0.1:{port}\""),
-        &reader(&pty),
-    );
-    let daemon = Daemon::start(&config);
-    daemon.wait_for_line("the screen is served", LONG).await;
+    let (_dir, fake, mut pty, port, _config, daemon) = desk("screen-flood").await;
     daemon.wait_for_line("reader connected", LONG).await;
     let fds = || {
         std::fs::read_dir(format!("/proc/{}/fd", daemon.pid()))
@@ -483,18 +478,7 @@ async fn a_taken_port_stops_no_tap_and_the_screen_comes_once_the_port_is_free() 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_pass_prometheus_own_checker_and_count_what_happened() {
-    let dir = TestDir::new("screen-metrics");
-    let fake = egym().await;
-    let mut pty = Pty::open();
-    let port = free_port();
-    let config = write_config_with_screen(
-        &dir,
-        &fake.base_url(),
-        &format!("listen = \"127.0.0.1:{port}\""),
-        &reader(&pty),
-    );
-    let daemon = Daemon::start(&config);
-    daemon.wait_for_line("the screen is served", LONG).await;
+    let (_dir, fake, mut pty, port, _config, daemon) = desk("screen-metrics").await;
     pty.write(&em4100_frame(ALEX));
     assert!(fake.wait_for(LONG, |r| count_visits(r) == 1).await.0);
     daemon.wait_for_line("delivered", LONG).await;
@@ -544,18 +528,7 @@ async fn metrics_pass_prometheus_own_checker_and_count_what_happened() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_browser_shows_the_members_first_name_and_reconnects_after_a_restart() {
-    let dir = TestDir::new("screen-browser");
-    let fake = egym().await;
-    let mut pty = Pty::open();
-    let port = free_port();
-    let config = write_config_with_screen(
-        &dir,
-        &fake.base_url(),
-        &format!("listen = \"127.0.0.1:{port}\""),
-        &reader(&pty),
-    );
-    let mut daemon = Daemon::start(&config);
-    daemon.wait_for_line("the screen is served", LONG).await;
+    let (_dir, _fake, mut pty, port, config, mut daemon) = desk("screen-browser").await;
     let mut browser = Browser::start(1280, 800);
     browser.navigate(&format!("http://127.0.0.1:{port}/"));
     let title = "document.getElementById('title').textContent";
