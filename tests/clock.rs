@@ -379,13 +379,7 @@ async fn held_taps_are_placed_once_the_database_can_be_written_again() {
         &em4100_reader(&pty.slave_path),
     );
     let switch = dir.path("disk-fault");
-    let daemon = Daemon::start_with_env(
-        &config,
-        &[
-            ("LD_PRELOAD", disk_fault_shim().to_str().unwrap()),
-            ("GYM_CHECKIN_DISK_FAULT", switch.to_str().unwrap()),
-        ],
-    );
+    let daemon = Daemon::start_with_disk_fault(&config, &switch);
     daemon.wait_for_line("reader connected", LONG).await;
     let tapped = now_ms();
     pty.write(&em4100_frame(ALEX));

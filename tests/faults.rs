@@ -652,13 +652,7 @@ async fn taps_survive_a_failing_disk(name: &str, fault: &str) {
         &line_reader("desk", &pty.slave_path, ""),
     );
     let switch = dir.path("disk-fault");
-    let daemon = Daemon::start_with_env(
-        &config,
-        &[
-            ("LD_PRELOAD", disk_fault_shim().to_str().unwrap()),
-            ("GYM_CHECKIN_DISK_FAULT", switch.to_str().unwrap()),
-        ],
-    );
+    let daemon = Daemon::start_with_disk_fault(&config, &switch);
     daemon.wait_for_line("reader connected", LONG).await;
     let tap = |pty: &mut Pty, i: usize| {
         pty.write(format!("{}\n", tags[i].0.trim_start_matches("0x")).as_bytes());
@@ -743,13 +737,7 @@ async fn a_tap_that_cannot_be_kept_is_said_and_counted_and_changes_no_visit() {
         &line_reader("desk", &pty.slave_path, "debounce = \"0ms\""),
     );
     let switch = dir.path("disk-fault");
-    let daemon = Daemon::start_with_env(
-        &config,
-        &[
-            ("LD_PRELOAD", disk_fault_shim().to_str().unwrap()),
-            ("GYM_CHECKIN_DISK_FAULT", switch.to_str().unwrap()),
-        ],
-    );
+    let daemon = Daemon::start_with_disk_fault(&config, &switch);
     daemon.wait_for_line("reader connected", LONG).await;
     std::fs::write(&switch, "enospc").unwrap();
     // The disk is full: 10,000 taps fill the memory buffer, then one more cannot be kept.

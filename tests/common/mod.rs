@@ -540,6 +540,20 @@ pub fn disk_fault_shim() -> &'static Path {
     })
 }
 
+impl Daemon {
+    /// Starts the daemon with its disk failing as `switch` says (see [`disk_fault_shim`]:
+    /// write `enospc`, `erofs` or `eio` into the file to fail it, remove it to heal it).
+    pub fn start_with_disk_fault(config: &Path, switch: &Path) -> Daemon {
+        Daemon::start_with_env(
+            config,
+            &[
+                ("LD_PRELOAD", disk_fault_shim().to_str().unwrap()),
+                ("GYM_CHECKIN_DISK_FAULT", switch.to_str().unwrap()),
+            ],
+        )
+    }
+}
+
 /// Debian's libfaketime (package `faketime`, which `.ci/run` installs): it steps the wall clock
 /// of the real binary and leaves its monotonic clocks alone.
 pub fn libfaketime() -> PathBuf {
