@@ -3,6 +3,7 @@
 
 mod common;
 
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -41,12 +42,12 @@ fn visit_of(received: &[Received], account: &str) -> Vec<(String, i64)> {
 
 const EGYM: &str = "rate-limit-per-second = 50\nrate-limit-burst = 50\nrequest-timeout = \"2s\"";
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn taps_made_while_the_clock_is_days_behind_reach_egym_with_their_true_times_once_it_is_trusted()
- {
-    let dir = TestDir::new("clock-behind");
+/// A service whose clock is trusted while the file `synced` exists, with its directory, the
+/// stand-in EGYM, an EM4100 reader and its configuration.
+async fn trusted_by_file(name: &str) -> (TestDir, FakeEgym, Pty, PathBuf, PathBuf) {
+    let dir = TestDir::new(name);
     let fake = egym_with_members().await;
-    let mut pty = Pty::open();
+    let pty = Pty::open();
     let synced = dir.path("synchronized");
     let config = write_config_full(
         &dir,
@@ -56,6 +57,13 @@ async fn taps_made_while_the_clock_is_days_behind_reach_egym_with_their_true_tim
         &format!("trusted-when = \"file:{}\"", synced.display()),
         &em4100_reader(&pty.slave_path),
     );
+    (dir, fake, pty, synced, config)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn taps_made_while_the_clock_is_days_behind_reach_egym_with_their_true_times_once_it_is_trusted()
+ {
+    let (dir, fake, mut pty, synced, config) = trusted_by_file("clock-behind").await;
     // The box booted with the time of a shutdown three days ago, and NTP has not reached it.
     let clock = FakeTime::new(&dir, "-3d");
     let mut daemon = Daemon::start_with_env(&config, &clock.env("boot-behind"));
@@ -274,18 +282,7 @@ async fn a_step_forward_of_two_days_moves_no_window_no_cache_age_and_no_check_ou
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_tap_from_a_boot_that_ended_before_the_clock_was_trusted_is_sent_within_its_bounds() {
-    let dir = TestDir::new("clock-approximate");
-    let fake = egym_with_members().await;
-    let mut pty = Pty::open();
-    let synced = dir.path("synchronized");
-    let config = write_config_full(
-        &dir,
-        &fake.base_url(),
-        EGYM,
-        "",
-        &format!("trusted-when = \"file:{}\"", synced.display()),
-        &em4100_reader(&pty.slave_path),
-    );
+    let (dir, fake, mut pty, synced, config) = trusted_by_file("clock-approximate").await;
     let clock = FakeTime::new(&dir, "+0");
     std::fs::write(&synced, "").unwrap();
 
@@ -366,18 +363,7 @@ async fn a_clock_that_can_never_be_trusted_is_said_loudly_at_start() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn held_taps_are_placed_once_the_database_can_be_written_again() {
-    let dir = TestDir::new("clock-place-retry");
-    let fake = egym_with_members().await;
-    let mut pty = Pty::open();
-    let synced = dir.path("synchronized");
-    let config = write_config_full(
-        &dir,
-        &fake.base_url(),
-        EGYM,
-        "",
-        &format!("trusted-when = \"file:{}\"", synced.display()),
-        &em4100_reader(&pty.slave_path),
-    );
+    let (dir, fake, mut pty, synced, config) = trusted_by_file("clock-place-retry").await;
     let switch = dir.path("disk-fault");
     let daemon = Daemon::start_with_disk_fault(&config, &switch);
     daemon.wait_for_line("reader connected", LONG).await;
