@@ -316,6 +316,16 @@ async fn a_new_tap_goes_ahead_of_a_backlog_left_by_an_outage_a_few_seconds_ago()
     fake.wait_for(LONG, |r| count_visits(r) >= 3).await;
     let tapped = Instant::now();
     pty.write(format!("{}\n", live_tag.trim_start_matches("0x")).as_bytes());
+    // A rate-limit answer in the drain just after the tap is no outage: the tap stays live.
+    daemon
+        .wait_for_lines("tap recorded", tags.len() + 1, LONG)
+        .await;
+    fake.answer_next(
+        gym_checkin::egym::fake::Calls::Visits,
+        1,
+        429,
+        "tooManyRequests",
+    );
     let (ok, received) = fake
         .wait_for(LONG, |r| {
             r.iter()
@@ -338,9 +348,9 @@ async fn a_new_tap_goes_ahead_of_a_backlog_left_by_an_outage_a_few_seconds_ago()
         backlog_left > 50,
         "the backlog was nearly drained; the test proves nothing"
     );
-    assert_eq!(
-        received.iter().filter(|r| r.status == Some(429)).count(),
-        0,
+    // None but the one answered on purpose above (if it came before the new tap's check-in).
+    assert!(
+        received.iter().filter(|r| r.status == Some(429)).count() <= 1,
         "EGYM's rate limit was hit"
     );
 }

@@ -436,7 +436,9 @@ impl Worker {
                 true
             }
             WorkerChange::Hold { delay, cause } => {
-                self.note_backlog(recorded_before);
+                if cause != HoldCause::RateLimited {
+                    self.note_backlog(recorded_before);
+                }
                 let until = Instant::now() + delay;
                 self.failing_since.get_or_insert_with(Instant::now);
                 if self.hold.is_none_or(|(current, _)| current < until) {

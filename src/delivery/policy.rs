@@ -195,8 +195,11 @@ pub enum Outcome {
 pub enum HoldCause {
     /// No answer (connection refused, DNS, timeout): a new tap may probe sooner.
     Unreachable,
-    /// EGYM answered 408, 429 or 5xx: it is left alone for the whole delay.
+    /// EGYM answered 408 or 5xx: it is left alone for the whole delay.
     Overloaded,
+    /// EGYM answered 429: left alone for the whole delay too, but no outage: the taps waiting
+    /// meanwhile are not a backlog, and a member's new tap still goes ahead of retries.
+    RateLimited,
     Database,
 }
 
@@ -326,6 +329,7 @@ pub fn decide(
             let delay = retry_delay(event.attempts, random);
             let cause = match failure {
                 Failure::Transport { .. } => HoldCause::Unreachable,
+                Failure::Status { status: 429, .. } => HoldCause::RateLimited,
                 Failure::Status { .. } => HoldCause::Overloaded,
             };
             Decision {
@@ -586,6 +590,23 @@ mod tests {
             WorkerChange::Hold {
                 delay: Duration::from_millis(500),
                 cause: HoldCause::Overloaded,
+            },
+            |r| matches!(r, Report::Retry { attempt: 1, .. }),
+        );
+        // A 429 holds the worker as long, but is no outage.
+        check(
+            event(0, None),
+            Outcome::Retry {
+                failure: status(429, "tooManyRequests"),
+            },
+            s,
+            RowChange::Retry {
+                next_attempt_steady_ms: s + 500,
+                answer: answer(&status(429, "tooManyRequests")),
+            },
+            WorkerChange::Hold {
+                delay: Duration::from_millis(500),
+                cause: HoldCause::RateLimited,
             },
             |r| matches!(r, Report::Retry { attempt: 1, .. }),
         );

@@ -295,9 +295,12 @@ impl Store {
         next_attempt_steady_ms: i64,
         answer: Answer,
     ) -> Result<(), StoreError> {
+        // A 429 is EGYM declining to take the request now, not an attempt at it: the event
+        // keeps its place (a member's new tap stays live, ahead of a backlog) and its backoff.
         self.call(move |conn| {
             conn.prepare_cached(
-                "UPDATE events SET attempts = attempts + 1, next_attempt_steady_ms = ?2,
+                "UPDATE events SET attempts = attempts + (COALESCE(?3, 0) <> 429),
+                        next_attempt_steady_ms = ?2,
                         last_status = ?3, last_error_code = ?4, last_error = ?5
                  WHERE id = ?1",
             )?
