@@ -4,6 +4,7 @@
 use tracing::{info, warn};
 
 use crate::config::ApiKey;
+use crate::egym::rate_limit::Priority;
 use crate::egym::{self, Call, Failure, Verdict};
 use crate::screen::Happening;
 use crate::store::{Admission, OpenEvent, StoreError};
@@ -12,12 +13,15 @@ use crate::tag;
 use super::Context;
 use super::policy::{self, AdmissionPlan, CacheUse, Outcome};
 
-/// Makes one attempt for `event`; the outcome is decided by [`policy::decide`].
+/// Makes one attempt for `event`, its requests made with `priority`; the outcome is decided by
+/// [`policy::decide`].
 pub(super) async fn attempt(
     ctx: &Context,
     key: &ApiKey,
     event: &OpenEvent,
+    priority: Priority,
 ) -> Result<Outcome, StoreError> {
+    let client = ctx.client.with_priority(priority);
     let tag_format = event.tag_format.as_deref();
     let cached = ctx
         .store
@@ -32,7 +36,7 @@ pub(super) async fn attempt(
         // only while the rate limit has requests to spare, so a greeting never slows a
         // backlog or another box sharing the key.
         CacheUse::Account { .. }
-            if ctx.listeners.screen.wants_name(event.id) && ctx.client.has_spare_requests() =>
+            if ctx.listeners.screen.wants_name(event.id) && client.has_spare_requests() =>
         {
             None
         }
@@ -53,7 +57,7 @@ pub(super) async fn attempt(
             Some(account) => account,
             None => {
                 looked_up = true;
-                let found = ctx.client.lookup(key, &event.tag, tag_format).await;
+                let found = client.lookup(key, &event.tag, tag_format).await;
                 let known = match &found {
                     Ok(account) => Some(Some((
                         account.account_id.clone(),
@@ -113,7 +117,7 @@ pub(super) async fn attempt(
                 admission = Some(Admission::Skipped);
                 warn!(outcome = "admission_skipped", event_id = event.id, reader = %event.reader, tag = %tag::short(&event.tag), "Wellpass admission skipped: the tap is older than admission-window (late = \"skip\"); the check-in is sent without one. Record this visit in the Wellpass partner portal");
             }
-            AdmissionPlan::Admit { late } => match ctx.client.admit(key, &account_id).await {
+            AdmissionPlan::Admit { late } => match client.admit(key, &account_id).await {
                 Ok(first_admission) => {
                     let admitted = if late {
                         Admission::AdmittedLate
@@ -166,7 +170,7 @@ pub(super) async fn attempt(
                 event.tapped_steady_ms,
                 &ctx.clock.now(),
             );
-            ctx.client
+            client
                 .post_visit(key, &account_id, event.kind, timestamp)
                 .await
         };

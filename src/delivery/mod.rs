@@ -35,6 +35,7 @@ use tracing::{error, info, warn};
 use crate::clock::Clock;
 use crate::config::{ApiKey, ApiKeySource};
 use crate::egym;
+use crate::egym::rate_limit::Priority;
 use crate::liveness::Pulse;
 use crate::recorder::Listeners;
 use crate::screen::Happening;
@@ -339,8 +340,15 @@ impl Worker {
                 self.in_flight_tags.insert(event.tag.clone());
                 let ctx = self.ctx.clone();
                 let key = self.key.clone();
+                // Claimed as live above: its requests go before those of the backlog's
+                // attempts already in flight.
+                let priority = if event.attempts == 0 && event.id > self.backlog_through_id {
+                    Priority::Member
+                } else {
+                    Priority::Backlog
+                };
                 tasks.spawn(async move {
-                    let outcome = attempt::attempt(&ctx, &key, &event).await;
+                    let outcome = attempt::attempt(&ctx, &key, &event, priority).await;
                     Attempt {
                         event,
                         outcome,

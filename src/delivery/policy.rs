@@ -197,8 +197,9 @@ pub enum HoldCause {
     Unreachable,
     /// EGYM answered 408 or 5xx: it is left alone for the whole delay.
     Overloaded,
-    /// EGYM answered 429: left alone for the whole delay too, but no outage: the taps waiting
-    /// meanwhile are not a backlog, and a member's new tap still goes ahead of retries.
+    /// EGYM answered 429: no outage, and no delay of its own: the emptied token bucket paces
+    /// the next requests. The taps waiting meanwhile are not a backlog, and a member's new tap
+    /// still goes ahead of retries.
     RateLimited,
     Database,
 }
@@ -326,11 +327,16 @@ pub fn decide(
             },
         },
         Outcome::Retry { failure } => {
-            let delay = retry_delay(event.attempts, random);
             let cause = match failure {
                 Failure::Transport { .. } => HoldCause::Unreachable,
                 Failure::Status { status: 429, .. } => HoldCause::RateLimited,
                 Failure::Status { .. } => HoldCause::Overloaded,
+            };
+            // A 429 has emptied the client's token bucket and halved its rate: the bucket is
+            // the backoff, and the event goes again as soon as it gives a token.
+            let delay = match cause {
+                HoldCause::RateLimited => Duration::ZERO,
+                _ => retry_delay(event.attempts, random),
             };
             Decision {
                 row: RowChange::Retry {
@@ -593,22 +599,23 @@ mod tests {
             },
             |r| matches!(r, Report::Retry { attempt: 1, .. }),
         );
-        // A 429 holds the worker as long, but is no outage.
+        // A 429 is no outage, and the event goes again when the rate limiter allows, even
+        // after many attempts.
         check(
-            event(0, None),
+            event(7, None),
             Outcome::Retry {
                 failure: status(429, "tooManyRequests"),
             },
             s,
             RowChange::Retry {
-                next_attempt_steady_ms: s + 500,
+                next_attempt_steady_ms: s,
                 answer: answer(&status(429, "tooManyRequests")),
             },
             WorkerChange::Hold {
-                delay: Duration::from_millis(500),
+                delay: Duration::ZERO,
                 cause: HoldCause::RateLimited,
             },
-            |r| matches!(r, Report::Retry { attempt: 1, .. }),
+            |r| matches!(r, Report::Retry { retry_in, .. } if retry_in.is_zero()),
         );
         check(
             event(0, None),

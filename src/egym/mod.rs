@@ -24,6 +24,8 @@ pub struct Client {
     http: reqwest::Client,
     api: Url,
     limiter: std::sync::Arc<rate_limit::RateLimiter>,
+    /// Whom this client's requests are for: see [`rate_limit::Priority`].
+    priority: rate_limit::Priority,
     metrics: std::sync::Arc<crate::metrics::Metrics>,
 }
 
@@ -264,8 +266,17 @@ impl Client {
             http,
             api,
             limiter,
+            priority: rate_limit::Priority::default(),
             metrics: std::sync::Arc::default(),
         })
+    }
+
+    /// The same client (and rate limit), its requests made with `priority`.
+    pub fn with_priority(&self, priority: rate_limit::Priority) -> Client {
+        Client {
+            priority,
+            ..self.clone()
+        }
     }
 
     /// Counts each request's duration and answer in `metrics`.
@@ -447,7 +458,7 @@ impl Client {
         key: &ApiKey,
         call: &'static str,
     ) -> Result<reqwest::Response, Failure> {
-        self.limiter.acquire().await;
+        self.limiter.acquire(self.priority).await;
         let started = std::time::Instant::now();
         let sent = request.header("x-api-key", key.expose()).send().await;
         self.metrics.request(

@@ -11,6 +11,7 @@
 //!   decrease, as TCP does).
 
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -59,8 +60,20 @@ impl TokenBucket {
             self.tokens -= 1.0;
             Ok(())
         } else {
-            Err(Duration::from_secs_f64((1.0 - self.tokens) / self.rate))
+            Err(self.time_until(1.0))
         }
+    }
+
+    /// How long until `tokens` are there, as of the last refill.
+    fn time_until(&self, tokens: f64) -> Duration {
+        Duration::from_secs_f64((tokens - self.tokens).max(0.0) / self.rate)
+    }
+
+    /// How long a request that lets another go first waits before it looks again: until the
+    /// token after the next one is there.
+    fn time_until_second(&mut self, now: Instant) -> Duration {
+        self.refill(now);
+        self.time_until(2.0).max(Duration::from_millis(1))
     }
 
     /// Whether at least half the bucket is there: a request that is only nice to have (a
@@ -91,30 +104,70 @@ impl TokenBucket {
     }
 }
 
+/// Who a request is for, when the bucket is short.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Priority {
+    /// Events that have waited already: a backlog, retries, automatic check-outs.
+    #[default]
+    Backlog,
+    /// A member who just tapped: takes the next token before any backlog request.
+    Member,
+}
+
 /// The bucket shared by all requests of one client.
 #[derive(Debug)]
-pub struct RateLimiter(Mutex<TokenBucket>);
+pub struct RateLimiter {
+    bucket: Mutex<TokenBucket>,
+    /// Requests of [`Priority::Member`] waiting for a token.
+    members_waiting: AtomicUsize,
+}
+
+/// Counts one member's request as waiting while it lives.
+struct Waiting<'a>(&'a AtomicUsize);
+
+impl<'a> Waiting<'a> {
+    fn new(count: &'a AtomicUsize) -> Self {
+        count.fetch_add(1, Ordering::SeqCst);
+        Waiting(count)
+    }
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
 
 impl RateLimiter {
     pub fn new(rate_per_second: f64, burst: u32) -> Self {
-        RateLimiter(Mutex::new(TokenBucket::new(
-            rate_per_second,
-            burst,
-            Instant::now(),
-        )))
+        RateLimiter {
+            bucket: Mutex::new(TokenBucket::new(rate_per_second, burst, Instant::now())),
+            members_waiting: AtomicUsize::new(0),
+        }
     }
 
     fn bucket(&self) -> std::sync::MutexGuard<'_, TokenBucket> {
         // A panic aborts the process (panic = "abort"), so the lock is never poisoned.
-        self.0.lock().unwrap_or_else(|e| e.into_inner())
+        self.bucket.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Waits for a token.
-    pub async fn acquire(&self) {
+    /// Waits for a token. While a member's request waits, backlog requests let it go first:
+    /// a tap at the door is not queued behind a draining backlog's requests already in flight.
+    pub async fn acquire(&self, priority: Priority) {
+        let _waiting = (priority == Priority::Member).then(|| Waiting::new(&self.members_waiting));
         loop {
-            let wait = match self.bucket().take(Instant::now()) {
-                Ok(()) => return,
-                Err(wait) => wait,
+            let wait = {
+                let mut bucket = self.bucket();
+                let now = Instant::now();
+                if priority == Priority::Backlog && self.members_waiting.load(Ordering::SeqCst) > 0
+                {
+                    bucket.time_until_second(now)
+                } else {
+                    match bucket.take(now) {
+                        Ok(()) => return,
+                        Err(wait) => wait,
+                    }
+                }
             };
             tokio::time::sleep(wait).await;
         }
@@ -179,6 +232,37 @@ mod tests {
         assert_eq!(bucket.take(start), Ok(()));
         assert_eq!(bucket.take(start), Ok(()));
         assert!(bucket.take(start).is_err());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_members_request_takes_the_next_token_before_the_backlog() {
+        let limiter = std::sync::Arc::new(RateLimiter::new(10.0, 1));
+        limiter.acquire(Priority::Backlog).await;
+        let (order, mut taken) = tokio::sync::mpsc::unbounded_channel();
+        // Backlog requests waiting first, as a draining backlog's requests in flight do.
+        for n in 0..3 {
+            let (limiter, order) = (limiter.clone(), order.clone());
+            tokio::spawn(async move {
+                limiter.acquire(Priority::Backlog).await;
+                order.send(format!("backlog {n}")).unwrap();
+            });
+        }
+        tokio::task::yield_now().await;
+        let (limiter2, order2) = (limiter.clone(), order.clone());
+        tokio::spawn(async move {
+            limiter2.acquire(Priority::Member).await;
+            order2.send("member".to_string()).unwrap();
+        });
+        let first = taken.recv().await.unwrap();
+        assert_eq!(first, "member");
+        let started = Instant::now();
+        for _ in 0..3 {
+            assert!(taken.recv().await.unwrap().starts_with("backlog"));
+        }
+        // The backlog still gets the rate: three more tokens in about 0.3 s.
+        let took = started.elapsed().as_secs_f64();
+        assert!((0.25..0.45).contains(&took), "{took}");
+        assert_eq!(limiter.members_waiting.load(Ordering::SeqCst), 0);
     }
 
     #[test]
