@@ -229,6 +229,8 @@ pub async fn run(
 async fn read_one(config: &ReaderConfig, clock: Clock) -> Result<Read, String> {
     let device = match &config.driver {
         Driver::Serial { path, .. } | Driver::Keyboard { path } => path.display().to_string(),
+        Driver::Pcsc { reader: Some(name) } => format!("PC/SC reader matching {name:?}"),
+        Driver::Pcsc { reader: None } => "the first PC/SC reader".into(),
         Driver::Stdin => "standard input".into(),
     };
     reader::try_open(config).map_err(|e| {

@@ -108,6 +108,10 @@ pub enum Driver {
     Keyboard {
         path: PathBuf,
     },
+    /// A PC/SC reader through pcscd: the first whose name holds `reader`, or the first found.
+    Pcsc {
+        reader: Option<String>,
+    },
     Stdin,
 }
 
@@ -870,6 +874,7 @@ fn parse_reader(i: usize, value: &Value, problems: &mut Problems) -> Option<Read
         "id-bytes",
         "byte-order",
         "egym-tag-format",
+        "reader",
     ];
     let s = Section::new(format!("readers[{i}]"), Some(value), KEYS, problems)?;
     let name = s.required_string("name", problems).map(str::to_string);
@@ -892,17 +897,36 @@ fn parse_reader(i: usize, value: &Value, problems: &mut Problems) -> Option<Read
             ("serial", "serial"),
             ("stdin", "stdin"),
             ("keyboard", "keyboard"),
+            ("pcsc", "pcsc"),
         ],
         problems,
     );
     if !s.table.contains_key("driver") {
         problems.add(
             &s.key("driver"),
-            "missing, expected one of: serial, keyboard, stdin",
+            "missing, expected one of: serial, keyboard, pcsc, stdin",
         );
+    }
+    if driver_name != Some("pcsc") && s.table.contains_key("reader") {
+        problems.add(&s.key("reader"), "applies only to driver = \"pcsc\"");
     }
     let driver = match driver_name {
         Some("serial") => parse_serial(&s, problems),
+        Some("pcsc") => {
+            for key in SERIAL_ONLY {
+                if s.table.contains_key(*key) {
+                    problems.add(&s.key(key), "applies only to driver = \"serial\" (a PC/SC reader is chosen by `reader`, part of its name)");
+                }
+            }
+            if !cfg!(feature = "pcsc") {
+                problems.add(&s.key("driver"), crate::reader::NO_PCSC);
+            }
+            let reader = s.string("reader", problems).map(str::to_string);
+            if reader.as_deref() == Some("") {
+                problems.add(&s.key("reader"), "empty: give part of the reader's name (e.g. \"ACR122U\"), or leave it out to use the first reader");
+            }
+            Some(Driver::Pcsc { reader })
+        }
         Some("stdin") => {
             for key in SERIAL_ONLY {
                 if s.table.contains_key(*key) {
@@ -949,16 +973,19 @@ fn parse_reader(i: usize, value: &Value, problems: &mut Problems) -> Option<Read
             problems,
         )
         .unwrap_or(IdFormat::Hex);
-    if let Some(Driver::Serial { protocol, .. }) = &driver
-        && !protocol.text
+    let bytes_reader = match &driver {
+        Some(Driver::Serial { protocol, .. }) if !protocol.text => Some(protocol.name),
+        Some(Driver::Pcsc { .. }) => Some("pcsc"),
+        _ => None,
+    };
+    if let Some(name) = bytes_reader
         && id_format != IdFormat::Hex
     {
         problems.add(
             &s.key("id-format"),
             format!(
-                "applies only to text readers (protocol = \"line\", driver = \"stdin\"); \
-                     an {} reader always reads the id's bytes",
-                protocol.name
+                "applies only to text readers (protocol = \"line\", driver = \"keyboard\" or \
+                 \"stdin\"); a {name} reader always reads the id's bytes"
             ),
         );
     }
@@ -982,7 +1009,16 @@ fn parse_reader(i: usize, value: &Value, problems: &mut Problems) -> Option<Read
             ],
             problems,
         )
-        .map(str::to_string);
+        .map(str::to_string)
+        .or_else(|| {
+            // What the reader reads when the configuration does not say.
+            match &driver {
+                Some(Driver::Serial { protocol, .. }) => protocol.default_tag_format,
+                Some(Driver::Pcsc { .. }) => Some("MIFARE"),
+                _ => None,
+            }
+            .map(str::to_string)
+        });
     Some(ReaderConfig {
         name: name?,
         driver: driver?,
@@ -1007,7 +1043,7 @@ fn parse_serial(s: &Section<'_>, problems: &mut Problems) -> Option<Driver> {
             "must be an absolute path (e.g. /dev/serial/by-id/...)",
         );
     }
-    let baud = s.integer("baud", 50..=4_000_000, problems).unwrap_or(9600) as u32;
+    let baud = s.integer("baud", 50..=4_000_000, problems);
     let names: Vec<&str> = PROTOCOLS.iter().map(|p| p.name).collect();
     let protocol = match s.string("protocol", problems) {
         None if !s.table.contains_key("protocol") => {
@@ -1032,10 +1068,11 @@ fn parse_serial(s: &Section<'_>, problems: &mut Problems) -> Option<Driver> {
             found
         }
     };
+    let protocol = protocol?;
     Some(Driver::Serial {
         path: path?,
-        baud,
-        protocol: protocol?,
+        baud: baud.map_or(protocol.default_baud, |b| b as u32),
+        protocol,
     })
 }
 
@@ -1115,7 +1152,7 @@ mod tests {
                 "egym.rate-limit-burst: 0 is out of range",
                 "store.keep-delivered: invalid duration \"30 days\"",
                 "visits.closing-time: invalid time \"25:00\"",
-                "readers[1].protocol: unknown value \"em410\", expected one of: em4100, line",
+                "readers[1].protocol: unknown value \"em410\", expected one of: em4100, line, pn532, twn4",
                 "readers[1].direction: unknown value \"sideways\", expected one of: in, out, toggle",
             ],
         );
@@ -1173,6 +1210,74 @@ mod tests {
         // The group may not read it, or it is not the input group.
         assert!(device_access(Some(13), 0o20600, 0, 105, input).is_err());
         assert!(device_access(Some(13), 0o20640, 0, 7, input).is_err());
+    }
+
+    #[test]
+    fn readers_the_host_asks_and_pcsc_readers() {
+        let config = Config::parse(
+            r#"
+            [[readers]]
+            name = "board"
+            driver = "serial"
+            path = "/dev/ttyAMA0"
+            protocol = "pn532"
+            [[readers]]
+            name = "twn4"
+            driver = "serial"
+            path = "/dev/ttyACM0"
+            protocol = "twn4"
+            baud = 9600
+            "#,
+        )
+        .unwrap();
+        let board = &config.readers[0];
+        // A PN532 talks at 115200 and reads MIFARE UIDs, unless told otherwise.
+        assert!(matches!(board.driver, Driver::Serial { baud: 115_200, .. }));
+        assert_eq!(board.egym_tag_format.as_deref(), Some("MIFARE"));
+        let twn4 = &config.readers[1];
+        assert!(matches!(twn4.driver, Driver::Serial { baud: 9600, .. }));
+        assert_eq!(twn4.egym_tag_format, None);
+
+        let pcsc = "[[readers]]\nname = \"desk\"\ndriver = \"pcsc\"\nreader = \"ACR122U\"\n";
+        if cfg!(feature = "pcsc") {
+            let config = Config::parse(pcsc).unwrap();
+            let reader = &config.readers[0];
+            assert!(matches!(&reader.driver, Driver::Pcsc { reader: Some(r) } if r == "ACR122U"));
+            assert_eq!(reader.egym_tag_format.as_deref(), Some("MIFARE"));
+        } else {
+            check_problems(
+                pcsc,
+                &["readers[0].driver: this build of gym-checkin has no PC/SC"],
+            );
+        }
+        let mut expected = vec![
+            "readers[0].path: applies only to driver = \"serial\"",
+            "readers[0].id-format: applies only to text readers",
+            "readers[0].reader: empty",
+            "readers[1].reader: applies only to driver = \"pcsc\"",
+            "readers[1].id-format: applies only to text readers",
+        ];
+        if !cfg!(feature = "pcsc") {
+            expected.push("readers[0].driver: this build of gym-checkin has no PC/SC");
+        }
+        check_problems(
+            r#"
+            [[readers]]
+            name = "desk"
+            driver = "pcsc"
+            path = "/dev/ttyUSB0"
+            reader = ""
+            id-format = "decimal"
+            [[readers]]
+            name = "board"
+            driver = "serial"
+            path = "/dev/ttyAMA0"
+            protocol = "pn532"
+            reader = "ACR122U"
+            id-format = "decimal-5-5"
+            "#,
+            &expected,
+        );
     }
 
     #[test]

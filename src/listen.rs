@@ -9,11 +9,17 @@ use tokio::sync::{mpsc, watch};
 use crate::clock::{Clock, rfc3339_ms, wall_now_ms};
 use crate::config::ReaderConfig;
 use crate::liveness::Pulse;
-use crate::reader::{CUT_SHORT, Reader, ReaderMessage, Source, Tap};
+use crate::reader::{CUT_SHORT, RANDOM_UID, Reader, ReaderMessage, Source, Tap, capture};
 use crate::tag;
 
-/// Listens on `readers` until `stop` completes.
-pub async fn run(readers: Vec<ReaderConfig>, clock: Clock, stop: impl Future<Output = ()>) {
+/// Listens on `readers` until `stop` completes; with `capture`, the (one) reader's bytes are
+/// written to it too.
+pub async fn run(
+    readers: Vec<ReaderConfig>,
+    mut capture: Option<capture::Writer>,
+    clock: Clock,
+    stop: impl Future<Output = ()>,
+) {
     let (messages, mut inbox) = mpsc::channel(256);
     let (stopping, stopped) = watch::channel(false);
     let mut tasks = tokio::task::JoinSet::new();
@@ -27,7 +33,10 @@ pub async fn run(readers: Vec<ReaderConfig>, clock: Clock, stop: impl Future<Out
     ));
     for config in readers {
         let source = Source::for_config(&config);
-        let reader = Reader::new(config, source, clock.clone()).listening();
+        let mut reader = Reader::new(config, source, clock.clone()).listening();
+        if let Some(capture) = capture.take() {
+            reader = reader.capturing(capture);
+        }
         tasks.spawn(reader.run(messages.clone(), stopped.clone(), Pulse::unwatched()));
     }
     drop(messages);
@@ -74,6 +83,14 @@ pub fn describe(message: &ReaderMessage) -> String {
                 "{time} [{reader}] read {text:?}, which is not an id in this reader's id-format: {error}"
             )
         }
+        ReaderMessage::RandomUid { reader, raw } => {
+            format!(
+                "{time} [{reader}] read {} (not sent: {RANDOM_UID})",
+                raw.hex()
+            )
+        }
+        ReaderMessage::Removed { reader } => format!("{time} [{reader}] card taken away"),
+        ReaderMessage::Warning { reader, warning } => format!("{time} [{reader}] {warning}"),
         ReaderMessage::Tap(tap) => describe_tap(tap),
     }
 }

@@ -41,6 +41,11 @@ enum Command {
         /// Only this reader (by its name in the configuration).
         #[arg(long)]
         reader: Option<String>,
+        /// Also write the raw bytes the reader sends (and what it is asked), with timing, to
+        /// this file: a capture that replays as a test. Needs --reader when several readers are
+        /// configured.
+        #[arg(long, value_name = "FILE")]
+        capture: Option<PathBuf>,
     },
     /// The whole pipeline on this machine: a stand-in EGYM, a typed reader, a temporary database.
     Demo,
@@ -75,7 +80,9 @@ fn main() -> ExitCode {
             Err(code) => code,
         },
         Command::Status { json } => status(&cli.config, json),
-        Command::Listen { reader } => listen(&cli.config, reader.as_deref()),
+        Command::Listen { reader, capture } => {
+            listen(&cli.config, reader.as_deref(), capture.as_deref())
+        }
         Command::Demo => block_on(async { gym_checkin::demo::run().await }),
         Command::Calibrate { reader, member } => calibrate(&cli.config, &reader, &member),
     }
@@ -256,17 +263,33 @@ fn check_config(path: &std::path::Path) -> ExitCode {
                 };
                 format!("keyboard {} ({present})", path.display())
             }
+            Driver::Pcsc { reader: wanted } => {
+                let which = match wanted {
+                    Some(wanted) => format!("the first whose name contains {wanted:?}"),
+                    None => "the first found".to_string(),
+                };
+                let present = match gym_checkin::reader::try_open(reader) {
+                    Ok(()) => "present".to_string(),
+                    Err(e) => format!("not available now: {e}; the service waits for it"),
+                };
+                format!("PC/SC reader through pcscd, {which} ({present})")
+            }
             Driver::Stdin => "standard input".to_string(),
         };
+        let tag_format = reader.egym_tag_format.as_deref().unwrap_or("none");
         println!(
-            "  reader {}: {device}, direction {:?}",
+            "  reader {}: {device}, direction {:?}, tagFormat {tag_format}",
             reader.name, reader.direction
         );
     }
     ExitCode::SUCCESS
 }
 
-fn listen(path: &std::path::Path, only: Option<&str>) -> ExitCode {
+fn listen(
+    path: &std::path::Path,
+    only: Option<&str>,
+    capture: Option<&std::path::Path>,
+) -> ExitCode {
     let config = match load_config(path) {
         Ok(config) => config,
         Err(code) => return code,
@@ -287,9 +310,38 @@ fn listen(path: &std::path::Path, only: Option<&str>) -> ExitCode {
         );
         return ExitCode::from(EXIT_CONFIG);
     }
+    let capture = match (capture, &readers[..]) {
+        (None, _) => None,
+        (Some(file), [reader]) => {
+            match gym_checkin::reader::capture::Writer::create(file, reader) {
+                Ok(writer) => Some(writer),
+                Err(e) => {
+                    eprintln!("gym-checkin: --capture {}: {e}", file.display());
+                    return ExitCode::FAILURE;
+                }
+            }
+        }
+        (Some(_), _) => {
+            eprintln!(
+                "gym-checkin: --capture records one reader: name it with --reader (configured: {})",
+                readers
+                    .iter()
+                    .map(|r| r.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
     let clock = gym_checkin::clock::Clock::unregistered(config.clock.trusted_when.clone());
     block_on(async move {
-        gym_checkin::listen::run(readers, clock, gym_checkin::daemon::termination_signal()).await;
+        gym_checkin::listen::run(
+            readers,
+            capture,
+            clock,
+            gym_checkin::daemon::termination_signal(),
+        )
+        .await;
         Ok::<(), String>(())
     })
 }

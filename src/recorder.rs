@@ -211,7 +211,10 @@ impl Recorder {
             }
             ReaderMessage::Tap(tap) => tap,
             // Only a listening reader reports these.
-            ReaderMessage::Unreadable { .. } => return,
+            ReaderMessage::Unreadable { .. }
+            | ReaderMessage::RandomUid { .. }
+            | ReaderMessage::Removed { .. }
+            | ReaderMessage::Warning { .. } => return,
         };
         self.reader_update(&tap.reader).last_read_at_ms = Some(tap.at.wall_ms);
         let short = tag::short(&tap.rfid);

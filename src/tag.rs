@@ -20,10 +20,18 @@ pub enum IdFormat {
     Decimal,
     /// Wiegand-26 style `facility,card` ("176,42493"): one facility byte and two card bytes.
     FacilityCard,
+    /// Two 16-bit halves as 5 + 5 decimal digits ("0068842493", or "00688,42493"), as Wiegand-34
+    /// readers and converters print 32 bits ("08H>55D", "WEG32" in vendor tables): 4 bytes.
+    Decimal55,
 }
 
 impl IdFormat {
-    pub const ALL: [IdFormat; 3] = [IdFormat::Hex, IdFormat::Decimal, IdFormat::FacilityCard];
+    pub const ALL: [IdFormat; 4] = [
+        IdFormat::Hex,
+        IdFormat::Decimal,
+        IdFormat::FacilityCard,
+        IdFormat::Decimal55,
+    ];
 
     /// The name in the configuration (`id-format`).
     pub fn as_str(self) -> &'static str {
@@ -31,6 +39,7 @@ impl IdFormat {
             IdFormat::Hex => "hex",
             IdFormat::Decimal => "decimal",
             IdFormat::FacilityCard => "facility-card",
+            IdFormat::Decimal55 => "decimal-5-5",
         }
     }
 }
@@ -120,6 +129,7 @@ pub enum TagError {
     DecimalWidth { digits: usize },
     DecimalTooLarge { bytes: usize },
     FacilityCard,
+    Decimal55,
     TooLong { bytes: usize },
 }
 
@@ -146,6 +156,11 @@ impl fmt::Display for TagError {
                 f,
                 "not a facility,card id (id-format = \"facility-card\", e.g. \"176,42493\" or \"17642493\")"
             ),
+            TagError::Decimal55 => write!(
+                f,
+                "not two 16-bit halves as 5 + 5 decimal digits (id-format = \"decimal-5-5\", \
+                 e.g. \"0068842493\" or \"00688,42493\", each half at most 65535)"
+            ),
             TagError::TooLong { bytes } => {
                 write!(
                     f,
@@ -168,6 +183,7 @@ pub fn parse_text_id(text: &str, format: IdFormat) -> Result<RawId, TagError> {
         IdFormat::Hex => parse_hex_id(text),
         IdFormat::Decimal => parse_decimal_id(text),
         IdFormat::FacilityCard => parse_facility_card(text),
+        IdFormat::Decimal55 => parse_decimal_5_5(text),
     }
 }
 
@@ -222,6 +238,23 @@ fn parse_facility_card(text: &str) -> Result<RawId, TagError> {
     Ok(RawId(vec![facility, card_high, card_low]))
 }
 
+fn parse_decimal_5_5(text: &str) -> Result<RawId, TagError> {
+    // "0068842493", or the halves apart: "00688,42493", "00688 42493", "00688-42493".
+    let (high, low) = match text.len() {
+        10 => text.split_at(5),
+        11 if matches!(text.as_bytes()[5], b',' | b' ' | b'-') => (&text[..5], &text[6..]),
+        _ => return Err(TagError::Decimal55),
+    };
+    let half = |s: &str| -> Result<u16, TagError> {
+        if !s.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(TagError::Decimal55);
+        }
+        s.parse().map_err(|_| TagError::Decimal55)
+    };
+    let (high, low) = (half(high)?, half(low)?);
+    Ok(RawId([high.to_be_bytes(), low.to_be_bytes()].concat()))
+}
+
 fn check_length(bytes: Vec<u8>) -> Result<RawId, TagError> {
     if bytes.len() > MAX_ID_BYTES {
         return Err(TagError::TooLong { bytes: bytes.len() });
@@ -243,6 +276,12 @@ pub fn normalise(raw: &RawId, normalisation: Normalisation) -> String {
         kept.reverse();
     }
     format!("0x{}", hex_upper(&kept))
+}
+
+/// Whether a MIFARE UID is a random one (4 bytes, UID0 = 0x08, per NXP AN10927): regenerated at
+/// every power-up, so it can never match a stored member id.
+pub fn is_random_uid(uid: &[u8]) -> bool {
+    uid.len() == 4 && uid[0] == 0x08
 }
 
 /// Whether an EGYM rfid is what a MIFARE reader that reports only 4 bytes makes of a 7-byte UID:
@@ -287,7 +326,7 @@ pub fn renderings(raw: &RawId) -> Vec<Rendering> {
             value: hex_upper(&reversed),
         },
     ];
-    if bytes.len() <= 8 {
+    if bytes.len() <= 16 {
         out.push(Rendering {
             name: "dec",
             value: decimal(bytes),
@@ -345,10 +384,12 @@ pub fn renderings_line(raw: &RawId) -> String {
         .join(" ")
 }
 
-/// Big-endian decimal of up to 8 bytes, zero-padded to the width readers print for that many
+/// Big-endian decimal of up to 16 bytes, zero-padded to the width readers print for that many
 /// bytes (3 → 8 digits, 4 → 10, 5 → 13).
 fn decimal(bytes: &[u8]) -> String {
-    let value = bytes.iter().fold(0u64, |acc, &b| (acc << 8) | u64::from(b));
+    let value = bytes
+        .iter()
+        .fold(0u128, |acc, &b| (acc << 8) | u128::from(b));
     match bytes.len() {
         3 => format!("{value:08}"),
         4 => format!("{value:010}"),
@@ -377,7 +418,7 @@ pub fn hex_value(digit: u8) -> Option<u8> {
     }
 }
 
-fn decode_hex(text: &str) -> Option<Vec<u8>> {
+pub fn decode_hex(text: &str) -> Option<Vec<u8>> {
     let digits = text.as_bytes();
     if !digits.len().is_multiple_of(2) {
         return None;
@@ -440,6 +481,18 @@ mod tests {
         check_text("17642493", FacilityCard, Ok("B0A5FD"));
         check_text("02207638", FacilityCard, Ok("161DD6"));
         check_text("1764249", FacilityCard, Err(TagError::FacilityCard));
+        // Wiegand-34's 32 bits as two 16-bit halves (vectors wg-04 and wg-05).
+        check_text("0068842493", Decimal55, Ok("02B0A5FD"));
+        check_text("2906242526", Decimal55, Ok("7186A61E"));
+        check_text("00688,42493", Decimal55, Ok("02B0A5FD"));
+        check_text("00688 42493", Decimal55, Ok("02B0A5FD"));
+        check_text("0000000000", Decimal55, Ok("00000000"));
+        check_text("6553565535", Decimal55, Ok("FFFFFFFF"));
+        check_text("6553665535", Decimal55, Err(TagError::Decimal55));
+        check_text("0068842494x", Decimal55, Err(TagError::Decimal55));
+        check_text("006884249", Decimal55, Err(TagError::Decimal55));
+        check_text("00688;42493", Decimal55, Err(TagError::Decimal55));
+        check_text("0068a42493", Decimal55, Err(TagError::Decimal55));
     }
 
     fn check_normalise(hex: &str, id_bytes: IdBytes, byte_order: ByteOrder, expected: &str) {

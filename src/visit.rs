@@ -293,6 +293,11 @@ impl Debouncer {
         }
     }
 
+    /// The reader says no card is there: whatever is presented next is a new presentation.
+    pub fn forget_all(&mut self) {
+        self.last_read.clear();
+    }
+
     /// Notes a read of `id` at steady time `now_ms`; true when it starts a new presentation.
     pub fn is_new_presentation(&mut self, id: &RawId, now_ms: i64) -> bool {
         if self.last_read.len() >= DEBOUNCE_PRUNE_AT {

@@ -79,7 +79,7 @@ fn the_em4100_codec_finds_every_frame_planted_in_random_bytes() {
         }
         frame.push(0x03);
         frames.push(frame);
-        expected.push(Frame::Em4100(id));
+        expected.push(Frame::id(&id));
     }
     let stream = plant(&mut rng, &frames);
     check("em4100", seed, &stream, &expected);

@@ -113,7 +113,9 @@ fn a_bad_value_is_refused_with_the_accepted_values() {
     check_refused(
         "bad-value",
         |t| t.replace("\"em4100\"", "\"em410\""),
-        &["readers[0].protocol: unknown value \"em410\", expected one of: em4100, line"],
+        &[
+            "readers[0].protocol: unknown value \"em410\", expected one of: em4100, line, pn532, twn4",
+        ],
     );
 }
 

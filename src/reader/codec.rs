@@ -4,18 +4,53 @@
 //! is thrown away and counted, and decoding goes on with the next byte. Feeding a stream in one
 //! piece or split at any offset gives the same frames.
 //!
+//! Most readers send on their own. Some (PN532, TWN4) answer only what the host asks: their
+//! codec also says what to send and when ([`Codec::to_send`]), with the time passed in, and
+//! asks again when an answer is lost or spoiled.
+//!
 //! Adding a reader protocol means one new entry in [`PROTOCOLS`] and one new codec file.
+
+use tokio::time::Instant;
 
 use super::em4100::Em4100Codec;
 use super::line::LineCodec;
+use super::pn532::Pn532Codec;
+use super::twn4::Twn4Codec;
 
 /// What one valid frame carried.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Frame {
-    /// The 5 bytes of an EM4100 id: version byte, then the 4 card bytes.
-    Em4100([u8; 5]),
+    /// An id the reader sent as bytes: an EM4100 frame's 5 bytes (version byte, then the 4
+    /// card bytes), a MIFARE UID in anticollision order, a TWN4 id.
+    Id { bytes: Vec<u8>, kind: TagKind },
     /// One line of text, trimmed, not empty; `id-format` says how to read it.
     Text(String),
+    /// The reader says no card is there (any more): the presentation, if one was going on, has
+    /// ended, and the same card presented again is a new tap.
+    NoTag,
+    /// The reader saw a card but could not read its id; staff are told why.
+    Warning(String),
+}
+
+impl Frame {
+    /// An id frame whose reader says nothing of the tag's kind.
+    pub fn id(bytes: &[u8]) -> Frame {
+        Frame::Id {
+            bytes: bytes.to_vec(),
+            kind: TagKind::Unsaid,
+        }
+    }
+}
+
+/// What a reader says of a tag's kind, as EGYM's `tagFormat` sees it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TagKind {
+    /// Nothing: the reader's `egym-tag-format` (or its protocol's default) applies.
+    Unsaid,
+    /// A kind EGYM has no `tagFormat` for (EM4x02): none is sent, whatever the reader's setting.
+    NoFormat,
+    /// One of EGYM's `tagFormat` values: `MIFARE`, `HITAG1` or `LEGIC`.
+    Format(&'static str),
 }
 
 /// Counts of what a codec threw away.
@@ -23,7 +58,8 @@ pub enum Frame {
 pub struct Discarded {
     /// Bytes outside any frame.
     pub noise_bytes: u64,
-    /// Frames that started but were cut short, malformed or failed their checksum.
+    /// Frames that started but were cut short, malformed or failed their checksum, and (for
+    /// readers the host asks) answers refused or never given.
     pub rejected_frames: u64,
 }
 
@@ -38,6 +74,21 @@ pub trait Codec: Send + std::fmt::Debug {
     fn feed(&mut self, bytes: &[u8], frames: &mut Vec<Frame>) {
         frames.extend(bytes.iter().filter_map(|&b| self.push(b)));
     }
+
+    /// The device was (re)opened: a reader the host asks starts its conversation afresh.
+    fn opened(&mut self) {}
+
+    /// What to send to the reader at `now`, if anything. Called when the device is opened,
+    /// after every read, and at [`Codec::next_send_at`].
+    fn to_send(&mut self, _now: Instant) -> Option<Vec<u8>> {
+        None
+    }
+
+    /// When [`Codec::to_send`] must be asked next if nothing is read before; `None` for
+    /// readers that send on their own.
+    fn next_send_at(&self) -> Option<Instant> {
+        None
+    }
 }
 
 /// One supported reader protocol.
@@ -47,6 +98,10 @@ pub struct Protocol {
     pub name: &'static str,
     /// Whether the codec yields text that `id-format` applies to.
     pub text: bool,
+    /// The baud rate when the reader's `baud` is not set.
+    pub default_baud: u32,
+    /// EGYM's `tagFormat` when the reader's `egym-tag-format` is not set.
+    pub default_tag_format: Option<&'static str>,
     pub new_codec: fn() -> Box<dyn Codec>,
 }
 
@@ -55,12 +110,30 @@ pub const PROTOCOLS: &[Protocol] = &[
     Protocol {
         name: "em4100",
         text: false,
+        default_baud: 9600,
+        default_tag_format: None,
         new_codec: || Box::new(Em4100Codec::default()),
     },
     Protocol {
         name: "line",
         text: true,
+        default_baud: 9600,
+        default_tag_format: None,
         new_codec: || Box::new(LineCodec::default()),
+    },
+    Protocol {
+        name: "pn532",
+        text: false,
+        default_baud: 115_200,
+        default_tag_format: Some("MIFARE"),
+        new_codec: || Box::new(Pn532Codec::default()),
+    },
+    Protocol {
+        name: "twn4",
+        text: false,
+        default_baud: 115_200,
+        default_tag_format: None,
+        new_codec: || Box::new(Twn4Codec::default()),
     },
 ];
 
@@ -126,11 +199,8 @@ pub(super) mod tests {
         discarded
     }
 
-    fn em(hex10: &str) -> Frame {
-        let bytes: Vec<u8> = (0..5)
-            .map(|i| u8::from_str_radix(&hex10[2 * i..2 * i + 2], 16).unwrap())
-            .collect();
-        Frame::Em4100(bytes.try_into().unwrap())
+    pub fn em(hex: &str) -> Frame {
+        Frame::id(crate::tag::RawId::from_hex(hex).unwrap().bytes())
     }
 
     fn text(s: &str) -> Frame {
@@ -152,11 +222,16 @@ pub(super) mod tests {
             ),
             // Cut short by a new STX: the partial frame is rejected, the next one read.
             (b"\x020C00\x020102B0A5FDEB\x03", vec![em("0102B0A5FD")], 1),
-            // Bad checksum, bad digit, too short, CR without LF, missing ETX: all rejected.
+            // CR only, or LF only, before ETX: framings some ID-12LA clones send.
+            (b"\x020C000621A58E\r\x03", vec![em("0C000621A5")], 0),
+            (b"\x020C000621A58E\n\x03", vec![em("0C000621A5")], 0),
+            // Bad checksum (in every framing), bad digit, too short, a doubled line end,
+            // missing ETX: all rejected.
             (b"\x020C000621A58F\x03", vec![], 1),
+            (b"\x020C000621A58F\r\x03", vec![], 1),
+            (b"\x020C000621A58F\r\n\x03", vec![], 1),
             (b"\x020C000G21A58E\x03", vec![], 1),
             (b"\x020C0006218E\x03", vec![], 1),
-            (b"\x020C000621A58E\r\x03", vec![], 1),
             (b"\x020C000621A58E\r\n\r\n\x03", vec![], 1),
             (b"\x020C000621A58E", vec![], 0),
             // A good frame after a rejected one.

@@ -4,6 +4,8 @@
 //! RDM6300:  STX  10 hex digits (5 id bytes)  2 hex digits (XOR of the 5 bytes)  ETX
 //! ID-12LA:  STX  10 hex digits               2 hex digits                       CR LF ETX
 //! ```
+//! Clones of both end the digits with CR alone or LF alone before ETX; those are read too. The
+//! checksum is checked whatever the framing.
 //! Every STX starts a frame afresh, even inside another one: a frame cut short by noise or a
 //! glitch must not swallow the good frame after it. Hex digits are accepted in either case.
 
@@ -24,9 +26,10 @@ enum State {
     Idle,
     /// After STX, collecting hex digits.
     Digits,
-    /// All digits read: ETX (RDM6300) or CR (ID-12LA) next.
+    /// All digits read: ETX (RDM6300), CR (ID-12LA, or a clone's CR alone) or LF next.
     AfterDigits,
     AfterCr,
+    /// The line end is over: only ETX may follow.
     AfterLf,
 }
 
@@ -60,9 +63,7 @@ impl Em4100Codec {
         }
         self.state = State::Idle;
         self.frame_len = 0;
-        Some(Frame::Em4100([
-            bytes[0], bytes[1], bytes[2], bytes[3], bytes[4],
-        ]))
+        Some(Frame::id(&bytes[..5]))
     }
 }
 
@@ -93,9 +94,11 @@ impl Codec for Em4100Codec {
                 }
                 None => self.reject_frame(),
             },
-            (State::AfterDigits, ETX) | (State::AfterLf, ETX) => return self.finish_frame(),
+            (State::AfterDigits | State::AfterCr | State::AfterLf, ETX) => {
+                return self.finish_frame();
+            }
             (State::AfterDigits, CR) => self.state = State::AfterCr,
-            (State::AfterCr, LF) => self.state = State::AfterLf,
+            (State::AfterDigits | State::AfterCr, LF) => self.state = State::AfterLf,
             _ => self.reject_frame(),
         }
         None

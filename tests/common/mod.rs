@@ -16,6 +16,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 pub mod browser;
+pub mod readers;
 
 pub use gym_checkin::egym::fake::{FakeEgym, Member, Mode, Received};
 
@@ -109,6 +110,12 @@ impl Pty {
         }
     }
 
+    /// A second handle on the master side, for an emulated reader that reads what the daemon
+    /// writes and answers it.
+    pub fn master(&self) -> std::fs::File {
+        self.master.try_clone().unwrap()
+    }
+
     pub fn write(&mut self, bytes: &[u8]) {
         self.master.write_all(bytes).unwrap();
         self.master.flush().unwrap();
@@ -174,20 +181,25 @@ pub fn binary() -> &'static str {
 
 impl Daemon {
     pub fn start(config: &Path) -> Daemon {
-        Daemon::spawn(&[], config, &[])
+        Daemon::spawn(&[], &["run"], config, &[])
     }
 
     /// Starts the daemon through a wrapper command (e.g. `fiu-run -x`).
     pub fn start_under(wrapper: &[&str], config: &Path) -> Daemon {
-        Daemon::spawn(wrapper, config, &[])
+        Daemon::spawn(wrapper, &["run"], config, &[])
     }
 
     /// Starts the daemon with extra environment variables.
     pub fn start_with_env(config: &Path, env: &[(&str, &str)]) -> Daemon {
-        Daemon::spawn(&[], config, env)
+        Daemon::spawn(&[], &["run"], config, env)
     }
 
-    fn spawn(wrapper: &[&str], config: &Path, env: &[(&str, &str)]) -> Daemon {
+    /// Runs another command of the binary (`listen`, say) the same way.
+    pub fn start_command(args: &[&str], config: &Path, env: &[(&str, &str)]) -> Daemon {
+        Daemon::spawn(&[], args, config, env)
+    }
+
+    fn spawn(wrapper: &[&str], args: &[&str], config: &Path, env: &[(&str, &str)]) -> Daemon {
         let mut command = match wrapper.split_first() {
             Some((program, args)) => {
                 let mut command = Command::new(program);
@@ -197,7 +209,8 @@ impl Daemon {
             None => Command::new(binary()),
         };
         let mut child = command
-            .args(["run", "--config"])
+            .args(args)
+            .arg("--config")
             .arg(config)
             .env_remove("EGYM_API_KEY")
             .env_remove("CREDENTIALS_DIRECTORY")
@@ -398,6 +411,14 @@ pub async fn seed_backlog(db: &Path, tags: &[String], events_per_tag: usize) -> 
 
 /// Writes a configuration with the API key in a file beside it; returns the config's path.
 /// `readers` is the `[[readers]]` part; `visits` goes into `[visits]`.
+/// A `[[readers]]` table for a serial reader named `name` on `path`, with more lines in `extra`.
+pub fn serial_reader(name: &str, path: &Path, protocol: &str, extra: &str) -> String {
+    format!(
+        "[[readers]]\nname = \"{name}\"\ndriver = \"serial\"\npath = \"{}\"\nprotocol = \"{protocol}\"\n{extra}\n",
+        path.display()
+    )
+}
+
 pub fn write_config(dir: &TestDir, base_url: &str, visits: &str, readers: &str) -> PathBuf {
     write_config_with(
         dir,

@@ -1,0 +1,268 @@
+//! Captures: what a reader sent, byte for byte and with timing, and what the host asked it
+//! (`gym-checkin listen --capture FILE`). A capture from the field replays through the same
+//! codec and presentation logic as the service, so a report about a reader becomes a test (the
+//! files under `tests/captures/`, each with the presentations expected).
+//!
+//! The file is text: a header of `# key: value` lines with the reader's settings, then one line
+//! per read or request, with the seconds since the capture began:
+//!
+//! ```text
+//! # gym-checkin capture 1
+//! # reader: desk
+//! # driver: serial
+//! # protocol: pn532
+//! # id-format: hex
+//! # id-bytes: all
+//! # byte-order: as-read
+//! # egym-tag-format: MIFARE
+//! # debounce-ms: 1500
+//! 0.000 > 5555000000000000000000000000000000FF03FDD4140117 00
+//! 0.004 < 0000FF00FF000000FF02FED5151600
+//! ```
+//! `<` is what the reader sent, `>` what the host sent it; both are hex.
+
+use std::fmt::Write as _;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use super::codec::Codec;
+use super::{Presenter, ReaderMessage, new_codec};
+use crate::clock::{Now, WallTime};
+use crate::config::{Driver, ReaderConfig};
+use crate::tag::{ByteOrder, IdBytes, IdFormat, Normalisation, decode_hex, hex_upper};
+use crate::visit::Direction;
+
+const MAGIC: &str = "# gym-checkin capture 1";
+
+/// Writes a capture as the reader reads.
+#[derive(Debug)]
+pub struct Writer {
+    file: std::io::BufWriter<std::fs::File>,
+    path: PathBuf,
+    started: std::time::Instant,
+    failed: bool,
+}
+
+impl Writer {
+    /// Creates `path` (replacing it) and writes the header for `config`.
+    pub fn create(path: &Path, config: &ReaderConfig) -> std::io::Result<Writer> {
+        let mut file = std::io::BufWriter::new(std::fs::File::create(path)?);
+        file.write_all(header(config).as_bytes())?;
+        file.flush()?;
+        Ok(Writer {
+            file,
+            path: path.to_path_buf(),
+            started: std::time::Instant::now(),
+            failed: false,
+        })
+    }
+
+    /// Notes bytes the reader sent.
+    pub fn read(&mut self, bytes: &[u8]) {
+        self.line('<', bytes);
+    }
+
+    /// Notes bytes sent to the reader.
+    pub fn sent(&mut self, bytes: &[u8]) {
+        self.line('>', bytes);
+    }
+
+    fn line(&mut self, direction: char, bytes: &[u8]) {
+        if self.failed {
+            return;
+        }
+        let at = self.started.elapsed().as_secs_f64();
+        let written = writeln!(self.file, "{at:.3} {direction} {}", hex_upper(bytes))
+            .and_then(|()| self.file.flush());
+        if let Err(e) = written {
+            // Said once; reading goes on without the capture.
+            self.failed = true;
+            tracing::warn!(path = %self.path.display(), error = %e, "cannot write the capture; it stops here");
+        }
+    }
+}
+
+fn header(config: &ReaderConfig) -> String {
+    let mut header = format!("{MAGIC}\n# reader: {}\n", config.name);
+    let driver = match &config.driver {
+        Driver::Serial { protocol, baud, .. } => {
+            format!("serial\n# protocol: {}\n# baud: {baud}", protocol.name)
+        }
+        Driver::Keyboard { .. } => "keyboard".into(),
+        Driver::Pcsc { .. } => "pcsc".into(),
+        Driver::Stdin => "stdin".into(),
+    };
+    let _ = write!(
+        header,
+        "# driver: {driver}\n# id-format: {}\n# id-bytes: {}\n# byte-order: {}\n# egym-tag-format: {}\n# debounce-ms: {}\n",
+        config.id_format.as_str(),
+        config.normalisation.id_bytes.as_str(),
+        config.normalisation.byte_order.as_str(),
+        config.egym_tag_format.as_deref().unwrap_or("none"),
+        config.debounce.as_millis()
+    );
+    header
+}
+
+/// One presentation a replay found, as the golden files list them.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Presented {
+    /// Seconds into the capture.
+    pub at_s: f64,
+    pub rfid: String,
+    pub tag_format: Option<String>,
+}
+
+impl std::fmt::Display for Presented {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} {}",
+            self.rfid,
+            self.tag_format.as_deref().unwrap_or("-")
+        )
+    }
+}
+
+/// What a replay found: the presentations, and what the codec threw away.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Replay {
+    pub presented: Vec<Presented>,
+    pub rejected_frames: u64,
+    pub noise_bytes: u64,
+}
+
+/// Replays a capture through its reader's codec and presentation logic.
+pub fn replay(text: &str) -> Result<Replay, String> {
+    let mut lines = text.lines().enumerate();
+    if lines.next().map(|(_, l)| l.trim()) != Some(MAGIC) {
+        return Err(format!("not a capture: the first line must be {MAGIC:?}"));
+    }
+    let mut settings = std::collections::HashMap::new();
+    let mut events = Vec::new();
+    for (i, line) in lines {
+        let line = line.trim();
+        if let Some(setting) = line.strip_prefix('#') {
+            if let Some((key, value)) = setting.split_once(':') {
+                settings.insert(key.trim().to_string(), value.trim().to_string());
+            }
+            continue;
+        }
+        if line.is_empty() {
+            continue;
+        }
+        let bad = || {
+            format!(
+                "line {}: expected \"SECONDS < HEX\" or \"SECONDS > HEX\"",
+                i + 1
+            )
+        };
+        let mut parts = line.split_whitespace();
+        let at: f64 = parts.next().and_then(|t| t.parse().ok()).ok_or_else(bad)?;
+        let direction = parts.next().ok_or_else(bad)?;
+        let bytes = decode_hex(&parts.collect::<String>()).ok_or_else(bad)?;
+        match direction {
+            "<" => events.push((at, Some(bytes))),
+            ">" => events.push((at, None)),
+            _ => return Err(bad()),
+        }
+    }
+    let config = config_from(&settings)?;
+    let mut codec: Box<dyn Codec> = new_codec(&config.driver);
+    let mut presenter = Presenter::new(config);
+    let start = Instant::now();
+    let mut replay = Replay::default();
+    let mut frames = Vec::new();
+    codec.opened();
+    for (at, read) in events {
+        let now = start + Duration::from_secs_f64(at);
+        let Some(bytes) = read else {
+            // The host asked here: the codec asks at the same moments in the replay.
+            let _ = codec.to_send(now);
+            continue;
+        };
+        let at_ms = (at * 1000.0).round() as i64;
+        let now_read = Now {
+            wall_ms: at_ms,
+            wall: WallTime::Trusted,
+            steady_ms: at_ms,
+        };
+        frames.clear();
+        codec.feed(&bytes, &mut frames);
+        for frame in frames.drain(..) {
+            if let Some(ReaderMessage::Tap(tap)) = presenter.present(frame, now_read) {
+                replay.presented.push(Presented {
+                    at_s: at,
+                    rfid: tap.rfid,
+                    tag_format: tap.tag_format,
+                });
+            }
+        }
+    }
+    let discarded = codec.discarded();
+    replay.rejected_frames = discarded.rejected_frames;
+    replay.noise_bytes = discarded.noise_bytes;
+    Ok(replay)
+}
+
+/// The reader settings a capture's header gives.
+fn config_from(
+    settings: &std::collections::HashMap<String, String>,
+) -> Result<ReaderConfig, String> {
+    let get = |key: &str| {
+        settings
+            .get(key)
+            .map(String::as_str)
+            .ok_or_else(|| format!("the capture's header has no {key:?}"))
+    };
+    let choose = |key: &str, names: &[&'static str]| -> Result<usize, String> {
+        let value = get(key)?;
+        names
+            .iter()
+            .position(|n| *n == value)
+            .ok_or_else(|| format!("{key}: unknown value {value:?}"))
+    };
+    let driver = match get("driver")? {
+        "serial" => {
+            let name = get("protocol")?;
+            let protocol = super::codec::protocol(name)
+                .ok_or_else(|| format!("protocol: unknown value {name:?}"))?;
+            Driver::Serial {
+                path: PathBuf::from("/dev/null"),
+                baud: get("baud")?.parse().map_err(|_| "baud: not a number")?,
+                protocol,
+            }
+        }
+        "keyboard" => Driver::Keyboard {
+            path: PathBuf::from("/dev/null"),
+        },
+        "pcsc" => Driver::Pcsc { reader: None },
+        "stdin" => Driver::Stdin,
+        other => return Err(format!("driver: unknown value {other:?}")),
+    };
+    let id_format = IdFormat::ALL[choose("id-format", &IdFormat::ALL.map(IdFormat::as_str))?];
+    let id_bytes = IdBytes::ALL[choose("id-bytes", &IdBytes::ALL.map(IdBytes::as_str))?];
+    let byte_order = ByteOrder::ALL[choose("byte-order", &ByteOrder::ALL.map(ByteOrder::as_str))?];
+    let egym_tag_format = match get("egym-tag-format")? {
+        "none" => None,
+        format => Some(format.to_string()),
+    };
+    let debounce_ms: u64 = get("debounce-ms")?
+        .parse()
+        .map_err(|_| "debounce-ms: not a number")?;
+    Ok(ReaderConfig {
+        name: get("reader")?.to_string(),
+        driver,
+        direction: Direction::Toggle,
+        debounce: Duration::from_millis(debounce_ms),
+        id_format,
+        normalisation: Normalisation {
+            id_bytes,
+            byte_order,
+        },
+        egym_tag_format,
+    })
+}

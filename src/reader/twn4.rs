@@ -1,0 +1,281 @@
+//! Elatec TWN4 readers in "Simple Protocol" (ASCII) on their virtual COM port: the host asks,
+//! the reader answers.
+//!
+//! ```text
+//! host:    0500FF CR                         SearchTag, up to 0xFF id bytes
+//! reader:  ERR RES TYPE BITS LEN ID… CR      all as hex digits; ERR 00 = no error,
+//!                                            RES 01 = a tag found, 00 = none ("0000")
+//! ```
+//! The tag type says which `tagFormat` EGYM gets: ISO 14443A / MIFARE (`80`) → `MIFARE`, LEGIC
+//! (`83`) → `LEGIC`, HITAG 1 / HITAG S (`41`) → `HITAG1`, EM4x02 (`40`) → none, as EGYM has no
+//! value for EM cards. Any other type leaves it to the reader's `egym-tag-format`.
+//!
+//! An answer that is not hex, has a wrong length or an error byte is counted and the search
+//! asked again; so is a search not answered within [`ANSWER_WITHIN`]. A card left on the reader
+//! is found at every search and stays one presentation; two searches in a row that find none end
+//! it.
+
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use super::codec::{Codec, Discarded, Frame, TagKind};
+use crate::tag::decode_hex;
+
+/// How often the host searches for a card.
+pub const POLL_EVERY: Duration = Duration::from_millis(200);
+/// A search not answered by then is asked again.
+pub const ANSWER_WITHIN: Duration = Duration::from_millis(500);
+/// Searches in a row that find no card before a presentation is over.
+const ABSENT_AFTER: u32 = 2;
+/// Longer than any answer (10 id bytes and the header are 30 hex digits).
+const MAX_LINE: usize = 128;
+
+/// The SearchTag command, as sent.
+pub const SEARCH_TAG: &[u8] = b"0500FF\r";
+
+/// The `tagFormat` for a TWN4 tag type.
+pub fn tag_kind(tag_type: u8) -> TagKind {
+    match tag_type {
+        0x80 => TagKind::Format("MIFARE"),
+        0x83 => TagKind::Format("LEGIC"),
+        0x41 => TagKind::Format("HITAG1"),
+        0x40 => TagKind::NoFormat,
+        _ => TagKind::Unsaid,
+    }
+}
+
+/// What one answer line says.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Answer {
+    NoTag,
+    Tag { tag_type: u8, bits: u8, id: Vec<u8> },
+}
+
+/// Reads one answer line (without its line end).
+pub fn parse_answer(line: &[u8]) -> Option<Answer> {
+    let text = std::str::from_utf8(line).ok()?;
+    match decode_hex(text)?.as_slice() {
+        [0x00, 0x00] => Some(Answer::NoTag),
+        [0x00, 0x01, tag_type, bits, len, id @ ..]
+            if *len > 0
+                && id.len() == *len as usize
+                && (1..=u16::from(*len) * 8).contains(&u16::from(*bits)) =>
+        {
+            Some(Answer::Tag {
+                tag_type: *tag_type,
+                bits: *bits,
+                id: id.to_vec(),
+            })
+        }
+        _ => None,
+    }
+}
+
+#[derive(Debug, Default)]
+pub struct Twn4Codec {
+    line: Vec<u8>,
+    /// The current line grew too long or holds a byte no answer has.
+    spoiled: bool,
+    /// When the search waiting for its answer was sent.
+    outstanding: Option<Instant>,
+    next_search: Option<Instant>,
+    card_present: bool,
+    empty_searches: u32,
+    discarded: Discarded,
+}
+
+impl Twn4Codec {
+    fn reject(&mut self, bytes: usize) {
+        self.discarded.rejected_frames += 1;
+        self.discarded.noise_bytes += bytes as u64 + 1;
+        // Asked again at once.
+        self.next_search = None;
+    }
+
+    fn answer(&mut self, answer: Answer) -> Option<Frame> {
+        match answer {
+            Answer::NoTag => {
+                self.empty_searches += 1;
+                if self.card_present && self.empty_searches >= ABSENT_AFTER {
+                    self.card_present = false;
+                    return Some(Frame::NoTag);
+                }
+                None
+            }
+            Answer::Tag { tag_type, id, .. } => {
+                self.empty_searches = 0;
+                self.card_present = true;
+                Some(Frame::Id {
+                    bytes: id,
+                    kind: tag_kind(tag_type),
+                })
+            }
+        }
+    }
+}
+
+impl Codec for Twn4Codec {
+    fn push(&mut self, byte: u8) -> Option<Frame> {
+        if byte == b'\r' || byte == b'\n' {
+            let line = std::mem::take(&mut self.line);
+            if std::mem::take(&mut self.spoiled) {
+                self.outstanding = None;
+                self.reject(line.len());
+                return None;
+            }
+            if line.is_empty() {
+                return None;
+            }
+            self.outstanding = None;
+            return match parse_answer(&line) {
+                Some(answer) => self.answer(answer),
+                None => {
+                    self.reject(line.len());
+                    None
+                }
+            };
+        }
+        if !byte.is_ascii_hexdigit() || self.line.len() >= MAX_LINE {
+            self.spoiled = true;
+        }
+        if self.spoiled {
+            self.discarded.noise_bytes += 1;
+        } else {
+            self.line.push(byte);
+        }
+        None
+    }
+
+    fn discarded(&self) -> Discarded {
+        self.discarded
+    }
+
+    fn opened(&mut self) {
+        self.line.clear();
+        self.spoiled = false;
+        self.outstanding = None;
+        self.next_search = None;
+        self.card_present = false;
+        self.empty_searches = 0;
+    }
+
+    fn to_send(&mut self, now: Instant) -> Option<Vec<u8>> {
+        if let Some(sent_at) = self.outstanding {
+            if now.saturating_duration_since(sent_at) < ANSWER_WITHIN {
+                return None;
+            }
+            // Never answered: counted, and whatever half-line came is dropped.
+            self.discarded.rejected_frames += 1;
+            self.discarded.noise_bytes += self.line.len() as u64;
+            self.line.clear();
+            self.spoiled = false;
+        } else if self.next_search.is_some_and(|at| now < at) {
+            return None;
+        }
+        self.outstanding = Some(now);
+        self.next_search = Some(now + POLL_EVERY);
+        Some(SEARCH_TAG.to_vec())
+    }
+
+    fn next_send_at(&self) -> Option<Instant> {
+        match self.outstanding {
+            Some(sent_at) => Some(sent_at + ANSWER_WITHIN),
+            None => self.next_search,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn feed(codec: &mut Twn4Codec, bytes: &[u8]) -> Vec<Frame> {
+        let mut frames = Vec::new();
+        codec.feed(bytes, &mut frames);
+        frames
+    }
+
+    #[test]
+    fn answers_and_their_tag_formats() {
+        let uid = vec![0x26, 0xDE, 0xFA, 0xE7];
+        let cases: &[(&[u8], Option<Answer>)] = &[
+            (b"0000", Some(Answer::NoTag)),
+            (
+                b"000180200426DEFAE7",
+                Some(Answer::Tag {
+                    tag_type: 0x80,
+                    bits: 32,
+                    id: uid.clone(),
+                }),
+            ),
+            (
+                b"000180200426defae7",
+                Some(Answer::Tag {
+                    tag_type: 0x80,
+                    bits: 32,
+                    id: uid.clone(),
+                }),
+            ),
+            // Error byte set, a length that does not match, more bits than bytes, odd digits.
+            (b"0100", None),
+            (b"000180200526DEFAE7", None),
+            (b"000180280426DEFAE7", None),
+            (b"000180200426DEFAE", None),
+            (b"00", None),
+        ];
+        for (line, expected) in cases {
+            assert_eq!(
+                &parse_answer(line),
+                expected,
+                "{:?}",
+                String::from_utf8_lossy(line)
+            );
+        }
+        assert_eq!(tag_kind(0x80), TagKind::Format("MIFARE"));
+        assert_eq!(tag_kind(0x83), TagKind::Format("LEGIC"));
+        assert_eq!(tag_kind(0x41), TagKind::Format("HITAG1"));
+        assert_eq!(tag_kind(0x40), TagKind::NoFormat);
+        assert_eq!(tag_kind(0x49), TagKind::Unsaid);
+    }
+
+    #[test]
+    fn searches_holds_and_asks_again() {
+        let t = Instant::now();
+        let mut codec = Twn4Codec::default();
+        codec.opened();
+        assert_eq!(codec.to_send(t).as_deref(), Some(SEARCH_TAG));
+        assert_eq!(codec.to_send(t), None);
+        let legic = Frame::Id {
+            bytes: vec![0x0B, 0xAD, 0xC0, 0xDE],
+            kind: TagKind::Format("LEGIC"),
+        };
+        assert_eq!(
+            feed(&mut codec, b"00018320040BADC0DE\r\n"),
+            std::slice::from_ref(&legic)
+        );
+        assert_eq!(codec.to_send(t + Duration::from_millis(50)), None);
+        let mut at = t + POLL_EVERY;
+        for (answer, expected) in [
+            (&b"00018320040BADC0DE\r"[..], vec![legic]),
+            (b"0000\r", vec![]),
+            (b"0000\r", vec![Frame::NoTag]),
+            (b"0000\r", vec![]),
+        ] {
+            assert_eq!(codec.to_send(at).as_deref(), Some(SEARCH_TAG));
+            assert_eq!(feed(&mut codec, answer), expected);
+            at += POLL_EVERY;
+        }
+        // A garbled answer is counted, and the search asked again at once.
+        assert_eq!(codec.to_send(at).as_deref(), Some(SEARCH_TAG));
+        assert_eq!(feed(&mut codec, b"00\x0001\r"), []);
+        assert_eq!(codec.discarded().rejected_frames, 1);
+        assert_eq!(codec.to_send(at).as_deref(), Some(SEARCH_TAG));
+        // No answer at all: asked again when it is overdue, and counted.
+        assert_eq!(
+            codec.to_send(at + ANSWER_WITHIN).as_deref(),
+            Some(SEARCH_TAG)
+        );
+        assert_eq!(codec.discarded().rejected_frames, 2);
+    }
+}

@@ -1,0 +1,244 @@
+//! Captures as golden tests: every capture under `tests/captures/` replays through the codecs and
+//! the presentation logic to the presentations its `.expected` file lists; and `listen --capture`
+//! writes captures that replay to what it read.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use common::readers::{EmulatedReader, Fault};
+use common::*;
+use gym_checkin::reader::capture;
+
+const LONG: Duration = Duration::from_secs(30);
+
+fn captures_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/captures")
+}
+
+fn header_value<'a>(text: &'a str, key: &str) -> Option<&'a str> {
+    text.lines()
+        .filter_map(|l| l.strip_prefix("# "))
+        .find_map(|l| l.strip_prefix(key)?.strip_prefix(": "))
+}
+
+#[test]
+fn every_capture_replays_to_its_golden_presentations() {
+    let mut protocols = Vec::new();
+    let mut entries: Vec<PathBuf> = std::fs::read_dir(captures_dir())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "cap"))
+        .collect();
+    entries.sort();
+    for path in &entries {
+        let text = std::fs::read_to_string(path).unwrap();
+        let golden_path = path.with_extension("expected");
+        let golden = std::fs::read_to_string(&golden_path)
+            .unwrap_or_else(|e| panic!("{}: {e}", golden_path.display()));
+        let expected: Vec<&str> = golden
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty() && !l.starts_with('#'))
+            .collect();
+        let replay = capture::replay(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        let found: Vec<String> = replay.presented.iter().map(ToString::to_string).collect();
+        assert_eq!(found, expected, "{}", path.display());
+        // A golden line may also fix what was thrown away: `# rejected: N`.
+        if let Some(rejected) = golden.lines().find_map(|l| l.strip_prefix("# rejected: ")) {
+            assert_eq!(
+                replay.rejected_frames,
+                rejected.trim().parse::<u64>().unwrap(),
+                "{}",
+                path.display()
+            );
+        }
+        protocols.push(
+            header_value(&text, "protocol")
+                .or(header_value(&text, "driver"))
+                .unwrap()
+                .to_string(),
+        );
+    }
+    for protocol in ["em4100", "line", "pn532", "twn4"] {
+        assert!(
+            protocols.iter().any(|p| p == protocol),
+            "no capture of a {protocol} reader among {entries:?}"
+        );
+    }
+}
+
+#[test]
+fn a_capture_that_is_not_one_says_why() {
+    assert!(
+        capture::replay("hello")
+            .unwrap_err()
+            .contains("not a capture")
+    );
+    let bad_line = "# gym-checkin capture 1\n# reader: x\n0.1 < 0G\n";
+    assert!(capture::replay(bad_line).unwrap_err().contains("line 3"));
+    let no_protocol = "# gym-checkin capture 1\n# reader: x\n# driver: serial\n0.1 < 00\n";
+    assert!(
+        capture::replay(no_protocol)
+            .unwrap_err()
+            .contains("protocol")
+    );
+}
+
+/// Runs `listen --capture` on `reader` while `drive` makes it read; returns the capture and
+/// the ids `listen` printed as read.
+async fn capture_with_listen(
+    dir: &TestDir,
+    reader: &str,
+    drive: impl AsyncFnOnce(&Daemon),
+) -> (String, Vec<String>) {
+    let config = write_config(dir, "http://127.0.0.1:9", "", reader);
+    let file = dir.path("reader.cap");
+    let listen = Daemon::start_command(
+        &[
+            "listen",
+            "--reader",
+            "entrance",
+            "--capture",
+            file.to_str().unwrap(),
+        ],
+        &config,
+        &[],
+    );
+    listen.wait_for_line("[entrance] connected", LONG).await;
+    drive(&listen).await;
+    listen.signal(libc::SIGTERM);
+    let read: Vec<String> = listen
+        .lines()
+        .iter()
+        .filter(|l| l.contains("] read ") && !l.contains("not sent"))
+        .map(|l| {
+            let id = l.split("] read ").nth(1).unwrap();
+            id.split_whitespace().next().unwrap().to_string()
+        })
+        .collect();
+    (std::fs::read_to_string(&file).unwrap(), read)
+}
+
+fn replayed_ids(capture_text: &str) -> Vec<String> {
+    capture::replay(capture_text)
+        .unwrap()
+        .presented
+        .into_iter()
+        .map(|p| p.rfid.trim_start_matches("0x").to_string())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn listen_captures_a_pn532_conversation_that_replays_to_what_it_read() {
+    let dir = TestDir::new("capture-pn532");
+    let pty = Pty::open();
+    let board = EmulatedReader::pn532(&pty);
+    let reader = serial_reader("entrance", &pty.slave_path, "pn532", "");
+    let (text, read) = capture_with_listen(&dir, &reader, async |listen: &Daemon| {
+        board.wait_for_searches(2, LONG).await;
+        for (i, uid) in [
+            &[0x26, 0xDE, 0xFA, 0xE7][..],
+            &[4, 0xC4, 0x3B, 0xC2, 0x1C, 0x26, 0x80],
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            if i == 1 {
+                board.fault(&[Fault::Corrupt, Fault::Nack]);
+            }
+            board.present(uid);
+            listen.wait_for_lines("] read ", i + 1, LONG).await;
+            board.wait_for_searches(10, LONG).await;
+            board.remove();
+            listen.wait_for_lines("card taken away", i + 1, LONG).await;
+        }
+    })
+    .await;
+    assert_eq!(read, ["26DEFAE7", "04C43BC21C2680"]);
+    assert_eq!(replayed_ids(&text), read, "{text}");
+    assert!(text.contains(" > "), "the requests are in the capture");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn listen_captures_an_em4100_reader_that_replays_to_what_it_read() {
+    let dir = TestDir::new("capture-em4100");
+    let mut pty = Pty::open();
+    let reader = serial_reader(
+        "entrance",
+        &pty.slave_path,
+        "em4100",
+        "debounce = \"300ms\"",
+    );
+    let (text, read) = capture_with_listen(&dir, &reader, async |listen: &Daemon| {
+        // A card held over an RDM6300 repeats its frame; a spoiled frame between.
+        for _ in 0..3 {
+            pty.write(&em4100_frame("0C000621A5"));
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        pty.write(b"\x020C000621A58F\x03");
+        listen.wait_for_lines("] read ", 1, LONG).await;
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        pty.write(&em4100_frame("0102B0A5FD"));
+        listen.wait_for_lines("] read ", 2, LONG).await;
+    })
+    .await;
+    assert_eq!(read, ["0C000621A5", "0102B0A5FD"]);
+    assert_eq!(replayed_ids(&text), read, "{text}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn listen_captures_a_twn4_conversation_that_replays_to_what_it_read() {
+    let dir = TestDir::new("capture-twn4");
+    let pty = Pty::open();
+    let twn4 = EmulatedReader::twn4(&pty);
+    let reader = serial_reader("entrance", &pty.slave_path, "twn4", "");
+    let (text, read) = capture_with_listen(&dir, &reader, async |listen: &Daemon| {
+        twn4.wait_for_searches(2, LONG).await;
+        for (i, (id, tag_type)) in [
+            (&[0x26, 0xDE, 0xFA, 0xE7][..], 0x80),
+            (&[0x0B, 0xAD, 0xC0, 0xDE], 0x83),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            if i == 1 {
+                twn4.fault(&[Fault::Corrupt, Fault::Drop]);
+            }
+            twn4.present_typed(id, tag_type);
+            listen.wait_for_lines("] read ", i + 1, LONG).await;
+            twn4.wait_for_searches(10, LONG).await;
+            twn4.remove();
+            listen.wait_for_lines("card taken away", i + 1, LONG).await;
+        }
+    })
+    .await;
+    assert_eq!(read, ["26DEFAE7", "0BADC0DE"]);
+    assert_eq!(replayed_ids(&text), read, "{text}");
+    let formats: Vec<Option<String>> = capture::replay(&text)
+        .unwrap()
+        .presented
+        .into_iter()
+        .map(|p| p.tag_format)
+        .collect();
+    assert_eq!(formats, [Some("MIFARE".into()), Some("LEGIC".into())]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn listen_captures_a_line_reader_that_replays_to_what_it_read() {
+    let dir = TestDir::new("capture-line");
+    let mut pty = Pty::open();
+    let reader = serial_reader("entrance", &pty.slave_path, "line", "");
+    let (text, read) = capture_with_listen(&dir, &reader, async |listen: &Daemon| {
+        // Parallax framing (LF id CR), a line with a control byte, then CR LF.
+        pty.write(b"\n0F0184F07A\r");
+        pty.write(b"0C00\x0006\r\n");
+        listen.wait_for_lines("] read ", 1, LONG).await;
+        pty.write(b"0C000621A5\r\n");
+        listen.wait_for_lines("] read ", 2, LONG).await;
+    })
+    .await;
+    assert_eq!(read, ["0F0184F07A", "0C000621A5"]);
+    assert_eq!(replayed_ids(&text), read, "{text}");
+}

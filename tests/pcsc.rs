@@ -1,0 +1,328 @@
+//! A PC/SC reader end to end, with the real pcscd: Debian's `pcscd` with the `vsmartcard-vpcd`
+//! driver (a virtual reader), and a virtual card written here that answers GET DATA
+//! (`FF CA 00 00 00`) with its UID, as a MIFARE card on an ACR122U does. The test starts its own
+//! pcscd on a socket of its own (socket activation, as `pcscd.socket` does), so it can stop it,
+//! start it again, and start it with no reader at all, which is what an unplugged USB reader
+//! looks like to a client.
+#![cfg(feature = "pcsc")]
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::os::fd::AsRawFd;
+use std::os::unix::net::UnixListener;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+
+const LONG: Duration = Duration::from_secs(30);
+const UID_7: [u8; 7] = [0x04, 0xC4, 0x3B, 0xC2, 0x1C, 0x26, 0x80];
+const UID_4: [u8; 4] = [0x26, 0xDE, 0xFA, 0xE7];
+/// The ATR an ACR122U gives a MIFARE Classic 1K card.
+const ATR: [u8; 20] = [
+    0x3B, 0x8F, 0x80, 0x01, 0x80, 0x4F, 0x0C, 0xA0, 0x00, 0x00, 0x03, 0x06, 0x03, 0x00, 0x01, 0x00,
+    0x00, 0x00, 0x00, 0x6A,
+];
+
+/// Two free TCP ports in a row: vpcd listens on one per slot.
+fn free_port_pair() -> u16 {
+    for _ in 0..100 {
+        let first = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = first.local_addr().unwrap().port();
+        if port < u16::MAX && TcpListener::bind(("0.0.0.0", port + 1)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no two free ports in a row");
+}
+
+/// pcscd, started on our own socket.
+struct Pcscd {
+    socket: UnixListener,
+    socket_path: PathBuf,
+    child: Option<Child>,
+    log: PathBuf,
+}
+
+impl Pcscd {
+    fn new(dir: &TestDir) -> Pcscd {
+        let socket_path = dir.path("pcscd.comm");
+        Pcscd {
+            socket: UnixListener::bind(&socket_path).unwrap(),
+            socket_path,
+            child: None,
+            log: dir.path("pcscd.log"),
+        }
+    }
+
+    /// Starts pcscd with the reader configurations in `conf_dir`.
+    fn start(&mut self, conf_dir: &Path) {
+        assert!(self.child.is_none());
+        let fd = self.socket.as_raw_fd();
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .unwrap();
+        let mut command = Command::new("sh");
+        command
+            .arg("-c")
+            .arg(format!(
+                "LISTEN_FDS=1 LISTEN_PID=$$ exec pcscd --foreground --debug --config {}",
+                conf_dir.display()
+            ))
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log);
+        // SAFETY: dup2 is async-signal-safe; it puts the listening socket on descriptor 3 (as
+        // systemd passes it), without close-on-exec.
+        unsafe {
+            command.pre_exec(move || {
+                if libc::dup2(fd, 3) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        self.child = Some(command.spawn().expect("pcscd (apt-get install pcscd)"));
+    }
+
+    fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            // SAFETY: kill has no memory-safety preconditions.
+            unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+            child.wait().unwrap();
+        }
+    }
+}
+
+impl Drop for Pcscd {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// A card on the virtual reader: connected to vpcd, it answers as a card does.
+struct VirtualCard {
+    stream: TcpStream,
+}
+
+impl VirtualCard {
+    /// Puts a card with `uid` on the reader; `status` is the status word it answers GET DATA
+    /// with (`90 00` with its UID).
+    fn present(port: u16, uid: &[u8], status: [u8; 2]) -> VirtualCard {
+        let deadline = Instant::now() + LONG;
+        let stream = loop {
+            match TcpStream::connect(("127.0.0.1", port)) {
+                Ok(stream) => break stream,
+                Err(e) => {
+                    assert!(Instant::now() < deadline, "vpcd on port {port}: {e}");
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+            }
+        };
+        let mut reading = stream.try_clone().unwrap();
+        let uid = uid.to_vec();
+        std::thread::spawn(move || {
+            let answer = |message: &[u8]| -> Option<Vec<u8>> {
+                match message {
+                    // Power off, power on, reset: no answer.
+                    [0x00] | [0x01] | [0x02] => None,
+                    [0x04] => Some(ATR.to_vec()),
+                    [0xFF, 0xCA, 0x00, 0x00, 0x00] if status == [0x90, 0x00] => {
+                        Some([&uid[..], &status].concat())
+                    }
+                    [0xFF, 0xCA, 0x00, 0x00, 0x00] => Some(status.to_vec()),
+                    // INS not supported.
+                    _ => Some(vec![0x6D, 0x00]),
+                }
+            };
+            let mut length = [0u8; 2];
+            while reading.read_exact(&mut length).is_ok() {
+                let mut message = vec![0u8; u16::from_be_bytes(length) as usize];
+                if reading.read_exact(&mut message).is_err() {
+                    return;
+                }
+                if let Some(reply) = answer(&message) {
+                    let mut framed = (reply.len() as u16).to_be_bytes().to_vec();
+                    framed.extend(reply);
+                    if reading.write_all(&framed).is_err() {
+                        return;
+                    }
+                }
+            }
+        });
+        VirtualCard { stream }
+    }
+
+    fn remove(self) {
+        let _ = self.stream.shutdown(std::net::Shutdown::Both);
+    }
+}
+
+fn reader_conf(dir: &Path, port: u16) {
+    std::fs::create_dir_all(dir).unwrap();
+    std::fs::write(
+        dir.join("vpcd"),
+        format!(
+            "FRIENDLYNAME \"Virtual PCD\"\nDEVICENAME /dev/null:{port}\nLIBPATH /usr/lib/pcsc/drivers/serial/libifdvpcd.so\nCHANNELID {port}\n"
+        ),
+    )
+    .unwrap();
+}
+
+fn rfid(uid: &[u8]) -> String {
+    format!(
+        "0x{}",
+        uid.iter().map(|b| format!("{b:02X}")).collect::<String>()
+    )
+}
+
+fn logged_at_ms(line: &str) -> i64 {
+    let stamp = line.split_whitespace().next().unwrap();
+    stamp.parse::<jiff::Timestamp>().unwrap().as_millisecond()
+}
+
+/// Presents a card and waits for tap number `n` (from 1); the milliseconds from the card's
+/// presence to the commit.
+async fn tap(daemon: &Daemon, port: u16, uid: &[u8], n: usize) -> (VirtualCard, i64) {
+    let presented_ms = now_ms();
+    let card = VirtualCard::present(port, uid, [0x90, 0x00]);
+    daemon.wait_for_lines("tap recorded", n, LONG).await;
+    let lines = daemon.lines();
+    let line = lines
+        .iter()
+        .filter(|l| l.contains("tap recorded"))
+        .nth(n - 1)
+        .unwrap();
+    assert_eq!(
+        field(line, "tag").unwrap(),
+        gym_checkin::tag::short(&rfid(uid)),
+        "{line}"
+    );
+    (card, logged_at_ms(line) - presented_ms)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pcsc_reader_through_the_real_pcscd() {
+    let dir = TestDir::new("pcsc");
+    let port = free_port_pair();
+    let with_reader = dir.path("readers");
+    let without_reader = dir.path("no-readers");
+    reader_conf(&with_reader, port);
+    std::fs::create_dir_all(&without_reader).unwrap();
+    let mut pcscd = Pcscd::new(&dir);
+    pcscd.start(&with_reader);
+
+    let fake = FakeEgym::start(
+        vec![
+            member(&rfid(&UID_7), "acc-7"),
+            member(&rfid(&UID_4), "acc-4"),
+        ],
+        API_KEY,
+    )
+    .await
+    .unwrap();
+    let config = write_config(
+        &dir,
+        &fake.base_url(),
+        "repeat-window = \"1s\"",
+        "[[readers]]\nname = \"desk\"\ndriver = \"pcsc\"\nreader = \"virtual pcd\"\n",
+    );
+    let socket = pcscd.socket_path.to_str().unwrap().to_string();
+    let env = [("PCSCLITE_CSOCK_NAME", socket.as_str())];
+    let daemon = Daemon::start_with_env(&config, &env);
+    daemon.wait_for_line("reader connected", LONG).await;
+    daemon.wait_for_line("PC/SC reader found", LONG).await;
+    assert!(
+        daemon
+            .lines()
+            .iter()
+            .any(|l| l.contains("pcsc_reader=Virtual PCD 00 00")),
+        "{}",
+        daemon.lines().join("\n")
+    );
+
+    // Idle with no card: the daemon waits in pcscd and polls nothing.
+    let idle = Duration::from_secs(5);
+    let before = daemon.cpu_time();
+    tokio::time::sleep(idle).await;
+    let idle_share = (daemon.cpu_time() - before).as_secs_f64() / idle.as_secs_f64();
+    println!("PC/SC, no card: {:.3} % of a core", idle_share * 100.0);
+    assert!(idle_share < 0.002, "idle CPU {:.3} %", idle_share * 100.0);
+
+    // A tap; the card left on the reader past the debounce is one presentation.
+    let mut latencies = Vec::new();
+    let (card, ms) = tap(&daemon, port, &UID_7, 1).await;
+    latencies.push(ms);
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert_eq!(daemon.recorded().len(), 1, "a card held is one tap");
+    // Taken away and presented again: a second tap (a check-out, past the repeat window).
+    card.remove();
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let (card, ms) = tap(&daemon, port, &UID_7, 2).await;
+    latencies.push(ms);
+    card.remove();
+
+    // A card the reader cannot read: a clear warning, no tap.
+    let card = VirtualCard::present(port, &UID_4, [0x63, 0x00]);
+    daemon.wait_for_line("status 63 00", LONG).await;
+    card.remove();
+    assert_eq!(daemon.recorded().len(), 2);
+
+    // pcscd restarted: the reader is found again, with backoff, and reads.
+    pcscd.stop();
+    daemon.wait_for_line("reader disconnected", LONG).await;
+    pcscd.start(&with_reader);
+    daemon.wait_for_lines("PC/SC reader found", 2, LONG).await;
+    let (card, ms) = tap(&daemon, port, &UID_4, 3).await;
+    latencies.push(ms);
+    card.remove();
+
+    // The reader unplugged (pcscd lists none): `status` says so while it is; then plugged back.
+    pcscd.stop();
+    pcscd.start(&without_reader);
+    daemon.wait_for_lines("reader disconnected", 2, LONG).await;
+    let connected = || status_json(&config)["readers"][0]["connected"].as_bool();
+    let deadline = Instant::now() + LONG;
+    while connected() != Some(false) {
+        assert!(
+            Instant::now() < deadline,
+            "status never said the reader is gone"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(connected(), Some(false), "no reader, yet connected");
+    pcscd.stop();
+    pcscd.start(&with_reader);
+    daemon.wait_for_lines("PC/SC reader found", 3, LONG).await;
+    let (card, ms) = tap(&daemon, port, &UID_4, 4).await;
+    latencies.push(ms);
+    card.remove();
+
+    let kinds: Vec<String> = daemon.recorded().into_iter().map(|r| r.kind).collect();
+    assert_eq!(kinds, ["checkin", "checkout", "checkin", "checkout"]);
+    let (ok, received) = fake.wait_for(LONG, |r| count_visits(r) >= 4).await;
+    assert!(ok, "{}", daemon.lines().join("\n"));
+    // PC/SC readers read MIFARE UIDs: that tagFormat by default.
+    let lookups: Vec<&Received> = received
+        .iter()
+        .filter(|r| r.path.contains("/rfid/"))
+        .collect();
+    assert!(!lookups.is_empty());
+    assert!(
+        lookups
+            .iter()
+            .all(|r| r.query.as_deref() == Some("tagFormat=MIFARE")),
+        "{lookups:?}"
+    );
+    println!("PC/SC: card presence to commit, ms: {latencies:?}");
+}
