@@ -311,6 +311,20 @@ async fn a_new_tap_goes_ahead_of_a_backlog_left_by_an_outage_a_few_seconds_ago()
     daemon
         .wait_for_lines("tap recorded", tags.len(), LONG)
         .await;
+    // The outage is seen after all of them were recorded: they are a backlog. (Ended before any
+    // attempt failed, it would have been no outage to the service, and the 100 taps as live as
+    // the new one.)
+    let failed = |daemon: &Daemon| {
+        daemon
+            .lines()
+            .iter()
+            .filter(|l| l.contains("delivery failed"))
+            .count()
+    };
+    let failed_before = failed(&daemon);
+    daemon
+        .wait_for_lines("delivery failed", failed_before + 2, LONG)
+        .await;
     fake.set_mode(Mode::Normal);
     // The backlog drains at EGYM's 10 requests per second: two for each event.
     fake.wait_for(LONG, |r| count_visits(r) >= 3).await;
