@@ -12,9 +12,19 @@ use gym_checkin::config::{Config, DEFAULT_CONFIG_PATH, Driver};
 /// Exit code for a bad configuration (EX_CONFIG from sysexits.h).
 const EXIT_CONFIG: u8 = 78;
 
+/// `--version`: the version, the commit it was built from, and the target it was built for.
+const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (commit ",
+    env!("GYM_CHECKIN_COMMIT"),
+    ", ",
+    env!("GYM_CHECKIN_TARGET"),
+    ")"
+);
+
 /// Turns RFID taps at a gym's front desk into EGYM check-ins and check-outs.
 #[derive(Debug, Parser)]
-#[command(version, about)]
+#[command(version = VERSION, about)]
 struct Cli {
     /// The configuration file.
     #[arg(short, long, global = true, default_value = DEFAULT_CONFIG_PATH)]

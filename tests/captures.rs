@@ -108,7 +108,9 @@ async fn capture_with_listen(
     );
     listen.wait_for_line("[entrance] connected", LONG).await;
     drive(&listen).await;
+    let mut listen = listen;
     listen.signal(libc::SIGTERM);
+    assert!(listen.wait_exit(LONG).await.success());
     let read: Vec<String> = listen
         .lines()
         .iter()
@@ -146,7 +148,7 @@ async fn listen_captures_a_pn532_conversation_that_replays_to_what_it_read() {
         .enumerate()
         {
             if i == 1 {
-                board.fault(&[Fault::Corrupt, Fault::Nack]);
+                board.fault(&[Fault::Corrupt, Fault::Refuse]);
             }
             board.present(uid);
             listen.wait_for_lines("] read ", i + 1, LONG).await;
@@ -241,4 +243,51 @@ async fn listen_captures_a_line_reader_that_replays_to_what_it_read() {
     .await;
     assert_eq!(read, ["0F0184F07A", "0C000621A5"]);
     assert_eq!(replayed_ids(&text), read, "{text}");
+}
+
+#[test]
+fn a_replay_follows_reopens_and_says_where_it_stops_following_the_capture() {
+    use gym_checkin::reader::pn532::{CHIP_TO_HOST, HOST_TO_CHIP, information_frame};
+    let hex = |bytes: &[u8]| bytes.iter().map(|b| format!("{b:02X}")).collect::<String>();
+    let ack = [0x00, 0x00, 0xFF, 0x00, 0xFF, 0x00];
+    let answer = |data: &[u8]| hex(&[&ack[..], &information_frame(CHIP_TO_HOST, data)].concat());
+    let mut wake = vec![0x55, 0x55];
+    wake.extend([0u8; 14]);
+    wake.extend(information_frame(HOST_TO_CHIP, &[0x14, 0x01]));
+    let configure = information_frame(HOST_TO_CHIP, &[0x32, 0x05, 0xFF, 0x01, 0x02]);
+    let search = information_frame(HOST_TO_CHIP, &[0x4A, 0x01, 0x00]);
+    let card = answer(&[
+        0x4B, 0x01, 0x01, 0x00, 0x04, 0x08, 0x04, 0x26, 0xDE, 0xFA, 0xE7,
+    ]);
+    // The device opened, the chip woken and configured, a card found: twice, as when a
+    // reader is unplugged and plugged back with the card still on it.
+    let conversation = |at: f64| {
+        format!(
+            "{at:.6} open\n{:.6} > {}\n{:.6} < {}\n{:.6} > {}\n{:.6} < {}\n{:.6} > {}\n{:.6} < {card}\n",
+            at + 0.001,
+            hex(&wake),
+            at + 0.004,
+            answer(&[0x15]),
+            at + 0.005,
+            hex(&configure),
+            at + 0.006,
+            answer(&[0x33]),
+            at + 0.007,
+            hex(&search),
+            at + 0.010,
+        )
+    };
+    let header = "# gym-checkin capture 1\n# reader: entrance\n# driver: serial\n# protocol: pn532\n# baud: 115200\n# id-format: hex\n# id-bytes: all\n# byte-order: as-read\n# egym-tag-format: MIFARE\n# debounce-ms: 1500\n";
+    let text = format!("{header}{}{}", conversation(0.0), conversation(5.0));
+    let replay = capture::replay(&text).unwrap();
+    let found: Vec<String> = replay.presented.iter().map(ToString::to_string).collect();
+    assert_eq!(found, ["0x26DEFAE7 MIFARE", "0x26DEFAE7 MIFARE"]);
+    assert_eq!(replay.rejected_frames, 0);
+    // Without the reopen, the codec would not wake the chip again: the replay says where.
+    let no_reopen = text.replacen("5.000000 open\n", "", 1);
+    let error = capture::replay(&no_reopen).unwrap_err();
+    assert!(
+        error.contains("line 18") && error.contains("would send"),
+        "{error}"
+    );
 }

@@ -237,7 +237,11 @@ async fn a_pcsc_reader_through_the_real_pcscd() {
         "[[readers]]\nname = \"desk\"\ndriver = \"pcsc\"\nreader = \"virtual pcd\"\n",
     );
     let socket = pcscd.socket_path.to_str().unwrap().to_string();
-    let env = [("PCSCLITE_CSOCK_NAME", socket.as_str())];
+    // At debug level, the daemon says when the card is taken away.
+    let env = [
+        ("PCSCLITE_CSOCK_NAME", socket.as_str()),
+        ("RUST_LOG", "debug"),
+    ];
     let daemon = Daemon::start_with_env(&config, &env);
     daemon.wait_for_line("reader connected", LONG).await;
     daemon.wait_for_line("PC/SC reader found", LONG).await;
@@ -266,7 +270,7 @@ async fn a_pcsc_reader_through_the_real_pcscd() {
     assert_eq!(daemon.recorded().len(), 1, "a card held is one tap");
     // Taken away and presented again: a second tap (a check-out, past the repeat window).
     card.remove();
-    tokio::time::sleep(Duration::from_millis(1100)).await;
+    daemon.wait_for_line("card taken away", LONG).await;
     let (card, ms) = tap(&daemon, port, &UID_7, 2).await;
     latencies.push(ms);
     card.remove();

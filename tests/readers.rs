@@ -107,14 +107,15 @@ async fn a_pn532_board_is_woken_searched_and_read() {
     // Taken away and presented again: a new tap (a check-out, past the repeat window).
     board.remove();
     board.wait_for_searches(3, LONG).await;
-    tokio::time::sleep(Duration::from_millis(1000)).await;
     latencies.push(tap(&daemon, &board, &MIFARE_4, 1).await);
     board.remove();
     board.wait_for_searches(3, LONG).await;
 
-    // 7- and 10-byte UIDs, the first read through a spoiled answer, a NACK and a lost one.
-    board.fault(&[Fault::Corrupt, Fault::Nack, Fault::Drop]);
+    // 7- and 10-byte UIDs, the first read through a spoiled answer, a refused one and a lost
+    // one (the faults strike answers that carry the card).
+    board.fault(&[Fault::Corrupt, Fault::Refuse, Fault::Drop]);
     latencies.push(tap(&daemon, &board, &MIFARE_7, 2).await);
+    assert_eq!(board.faults_left(), 0);
     board.remove();
     board.wait_for_searches(3, LONG).await;
     latencies.push(tap(&daemon, &board, &MIFARE_10, 3).await);
@@ -147,6 +148,11 @@ async fn a_pn532_board_is_woken_searched_and_read() {
         );
     }
     assert_eq!(board.bad_requests(), 0, "the daemon sent a malformed frame");
+    assert_eq!(
+        board.unheard(),
+        0,
+        "the daemon talked to the chip before waking it"
+    );
     println!("PN532: card presence to commit, ms: {latencies:?}");
 }
 
@@ -197,8 +203,9 @@ async fn a_twn4_is_searched_and_its_tag_types_decide_the_tag_format() {
     {
         let presented_ms = now_ms();
         if i == 1 {
-            // A garbled answer and a lost one on the way: skipped, counted, asked again.
-            twn4.fault(&[Fault::Corrupt, Fault::Drop]);
+            // A garbled answer, a refused one and a lost one on the way: skipped, counted,
+            // asked again.
+            twn4.fault(&[Fault::Corrupt, Fault::Refuse, Fault::Drop]);
         }
         twn4.present_typed(id, tag_type);
         daemon.wait_for_lines("tap recorded", i + 1, LONG).await;
@@ -209,6 +216,7 @@ async fn a_twn4_is_searched_and_its_tag_types_decide_the_tag_format() {
             .nth(i)
             .unwrap();
         latencies.push(logged_at_ms(line) - presented_ms);
+        assert_eq!(twn4.faults_left(), 0);
         // Held for well over the debounce: still one tap.
         twn4.wait_for_searches(12, LONG).await;
         assert_eq!(daemon.recorded().len(), i + 1, "a card held is one tap");

@@ -339,3 +339,24 @@ async fn listen_prints_every_rendering_and_records_nothing() {
     assert_eq!(output.status.code(), Some(78));
     assert!(String::from_utf8_lossy(&output.stderr).contains("configured: entrance, desk"));
 }
+
+#[test]
+fn version_names_the_commit_and_the_target() {
+    let output = Command::new(binary()).arg("--version").output().unwrap();
+    assert!(output.status.success());
+    let text = String::from_utf8(output.stdout).unwrap();
+    // "gym-checkin 0.1.0 (commit 0123456789ab, x86_64-unknown-linux-gnu)"
+    let expected_start = format!("gym-checkin {} (commit ", env!("CARGO_PKG_VERSION"));
+    assert!(text.starts_with(&expected_start), "{text}");
+    let inside = text.trim().strip_prefix(&expected_start).unwrap();
+    let (commit, target) = inside.trim_end_matches(')').split_once(", ").unwrap();
+    assert!(
+        commit == "unknown"
+            || (commit.len() == 12 && commit.bytes().all(|b| b.is_ascii_hexdigit())),
+        "{text}"
+    );
+    assert!(
+        target.starts_with(std::env::consts::ARCH) && target.ends_with("-linux-gnu"),
+        "{text}"
+    );
+}

@@ -4,7 +4,8 @@
 //! files under `tests/captures/`, each with the presentations expected).
 //!
 //! The file is text: a header of `# key: value` lines with the reader's settings, then one line
-//! per read or request, with the seconds since the capture began:
+//! per read or request, with the seconds since the capture began (`open` where the device was
+//! opened, or opened again after it was gone):
 //!
 //! ```text
 //! # gym-checkin capture 1
@@ -16,10 +17,13 @@
 //! # byte-order: as-read
 //! # egym-tag-format: MIFARE
 //! # debounce-ms: 1500
-//! 0.000 > 5555000000000000000000000000000000FF03FDD4140117 00
-//! 0.004 < 0000FF00FF000000FF02FED5151600
+//! 0.000104 open
+//! 0.000188 > 555500000000000000000000000000000000FF03FDD414011700
+//! 0.004010 < 0000FF00FF000000FF02FED5151600
 //! ```
-//! `<` is what the reader sent, `>` what the host sent it; both are hex.
+//! `<` is what the reader sent, `>` what the host sent it; both are hex. A replay asks the codec
+//! for each request where the capture has one, and fails if it would send something else: the
+//! replay would no longer follow the capture.
 
 use std::fmt::Write as _;
 use std::io::Write;
@@ -60,23 +64,27 @@ impl Writer {
         })
     }
 
+    /// Notes that the device was opened.
+    pub fn opened(&mut self) {
+        self.line("open");
+    }
+
     /// Notes bytes the reader sent.
     pub fn read(&mut self, bytes: &[u8]) {
-        self.line('<', bytes);
+        self.line(&format!("< {}", hex_upper(bytes)));
     }
 
     /// Notes bytes sent to the reader.
     pub fn sent(&mut self, bytes: &[u8]) {
-        self.line('>', bytes);
+        self.line(&format!("> {}", hex_upper(bytes)));
     }
 
-    fn line(&mut self, direction: char, bytes: &[u8]) {
+    fn line(&mut self, what: &str) {
         if self.failed {
             return;
         }
         let at = self.started.elapsed().as_secs_f64();
-        let written = writeln!(self.file, "{at:.3} {direction} {}", hex_upper(bytes))
-            .and_then(|()| self.file.flush());
+        let written = writeln!(self.file, "{at:.6} {what}").and_then(|()| self.file.flush());
         if let Err(e) = written {
             // Said once; reading goes on without the capture.
             self.failed = true;
@@ -145,8 +153,11 @@ pub fn replay(text: &str) -> Result<Replay, String> {
     let mut events = Vec::new();
     for (i, line) in lines {
         let line = line.trim();
-        if let Some(setting) = line.strip_prefix('#') {
-            if let Some((key, value)) = setting.split_once(':') {
+        if let Some(comment) = line.strip_prefix('#') {
+            // Settings come in the header, before the first event; later `#` lines are notes.
+            if events.is_empty()
+                && let Some((key, value)) = comment.split_once(':')
+            {
                 settings.insert(key.trim().to_string(), value.trim().to_string());
             }
             continue;
@@ -156,19 +167,26 @@ pub fn replay(text: &str) -> Result<Replay, String> {
         }
         let bad = || {
             format!(
-                "line {}: expected \"SECONDS < HEX\" or \"SECONDS > HEX\"",
+                "line {}: expected \"SECONDS open\", \"SECONDS < HEX\" or \"SECONDS > HEX\"",
                 i + 1
             )
         };
         let mut parts = line.split_whitespace();
         let at: f64 = parts.next().and_then(|t| t.parse().ok()).ok_or_else(bad)?;
-        let direction = parts.next().ok_or_else(bad)?;
-        let bytes = decode_hex(&parts.collect::<String>()).ok_or_else(bad)?;
-        match direction {
-            "<" => events.push((at, Some(bytes))),
-            ">" => events.push((at, None)),
+        let what = parts.next().ok_or_else(bad)?;
+        let event = match what {
+            "open" => Event::Opened,
+            "<" | ">" => {
+                let bytes = decode_hex(&parts.collect::<String>()).ok_or_else(bad)?;
+                if what == "<" {
+                    Event::Read(bytes)
+                } else {
+                    Event::Sent(bytes)
+                }
+            }
             _ => return Err(bad()),
-        }
+        };
+        events.push((i + 1, at, event));
     }
     let config = config_from(&settings)?;
     let mut codec: Box<dyn Codec> = new_codec(&config.driver);
@@ -177,12 +195,29 @@ pub fn replay(text: &str) -> Result<Replay, String> {
     let mut replay = Replay::default();
     let mut frames = Vec::new();
     codec.opened();
-    for (at, read) in events {
+    for (line, at, event) in events {
         let now = start + Duration::from_secs_f64(at);
-        let Some(bytes) = read else {
-            // The host asked here: the codec asks at the same moments in the replay.
-            let _ = codec.to_send(now);
-            continue;
+        let bytes = match event {
+            Event::Opened => {
+                codec.opened();
+                presenter.reopened();
+                continue;
+            }
+            Event::Sent(sent) => {
+                // The host asked here. The codec asks at its own moment, which the stamp (taken
+                // just after) may precede by a hair.
+                let due = codec.next_send_at().map_or(now, |due| due.max(now));
+                let asked = codec.to_send(due);
+                if asked.as_deref() != Some(&sent[..]) {
+                    return Err(format!(
+                        "line {line}: the capture shows {} sent, the codec would send {}",
+                        hex_upper(&sent),
+                        asked.map_or("nothing".into(), |a| hex_upper(&a))
+                    ));
+                }
+                continue;
+            }
+            Event::Read(bytes) => bytes,
         };
         let at_ms = (at * 1000.0).round() as i64;
         let now_read = Now {
@@ -206,6 +241,13 @@ pub fn replay(text: &str) -> Result<Replay, String> {
     replay.rejected_frames = discarded.rejected_frames;
     replay.noise_bytes = discarded.noise_bytes;
     Ok(replay)
+}
+
+/// One line of a capture after its header.
+enum Event {
+    Opened,
+    Read(Vec<u8>),
+    Sent(Vec<u8>),
 }
 
 /// The reader settings a capture's header gives.

@@ -89,6 +89,11 @@ pub trait Codec: Send + std::fmt::Debug {
     fn next_send_at(&self) -> Option<Instant> {
         None
     }
+
+    /// Requests in a row the reader has not answered (0 for readers that send on their own).
+    fn unanswered(&self) -> u32 {
+        0
+    }
 }
 
 /// One supported reader protocol.
@@ -102,6 +107,11 @@ pub struct Protocol {
     pub default_baud: u32,
     /// EGYM's `tagFormat` when the reader's `egym-tag-format` is not set.
     pub default_tag_format: Option<&'static str>,
+    /// Whether the reader says when a card is taken away ([`Frame::NoTag`]): a card is then one
+    /// presentation for as long as it stays, whatever the debounce.
+    pub reports_removal: bool,
+    /// Whether its ids are ISO 14443A (MIFARE) UIDs, which may be random ones.
+    pub reads_uids: bool,
     pub new_codec: fn() -> Box<dyn Codec>,
 }
 
@@ -112,6 +122,8 @@ pub const PROTOCOLS: &[Protocol] = &[
         text: false,
         default_baud: 9600,
         default_tag_format: None,
+        reports_removal: false,
+        reads_uids: false,
         new_codec: || Box::new(Em4100Codec::default()),
     },
     Protocol {
@@ -119,6 +131,8 @@ pub const PROTOCOLS: &[Protocol] = &[
         text: true,
         default_baud: 9600,
         default_tag_format: None,
+        reports_removal: false,
+        reads_uids: false,
         new_codec: || Box::new(LineCodec::default()),
     },
     Protocol {
@@ -126,6 +140,8 @@ pub const PROTOCOLS: &[Protocol] = &[
         text: false,
         default_baud: 115_200,
         default_tag_format: Some("MIFARE"),
+        reports_removal: true,
+        reads_uids: true,
         new_codec: || Box::new(Pn532Codec::default()),
     },
     Protocol {
@@ -133,6 +149,9 @@ pub const PROTOCOLS: &[Protocol] = &[
         text: false,
         default_baud: 115_200,
         default_tag_format: None,
+        reports_removal: true,
+        // By card type: MIFARE ones are.
+        reads_uids: false,
         new_codec: || Box::new(Twn4Codec::default()),
     },
 ];

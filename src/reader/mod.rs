@@ -37,6 +37,11 @@ const REOPEN_FIRST: Duration = Duration::from_millis(100);
 const REOPEN_MAX: Duration = Duration::from_secs(2);
 /// Malformed input is reported at most this often per reader.
 const NOISE_LOG_INTERVAL: Duration = Duration::from_secs(60);
+/// A request the reader does not take within this is a reader gone (a USB-serial reader whose
+/// firmware stopped reading, say): it is closed and reopened.
+const WRITE_WITHIN: Duration = Duration::from_secs(2);
+/// Requests in a row a reader the host asks may leave unanswered before staff are told.
+const UNANSWERED_WARN_AT: u32 = 10;
 
 /// A new presentation of a tag at a reader.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -237,6 +242,8 @@ pub struct Reader {
     presenter: Presenter,
     last_noise_log: Option<Instant>,
     reported_rejected: u64,
+    /// Whether "the reader does not answer" was said (and not yet taken back).
+    said_unanswered: bool,
     /// Where `listen --capture` writes what the reader sends.
     capture: Option<capture::Writer>,
     clock: Clock,
@@ -262,6 +269,7 @@ impl Reader {
             presenter: Presenter::new(config),
             last_noise_log: None,
             reported_rejected: 0,
+            said_unanswered: false,
             capture: None,
             clock,
         }
@@ -352,16 +360,38 @@ impl Reader {
         }
     }
 
-    /// Sends the reader what its codec asks for now, if anything.
+    /// Sends the reader what its codec asks for now, if anything. No flush: on a serial port
+    /// that would wait in `tcdrain`, which nothing can cancel.
     async fn ask(&mut self, device: &mut Device) -> std::io::Result<()> {
         if let Some(request) = self.codec.to_send(Instant::now()) {
             if let Some(capture) = &mut self.capture {
                 capture.sent(&request);
             }
-            device.write_all(&request).await?;
-            device.flush().await?;
+            tokio::time::timeout(WRITE_WITHIN, device.write_all(&request))
+                .await
+                .map_err(|_| {
+                    std::io::Error::other(format!(
+                        "the reader took nothing of what was sent to it for {} s",
+                        WRITE_WITHIN.as_secs()
+                    ))
+                })??;
         }
+        // Requests refused or never answered are counted as they are asked again.
+        self.report_noise(Instant::now());
+        self.report_unanswered();
         Ok(())
+    }
+
+    /// Says once when a reader the host asks stops answering, and when it answers again.
+    fn report_unanswered(&mut self) {
+        let unanswered = self.codec.unanswered();
+        if unanswered >= UNANSWERED_WARN_AT && !self.said_unanswered {
+            self.said_unanswered = true;
+            warn!(reader = %self.name, unanswered, "the reader does not answer: check its wiring, its baud and that it speaks the configured protocol (a PN532 set to HSU, a TWN4 running the Simple Protocol)");
+        } else if unanswered == 0 && self.said_unanswered {
+            self.said_unanswered = false;
+            info!(reader = %self.name, "the reader answers again");
+        }
     }
 
     async fn read_until_gone(
@@ -376,6 +406,10 @@ impl Reader {
         let mut had_data = false;
         let ends_for_good = matches!(self.source, Source::Stdin | Source::Stream(_));
         self.codec.opened();
+        self.presenter.reopened();
+        if let Some(capture) = &mut self.capture {
+            capture.opened();
+        }
         loop {
             if let Err(e) = self.ask(&mut device).await {
                 return Ended::Gone {
@@ -388,6 +422,7 @@ impl Reader {
             // bytes.
             let read = tokio::select! {
                 read = device.read(&mut buffer) => read,
+                // A request due, or one unanswered: asked (again) at the top of the loop.
                 () = sleep_until_some(ask_at) => continue,
                 () = pulse.asked() => {
                     pulse.answer();
@@ -474,6 +509,12 @@ pub struct Presenter {
     name: Arc<str>,
     config: ReaderConfig,
     debouncer: Debouncer,
+    /// The reader says when a card is taken away: a card is one presentation while it stays.
+    reports_removal: bool,
+    /// The card on such a reader now, as last read.
+    present: Option<RawId>,
+    /// Its ids are ISO 14443A UIDs (unless it says the card is of another kind).
+    reads_uids: bool,
     /// For `listen`: every read goes out (repeats marked), and unreadable ones too.
     listening: bool,
     /// Ids already said to be cut-short MIFARE UIDs (said once each, not at every tap).
@@ -485,13 +526,26 @@ const SAID_CUT_SHORT_MAX: usize = 1024;
 
 impl Presenter {
     pub fn new(config: ReaderConfig) -> Presenter {
+        let (reports_removal, reads_uids) = match &config.driver {
+            Driver::Serial { protocol, .. } => (protocol.reports_removal, protocol.reads_uids),
+            Driver::Pcsc { .. } => (true, true),
+            Driver::Keyboard { .. } | Driver::Stdin => (false, false),
+        };
         Presenter {
             name: Arc::from(config.name.as_str()),
             debouncer: Debouncer::new(config.debounce),
+            reports_removal,
+            present: None,
+            reads_uids,
             config,
             listening: false,
             said_cut_short: HashSet::new(),
         }
+    }
+
+    /// The reader was (re)opened: what it reads next is a new presentation.
+    pub fn reopened(&mut self) {
+        self.present = None;
     }
 
     /// Turns a frame into a tap, unless it is unreadable or part of an ongoing presentation
@@ -520,6 +574,8 @@ impl Presenter {
                 }
             },
             Frame::NoTag => {
+                debug!(reader = %self.name, "card taken away");
+                self.present = None;
                 self.debouncer.forget_all();
                 return self.listening.then(|| ReaderMessage::Removed {
                     reader: self.name.clone(),
@@ -538,13 +594,24 @@ impl Presenter {
             TagKind::NoFormat => None,
             TagKind::Format(format) => Some(format.to_string()),
         };
-        let repeat = !self.debouncer.is_new_presentation(&raw, now.steady_ms);
+        let repeat = if self.reports_removal {
+            // Held for as long as it stays, however long a search or a reopen takes.
+            let same = self.present.as_ref() == Some(&raw);
+            self.present = Some(raw.clone());
+            same
+        } else {
+            !self.debouncer.is_new_presentation(&raw, now.steady_ms)
+        };
         if repeat && !self.listening {
             debug!(reader = %self.name, "same card still presented");
             return None;
         }
-        let mifare = tag_format.as_deref() == Some("MIFARE");
-        if mifare && !from_text && tag::is_random_uid(raw.bytes()) {
+        let uid = match kind {
+            TagKind::Format(format) => format == "MIFARE",
+            TagKind::NoFormat => false,
+            TagKind::Unsaid => self.reads_uids,
+        };
+        if uid && tag::is_random_uid(raw.bytes()) {
             if self.listening {
                 return Some(ReaderMessage::RandomUid {
                     reader: self.name.clone(),
@@ -583,5 +650,121 @@ impl Presenter {
             return;
         }
         warn!(reader = %self.name, tag = %tag::short(rfid), "{CUT_SHORT}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::WallTime;
+    use crate::tag::{ByteOrder, IdBytes, IdFormat, Normalisation};
+
+    fn config(driver: Driver, egym_tag_format: Option<&str>) -> ReaderConfig {
+        ReaderConfig {
+            name: "desk".into(),
+            driver,
+            direction: Direction::Toggle,
+            debounce: Duration::from_millis(1500),
+            id_format: IdFormat::Hex,
+            normalisation: Normalisation {
+                id_bytes: IdBytes::All,
+                byte_order: ByteOrder::AsRead,
+            },
+            egym_tag_format: egym_tag_format.map(str::to_string),
+        }
+    }
+
+    fn serial(protocol: &str) -> Driver {
+        Driver::Serial {
+            path: "/dev/null".into(),
+            baud: 115_200,
+            protocol: codec::protocol(protocol).unwrap(),
+        }
+    }
+
+    /// What each frame, read at its second, gives: the tag's hex, or nothing.
+    fn presented(presenter: &mut Presenter, frames: Vec<(i64, Frame)>) -> Vec<Option<String>> {
+        frames
+            .into_iter()
+            .map(|(s, frame)| {
+                let now = Now {
+                    wall_ms: s * 1000,
+                    wall: WallTime::Trusted,
+                    steady_ms: s * 1000,
+                };
+                match presenter.present(frame, now) {
+                    Some(ReaderMessage::Tap(tap)) => Some(tap.raw.hex()),
+                    _ => None,
+                }
+            })
+            .collect()
+    }
+
+    const A: [u8; 4] = [0x26, 0xDE, 0xFA, 0xE7];
+    const B: [u8; 7] = [0x04, 0xC4, 0x3B, 0xC2, 0x1C, 0x26, 0x80];
+
+    #[test]
+    fn a_card_on_a_reader_that_reports_removal_is_one_tap_while_it_stays() {
+        let mut presenter = Presenter::new(config(serial("pn532"), Some("MIFARE")));
+        let taps = presented(
+            &mut presenter,
+            vec![
+                (0, Frame::id(&A)),
+                // Read again long after any debounce (searches unanswered, the chip woken
+                // again): the same presentation.
+                (30, Frame::id(&A)),
+                (31, Frame::NoTag),
+                (31, Frame::id(&A)),
+                // Another card without a removal in between: swapped.
+                (32, Frame::id(&B)),
+                (33, Frame::id(&B)),
+            ],
+        );
+        let (a, b) = (
+            Some(RawId::new(A.to_vec()).hex()),
+            Some(RawId::new(B.to_vec()).hex()),
+        );
+        assert_eq!(taps, [a.clone(), None, None, a.clone(), b, None]);
+        // Reopened (unplugged and back): a card still there is presented anew.
+        presenter.reopened();
+        assert_eq!(presented(&mut presenter, vec![(40, Frame::id(&A))]), [a]);
+    }
+
+    #[test]
+    fn other_readers_keep_the_time_debounce() {
+        let mut presenter = Presenter::new(config(serial("em4100"), None));
+        let id = [0x0C, 0x00, 0x06, 0x21, 0xA5];
+        let taps = presented(
+            &mut presenter,
+            vec![
+                (0, Frame::id(&id)),
+                (1, Frame::id(&id)),
+                (10, Frame::id(&id)),
+            ],
+        );
+        assert_eq!(taps.iter().filter(|t| t.is_some()).count(), 2);
+    }
+
+    #[test]
+    fn random_uids_are_never_sent_from_readers_of_uids() {
+        let random = [0x08, 0xA1, 0xB2, 0xC3];
+        // Whatever tagFormat a PC/SC reader is set to send, its ids are UIDs.
+        let mut pcsc = Presenter::new(config(Driver::Pcsc { reader: None }, Some("HITAG1")));
+        assert_eq!(presented(&mut pcsc, vec![(0, Frame::id(&random))]), [None]);
+        // A TWN4 says which cards are MIFARE; a LEGIC serial may start with 08.
+        let mut twn4 = Presenter::new(config(serial("twn4"), None));
+        let kind = |format| Frame::Id {
+            bytes: random.to_vec(),
+            kind: TagKind::Format(format),
+        };
+        assert_eq!(presented(&mut twn4, vec![(0, kind("MIFARE"))]), [None]);
+        assert_eq!(
+            presented(&mut twn4, vec![(1, Frame::NoTag), (1, kind("LEGIC"))]),
+            [None, Some("08A1B2C3".to_string())]
+        );
+        // An EM reader's ids are no UIDs at all.
+        let mut em = Presenter::new(config(serial("em4100"), None));
+        let em_id = [0x08, 0xA1, 0xB2, 0xC3, 0xD4];
+        assert!(presented(&mut em, vec![(0, Frame::id(&em_id))])[0].is_some());
     }
 }

@@ -164,8 +164,13 @@ pub struct Pn532Codec {
     outstanding: Option<Instant>,
     /// Send the current step's command again at once (a NACK or a spoiled answer).
     resend: bool,
-    /// Commands in a row that got no answer.
+    /// Commands in a row that got no answer (since the last wake-up).
     misses: u32,
+    /// Commands in a row that got no good answer: none, or a refused or spoiled one.
+    unanswered: u32,
+    /// Answers in a row refused or spoiled: after the first, the command is sent again only
+    /// at the search rate, so a reader that refuses everything is not asked flat out.
+    refusals: u32,
     next_search: Option<Instant>,
     card_present: bool,
     empty_searches: u32,
@@ -182,6 +187,8 @@ impl Default for Pn532Codec {
             outstanding: None,
             resend: false,
             misses: 0,
+            unanswered: 0,
+            refusals: 0,
             next_search: None,
             card_present: false,
             empty_searches: 0,
@@ -208,7 +215,18 @@ impl Pn532Codec {
 
     fn refuse(&mut self) {
         self.refused += 1;
+        self.refusals += 1;
         self.resend = true;
+    }
+
+    /// When a refused command may be sent again: at once the first time, then at the search
+    /// rate.
+    fn resend_at(&self, sent_at: Instant) -> Instant {
+        if self.refusals > 1 {
+            sent_at + POLL_EVERY
+        } else {
+            sent_at
+        }
     }
 
     fn chip_frame(&mut self, frame: ChipFrame) -> Option<Frame> {
@@ -232,6 +250,8 @@ impl Pn532Codec {
         }
         self.outstanding = None;
         self.misses = 0;
+        self.unanswered = 0;
+        self.refusals = 0;
         match self.step {
             Step::Wake => {
                 self.step = Step::Retries;
@@ -285,8 +305,9 @@ impl Codec for Pn532Codec {
             let rejected = self.parser.discarded().rejected_frames;
             self.parser.push(byte, &mut chip_frames);
             if self.parser.discarded().rejected_frames > rejected && self.outstanding.is_some() {
-                // Most likely the answer, spoiled on the line: ask again now, not when it is
-                // overdue.
+                // Most likely the answer, spoiled on the line (counted by the parser): asked
+                // again without waiting for it to be overdue.
+                self.refusals += 1;
                 self.resend = true;
             }
             for frame in chip_frames.drain(..) {
@@ -310,6 +331,8 @@ impl Codec for Pn532Codec {
         self.outstanding = None;
         self.resend = false;
         self.misses = 0;
+        self.unanswered = 0;
+        self.refusals = 0;
         self.next_search = None;
         self.card_present = false;
         self.empty_searches = 0;
@@ -318,10 +341,15 @@ impl Codec for Pn532Codec {
     fn to_send(&mut self, now: Instant) -> Option<Vec<u8>> {
         if let Some(sent_at) = self.outstanding {
             if self.resend {
-                // Refused or spoiled (and counted so): asked again at once.
+                // Refused or spoiled (and counted so): asked again.
+                if now < self.resend_at(sent_at) {
+                    return None;
+                }
+                self.unanswered += 1;
             } else if now.saturating_duration_since(sent_at) >= ANSWER_WITHIN {
                 self.refused += 1;
                 self.misses += 1;
+                self.unanswered += 1;
                 self.parser.clear();
                 if self.misses >= WAKE_AFTER_MISSES {
                     self.step = Step::Wake;
@@ -343,9 +371,14 @@ impl Codec for Pn532Codec {
 
     fn next_send_at(&self) -> Option<Instant> {
         match self.outstanding {
+            Some(sent_at) if self.resend => Some(self.resend_at(sent_at)),
             Some(sent_at) => Some(sent_at + ANSWER_WITHIN),
             None => self.next_search,
         }
+    }
+
+    fn unanswered(&self) -> u32 {
+        self.unanswered
     }
 }
 
@@ -454,17 +487,21 @@ mod tests {
         assert_eq!(feed(&mut codec, &NACK), []);
         assert_eq!(codec.to_send(t), Some(search.clone()));
         assert_eq!(codec.discarded().rejected_frames, 1);
-        // A spoiled answer (bad DCS): skipped and counted; asked again once it is overdue.
+        // A spoiled answer (bad DCS): skipped and counted; a second refusal in a row is asked
+        // again only at the search rate.
         let mut spoiled = card(&uid);
         let dcs = spoiled.len() - 2;
         spoiled[dcs] ^= 0x55;
         assert_eq!(feed(&mut codec, &spoiled), []);
         assert_eq!(codec.discarded().rejected_frames, 2);
+        assert_eq!(codec.to_send(t), None);
+        let t = t + POLL_EVERY;
         assert_eq!(codec.to_send(t), Some(search.clone()));
         // No answer at all: asked again once it is overdue, and counted.
         assert_eq!(codec.to_send(t + Duration::from_millis(100)), None);
         assert_eq!(codec.to_send(t + ANSWER_WITHIN), Some(search.clone()));
         assert_eq!(codec.discarded().rejected_frames, 3);
+        assert_eq!(codec.unanswered(), 3);
         // A truncated answer followed by a good one: the good one is read.
         let good = card(&uid);
         let truncated = &good[..good.len() - 4];
@@ -472,11 +509,20 @@ mod tests {
             feed(&mut codec, &[truncated, &good].concat()),
             [Frame::id(&uid)]
         );
-        // The chip's error frame.
+        // The chip's application error frame (TFI 7F): asked again at once; refused again,
+        // only at the search rate.
         let at = t + Duration::from_secs(2);
         assert!(codec.to_send(at).is_some());
-        assert_eq!(feed(&mut codec, &answer(&[0x7F])), []);
-        assert_eq!(codec.to_send(at), Some(search));
+        let error_frame = [0x00, 0x00, 0xFF, 0x01, 0xFF, 0x7F, 0x81, 0x00];
+        assert_eq!(feed(&mut codec, &[&ACK[..], &error_frame].concat()), []);
+        assert_eq!(codec.to_send(at), Some(search.clone()));
+        assert_eq!(feed(&mut codec, &[&ACK[..], &error_frame].concat()), []);
+        assert_eq!(codec.to_send(at), None);
+        assert_eq!(codec.next_send_at(), Some(at + POLL_EVERY));
+        assert_eq!(codec.to_send(at + POLL_EVERY), Some(search));
+        assert_eq!(codec.unanswered(), 2);
+        assert_eq!(feed(&mut codec, &card(&uid)), [Frame::id(&uid)]);
+        assert_eq!(codec.unanswered(), 0);
     }
 
     #[test]

@@ -82,6 +82,11 @@ pub struct Twn4Codec {
     next_search: Option<Instant>,
     card_present: bool,
     empty_searches: u32,
+    /// Searches in a row with no good answer.
+    unanswered: u32,
+    /// Answers in a row refused or garbled: after the first, asked again only at the search
+    /// rate, so a reader that refuses everything is not asked flat out.
+    refusals: u32,
     discarded: Discarded,
 }
 
@@ -89,11 +94,17 @@ impl Twn4Codec {
     fn reject(&mut self, bytes: usize) {
         self.discarded.rejected_frames += 1;
         self.discarded.noise_bytes += bytes as u64 + 1;
-        // Asked again at once.
-        self.next_search = None;
+        self.unanswered += 1;
+        self.refusals += 1;
+        if self.refusals == 1 {
+            // Asked again at once; after that, at the search rate.
+            self.next_search = None;
+        }
     }
 
     fn answer(&mut self, answer: Answer) -> Option<Frame> {
+        self.unanswered = 0;
+        self.refusals = 0;
         match answer {
             Answer::NoTag => {
                 self.empty_searches += 1;
@@ -158,6 +169,8 @@ impl Codec for Twn4Codec {
         self.next_search = None;
         self.card_present = false;
         self.empty_searches = 0;
+        self.unanswered = 0;
+        self.refusals = 0;
     }
 
     fn to_send(&mut self, now: Instant) -> Option<Vec<u8>> {
@@ -167,6 +180,7 @@ impl Codec for Twn4Codec {
             }
             // Never answered: counted, and whatever half-line came is dropped.
             self.discarded.rejected_frames += 1;
+            self.unanswered += 1;
             self.discarded.noise_bytes += self.line.len() as u64;
             self.line.clear();
             self.spoiled = false;
@@ -183,6 +197,10 @@ impl Codec for Twn4Codec {
             Some(sent_at) => Some(sent_at + ANSWER_WITHIN),
             None => self.next_search,
         }
+    }
+
+    fn unanswered(&self) -> u32 {
+        self.unanswered
     }
 }
 
@@ -277,5 +295,18 @@ mod tests {
             Some(SEARCH_TAG)
         );
         assert_eq!(codec.discarded().rejected_frames, 2);
+        assert_eq!(codec.unanswered(), 2);
+        // A reader that refuses every search (an error byte; the wrong firmware, say) is asked
+        // again at the search rate, not flat out.
+        let later = at + ANSWER_WITHIN;
+        assert_eq!(feed(&mut codec, b"01\r"), []);
+        assert_eq!(codec.to_send(later), None);
+        assert_eq!(
+            codec.to_send(later + POLL_EVERY).as_deref(),
+            Some(SEARCH_TAG)
+        );
+        assert_eq!(codec.unanswered(), 3);
+        assert_eq!(feed(&mut codec, b"0000\r"), []);
+        assert_eq!(codec.unanswered(), 0);
     }
 }

@@ -1,6 +1,8 @@
 //! Readers the host must ask, emulated on the master side of a pseudo-terminal: a PN532 board
 //! (HSU frames) and an Elatec TWN4 (Simple Protocol). Each answers what the real one answers,
-//! "no card" included, checks every request it gets, and can drop, spoil or refuse an answer.
+//! "no card" included, checks every request it gets, and can drop, spoil or refuse the answers
+//! that carry a card. The PN532 sleeps until it is woken (`55 55` and zeros), as the chip does
+//! after power-up.
 
 use std::collections::VecDeque;
 use std::io::{Read, Write};
@@ -11,15 +13,15 @@ use gym_checkin::reader::pn532::{self, CHIP_TO_HOST, HOST_TO_CHIP};
 
 use super::Pty;
 
-/// What the next answer suffers.
+/// What the next answer carrying a card suffers.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Fault {
     /// Acknowledged, never answered.
     Drop,
     /// Answered with a bad checksum (PN532) or garbled text (TWN4).
     Corrupt,
-    /// Refused with a NACK (PN532 only).
-    Nack,
+    /// Refused: the PN532's application error frame, a TWN4's error byte.
+    Refuse,
 }
 
 #[derive(Debug, Default)]
@@ -31,6 +33,10 @@ pub struct State {
     pub requests: Vec<String>,
     /// Requests that were not well-formed.
     pub bad_requests: usize,
+    /// Whether the PN532 was woken up.
+    pub awake: bool,
+    /// Commands sent to a sleeping PN532 (it hears none of them).
+    pub unheard: usize,
 }
 
 #[derive(Debug, Clone)]
@@ -92,6 +98,16 @@ impl EmulatedReader {
         self.state().bad_requests
     }
 
+    /// Faults queued and not yet suffered.
+    pub fn faults_left(&self) -> usize {
+        self.state().faults.len()
+    }
+
+    /// Commands the daemon sent a sleeping PN532 (before any wake-up).
+    pub fn unheard(&self) -> usize {
+        self.state().unheard
+    }
+
     /// Waits until `done` holds of the reader's state, at most `timeout`.
     pub async fn wait_until(&self, what: &str, timeout: Duration, done: impl Fn(&State) -> bool) {
         let deadline = Instant::now() + timeout;
@@ -120,7 +136,8 @@ impl EmulatedReader {
 }
 
 const ACK: [u8; 6] = [0x00, 0x00, 0xFF, 0x00, 0xFF, 0x00];
-const NACK: [u8; 6] = [0x00, 0x00, 0xFF, 0xFF, 0x00, 0x00];
+/// The PN532's application error frame: a command it could not carry out.
+const ERROR_FRAME: [u8; 8] = [0x00, 0x00, 0xFF, 0x01, 0xFF, 0x7F, 0x81, 0x00];
 
 /// Reads what the daemon wrote. The master reads EIO while the daemon has the port closed (before
 /// it opens it, or while it reopens it): that is waited out. `None` once the test has dropped
@@ -146,6 +163,22 @@ fn run_pn532(mut master: std::fs::File, state: &Arc<Mutex<State>>) {
     let mut buffer = [0u8; 512];
     while let Some(n) = read_some(&mut master, &mut buffer, state) {
         pending.extend_from_slice(&buffer[..n]);
+        if !state.lock().unwrap().awake {
+            // Asleep: everything before the wake-up's 55 55 goes unheard.
+            match pending.windows(2).position(|w| w == [0x55, 0x55]) {
+                Some(at) => {
+                    pending.drain(..at);
+                    state.lock().unwrap().awake = true;
+                }
+                None => {
+                    if pending.windows(2).any(|w| w == [0x00, 0xFF]) {
+                        state.lock().unwrap().unheard += 1;
+                    }
+                    pending.clear();
+                    continue;
+                }
+            }
+        }
         while let Some(command) = next_host_frame(&mut pending, state) {
             let answer = pn532_answer(&command, state);
             if master.write_all(&answer).is_err() {
@@ -196,8 +229,7 @@ fn pn532_answer(command: &[u8], state: &Mutex<State>) -> Vec<u8> {
         }
         _ => {
             state.bad_requests += 1;
-            // The chip's answer to what it cannot read: the error frame.
-            return [&ACK[..], &pn532::information_frame(CHIP_TO_HOST, &[0x7F])].concat();
+            return [&ACK[..], &ERROR_FRAME[..]].concat();
         }
     };
     state.requests.push(name.to_string());
@@ -213,10 +245,11 @@ fn pn532_answer(command: &[u8], state: &Mutex<State>) -> Vec<u8> {
         _ => vec![command[0] + 1],
     };
     let mut answer = pn532::information_frame(CHIP_TO_HOST, &data);
-    match state.faults.pop_front() {
+    let with_card = name == "InListPassiveTarget" && state.card.is_some();
+    match with_card.then(|| state.faults.pop_front()).flatten() {
         None => [&ACK[..], &answer].concat(),
         Some(Fault::Drop) => ACK.to_vec(),
-        Some(Fault::Nack) => NACK.to_vec(),
+        Some(Fault::Refuse) => [&ACK[..], &ERROR_FRAME[..]].concat(),
         Some(Fault::Corrupt) => {
             let dcs = answer.len() - 2;
             answer[dcs] ^= 0x5A;
@@ -262,9 +295,11 @@ fn twn4_answer(request: &str, state: &Mutex<State>) -> String {
         }
         None => "0000\r".into(),
     };
-    match state.faults.pop_front() {
-        None | Some(Fault::Nack) => answer,
+    let with_card = state.card.is_some();
+    match with_card.then(|| state.faults.pop_front()).flatten() {
+        None => answer,
         Some(Fault::Drop) => String::new(),
+        Some(Fault::Refuse) => "01\r".into(),
         Some(Fault::Corrupt) => answer.replacen('0', "\u{7}", 2),
     }
 }

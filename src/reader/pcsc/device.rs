@@ -4,7 +4,10 @@
 use std::ffi::{CStr, CString};
 use std::io;
 use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context as TaskContext, Poll};
+use std::time::Duration;
 
 use pcsc::{Context, Disposition, Error, Protocols, ReaderState, Scope, ShareMode, State};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -14,6 +17,10 @@ use super::{GET_UID, PRESENTED, REMOVED, UNREADABLE, record};
 
 /// Records not yet read by the reader task; a reader makes a few a minute at most.
 const RECORDS_QUEUED: usize = 16;
+/// The wait in pcscd ends by itself this often, so that a thread whose device was dropped
+/// while it was busy with a card (and so missed the cancel) still ends. Not a poll: nothing is
+/// asked of the reader.
+const WAIT_AT_MOST: Duration = Duration::from_secs(60);
 
 /// An open PC/SC reader. Reading gives records; writing is ignored. Dropping it cancels the
 /// wait in pcscd and ends the thread.
@@ -21,6 +28,8 @@ pub struct PcscDevice {
     records: mpsc::Receiver<Result<Vec<u8>, String>>,
     unread: Vec<u8>,
     context: Context,
+    /// Set when the device is dropped: the thread ends at its next wake-up.
+    stop: Arc<AtomicBool>,
 }
 
 impl std::fmt::Debug for PcscDevice {
@@ -55,6 +64,8 @@ impl PcscDevice {
     pub async fn open(wanted: Option<String>) -> io::Result<PcscDevice> {
         let (ready, opened) = oneshot::channel();
         let (sender, records) = mpsc::channel(RECORDS_QUEUED);
+        let stop = Arc::new(AtomicBool::new(false));
+        let stopped = stop.clone();
         std::thread::Builder::new()
             .name("pcsc".into())
             .spawn(move || {
@@ -67,7 +78,7 @@ impl PcscDevice {
                 };
                 let said = (context.clone(), name.to_string_lossy().into_owned());
                 if ready.send(Ok(said)).is_ok() {
-                    watch(&context, &name, &sender);
+                    watch(&context, &name, &sender, &stopped);
                 }
             })?;
         let (context, name) = opened
@@ -78,6 +89,7 @@ impl PcscDevice {
             records,
             unread: Vec::new(),
             context,
+            stop,
         })
     }
 
@@ -126,15 +138,24 @@ fn choose(readers: &[CString], wanted: Option<&str>) -> Option<CString> {
         .cloned()
 }
 
-/// Waits for cards on `reader` until the wait is cancelled or the reader or pcscd goes away,
+/// Waits for cards on `reader` until the device is dropped or the reader or pcscd goes away,
 /// sending a record for each change.
-fn watch(context: &Context, reader: &CStr, records: &mpsc::Sender<Result<Vec<u8>, String>>) {
+fn watch(
+    context: &Context,
+    reader: &CStr,
+    records: &mpsc::Sender<Result<Vec<u8>, String>>,
+    stop: &AtomicBool,
+) {
     let mut states = [ReaderState::new(reader.to_owned(), State::UNAWARE)];
-    let mut present = false;
+    let mut card = Card::default();
     loop {
-        // No timeout: pcscd wakes this when something changes, and nothing is polled.
-        match context.get_status_change(None, &mut states) {
+        if stop.load(Ordering::SeqCst) {
+            return;
+        }
+        // pcscd wakes this when something changes: nothing is polled.
+        match context.get_status_change(WAIT_AT_MOST, &mut states) {
             Ok(()) => {}
+            Err(Error::Timeout) => continue,
             Err(Error::Cancelled) => return,
             Err(e) => {
                 let _ = records.blocking_send(Err(describe(e)));
@@ -146,25 +167,55 @@ fn watch(context: &Context, reader: &CStr, records: &mpsc::Sender<Result<Vec<u8>
             let _ = records.blocking_send(Err("the reader was unplugged".into()));
             return;
         }
-        let record = if state.contains(State::PRESENT) && !present {
-            present = true;
-            Some(if state.contains(State::MUTE) {
+        let (removed, presented) = card.update(state, states[0].event_count());
+        let mut changes = Vec::new();
+        if removed {
+            changes.push(vec![REMOVED]);
+        }
+        if presented {
+            changes.push(if state.contains(State::MUTE) {
                 record(UNREADABLE, b"the card does not answer (mute)")
             } else {
                 read_uid(context, reader)
-            })
-        } else if state.contains(State::EMPTY) && present {
-            present = false;
-            Some(vec![REMOVED])
-        } else {
-            None
-        };
-        if let Some(record) = record
-            && records.blocking_send(Ok(record)).is_err()
-        {
-            return;
+            });
+        }
+        for change in changes {
+            if records.blocking_send(Ok(change)).is_err() {
+                return;
+            }
         }
         states[0].sync_current_state();
+    }
+}
+
+/// What is known of the card on the reader, from pcscd's states.
+#[derive(Debug, Default)]
+struct Card {
+    present: bool,
+    /// pcscd's count of the reader's card events (insertions and removals) when last seen.
+    events: Option<u32>,
+}
+
+impl Card {
+    /// Takes in a new state and event count: whether a card was taken away, and whether one
+    /// was presented (and is to be read).
+    fn update(&mut self, state: State, events: u32) -> (bool, bool) {
+        // Taken away and presented again (or swapped) between two wake-ups: pcscd still says
+        // "present", but counted the removal and the insertion.
+        let swapped = self.present
+            && self
+                .events
+                .is_some_and(|seen| events.wrapping_sub(seen) >= 2);
+        self.events = Some(events);
+        if state.contains(State::PRESENT) && (!self.present || swapped) {
+            self.present = true;
+            (swapped, true)
+        } else if state.contains(State::EMPTY) && self.present {
+            self.present = false;
+            (true, false)
+        } else {
+            (false, false)
+        }
     }
 }
 
@@ -225,7 +276,8 @@ impl AsyncWrite for PcscDevice {
 
 impl Drop for PcscDevice {
     fn drop(&mut self) {
-        // Ends the thread's wait; it then returns.
+        // Ends the thread's wait, or (busy with a card now) its next one.
+        self.stop.store(true, Ordering::SeqCst);
         let _ = self.context.cancel();
     }
 }
@@ -233,6 +285,23 @@ impl Drop for PcscDevice {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cards_presented_held_removed_and_swapped() {
+        let mut card = Card::default();
+        let present = State::PRESENT | State::CHANGED;
+        assert_eq!(card.update(State::EMPTY, 0), (false, false));
+        assert_eq!(card.update(present, 1), (false, true));
+        // Held: our own connection changes the state, no new card.
+        assert_eq!(card.update(present | State::INUSE, 1), (false, false));
+        assert_eq!(card.update(present, 1), (false, false));
+        assert_eq!(card.update(State::EMPTY, 2), (true, false));
+        assert_eq!(card.update(present, 3), (false, true));
+        // Taken away and presented again between two wake-ups.
+        assert_eq!(card.update(present, 5), (true, true));
+        assert_eq!(card.update(State::EMPTY | State::CHANGED, 6), (true, false));
+        assert_eq!(card.update(State::EMPTY, 6), (false, false));
+    }
 
     #[test]
     fn a_reader_is_chosen_by_part_of_its_name() {
