@@ -4,7 +4,7 @@
 mod common;
 
 use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -44,7 +44,7 @@ async fn calibrate(
     member: &str,
     present: impl FnOnce(),
 ) -> (Option<i32>, String, String) {
-    let mut child = Command::new(binary())
+    let mut child = gym_checkin()
         .args([
             "calibrate",
             "--reader",

@@ -3,12 +3,12 @@
 
 mod common;
 
-use std::process::{Command, Output};
+use std::process::Output;
 
-use common::{API_KEY, TestDir, binary};
+use common::{API_KEY, TestDir, gym_checkin};
 
 fn run(subcommand: &str, config: &std::path::Path, env_key: Option<&str>) -> Output {
-    let mut command = Command::new(binary());
+    let mut command = gym_checkin();
     command
         .arg(subcommand)
         .arg("--config")

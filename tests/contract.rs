@@ -450,7 +450,7 @@ async fn every_request_the_daemon_and_calibrate_make_is_valid_against_egyms_docu
 
     // calibrate: the member by e-mail and by membership id, and the enrolled cards.
     for member in ["mi@example.invalid", "m-acc-mifare"] {
-        let output = std::process::Command::new(binary())
+        let output = gym_checkin()
             .args([
                 "calibrate",
                 "--reader",

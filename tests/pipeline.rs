@@ -440,3 +440,38 @@ async fn an_unplugged_reader_is_reopened_when_it_is_back_without_burning_cpu() {
         "the unplug is logged once"
     );
 }
+
+/// The shortest path from a terminal to EGYM: an id typed on the daemon's terminal (a `stdin`
+/// reader) is checked in with its time. CI runs this against the arm64 build under qemu too,
+/// where the serial driver cannot set a port up (qemu-user does not translate TCSETS2).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_id_typed_on_the_terminal_is_checked_in_at_egym() {
+    let dir = TestDir::new("terminal");
+    let fake = FakeEgym::start(vec![member("0x0C000621A5", ACCOUNT)], API_KEY)
+        .await
+        .unwrap();
+    let mut pty = Pty::open();
+    let config = write_config(
+        &dir,
+        &fake.base_url(),
+        "",
+        "[[readers]]\nname = \"desk\"\ndriver = \"stdin\"\n",
+    );
+    let daemon = Daemon::start_on_terminal(&config, &pty);
+    daemon.wait_for_line("gym-checkin running", LONG).await;
+    let typed_ms = now_ms();
+    pty.write(b"0C000621A5\n");
+    let (ok, received) = fake.wait_for(LONG, |r| count_visits(r) == 1).await;
+    assert!(ok, "no check-in: {}", daemon.lines().join("\n"));
+    let visits = visits(&received);
+    assert_eq!(
+        (visits[0].0.as_str(), visits[0].1.as_str()),
+        (ACCOUNT, "checkins")
+    );
+    assert!(
+        (visits[0].2 - typed_ms).abs() < 2_000,
+        "stamped {} for {typed_ms}",
+        visits[0].2
+    );
+    assert_eq!(daemon.recorded().len(), 1);
+}

@@ -436,7 +436,7 @@ async fn a_taken_port_stops_no_tap_and_the_screen_comes_once_the_port_is_free() 
         &reader(&pty),
     );
     // check-config says so.
-    let output = std::process::Command::new(binary())
+    let output = gym_checkin()
         .args(["check-config", "--config"])
         .arg(&config)
         .env_remove("EGYM_API_KEY")

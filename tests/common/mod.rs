@@ -110,6 +110,16 @@ impl Pty {
         }
     }
 
+    /// The terminal side, opened as a reader's device is.
+    pub fn slave(&self) -> std::fs::File {
+        std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .custom_flags(libc::O_NOCTTY)
+            .open(&self.slave_path)
+            .unwrap()
+    }
+
     /// A second handle on the master side, for an emulated reader that reads what the daemon
     /// writes and answers it.
     pub fn master(&self) -> std::fs::File {
@@ -175,8 +185,32 @@ pub struct Daemon {
     lines: Arc<Mutex<Vec<String>>>,
 }
 
-pub fn binary() -> &'static str {
-    env!("CARGO_BIN_EXE_gym-checkin")
+/// The binary under test: the one cargo built, or the one `GYM_CHECKIN_TEST_BINARY` names (the
+/// arm64 build, say).
+pub fn binary() -> String {
+    std::env::var("GYM_CHECKIN_TEST_BINARY")
+        .unwrap_or_else(|_| env!("CARGO_BIN_EXE_gym-checkin").to_string())
+}
+
+/// What the binary is run through: `GYM_CHECKIN_TEST_RUNNER`, split at spaces (for the arm64
+/// build on an amd64 machine, `qemu-aarch64 -L /usr/aarch64-linux-gnu`); nothing by default.
+pub fn runner() -> Vec<String> {
+    std::env::var("GYM_CHECKIN_TEST_RUNNER")
+        .map(|r| r.split_whitespace().map(str::to_string).collect())
+        .unwrap_or_default()
+}
+
+/// A command that runs the binary under test (through the runner, if one is set).
+pub fn gym_checkin() -> Command {
+    let runner = runner();
+    match runner.split_first() {
+        Some((program, args)) => {
+            let mut command = Command::new(program);
+            command.args(args).arg(binary());
+            command
+        }
+        None => Command::new(binary()),
+    }
 }
 
 impl Daemon {
@@ -199,14 +233,29 @@ impl Daemon {
         Daemon::spawn(&[], args, config, env)
     }
 
+    /// Starts the daemon with `pty`'s terminal as its standard input (a `stdin` reader).
+    pub fn start_on_terminal(config: &Path, pty: &Pty) -> Daemon {
+        Daemon::spawn_with(&[], &["run"], config, &[], pty.slave().into())
+    }
+
     fn spawn(wrapper: &[&str], args: &[&str], config: &Path, env: &[(&str, &str)]) -> Daemon {
+        Daemon::spawn_with(wrapper, args, config, env, Stdio::null())
+    }
+
+    fn spawn_with(
+        wrapper: &[&str],
+        args: &[&str],
+        config: &Path,
+        env: &[(&str, &str)],
+        stdin: Stdio,
+    ) -> Daemon {
         let mut command = match wrapper.split_first() {
             Some((program, args)) => {
                 let mut command = Command::new(program);
-                command.args(args).arg(binary());
+                command.args(args).args(runner()).arg(binary());
                 command
             }
-            None => Command::new(binary()),
+            None => gym_checkin(),
         };
         let mut child = command
             .args(args)
@@ -219,7 +268,7 @@ impl Daemon {
             .env_remove("JOURNAL_STREAM")
             .env("RUST_LOG", "info")
             .envs(env.iter().copied())
-            .stdin(Stdio::null())
+            .stdin(stdin)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
@@ -331,7 +380,7 @@ impl Drop for Daemon {
 
 /// `gym-checkin status --json` for a configuration.
 pub fn status_json(config: &Path) -> serde_json::Value {
-    let output = Command::new(binary())
+    let output = gym_checkin()
         .args(["status", "--json", "--config"])
         .arg(config)
         .output()
@@ -349,7 +398,7 @@ pub fn status_json(config: &Path) -> serde_json::Value {
 
 /// `gym-checkin status` for a configuration, as people read it.
 pub fn status_text(config: &Path) -> String {
-    let output = Command::new(binary())
+    let output = gym_checkin()
         .args(["status", "--config"])
         .arg(config)
         .output()
