@@ -37,7 +37,10 @@ impl Container {
         let log = std::fs::File::create(log).unwrap();
         let nspawn = Command::new("systemd-nspawn")
             .args(["--boot", "--keep-unit", "--register=no", "--console=pipe"])
-            .arg(format!("--machine=gym-checkin-upgrade-{}", std::process::id()))
+            .arg(format!(
+                "--machine=gym-checkin-upgrade-{}",
+                std::process::id()
+            ))
             .arg("--directory")
             .arg(root)
             .stdin(Stdio::null())
@@ -95,9 +98,9 @@ impl Container {
         String::from_utf8_lossy(&output.stdout).into_owned()
     }
 
-    /// The service's journal.
+    /// The service's journal, of this boot of the container.
     fn journal(&self) -> String {
-        self.ok("journalctl -u gym-checkin --no-pager -o cat")
+        self.ok("journalctl --boot -u gym-checkin --no-pager -o cat")
     }
 
     async fn wait_for_journal(&self, text: &str, n: usize) {
@@ -180,11 +183,9 @@ async fn the_package_upgrades_in_place_and_a_tap_held_across_it_is_delivered() {
 
     let container = Container::boot(&root, &dir.path("nspawn.log"));
     // A tree used before starts clean; a Raspberry Pi OS system has the group `input`.
-    container.ok(
-        "dpkg --purge gym-checkin >/dev/null 2>&1 || true
+    container.ok("dpkg --purge gym-checkin >/dev/null 2>&1 || true
          rm -rf /var/lib/gym-checkin /etc/gym-checkin /etc/systemd/system/gym-checkin.service.d
-         getent group input >/dev/null || groupadd --system input",
-    );
+         getent group input >/dev/null || groupadd --system input");
     container.ok("dpkg -i /var/tmp/old.deb");
     // The installer edits the conffile, gives the key, and (for the test) a reader on a pty.
     container.ok(&format!(
@@ -231,8 +232,14 @@ systemctl enable --now gym-checkin"#,
     // The service was restarted: a new process, running the new binary, on the same database.
     container.wait_for_journal("database open", 2).await;
     let pid_after = container.main_pid();
-    assert!(pid_after > 0 && pid_after != pid_before, "{pid_before} → {pid_after}\n{upgrade}");
-    assert_eq!(container.ok("systemctl is-active gym-checkin").trim(), "active");
+    assert!(
+        pid_after > 0 && pid_after != pid_before,
+        "{pid_before} → {pid_after}\n{upgrade}"
+    );
+    assert_eq!(
+        container.ok("systemctl is-active gym-checkin").trim(),
+        "active"
+    );
 
     // EGYM back: the tap held across the upgrade is delivered, with its own time.
     fake.set_mode(Mode::Normal);
