@@ -178,18 +178,6 @@ fn reader_conf(dir: &Path, port: u16) {
     .unwrap();
 }
 
-fn rfid(uid: &[u8]) -> String {
-    format!(
-        "0x{}",
-        uid.iter().map(|b| format!("{b:02X}")).collect::<String>()
-    )
-}
-
-fn logged_at_ms(line: &str) -> i64 {
-    let stamp = line.split_whitespace().next().unwrap();
-    stamp.parse::<jiff::Timestamp>().unwrap().as_millisecond()
-}
-
 /// Presents a card and waits for tap number `n` (from 1); the milliseconds from the card's
 /// presence to the commit.
 async fn tap(daemon: &Daemon, port: u16, uid: &[u8], n: usize) -> (VirtualCard, i64) {
@@ -204,7 +192,7 @@ async fn tap(daemon: &Daemon, port: u16, uid: &[u8], n: usize) -> (VirtualCard, 
         .unwrap();
     assert_eq!(
         field(line, "tag").unwrap(),
-        gym_checkin::tag::short(&rfid(uid)),
+        gym_checkin::tag::short(&rfid_of(uid)),
         "{line}"
     );
     (card, logged_at_ms(line) - presented_ms)
@@ -223,8 +211,8 @@ async fn a_pcsc_reader_through_the_real_pcscd() {
 
     let fake = FakeEgym::start(
         vec![
-            member(&rfid(&UID_7), "acc-7"),
-            member(&rfid(&UID_4), "acc-4"),
+            member(&rfid_of(&UID_7), "acc-7"),
+            member(&rfid_of(&UID_4), "acc-4"),
         ],
         API_KEY,
     )

@@ -291,8 +291,15 @@ fn reader_config(vector: &Value, driver: Driver, egym_tag_format: Option<&str>) 
     }
 }
 
-/// Every tap `frames` make on a reader with `config`, as (uid hex, tagFormat); each frame is
-/// read a presentation apart.
+/// (uid hex, tagFormat) of each tap.
+fn uids_and_formats(taps: &[(String, Option<String>, String)]) -> Vec<(String, Option<String>)> {
+    taps.iter()
+        .map(|(uid, format, _)| (uid.clone(), format.clone()))
+        .collect()
+}
+
+/// Every tap `frames` make on a reader with `config`, as (uid hex, tagFormat, rfid); each frame
+/// is read a presentation apart.
 fn taps(config: ReaderConfig, frames: Vec<Frame>) -> Vec<(String, Option<String>, String)> {
     let mut presenter = Presenter::new(config);
     frames
@@ -362,14 +369,7 @@ fn pn532_vectors() {
             frames,
         );
         let expected = expected_ids(vector);
-        assert_eq!(
-            found
-                .iter()
-                .map(|(uid, format, _)| (uid.clone(), format.clone()))
-                .collect::<Vec<_>>(),
-            expected,
-            "{name}"
-        );
+        assert_eq!(uids_and_formats(&found), expected, "{name}");
         match vector["expected"]["rejected_frames"].as_u64() {
             Some(n) => assert_eq!(rejected, n, "{name}"),
             // A malformed answer is counted; "no target" is an answer like any other.
@@ -418,14 +418,7 @@ fn pcsc_vectors() {
             assert_eq!(found, [], "{name}");
             continue;
         }
-        assert_eq!(
-            found
-                .iter()
-                .map(|(uid, format, _)| (uid.clone(), format.clone()))
-                .collect::<Vec<_>>(),
-            expected,
-            "{name}"
-        );
+        assert_eq!(uids_and_formats(&found), expected, "{name}");
         for (i, (uid, _, _)) in found.iter().enumerate() {
             check_id(vector, i, &RawId::from_hex(uid).unwrap());
         }
@@ -453,14 +446,7 @@ fn twn4_vectors() {
         };
         // The tag type decides the tagFormat, over a reader-wide setting.
         let found = taps(reader_config(vector, driver, Some("MIFARE")), frames);
-        assert_eq!(
-            found
-                .iter()
-                .map(|(uid, format, _)| (uid.clone(), format.clone()))
-                .collect::<Vec<_>>(),
-            expected_ids(vector),
-            "{name}"
-        );
+        assert_eq!(uids_and_formats(&found), expected_ids(vector), "{name}");
         for (i, (_, _, rfid)) in found.iter().enumerate() {
             assert_eq!(
                 rfid,

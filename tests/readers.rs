@@ -14,19 +14,6 @@ const MIFARE_4: [u8; 4] = [0x26, 0xDE, 0xFA, 0xE7];
 const MIFARE_7: [u8; 7] = [0x04, 0xC4, 0x3B, 0xC2, 0x1C, 0x26, 0x80];
 const MIFARE_10: [u8; 10] = [0x01, 0x02, 0x03, 0x04, 0x05, 0x06, 0x07, 0x08, 0x09, 0x0A];
 
-fn rfid(uid: &[u8]) -> String {
-    format!(
-        "0x{}",
-        uid.iter().map(|b| format!("{b:02X}")).collect::<String>()
-    )
-}
-
-/// When the log line was written, in milliseconds since the Unix epoch.
-fn logged_at_ms(line: &str) -> i64 {
-    let stamp = line.split_whitespace().next().unwrap();
-    stamp.parse::<jiff::Timestamp>().unwrap().as_millisecond()
-}
-
 /// Presents `uid` and waits for its tap to be recorded; the milliseconds from the card's
 /// presence to the commit.
 async fn tap(daemon: &Daemon, reader: &EmulatedReader, uid: &[u8], taps_before: usize) -> i64 {
@@ -43,7 +30,7 @@ async fn tap(daemon: &Daemon, reader: &EmulatedReader, uid: &[u8], taps_before: 
         .unwrap();
     assert_eq!(
         field(line, "tag").unwrap(),
-        gym_checkin::tag::short(&rfid(uid)),
+        gym_checkin::tag::short(&rfid_of(uid)),
         "{line}"
     );
     logged_at_ms(line) - presented_ms
@@ -51,7 +38,7 @@ async fn tap(daemon: &Daemon, reader: &EmulatedReader, uid: &[u8], taps_before: 
 
 /// Lookups EGYM got for `uid`, with their `tagFormat`.
 fn lookups(received: &[Received], uid: &[u8]) -> Vec<Option<String>> {
-    let path = format!("/api/v2/accounts/rfid/{}", rfid(uid));
+    let path = format!("/api/v2/accounts/rfid/{}", rfid_of(uid));
     received
         .iter()
         .filter(|r| r.path == path)
@@ -69,9 +56,9 @@ async fn a_pn532_board_is_woken_searched_and_read() {
     let dir = TestDir::new("pn532");
     let fake = FakeEgym::start(
         vec![
-            member(&rfid(&MIFARE_4), "acc-4"),
-            member(&rfid(&MIFARE_7), "acc-7"),
-            member(&rfid(&MIFARE_10), "acc-10"),
+            member(&rfid_of(&MIFARE_4), "acc-4"),
+            member(&rfid_of(&MIFARE_7), "acc-7"),
+            member(&rfid_of(&MIFARE_10), "acc-10"),
         ],
         API_KEY,
     )
@@ -141,7 +128,7 @@ async fn a_pn532_board_is_woken_searched_and_read() {
     // The protocol's default tagFormat.
     for uid in [&MIFARE_4[..], &MIFARE_7, &MIFARE_10] {
         let formats = lookups(&received, uid);
-        assert!(!formats.is_empty(), "no lookup for {}", rfid(uid));
+        assert!(!formats.is_empty(), "no lookup for {}", rfid_of(uid));
         assert!(
             formats.iter().all(|f| f.as_deref() == Some("MIFARE")),
             "{formats:?}"
@@ -164,10 +151,10 @@ async fn a_twn4_is_searched_and_its_tag_types_decide_the_tag_format() {
     let em = [0x01, 0x02, 0xB0, 0xA5, 0xFD];
     let fake = FakeEgym::start(
         vec![
-            member(&rfid(&MIFARE_4), "acc-mifare"),
-            member(&rfid(&legic), "acc-legic"),
-            member(&rfid(&hitag), "acc-hitag"),
-            member(&rfid(&em), "acc-em"),
+            member(&rfid_of(&MIFARE_4), "acc-mifare"),
+            member(&rfid_of(&legic), "acc-legic"),
+            member(&rfid_of(&hitag), "acc-hitag"),
+            member(&rfid_of(&em), "acc-em"),
         ],
         API_KEY,
     )

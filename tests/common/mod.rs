@@ -460,6 +460,20 @@ pub async fn seed_backlog(db: &Path, tags: &[String], events_per_tag: usize) -> 
 
 /// Writes a configuration with the API key in a file beside it; returns the config's path.
 /// `readers` is the `[[readers]]` part; `visits` goes into `[visits]`.
+/// An EGYM rfid for these id bytes: `0x` and uppercase hex.
+pub fn rfid_of(bytes: &[u8]) -> String {
+    format!(
+        "0x{}",
+        bytes.iter().map(|b| format!("{b:02X}")).collect::<String>()
+    )
+}
+
+/// When a log line of the daemon's was written, in milliseconds since the Unix epoch.
+pub fn logged_at_ms(line: &str) -> i64 {
+    let stamp = line.split_whitespace().next().unwrap();
+    stamp.parse::<jiff::Timestamp>().unwrap().as_millisecond()
+}
+
 /// A `[[readers]]` table for a serial reader named `name` on `path`, with more lines in `extra`.
 pub fn serial_reader(name: &str, path: &Path, protocol: &str, extra: &str) -> String {
     format!(
