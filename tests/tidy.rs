@@ -1,0 +1,184 @@
+//! Tidy checks: the README's stated invariants, checked by reading the source, as
+//! rust-analyzer's tidy tests do. Each names the file and line that breaks one.
+
+use std::path::{Path, PathBuf};
+
+/// Every `.rs` file under `src/`, with its text, paths relative to `src/`.
+fn sources() -> Vec<(String, String)> {
+    fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                walk(&path, out);
+            } else if path.extension().is_some_and(|e| e == "rs") {
+                out.push(path);
+            }
+        }
+    }
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let mut paths = Vec::new();
+    walk(&src, &mut paths);
+    paths.sort();
+    paths
+        .into_iter()
+        .map(|path| {
+            let text = std::fs::read_to_string(&path).unwrap();
+            let name = path
+                .strip_prefix(&src)
+                .unwrap()
+                .to_string_lossy()
+                .into_owned();
+            (name, text)
+        })
+        .collect()
+}
+
+/// A file's code before its `#[cfg(test)]` module (tests may do what the code may not).
+fn code_of(text: &str) -> &str {
+    text.find("#[cfg(test)]\nmod tests")
+        .map_or(text, |end| &text[..end])
+}
+
+/// Lines of the code (comments left out) that contain any of `needles`: `file:line: text`.
+fn offending(files: &[(String, String)], needles: &[&str]) -> Vec<String> {
+    let mut found = Vec::new();
+    for (name, text) in files {
+        for (i, line) in code_of(text).lines().enumerate() {
+            let code = line.trim_start();
+            if code.starts_with("//") {
+                continue;
+            }
+            if needles.iter().any(|n| code.contains(n)) {
+                found.push(format!("src/{name}:{}: {}", i + 1, code));
+            }
+        }
+    }
+    found
+}
+
+fn outside(files: &[(String, String)], dirs: &[&str]) -> Vec<(String, String)> {
+    files
+        .iter()
+        .filter(|(name, _)| !dirs.iter().any(|d| name.starts_with(d)))
+        .cloned()
+        .collect()
+}
+
+#[test]
+fn sql_is_written_only_in_the_store() {
+    let files = sources();
+    let sql = offending(
+        &outside(&files, &["store/"]),
+        &[
+            "SELECT ",
+            "INSERT INTO",
+            "INSERT OR",
+            "UPDATE events",
+            "DELETE FROM",
+            "CREATE TABLE",
+            "rusqlite::",
+        ],
+    );
+    assert!(
+        sql.is_empty(),
+        "SQL outside src/store/:\n{}",
+        sql.join("\n")
+    );
+    // The check does find what it looks for.
+    assert!(!offending(&files, &["INSERT INTO"]).is_empty());
+}
+
+#[test]
+fn egym_paths_and_headers_are_known_only_to_the_client() {
+    let files = sources();
+    let egym = offending(
+        &outside(&files, &["egym/"]),
+        &[
+            "/api/v2",
+            "x-api-key",
+            "X-RateLimit",
+            "x-ratelimit",
+            "accounts/rfid",
+        ],
+    );
+    assert!(
+        egym.is_empty(),
+        "EGYM's API outside src/egym/:\n{}",
+        egym.join("\n")
+    );
+    assert!(!offending(&files, &["x-api-key"]).is_empty());
+}
+
+#[test]
+fn the_wall_clock_is_read_only_through_the_clock() {
+    let files = sources();
+    let reads = offending(
+        &outside(&files, &["clock/"]),
+        &[
+            "SystemTime::now",
+            "Timestamp::now",
+            "Zoned::now",
+            "UNIX_EPOCH.elapsed",
+        ],
+    );
+    assert!(
+        reads.is_empty(),
+        "the wall clock read outside src/clock/:\n{}",
+        reads.join("\n")
+    );
+}
+
+#[test]
+fn pure_parts_read_no_clock_and_do_no_io() {
+    let files = sources();
+    let pure: Vec<(String, String)> = files
+        .iter()
+        .filter(|(name, _)| {
+            [
+                "tag.rs",
+                "visit.rs",
+                "delivery/policy.rs",
+                "clock/placement.rs",
+                "reader/codec.rs",
+                "reader/em4100.rs",
+                "reader/line.rs",
+                "reader/pn532.rs",
+                "reader/twn4.rs",
+                "reader/pcsc.rs",
+            ]
+            .contains(&name.as_str())
+        })
+        .cloned()
+        .collect();
+    assert_eq!(pure.len(), 10, "a pure file was moved or renamed");
+    let impure = offending(
+        &pure,
+        &[
+            "Instant::now",
+            "SystemTime::now",
+            "Timestamp::now",
+            "std::fs::",
+            "tokio::fs",
+            "tokio::time::sleep",
+            "std::thread::sleep",
+            "std::net::",
+            "std::process::",
+        ],
+    );
+    assert!(
+        impure.is_empty(),
+        "a clock read or I/O in a part that takes time and data passed in:\n{}",
+        impure.join("\n")
+    );
+}
+
+#[test]
+fn a_damaged_row_is_an_error_not_a_default() {
+    let files = sources();
+    let defaults = offending(&files, &["unwrap_or(Kind::", "unwrap_or_default() as Kind"]);
+    assert!(
+        defaults.is_empty(),
+        "a stored value read with a made-up default:\n{}",
+        defaults.join("\n")
+    );
+}
