@@ -14,6 +14,7 @@ use tokio::sync::{mpsc, watch};
 
 use crate::clock::Clock;
 use crate::config::{ApiKey, Config, Driver, ReaderConfig};
+use crate::console::say;
 use crate::egym::{self, EnrolledRfid};
 use crate::liveness::Pulse;
 use crate::reader::{self, Reader, ReaderMessage, Source};
@@ -277,13 +278,6 @@ async fn read_one(config: &ReaderConfig, clock: Clock) -> Result<Read, String> {
     let _ = stop.send(true);
     let _ = task.await;
     read
-}
-
-fn say(text: &str) {
-    use std::io::Write;
-    let mut out = std::io::stdout().lock();
-    let _ = writeln!(out, "{text}");
-    let _ = out.flush();
 }
 
 /// What `calibrate` prints for what it found.

@@ -5,7 +5,6 @@
 //! Every request the stand-in receives is printed, so the check-ins, check-outs and their
 //! timestamps can be seen. `outage` and `restore` take the stand-in down and back.
 
-use std::io::Write;
 use std::time::Duration;
 
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
@@ -139,10 +138,9 @@ async fn run_in(dir: &std::path::Path) -> Result<(), String> {
 const COMMANDS: &str = "Type a tag and Enter to tap it. Commands: outage, restore, clock-off, \
      clock-on, status, help, quit.";
 
+/// The demo's own lines stand out from the service's log.
 fn say(text: &str) {
-    let mut out = std::io::stdout().lock();
-    let _ = writeln!(out, ">> {text}");
-    let _ = out.flush();
+    crate::console::say(&format!(">> {text}"));
 }
 
 /// The screen's usual address if it is free, else any free port on loopback.

@@ -30,6 +30,7 @@
 pub mod calibrate;
 pub mod clock;
 pub mod config;
+pub mod console;
 pub mod daemon;
 pub mod delivery;
 pub mod demo;

@@ -2,12 +2,11 @@
 //! configuration would send. It records nothing and calls nobody: this is how an installer
 //! matches a reader to the way the gym's cards were enrolled in EGYM.
 
-use std::io::Write;
-
 use tokio::sync::{mpsc, watch};
 
 use crate::clock::{Clock, rfc3339_ms, wall_now_ms};
 use crate::config::ReaderConfig;
+use crate::console::say;
 use crate::liveness::Pulse;
 use crate::reader::{CUT_SHORT, RANDOM_UID, Reader, ReaderMessage, Source, Tap, capture};
 use crate::tag;
@@ -52,12 +51,6 @@ pub async fn run(
     }
     let _ = stopping.send(true);
     while tasks.join_next().await.is_some() {}
-}
-
-fn say(text: &str) {
-    let mut out = std::io::stdout().lock();
-    let _ = writeln!(out, "{text}");
-    let _ = out.flush();
 }
 
 /// One message as `listen` prints it.

@@ -155,7 +155,9 @@ impl Recorder {
                 Some(correction) = corrections.recv() => Wake::Correction(correction),
                 () = tokio::time::sleep(HELD_RETRY), if !self.held.is_empty() => Wake::RetryHeld,
                 () = tokio::time::sleep(PLACE_RETRY), if self.placing_failed => Wake::RetryPlacing,
-                () = sleep_for(self.next_auto_checkout_in) => Wake::AutoCheckout,
+                () = crate::clock::sleep_until(
+                    self.next_auto_checkout_in.map(|d| tokio::time::Instant::now() + d)
+                ) => Wake::AutoCheckout,
                 Ok(()) = self.trust.changed() => Wake::ClockChanged,
                 () = pulse.asked() => Wake::Asked,
                 _ = shutdown.wait_for(|stop| *stop) => Wake::Shutdown,
@@ -601,12 +603,5 @@ fn say_placed(event: &PlacedEvent) {
             clock = "approximate",
             "tap time APPROXIMATE: the tap was made in a boot that ended before the clock was trusted; it is sent with a time between these bounds"
         ),
-    }
-}
-
-async fn sleep_for(duration: Option<Duration>) {
-    match duration {
-        Some(duration) => tokio::time::sleep(duration).await,
-        None => std::future::pending().await,
     }
 }

@@ -224,6 +224,14 @@ impl Now {
     }
 }
 
+/// Sleeps until `at`, or for ever with none: a timer that may not be set, in a `select!`.
+pub async fn sleep_until(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
 /// The boot the service runs in, as registered in the database.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Boot {

@@ -423,7 +423,7 @@ impl Reader {
             let read = tokio::select! {
                 read = device.read(&mut buffer) => read,
                 // A request due, or one unanswered: asked (again) at the top of the loop.
-                () = sleep_until_some(ask_at) => continue,
+                () = crate::clock::sleep_until(ask_at) => continue,
                 () = pulse.asked() => {
                     pulse.answer();
                     continue;
@@ -490,14 +490,6 @@ impl Reader {
             noise_bytes = discarded.noise_bytes,
             "malformed frames skipped (totals since start); check the reader's protocol and baud if this grows"
         );
-    }
-}
-
-/// Sleeps until `at`, or for ever with none.
-async fn sleep_until_some(at: Option<Instant>) {
-    match at {
-        Some(at) => tokio::time::sleep_until(at).await,
-        None => std::future::pending().await,
     }
 }
 
