@@ -373,24 +373,8 @@ impl Store {
         reason: String,
         now_wall_ms: i64,
     ) -> Result<(), StoreError> {
-        self.call(move |conn| {
-            conn.prepare_cached(
-                "UPDATE events SET state = 'rejected', attempts = attempts + 1, last_status = ?2,
-                        last_error_code = ?3, last_error = ?4, finished_at_ms = ?5,
-                        admission = 'refused', admission_reason = ?6
-                 WHERE id = ?1",
-            )?
-            .execute(params![
-                id,
-                answer.status,
-                answer.error_code,
-                answer.message,
-                now_wall_ms,
-                reason
-            ])?;
-            Ok(())
-        })
-        .await
+        self.finish_rejected(id, answer, Some(reason), now_wall_ms)
+            .await
     }
 
     pub async fn mark_rejected(
@@ -399,10 +383,23 @@ impl Store {
         answer: Answer,
         now_wall_ms: i64,
     ) -> Result<(), StoreError> {
+        self.finish_rejected(id, answer, None, now_wall_ms).await
+    }
+
+    /// Finishes an event as rejected with EGYM's answer; with `refusal`, as a refused admission.
+    async fn finish_rejected(
+        &self,
+        id: i64,
+        answer: Answer,
+        refusal: Option<String>,
+        now_wall_ms: i64,
+    ) -> Result<(), StoreError> {
         self.call(move |conn| {
             conn.prepare_cached(
                 "UPDATE events SET state = 'rejected', attempts = attempts + 1, last_status = ?2,
-                        last_error_code = ?3, last_error = ?4, finished_at_ms = ?5
+                        last_error_code = ?3, last_error = ?4, finished_at_ms = ?5,
+                        admission = CASE WHEN ?6 IS NULL THEN admission ELSE 'refused' END,
+                        admission_reason = COALESCE(?6, admission_reason)
                  WHERE id = ?1",
             )?
             .execute(params![
@@ -410,7 +407,8 @@ impl Store {
                 answer.status,
                 answer.error_code,
                 answer.message,
-                now_wall_ms
+                now_wall_ms,
+                refusal
             ])?;
             Ok(())
         })
