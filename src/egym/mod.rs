@@ -372,14 +372,7 @@ impl Client {
         }
         let url = self.endpoint(&["accounts", account_id, "admissions"]);
         let response = self.send(self.http.post(url), key, "admission").await?;
-        let status = response.status();
-        let body = response.bytes().await.map_err(transport)?;
-        if status != StatusCode::OK {
-            return Err(Failure::Status {
-                status: status.as_u16(),
-                body: ErrorBody::parse(&body),
-            });
-        }
+        let body = ok_body(response).await?;
         serde_json::from_slice::<Admission>(&body)
             .map(|a| a.first_admission)
             .map_err(|e| Failure::Transport {
@@ -426,15 +419,7 @@ impl Client {
         call: &'static str,
     ) -> Result<bytes::Bytes, Failure> {
         let response = self.send(self.http.get(url), key, call).await?;
-        let status = response.status();
-        let body = response.bytes().await.map_err(transport)?;
-        if status != StatusCode::OK {
-            return Err(Failure::Status {
-                status: status.as_u16(),
-                body: ErrorBody::parse(&body),
-            });
-        }
-        Ok(body)
+        ok_body(response).await
     }
 
     /// The API's URL for these path segments (each percent-encoded as a path segment needs).
@@ -475,6 +460,20 @@ impl Client {
         self.limiter.observe(response.status().as_u16(), remaining);
         Ok(response)
     }
+}
+
+/// The body of an answer whose only success is 200; any other status is a failure with
+/// EGYM's error body.
+async fn ok_body(response: reqwest::Response) -> Result<bytes::Bytes, Failure> {
+    let status = response.status();
+    let body = response.bytes().await.map_err(transport)?;
+    if status != StatusCode::OK {
+        return Err(Failure::Status {
+            status: status.as_u16(),
+            body: ErrorBody::parse(&body),
+        });
+    }
+    Ok(body)
 }
 
 fn transport(e: reqwest::Error) -> Failure {
