@@ -30,14 +30,23 @@ pub fn duration_text(ms: i64) -> String {
     }
 }
 
-/// A step of the clock: `+1.5s`, `-1h 0m`, `+2d 0h`.
+/// A step of the clock: `+1.5s`, `-1h 0m`, `+2d 0h`. A step is measured give or take a few
+/// milliseconds, so it is rounded to the smallest unit shown: two days measured 5 ms short is
+/// `+2d 0h`, not `+1d 23h`.
 pub fn signed_duration(ms: i64) -> String {
     let sign = if ms < 0 { '-' } else { '+' };
-    if ms.abs() < 60_000 {
-        format!("{sign}{:.1}s", ms.abs() as f64 / 1000.0)
-    } else {
-        format!("{sign}{}", duration_text(ms.abs()))
+    let abs = ms.abs();
+    if abs < 60_000 {
+        return format!("{sign}{:.1}s", abs as f64 / 1000.0);
     }
+    let unit = if abs < 3_600_000 {
+        1_000
+    } else if abs < 86_400_000 {
+        60_000
+    } else {
+        3_600_000
+    };
+    format!("{sign}{}", duration_text((abs + unit / 2) / unit * unit))
 }
 
 /// Year, month, day of a day count since 1970-01-01 (Howard Hinnant's algorithm).
@@ -78,6 +87,9 @@ mod tests {
         assert_eq!(duration_text(-5), "0s");
         assert_eq!(signed_duration(1_500), "+1.5s");
         assert_eq!(signed_duration(-3_600_000), "-1h 0m");
+        assert_eq!(signed_duration(2 * 86_400_000 - 5), "+2d 0h");
+        assert_eq!(signed_duration(-(3_600_000 - 40)), "-1h 0m");
+        assert_eq!(signed_duration(125_400), "+2m 5s");
         assert_eq!(signed_duration(2 * 86_400_000), "+2d 0h");
     }
 }
