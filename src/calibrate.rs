@@ -13,11 +13,13 @@ use std::time::Duration;
 use tokio::sync::{mpsc, watch};
 
 use crate::clock::Clock;
-use crate::config::{ApiKey, Config, Driver, ReaderConfig};
+use crate::config::Config;
 use crate::console::say;
+use crate::egym::ApiKey;
 use crate::egym::{self, EnrolledRfid};
 use crate::liveness::Pulse;
 use crate::reader::{self, Reader, ReaderMessage, Source};
+use crate::reader::{Driver, ReaderConfig};
 use crate::tag::{self, ByteOrder, IdBytes, IdFormat, Normalisation, RawId};
 
 /// How long staff have to present the card.

@@ -11,8 +11,9 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::sync::oneshot;
 
 use crate::clock::{rfc3339_ms, wall_now_ms};
-use crate::config::{ApiKey, ApiKeySource, Config};
+use crate::config::Config;
 use crate::egym::fake::{FakeEgym, Member, Mode, Received, demo_members};
+use crate::egym::{ApiKey, ApiKeySource};
 use crate::reader::Source;
 
 const DEMO_KEY: &str = "demo-api-key";

@@ -5,9 +5,9 @@
 use tokio::sync::{mpsc, watch};
 
 use crate::clock::{Clock, rfc3339_ms, wall_now_ms};
-use crate::config::ReaderConfig;
 use crate::console::say;
 use crate::liveness::Pulse;
+use crate::reader::ReaderConfig;
 use crate::reader::{CUT_SHORT, RANDOM_UID, Reader, ReaderMessage, Source, Tap, capture};
 use crate::tag;
 

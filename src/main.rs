@@ -7,7 +7,8 @@ use clap::{Parser, Subcommand};
 use tracing_subscriber::filter::{LevelFilter, Targets};
 use tracing_subscriber::prelude::*;
 
-use gym_checkin::config::{Config, DEFAULT_CONFIG_PATH, Driver};
+use gym_checkin::config::{Config, DEFAULT_CONFIG_PATH};
+use gym_checkin::reader::Driver;
 
 /// Exit code for a bad configuration (EX_CONFIG from sysexits.h).
 const EXIT_CONFIG: u8 = 78;
@@ -174,7 +175,7 @@ fn load_config(path: &std::path::Path) -> Result<Config, ExitCode> {
 }
 
 /// Loads the configuration and the API key; on a problem, prints them all and gives exit 78.
-fn load(path: &std::path::Path) -> Result<(Config, gym_checkin::config::ApiKey), ExitCode> {
+fn load(path: &std::path::Path) -> Result<(Config, gym_checkin::egym::ApiKey), ExitCode> {
     let config = load_config(path)?;
     let key = config.check_api_key().map_err(|problem| {
         eprintln!("gym-checkin: {}: 1 problem:\n  {problem}", path.display());

@@ -28,9 +28,8 @@ use crate::clock::placement::Placed;
 use crate::clock::{Clock, Trust, rfc3339_ms};
 use crate::egym::CORPORATE_FITNESS;
 use crate::liveness::Pulse;
-use crate::metrics::Metrics;
 use crate::reader::{ReaderMessage, Tap};
-use crate::screen::{Happening, Known, Screen};
+use crate::screen::{Happening, Known, Listeners};
 use crate::store::{
     Batch, CachedAccount, NewEvent, PlacedEvent, ReaderUpdate, Store, StoreError, TimeQuality,
     Visit,
@@ -51,13 +50,6 @@ const HELD_RETRY: Duration = Duration::from_secs(1);
 const AUTO_CHECKOUT_LOOK_AGAIN: Duration = Duration::from_secs(60);
 /// After placing held taps failed (the database), it is tried again this soon.
 const PLACE_RETRY: Duration = Duration::from_secs(5);
-
-/// Who hears of taps besides the database: the screen, and the counters.
-#[derive(Clone, Debug)]
-pub struct Listeners {
-    pub screen: Screen,
-    pub metrics: Arc<Metrics>,
-}
 
 #[derive(Debug)]
 pub struct Recorder {

@@ -7,12 +7,12 @@ use std::time::{Duration, Instant};
 
 use common::{FakeEgym, Member, Mode, TestDir, member, now_ms};
 use gym_checkin::clock::Clock;
-use gym_checkin::config::{ApiKey, ApiKeySource};
 use gym_checkin::delivery::{LateAdmission, RecorderLinks, Settings, Worker};
 use gym_checkin::egym::Client;
 use gym_checkin::egym::fake::Calls;
+use gym_checkin::egym::{ApiKey, ApiKeySource};
 use gym_checkin::liveness::Pulse;
-use gym_checkin::recorder::Listeners;
+use gym_checkin::screen::Listeners;
 use gym_checkin::screen::Screen;
 use gym_checkin::store::{Admission, EventRow, NewEvent, Store, TimeQuality};
 use gym_checkin::visit::{CheckIn, Correction, Kind, after_event};

@@ -3,8 +3,8 @@
 //! renderings.
 
 use gym_checkin::clock::{Now, WallTime};
-use gym_checkin::config::{Driver, ReaderConfig};
 use gym_checkin::reader::codec::{self, Codec, Frame};
+use gym_checkin::reader::{Driver, ReaderConfig};
 use gym_checkin::reader::{Presenter, ReaderMessage, new_codec, pcsc, pn532};
 use gym_checkin::tag::{self, ByteOrder, IdBytes, IdFormat, Normalisation, RawId};
 use gym_checkin::visit::Direction;

@@ -3,7 +3,7 @@
 
 use tracing::{info, warn};
 
-use crate::config::ApiKey;
+use crate::egym::ApiKey;
 use crate::egym::rate_limit::Priority;
 use crate::egym::{self, Call, Failure, Verdict};
 use crate::screen::Happening;

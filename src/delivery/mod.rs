@@ -33,12 +33,12 @@ use tokio::time::Instant;
 use tracing::{error, info, warn};
 
 use crate::clock::Clock;
-use crate::config::{ApiKey, ApiKeySource};
 use crate::egym;
 use crate::egym::rate_limit::Priority;
+use crate::egym::{ApiKey, ApiKeySource};
 use crate::liveness::Pulse;
-use crate::recorder::Listeners;
 use crate::screen::Happening;
+use crate::screen::Listeners;
 use crate::store::{OpenEvent, Store, StoreError};
 use crate::tag;
 use crate::visit::Correction;

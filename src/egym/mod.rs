@@ -4,15 +4,20 @@
 //! Only this module (and its stand-in, [`fake`]) knows EGYM's paths, headers and JSON.
 
 pub mod fake;
+mod key;
 pub mod rate_limit;
 
 use std::fmt;
+use std::net::IpAddr;
 use std::time::Duration;
 
 use reqwest::{StatusCode, Url};
 use serde::Deserialize;
 
-use crate::config::ApiKey;
+pub use key::{API_KEY_CREDENTIAL, API_KEY_ENV, ApiKey, ApiKeySource};
+
+/// Where EGYM is when the configuration does not say.
+pub const DEFAULT_BASE_URL: &str = "https://mms.api.egym.com";
 
 pub const USER_AGENT: &str = concat!("gym-checkin/", env!("CARGO_PKG_VERSION"));
 /// Connecting to EGYM takes well under this on any working network; a dead one fails fast.
@@ -251,6 +256,7 @@ impl Client {
         rate_per_second: f64,
         burst: u32,
     ) -> Result<Client, String> {
+        let base_url = check_base_url(base_url.as_str())?;
         let http = reqwest::Client::builder()
             .user_agent(USER_AGENT)
             .connect_timeout(CONNECT_TIMEOUT.min(request_timeout))
@@ -258,7 +264,7 @@ impl Client {
             .redirect(reqwest::redirect::Policy::none())
             .build()
             .map_err(|e| format!("cannot set up the HTTP client: {e}"))?;
-        let mut api = base_url.clone();
+        let mut api = base_url;
         let path = format!("{}/api/v2/", api.path().trim_end_matches('/'));
         api.set_path(&path);
         let limiter = std::sync::Arc::new(rate_limit::RateLimiter::new(rate_per_second, burst));
@@ -426,7 +432,7 @@ impl Client {
     fn endpoint(&self, segments: &[&str]) -> Url {
         let mut url = self.api.clone();
         url.path_segments_mut()
-            .expect("check_base_url refuses a base URL that cannot take a path")
+            .expect("Client::new refuses a base URL that cannot take a path")
             .pop_if_empty()
             .extend(segments);
         url
@@ -491,9 +497,68 @@ fn transport(e: reqwest::Error) -> Failure {
     Failure::Transport { timeout, detail }
 }
 
+/// EGYM is reached over https only; plain http is allowed for a stand-in on this machine.
+pub fn check_base_url(text: &str) -> Result<Url, String> {
+    let url = Url::parse(text).map_err(|e| format!("invalid URL {text:?}: {e}"))?;
+    if url.cannot_be_a_base() {
+        return Err(format!(
+            "{text:?} cannot take a path, expected e.g. \"https://mms.api.egym.com\""
+        ));
+    }
+    if url.query().is_some() || url.fragment().is_some() {
+        return Err(format!("{text:?} must not have a query or fragment"));
+    }
+    match url.scheme() {
+        "https" => Ok(url),
+        "http" if is_loopback(&url) => Ok(url),
+        "http" => Err(format!(
+            "{text:?} uses plain http; EGYM must be reached over https (http is accepted only \
+             for loopback hosts such as 127.0.0.1 or localhost)"
+        )),
+        other => Err(format!(
+            "{text:?}: unsupported scheme {other:?}, expected https"
+        )),
+    }
+}
+
+fn is_loopback(url: &Url) -> bool {
+    match url.host() {
+        Some(url::Host::Domain(name)) => name == "localhost",
+        Some(url::Host::Ipv4(ip)) => IpAddr::V4(ip).is_loopback(),
+        Some(url::Host::Ipv6(ip)) => IpAddr::V6(ip).is_loopback(),
+        None => false,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn loopback_hosts_may_use_plain_http() {
+        for url in [
+            "http://127.0.0.1:8080",
+            "http://localhost:1",
+            "http://[::1]:9",
+            "https://example.com",
+        ] {
+            assert!(check_base_url(url).is_ok(), "{url}");
+        }
+        for url in [
+            "http://10.0.0.1",
+            "http://example.com",
+            "ftp://127.0.0.1",
+            "not a url",
+        ] {
+            assert!(check_base_url(url).is_err(), "{url}");
+        }
+        // A URL with no path to add the API's to is refused here, not retried at every call.
+        let problem = check_base_url("mailto:egym@example.com").unwrap_err();
+        assert!(problem.contains("cannot take a path"), "{problem}");
+        let url = Url::parse("data:text/plain,egym").unwrap();
+        let problem = Client::new(&url, Duration::from_secs(1), 1.0, 1).unwrap_err();
+        assert!(problem.contains("cannot take a path"), "{problem}");
+    }
 
     fn status(status: u16, entity: Option<&str>) -> Failure {
         Failure::Status {

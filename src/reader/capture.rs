@@ -33,9 +33,9 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use super::codec::Codec;
+use super::{Driver, ReaderConfig};
 use super::{Presenter, ReaderMessage, new_codec};
 use crate::clock::{Now, WallTime};
-use crate::config::{Driver, ReaderConfig};
 use crate::tag::{ByteOrder, IdBytes, IdFormat, Normalisation, decode_hex, hex_upper};
 use crate::visit::Direction;
 
@@ -99,9 +99,7 @@ fn header(config: &ReaderConfig) -> String {
         Driver::Serial { protocol, baud, .. } => {
             format!("serial\n# protocol: {}\n# baud: {baud}", protocol.name)
         }
-        Driver::Keyboard { .. } => "keyboard".into(),
-        Driver::Pcsc { .. } => "pcsc".into(),
-        Driver::Stdin => "stdin".into(),
+        other => other.name().into(),
     };
     let _ = write!(
         header,

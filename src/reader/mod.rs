@@ -13,24 +13,26 @@ pub mod keyboard;
 mod line;
 pub mod pcsc;
 pub mod pn532;
+mod presenter;
+mod source;
 pub mod twn4;
 
-use std::collections::HashSet;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
 use crate::clock::{Clock, Now};
-use crate::config::{Driver, ReaderConfig};
 use crate::liveness::Pulse;
-use crate::tag::{self, RawId};
-use crate::visit::{Debouncer, Direction};
-use codec::{Codec, Frame, TagKind};
+use crate::tag::RawId;
+use crate::visit::Direction;
+use codec::Codec;
+pub use presenter::Presenter;
+use source::{Device, open};
+pub use source::{Driver, NO_PCSC, Port, ReaderConfig, Source, new_codec, try_open};
 
 /// The first reopen waits this long; each further one twice as long, up to the maximum.
 const REOPEN_FIRST: Duration = Duration::from_millis(100);
@@ -106,121 +108,6 @@ pub const RANDOM_UID: &str = "this is a random MIFARE id (4 bytes starting with 
     or phone shows a new one at every tap, so it cannot identify a member and is not sent. Use \
     the member's wristband or card";
 
-/// Where a reader's bytes come from.
-pub enum Source {
-    Serial {
-        path: PathBuf,
-        baud: u32,
-    },
-    /// A PC/SC reader through pcscd: the first whose name holds `name`, or the first found.
-    Pcsc {
-        name: Option<String>,
-    },
-    /// An evdev keyboard (a keyboard-wedge reader), grabbed.
-    Keyboard {
-        path: PathBuf,
-    },
-    /// This process's standard input (line protocol); ends at end of input.
-    Stdin,
-    /// Any byte stream (line protocol), e.g. the demo's simulated reader; ends at end of input.
-    Stream(Box<dyn AsyncRead + Send + Unpin>),
-}
-
-impl std::fmt::Debug for Source {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Source::Serial { path, baud } => write!(f, "Serial({}, {baud})", path.display()),
-            Source::Pcsc { name } => write!(f, "Pcsc({name:?})"),
-            Source::Keyboard { path } => write!(f, "Keyboard({})", path.display()),
-            Source::Stdin => write!(f, "Stdin"),
-            Source::Stream(_) => write!(f, "Stream"),
-        }
-    }
-}
-
-impl Source {
-    pub fn for_config(config: &ReaderConfig) -> Source {
-        match &config.driver {
-            Driver::Serial { path, baud, .. } => Source::Serial {
-                path: path.clone(),
-                baud: *baud,
-            },
-            Driver::Keyboard { path } => Source::Keyboard { path: path.clone() },
-            Driver::Pcsc { reader } => Source::Pcsc {
-                name: reader.clone(),
-            },
-            Driver::Stdin => Source::Stdin,
-        }
-    }
-
-    fn describe(&self) -> String {
-        match self {
-            Source::Serial { path, .. } | Source::Keyboard { path } => path.display().to_string(),
-            Source::Pcsc { name: Some(name) } => format!("PC/SC reader matching {name:?}"),
-            Source::Pcsc { name: None } => "the first PC/SC reader".into(),
-            Source::Stdin => "standard input".into(),
-            Source::Stream(_) => "simulated reader".into(),
-        }
-    }
-}
-
-/// An open reader: bytes come in, and requests go out to readers the host must ask.
-pub trait Port: AsyncRead + AsyncWrite + Send + Unpin {}
-
-impl<T: AsyncRead + AsyncWrite + Send + Unpin> Port for T {}
-
-type Device = Box<dyn Port>;
-
-/// A source that only reads: what is written to it is dropped.
-fn read_only(source: impl AsyncRead + Send + Unpin + 'static) -> Device {
-    Box::new(tokio::io::join(source, tokio::io::sink()))
-}
-
-/// Opens a reader's device once and closes it again: whether it can be opened now (a serial
-/// reader is opened exclusively, so not while the service has it).
-pub fn try_open(config: &ReaderConfig) -> std::io::Result<()> {
-    match Source::for_config(config) {
-        #[cfg(feature = "pcsc")]
-        Source::Pcsc { name } => pcsc::PcscDevice::check(name.as_deref()).map(drop),
-        mut source => open_now(&mut source).map(drop),
-    }
-}
-
-async fn open(source: &mut Source) -> std::io::Result<Device> {
-    match source {
-        #[cfg(feature = "pcsc")]
-        Source::Pcsc { name } => Ok(Box::new(pcsc::PcscDevice::open(name.clone()).await?)),
-        source => open_now(source),
-    }
-}
-
-fn open_now(source: &mut Source) -> std::io::Result<Device> {
-    match source {
-        Source::Serial { path, baud } => {
-            let port = tokio_serial::new(path.to_string_lossy(), *baud)
-                .data_bits(tokio_serial::DataBits::Eight)
-                .parity(tokio_serial::Parity::None)
-                .stop_bits(tokio_serial::StopBits::One)
-                .flow_control(tokio_serial::FlowControl::None);
-            let stream = tokio_serial::SerialStream::open(&port).map_err(std::io::Error::other)?;
-            Ok(Box::new(stream))
-        }
-        Source::Keyboard { path } => Ok(read_only(keyboard::KeyboardDevice::open(path)?)),
-        // With PC/SC support, `open` opens these.
-        Source::Pcsc { .. } => Err(std::io::Error::other(NO_PCSC)),
-        Source::Stdin => Ok(read_only(tokio::io::stdin())),
-        Source::Stream(stream) => {
-            let stream = std::mem::replace(stream, Box::new(tokio::io::empty()));
-            Ok(read_only(stream))
-        }
-    }
-}
-
-/// Said when a PC/SC reader is configured in a build without PC/SC support.
-pub const NO_PCSC: &str = "this build of gym-checkin has no PC/SC support: install the \
-    gym-checkin package, or build with `cargo build --release --features pcsc` (needs \
-    libpcsclite-dev)";
-
 /// Why reading stopped.
 enum Ended {
     /// The device is gone; reopen it.
@@ -247,17 +134,6 @@ pub struct Reader {
     /// Where `listen --capture` writes what the reader sends.
     capture: Option<capture::Writer>,
     clock: Clock,
-}
-
-/// The codec a reader's frames come from.
-pub fn new_codec(driver: &Driver) -> Box<dyn Codec> {
-    match driver {
-        Driver::Serial { protocol, .. } => (protocol.new_codec)(),
-        Driver::Pcsc { .. } => Box::new(pcsc::PcscCodec::default()),
-        Driver::Stdin | Driver::Keyboard { .. } => (codec::protocol("line")
-            .expect("the line protocol exists")
-            .new_codec)(),
-    }
 }
 
 impl Reader {
@@ -490,273 +366,5 @@ impl Reader {
             noise_bytes = discarded.noise_bytes,
             "malformed frames skipped (totals since start); check the reader's protocol and baud if this grows"
         );
-    }
-}
-
-/// Turns a reader's frames into presentations: reads the id (`id-format`), debounces it, and
-/// says which EGYM rfid and `tagFormat` it is. Pure but for its log lines: the reader task and
-/// a capture's replay share it.
-#[derive(Debug)]
-pub struct Presenter {
-    name: Arc<str>,
-    config: ReaderConfig,
-    debouncer: Debouncer,
-    /// The reader says when a card is taken away: a card is one presentation while it stays.
-    reports_removal: bool,
-    /// The card on such a reader now, as last read.
-    present: Option<RawId>,
-    /// Its ids are ISO 14443A UIDs (unless it says the card is of another kind).
-    reads_uids: bool,
-    /// For `listen`: every read goes out (repeats marked), and unreadable ones too.
-    listening: bool,
-    /// Ids already said to be cut-short MIFARE UIDs (said once each, not at every tap).
-    said_cut_short: HashSet<String>,
-}
-
-/// Cut-short ids remembered as said, at most; then the list starts again.
-const SAID_CUT_SHORT_MAX: usize = 1024;
-
-impl Presenter {
-    pub fn new(config: ReaderConfig) -> Presenter {
-        let (reports_removal, reads_uids) = match &config.driver {
-            Driver::Serial { protocol, .. } => (protocol.reports_removal, protocol.reads_uids),
-            Driver::Pcsc { .. } => (true, true),
-            Driver::Keyboard { .. } | Driver::Stdin => (false, false),
-        };
-        Presenter {
-            name: Arc::from(config.name.as_str()),
-            debouncer: Debouncer::new(config.debounce),
-            reports_removal,
-            present: None,
-            reads_uids,
-            config,
-            listening: false,
-            said_cut_short: HashSet::new(),
-        }
-    }
-
-    /// The reader was (re)opened: what it reads next is a new presentation.
-    pub fn reopened(&mut self) {
-        self.present = None;
-    }
-
-    /// Turns a frame into a tap, unless it is unreadable or part of an ongoing presentation
-    /// (both reported all the same when listening).
-    pub fn present(&mut self, frame: Frame, now: Now) -> Option<ReaderMessage> {
-        let from_text = matches!(frame, Frame::Text(_));
-        let text = match &frame {
-            Frame::Text(text) if self.listening => Some(text.clone()),
-            _ => None,
-        };
-        let (raw, kind) = match frame {
-            Frame::Id { bytes, kind } => (RawId::new(bytes), kind),
-            Frame::Text(text) => match tag::parse_text_id(&text, self.config.id_format) {
-                Ok(raw) => (raw, TagKind::Unsaid),
-                Err(e) if self.listening => {
-                    return Some(ReaderMessage::Unreadable {
-                        reader: self.name.clone(),
-                        text,
-                        error: e.to_string(),
-                    });
-                }
-                Err(e) => {
-                    // The text may be a card number: log its length, not its content.
-                    warn!(reader = %self.name, length = text.len(), error = %e, "unreadable id skipped; check the reader's id-format");
-                    return None;
-                }
-            },
-            Frame::NoTag => {
-                debug!(reader = %self.name, "card taken away");
-                self.present = None;
-                self.debouncer.forget_all();
-                return self.listening.then(|| ReaderMessage::Removed {
-                    reader: self.name.clone(),
-                });
-            }
-            Frame::Warning(warning) => {
-                warn!(reader = %self.name, "{warning}");
-                return self.listening.then(|| ReaderMessage::Warning {
-                    reader: self.name.clone(),
-                    warning,
-                });
-            }
-        };
-        let tag_format = match kind {
-            TagKind::Unsaid => self.config.egym_tag_format.clone(),
-            TagKind::NoFormat => None,
-            TagKind::Format(format) => Some(format.to_string()),
-        };
-        let repeat = if self.reports_removal {
-            // Held for as long as it stays, however long a search or a reopen takes.
-            let same = self.present.as_ref() == Some(&raw);
-            self.present = Some(raw.clone());
-            same
-        } else {
-            !self.debouncer.is_new_presentation(&raw, now.steady_ms)
-        };
-        if repeat && !self.listening {
-            debug!(reader = %self.name, "same card still presented");
-            return None;
-        }
-        let uid = match kind {
-            TagKind::Format(format) => format == "MIFARE",
-            TagKind::NoFormat => false,
-            TagKind::Unsaid => self.reads_uids,
-        };
-        if uid && tag::is_random_uid(raw.bytes()) {
-            if self.listening {
-                return Some(ReaderMessage::RandomUid {
-                    reader: self.name.clone(),
-                    raw,
-                });
-            }
-            warn!(reader = %self.name, tag = %tag::short(&raw.hex()), "{RANDOM_UID}");
-            return None;
-        }
-        let rfid = tag::normalise(&raw, self.config.normalisation);
-        // An EM reader's ids, or HITAG and LEGIC cards', are never MIFARE UIDs.
-        let cut_short = from_text
-            && tag::is_cut_short_uid(&rfid)
-            && !matches!(tag_format.as_deref(), Some("HITAG1" | "LEGIC"));
-        if cut_short && !self.listening {
-            self.say_cut_short(&rfid);
-        }
-        Some(ReaderMessage::Tap(Tap {
-            reader: self.name.clone(),
-            rfid,
-            raw,
-            tag_format,
-            direction: self.config.direction,
-            at: now,
-            repeat,
-            cut_short,
-            text,
-        }))
-    }
-
-    fn say_cut_short(&mut self, rfid: &str) {
-        if self.said_cut_short.len() >= SAID_CUT_SHORT_MAX {
-            self.said_cut_short.clear();
-        }
-        if !self.said_cut_short.insert(rfid.to_string()) {
-            return;
-        }
-        warn!(reader = %self.name, tag = %tag::short(rfid), "{CUT_SHORT}");
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::clock::WallTime;
-    use crate::tag::{ByteOrder, IdBytes, IdFormat, Normalisation};
-
-    fn config(driver: Driver, egym_tag_format: Option<&str>) -> ReaderConfig {
-        ReaderConfig {
-            name: "desk".into(),
-            driver,
-            direction: Direction::Toggle,
-            debounce: Duration::from_millis(1500),
-            id_format: IdFormat::Hex,
-            normalisation: Normalisation {
-                id_bytes: IdBytes::All,
-                byte_order: ByteOrder::AsRead,
-            },
-            egym_tag_format: egym_tag_format.map(str::to_string),
-        }
-    }
-
-    fn serial(protocol: &str) -> Driver {
-        Driver::Serial {
-            path: "/dev/null".into(),
-            baud: 115_200,
-            protocol: codec::protocol(protocol).unwrap(),
-        }
-    }
-
-    /// What each frame, read at its second, gives: the tag's hex, or nothing.
-    fn presented(presenter: &mut Presenter, frames: Vec<(i64, Frame)>) -> Vec<Option<String>> {
-        frames
-            .into_iter()
-            .map(|(s, frame)| {
-                let now = Now {
-                    wall_ms: s * 1000,
-                    wall: WallTime::Trusted,
-                    steady_ms: s * 1000,
-                };
-                match presenter.present(frame, now) {
-                    Some(ReaderMessage::Tap(tap)) => Some(tap.raw.hex()),
-                    _ => None,
-                }
-            })
-            .collect()
-    }
-
-    const A: [u8; 4] = [0x26, 0xDE, 0xFA, 0xE7];
-    const B: [u8; 7] = [0x04, 0xC4, 0x3B, 0xC2, 0x1C, 0x26, 0x80];
-
-    #[test]
-    fn a_card_on_a_reader_that_reports_removal_is_one_tap_while_it_stays() {
-        let mut presenter = Presenter::new(config(serial("pn532"), Some("MIFARE")));
-        let taps = presented(
-            &mut presenter,
-            vec![
-                (0, Frame::id(&A)),
-                // Read again long after any debounce (searches unanswered, the chip woken
-                // again): the same presentation.
-                (30, Frame::id(&A)),
-                (31, Frame::NoTag),
-                (31, Frame::id(&A)),
-                // Another card without a removal in between: swapped.
-                (32, Frame::id(&B)),
-                (33, Frame::id(&B)),
-            ],
-        );
-        let (a, b) = (
-            Some(RawId::new(A.to_vec()).hex()),
-            Some(RawId::new(B.to_vec()).hex()),
-        );
-        assert_eq!(taps, [a.clone(), None, None, a.clone(), b, None]);
-        // Reopened (unplugged and back): a card still there is presented anew.
-        presenter.reopened();
-        assert_eq!(presented(&mut presenter, vec![(40, Frame::id(&A))]), [a]);
-    }
-
-    #[test]
-    fn other_readers_keep_the_time_debounce() {
-        let mut presenter = Presenter::new(config(serial("em4100"), None));
-        let id = [0x0C, 0x00, 0x06, 0x21, 0xA5];
-        let taps = presented(
-            &mut presenter,
-            vec![
-                (0, Frame::id(&id)),
-                (1, Frame::id(&id)),
-                (10, Frame::id(&id)),
-            ],
-        );
-        assert_eq!(taps.iter().filter(|t| t.is_some()).count(), 2);
-    }
-
-    #[test]
-    fn random_uids_are_never_sent_from_readers_of_uids() {
-        let random = [0x08, 0xA1, 0xB2, 0xC3];
-        // Whatever tagFormat a PC/SC reader is set to send, its ids are UIDs.
-        let mut pcsc = Presenter::new(config(Driver::Pcsc { reader: None }, Some("HITAG1")));
-        assert_eq!(presented(&mut pcsc, vec![(0, Frame::id(&random))]), [None]);
-        // A TWN4 says which cards are MIFARE; a LEGIC serial may start with 08.
-        let mut twn4 = Presenter::new(config(serial("twn4"), None));
-        let kind = |format| Frame::Id {
-            bytes: random.to_vec(),
-            kind: TagKind::Format(format),
-        };
-        assert_eq!(presented(&mut twn4, vec![(0, kind("MIFARE"))]), [None]);
-        assert_eq!(
-            presented(&mut twn4, vec![(1, Frame::NoTag), (1, kind("LEGIC"))]),
-            [None, Some("08A1B2C3".to_string())]
-        );
-        // An EM reader's ids are no UIDs at all.
-        let mut em = Presenter::new(config(serial("em4100"), None));
-        let em_id = [0x08, 0xA1, 0xB2, 0xC3, 0xD4];
-        assert!(presented(&mut em, vec![(0, Frame::id(&em_id))])[0].is_some());
     }
 }

@@ -21,6 +21,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use tokio::sync::{Notify, broadcast};
 
 use crate::clock::Clock;
+use crate::metrics::Metrics;
 pub use board::{ANSWER_WITHIN_MS, Happening, Known, SHOWN_FOR_MS, View};
 pub use server::{ServerSettings, serve};
 pub use staff::staff_json;
@@ -50,6 +51,14 @@ impl Sent {
             Audience::Staff => "staff",
         }
     }
+}
+
+/// Who hears of taps and their answers besides the database: the screen, and the counters.
+/// The recorder and delivery both tell them.
+#[derive(Clone, Debug)]
+pub struct Listeners {
+    pub screen: Screen,
+    pub metrics: Arc<Metrics>,
 }
 
 /// The screen's hub. Cheap to clone.

@@ -1,0 +1,228 @@
+//! The sections other than `[[readers]]`: `[egym]`, `[store]`, `[visits]`, `[clock]`,
+//! `[wellpass]` and `[screen]`.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use toml::Value;
+
+use super::walk::{Problems, Section};
+use super::{
+    ClockConfig, Config, DEFAULT_DB_PATH, DEFAULT_SCREEN_LISTEN, EgymConfig, ScreenConfig,
+    StoreConfig, VisitsConfig, WellpassConfig,
+};
+use crate::clock::TrustRule;
+use crate::delivery::LateAdmission;
+use crate::egym::{ApiKeySource, DEFAULT_BASE_URL, check_base_url};
+
+pub(super) fn parse_root(root: &toml::Table, problems: &mut Problems) -> Option<Config> {
+    // The root is a table by construction; check its keys like any other section's.
+    let root_value = Value::Table(root.clone());
+    Section::new(
+        String::new(),
+        Some(&root_value),
+        &[
+            "egym", "store", "visits", "clock", "wellpass", "screen", "readers",
+        ],
+        problems,
+    )?;
+    let egym = parse_egym(root.get("egym"), problems);
+    let store = parse_store(root.get("store"), problems);
+    let visits = parse_visits(root.get("visits"), problems);
+    let clock = parse_clock(root.get("clock"), problems);
+    let wellpass = parse_wellpass(root.get("wellpass"), problems);
+    let screen = parse_screen(root.get("screen"), problems);
+    let readers = super::readers::parse_readers(root.get("readers"), problems);
+    Some(Config {
+        egym: egym?,
+        store: store?,
+        visits: visits?,
+        clock: clock?,
+        wellpass: wellpass?,
+        screen: screen?,
+        readers: readers?,
+    })
+}
+
+fn parse_screen(value: Option<&Value>, problems: &mut Problems) -> Option<ScreenConfig> {
+    let s = Section::new("screen".into(), value, &["listen", "token-file"], problems)?;
+    let text = s
+        .string("listen", problems)
+        .unwrap_or(DEFAULT_SCREEN_LISTEN);
+    let listen = if text.is_empty() {
+        None
+    } else {
+        match text.parse::<std::net::SocketAddr>() {
+            Ok(address) => Some(address),
+            Err(_) => {
+                problems.add(
+                    &s.key("listen"),
+                    format!(
+                        "{text:?} is not an address and port, expected e.g. \"127.0.0.1:8787\", \
+                         \"0.0.0.0:8787\" or \"\" (off)"
+                    ),
+                );
+                None
+            }
+        }
+    };
+    let token_file = s.string("token-file", problems).map(PathBuf::from);
+    if let Some(path) = &token_file
+        && path.is_relative()
+    {
+        problems.add(&s.key("token-file"), "must be an absolute path");
+    }
+    if let Some(address) = listen
+        && !address.ip().is_loopback()
+        && token_file.is_none()
+    {
+        problems.add(
+            &s.key("listen"),
+            format!(
+                "{address} is reachable from other machines: set [screen] token-file to a file \
+                 holding a token, which the staff page and /metrics then need (the member screen \
+                 stays open); or listen on 127.0.0.1"
+            ),
+        );
+    }
+    Some(ScreenConfig { listen, token_file })
+}
+
+fn parse_wellpass(value: Option<&Value>, problems: &mut Problems) -> Option<WellpassConfig> {
+    let s = Section::new(
+        "wellpass".into(),
+        value,
+        &["admission-window", "late"],
+        problems,
+    )?;
+    let admission_window = s.duration("admission-window", Duration::from_secs(15 * 60), problems);
+    let late = s
+        .choice(
+            "late",
+            &[
+                ("admit", LateAdmission::Admit),
+                ("skip", LateAdmission::Skip),
+            ],
+            problems,
+        )
+        .unwrap_or(LateAdmission::Admit);
+    Some(WellpassConfig {
+        admission_window,
+        late,
+    })
+}
+
+fn parse_clock(value: Option<&Value>, problems: &mut Problems) -> Option<ClockConfig> {
+    let s = Section::new("clock".into(), value, &["trusted-when"], problems)?;
+    let trusted_when = match s.string("trusted-when", problems) {
+        None => TrustRule::Synchronized,
+        Some(text) => match TrustRule::parse(text) {
+            Ok(rule) => rule,
+            Err(e) => {
+                problems.add(&s.key("trusted-when"), e);
+                TrustRule::Synchronized
+            }
+        },
+    };
+    Some(ClockConfig { trusted_when })
+}
+
+fn parse_egym(value: Option<&Value>, problems: &mut Problems) -> Option<EgymConfig> {
+    const KEYS: &[&str] = &[
+        "base-url",
+        "api-key-file",
+        "request-timeout",
+        "rate-limit-per-second",
+        "rate-limit-burst",
+        "account-cache-ttl",
+        "unknown-tag-retry-window",
+    ];
+    let s = Section::new("egym".into(), value, KEYS, problems)?;
+    let base_url = s.string("base-url", problems).unwrap_or(DEFAULT_BASE_URL);
+    let base_url = check_base_url(base_url)
+        .map_err(|e| problems.add(&s.key("base-url"), e))
+        .ok();
+    let api_key_file = s.string("api-key-file", problems).map(PathBuf::from);
+    if let Some(path) = &api_key_file
+        && path.is_relative()
+    {
+        problems.add(&s.key("api-key-file"), "must be an absolute path");
+    }
+    let request_timeout = s.duration("request-timeout", Duration::from_secs(10), problems);
+    if !(Duration::from_secs(1)..=Duration::from_secs(300)).contains(&request_timeout) {
+        problems.add(&s.key("request-timeout"), "must be between 1s and 5m");
+    }
+    let rate_limit_per_second = s
+        .positive_number("rate-limit-per-second", problems)
+        .unwrap_or(6.0);
+    let rate_limit_burst = s
+        .integer("rate-limit-burst", 1..=10_000, problems)
+        .unwrap_or(60) as u32;
+    let account_cache_ttl = s.duration(
+        "account-cache-ttl",
+        Duration::from_secs(12 * 3600),
+        problems,
+    );
+    let unknown_tag_retry_window = s.duration(
+        "unknown-tag-retry-window",
+        Duration::from_secs(24 * 3600),
+        problems,
+    );
+    Some(EgymConfig {
+        base_url: base_url?,
+        api_key: ApiKeySource::choose(api_key_file),
+        request_timeout,
+        rate_limit_per_second,
+        rate_limit_burst,
+        account_cache_ttl,
+        unknown_tag_retry_window,
+    })
+}
+
+fn parse_store(value: Option<&Value>, problems: &mut Problems) -> Option<StoreConfig> {
+    let s = Section::new("store".into(), value, &["path", "keep-delivered"], problems)?;
+    let path = PathBuf::from(s.string("path", problems).unwrap_or(DEFAULT_DB_PATH));
+    if path.as_os_str().is_empty() {
+        problems.add(&s.key("path"), "must not be empty");
+    }
+    let keep_delivered = s.duration("keep-delivered", Duration::from_secs(30 * 86_400), problems);
+    Some(StoreConfig {
+        path,
+        keep_delivered,
+    })
+}
+
+fn parse_visits(value: Option<&Value>, problems: &mut Problems) -> Option<VisitsConfig> {
+    const KEYS: &[&str] = &["repeat-window", "auto-checkout-after", "closing-time"];
+    let s = Section::new("visits".into(), value, KEYS, problems)?;
+    let repeat_window = s.duration("repeat-window", Duration::from_secs(120), problems);
+    let auto_checkout_after = s.optional_duration("auto-checkout-after", problems);
+    if auto_checkout_after.is_some_and(|d| d < Duration::from_secs(1)) {
+        problems.add(&s.key("auto-checkout-after"), "must be at least 1s");
+    }
+    let closing_time = s.string("closing-time", problems).and_then(|text| {
+        let parsed = parse_time_of_day(text);
+        if parsed.is_none() {
+            problems.add(
+                &s.key("closing-time"),
+                format!("invalid time {text:?}, expected local time as HH:MM (e.g. \"23:30\")"),
+            );
+        }
+        parsed
+    });
+    Some(VisitsConfig {
+        repeat_window,
+        auto_checkout_after,
+        closing_time,
+    })
+}
+
+fn parse_time_of_day(text: &str) -> Option<(u8, u8)> {
+    let (hour, minute) = text.split_once(':')?;
+    if hour.len() != 2 || minute.len() != 2 {
+        return None;
+    }
+    let hour: u8 = hour.parse().ok()?;
+    let minute: u8 = minute.parse().ok()?;
+    (hour < 24 && minute < 60).then_some((hour, minute))
+}
