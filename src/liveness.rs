@@ -13,7 +13,7 @@ use tokio::sync::watch;
 /// Marks a task that ended on purpose (e.g. a reader at the end of its input).
 const RETIRED: u64 = u64::MAX;
 
-/// The asking side.
+/// The watchdog's side: hands out a [`Pulse`] per task, asks them all, and names the silent.
 #[derive(Debug)]
 pub struct Liveness {
     generation: watch::Sender<u64>,

@@ -99,97 +99,123 @@ pub(super) async fn attempt(
                 }
             }
         };
-        let plan = policy::admission_plan(
-            &OpenEvent {
-                admission,
-                ..event.clone()
-            },
-            membership_type.as_deref(),
-            ctx.clock.steady_ms(),
-            &ctx.settings,
-        );
-        match plan {
-            AdmissionPlan::NotNeeded => {}
-            AdmissionPlan::Skip => {
+        match admit_and_post(
+            ctx,
+            &client,
+            key,
+            event,
+            &account_id,
+            membership_type,
+            &mut admission,
+        )
+        .await?
+        {
+            Step::Done(outcome) => return Ok(outcome),
+            // The cached account is gone: drop it and look the tag up once more.
+            Step::AccountGone(_) if !looked_up => {
                 ctx.store
-                    .mark_admission(event.id, Admission::Skipped, None)
+                    .forget_account(event.tag.clone(), event.tag_format.clone())
                     .await?;
-                admission = Some(Admission::Skipped);
-                warn!(outcome = "admission_skipped", event_id = event.id, reader = %event.reader, tag = %tag::short(&event.tag), "Wellpass admission skipped: the tap is older than admission-window (late = \"skip\"); the check-in is sent without one. Record this visit in the Wellpass partner portal");
             }
-            AdmissionPlan::Admit { late } => match client.admit(key, &account_id).await {
-                Ok(first_admission) => {
-                    let admitted = if late {
-                        Admission::AdmittedLate
-                    } else {
-                        Admission::Admitted
-                    };
-                    ctx.store.mark_admission(event.id, admitted, None).await?;
-                    admission = Some(admitted);
-                    info!(outcome = "admitted", event_id = event.id, reader = %event.reader, tag = %tag::short(&event.tag), first_admission, late, "Wellpass member admitted");
-                }
-                Err(failure) => match egym::classify(Call::Admission, &failure) {
-                    Verdict::AdmissionRefused(refusal)
-                        if !late && policy::member_at_the_door(event, ctx.clock.steady_ms()) =>
-                    {
-                        return Ok(Outcome::AdmissionRefused { refusal, failure });
-                    }
-                    Verdict::AdmissionRefused(refusal) => {
-                        // The member came in while EGYM could not be asked, or was told "will
-                        // sync" at the door: the visit happened, and is posted; staff follow the
-                        // refusal up.
-                        ctx.store
-                            .mark_admission(
-                                event.id,
-                                Admission::RefusedLate,
-                                Some(refusal.error_code().into()),
-                            )
-                            .await?;
-                        admission = Some(Admission::RefusedLate);
-                        warn!(outcome = "admission_refused_late", event_id = event.id, reader = %event.reader, tag = %tag::short(&event.tag), reason = refusal.error_code(), "Wellpass admission refused after the member came in: {}. The check-in is still sent; the gym is not paid for this visit", refusal.says());
-                    }
-                    // The cached account is gone: drop it and look the tag up once more.
-                    Verdict::AccountGone if !looked_up => {
-                        ctx.store
-                            .forget_account(event.tag.clone(), event.tag_format.clone())
-                            .await?;
-                        continue;
-                    }
-                    verdict => return Ok(outcome_of(verdict, failure)),
-                },
-            },
-        }
-        let posted = {
-            let _permit = ctx
-                .posts
-                .acquire()
-                .await
-                .expect("the semaphore is never closed");
-            let timestamp = policy::egym_timestamp(
-                event.tapped_at_ms,
-                event.tapped_steady_ms,
-                &ctx.clock.now(),
-            );
-            client
-                .post_visit(key, &account_id, event.kind, timestamp)
-                .await
-        };
-        match posted {
-            Ok(status) => {
-                return Ok(Outcome::Delivered { account_id, status });
-            }
-            Err(failure) => match egym::classify(Call::Post, &failure) {
-                // The cached account is gone: drop it and look the tag up once more.
-                Verdict::AccountGone if !looked_up => {
-                    ctx.store
-                        .forget_account(event.tag.clone(), event.tag_format.clone())
-                        .await?;
-                    continue;
-                }
-                verdict => return Ok(outcome_of(verdict, failure)),
-            },
+            Step::AccountGone(failure) => return Ok(outcome_of(Verdict::AccountGone, failure)),
         }
     }
+}
+
+/// How far an attempt got with an account.
+enum Step {
+    Done(Outcome),
+    /// EGYM no longer has the account (the admission's or the post's answer).
+    AccountGone(Failure),
+}
+
+/// Admits a Wellpass member's check-in if it needs one, then posts the check-in or check-out.
+/// `admission` is the event's, kept current as it is recorded.
+async fn admit_and_post(
+    ctx: &Context,
+    client: &egym::Client,
+    key: &ApiKey,
+    event: &OpenEvent,
+    account_id: &str,
+    membership_type: Option<String>,
+    admission: &mut Option<Admission>,
+) -> Result<Step, StoreError> {
+    let plan = policy::admission_plan(
+        &OpenEvent {
+            admission: *admission,
+            ..event.clone()
+        },
+        membership_type.as_deref(),
+        ctx.clock.steady_ms(),
+        &ctx.settings,
+    );
+    match plan {
+        AdmissionPlan::NotNeeded => {}
+        AdmissionPlan::Skip => {
+            ctx.store
+                .mark_admission(event.id, Admission::Skipped, None)
+                .await?;
+            *admission = Some(Admission::Skipped);
+            warn!(outcome = "admission_skipped", event_id = event.id, reader = %event.reader, tag = %tag::short(&event.tag), "Wellpass admission skipped: the tap is older than admission-window (late = \"skip\"); the check-in is sent without one. Record this visit in the Wellpass partner portal");
+        }
+        AdmissionPlan::Admit { late } => match client.admit(key, account_id).await {
+            Ok(first_admission) => {
+                let admitted = if late {
+                    Admission::AdmittedLate
+                } else {
+                    Admission::Admitted
+                };
+                ctx.store.mark_admission(event.id, admitted, None).await?;
+                *admission = Some(admitted);
+                info!(outcome = "admitted", event_id = event.id, reader = %event.reader, tag = %tag::short(&event.tag), first_admission, late, "Wellpass member admitted");
+            }
+            Err(failure) => match egym::classify(Call::Admission, &failure) {
+                Verdict::AdmissionRefused(refusal)
+                    if !late && policy::member_at_the_door(event, ctx.clock.steady_ms()) =>
+                {
+                    return Ok(Step::Done(Outcome::AdmissionRefused { refusal, failure }));
+                }
+                Verdict::AdmissionRefused(refusal) => {
+                    // The member came in while EGYM could not be asked, or was told "will
+                    // sync" at the door: the visit happened, and is posted; staff follow the
+                    // refusal up.
+                    ctx.store
+                        .mark_admission(
+                            event.id,
+                            Admission::RefusedLate,
+                            Some(refusal.error_code().into()),
+                        )
+                        .await?;
+                    *admission = Some(Admission::RefusedLate);
+                    warn!(outcome = "admission_refused_late", event_id = event.id, reader = %event.reader, tag = %tag::short(&event.tag), reason = refusal.error_code(), "Wellpass admission refused after the member came in: {}. The check-in is still sent; the gym is not paid for this visit", refusal.says());
+                }
+                Verdict::AccountGone => return Ok(Step::AccountGone(failure)),
+                verdict => return Ok(Step::Done(outcome_of(verdict, failure))),
+            },
+        },
+    }
+    let posted = {
+        let _permit = ctx
+            .posts
+            .acquire()
+            .await
+            .expect("the semaphore is never closed");
+        let timestamp =
+            policy::egym_timestamp(event.tapped_at_ms, event.tapped_steady_ms, &ctx.clock.now());
+        client
+            .post_visit(key, account_id, event.kind, timestamp)
+            .await
+    };
+    Ok(match posted {
+        Ok(status) => Step::Done(Outcome::Delivered {
+            account_id: account_id.to_string(),
+            status,
+        }),
+        Err(failure) => match egym::classify(Call::Post, &failure) {
+            Verdict::AccountGone => Step::AccountGone(failure),
+            verdict => Step::Done(outcome_of(verdict, failure)),
+        },
+    })
 }
 
 fn outcome_of(verdict: Verdict, failure: Failure) -> Outcome {

@@ -293,7 +293,7 @@ pub struct Decision {
 }
 
 /// The row's record of a failure.
-pub fn answer(failure: &Failure) -> Answer {
+pub fn answer_of(failure: &Failure) -> Answer {
     Answer {
         status: failure.status(),
         error_code: failure.error_code().map(str::to_string),
@@ -341,7 +341,7 @@ pub fn decide(
             Decision {
                 row: RowChange::Retry {
                     next_attempt_steady_ms: now.steady_ms + delay.as_millis() as i64,
-                    answer: answer(&failure),
+                    answer: answer_of(&failure),
                 },
                 worker: WorkerChange::Hold { delay, cause },
                 last_error: Some(failure.to_string()),
@@ -369,7 +369,7 @@ pub fn decide(
             }
         }
         Outcome::UnknownTag { failure } => {
-            let answer = failure.as_ref().map(answer).unwrap_or_else(|| Answer {
+            let answer = failure.as_ref().map(answer_of).unwrap_or_else(|| Answer {
                 status: Some(404),
                 error_code: None,
                 message: "no member has this tag (cached answer)".into(),
@@ -423,7 +423,7 @@ pub fn decide(
         }
         Outcome::AdmissionRefused { refusal, failure } => Decision {
             row: RowChange::Refused {
-                answer: answer(&failure),
+                answer: answer_of(&failure),
                 reason: refusal.error_code().to_string(),
             },
             worker: WorkerChange::Nothing,
@@ -436,7 +436,7 @@ pub fn decide(
         },
         Outcome::Rejected { failure } => Decision {
             row: RowChange::Rejected {
-                answer: answer(&failure),
+                answer: answer_of(&failure),
             },
             worker: WorkerChange::Nothing,
             last_error: Some(failure.to_string()),
@@ -448,390 +448,4 @@ pub fn decide(
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::clock::WallTime;
-    use crate::egym::ErrorBody;
-    use crate::visit::Kind;
-
-    const T: i64 = 1_796_083_200_000;
-    const MIN: i64 = 60_000;
-
-    #[test]
-    fn retry_delays_grow_exponentially_with_full_jitter_and_a_cap() {
-        assert_eq!(retry_delay(0, 0.0), Duration::ZERO);
-        assert_eq!(retry_delay(0, 0.5), Duration::from_millis(500));
-        assert_eq!(retry_delay(3, 0.5), Duration::from_secs(4));
-        assert_eq!(retry_delay(8, 1.0), Duration::from_secs(256));
-        assert_eq!(retry_delay(9, 1.0), RETRY_CAP);
-        assert_eq!(retry_delay(u32::MAX, 0.999), RETRY_CAP.mul_f64(0.999));
-    }
-
-    #[test]
-    fn unknown_tags_are_retried_slowly() {
-        assert_eq!(unknown_tag_delay(0), Duration::from_secs(300));
-        assert_eq!(unknown_tag_delay(1), Duration::from_secs(600));
-        assert_eq!(unknown_tag_delay(5), UNKNOWN_TAG_RETRY_CAP);
-    }
-
-    fn event(attempts: u32, unknown_since_steady_ms: Option<i64>) -> OpenEvent {
-        OpenEvent {
-            id: 7,
-            reader: "entrance".into(),
-            raw_id: "0C000621A5".into(),
-            tag: "0x0C000621A5".into(),
-            tag_format: None,
-            kind: Kind::CheckIn,
-            tapped_at_ms: T - 90_000,
-            tapped_steady_ms: 0,
-            attempts,
-            unknown_since_steady_ms,
-            admission: None,
-        }
-    }
-
-    fn now(steady_ms: i64, wall: WallTime) -> Now {
-        Now {
-            wall_ms: T,
-            wall,
-            steady_ms,
-        }
-    }
-
-    fn settings() -> Settings {
-        Settings {
-            rate_per_second: 6.0,
-            account_cache_ttl: Duration::from_secs(12 * 3600),
-            unknown_tag_retry_window: Duration::from_secs(24 * 3600),
-            admission_window: Duration::from_secs(15 * 60),
-            late_admission: LateAdmission::Admit,
-        }
-    }
-
-    fn status(status: u16, code: &str) -> Failure {
-        Failure::Status {
-            status,
-            body: ErrorBody {
-                error_code: Some(code.into()),
-                message: Some("m".into()),
-                entity: None,
-            },
-        }
-    }
-
-    fn unreachable() -> Failure {
-        Failure::Transport {
-            timeout: false,
-            detail: "connection refused".into(),
-        }
-    }
-
-    /// One row of the outcome table: the event, the outcome, the steady time now; the row
-    /// change and the worker's change expected, and the report's kind.
-    fn check(
-        event: OpenEvent,
-        outcome: Outcome,
-        steady_ms: i64,
-        row: RowChange,
-        worker: WorkerChange,
-        report: fn(&Report) -> bool,
-    ) {
-        let text = format!("{event:?} {outcome:?} at {steady_ms}");
-        let decision = decide(
-            &event,
-            outcome,
-            &now(steady_ms, WallTime::Trusted),
-            &settings(),
-            0.5,
-        );
-        assert_eq!(decision.row, row, "{text}");
-        assert_eq!(decision.worker, worker, "{text}");
-        assert!(report(&decision.report), "{text}: {:?}", decision.report);
-    }
-
-    #[test]
-    fn each_outcome_changes_the_row_the_worker_and_the_log_as_the_outcome_table_says() {
-        let s = 1_000 * MIN;
-        check(
-            event(0, None),
-            Outcome::Delivered {
-                account_id: "acc".into(),
-                status: 204,
-            },
-            s,
-            RowChange::Delivered {
-                account_id: "acc".into(),
-                status: 204,
-            },
-            WorkerChange::Recovered,
-            |r| *r == Report::Delivered { delay_s: Some(90) },
-        );
-        // The third try after two failures waits up to 4 s: at 0.5, 2 s, counted in steady time.
-        check(
-            event(2, None),
-            Outcome::Retry {
-                failure: unreachable(),
-            },
-            s,
-            RowChange::Retry {
-                next_attempt_steady_ms: s + 2_000,
-                answer: answer(&unreachable()),
-            },
-            WorkerChange::Hold {
-                delay: Duration::from_secs(2),
-                cause: HoldCause::Unreachable,
-            },
-            |r| matches!(r, Report::Retry { attempt: 3, .. }),
-        );
-        check(
-            event(0, None),
-            Outcome::Retry {
-                failure: status(503, "unavailable"),
-            },
-            s,
-            RowChange::Retry {
-                next_attempt_steady_ms: s + 500,
-                answer: answer(&status(503, "unavailable")),
-            },
-            WorkerChange::Hold {
-                delay: Duration::from_millis(500),
-                cause: HoldCause::Overloaded,
-            },
-            |r| matches!(r, Report::Retry { attempt: 1, .. }),
-        );
-        // A 429 is no outage, and the event goes again when the rate limiter allows, even
-        // after many attempts.
-        check(
-            event(7, None),
-            Outcome::Retry {
-                failure: status(429, "tooManyRequests"),
-            },
-            s,
-            RowChange::Retry {
-                next_attempt_steady_ms: s,
-                answer: answer(&status(429, "tooManyRequests")),
-            },
-            WorkerChange::Hold {
-                delay: Duration::ZERO,
-                cause: HoldCause::RateLimited,
-            },
-            |r| matches!(r, Report::Retry { retry_in, .. } if retry_in.is_zero()),
-        );
-        check(
-            event(0, None),
-            Outcome::Paused {
-                failure: status(403, "missingPermission"),
-            },
-            s,
-            RowChange::Unchanged,
-            WorkerChange::Pause {
-                reason: "HTTP 403 missingPermission".into(),
-            },
-            |r| matches!(r, Report::Paused { status: 403, .. }),
-        );
-        check(
-            event(0, None),
-            Outcome::Rejected {
-                failure: status(422, "invalid"),
-            },
-            s,
-            RowChange::Rejected {
-                answer: answer(&status(422, "invalid")),
-            },
-            WorkerChange::Nothing,
-            |r| matches!(r, Report::Rejected { .. }),
-        );
-    }
-
-    #[test]
-    fn an_unknown_tag_is_asked_about_slowly_for_its_window_counted_in_steady_time() {
-        let s = 1_000 * MIN;
-        let unknown = || Outcome::UnknownTag { failure: None };
-        let cached_answer = || Answer {
-            status: Some(404),
-            error_code: None,
-            message: "no member has this tag (cached answer)".into(),
-        };
-        // The first "unknown": the window starts now; asked again in 5 minutes.
-        check(
-            event(1, None),
-            unknown(),
-            s,
-            RowChange::UnknownTag {
-                next_attempt_steady_ms: s + 5 * MIN,
-                since_steady_ms: s,
-                answer: cached_answer(),
-            },
-            WorkerChange::Nothing,
-            |r| matches!(r, Report::UnknownTag { renderings, .. } if renderings.contains("0C000621A5")),
-        );
-        // Two answers on: 20 minutes.
-        check(
-            event(2, Some(s - 15 * MIN)),
-            unknown(),
-            s,
-            RowChange::UnknownTag {
-                next_attempt_steady_ms: s + 20 * MIN,
-                since_steady_ms: s - 15 * MIN,
-                answer: cached_answer(),
-            },
-            WorkerChange::Nothing,
-            |r| matches!(r, Report::UnknownTag { .. }),
-        );
-        // The window is over: rejected. Only steady time counts, so a wall clock stepped days
-        // forward (the `now` here reads T whatever happens) ends no window early.
-        let day = 24 * 60 * MIN;
-        let decision = decide(
-            &event(9, Some(s - day + 1)),
-            unknown(),
-            &now(s, WallTime::Trusted),
-            &settings(),
-            0.5,
-        );
-        assert!(
-            matches!(decision.row, RowChange::UnknownTag { .. }),
-            "{decision:?}"
-        );
-        let decision = decide(
-            &event(9, Some(s - day)),
-            unknown(),
-            &now(s, WallTime::Trusted),
-            &settings(),
-            0.5,
-        );
-        assert!(
-            matches!(&decision.row, RowChange::Rejected { answer } if answer.message.contains("unknown-tag-retry-window")),
-            "{decision:?}"
-        );
-        assert!(matches!(decision.report, Report::UnknownTagGivenUp { .. }));
-    }
-
-    #[test]
-    fn a_wellpass_check_in_is_admitted_live_within_the_window_and_late_as_configured() {
-        let wellpass = Some(CORPORATE_FITNESS);
-        let fresh = 15 * MIN;
-        let check_in = event(0, None);
-        let plan = |event: &OpenEvent, membership, now, late| {
-            let settings = Settings {
-                late_admission: late,
-                ..settings()
-            };
-            admission_plan(event, membership, now, &settings)
-        };
-        use AdmissionPlan::NotNeeded;
-        let admit = LateAdmission::Admit;
-        assert_eq!(
-            plan(&check_in, wellpass, fresh, admit),
-            AdmissionPlan::Admit { late: false }
-        );
-        assert_eq!(
-            plan(&check_in, wellpass, fresh + 1, admit),
-            AdmissionPlan::Admit { late: true }
-        );
-        assert_eq!(
-            plan(&check_in, wellpass, fresh + 1, LateAdmission::Skip),
-            AdmissionPlan::Skip
-        );
-        // Other members, check-outs, and a check-in admitted already need none.
-        assert_eq!(plan(&check_in, Some("PREMIUM"), 0, admit), NotNeeded);
-        assert_eq!(plan(&check_in, None, 0, admit), NotNeeded);
-        let check_out = OpenEvent {
-            kind: Kind::CheckOut,
-            ..event(0, None)
-        };
-        assert_eq!(plan(&check_out, wellpass, 0, admit), NotNeeded);
-        let admitted = OpenEvent {
-            admission: Some(crate::store::Admission::Admitted),
-            ..event(0, None)
-        };
-        assert_eq!(plan(&admitted, wellpass, 0, admit), NotNeeded);
-    }
-
-    #[test]
-    fn a_refusal_turns_away_only_a_member_still_waiting_at_the_door() {
-        let tapped = event(0, None);
-        let at = tapped.tapped_steady_ms;
-        assert!(member_at_the_door(&tapped, at + 200));
-        assert!(member_at_the_door(
-            &tapped,
-            at + crate::screen::ANSWER_WITHIN_MS
-        ));
-        // The screen has said "will sync" by now.
-        assert!(!member_at_the_door(
-            &tapped,
-            at + crate::screen::ANSWER_WITHIN_MS + 1
-        ));
-        // An earlier attempt failed: the screen said "will sync" then.
-        let retried = OpenEvent {
-            attempts: 1,
-            ..event(0, None)
-        };
-        assert!(!member_at_the_door(&retried, at + 200));
-    }
-
-    #[test]
-    fn a_refused_admission_finishes_the_event_with_its_reason() {
-        let failure = status(403, "corporateFitnessMembershipExpired");
-        check(
-            event(0, None),
-            Outcome::AdmissionRefused {
-                refusal: Refusal::MembershipExpired,
-                failure: failure.clone(),
-            },
-            1_000,
-            RowChange::Refused {
-                answer: answer(&failure),
-                reason: "corporateFitnessMembershipExpired".into(),
-            },
-            WorkerChange::Nothing,
-            |r| {
-                *r == Report::AdmissionRefused {
-                    refusal: Refusal::MembershipExpired,
-                }
-            },
-        );
-    }
-
-    #[test]
-    fn the_cache_counts_its_age_in_steady_time() {
-        let ttl = Duration::from_secs(3600);
-        let cached = |account: Option<&str>, at| CachedAccount {
-            account_id: account.map(str::to_string),
-            membership_type: Some("CORPORATE_FITNESS".into()),
-            resolved_steady_ms: at,
-        };
-        let s = 1_000 * MIN;
-        assert_eq!(use_cache(None, s, ttl), CacheUse::LookUp);
-        assert_eq!(
-            use_cache(Some(&cached(Some("acc"), s - 59 * MIN)), s, ttl),
-            CacheUse::Account {
-                account_id: "acc".into(),
-                membership_type: Some("CORPORATE_FITNESS".into())
-            }
-        );
-        assert_eq!(
-            use_cache(Some(&cached(Some("acc"), s - 60 * MIN)), s, ttl),
-            CacheUse::LookUp
-        );
-        assert_eq!(
-            use_cache(Some(&cached(None, s - 9 * MIN)), s, ttl),
-            CacheUse::KnownUnknown
-        );
-        assert_eq!(
-            use_cache(Some(&cached(None, s - 10 * MIN)), s, ttl),
-            CacheUse::LookUp
-        );
-    }
-
-    #[test]
-    fn egym_is_never_sent_a_time_before_2020_or_in_the_future() {
-        let known = now(50_000, WallTime::Trusted);
-        assert_eq!(egym_timestamp(T - 1_000, 49_000, &known), T - 1_000);
-        assert_eq!(egym_timestamp(0, 49_000, &known), EARLIEST_PLAUSIBLE_MS);
-        // The clock was stepped an hour back since a tap 12 s ago: 12 s before now.
-        assert_eq!(egym_timestamp(T + 3_600_000, 38_000, &known), T - 12_000);
-        // With the present unknown, only the floor applies.
-        let unknown = now(50_000, WallTime::Untrusted);
-        assert_eq!(egym_timestamp(T + 5_000, 38_000, &unknown), T + 5_000);
-    }
-}
+mod tests;

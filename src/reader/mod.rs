@@ -120,7 +120,8 @@ enum Ended {
     Shutdown,
 }
 
-/// One reader task.
+/// One reader task: opens its device (again, when it is lost), decodes what it reads and hands
+/// each new presentation to the recorder.
 #[derive(Debug)]
 pub struct Reader {
     name: Arc<str>,

@@ -39,7 +39,7 @@ pub struct Sent {
     /// Its number in this run; the stream's `id:` is `<run>-<number>`.
     pub number: u64,
     pub audience: Audience,
-    /// JSON.
+    /// A whole member view or staff page, as JSON.
     pub data: String,
 }
 

@@ -6,16 +6,17 @@
 //! `synchronous=FULL`) before anything says it was recorded. A row moves through these states:
 //!
 //! ```text
-//!            recorded
-//!               │
-//!               ▼        retry (408, 429, 5xx, transport): attempts+1, next attempt later
-//!           pending ◄───────────────┐
-//!     ┌────────┼──────────┐         │
-//!     ▼        ▼          ▼         │
-//! delivered  rejected  unknown_tag ─┘ (asked about again on a slow schedule; stays
-//!                         │            unknown_tag until EGYM knows the tag, then delivered)
-//!                         └─► rejected (when the unknown-tag window is over)
+//! recorded ──► pending ──┬──► delivered
+//!                 │      └──► rejected   (a permanent 4xx, or a Wellpass admission refused
+//!                 │                       to a member at the door)
+//!                 ▼
+//!            unknown_tag ──┬──► delivered (once EGYM knows the tag)
+//!                          └──► rejected  (when the unknown-tag window is over)
 //! ```
+//! A retry (408, 429, 5xx, transport) keeps the event in the state it is in, `pending` or
+//! `unknown_tag`, and schedules its next attempt: `attempts+1` (not for a 429), next attempt
+//! later. An `unknown_tag` event is asked about again on a slow schedule; it never goes back to
+//! `pending`.
 //! - `delivered`: EGYM answered 2xx to the check-in or check-out. Final; pruned after
 //!   `keep-delivered`.
 //! - `rejected`: EGYM said the request can never succeed (a permanent 4xx), or an unknown tag

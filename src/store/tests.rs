@@ -158,6 +158,37 @@ async fn only_the_oldest_open_event_of_a_tag_is_claimed() {
     );
 }
 
+/// The outbox's states as the module's diagram draws them: a retry keeps an `unknown_tag`
+/// event `unknown_tag` (it never goes back to `pending`), and such an event ends delivered.
+#[tokio::test]
+async fn a_retry_keeps_an_unknown_tag_event_in_its_state_until_it_is_delivered() {
+    let (_path, store) = temp_db("unknown-tag-states").await;
+    let id = record(&store, vec![event("0xCC", Kind::CheckIn, 1)]).await[0];
+    let state = |row: Option<EventRow>| row.unwrap().state;
+    assert_eq!(state(store.event(id).await.unwrap()), "pending");
+    let not_found = Answer {
+        status: Some(404),
+        error_code: Some("notFound".into()),
+        message: "no member".into(),
+    };
+    store.mark_unknown_tag(id, 10, 1, not_found).await.unwrap();
+    assert_eq!(state(store.event(id).await.unwrap()), "unknown_tag");
+    let unavailable = Answer {
+        status: Some(503),
+        error_code: None,
+        message: "unavailable".into(),
+    };
+    store.schedule_retry(id, 20, unavailable).await.unwrap();
+    let row = store.event(id).await.unwrap().unwrap();
+    assert_eq!((row.state.as_str(), row.attempts), ("unknown_tag", 2));
+    assert_eq!(ids_in(store.claim_due(20, 0, 10).await.unwrap()), vec![id]);
+    store
+        .mark_delivered(id, "acc".into(), 204, 30)
+        .await
+        .unwrap();
+    assert_eq!(state(store.event(id).await.unwrap()), "delivered");
+}
+
 #[tokio::test]
 async fn live_taps_go_ahead_of_the_backlog_and_each_tag_keeps_its_order() {
     let (_path, store) = temp_db("live").await;
