@@ -177,7 +177,8 @@ fn line_vectors() {
 #[test]
 fn keyboard_wedge_vectors() {
     use gym_checkin::reader::keyboard::KeyDecoder;
-    use std::time::{Duration, Instant};
+    use std::time::Duration;
+    use tokio::time::Instant;
     let mut checked = 0;
     for vector in vectors() {
         if vector["protocol"] != "keyboard_wedge" {

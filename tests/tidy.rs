@@ -3,14 +3,15 @@
 
 use std::path::{Path, PathBuf};
 
-/// Every `.rs` file under `src/`, with its text, paths relative to `src/`.
+/// Every `.rs` file under `src/` but the test modules kept in files of their own (`tests.rs`),
+/// with its text, paths relative to `src/`.
 fn sources() -> Vec<(String, String)> {
     fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
         for entry in std::fs::read_dir(dir).unwrap() {
             let path = entry.unwrap().path();
             if path.is_dir() {
                 walk(&path, out);
-            } else if path.extension().is_some_and(|e| e == "rs") {
+            } else if path.extension().is_some_and(|e| e == "rs") && !path.ends_with("tests.rs") {
                 out.push(path);
             }
         }
@@ -126,6 +127,17 @@ fn the_wall_clock_is_read_only_through_the_clock() {
         "the wall clock read outside src/clock/:\n{}",
         reads.join("\n")
     );
+    // Timers and intervals elsewhere use tokio's monotonic `Instant`, which tests can pause;
+    // std's would run on in a paused test.
+    let std_instants = offending(
+        &outside(&files, &["clock/"]),
+        &["std::time::Instant", "std::time::{Duration, Instant}"],
+    );
+    assert!(
+        std_instants.is_empty(),
+        "std's Instant outside src/clock/ (use tokio::time::Instant):\n{}",
+        std_instants.join("\n")
+    );
 }
 
 #[test]
@@ -146,12 +158,13 @@ fn pure_parts_read_no_clock_and_do_no_io() {
                 "reader/pn532.rs",
                 "reader/twn4.rs",
                 "reader/pcsc.rs",
+                "reader/presenter.rs",
             ]
             .contains(&name.as_str())
         })
         .cloned()
         .collect();
-    assert_eq!(pure.len(), 11, "a pure file was moved or renamed");
+    assert_eq!(pure.len(), 12, "a pure file was moved or renamed");
     let impure = offending(
         &pure,
         &[
@@ -181,5 +194,105 @@ fn a_damaged_row_is_an_error_not_a_default() {
         defaults.is_empty(),
         "a stored value read with a made-up default:\n{}",
         defaults.join("\n")
+    );
+}
+
+/// The module a file of `src/` belongs to: `config/walk.rs` → `config`, `tag.rs` → `tag`.
+fn module_of(name: &str) -> &str {
+    let first = name.split('/').next().unwrap();
+    first.strip_suffix(".rs").unwrap_or(first)
+}
+
+/// The layers `src/lib.rs` states, top first: the modules linked on each line of its
+/// "# Layers" list.
+fn stated_layers() -> Vec<Vec<String>> {
+    let lib =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("src/lib.rs")).unwrap();
+    let list = lib
+        .split("//! # Layers")
+        .nth(1)
+        .expect("src/lib.rs has a \"# Layers\" section");
+    let mut layers = Vec::new();
+    for line in list.lines().skip(1).take_while(|l| l.starts_with("//!")) {
+        let text = line.trim_start_matches("//!");
+        if !text.starts_with(" - ") {
+            continue;
+        }
+        let mut modules = Vec::new();
+        // Only the links before the colon name the line's modules.
+        let head = text.split(':').next().unwrap();
+        for part in head.split("[`").skip(1) {
+            modules.push(part.split('`').next().unwrap().to_string());
+        }
+        layers.push(modules);
+    }
+    layers
+}
+
+/// The modules a file's code (tests left out) names as `crate::module`.
+fn modules_used(text: &str) -> Vec<(usize, String)> {
+    let mut used = Vec::new();
+    for (i, line) in code_of(text).lines().enumerate() {
+        if line.trim_start().starts_with("//") {
+            continue;
+        }
+        for part in line.split("crate::").skip(1) {
+            let module: String = part
+                .chars()
+                .take_while(|c| c.is_ascii_lowercase() || *c == '_')
+                .collect();
+            if !module.is_empty() {
+                used.push((i + 1, module));
+            }
+        }
+    }
+    used
+}
+
+#[test]
+fn modules_use_only_the_layers_below_them() {
+    let layers = stated_layers();
+    let layer_of = |module: &str| layers.iter().position(|l| l.iter().any(|m| m == module));
+    let files = sources();
+    let mut declared: Vec<String> = files
+        .iter()
+        .map(|(name, _)| module_of(name).to_string())
+        .filter(|m| m != "lib" && m != "main")
+        .collect();
+    declared.sort();
+    declared.dedup();
+    let mut stated: Vec<String> = layers.concat();
+    stated.sort();
+    assert_eq!(
+        stated, declared,
+        "src/lib.rs's layers name every module once"
+    );
+    let mut upward = Vec::new();
+    for (name, text) in &files {
+        let module = module_of(name);
+        let Some(own) = layer_of(module) else {
+            continue;
+        };
+        for (line, used) in modules_used(text) {
+            if used == module {
+                continue;
+            }
+            match layer_of(&used) {
+                Some(layer) if layer > own => {}
+                _ => upward.push(format!(
+                    "src/{name}:{line}: {module} uses {used}, which is not on a line below it"
+                )),
+            }
+        }
+    }
+    assert!(
+        upward.is_empty(),
+        "uses against src/lib.rs's layers:\n{}",
+        upward.join("\n")
+    );
+    // The check does find what it looks for.
+    assert!(
+        modules_used("use crate::store::Store;\n").contains(&(1, "store".to_string())),
+        "the scan reads `crate::` paths"
     );
 }

@@ -149,13 +149,13 @@ struct Bucket {
     rate: f64,
     capacity: f64,
     tokens: f64,
-    updated: std::time::Instant,
+    updated: tokio::time::Instant,
 }
 
 impl Bucket {
     /// Takes a token if there is one; returns whether it did, and the tokens left.
     fn take(&mut self) -> (bool, u32) {
-        let now = std::time::Instant::now();
+        let now = tokio::time::Instant::now();
         self.tokens = (self.tokens + now.duration_since(self.updated).as_secs_f64() * self.rate)
             .min(self.capacity);
         self.updated = now;
@@ -313,7 +313,7 @@ impl FakeEgym {
             rate,
             capacity: f64::from(burst),
             tokens: f64::from(burst),
-            updated: std::time::Instant::now(),
+            updated: tokio::time::Instant::now(),
         });
     }
 

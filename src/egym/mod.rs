@@ -450,7 +450,7 @@ impl Client {
         call: &'static str,
     ) -> Result<reqwest::Response, Failure> {
         self.limiter.acquire(self.priority).await;
-        let started = std::time::Instant::now();
+        let started = tokio::time::Instant::now();
         let sent = request.header("x-api-key", key.expose()).send().await;
         self.metrics.request(
             call,

@@ -46,7 +46,7 @@ const MAGIC: &str = "# gym-checkin capture 1";
 pub struct Writer {
     file: std::io::BufWriter<std::fs::File>,
     path: PathBuf,
-    started: std::time::Instant,
+    started: Instant,
     failed: bool,
 }
 
@@ -59,7 +59,7 @@ impl Writer {
         Ok(Writer {
             file,
             path: path.to_path_buf(),
-            started: std::time::Instant::now(),
+            started: Instant::now(),
             failed: false,
         })
     }

@@ -13,9 +13,10 @@ use std::collections::VecDeque;
 use std::path::Path;
 use std::pin::Pin;
 use std::task::{Context, Poll};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use tokio::io::{AsyncRead, ReadBuf};
+use tokio::time::Instant;
 
 /// A partial id not finished by Enter within this long is dropped: the next keys start afresh.
 pub const PARTIAL_ID_TIMEOUT: Duration = Duration::from_millis(300);

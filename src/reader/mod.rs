@@ -58,7 +58,7 @@ pub struct Tap {
     pub at: Now,
     /// Part of a presentation already reported (only `listen` sees these).
     pub repeat: bool,
-    /// A MIFARE UID the reader cut short (see [`tag::is_cut_short_uid`]).
+    /// A MIFARE UID the reader cut short (see [`crate::tag::is_cut_short_uid`]).
     pub cut_short: bool,
     /// What a text reader sent, as sent (only a listening reader keeps it, for `calibrate`).
     pub text: Option<String>,

@@ -1,6 +1,6 @@
 //! PC/SC readers (ACS ACR122U and ACR1252U, HID OMNIKEY…) through pcscd.
 //!
-//! The device side ([`device`], built with the `pcsc` feature, which links libpcsclite) waits in
+//! The device side (`device`, built with the `pcsc` feature, which links libpcsclite) waits in
 //! `SCardGetStatusChange` for a card, with no polling. When one is presented it asks for the UID
 //! with the PC/SC GET DATA command `FF CA 00 00 00` (`Le = 00`: the whole UID, 4, 7 or 10 bytes,
 //! in anticollision order) and hands the answer on as a record:

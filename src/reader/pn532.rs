@@ -12,7 +12,7 @@
 //!
 //! Every command is acknowledged before it is answered. An answer that fails LCS or DCS, a NACK
 //! or the chip's error frame is counted and the command sent again at once; so is a command not
-//! answered within [`ANSWER_WITHIN`], and after [`WAKE_AFTER_MISSES`] of those in a row the chip
+//! answered within [`ANSWER_WITHIN`], and after `WAKE_AFTER_MISSES` of those in a row the chip
 //! is woken afresh (it may have been power-cycled). A card left on the reader is found at every search: the reader's debounce
 //! keeps that one presentation, and the presentation ends when two searches in a row find none.
 
