@@ -314,63 +314,36 @@ pub struct Rendering {
 /// longer ids the low 32 and 24 bits in decimal and the Wiegand-style splits.
 pub fn renderings(raw: &RawId) -> Vec<Rendering> {
     let bytes = raw.bytes();
-    let mut reversed = bytes.to_vec();
-    reversed.reverse();
-    let mut out = vec![
-        Rendering {
-            name: "hex",
-            value: hex_upper(bytes),
-        },
-        Rendering {
-            name: "hex-reversed",
-            value: hex_upper(&reversed),
-        },
-    ];
-    if bytes.len() <= 16 {
-        out.push(Rendering {
-            name: "dec",
-            value: decimal(bytes),
-        });
-        out.push(Rendering {
-            name: "dec-reversed",
-            value: decimal(&reversed),
-        });
+    let n = bytes.len();
+    let reversed: Vec<u8> = bytes.iter().rev().copied().collect();
+    let mut out = Vec::new();
+    let mut add = |name, value| out.push(Rendering { name, value });
+    add("hex", hex_upper(bytes));
+    add("hex-reversed", hex_upper(&reversed));
+    if n <= 16 {
+        add("dec", decimal(bytes));
+        add("dec-reversed", decimal(&reversed));
     }
-    if bytes.len() > 4 {
-        let low32 = &bytes[bytes.len() - 4..];
-        let mut low32_reversed = low32.to_vec();
-        low32_reversed.reverse();
-        out.push(Rendering {
-            name: "low32-dec10",
-            value: decimal(low32),
-        });
-        out.push(Rendering {
-            name: "low32-reversed-dec10",
-            value: decimal(&low32_reversed),
-        });
+    if n > 4 {
+        let low32 = &bytes[n - 4..];
+        let low32_reversed: Vec<u8> = low32.iter().rev().copied().collect();
+        add("low32-dec10", decimal(low32));
+        add("low32-reversed-dec10", decimal(&low32_reversed));
     }
-    if bytes.len() > 3 {
-        out.push(Rendering {
-            name: "low24-dec8",
-            value: decimal(&bytes[bytes.len() - 3..]),
-        });
+    if n > 3 {
+        add("low24-dec8", decimal(&bytes[n - 3..]));
     }
-    if bytes.len() >= 3 {
-        let n = bytes.len();
+    if n >= 3 {
         let card = u16::from_be_bytes([bytes[n - 2], bytes[n - 1]]);
-        out.push(Rendering {
-            name: "w26-facility,card",
-            value: format!("{:03},{card:05}", bytes[n - 3]),
-        });
+        add(
+            "w26-facility,card",
+            format!("{:03},{card:05}", bytes[n - 3]),
+        );
     }
-    if bytes.len() >= 4 {
-        let n = bytes.len();
+    if n >= 4 {
         let high = u16::from_be_bytes([bytes[n - 4], bytes[n - 3]]);
         let low = u16::from_be_bytes([bytes[n - 2], bytes[n - 1]]);
-        out.push(Rendering {
-            name: "w34-5+5",
-            value: format!("{high:05},{low:05}"),
-        });
+        add("w34-5+5", format!("{high:05},{low:05}"));
     }
     out
 }

@@ -20,6 +20,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use super::codec::{Codec, Discarded, Frame, TagKind};
+use super::line::{Ended, LineBuffer};
 use crate::tag::decode_hex;
 
 /// How often the host searches for a card.
@@ -74,9 +75,8 @@ pub fn parse_answer(line: &[u8]) -> Option<Answer> {
 
 #[derive(Debug, Default)]
 pub struct Twn4Codec {
-    line: Vec<u8>,
-    /// The current line grew too long or holds a byte no answer has.
-    spoiled: bool,
+    /// An answer line: hex digits only.
+    line: LineBuffer,
     /// When the search waiting for its answer was sent.
     outstanding: Option<Instant>,
     next_search: Option<Instant>,
@@ -128,34 +128,25 @@ impl Twn4Codec {
 
 impl Codec for Twn4Codec {
     fn push(&mut self, byte: u8) -> Option<Frame> {
-        if byte == b'\r' || byte == b'\n' {
-            let line = std::mem::take(&mut self.line);
-            if std::mem::take(&mut self.spoiled) {
+        let hex = |b: u8| b.is_ascii_hexdigit();
+        match self.line.push(byte, hex, MAX_LINE, &mut self.discarded)? {
+            Ended::Spoiled { kept } => {
                 self.outstanding = None;
-                self.reject(line.len());
-                return None;
+                self.reject(kept);
+                None
             }
-            if line.is_empty() {
-                return None;
-            }
-            self.outstanding = None;
-            return match parse_answer(&line) {
-                Some(answer) => self.answer(answer),
-                None => {
-                    self.reject(line.len());
-                    None
+            Ended::Line(line) if line.is_empty() => None,
+            Ended::Line(line) => {
+                self.outstanding = None;
+                match parse_answer(&line) {
+                    Some(answer) => self.answer(answer),
+                    None => {
+                        self.reject(line.len());
+                        None
+                    }
                 }
-            };
+            }
         }
-        if !byte.is_ascii_hexdigit() || self.line.len() >= MAX_LINE {
-            self.spoiled = true;
-        }
-        if self.spoiled {
-            self.discarded.noise_bytes += 1;
-        } else {
-            self.line.push(byte);
-        }
-        None
     }
 
     fn discarded(&self) -> Discarded {
@@ -164,7 +155,6 @@ impl Codec for Twn4Codec {
 
     fn opened(&mut self) {
         self.line.clear();
-        self.spoiled = false;
         self.outstanding = None;
         self.next_search = None;
         self.card_present = false;
@@ -181,9 +171,7 @@ impl Codec for Twn4Codec {
             // Never answered: counted, and whatever half-line came is dropped.
             self.discarded.rejected_frames += 1;
             self.unanswered += 1;
-            self.discarded.noise_bytes += self.line.len() as u64;
-            self.line.clear();
-            self.spoiled = false;
+            self.discarded.noise_bytes += self.line.clear() as u64;
         } else if self.next_search.is_some_and(|at| now < at) {
             return None;
         }
