@@ -11,7 +11,8 @@
 //! - `walk`: the TOML walker, which knows a section's path and allowed keys, and collects
 //!   problems;
 //! - `sections`: `[egym]`, `[store]`, `[visits]`, `[clock]`, `[wellpass]`, `[screen]`;
-//! - `readers`: `[[readers]]`, one [`Driver`](crate::reader::Driver) per reader with the settings of its kind;
+//! - `readers`: `[[readers]]`, each with a [`Driver`](crate::reader::Driver) that carries the
+//!   settings of its kind;
 //! - `devices`: `check-config`'s look at the readers' devices as they are now.
 
 mod devices;
