@@ -10,30 +10,19 @@ use std::time::{Duration, Instant};
 
 use common::*;
 
-const LONG: Duration = Duration::from_secs(30);
-
 /// A MIFARE wedge prints the UID 1E A6 86 71 as the decimal of its bytes reversed.
 const PRINTED: &str = "1904649758";
 
-async fn egym() -> FakeEgym {
-    FakeEgym::start(
-        vec![
-            Member::new("0x1EA68671", "acc-pat", "Pat Member")
-                .enrolled_as("MIFARE")
-                .email("pat@example.invalid"),
-        ],
-        API_KEY,
-    )
-    .await
-    .unwrap()
+/// The member whose card was enrolled as MIFARE.
+fn pat() -> Member {
+    Member::new("0x1EA68671", "acc-pat", "Pat Member")
+        .enrolled_as("MIFARE")
+        .email("pat@example.invalid")
 }
 
 fn config(dir: &TestDir, fake: &FakeEgym, pty: &Pty) -> std::path::PathBuf {
     // Set up as if the cards were hex: wrong for this reader.
-    let reader = format!(
-        "[[readers]]\nname = \"desk\"\ndriver = \"serial\"\npath = \"{}\"\nprotocol = \"line\"\nid-format = \"hex\"\n",
-        pty.slave_path.display()
-    );
+    let reader = serial_reader("desk", &pty.slave_path, "line", "id-format = \"hex\"");
     write_config(dir, &fake.base_url(), "", &reader)
 }
 
@@ -94,7 +83,7 @@ async fn calibrate(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn calibrate_finds_the_settings_under_which_the_card_matches_its_enrolment() {
     let dir = TestDir::new("calibrate-match");
-    let fake = egym().await;
+    let fake = start_egym(vec![pat()]).await;
     let mut pty = Pty::open();
     let config = config(&dir, &fake, &pty);
     let (code, stdout, stderr) = calibrate(&config, "pat@example.invalid", || {
@@ -125,7 +114,7 @@ async fn calibrate_finds_the_settings_under_which_the_card_matches_its_enrolment
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn calibrate_shows_both_sides_when_the_card_is_enrolled_nowhere() {
     let dir = TestDir::new("calibrate-none");
-    let fake = egym().await;
+    let fake = start_egym(vec![pat()]).await;
     let mut pty = Pty::open();
     let config = config(&dir, &fake, &pty);
     // By membership id this time; the card presented is another one.
@@ -150,7 +139,7 @@ async fn calibrate_shows_both_sides_when_the_card_is_enrolled_nowhere() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn calibrate_says_to_stop_the_service_when_it_has_the_reader() {
     let dir = TestDir::new("calibrate-busy");
-    let fake = egym().await;
+    let fake = start_egym(vec![pat()]).await;
     let pty = Pty::open();
     let config = config(&dir, &fake, &pty);
     let daemon = Daemon::start(&config);

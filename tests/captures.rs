@@ -11,8 +11,6 @@ use common::readers::{EmulatedReader, Fault};
 use common::*;
 use gym_checkin::reader::capture;
 
-const LONG: Duration = Duration::from_secs(30);
-
 fn captures_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/captures")
 }

@@ -8,28 +8,20 @@ use std::time::{Duration, Instant};
 
 use common::*;
 
-const LONG: Duration = Duration::from_secs(30);
 const ALEX: &str = "0C000621A5";
 const BILLIE: &str = "4B00423C15";
 const UNKNOWN: &str = "0A0B0C0D0E";
 
 fn em4100_reader(path: &std::path::Path) -> String {
-    format!(
-        "[[readers]]\nname = \"entrance\"\ndriver = \"serial\"\npath = \"{}\"\nprotocol = \"em4100\"\ndebounce = \"100ms\"\n",
-        path.display()
-    )
+    serial_reader("entrance", path, "em4100", "debounce = \"100ms\"")
 }
 
-async fn egym_with_members() -> FakeEgym {
-    FakeEgym::start(
-        vec![
-            member(&format!("0x{ALEX}"), "acc-alex"),
-            member(&format!("0x{BILLIE}"), "acc-billie"),
-        ],
-        API_KEY,
-    )
-    .await
-    .unwrap()
+/// Alex and Billie; the third card, `UNKNOWN`, is no member's.
+fn members() -> Vec<Member> {
+    vec![
+        member(&format!("0x{ALEX}"), "acc-alex"),
+        member(&format!("0x{BILLIE}"), "acc-billie"),
+    ]
 }
 
 fn visit_of(received: &[Received], account: &str) -> Vec<(String, i64)> {
@@ -40,19 +32,17 @@ fn visit_of(received: &[Received], account: &str) -> Vec<(String, i64)> {
         .collect()
 }
 
-const EGYM: &str = "rate-limit-per-second = 50\nrate-limit-burst = 50\nrequest-timeout = \"2s\"";
-
 /// A service whose clock is trusted while the file `synced` exists, with its directory, the
 /// stand-in EGYM, an EM4100 reader and its configuration.
 async fn trusted_by_file(name: &str) -> (TestDir, FakeEgym, Pty, PathBuf, PathBuf) {
     let dir = TestDir::new(name);
-    let fake = egym_with_members().await;
+    let fake = start_egym(members()).await;
     let pty = Pty::open();
     let synced = dir.path("synchronized");
     let config = write_config_full(
         &dir,
         &fake.base_url(),
-        EGYM,
+        EGYM_LIMITS,
         "",
         &format!("trusted-when = \"file:{}\"", synced.display()),
         &em4100_reader(&pty.slave_path),
@@ -154,13 +144,13 @@ async fn taps_made_while_the_clock_is_days_behind_reach_egym_with_their_true_tim
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_step_back_of_an_hour_during_an_outage_leaves_retries_due_when_they_were() {
     let dir = TestDir::new("clock-back");
-    let fake = egym_with_members().await;
+    let fake = start_egym(members()).await;
     fake.set_mode(Mode::Down);
     let mut pty = Pty::open();
     let config = write_config_full(
         &dir,
         &fake.base_url(),
-        EGYM,
+        EGYM_LIMITS,
         "",
         "trusted-when = \"always\"",
         &em4100_reader(&pty.slave_path),
@@ -207,12 +197,12 @@ async fn a_step_back_of_an_hour_during_an_outage_leaves_retries_due_when_they_we
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_step_forward_of_two_days_moves_no_window_no_cache_age_and_no_check_out() {
     let dir = TestDir::new("clock-forward");
-    let fake = egym_with_members().await;
+    let fake = start_egym(members()).await;
     let mut pty = Pty::open();
     let config = write_config_full(
         &dir,
         &fake.base_url(),
-        &format!("{EGYM}\nunknown-tag-retry-window = \"1h\"\naccount-cache-ttl = \"1h\""),
+        &format!("{EGYM_LIMITS}\nunknown-tag-retry-window = \"1h\"\naccount-cache-ttl = \"1h\""),
         "repeat-window = \"5s\"\nauto-checkout-after = \"1h\"",
         "trusted-when = \"always\"",
         &em4100_reader(&pty.slave_path),
@@ -343,7 +333,7 @@ async fn a_clock_that_can_never_be_trusted_is_said_loudly_at_start() {
     let config = write_config_full(
         &dir,
         "http://127.0.0.1:9",
-        EGYM,
+        EGYM_LIMITS,
         "",
         "trusted-when = \"file:/nonexistent-gym-checkin-dir/synchronized\"",
         &em4100_reader(&pty.slave_path),

@@ -11,8 +11,6 @@ use std::time::Duration;
 use common::*;
 use serde_json::Value;
 
-const LONG: Duration = Duration::from_secs(30);
-
 fn spec() -> Value {
     let path = concat!(
         env!("CARGO_MANIFEST_DIR"),
@@ -414,27 +412,23 @@ fn the_check_itself_finds_what_the_document_does_not_allow() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_request_the_daemon_and_calibrate_make_is_valid_against_egyms_document() {
     let dir = TestDir::new("contract");
-    let fake = FakeEgym::start(
-        vec![
-            Member::new("0x0C000621A5", "acc-em", "Em Member"),
-            Member::new("0x1EA68671", "acc-mifare", "Mi Member")
-                .enrolled_as("MIFARE")
-                .email("mi@example.invalid"),
-            Member::new("0x0D00A1B2C3", "acc-wellpass", "Wp Member").wellpass(None),
-        ],
-        API_KEY,
-    )
-    .await
-    .unwrap();
+    let fake = start_egym(vec![
+        Member::new("0x0C000621A5", "acc-em", "Em Member"),
+        Member::new("0x1EA68671", "acc-mifare", "Mi Member")
+            .enrolled_as("MIFARE")
+            .email("mi@example.invalid"),
+        Member::new("0x0D00A1B2C3", "acc-wellpass", "Wp Member").wellpass(None),
+    ])
+    .await;
     let mut em = Pty::open();
     let mut line = Pty::open();
-    let readers = format!(
-        "[[readers]]\nname = \"entrance\"\ndriver = \"serial\"\npath = \"{}\"\nprotocol = \"em4100\"\ndebounce = \"100ms\"\n\n\
-         [[readers]]\nname = \"desk\"\ndriver = \"serial\"\npath = \"{}\"\nprotocol = \"line\"\n\
-         id-format = \"decimal\"\nbyte-order = \"reversed\"\negym-tag-format = \"MIFARE\"\n",
-        em.slave_path.display(),
-        line.slave_path.display()
-    );
+    let readers = serial_reader("entrance", &em.slave_path, "em4100", "debounce = \"100ms\"")
+        + &serial_reader(
+            "desk",
+            &line.slave_path,
+            "line",
+            "id-format = \"decimal\"\nbyte-order = \"reversed\"\negym-tag-format = \"MIFARE\"",
+        );
     let config = write_config(&dir, &fake.base_url(), "repeat-window = \"1s\"", &readers);
     let daemon = Daemon::start(&config);
     daemon.wait_for_lines("reader connected", 2, LONG).await;

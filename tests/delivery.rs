@@ -5,7 +5,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{FakeEgym, Member, Mode, TestDir, member, now_ms};
+use common::{FakeEgym, LONG, Member, Mode, TestDir, entrance_tap, member, now_ms};
 use gym_checkin::clock::Clock;
 use gym_checkin::delivery::{LateAdmission, RecorderLinks, Settings, Worker};
 use gym_checkin::egym::Client;
@@ -14,12 +14,11 @@ use gym_checkin::egym::{ApiKey, ApiKeySource};
 use gym_checkin::liveness::Pulse;
 use gym_checkin::screen::Listeners;
 use gym_checkin::screen::Screen;
-use gym_checkin::store::{Admission, EventRow, NewEvent, Store, TimeQuality};
-use gym_checkin::visit::{CheckIn, Correction, Kind, after_event};
+use gym_checkin::store::{Admission, EventRow, Store};
+use gym_checkin::visit::{Correction, Kind};
 use tokio::sync::{mpsc, watch};
 
 const KEY: &str = "delivery-test-key";
-const LONG: Duration = Duration::from_secs(30);
 
 struct Setup {
     _dir: TestDir,
@@ -113,25 +112,11 @@ async fn setup_members(
 
 impl Setup {
     async fn record(&self, tag: &str, kind: Kind, tapped_at_ms: i64) -> i64 {
-        let event = NewEvent {
-            reader: "entrance".into(),
-            raw_id: tag.trim_start_matches("0x").into(),
-            tag: tag.into(),
-            tag_format: None,
-            kind,
-            tapped_at_ms,
-            tapped_steady_ms: tapped_at_ms,
-            boot: self.clock.boot().id,
-            time: TimeQuality::Trusted,
-            automatic: false,
-        };
-        let tap = CheckIn {
-            steady_ms: tapped_at_ms,
-            at_ms: Some(tapped_at_ms),
-        };
+        let (mut event, state) = entrance_tap(tag, kind, tapped_at_ms);
+        event.boot = self.clock.boot().id;
         let id = self
             .store
-            .record_event(event, after_event(kind, tap), tapped_at_ms)
+            .record_event(event, state, tapped_at_ms)
             .await
             .unwrap();
         self.recorded.send_replace(id);

@@ -8,21 +8,7 @@ use std::time::{Duration, Instant};
 
 use common::*;
 
-const LONG: Duration = Duration::from_secs(30);
 const CHAOS_DRAIN_SECS: u64 = 100;
-
-fn line_reader(name: &str, path: &std::path::Path, extra: &str) -> String {
-    format!(
-        "[[readers]]\nname = \"{name}\"\ndriver = \"serial\"\npath = \"{}\"\nprotocol = \"line\"\n{extra}\n",
-        path.display()
-    )
-}
-
-fn egym(rate: f64, burst: u32, timeout: &str) -> String {
-    format!(
-        "rate-limit-per-second = {rate}\nrate-limit-burst = {burst}\nrequest-timeout = \"{timeout}\""
-    )
-}
 
 fn tags(n: usize) -> Vec<(String, String)> {
     (0..n)
@@ -34,6 +20,36 @@ fn members(tags: &[(String, String)]) -> Vec<Member> {
     tags.iter()
         .map(|(tag, account)| member(tag, account))
         .collect()
+}
+
+/// `n` tags for a backlog, one more that a member taps while it drains (the live tag, with its
+/// account), and the stand-in EGYM with a member for each.
+async fn backlog_and_live_tag(n: usize) -> (Vec<(String, String)>, (String, String), FakeEgym) {
+    let mut tags = tags(n + 1);
+    let fake = start_egym(members(&tags)).await;
+    let live = tags.pop().unwrap();
+    (tags, live, fake)
+}
+
+/// One pending check-in of each of `tags` in the database in `dir`, recorded a minute ago;
+/// returns how many.
+async fn seed_one_each(dir: &TestDir, tags: &[(String, String)]) -> usize {
+    let names: Vec<String> = tags.iter().map(|(tag, _)| tag.clone()).collect();
+    seed_backlog(&dir.path("gym-checkin.db"), &names, 1).await
+}
+
+/// Types `tag`'s hex digits and a newline into a line reader.
+fn type_tag(pty: &mut Pty, tag: &str) {
+    pty.write(format!("{}\n", tag.trim_start_matches("0x")).as_bytes());
+}
+
+/// Whether EGYM has accepted a check-in or check-out of `account`.
+fn accepted_visit_of(account: &str) -> impl Fn(&[Received]) -> bool + '_ {
+    move |received| {
+        received
+            .iter()
+            .any(|r| r.status == Some(204) && r.visit().is_some_and(|(a, _)| a == account))
+    }
 }
 
 /// Posts answered 2xx, keyed by (account, timestamp), with how often each was received.
@@ -52,15 +68,15 @@ async fn every_tap_logged_as_recorded_survives_sigkill_at_random_moments() {
     let mut rng = fastrand::Rng::with_seed(seed);
     let dir = TestDir::new("chaos");
     let tags = tags(8);
-    let fake = FakeEgym::start(members(&tags), API_KEY).await.unwrap();
+    let fake = start_egym(members(&tags)).await;
     fake.set_mode(Mode::Random { seed });
     let mut pty = Pty::open();
     let config = write_config_with(
         &dir,
         &fake.base_url(),
-        &egym(6.0, 60, "1s"),
+        &egym_limits(6.0, 60, "1s"),
         r#"repeat-window = "0s""#,
-        &line_reader("desk", &pty.slave_path, r#"debounce = "10ms""#),
+        &serial_reader("desk", &pty.slave_path, "line", r#"debounce = "10ms""#),
     );
     let mut recorded = Vec::new();
     let mut written = 0;
@@ -162,17 +178,15 @@ async fn a_backlog_drains_at_egyms_rate_without_a_single_429() {
     let (rate, burst) = (50.0, 20);
     let dir = TestDir::new("drain");
     let tags = tags(150);
-    let fake = FakeEgym::start(members(&tags), API_KEY).await.unwrap();
-    let db = dir.path("gym-checkin.db");
-    let tag_names: Vec<String> = tags.iter().map(|(t, _)| t.clone()).collect();
-    let events = seed_backlog(&db, &tag_names, 1).await;
+    let fake = start_egym(members(&tags)).await;
+    let events = seed_one_each(&dir, &tags).await;
     let pty = Pty::open();
     let config = write_config_with(
         &dir,
         &fake.base_url(),
-        &egym(rate, burst, "5s"),
+        &egym_limits(rate, burst, "5s"),
         "",
-        &line_reader("desk", &pty.slave_path, ""),
+        &serial_reader("desk", &pty.slave_path, "line", ""),
     );
     fake.set_rate_limit(rate, burst);
     let daemon = Daemon::start(&config);
@@ -203,18 +217,16 @@ async fn a_backlog_drains_at_egyms_rate_without_a_single_429() {
 async fn a_key_shared_with_another_box_slows_the_client_down_and_everything_lands() {
     let dir = TestDir::new("shared-key");
     let tags = tags(60);
-    let fake = FakeEgym::start(members(&tags), API_KEY).await.unwrap();
-    let db = dir.path("gym-checkin.db");
-    let tag_names: Vec<String> = tags.iter().map(|(t, _)| t.clone()).collect();
-    let events = seed_backlog(&db, &tag_names, 1).await;
+    let fake = start_egym(members(&tags)).await;
+    let events = seed_one_each(&dir, &tags).await;
     let pty = Pty::open();
     // This box may send 40 per second, but the other box leaves it only 10.
     let config = write_config_with(
         &dir,
         &fake.base_url(),
-        &egym(40.0, 40, "5s"),
+        &egym_limits(40.0, 40, "5s"),
         "",
-        &line_reader("desk", &pty.slave_path, ""),
+        &serial_reader("desk", &pty.slave_path, "line", ""),
     );
     fake.set_rate_limit(10.0, 10);
     let daemon = Daemon::start(&config);
@@ -240,33 +252,22 @@ async fn a_key_shared_with_another_box_slows_the_client_down_and_everything_land
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_live_tap_goes_ahead_of_a_draining_backlog() {
     let dir = TestDir::new("live-first");
-    let mut tags = tags(101);
-    let (live_tag, live_account) = tags.pop().unwrap();
-    let mut all_members = members(&tags);
-    all_members.push(member(&live_tag, &live_account));
-    let fake = FakeEgym::start(all_members, API_KEY).await.unwrap();
-    let db = dir.path("gym-checkin.db");
-    let tag_names: Vec<String> = tags.iter().map(|(t, _)| t.clone()).collect();
-    let backlog = seed_backlog(&db, &tag_names, 1).await;
+    let (tags, (live_tag, live_account), fake) = backlog_and_live_tag(100).await;
+    let backlog = seed_one_each(&dir, &tags).await;
     let mut pty = Pty::open();
     let config = write_config_with(
         &dir,
         &fake.base_url(),
-        &egym(6.0, 6, "5s"),
+        &egym_limits(6.0, 6, "5s"),
         "",
-        &line_reader("desk", &pty.slave_path, ""),
+        &serial_reader("desk", &pty.slave_path, "line", ""),
     );
     let daemon = Daemon::start(&config);
     daemon.wait_for_line("reader connected", LONG).await;
     fake.wait_for(LONG, |r| r.len() >= 10).await;
     let tapped = Instant::now();
-    pty.write(format!("{}\n", live_tag.trim_start_matches("0x")).as_bytes());
-    let (ok, received) = fake
-        .wait_for(LONG, |r| {
-            r.iter()
-                .any(|r| r.status == Some(204) && r.visit().is_some_and(|(a, _)| a == live_account))
-        })
-        .await;
+    type_tag(&mut pty, &live_tag);
+    let (ok, received) = fake.wait_for(LONG, accepted_visit_of(&live_account)).await;
     assert!(ok, "{}", daemon.lines().join("\n"));
     let latency = tapped.elapsed();
     let backlog_left = backlog - count_visits(&received);
@@ -287,26 +288,22 @@ async fn a_live_tap_goes_ahead_of_a_draining_backlog() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_new_tap_goes_ahead_of_a_backlog_left_by_an_outage_a_few_seconds_ago() {
     let dir = TestDir::new("live-after-outage");
-    let mut tags = tags(101);
-    let (live_tag, live_account) = tags.pop().unwrap();
-    let mut all_members = members(&tags);
-    all_members.push(member(&live_tag, &live_account));
-    let fake = FakeEgym::start(all_members, API_KEY).await.unwrap();
+    let (tags, (live_tag, live_account), fake) = backlog_and_live_tag(100).await;
     fake.set_rate_limit(10.0, 10);
     fake.set_mode(Mode::Down);
     let mut pty = Pty::open();
     let config = write_config_with(
         &dir,
         &fake.base_url(),
-        &egym(10.0, 10, "5s"),
+        &egym_limits(10.0, 10, "5s"),
         "",
-        &line_reader("desk", &pty.slave_path, ""),
+        &serial_reader("desk", &pty.slave_path, "line", ""),
     );
     let daemon = Daemon::start(&config);
     daemon.wait_for_line("reader connected", LONG).await;
     // 100 members tap during a short outage; EGYM returns seconds later.
     for (tag, _) in &tags {
-        pty.write(format!("{}\n", tag.trim_start_matches("0x")).as_bytes());
+        type_tag(&mut pty, tag);
     }
     daemon
         .wait_for_lines("tap recorded", tags.len(), LONG)
@@ -329,7 +326,7 @@ async fn a_new_tap_goes_ahead_of_a_backlog_left_by_an_outage_a_few_seconds_ago()
     // The backlog drains at EGYM's 10 requests per second: two for each event.
     fake.wait_for(LONG, |r| count_visits(r) >= 3).await;
     let tapped = Instant::now();
-    pty.write(format!("{}\n", live_tag.trim_start_matches("0x")).as_bytes());
+    type_tag(&mut pty, &live_tag);
     // A rate-limit answer in the drain just after the tap is no outage: the tap stays live.
     daemon
         .wait_for_lines("tap recorded", tags.len() + 1, LONG)
@@ -340,12 +337,7 @@ async fn a_new_tap_goes_ahead_of_a_backlog_left_by_an_outage_a_few_seconds_ago()
         429,
         "tooManyRequests",
     );
-    let (ok, received) = fake
-        .wait_for(LONG, |r| {
-            r.iter()
-                .any(|r| r.status == Some(204) && r.visit().is_some_and(|(a, _)| a == live_account))
-        })
-        .await;
+    let (ok, received) = fake.wait_for(LONG, accepted_visit_of(&live_account)).await;
     assert!(ok, "{}", daemon.lines().join("\n"));
     let latency = tapped.elapsed();
     let backlog_left = (tags.len() + 1).saturating_sub(count_visits(&received));
@@ -373,22 +365,17 @@ async fn a_new_tap_goes_ahead_of_a_backlog_left_by_an_outage_a_few_seconds_ago()
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_tap_made_while_delivery_is_held_off_goes_first_when_it_resumes() {
     let dir = TestDir::new("live-during-hold");
-    let mut tags = tags(101);
-    let (live_tag, live_account) = tags.pop().unwrap();
-    let mut all_members = members(&tags);
-    all_members.push(member(&live_tag, &live_account));
-    let fake = FakeEgym::start(all_members, API_KEY).await.unwrap();
-    let tag_names: Vec<String> = tags.iter().map(|(t, _)| t.clone()).collect();
-    let backlog = seed_backlog(&dir.path("gym-checkin.db"), &tag_names, 1).await;
+    let (tags, (live_tag, live_account), fake) = backlog_and_live_tag(100).await;
+    let backlog = seed_one_each(&dir, &tags).await;
     // EGYM is overloaded: it answers 503, and the worker holds off for the retry delay.
     fake.set_mode(Mode::Status(503));
     let mut pty = Pty::open();
     let config = write_config_with(
         &dir,
         &fake.base_url(),
-        &egym(10.0, 10, "5s"),
+        &egym_limits(10.0, 10, "5s"),
         "",
-        &line_reader("desk", &pty.slave_path, ""),
+        &serial_reader("desk", &pty.slave_path, "line", ""),
     );
     let daemon = Daemon::start(&config);
     daemon.wait_for_line("reader connected", LONG).await;
@@ -399,13 +386,8 @@ async fn a_tap_made_while_delivery_is_held_off_goes_first_when_it_resumes() {
     fake.set_mode(Mode::Normal);
     // A member taps while the worker still holds off.
     let tapped = Instant::now();
-    pty.write(format!("{}\n", live_tag.trim_start_matches("0x")).as_bytes());
-    let (ok, received) = fake
-        .wait_for(LONG, |r| {
-            r.iter()
-                .any(|r| r.status == Some(204) && r.visit().is_some_and(|(a, _)| a == live_account))
-        })
-        .await;
+    type_tag(&mut pty, &live_tag);
+    let (ok, received) = fake.wait_for(LONG, accepted_visit_of(&live_account)).await;
     assert!(ok, "{}", daemon.lines().join("\n"));
     let backlog_left = (backlog + 1).saturating_sub(count_visits(&received));
     println!(
@@ -430,12 +412,12 @@ async fn a_refused_key_pauses_delivery_until_the_key_file_is_corrected() {
         &dir,
         &fake.base_url(),
         r#"repeat-window = "0s""#,
-        &line_reader("desk", &pty.slave_path, ""),
+        &serial_reader("desk", &pty.slave_path, "line", ""),
     );
     let daemon = Daemon::start(&config);
     daemon.wait_for_line("reader connected", LONG).await;
     for (tag, _) in &tags {
-        pty.write(format!("{}\n", tag.trim_start_matches("0x")).as_bytes());
+        type_tag(&mut pty, tag);
     }
     daemon.wait_for_lines("tap recorded", 3, LONG).await;
     daemon
@@ -484,13 +466,18 @@ async fn a_refused_key_pauses_delivery_until_the_key_file_is_corrected() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unknown_card_tapped_ten_times_costs_a_few_lookups_and_is_explained() {
     let dir = TestDir::new("unknown-card");
-    let fake = FakeEgym::start(Vec::new(), API_KEY).await.unwrap();
+    let fake = start_egym(Vec::new()).await;
     let mut pty = Pty::open();
     let config = write_config(
         &dir,
         &fake.base_url(),
         r#"repeat-window = "0s""#,
-        &line_reader("front-desk", &pty.slave_path, r#"debounce = "10ms""#),
+        &serial_reader(
+            "front-desk",
+            &pty.slave_path,
+            "line",
+            r#"debounce = "10ms""#,
+        ),
     );
     let daemon = Daemon::start(&config);
     daemon.wait_for_line("reader connected", LONG).await;
@@ -537,18 +524,18 @@ async fn an_unknown_card_tapped_ten_times_costs_a_few_lookups_and_is_explained()
 async fn a_permanent_error_rejects_the_event_and_is_counted_in_status() {
     let dir = TestDir::new("rejected");
     let tags = tags(1);
-    let fake = FakeEgym::start(members(&tags), API_KEY).await.unwrap();
+    let fake = start_egym(members(&tags)).await;
     fake.set_mode(Mode::Status(422));
     let mut pty = Pty::open();
     let config = write_config(
         &dir,
         &fake.base_url(),
         "",
-        &line_reader("desk", &pty.slave_path, ""),
+        &serial_reader("desk", &pty.slave_path, "line", ""),
     );
     let daemon = Daemon::start(&config);
     daemon.wait_for_line("reader connected", LONG).await;
-    pty.write(format!("{}\n", tags[0].0.trim_start_matches("0x")).as_bytes());
+    type_tag(&mut pty, &tags[0].0);
     daemon.wait_for_line("rejected by EGYM", LONG).await;
     let status = status_json(&config);
     assert_eq!(status["events"]["rejected"], 1, "{status}");
@@ -570,21 +557,21 @@ async fn a_permanent_error_rejects_the_event_and_is_counted_in_status() {
 async fn a_stalled_egym_costs_one_timeout_per_try_and_taps_go_on_being_recorded() {
     let dir = TestDir::new("stalled");
     let tags = tags(4);
-    let fake = FakeEgym::start(members(&tags), API_KEY).await.unwrap();
+    let fake = start_egym(members(&tags)).await;
     fake.set_mode(Mode::Stall);
     let mut pty = Pty::open();
     let config = write_config_with(
         &dir,
         &fake.base_url(),
-        &egym(50.0, 50, "1s"),
+        &egym_limits(50.0, 50, "1s"),
         r#"repeat-window = "0s""#,
-        &line_reader("desk", &pty.slave_path, ""),
+        &serial_reader("desk", &pty.slave_path, "line", ""),
     );
     let daemon = Daemon::start(&config);
     daemon.wait_for_line("reader connected", LONG).await;
     let started = Instant::now();
     for (tag, _) in &tags {
-        pty.write(format!("{}\n", tag.trim_start_matches("0x")).as_bytes());
+        type_tag(&mut pty, tag);
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
     daemon.wait_for_lines("tap recorded", 4, LONG).await;
@@ -619,15 +606,13 @@ async fn a_stalled_egym_costs_one_timeout_per_try_and_taps_go_on_being_recorded(
 async fn a_burst_of_a_thousand_frames_on_two_readers_loses_nothing() {
     const FRAMES: usize = 1_000;
     let dir = TestDir::new("burst");
-    let fake = FakeEgym::start(Vec::new(), API_KEY).await.unwrap();
+    let fake = start_egym(Vec::new()).await;
     fake.set_mode(Mode::Down);
     let mut ptys = [Pty::open(), Pty::open()];
     let readers: String = ptys
         .iter()
         .enumerate()
-        .map(|(i, pty)| {
-            format!("[[readers]]\nname = \"reader-{i}\"\ndriver = \"serial\"\npath = \"{}\"\nprotocol = \"em4100\"\n", pty.slave_path.display())
-        })
+        .map(|(i, pty)| serial_reader(&format!("reader-{i}"), &pty.slave_path, "em4100", ""))
         .collect();
     let config = write_config(&dir, &fake.base_url(), r#"repeat-window = "0s""#, &readers);
     let daemon = Daemon::start(&config);
@@ -668,20 +653,18 @@ async fn a_burst_of_a_thousand_frames_on_two_readers_loses_nothing() {
 async fn taps_survive_a_failing_disk(name: &str, fault: &str) {
     let dir = TestDir::new(name);
     let tags = tags(3);
-    let fake = FakeEgym::start(members(&tags), API_KEY).await.unwrap();
+    let fake = start_egym(members(&tags)).await;
     let mut pty = Pty::open();
     let config = write_config(
         &dir,
         &fake.base_url(),
         "",
-        &line_reader("desk", &pty.slave_path, ""),
+        &serial_reader("desk", &pty.slave_path, "line", ""),
     );
     let switch = dir.path("disk-fault");
     let daemon = Daemon::start_with_disk_fault(&config, &switch);
     daemon.wait_for_line("reader connected", LONG).await;
-    let tap = |pty: &mut Pty, i: usize| {
-        pty.write(format!("{}\n", tags[i].0.trim_start_matches("0x")).as_bytes());
-    };
+    let tap = |pty: &mut Pty, i: usize| type_tag(pty, &tags[i].0);
     tap(&mut pty, 0);
     // Delivered and marked so before the disk fails (else its mark fails, and it is sent again).
     daemon.wait_for_line("delivered", LONG).await;
@@ -759,7 +742,7 @@ async fn a_tap_that_cannot_be_kept_is_said_and_counted_and_changes_no_visit() {
         &dir,
         "http://127.0.0.1:9",
         "repeat-window = \"0s\"",
-        &line_reader("desk", &pty.slave_path, "debounce = \"0ms\""),
+        &serial_reader("desk", &pty.slave_path, "line", "debounce = \"0ms\""),
     );
     let switch = dir.path("disk-fault");
     let daemon = Daemon::start_with_disk_fault(&config, &switch);
@@ -814,7 +797,7 @@ async fn a_damaged_database_is_refused_and_left_untouched() {
         &dir,
         "http://127.0.0.1:9",
         "",
-        &line_reader("desk", &pty.slave_path, ""),
+        &serial_reader("desk", &pty.slave_path, "line", ""),
     );
     let mut daemon = Daemon::start(&config);
     let status = daemon.wait_exit(LONG).await;

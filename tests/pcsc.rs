@@ -19,7 +19,6 @@ use std::time::{Duration, Instant};
 
 use common::*;
 
-const LONG: Duration = Duration::from_secs(30);
 const UID_7: [u8; 7] = [0x04, 0xC4, 0x3B, 0xC2, 0x1C, 0x26, 0x80];
 const UID_4: [u8; 4] = [0x26, 0xDE, 0xFA, 0xE7];
 /// The ATR an ACR122U gives a MIFARE Classic 1K card.
@@ -209,20 +208,16 @@ async fn a_pcsc_reader_through_the_real_pcscd() {
     let mut pcscd = Pcscd::new(&dir);
     pcscd.start(&with_reader);
 
-    let fake = FakeEgym::start(
-        vec![
-            member(&rfid_of(&UID_7), "acc-7"),
-            member(&rfid_of(&UID_4), "acc-4"),
-        ],
-        API_KEY,
-    )
-    .await
-    .unwrap();
+    let fake = start_egym(vec![
+        member(&rfid_of(&UID_7), "acc-7"),
+        member(&rfid_of(&UID_4), "acc-4"),
+    ])
+    .await;
     let config = write_config(
         &dir,
         &fake.base_url(),
         "repeat-window = \"1s\"",
-        "[[readers]]\nname = \"desk\"\ndriver = \"pcsc\"\nreader = \"virtual pcd\"\n",
+        &pcsc_reader("desk", "virtual pcd"),
     );
     let socket = pcscd.socket_path.to_str().unwrap().to_string();
     // At debug level, the daemon says when the card is taken away.

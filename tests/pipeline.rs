@@ -9,27 +9,20 @@ use common::*;
 
 const CARD: &str = "0C000621A5";
 const ACCOUNT: &str = "acc-0c000621a5";
-const LONG: Duration = Duration::from_secs(30);
 
 fn em4100_reader(path: &std::path::Path, extra: &str) -> String {
-    format!(
-        r#"[[readers]]
-name = "entrance"
-driver = "serial"
-path = "{}"
-protocol = "em4100"
-debounce = "800ms"
-{extra}"#,
-        path.display()
+    serial_reader(
+        "entrance",
+        path,
+        "em4100",
+        &format!("debounce = \"800ms\"\n{extra}"),
     )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_held_card_checks_in_once_a_repeat_is_ignored_and_a_later_tap_checks_out() {
     let dir = TestDir::new("held-card");
-    let fake = FakeEgym::start(vec![member("0x0C000621A5", ACCOUNT)], API_KEY)
-        .await
-        .unwrap();
+    let fake = start_egym(vec![member("0x0C000621A5", ACCOUNT)]).await;
     let mut pty = Pty::open();
     let config = write_config(
         &dir,
@@ -102,16 +95,11 @@ async fn a_held_card_checks_in_once_a_repeat_is_ignored_and_a_later_tap_checks_o
 
 /// A line reader printing ids in decimal, bytes reversed, as MIFARE wedges do; `extra` lines added.
 fn decimal_line_reader(path: &std::path::Path, extra: &str) -> String {
-    format!(
-        r#"[[readers]]
-name = "desk"
-driver = "serial"
-path = "{}"
-protocol = "line"
-id-format = "decimal"
-byte-order = "reversed"
-{extra}"#,
-        path.display()
+    serial_reader(
+        "desk",
+        path,
+        "line",
+        &format!("id-format = \"decimal\"\nbyte-order = \"reversed\"\n{extra}"),
     )
 }
 
@@ -119,9 +107,7 @@ byte-order = "reversed"
 async fn a_line_reader_with_decimal_ids_and_reversed_bytes_sends_the_right_rfid() {
     let dir = TestDir::new("line-decimal");
     // A MIFARE wedge prints the UID 1E A6 86 71 as the decimal of its bytes reversed.
-    let fake = FakeEgym::start(vec![member("0x1EA68671", "acc-mifare")], API_KEY)
-        .await
-        .unwrap();
+    let fake = start_egym(vec![member("0x1EA68671", "acc-mifare")]).await;
     let mut pty = Pty::open();
     let readers = decimal_line_reader(&pty.slave_path, "");
     let config = write_config(&dir, &fake.base_url(), "", &readers);
@@ -138,9 +124,7 @@ async fn a_line_reader_with_decimal_ids_and_reversed_bytes_sends_the_right_rfid(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_mifare_uid_cut_short_by_the_reader_is_said_once_and_still_recorded() {
     let dir = TestDir::new("cut-short");
-    let fake = FakeEgym::start(vec![member("0x1EA68671", "acc-mifare")], API_KEY)
-        .await
-        .unwrap();
+    let fake = start_egym(vec![member("0x1EA68671", "acc-mifare")]).await;
     let mut pty = Pty::open();
     let readers = decimal_line_reader(
         &pty.slave_path,
@@ -180,16 +164,40 @@ fn five_tags() -> Vec<(String, String)> {
         .collect()
 }
 
-fn line_reader(path: &std::path::Path) -> String {
-    format!(
-        r#"[[readers]]
-name = "desk"
-driver = "serial"
-path = "{}"
-protocol = "line"
-debounce = "100ms""#,
-        path.display()
+/// The stand-in EGYM with a member for each of `tags`.
+async fn egym_knowing(tags: &[(String, String)]) -> FakeEgym {
+    start_egym(
+        tags.iter()
+            .map(|(hex, account)| member(&format!("0x{hex}"), account))
+            .collect(),
     )
+    .await
+}
+
+fn line_reader(path: &std::path::Path) -> String {
+    serial_reader("desk", path, "line", "debounce = \"100ms\"")
+}
+
+/// The stand-in EGYM knowing `tags`, down, and the daemon reading them on a line reader with no
+/// repeat window, the reader connected: the directory, EGYM, the reader, the configuration and
+/// the daemon.
+async fn taps_while_egym_is_down(
+    name: &str,
+    tags: &[(String, String)],
+) -> (TestDir, FakeEgym, Pty, std::path::PathBuf, Daemon) {
+    let dir = TestDir::new(name);
+    let fake = egym_knowing(tags).await;
+    fake.set_mode(Mode::Down);
+    let pty = Pty::open();
+    let config = write_config(
+        &dir,
+        &fake.base_url(),
+        r#"repeat-window = "0s""#,
+        &line_reader(&pty.slave_path),
+    );
+    let daemon = Daemon::start(&config);
+    daemon.wait_for_line("reader connected", LONG).await;
+    (dir, fake, pty, config, daemon)
 }
 
 /// Checks that every recorded tap arrived once, each tag's events in order and alternating
@@ -225,23 +233,8 @@ fn assert_all_delivered_in_order(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn taps_during_an_outage_are_all_delivered_in_order_with_their_own_times() {
-    let dir = TestDir::new("outage");
     let tags = five_tags();
-    let members = tags
-        .iter()
-        .map(|(hex, account)| member(&format!("0x{hex}"), account))
-        .collect();
-    let fake = FakeEgym::start(members, API_KEY).await.unwrap();
-    fake.set_mode(Mode::Down);
-    let mut pty = Pty::open();
-    let config = write_config(
-        &dir,
-        &fake.base_url(),
-        r#"repeat-window = "0s""#,
-        &line_reader(&pty.slave_path),
-    );
-    let daemon = Daemon::start(&config);
-    daemon.wait_for_line("reader connected", LONG).await;
+    let (_dir, fake, mut pty, _config, daemon) = taps_while_egym_is_down("outage", &tags).await;
 
     for round in 0..4 {
         for (hex, _) in &tags {
@@ -278,11 +271,7 @@ async fn taps_during_an_outage_are_all_delivered_in_order_with_their_own_times()
 async fn events_pending_at_a_graceful_stop_are_delivered_after_the_restart() {
     let dir = TestDir::new("restart-term");
     let tags = five_tags();
-    let members = tags
-        .iter()
-        .map(|(hex, account)| member(&format!("0x{hex}"), account))
-        .collect();
-    let fake = FakeEgym::start(members, API_KEY).await.unwrap();
+    let fake = egym_knowing(&tags).await;
     // EGYM accepts connections but never answers: a request is in flight at the stop.
     fake.set_mode(Mode::Stall);
     let mut pty = Pty::open();
@@ -327,23 +316,9 @@ async fn events_pending_at_a_graceful_stop_are_delivered_after_the_restart() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_tap_logged_as_recorded_before_a_sigkill_is_delivered_after_the_restart() {
-    let dir = TestDir::new("restart-kill");
     let tags = five_tags();
-    let members = tags
-        .iter()
-        .map(|(hex, account)| member(&format!("0x{hex}"), account))
-        .collect();
-    let fake = FakeEgym::start(members, API_KEY).await.unwrap();
-    fake.set_mode(Mode::Down);
-    let mut pty = Pty::open();
-    let config = write_config(
-        &dir,
-        &fake.base_url(),
-        r#"repeat-window = "0s""#,
-        &line_reader(&pty.slave_path),
-    );
-    let mut daemon = Daemon::start(&config);
-    daemon.wait_for_line("reader connected", LONG).await;
+    let (_dir, fake, mut pty, config, mut daemon) =
+        taps_while_egym_is_down("restart-kill", &tags).await;
     // Taps stream in; the daemon is killed while they do.
     for round in 0..3 {
         for (hex, _) in &tags {
@@ -382,15 +357,11 @@ async fn every_tap_logged_as_recorded_before_a_sigkill_is_delivered_after_the_re
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unplugged_reader_is_reopened_when_it_is_back_without_burning_cpu() {
     let dir = TestDir::new("replug");
-    let fake = FakeEgym::start(
-        vec![
-            member("0x0C000621A5", ACCOUNT),
-            member("0x4B00423C15", "acc-2"),
-        ],
-        API_KEY,
-    )
-    .await
-    .unwrap();
+    let fake = start_egym(vec![
+        member("0x0C000621A5", ACCOUNT),
+        member("0x4B00423C15", "acc-2"),
+    ])
+    .await;
     let link = dir.path("reader-entrance");
     let pty = Pty::open();
     std::os::unix::fs::symlink(&pty.slave_path, &link).unwrap();
@@ -448,16 +419,9 @@ async fn an_unplugged_reader_is_reopened_when_it_is_back_without_burning_cpu() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_id_typed_on_the_terminal_is_checked_in_at_egym() {
     let dir = TestDir::new("terminal");
-    let fake = FakeEgym::start(vec![member("0x0C000621A5", ACCOUNT)], API_KEY)
-        .await
-        .unwrap();
+    let fake = start_egym(vec![member("0x0C000621A5", ACCOUNT)]).await;
     let mut pty = Pty::open();
-    let config = write_config(
-        &dir,
-        &fake.base_url(),
-        "",
-        "[[readers]]\nname = \"desk\"\ndriver = \"stdin\"\n",
-    );
+    let config = write_config(&dir, &fake.base_url(), "", &stdin_reader("desk"));
     let daemon = Daemon::start_on_terminal(&config, &pty);
     daemon.wait_for_line("gym-checkin running", LONG).await;
     let typed_ms = now_ms();

@@ -3,12 +3,8 @@
 
 mod common;
 
-use std::time::Duration;
-
 use common::readers::{EmulatedReader, Fault};
 use common::*;
-
-const LONG: Duration = Duration::from_secs(30);
 
 const MIFARE_4: [u8; 4] = [0x26, 0xDE, 0xFA, 0xE7];
 const MIFARE_7: [u8; 7] = [0x04, 0xC4, 0x3B, 0xC2, 0x1C, 0x26, 0x80];
@@ -54,16 +50,12 @@ fn lookups(received: &[Received], uid: &[u8]) -> Vec<Option<String>> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_pn532_board_is_woken_searched_and_read() {
     let dir = TestDir::new("pn532");
-    let fake = FakeEgym::start(
-        vec![
-            member(&rfid_of(&MIFARE_4), "acc-4"),
-            member(&rfid_of(&MIFARE_7), "acc-7"),
-            member(&rfid_of(&MIFARE_10), "acc-10"),
-        ],
-        API_KEY,
-    )
-    .await
-    .unwrap();
+    let fake = start_egym(vec![
+        member(&rfid_of(&MIFARE_4), "acc-4"),
+        member(&rfid_of(&MIFARE_7), "acc-7"),
+        member(&rfid_of(&MIFARE_10), "acc-10"),
+    ])
+    .await;
     let pty = Pty::open();
     let board = EmulatedReader::pn532(&pty);
     // No baud given: a PN532's 115200 is the default for the protocol.
@@ -149,17 +141,13 @@ async fn a_twn4_is_searched_and_its_tag_types_decide_the_tag_format() {
     let legic = [0x0B, 0xAD, 0xC0, 0xDE];
     let hitag = [0x1A, 0x2B, 0x3C, 0x4D];
     let em = [0x01, 0x02, 0xB0, 0xA5, 0xFD];
-    let fake = FakeEgym::start(
-        vec![
-            member(&rfid_of(&MIFARE_4), "acc-mifare"),
-            member(&rfid_of(&legic), "acc-legic"),
-            member(&rfid_of(&hitag), "acc-hitag"),
-            member(&rfid_of(&em), "acc-em"),
-        ],
-        API_KEY,
-    )
-    .await
-    .unwrap();
+    let fake = start_egym(vec![
+        member(&rfid_of(&MIFARE_4), "acc-mifare"),
+        member(&rfid_of(&legic), "acc-legic"),
+        member(&rfid_of(&hitag), "acc-hitag"),
+        member(&rfid_of(&em), "acc-em"),
+    ])
+    .await;
     let pty = Pty::open();
     let twn4 = EmulatedReader::twn4(&pty);
     // A reader-wide tagFormat: the tag type the reader reports goes before it.

@@ -9,7 +9,6 @@ use std::time::{Duration, Instant};
 use common::browser::{Browser, screenshot_path};
 use common::*;
 
-const LONG: Duration = Duration::from_secs(30);
 const ALEX: &str = "0C000621A5";
 const BILLIE: &str = "4B00423C15";
 const UNKNOWN: &str = "0A0B0C0D0E";
@@ -23,24 +22,22 @@ fn free_port() -> u16 {
         .port()
 }
 
-async fn egym() -> FakeEgym {
-    FakeEgym::start(
-        vec![
-            Member::new(&format!("0x{ALEX}"), "acc-alex", "Alex Quillfeather"),
-            Member::new(&format!("0x{BILLIE}"), "acc-billie", "Billie Zornbrook"),
-            Member::new(&format!("0x{GABI}"), "acc-gabi", "Gabi Wellpass")
-                .wellpass(Some("corporateFitnessMembershipExpired")),
-        ],
-        API_KEY,
-    )
-    .await
-    .unwrap()
+/// The members the screen greets: two, and one whose Wellpass has expired.
+fn members() -> Vec<Member> {
+    vec![
+        Member::new(&format!("0x{ALEX}"), "acc-alex", "Alex Quillfeather"),
+        Member::new(&format!("0x{BILLIE}"), "acc-billie", "Billie Zornbrook"),
+        Member::new(&format!("0x{GABI}"), "acc-gabi", "Gabi Wellpass")
+            .wellpass(Some("corporateFitnessMembershipExpired")),
+    ]
 }
 
 fn reader(pty: &Pty) -> String {
-    format!(
-        "[[readers]]\nname = \"entrance\"\ndriver = \"serial\"\npath = \"{}\"\nprotocol = \"em4100\"\ndebounce = \"100ms\"\n",
-        pty.slave_path.display()
+    serial_reader(
+        "entrance",
+        &pty.slave_path,
+        "em4100",
+        "debounce = \"100ms\"",
     )
 }
 
@@ -52,7 +49,7 @@ async fn desk_with(
     config: impl FnOnce(&TestDir, &str, u16, &str) -> std::path::PathBuf,
 ) -> (TestDir, FakeEgym, Pty, u16, std::path::PathBuf, Daemon) {
     let dir = TestDir::new(name);
-    let fake = egym().await;
+    let fake = start_egym(members()).await;
     let pty = Pty::open();
     let port = free_port();
     let config = config(&dir, &fake.base_url(), port, &reader(&pty));
@@ -284,7 +281,7 @@ async fn a_screen_resumes_from_its_last_event_id_and_a_new_one_gets_the_state_fi
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn off_loopback_the_staff_page_its_events_and_metrics_need_the_token() {
     let dir = TestDir::new("screen-token");
-    let fake = egym().await;
+    let fake = start_egym(members()).await;
     let pty = Pty::open();
     let port = free_port();
     // With characters that a query string must carry percent-encoded.
@@ -425,7 +422,7 @@ async fn a_flood_of_connections_stops_no_tap_and_the_screen_holds_at_most_its_li
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_taken_port_stops_no_tap_and_the_screen_comes_once_the_port_is_free() {
     let dir = TestDir::new("screen-port");
-    let fake = egym().await;
+    let fake = start_egym(members()).await;
     let mut pty = Pty::open();
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = taken.local_addr().unwrap().port();

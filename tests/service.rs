@@ -11,15 +11,6 @@ use std::time::{Duration, Instant};
 
 use common::*;
 
-const LONG: Duration = Duration::from_secs(30);
-
-fn reader(name: &str, path: &std::path::Path, protocol: &str) -> String {
-    format!(
-        "[[readers]]\nname = \"{name}\"\ndriver = \"serial\"\npath = \"{}\"\nprotocol = \"{protocol}\"\n",
-        path.display()
-    )
-}
-
 /// Datagrams received on a notification socket, with when they arrived.
 struct NotifySocket {
     messages: Arc<Mutex<Vec<(Instant, String)>>>,
@@ -64,31 +55,33 @@ impl NotifySocket {
     }
 }
 
-fn start_notified(config: &std::path::Path, socket: &std::path::Path) -> Daemon {
-    Daemon::start_with_env(
-        config,
-        &[
-            ("NOTIFY_SOCKET", socket.to_str().unwrap()),
-            ("WATCHDOG_USEC", "2000000"),
-        ],
-    )
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn systemd_hears_ready_status_watchdog_and_stopping() {
-    let dir = TestDir::new("notify");
-    let fake = FakeEgym::start(vec![member("0x0C000621A5", "acc-1")], API_KEY)
-        .await
-        .unwrap();
-    let mut pty = Pty::open();
+/// A member's card on an EM4100 reader, the stand-in EGYM, and the service started with a
+/// notification socket (bound before it starts) and a watchdog of 2 s.
+async fn start_notified(name: &str) -> (TestDir, FakeEgym, Pty, NotifySocket, Daemon) {
+    let dir = TestDir::new(name);
+    let fake = start_egym(vec![member("0x0C000621A5", "acc-1")]).await;
+    let pty = Pty::open();
     let config = write_config(
         &dir,
         &fake.base_url(),
         "",
-        &reader("entrance", &pty.slave_path, "em4100"),
+        &serial_reader("entrance", &pty.slave_path, "em4100", ""),
     );
-    let socket = NotifySocket::bind(&dir.path("notify.sock"));
-    let mut daemon = start_notified(&config, &dir.path("notify.sock"));
+    let socket_path = dir.path("notify.sock");
+    let socket = NotifySocket::bind(&socket_path);
+    let daemon = Daemon::start_with_env(
+        &config,
+        &[
+            ("NOTIFY_SOCKET", socket_path.to_str().unwrap()),
+            ("WATCHDOG_USEC", "2000000"),
+        ],
+    );
+    (dir, fake, pty, socket, daemon)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn systemd_hears_ready_status_watchdog_and_stopping() {
+    let (_dir, fake, mut pty, socket, mut daemon) = start_notified("notify").await;
     socket.wait_for("READY=1", 1).await;
     socket.wait_for("STATUS=", 1).await;
     daemon.wait_for_line("reader connected", LONG).await;
@@ -122,19 +115,7 @@ async fn systemd_hears_ready_status_watchdog_and_stopping() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stuck_task_stops_the_watchdog_pings_until_it_moves_again() {
-    let dir = TestDir::new("watchdog-stuck");
-    let fake = FakeEgym::start(vec![member("0x0C000621A5", "acc-1")], API_KEY)
-        .await
-        .unwrap();
-    let mut pty = Pty::open();
-    let config = write_config(
-        &dir,
-        &fake.base_url(),
-        "",
-        &reader("entrance", &pty.slave_path, "em4100"),
-    );
-    let socket = NotifySocket::bind(&dir.path("notify.sock"));
-    let daemon = start_notified(&config, &dir.path("notify.sock"));
+    let (dir, _fake, mut pty, socket, daemon) = start_notified("watchdog-stuck").await;
     daemon.wait_for_line("reader connected", LONG).await;
     socket.wait_for("WATCHDOG=1", 2).await;
     // Another process holds the database's write lock: the recorder's commit waits (up to the
@@ -169,12 +150,10 @@ async fn status_reports_delivered_pending_and_rejected_events_and_the_readers() 
         ("0x0A00000002", "acc-2"),
         ("0x0A00000003", "acc-3"),
     ];
-    let fake = FakeEgym::start(tags.iter().map(|(t, a)| member(t, a)).collect(), API_KEY)
-        .await
-        .unwrap();
+    let fake = start_egym(tags.iter().map(|(t, a)| member(t, a)).collect()).await;
     let mut pty = Pty::open();
-    let readers = reader("entrance", &pty.slave_path, "line")
-        + &reader("exit", &dir.path("not-plugged-in"), "line");
+    let readers = serial_reader("entrance", &pty.slave_path, "line", "")
+        + &serial_reader("exit", &dir.path("not-plugged-in"), "line", "");
     let config = write_config(&dir, &fake.base_url(), "", &readers);
     let daemon = Daemon::start(&config);
     daemon.wait_for_line("reader connected", LONG).await;
@@ -257,8 +236,8 @@ async fn listen_prints_every_rendering_and_records_nothing() {
     let dir = TestDir::new("listen");
     let mut em = Pty::open();
     let mut line = Pty::open();
-    let readers = reader("entrance", &em.slave_path, "em4100")
-        + &reader("desk", &line.slave_path, "line")
+    let readers = serial_reader("entrance", &em.slave_path, "em4100", "")
+        + &serial_reader("desk", &line.slave_path, "line", "")
         + "id-format = \"decimal\"\nbyte-order = \"reversed\"\negym-tag-format = \"MIFARE\"\n";
     let config = write_config(&dir, "http://127.0.0.1:9", "", &readers);
     let mut child = gym_checkin()

@@ -17,7 +17,9 @@ use std::time::{Duration, Instant};
 
 use common::*;
 
-const LONG: Duration = Duration::from_secs(60);
+/// How long the test waits on the container: a whole system booting, and a service its systemd
+/// starts, take longer than a process the test starts itself (see [`LONG`]).
+const CONTAINER_WAIT: Duration = Duration::from_secs(60);
 const TAG: &str = "0C000621A5";
 
 fn required(var: &str) -> PathBuf {
@@ -49,7 +51,7 @@ impl Container {
             .spawn()
             .expect("systemd-nspawn (apt-get install systemd-container)");
         // The container's init is nspawn's child, once it runs systemd.
-        let deadline = Instant::now() + LONG;
+        let deadline = Instant::now() + CONTAINER_WAIT;
         let init = loop {
             if let Some(pid) = child_of(nspawn.id()).filter(|pid| {
                 std::fs::read_to_string(format!("/proc/{pid}/comm"))
@@ -104,7 +106,7 @@ impl Container {
     }
 
     async fn wait_for_journal(&self, text: &str, n: usize) {
-        let deadline = Instant::now() + LONG;
+        let deadline = Instant::now() + CONTAINER_WAIT;
         loop {
             let journal = self.journal();
             if journal.matches(text).count() >= n {
@@ -176,9 +178,7 @@ async fn the_package_upgrades_in_place_and_a_tap_held_across_it_is_delivered() {
     assert_ne!(old_version, new_version);
 
     // EGYM is unreachable until after the upgrade.
-    let fake = FakeEgym::start(vec![member(&format!("0x{TAG}"), "acc-1")], API_KEY)
-        .await
-        .unwrap();
+    let fake = start_egym(vec![member(&format!("0x{TAG}"), "acc-1")]).await;
     fake.set_mode(Mode::Down);
 
     let container = Container::boot(&root, &dir.path("nspawn.log"));
@@ -243,7 +243,9 @@ systemctl enable --now gym-checkin"#,
 
     // EGYM back: the tap held across the upgrade is delivered, with its own time.
     fake.set_mode(Mode::Normal);
-    let (ok, received) = fake.wait_for(LONG, |r| count_visits(r) == 1).await;
+    let (ok, received) = fake
+        .wait_for(CONTAINER_WAIT, |r| count_visits(r) == 1)
+        .await;
     assert!(ok, "not delivered:\n{}", container.journal());
     let visit = &visits(&received)[0];
     assert_eq!((visit.0.as_str(), visit.1.as_str()), ("acc-1", "checkins"));

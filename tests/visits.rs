@@ -6,13 +6,8 @@ use std::time::Duration;
 
 use common::*;
 
-const LONG: Duration = Duration::from_secs(30);
-
 fn setup(dir: &TestDir, fake: &FakeEgym, pty: &Pty) -> std::path::PathBuf {
-    let reader = format!(
-        "[[readers]]\nname = \"entrance\"\ndriver = \"serial\"\npath = \"{}\"\nprotocol = \"em4100\"\n",
-        pty.slave_path.display()
-    );
+    let reader = serial_reader("entrance", &pty.slave_path, "em4100", "");
     write_config(
         dir,
         &fake.base_url(),
@@ -24,9 +19,7 @@ fn setup(dir: &TestDir, fake: &FakeEgym, pty: &Pty) -> std::path::PathBuf {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_visit_left_open_is_checked_out_stamped_at_check_in_plus_auto_checkout_after() {
     let dir = TestDir::new("auto-checkout");
-    let fake = FakeEgym::start(vec![member("0x0C000621A5", "acc-1")], API_KEY)
-        .await
-        .unwrap();
+    let fake = start_egym(vec![member("0x0C000621A5", "acc-1")]).await;
     let mut pty = Pty::open();
     let config = setup(&dir, &fake, &pty);
     let daemon = Daemon::start(&config);
@@ -53,15 +46,11 @@ async fn a_visit_left_open_is_checked_out_stamped_at_check_in_plus_auto_checkout
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_check_out_that_fell_due_while_stopped_is_sent_at_start_with_its_policy_time() {
     let dir = TestDir::new("auto-checkout-downtime");
-    let fake = FakeEgym::start(
-        vec![
-            member("0x0C000621A5", "acc-1"),
-            member("0x4B00423C15", "acc-2"),
-        ],
-        API_KEY,
-    )
-    .await
-    .unwrap();
+    let fake = start_egym(vec![
+        member("0x0C000621A5", "acc-1"),
+        member("0x4B00423C15", "acc-2"),
+    ])
+    .await;
     let mut pty = Pty::open();
     let config = setup(&dir, &fake, &pty);
     let mut daemon = Daemon::start(&config);

@@ -7,27 +7,24 @@ use std::time::Duration;
 
 use common::*;
 
-const LONG: Duration = Duration::from_secs(30);
 const ADMITTED: &str = "0D00A1B2C3";
 const EXPIRED: &str = "0D00D4E5F6";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_wellpass_member_is_admitted_and_an_expired_one_is_turned_away() {
     let dir = TestDir::new("wellpass");
-    let fake = FakeEgym::start(
-        vec![
-            Member::new(&format!("0x{ADMITTED}"), "acc-ok", "Frankie Quillfeather").wellpass(None),
-            Member::new(&format!("0x{EXPIRED}"), "acc-expired", "Gabi Zornbrook")
-                .wellpass(Some("corporateFitnessMembershipExpired")),
-        ],
-        API_KEY,
-    )
-    .await
-    .unwrap();
+    let fake = start_egym(vec![
+        Member::new(&format!("0x{ADMITTED}"), "acc-ok", "Frankie Quillfeather").wellpass(None),
+        Member::new(&format!("0x{EXPIRED}"), "acc-expired", "Gabi Zornbrook")
+            .wellpass(Some("corporateFitnessMembershipExpired")),
+    ])
+    .await;
     let mut pty = Pty::open();
-    let reader = format!(
-        "[[readers]]\nname = \"entrance\"\ndriver = \"serial\"\npath = \"{}\"\nprotocol = \"em4100\"\ndebounce = \"100ms\"\n",
-        pty.slave_path.display()
+    let reader = serial_reader(
+        "entrance",
+        &pty.slave_path,
+        "em4100",
+        "debounce = \"100ms\"",
     );
     let config = write_config(&dir, &fake.base_url(), "repeat-window = \"1s\"", &reader);
     let daemon = Daemon::start(&config);

@@ -130,7 +130,7 @@ impl Browser {
         bytes.push(0);
         self.commands.write_all(&bytes).unwrap();
         self.commands.flush().unwrap();
-        let deadline = Instant::now() + Duration::from_secs(30);
+        let deadline = Instant::now() + super::LONG;
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
             let answer = self

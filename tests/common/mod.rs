@@ -1,5 +1,6 @@
 //! Shared parts of the integration tests: a pseudo-terminal standing in for a serial reader,
-//! the real `gym-checkin` binary run with a temporary configuration, and waits with deadlines.
+//! the stand-in EGYM, configurations and their `[[readers]]` tables, the real `gym-checkin`
+//! binary run with one, and waits with deadlines.
 #![allow(
     dead_code,
     unused_imports,
@@ -21,6 +22,15 @@ pub mod readers;
 pub use gym_checkin::egym::fake::{FakeEgym, Member, Mode, Received};
 
 pub const API_KEY: &str = "test-key-6f1d9c2a-do-not-print";
+
+/// How long a test waits for what takes well under a second on an idle machine: long enough
+/// for one that runs other builds and tests at the same time.
+pub const LONG: Duration = Duration::from_secs(30);
+
+/// The stand-in EGYM with `members`, taking [`API_KEY`].
+pub async fn start_egym(members: Vec<Member>) -> FakeEgym {
+    FakeEgym::start(members, API_KEY).await.unwrap()
+}
 
 /// A directory of its own for one test, removed when dropped.
 #[derive(Debug)]
@@ -178,7 +188,8 @@ pub fn field<'a>(line: &'a str, key: &str) -> Option<&'a str> {
     Some(rest.split(' ').next().unwrap_or(rest).trim_matches('"'))
 }
 
-/// The real binary, run with a configuration file, its stderr collected line by line.
+/// The real binary, run with a configuration file, its standard error and output collected
+/// line by line.
 #[derive(Debug)]
 pub struct Daemon {
     child: Child,
@@ -381,28 +392,12 @@ impl Drop for Daemon {
     }
 }
 
-/// `gym-checkin status --json` for a configuration.
-pub fn status_json(config: &Path) -> serde_json::Value {
+/// What `gym-checkin status` with `options` prints for a configuration; it must succeed.
+fn status_output(config: &Path, options: &[&str]) -> String {
     let output = gym_checkin()
-        .args(["status", "--json", "--config"])
-        .arg(config)
-        .output()
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "status failed: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let stdout = String::from_utf8(output.stdout).unwrap();
-    assert!(!stdout.contains(API_KEY));
-    serde_json::from_str(&stdout)
-        .unwrap_or_else(|e| panic!("status --json printed {stdout:?}: {e}"))
-}
-
-/// `gym-checkin status` for a configuration, as people read it.
-pub fn status_text(config: &Path) -> String {
-    let output = gym_checkin()
-        .args(["status", "--config"])
+        .arg("status")
+        .args(options)
+        .arg("--config")
         .arg(config)
         .output()
         .unwrap();
@@ -414,11 +409,53 @@ pub fn status_text(config: &Path) -> String {
     String::from_utf8(output.stdout).unwrap()
 }
 
+/// `gym-checkin status --json` for a configuration.
+pub fn status_json(config: &Path) -> serde_json::Value {
+    let stdout = status_output(config, &["--json"]);
+    assert!(!stdout.contains(API_KEY));
+    serde_json::from_str(&stdout)
+        .unwrap_or_else(|e| panic!("status --json printed {stdout:?}: {e}"))
+}
+
+/// `gym-checkin status` for a configuration, as people read it.
+pub fn status_text(config: &Path) -> String {
+    status_output(config, &[])
+}
+
+/// A tap of `tag` (`0x…`) on the reader `entrance` at `tapped_at_ms`, the clock trusted, and the
+/// tag's visit state after it: what the recorder hands the store. Its steady time is its wall
+/// time, as in a database no service has run on yet; its boot is 0.
+pub fn entrance_tap(
+    tag: &str,
+    kind: gym_checkin::visit::Kind,
+    tapped_at_ms: i64,
+) -> (gym_checkin::store::NewEvent, gym_checkin::visit::TagState) {
+    use gym_checkin::store::{NewEvent, TimeQuality};
+    use gym_checkin::visit::{CheckIn, after_event};
+    let event = NewEvent {
+        reader: "entrance".into(),
+        raw_id: tag.trim_start_matches("0x").into(),
+        tag: tag.into(),
+        tag_format: None,
+        kind,
+        tapped_at_ms,
+        tapped_steady_ms: tapped_at_ms,
+        boot: 0,
+        time: TimeQuality::Trusted,
+        automatic: false,
+    };
+    let tap = CheckIn {
+        steady_ms: tapped_at_ms,
+        at_ms: Some(tapped_at_ms),
+    };
+    (event, after_event(kind, tap))
+}
+
 /// Puts `events_per_tag` pending check-ins and check-outs of each tag into the database, as if
 /// they had been recorded during an outage a minute ago.
 pub async fn seed_backlog(db: &Path, tags: &[String], events_per_tag: usize) -> usize {
-    use gym_checkin::store::{Batch, NewEvent, Store, TimeQuality};
-    use gym_checkin::visit::{CheckIn, Kind, after_event};
+    use gym_checkin::store::{Batch, Store};
+    use gym_checkin::visit::Kind;
     let store = Store::open(db).await.unwrap();
     let start = now_ms() - 60_000;
     let mut events = Vec::new();
@@ -430,24 +467,7 @@ pub async fn seed_backlog(db: &Path, tags: &[String], events_per_tag: usize) -> 
                 Kind::CheckOut
             };
             let tapped_at_ms = start + (round * tags.len() + i) as i64;
-            let event = NewEvent {
-                reader: "entrance".into(),
-                raw_id: tag.trim_start_matches("0x").into(),
-                tag: tag.clone(),
-                tag_format: None,
-                kind,
-                tapped_at_ms,
-                // A database no service has run on yet: steady time will start at the wall time.
-                tapped_steady_ms: tapped_at_ms,
-                boot: 0,
-                time: TimeQuality::Trusted,
-                automatic: false,
-            };
-            let tap = CheckIn {
-                steady_ms: tapped_at_ms,
-                at_ms: Some(tapped_at_ms),
-            };
-            events.push((event, after_event(kind, tap)));
+            events.push(entrance_tap(tag, kind, tapped_at_ms));
         }
     }
     let n = events.len();
@@ -461,8 +481,6 @@ pub async fn seed_backlog(db: &Path, tags: &[String], events_per_tag: usize) -> 
     n
 }
 
-/// Writes a configuration with the API key in a file beside it; returns the config's path.
-/// `readers` is the `[[readers]]` part; `visits` goes into `[visits]`.
 /// An EGYM rfid for these id bytes: `0x` and uppercase hex.
 pub fn rfid_of(bytes: &[u8]) -> String {
     format!(
@@ -485,14 +503,33 @@ pub fn serial_reader(name: &str, path: &Path, protocol: &str, extra: &str) -> St
     )
 }
 
-pub fn write_config(dir: &TestDir, base_url: &str, visits: &str, readers: &str) -> PathBuf {
-    write_config_with(
-        dir,
-        base_url,
-        "rate-limit-per-second = 50\nrate-limit-burst = 50\nrequest-timeout = \"2s\"",
-        visits,
-        readers,
+/// A `[[readers]]` table for a reader typing into the service's standard input.
+pub fn stdin_reader(name: &str) -> String {
+    format!("[[readers]]\nname = \"{name}\"\ndriver = \"stdin\"\n")
+}
+
+/// A `[[readers]]` table for the PC/SC reader that pcscd calls `reader`.
+pub fn pcsc_reader(name: &str, reader: &str) -> String {
+    format!("[[readers]]\nname = \"{name}\"\ndriver = \"pcsc\"\nreader = \"{reader}\"\n")
+}
+
+/// The `[egym]` lines of [`write_config`]: a rate limit the tests do not reach, and a request
+/// timeout short enough for a test to see one.
+pub const EGYM_LIMITS: &str =
+    "rate-limit-per-second = 50\nrate-limit-burst = 50\nrequest-timeout = \"2s\"";
+
+/// `[egym]` lines with this rate limit (`rate` per second, bursts of `burst`) and request
+/// timeout.
+pub fn egym_limits(rate: f64, burst: u32, timeout: &str) -> String {
+    format!(
+        "rate-limit-per-second = {rate}\nrate-limit-burst = {burst}\nrequest-timeout = \"{timeout}\""
     )
+}
+
+/// Writes a configuration with the API key in a file beside it; returns the config's path.
+/// `readers` is the `[[readers]]` part; `visits` goes into `[visits]`.
+pub fn write_config(dir: &TestDir, base_url: &str, visits: &str, readers: &str) -> PathBuf {
+    write_config_with(dir, base_url, EGYM_LIMITS, visits, readers)
 }
 
 /// As [`write_config`], with `egym` lines of its own (rate limit, timeout). The clock is
@@ -527,7 +564,8 @@ pub fn write_config_full(
     write_config_parts(dir, base_url, egym, visits, clock, "listen = \"\"", readers)
 }
 
-/// A configuration whose screen listens on `listen` (`token-file` and the like in `screen`).
+/// A configuration with the `[screen]` section's lines in `screen` (where it listens,
+/// `token-file` and the like).
 pub fn write_config_with_screen(
     dir: &TestDir,
     base_url: &str,
@@ -537,7 +575,7 @@ pub fn write_config_with_screen(
     write_config_parts(
         dir,
         base_url,
-        "rate-limit-per-second = 50\nrate-limit-burst = 50\nrequest-timeout = \"2s\"",
+        EGYM_LIMITS,
         "",
         "trusted-when = \"always\"",
         screen,
