@@ -1,5 +1,6 @@
 //! The EGYM MMS API V2 client: the calls the daemon makes, their error bodies, and the one
-//! function that says what an answer means for an event ([`classify`]).
+//! function that says what an answer means for an event ([`classify`]); the base URLs it accepts
+//! ([`check_base_url`]) and the API key it sends ([`ApiKey`], read from its [`ApiKeySource`]).
 //!
 //! Only this module (and its stand-in, [`fake`]) knows EGYM's paths, headers and JSON.
 
