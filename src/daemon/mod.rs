@@ -16,14 +16,12 @@ use tracing::{error, info, warn};
 use crate::clock::{self, Clock, SystemSource, TimeSource};
 use crate::config::Config;
 use crate::delivery::{self, Worker};
-use crate::egym;
-use crate::egym::ApiKey;
+use crate::egym::{self, ApiKey};
 use crate::liveness::Liveness;
 use crate::metrics::Metrics;
 use crate::reader::{Reader, Source};
 use crate::recorder::Recorder;
-use crate::screen::Listeners;
-use crate::screen::Screen;
+use crate::screen::{Listeners, Screen};
 use crate::store::{Store, StoreError};
 use notify::Notifier;
 
