@@ -96,6 +96,35 @@ pub trait Codec: Send + std::fmt::Debug {
     }
 }
 
+/// Searches in a row that find no card before a presentation is over: one search that misses
+/// a card still on the reader does not end it.
+const ABSENT_AFTER: u32 = 2;
+
+/// Whether a card is on a reader the host searches (PN532, TWN4), from what its searches find.
+#[derive(Debug, Default)]
+pub struct Presence {
+    card_present: bool,
+    empty_searches: u32,
+}
+
+impl Presence {
+    /// A search found a card.
+    pub fn found(&mut self) {
+        self.empty_searches = 0;
+        self.card_present = true;
+    }
+
+    /// A search found nothing: [`Frame::NoTag`] when that ends a presentation.
+    pub fn found_nothing(&mut self) -> Option<Frame> {
+        self.empty_searches += 1;
+        if self.card_present && self.empty_searches >= ABSENT_AFTER {
+            self.card_present = false;
+            return Some(Frame::NoTag);
+        }
+        None
+    }
+}
+
 /// One supported reader protocol.
 #[derive(Debug)]
 pub struct Protocol {

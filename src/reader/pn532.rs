@@ -20,7 +20,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use super::codec::{Codec, Discarded, Frame};
+use super::codec::{Codec, Discarded, Frame, Presence};
 
 /// How often the host searches for a card.
 pub const POLL_EVERY: Duration = Duration::from_millis(200);
@@ -28,8 +28,6 @@ pub const POLL_EVERY: Duration = Duration::from_millis(200);
 pub const ANSWER_WITHIN: Duration = Duration::from_millis(500);
 /// Unanswered commands in a row after which the chip is woken up again.
 const WAKE_AFTER_MISSES: u32 = 3;
-/// Searches in a row that find no card before a presentation is over.
-const ABSENT_AFTER: u32 = 2;
 
 pub const HOST_TO_CHIP: u8 = 0xD4;
 pub const CHIP_TO_HOST: u8 = 0xD5;
@@ -145,9 +143,10 @@ impl ChipParser {
     }
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 enum Step {
     /// Wake the chip and set it to normal mode.
+    #[default]
     Wake,
     /// Make a search give up when no card is there.
     Retries,
@@ -155,7 +154,7 @@ enum Step {
     Search,
 }
 
-#[derive(Debug)]
+#[derive(Debug, Default)]
 pub struct Pn532Codec {
     parser: ChipParser,
     chip_frames: Vec<ChipFrame>,
@@ -172,29 +171,9 @@ pub struct Pn532Codec {
     /// at the search rate, so a reader that refuses everything is not asked flat out.
     refusals: u32,
     next_search: Option<Instant>,
-    card_present: bool,
-    empty_searches: u32,
+    presence: Presence,
     /// NACKs, error frames, answers to nothing asked, and commands never answered.
     refused: u64,
-}
-
-impl Default for Pn532Codec {
-    fn default() -> Self {
-        Pn532Codec {
-            parser: ChipParser::default(),
-            chip_frames: Vec::new(),
-            step: Step::Wake,
-            outstanding: None,
-            resend: false,
-            misses: 0,
-            unanswered: 0,
-            refusals: 0,
-            next_search: None,
-            card_present: false,
-            empty_searches: 0,
-            refused: 0,
-        }
-    }
 }
 
 impl Pn532Codec {
@@ -268,19 +247,11 @@ impl Pn532Codec {
     /// The answer to a search: `NbTg [Tg SENS_RES(2) SEL_RES NFCIDLen NFCID…]`.
     fn found(&mut self, data: &[u8]) -> Option<Frame> {
         match data {
-            [0, ..] => {
-                self.empty_searches += 1;
-                if self.card_present && self.empty_searches >= ABSENT_AFTER {
-                    self.card_present = false;
-                    return Some(Frame::NoTag);
-                }
-                None
-            }
+            [0, ..] => self.presence.found_nothing(),
             [_, _tg, _sens_hi, _sens_lo, _sel, len, uid @ ..]
                 if matches!(*len, 4 | 7 | 10) && uid.len() >= *len as usize =>
             {
-                self.empty_searches = 0;
-                self.card_present = true;
+                self.presence.found();
                 Some(Frame::id(&uid[..*len as usize]))
             }
             _ => {
@@ -326,16 +297,14 @@ impl Codec for Pn532Codec {
     }
 
     fn opened(&mut self) {
-        self.parser.clear();
-        self.step = Step::Wake;
-        self.outstanding = None;
-        self.resend = false;
-        self.misses = 0;
-        self.unanswered = 0;
-        self.refusals = 0;
-        self.next_search = None;
-        self.card_present = false;
-        self.empty_searches = 0;
+        // The conversation starts afresh; what was thrown away stays counted.
+        let mut parser = std::mem::take(&mut self.parser);
+        parser.clear();
+        *self = Pn532Codec {
+            parser,
+            refused: self.refused,
+            ..Pn532Codec::default()
+        };
     }
 
     fn to_send(&mut self, now: Instant) -> Option<Vec<u8>> {

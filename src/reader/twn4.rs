@@ -19,7 +19,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use super::codec::{Codec, Discarded, Frame, TagKind};
+use super::codec::{Codec, Discarded, Frame, Presence, TagKind};
 use super::line::{Ended, LineBuffer};
 use crate::tag::decode_hex;
 
@@ -27,8 +27,6 @@ use crate::tag::decode_hex;
 pub const POLL_EVERY: Duration = Duration::from_millis(200);
 /// A search not answered by then is asked again.
 pub const ANSWER_WITHIN: Duration = Duration::from_millis(500);
-/// Searches in a row that find no card before a presentation is over.
-const ABSENT_AFTER: u32 = 2;
 /// Longer than any answer (10 id bytes and the header are 30 hex digits).
 const MAX_LINE: usize = 128;
 
@@ -80,8 +78,7 @@ pub struct Twn4Codec {
     /// When the search waiting for its answer was sent.
     outstanding: Option<Instant>,
     next_search: Option<Instant>,
-    card_present: bool,
-    empty_searches: u32,
+    presence: Presence,
     /// Searches in a row with no good answer.
     unanswered: u32,
     /// Answers in a row refused or garbled: after the first, asked again only at the search
@@ -106,17 +103,9 @@ impl Twn4Codec {
         self.unanswered = 0;
         self.refusals = 0;
         match answer {
-            Answer::NoTag => {
-                self.empty_searches += 1;
-                if self.card_present && self.empty_searches >= ABSENT_AFTER {
-                    self.card_present = false;
-                    return Some(Frame::NoTag);
-                }
-                None
-            }
+            Answer::NoTag => self.presence.found_nothing(),
             Answer::Tag { tag_type, id, .. } => {
-                self.empty_searches = 0;
-                self.card_present = true;
+                self.presence.found();
                 Some(Frame::Id {
                     bytes: id,
                     kind: tag_kind(tag_type),
@@ -154,13 +143,11 @@ impl Codec for Twn4Codec {
     }
 
     fn opened(&mut self) {
-        self.line.clear();
-        self.outstanding = None;
-        self.next_search = None;
-        self.card_present = false;
-        self.empty_searches = 0;
-        self.unanswered = 0;
-        self.refusals = 0;
+        // The conversation starts afresh; what was thrown away stays counted.
+        *self = Twn4Codec {
+            discarded: self.discarded,
+            ..Twn4Codec::default()
+        };
     }
 
     fn to_send(&mut self, now: Instant) -> Option<Vec<u8>> {
