@@ -57,6 +57,11 @@ fn offending(files: &[(String, String)], needles: &[&str]) -> Vec<String> {
     found
 }
 
+/// Fails, listing `found`, unless it is empty.
+fn assert_none(found: Vec<String>, what: &str) {
+    assert!(found.is_empty(), "{what}:\n{}", found.join("\n"));
+}
+
 fn outside(files: &[(String, String)], dirs: &[&str]) -> Vec<(String, String)> {
     files
         .iter()
@@ -80,11 +85,7 @@ fn sql_is_written_only_in_the_store() {
             "rusqlite::",
         ],
     );
-    assert!(
-        sql.is_empty(),
-        "SQL outside src/store/:\n{}",
-        sql.join("\n")
-    );
+    assert_none(sql, "SQL outside src/store/");
     // The check does find what it looks for.
     assert!(!offending(&files, &["INSERT INTO"]).is_empty());
 }
@@ -102,11 +103,7 @@ fn egym_paths_and_headers_are_known_only_to_the_client() {
             "accounts/rfid",
         ],
     );
-    assert!(
-        egym.is_empty(),
-        "EGYM's API outside src/egym/:\n{}",
-        egym.join("\n")
-    );
+    assert_none(egym, "EGYM's API outside src/egym/");
     assert!(!offending(&files, &["x-api-key"]).is_empty());
 }
 
@@ -122,21 +119,16 @@ fn the_wall_clock_is_read_only_through_the_clock() {
             "UNIX_EPOCH.elapsed",
         ],
     );
-    assert!(
-        reads.is_empty(),
-        "the wall clock read outside src/clock/:\n{}",
-        reads.join("\n")
-    );
+    assert_none(reads, "the wall clock read outside src/clock/");
     // Timers and intervals elsewhere use tokio's monotonic `Instant`, which tests can pause;
     // std's would run on in a paused test.
     let std_instants = offending(
         &outside(&files, &["clock/"]),
         &["std::time::Instant", "std::time::{Duration, Instant}"],
     );
-    assert!(
-        std_instants.is_empty(),
-        "std's Instant outside src/clock/ (use tokio::time::Instant):\n{}",
-        std_instants.join("\n")
+    assert_none(
+        std_instants,
+        "std's Instant outside src/clock/ (use tokio::time::Instant)",
     );
 }
 
@@ -179,10 +171,9 @@ fn pure_parts_read_no_clock_and_do_no_io() {
             "std::process::",
         ],
     );
-    assert!(
-        impure.is_empty(),
-        "a clock read or I/O in a part that takes time and data passed in:\n{}",
-        impure.join("\n")
+    assert_none(
+        impure,
+        "a clock read or I/O in a part that takes time and data passed in",
     );
 }
 
@@ -190,11 +181,7 @@ fn pure_parts_read_no_clock_and_do_no_io() {
 fn a_damaged_row_is_an_error_not_a_default() {
     let files = sources();
     let defaults = offending(&files, &["unwrap_or(Kind::", "unwrap_or_default() as Kind"]);
-    assert!(
-        defaults.is_empty(),
-        "a stored value read with a made-up default:\n{}",
-        defaults.join("\n")
-    );
+    assert_none(defaults, "a stored value read with a made-up default");
 }
 
 /// The module a file of `src/` belongs to: `config/walk.rs` → `config`, `tag.rs` → `tag`.
@@ -285,11 +272,7 @@ fn modules_use_only_the_layers_below_them() {
             }
         }
     }
-    assert!(
-        upward.is_empty(),
-        "uses against src/lib.rs's layers:\n{}",
-        upward.join("\n")
-    );
+    assert_none(upward, "uses against src/lib.rs's layers");
     // The check does find what it looks for.
     assert!(
         modules_used("use crate::store::Store;\n").contains(&(1, "store".to_string())),
