@@ -47,23 +47,22 @@ pub struct EmulatedReader {
 impl EmulatedReader {
     /// A PN532 on `pty`, answering from a thread until the test drops it.
     pub fn pn532(pty: &Pty) -> EmulatedReader {
-        let reader = EmulatedReader {
-            state: Arc::default(),
-        };
-        let state = reader.state.clone();
-        let master = pty.master();
-        std::thread::spawn(move || run_pn532(master, &state));
-        reader
+        EmulatedReader::answering(pty, run_pn532)
     }
 
     /// A TWN4 on `pty`.
     pub fn twn4(pty: &Pty) -> EmulatedReader {
+        EmulatedReader::answering(pty, run_twn4)
+    }
+
+    /// A reader on `pty` whose side of the line `run` plays, on a thread of its own.
+    fn answering(pty: &Pty, run: fn(std::fs::File, &Arc<Mutex<State>>)) -> EmulatedReader {
         let reader = EmulatedReader {
             state: Arc::default(),
         };
         let state = reader.state.clone();
         let master = pty.master();
-        std::thread::spawn(move || run_twn4(master, &state));
+        std::thread::spawn(move || run(master, &state));
         reader
     }
 
