@@ -53,7 +53,7 @@ async fn calibrate(
     let stdout = Arc::new(Mutex::new(String::new()));
     let sink = stdout.clone();
     let out = child.stdout.take().unwrap();
-    std::thread::spawn(move || {
+    let reader = std::thread::spawn(move || {
         for line in BufReader::new(out).lines().map_while(Result::ok) {
             let mut text = sink.lock().unwrap();
             text.push_str(&line);
@@ -74,8 +74,8 @@ async fn calibrate(
     };
     let mut stderr = String::new();
     std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
-    // The reading thread may still hold the last lines.
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    // The process has exited: the reading thread ends at the end of its output.
+    reader.join().unwrap();
     let stdout = stdout.lock().unwrap().clone();
     (status.code(), stdout, stderr)
 }

@@ -821,11 +821,7 @@ async fn a_damaged_database_is_refused_and_left_untouched() {
     std::fs::write(&db, &notes).unwrap();
     let mut daemon = Daemon::start(&config);
     assert_eq!(daemon.wait_exit(LONG).await.code(), Some(1));
-    assert!(
-        daemon
-            .lines()
-            .join("\n")
-            .contains("is not a gym-checkin database")
-    );
+    let log = daemon.lines().join("\n");
+    assert!(log.contains("is not a gym-checkin database"), "{log}");
     assert_eq!(std::fs::read(&db).unwrap(), notes);
 }

@@ -194,6 +194,8 @@ pub fn field<'a>(line: &'a str, key: &str) -> Option<&'a str> {
 pub struct Daemon {
     child: Child,
     lines: Arc<Mutex<Vec<String>>>,
+    /// The threads that read standard error and output; each ends at its stream's end.
+    readers: Vec<std::thread::JoinHandle<()>>,
 }
 
 /// The binary under test: the one cargo built, or the one `GYM_CHECKIN_TEST_BINARY` names (the
@@ -285,12 +287,13 @@ impl Daemon {
             .spawn()
             .unwrap();
         let lines = Arc::new(Mutex::new(Vec::new()));
+        let mut readers = Vec::new();
         for stream in [
             Box::new(child.stderr.take().unwrap()) as Box<dyn std::io::Read + Send>,
             Box::new(child.stdout.take().unwrap()),
         ] {
             let lines = lines.clone();
-            std::thread::spawn(move || {
+            readers.push(std::thread::spawn(move || {
                 for line in BufReader::new(stream).lines() {
                     let Ok(line) = line else { break };
                     assert!(!line.contains(API_KEY), "the API key was printed: {line}");
@@ -299,9 +302,13 @@ impl Daemon {
                     }
                     lines.lock().unwrap().push(line);
                 }
-            });
+            }));
         }
-        Daemon { child, lines }
+        Daemon {
+            child,
+            lines,
+            readers,
+        }
     }
 
     pub fn pid(&self) -> u32 {
@@ -353,16 +360,19 @@ impl Daemon {
         assert_eq!(rc, 0);
     }
 
-    /// Waits for the process to exit, at most `timeout`.
+    /// Waits for the process to exit and its output to be read to the end, at most `timeout`:
+    /// the log is whole when this returns.
     pub async fn wait_exit(&mut self, timeout: Duration) -> ExitStatus {
         let deadline = Instant::now() + timeout;
         loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
+            if let Some(status) = self.child.try_wait().unwrap()
+                && self.readers.iter().all(|reader| reader.is_finished())
+            {
                 return status;
             }
             assert!(
                 Instant::now() < deadline,
-                "still running after {timeout:?}; log:\n{}",
+                "still running, or its output still open, after {timeout:?}; log:\n{}",
                 self.lines().join("\n")
             );
             tokio::time::sleep(Duration::from_millis(20)).await;
