@@ -165,14 +165,10 @@ async fn listen_captures_a_pn532_conversation_that_replays_to_what_it_read() {
 async fn listen_captures_an_em4100_reader_that_replays_to_what_it_read() {
     let dir = TestDir::new("capture-em4100");
     let mut pty = Pty::open();
-    let reader = serial_reader(
-        "entrance",
-        &pty.slave_path,
-        "em4100",
-        "debounce = \"300ms\"",
-    );
+    let reader = serial_reader("entrance", &pty.slave_path, "em4100", "debounce = \"1s\"");
     let (text, read) = capture_with_listen(&dir, &reader, async |listen: &Daemon| {
-        // A card held over an RDM6300 repeats its frame; a spoiled frame between.
+        // A card held over an RDM6300 repeats its frame; a spoiled frame between. The debounce
+        // spans all three however slowly they are read.
         for _ in 0..3 {
             pty.write(&em4100_frame("0C000621A5"));
             tokio::time::sleep(Duration::from_millis(50)).await;

@@ -210,9 +210,11 @@ async fn a_step_forward_of_two_days_moves_no_window_no_cache_age_and_no_check_ou
     let clock = FakeTime::new(&dir, "+0");
     let daemon = Daemon::start_with_env(&config, &clock.env("boot-forward"));
     daemon.wait_for_line("reader connected", LONG).await;
-    let checked_in = Instant::now();
     pty.write(&em4100_frame(ALEX));
     pty.write(&em4100_frame(UNKNOWN));
+    daemon.wait_for_line("tap recorded", LONG).await;
+    // No earlier than Alex's tap was recorded: the check-out below is timed from here.
+    let checked_in = Instant::now();
     assert!(fake.wait_for(LONG, |r| count_visits(r) == 1).await.0);
     daemon
         .wait_for_line("unknown tag: EGYM has no member", LONG)
@@ -297,8 +299,15 @@ async fn a_tap_from_a_boot_that_ended_before_the_clock_was_trusted_is_sent_withi
     // Boot 3: trusted from the start.
     clock.set("+0");
     std::fs::write(&synced, "").unwrap();
-    let third_started = now_ms();
     let third = Daemon::start_with_env(&config, &clock.env("boot-3"));
+    third.wait_for_line("clock trusted", LONG).await;
+    // Boot 3 began when it first read its clock, just before it said so.
+    let third_started = third
+        .lines()
+        .iter()
+        .find(|l| l.contains("clock trusted"))
+        .map(|l| logged_at_ms(l))
+        .unwrap();
     let (ok, received) = fake.wait_for(LONG, |r| count_visits(r) == 1).await;
     assert!(ok, "{}", third.lines().join("\n"));
     let sent = visit_of(&received, "acc-alex")[0].1;

@@ -208,7 +208,7 @@ async fn a_backlog_drains_at_egyms_rate_without_a_single_429() {
         "faster than the bucket allows: {drain_s:.2} s < {bound_s:.2} s"
     );
     assert!(
-        drain_s <= bound_s * 1.3 + 0.5,
+        drain_s <= bound_s * 1.5 + 1.5,
         "far slower than the bucket allows: {drain_s:.2} s vs {bound_s:.2} s"
     );
 }
@@ -346,8 +346,9 @@ async fn a_new_tap_goes_ahead_of_a_backlog_left_by_an_outage_a_few_seconds_ago()
         latency.as_secs_f64(),
         tags.len()
     );
+    // Behind the backlog it would wait for more than 50 events at 10 requests per second.
     assert!(
-        latency < Duration::from_secs(2),
+        latency < Duration::from_secs(5),
         "the new tap waited {latency:?} behind the backlog\n{}",
         daemon.lines().join("\n")
     );

@@ -90,6 +90,7 @@ async fn a_held_card_checks_in_once_a_repeat_is_ignored_and_a_later_tap_checks_o
         "check-out stamped {} for a tap at {second_written_ms}",
         visits[1].2
     );
+    daemon.wait_for_lines("tap recorded", 2, LONG).await;
     assert_eq!(daemon.recorded().len(), 2);
 }
 
@@ -262,6 +263,7 @@ async fn taps_during_an_outage_are_all_delivered_in_order_with_their_own_times()
         count_visits(&received),
         daemon.lines().join("\n")
     );
+    daemon.wait_for_lines("tap recorded", 20, LONG).await;
     let recorded = daemon.recorded();
     assert_eq!(recorded.len(), 20);
     assert_all_delivered_in_order(&recorded, &received, &tags);
@@ -438,5 +440,6 @@ async fn an_id_typed_on_the_terminal_is_checked_in_at_egym() {
         "stamped {} for {typed_ms}",
         visits[0].2
     );
+    daemon.wait_for_lines("tap recorded", 1, LONG).await;
     assert_eq!(daemon.recorded().len(), 1);
 }

@@ -202,7 +202,11 @@ async fn the_member_screen_answers_each_tap_at_once_by_first_name_and_never_show
             .0
     );
     // EGYM slow to answer: "One moment", and "will sync" after 3 seconds rather than nothing. A
-    // Wellpass refusal that comes after that finds the member inside.
+    // Wellpass refusal that comes after that finds the member inside. First Billie's delivery
+    // must have reached the screen: until then it says "will sync" at once.
+    daemon
+        .wait_for_lines("outcome=\"delivered\"", 2, LONG)
+        .await;
     fake.set_mode(Mode::Stall);
     tokio::time::sleep(Duration::from_millis(200)).await;
     let tapped = Instant::now();

@@ -125,7 +125,9 @@ async fn a_stuck_task_stops_the_watchdog_pings_until_it_moves_again() {
     pty.write(&em4100_frame("0C000621A5"));
     daemon.wait_for_line("tasks are not answering", LONG).await;
     let pings_when_stuck = socket.count("WATCHDOG=1");
-    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    // Longer than one ping interval (1 s), and over well before the busy timeout frees the
+    // recorder (5 s after the tap, of which detection takes up to 2 s).
+    tokio::time::sleep(Duration::from_millis(1_100)).await;
     assert_eq!(
         socket.count("WATCHDOG=1"),
         pings_when_stuck,

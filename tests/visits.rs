@@ -6,12 +6,18 @@ use std::time::Duration;
 
 use common::*;
 
-fn setup(dir: &TestDir, fake: &FakeEgym, pty: &Pty) -> std::path::PathBuf {
+/// A desk whose visits are checked out `auto_checkout_after` seconds after the check-in.
+fn setup(
+    dir: &TestDir,
+    fake: &FakeEgym,
+    pty: &Pty,
+    auto_checkout_after: u32,
+) -> std::path::PathBuf {
     let reader = serial_reader("entrance", &pty.slave_path, "em4100", "");
     write_config(
         dir,
         &fake.base_url(),
-        "repeat-window = \"1s\"\nauto-checkout-after = \"3s\"",
+        &format!("repeat-window = \"1s\"\nauto-checkout-after = \"{auto_checkout_after}s\""),
         &reader,
     )
 }
@@ -21,7 +27,7 @@ async fn a_visit_left_open_is_checked_out_stamped_at_check_in_plus_auto_checkout
     let dir = TestDir::new("auto-checkout");
     let fake = start_egym(vec![member("0x0C000621A5", "acc-1")]).await;
     let mut pty = Pty::open();
-    let config = setup(&dir, &fake, &pty);
+    let config = setup(&dir, &fake, &pty, 3);
     let daemon = Daemon::start(&config);
     daemon.wait_for_line("reader connected", LONG).await;
     pty.write(&em4100_frame("0C000621A5"));
@@ -52,7 +58,8 @@ async fn a_check_out_that_fell_due_while_stopped_is_sent_at_start_with_its_polic
     ])
     .await;
     let mut pty = Pty::open();
-    let config = setup(&dir, &fake, &pty);
+    // Long enough for the stop to come first however slowly the check-in is delivered.
+    let config = setup(&dir, &fake, &pty, 6);
     let mut daemon = Daemon::start(&config);
     daemon.wait_for_line("reader connected", LONG).await;
     pty.write(&em4100_frame("0C000621A5"));
@@ -67,7 +74,7 @@ async fn a_check_out_that_fell_due_while_stopped_is_sent_at_start_with_its_polic
     );
 
     // Stopped until well past the due time.
-    while now_ms() < checked_in + 4_000 {
+    while now_ms() < checked_in + 7_000 {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let daemon = Daemon::start(&config);
@@ -82,14 +89,15 @@ async fn a_check_out_that_fell_due_while_stopped_is_sent_at_start_with_its_polic
         .unwrap();
     assert_eq!(
         checkout.2,
-        checked_in + 3_000,
+        checked_in + 6_000,
         "stamped with the policy time, not the restart time"
     );
+    daemon.wait_for_lines("tap recorded", 2, LONG).await;
     let recorded = daemon.recorded();
     assert_eq!(recorded.len(), 2);
     assert_eq!(
         (recorded[0].kind.as_str(), recorded[0].tapped_at_ms),
-        ("checkout", checked_in + 3_000)
+        ("checkout", checked_in + 6_000)
     );
     assert_eq!(recorded[1].kind, "checkin");
 }
