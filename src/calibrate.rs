@@ -207,13 +207,20 @@ pub async fn run(
         client.account_by_membership(key, member).await
     }
     .map_err(|failure| match failure.status() {
+        _ if egym::refuses_key(egym::Call::Lookup, &failure) => key_refused(config, &failure),
         Some(404) => format!("EGYM knows no member {member:?} ({failure})"),
         _ => format!("cannot find the member at EGYM: {failure}"),
     })?;
     let enrolled = client
         .enrolled_rfids(key, &account.account_id)
         .await
-        .map_err(|failure| format!("cannot read the member's enrolled cards: {failure}"))?;
+        .map_err(|failure| {
+            if egym::refuses_key(egym::Call::Lookup, &failure) {
+                key_refused(config, &failure)
+            } else {
+                format!("cannot read the member's enrolled cards: {failure}")
+            }
+        })?;
     say(&format!(
         "Found the member at EGYM, with {} card(s) enrolled. Present the member's card on \
          reader {} now (within {} s).",
@@ -226,6 +233,15 @@ pub async fn run(
         Some(found) => Found::Matched(found),
         None => Found::Nothing { read, enrolled },
     })
+}
+
+/// What `calibrate` says when EGYM refuses the key: the key, not the member, is the problem.
+fn key_refused(config: &Config, failure: &egym::Failure) -> String {
+    format!(
+        "EGYM refused the API key ({failure}); nothing was looked up. The key is read from {}: \
+         check it, and that EGYM gave it the permissions to look up members and their cards",
+        config.egym.api_key.describe()
+    )
 }
 
 /// Reads one presentation on `config`'s reader.

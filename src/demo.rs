@@ -12,32 +12,43 @@ use tokio::sync::oneshot;
 
 use crate::clock::{rfc3339_ms, wall_now_ms};
 use crate::config::Config;
+use crate::daemon::{DaemonError, SetupError};
 use crate::egym::fake::{FakeEgym, Member, Mode, Received, demo_members};
 use crate::egym::{ApiKey, ApiKeySource};
 use crate::reader::Source;
 
 const DEMO_KEY: &str = "demo-api-key";
 
-pub async fn run() -> Result<(), String> {
+/// Runs the demo until `quit`, the end of standard input, Ctrl-C, or a closed standard output;
+/// its temporary database is removed however it ends.
+pub async fn run() -> Result<(), DaemonError> {
     let dir = std::env::temp_dir().join(format!("gym-checkin-demo-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    std::fs::create_dir_all(&dir)
+        .map_err(|e| failed(format!("cannot create {}: {e}", dir.display())))?;
     let result = run_in(&dir).await;
     let _ = std::fs::remove_dir_all(&dir);
     result
 }
 
-async fn run_in(dir: &std::path::Path) -> Result<(), String> {
+fn failed(message: String) -> DaemonError {
+    DaemonError::Setup(SetupError::Failed(message))
+}
+
+async fn run_in(dir: &std::path::Path) -> Result<(), DaemonError> {
     let members = demo_members();
     let fake = FakeEgym::start(members.clone(), DEMO_KEY)
         .await
-        .map_err(|e| format!("cannot start the stand-in EGYM: {e}"))?;
+        .map_err(|e| failed(format!("cannot start the stand-in EGYM: {e}")))?;
     let db = dir.join("demo.db");
     let screen = screen_address();
     // The demo's clock is trusted while this file exists: `clock-off` and `clock-on` show how a
     // tap is stamped while it is not.
     let trusted = dir.join("clock-trusted");
     std::fs::write(&trusted, "")
-        .map_err(|e| format!("cannot create {}: {e}", trusted.display()))?;
+        .map_err(|e| failed(format!("cannot create {}: {e}", trusted.display())))?;
+    // Its own database, and its own socket beside it: a service running on this machine is
+    // never in its way, nor it in the service's.
+    let socket = dir.join("demo.sock");
     let text = format!(
         r#"
         [egym]
@@ -51,6 +62,8 @@ async fn run_in(dir: &std::path::Path) -> Result<(), String> {
         trusted-when = "file:{}"
         [screen]
         listen = "{}"
+        [service]
+        socket = "{}"
         [[readers]]
         name = "front-desk"
         driver = "stdin"
@@ -59,9 +72,11 @@ async fn run_in(dir: &std::path::Path) -> Result<(), String> {
         fake.base_url(),
         db.display(),
         trusted.display(),
-        screen
+        screen,
+        socket.display()
     );
-    let mut config = Config::parse(&text).map_err(|problems| problems.join("; "))?;
+    let mut config = Config::parse(&text)
+        .map_err(|problems| DaemonError::Setup(SetupError::Config(problems)))?;
     config.egym.api_key = ApiKeySource::Literal(ApiKey::new(DEMO_KEY.into()));
 
     print_banner(&fake, &members, screen);
@@ -119,10 +134,12 @@ async fn run_in(dir: &std::path::Path) -> Result<(), String> {
         let _ = quit.send(());
     });
 
+    let signal = crate::daemon::termination_signal();
     let shutdown = async {
         tokio::select! {
-            () = crate::daemon::termination_signal() => {}
+            () = signal => {}
             _ = quitting => {}
+            () = crate::console::stdout_closed() => {}
         }
     };
     let key = ApiKey::new(DEMO_KEY.into());
@@ -133,7 +150,6 @@ async fn run_in(dir: &std::path::Path) -> Result<(), String> {
         shutdown,
     )
     .await
-    .map_err(|e| e.to_string())
 }
 
 const COMMANDS: &str = "Type a tag and Enter to tap it. Commands: outage, restore, clock-off, \
@@ -246,7 +262,7 @@ async fn print_requests(
 }
 
 fn print_status(db: &std::path::Path) {
-    match crate::status::read(db) {
+    match crate::status::read_database(db, None) {
         Ok((data, _)) => {
             let c = data.events;
             say(&format!(
@@ -266,7 +282,7 @@ fn print_status(db: &std::path::Path) {
 async fn wait_for_empty_outbox(db: &std::path::Path, timeout: Duration) {
     let deadline = tokio::time::Instant::now() + timeout;
     while tokio::time::Instant::now() < deadline {
-        match crate::status::read(db) {
+        match crate::status::read_database(db, None) {
             Ok((data, _)) if data.events.pending == 0 => return,
             Ok(_) => tokio::time::sleep(Duration::from_millis(200)).await,
             Err(_) => return,

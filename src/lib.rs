@@ -14,7 +14,8 @@
 //!   the watchdog, the timekeeper that keeps the clock's trust current.
 //! - [`config`]: the file read into each part's own settings, every problem at once.
 //! - [`recorder`], [`delivery`]: the tasks that record taps as events, and deliver them.
-//! - [`reader`], [`screen`]: the reader tasks; the front-desk screen, its hub and its pages.
+//! - [`reader`], [`screen`], [`control`]: the reader tasks; the front-desk screen, its hub and
+//!   its pages; the control socket `status` asks the running service on.
 //! - [`store`], [`egym`]: SQLite (all SQL lives there); the EGYM client and its stand-in.
 //! - [`visit`], [`metrics`], [`liveness`], [`console`]: visit decisions (pure, time passed
 //!   in); counters; each task's answer to the watchdog; what commands print.
@@ -25,6 +26,7 @@ pub mod calibrate;
 pub mod clock;
 pub mod config;
 pub mod console;
+pub mod control;
 pub mod daemon;
 pub mod delivery;
 pub mod demo;

@@ -4,13 +4,17 @@
 //! task answers from its own `select!`, so a task stuck anywhere (a hung device, a database call
 //! that never returns) stops answering. `WATCHDOG=1` is sent only while all of them answer: if
 //! one is stuck, systemd restarts the service.
+//!
+//! A task that is gone answers nothing: dropping its [`Pulse`] (the task returned, or was never
+//! polled again) leaves it silent, so the watchdog stops being fed. Only [`Pulse::retire`], an
+//! explicit call, takes a task off the list.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use tokio::sync::watch;
 
-/// Marks a task that ended on purpose (e.g. a reader at the end of its input).
+/// Marks a task retired by [`Pulse::retire`]: it is no longer asked.
 const RETIRED: u64 = u64::MAX;
 
 /// The watchdog's side: hands out a [`Pulse`] per task, asks them all, and names the silent.
@@ -76,6 +80,12 @@ impl Pulse {
         self.answered.store(*self.asked.borrow(), Ordering::Release);
     }
 
+    /// Takes the task off the watchdog's list: it has ended on purpose and is no longer asked.
+    /// Dropping a pulse does not do this: a task that is gone is silent.
+    pub fn retire(self) {
+        self.answered.store(RETIRED, Ordering::Release);
+    }
+
     /// A pulse no one asks (for tasks run outside the service, e.g. `listen`).
     pub fn unwatched() -> Pulse {
         let (_sender, asked) = watch::channel(0);
@@ -83,12 +93,6 @@ impl Pulse {
             asked,
             answered: Arc::new(AtomicU64::new(0)),
         }
-    }
-}
-
-impl Drop for Pulse {
-    fn drop(&mut self) {
-        self.answered.store(RETIRED, Ordering::Release);
     }
 }
 
@@ -102,7 +106,7 @@ mod tests {
         let mut recorder = liveness.register("recorder");
         let _stuck = liveness.register("delivery");
         let ended = liveness.register("reader entrance");
-        drop(ended);
+        ended.retire();
         assert!(
             liveness.check_and_ask().is_empty(),
             "all answered generation 0"
@@ -110,5 +114,24 @@ mod tests {
         recorder.asked().await;
         recorder.answer();
         assert_eq!(liveness.check_and_ask(), vec!["delivery"]);
+    }
+
+    #[tokio::test]
+    async fn a_task_whose_pulse_is_dropped_is_silent_not_retired() {
+        let mut liveness = Liveness::default();
+        let mut recorder = liveness.register("recorder");
+        let gone = liveness.register("reader entrance");
+        assert!(liveness.check_and_ask().is_empty());
+        drop(gone);
+        recorder.asked().await;
+        recorder.answer();
+        assert_eq!(liveness.check_and_ask(), vec!["reader entrance"]);
+        recorder.asked().await;
+        recorder.answer();
+        assert_eq!(
+            liveness.check_and_ask(),
+            vec!["reader entrance"],
+            "it stays silent at every later question"
+        );
     }
 }

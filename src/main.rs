@@ -1,17 +1,20 @@
 //! The `gym-checkin` command line: logging set-up, subcommands, exit codes.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use tracing_subscriber::filter::{LevelFilter, Targets};
 use tracing_subscriber::prelude::*;
 
 use gym_checkin::config::{Config, DEFAULT_CONFIG_PATH};
-use gym_checkin::reader::Driver;
+use gym_checkin::console;
+use gym_checkin::daemon::{DaemonError, EXIT_CONFIG, Service, SetupError};
 
-/// Exit code for a bad configuration (EX_CONFIG from sysexits.h).
-const EXIT_CONFIG: u8 = 78;
+/// Exit code for a command line that is wrong: as the argument parser gives it, and for a
+/// `--reader` that names no configured reader.
+const EXIT_USAGE: u8 = 2;
 
 /// `--version`: the version, the commit it was built from, and the target it was built for.
 const VERSION: &str = concat!(
@@ -39,8 +42,14 @@ enum Command {
     /// Run the service.
     Run,
     /// Load and validate the configuration; print every problem with its key path.
-    CheckConfig,
-    /// What the service is doing: events by state, delivery, readers. Reads the database only.
+    CheckConfig {
+        /// Also make one request to EGYM: is the API key accepted, refused, or is EGYM
+        /// unreachable?
+        #[arg(long)]
+        online: bool,
+    },
+    /// What the service is doing: events by state, delivery, readers. Asks the running service,
+    /// or reads the database when it is not running.
     Status {
         /// One JSON object instead of text.
         #[arg(long)]
@@ -74,233 +83,256 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            // `--help` and `--version` exit 0, usage errors 2; a closed standard output is no
+            // reason to panic.
+            let _ = e.print();
+            return ExitCode::from(e.exit_code().clamp(0, 255) as u8);
+        }
+    };
     init_logging();
+    gym_checkin::daemon::install_panic_hook();
     match cli.command {
-        Command::CheckConfig => check_config(&cli.config),
-        Command::Run => match load(&cli.config) {
-            Ok((config, key)) => block_on(async move {
-                gym_checkin::daemon::run(
-                    config,
-                    key,
-                    Vec::new(),
-                    gym_checkin::daemon::termination_signal(),
-                )
-                .await
-            }),
-            Err(code) => code,
-        },
+        Command::CheckConfig { online } => check_config(&cli.config, online),
+        Command::Run => run(&cli.config),
         Command::Status { json } => status(&cli.config, json),
         Command::Listen { reader, capture } => {
             listen(&cli.config, reader.as_deref(), capture.as_deref())
         }
-        Command::Demo => block_on(async { gym_checkin::demo::run().await }),
+        Command::Demo => with_runtime(|runtime| match runtime.block_on(gym_checkin::demo::run()) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("gym-checkin: {e}");
+                ExitCode::from(e.exit_code())
+            }
+        }),
         Command::Calibrate { reader, member } => calibrate(&cli.config, &reader, &member),
     }
 }
 
-fn calibrate(path: &std::path::Path, reader: &str, member: &str) -> ExitCode {
+fn run(path: &Path) -> ExitCode {
+    let (config, key) = match load(path) {
+        Ok(loaded) => loaded,
+        Err(code) => return code,
+    };
+    with_runtime(|runtime| {
+        let result = runtime.block_on(async {
+            // Installed first: a stop asked for while the service starts is a clean stop.
+            let shutdown = gym_checkin::daemon::termination_signal();
+            let service = Service::build(config, key, Vec::new())
+                .await
+                .map_err(DaemonError::Setup)?;
+            service.run(shutdown).await.map_err(DaemonError::Run)
+        });
+        match result {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(DaemonError::Setup(SetupError::Config(problems))) => {
+                print_problems(path, &problems);
+                ExitCode::from(EXIT_CONFIG)
+            }
+            Err(e @ DaemonError::Setup(_)) => {
+                tracing::error!("{e}");
+                ExitCode::from(e.exit_code())
+            }
+            // The task that ended was logged as it ended.
+            Err(e @ DaemonError::Run(_)) => ExitCode::from(e.exit_code()),
+        }
+    })
+}
+
+fn calibrate(path: &Path, reader: &str, member: &str) -> ExitCode {
     let (config, key) = match load(path) {
         Ok(loaded) => loaded,
         Err(code) => return code,
     };
     let Some(reader_config) = config.readers.iter().find(|r| r.name == reader).cloned() else {
-        let names: Vec<&str> = config.readers.iter().map(|r| r.name.as_str()).collect();
-        eprintln!(
-            "gym-checkin: --reader {reader}: no such reader in {}; configured: {}",
-            path.display(),
-            names.join(", ")
-        );
-        return ExitCode::from(EXIT_CONFIG);
+        return no_such_reader(path, &config, reader);
     };
+    if let Some(held) = held_by_service(&config, reader) {
+        eprintln!("gym-checkin: {held}");
+        return ExitCode::FAILURE;
+    }
     let clock = gym_checkin::clock::Clock::unregistered(config.clock.trusted_when.clone());
-    let runtime = match runtime() {
-        Ok(runtime) => runtime,
-        Err(code) => return code,
-    };
-    let found = runtime.block_on(gym_checkin::calibrate::run(
-        &config,
-        &key,
-        &reader_config,
-        member,
-        clock,
-    ));
-    match found {
-        Ok(found) => {
-            print!("{}", gym_checkin::calibrate::report(&found, reader));
-            match found {
-                gym_checkin::calibrate::Found::Matched(_) => ExitCode::SUCCESS,
-                gym_checkin::calibrate::Found::Nothing { .. } => ExitCode::FAILURE,
+    with_runtime(|runtime| {
+        let found = runtime.block_on(gym_checkin::calibrate::run(
+            &config,
+            &key,
+            &reader_config,
+            member,
+            clock,
+        ));
+        match found {
+            Ok(found) => {
+                let _ = console::print(&gym_checkin::calibrate::report(&found, reader));
+                match found {
+                    gym_checkin::calibrate::Found::Matched(_) => ExitCode::SUCCESS,
+                    gym_checkin::calibrate::Found::Nothing { .. } => ExitCode::FAILURE,
+                }
+            }
+            Err(e) => {
+                eprintln!("gym-checkin: {e}");
+                ExitCode::FAILURE
             }
         }
-        Err(e) => {
-            eprintln!("gym-checkin: {e}");
-            ExitCode::FAILURE
-        }
-    }
+    })
 }
 
-fn runtime() -> Result<tokio::runtime::Runtime, ExitCode> {
-    tokio::runtime::Builder::new_multi_thread()
+/// `--reader NAME` names no configured reader: a usage error.
+fn no_such_reader(path: &Path, config: &Config, name: &str) -> ExitCode {
+    let names: Vec<&str> = config.readers.iter().map(|r| r.name.as_str()).collect();
+    eprintln!(
+        "gym-checkin: --reader {name}: no such reader in {}; configured: {}",
+        path.display(),
+        names.join(", ")
+    );
+    ExitCode::from(EXIT_USAGE)
+}
+
+/// What `listen` and `calibrate` say of a reader the running service reads: they would take
+/// bytes (a member's tap) from it. A non-root user learns it from the exclusive open of a serial
+/// reader; root, who is let past that, from the lock the service holds on the database.
+fn held_by_service(config: &Config, reader: &str) -> Option<String> {
+    let pid = gym_checkin::store::holder(&config.store.path)?;
+    Some(format!(
+        "reader {reader}: the service (pid {pid}) is running and reads it; reading it here too \
+         would take members' taps from it. Stop the service first (`sudo systemctl stop \
+         gym-checkin`), and start it again afterwards (`sudo systemctl start gym-checkin`)"
+    ))
+}
+
+/// Runs `f` with a runtime, and does not wait for a read of standard input that nothing will
+/// end (a `stdin` reader at its stop): the process exits as soon as `f` returns.
+fn with_runtime(f: impl FnOnce(&tokio::runtime::Runtime) -> ExitCode) -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
-        .map_err(|e| {
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
             eprintln!("gym-checkin: cannot start the async runtime: {e}");
-            ExitCode::FAILURE
-        })
+            return ExitCode::FAILURE;
+        }
+    };
+    let code = f(&runtime);
+    runtime.shutdown_timeout(Duration::from_millis(100));
+    code
 }
 
-fn block_on<E: std::fmt::Display>(future: impl Future<Output = Result<(), E>>) -> ExitCode {
-    let runtime = match runtime() {
-        Ok(runtime) => runtime,
-        Err(code) => return code,
-    };
-    match runtime.block_on(future) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            tracing::error!("{e}");
-            eprintln!("gym-checkin: {e}");
-            ExitCode::FAILURE
-        }
+/// Prints the problems of the configuration at `path`, one per line, each with its key.
+fn print_problems(path: &Path, problems: &[String]) {
+    let n = problems.len();
+    eprintln!(
+        "gym-checkin: {}: {n} problem{}:",
+        path.display(),
+        if n == 1 { "" } else { "s" }
+    );
+    for problem in problems {
+        eprintln!("  {problem}");
     }
 }
 
 /// Loads the configuration; on a problem, prints them all and gives exit 78.
-fn load_config(path: &std::path::Path) -> Result<Config, ExitCode> {
+fn load_config(path: &Path) -> Result<Config, ExitCode> {
     Config::load(path).map_err(|errors| {
-        eprint!("gym-checkin: {errors}");
+        print_problems(path, &errors.problems);
         ExitCode::from(EXIT_CONFIG)
     })
 }
 
 /// Loads the configuration and the API key; on a problem, prints them all and gives exit 78.
-fn load(path: &std::path::Path) -> Result<(Config, gym_checkin::egym::ApiKey), ExitCode> {
+fn load(path: &Path) -> Result<(Config, gym_checkin::egym::ApiKey), ExitCode> {
     let config = load_config(path)?;
-    let key = config.check_api_key().map_err(|problem| {
-        eprintln!("gym-checkin: {}: 1 problem:\n  {problem}", path.display());
-        ExitCode::from(EXIT_CONFIG)
-    })?;
-    config.check_screen_token().map_err(|problem| {
-        eprintln!("gym-checkin: {}: 1 problem:\n  {problem}", path.display());
-        ExitCode::from(EXIT_CONFIG)
-    })?;
-    Ok((config, key))
+    let mut problems = Vec::new();
+    let key = config
+        .check_api_key()
+        .map_err(|problem| problems.push(problem));
+    if let Err(problem) = config.check_screen_token() {
+        problems.push(problem);
+    }
+    match key {
+        Ok(key) if problems.is_empty() => Ok((config, key)),
+        _ => {
+            print_problems(path, &problems);
+            Err(ExitCode::from(EXIT_CONFIG))
+        }
+    }
 }
 
-fn check_config(path: &std::path::Path) -> ExitCode {
-    let (config, _key) = match load(path) {
-        Ok(loaded) => loaded,
-        Err(code) => return code,
-    };
-    let clock = gym_checkin::clock::Clock::unregistered(config.clock.trusted_when.clone());
-    let device_problems = config.check_devices();
-    if !device_problems.is_empty() {
-        eprintln!(
-            "gym-checkin: {}: {} problem(s) with the readers' devices:",
-            path.display(),
-            device_problems.len()
-        );
-        for problem in device_problems {
-            eprintln!("  {problem}");
+fn check_config(path: &Path, online: bool) -> ExitCode {
+    let checked = Config::check(path);
+    let config = match checked.config {
+        Some(config) if checked.problems.is_empty() => config,
+        _ => {
+            print_problems(path, &checked.problems);
+            return ExitCode::from(EXIT_CONFIG);
         }
-        return ExitCode::from(EXIT_CONFIG);
+    };
+    let key_found_in = checked.key_found_in.unwrap_or_default();
+    if console::print(&gym_checkin::config::describe(&config, path, &key_found_in)).is_err() {
+        return ExitCode::SUCCESS;
     }
-    println!("{}: OK", path.display());
-    println!("  EGYM: {} (API key found)", config.egym.base_url);
-    println!("  database: {}", config.store.path.display());
-    let trust = clock.trust();
-    println!(
-        "  clock: trusted-when = {}: {} now ({})",
-        config.clock.trusted_when,
-        if trust.trusted {
-            "trusted"
-        } else {
-            "NOT trusted"
-        },
-        trust.detail
-    );
-    if trust.source == gym_checkin::clock::TrustSource::Undetermined {
-        eprintln!(
-            "gym-checkin: WARNING: the clock would be trusted without proof: {}",
-            trust.detail
-        );
-    }
-    if let Some(warning) = clock.never_trusted_warning() {
+    for warning in gym_checkin::config::warnings(&config) {
         eprintln!("gym-checkin: WARNING: {warning}");
     }
-    match config.screen.listen {
-        None => println!("  screen: off"),
-        Some(listen) => {
-            let token = if config.screen.token_file.is_some() {
-                "; the staff page and /metrics need the token"
-            } else {
-                ""
-            };
-            println!("  screen: http://{listen}/ (staff: /staff){token}");
-            // Bound, then let go at once: only to tell whether the port is free.
-            if let Err(e) = std::net::TcpListener::bind(listen) {
-                eprintln!(
-                    "gym-checkin: WARNING: screen.listen: cannot listen on {listen} now: {e}. If \
-                     gym-checkin runs, it may be the one using it; otherwise the screen will not \
-                     be served until the port is free (taps are recorded and delivered all the same)"
+    if !online {
+        return ExitCode::SUCCESS;
+    }
+    with_runtime(|runtime| {
+        let answer = runtime.block_on(async {
+            let key = config.check_api_key()?;
+            let client = gym_checkin::egym::Client::new(
+                &config.egym.base_url,
+                config.egym.request_timeout,
+                config.egym.rate_limit_per_second,
+                config.egym.rate_limit_burst,
+            )?;
+            Ok::<_, String>(client.check_key(&key).await)
+        });
+        use gym_checkin::egym::KeyCheck;
+        let base = &config.egym.base_url;
+        match answer {
+            Ok(KeyCheck::Accepted) => {
+                let _ = console::print(&format!("  EGYM at {base}: the API key is accepted\n"));
+                ExitCode::SUCCESS
+            }
+            Ok(KeyCheck::Refused(failure)) => {
+                print_problems(
+                    path,
+                    &[format!(
+                        "egym.api-key-file: EGYM at {base} refused the API key read from \
+                         {key_found_in} ({failure}): check the key, and that EGYM gave it the \
+                         permission to look up members"
+                    )],
                 );
+                ExitCode::from(EXIT_CONFIG)
+            }
+            Ok(KeyCheck::Unreachable(failure)) => {
+                eprintln!(
+                    "gym-checkin: cannot reach EGYM at {base}, so the API key could not be \
+                     checked: {failure}. Check the network and egym.base-url; the service records \
+                     taps all the same and delivers them once EGYM can be reached"
+                );
+                ExitCode::FAILURE
+            }
+            Ok(KeyCheck::Other(failure)) => {
+                eprintln!(
+                    "gym-checkin: EGYM at {base} answered, but not as expected, so the API key \
+                     could not be checked: {failure}"
+                );
+                ExitCode::FAILURE
+            }
+            Err(e) => {
+                eprintln!("gym-checkin: {e}");
+                ExitCode::FAILURE
             }
         }
-    }
-    for reader in &config.readers {
-        let device = match &reader.driver {
-            Driver::Serial {
-                path,
-                baud,
-                protocol,
-            } => {
-                let present = if path.exists() {
-                    "present"
-                } else {
-                    "not present now; the service waits for it"
-                };
-                format!(
-                    "serial {} at {baud} baud, protocol {} ({present})",
-                    path.display(),
-                    protocol.name
-                )
-            }
-            Driver::Keyboard { path } => {
-                let present = if path.exists() {
-                    "present"
-                } else {
-                    "not present now; the service waits for it"
-                };
-                format!("keyboard {} ({present})", path.display())
-            }
-            Driver::Pcsc { reader: wanted } => {
-                let which = match wanted {
-                    Some(wanted) => format!("the first whose name contains {wanted:?}"),
-                    None => "the first found".to_string(),
-                };
-                let present = match gym_checkin::reader::try_open(reader) {
-                    Ok(()) => "present".to_string(),
-                    Err(e) => format!("not available now: {e}; the service waits for it"),
-                };
-                format!("PC/SC reader through pcscd, {which} ({present})")
-            }
-            Driver::Stdin => "standard input".to_string(),
-        };
-        let tag_format = reader.egym_tag_format.as_deref().unwrap_or("none");
-        println!(
-            "  reader {}: {device}, direction {:?}, tagFormat {tag_format}",
-            reader.name, reader.direction
-        );
-    }
-    ExitCode::SUCCESS
+    })
 }
 
-fn listen(
-    path: &std::path::Path,
-    only: Option<&str>,
-    capture: Option<&std::path::Path>,
-) -> ExitCode {
+fn listen(path: &Path, only: Option<&str>, capture: Option<&Path>) -> ExitCode {
     let config = match load_config(path) {
         Ok(config) => config,
         Err(code) => return code,
@@ -312,16 +344,19 @@ fn listen(
         .cloned()
         .collect();
     if readers.is_empty() {
-        let names: Vec<&str> = config.readers.iter().map(|r| r.name.as_str()).collect();
-        eprintln!(
-            "gym-checkin: --reader {}: no such reader in {}; configured: {}",
-            only.unwrap_or_default(),
-            path.display(),
-            names.join(", ")
-        );
-        return ExitCode::from(EXIT_CONFIG);
+        return no_such_reader(path, &config, only.unwrap_or_default());
     }
-    let capture = match (capture, &readers[..]) {
+    let mut free = Vec::new();
+    for reader in readers {
+        match held_by_service(&config, &reader.name) {
+            Some(held) => eprintln!("gym-checkin: {held}"),
+            None => free.push(reader),
+        }
+    }
+    if free.is_empty() {
+        return ExitCode::FAILURE;
+    }
+    let capture = match (capture, &free[..]) {
         (None, _) => None,
         (Some(file), [reader]) => {
             match gym_checkin::reader::capture::Writer::create(file, reader) {
@@ -335,43 +370,43 @@ fn listen(
         (Some(_), _) => {
             eprintln!(
                 "gym-checkin: --capture records one reader: name it with --reader (configured: {})",
-                readers
-                    .iter()
+                free.iter()
                     .map(|r| r.name.as_str())
                     .collect::<Vec<_>>()
                     .join(", ")
             );
-            return ExitCode::from(EXIT_CONFIG);
+            return ExitCode::from(EXIT_USAGE);
         }
     };
     let clock = gym_checkin::clock::Clock::unregistered(config.clock.trusted_when.clone());
-    block_on(async move {
-        gym_checkin::listen::run(
-            readers,
-            capture,
-            clock,
-            gym_checkin::daemon::termination_signal(),
-        )
-        .await;
-        Ok::<(), String>(())
+    with_runtime(|runtime| {
+        runtime.block_on(async {
+            let stop = async {
+                tokio::select! {
+                    () = gym_checkin::daemon::termination_signal() => {}
+                    () = console::stdout_closed() => {}
+                }
+            };
+            gym_checkin::listen::run(free, capture, clock, stop).await;
+        });
+        ExitCode::SUCCESS
     })
 }
 
-fn status(path: &std::path::Path, json: bool) -> ExitCode {
+fn status(path: &Path, json: bool) -> ExitCode {
     let config = match load_config(path) {
         Ok(config) => config,
         Err(code) => return code,
     };
-    match gym_checkin::status::read(&config.store.path) {
-        Ok((data, asked)) if json => {
-            println!("{}", gym_checkin::status::to_json(&data, &asked));
-            ExitCode::SUCCESS
-        }
-        Ok((data, asked)) => {
-            print!(
-                "{}",
-                gym_checkin::status::to_text(&data, &asked, &config.store.path)
-            );
+    match gym_checkin::status::read(&config) {
+        Ok(status) => {
+            let text = if json {
+                format!("{}\n", gym_checkin::status::to_json(&status))
+            } else {
+                gym_checkin::status::to_text(&status)
+            };
+            // A closed standard output (`status | head -1`) ends it quietly.
+            let _ = console::print(&text);
             ExitCode::SUCCESS
         }
         Err(e) => {

@@ -1,15 +1,21 @@
-//! `gym-checkin status`: what the service is doing, read from its database.
+//! `gym-checkin status`: what the service is doing.
 //!
-//! The JSON form keeps the fields DESIGN.md lists (more may be added); the human form says the
+//! It asks the running service on its control socket ([`crate::control`]), which staff in the
+//! group `gym-checkin` may use; when nothing answers there, it reads the database itself, which
+//! needs the database's owner (root). A permission problem is said as one: which path, which
+//! user, and the command that fixes it.
+//!
+//! The JSON form keeps the fields the README lists (more may be added); the human form says the
 //! same in sentences an operator can act on.
 
 use std::fmt::Write;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use serde_json::{Value, json};
 
 use crate::clock::{SystemSource, TimeSource, duration_text, rfc3339};
-use crate::store::StoreError;
+use crate::config::Config;
+use crate::control::{self, AskError, Reply, Request, ServiceInfo};
 use crate::store::status::{self, StatusData};
 
 /// When `status` was asked: the wall time, and steady time if the service has run in this boot.
@@ -19,10 +25,85 @@ pub struct Asked {
     pub steady_ms: Option<i64>,
 }
 
-/// Reads the status of the database at `db`, as of now on this machine.
-pub fn read(db: &Path) -> Result<(StatusData, Asked), StoreError> {
+/// The status, and where it came from.
+#[derive(Clone, Debug)]
+pub struct Status {
+    pub data: StatusData,
+    pub asked: Asked,
+    pub database: PathBuf,
+    /// The service that answered; `None`: read from the database.
+    pub service: Option<ServiceInfo>,
+    /// When read from the database: the pid of a service that holds it all the same (its socket
+    /// is off or could not be asked), if one could be told.
+    pub holder: Option<u32>,
+}
+
+/// The status of the service `config` describes: from the service, or from its database.
+pub fn read(config: &Config) -> Result<Status, String> {
+    let database = &config.store.path;
+    if let Some(socket) = &config.service.socket {
+        match control::ask(socket, &Request::Status) {
+            Ok(Reply::Status(reply)) if reply.service.database == *database => {
+                return Ok(Status {
+                    data: reply.data,
+                    asked: Asked {
+                        wall_ms: reply.wall_ms,
+                        steady_ms: Some(reply.steady_ms),
+                    },
+                    database: database.clone(),
+                    service: Some(reply.service),
+                    holder: None,
+                });
+            }
+            // Another service's socket: this configuration's database is read instead.
+            Ok(Reply::Status(_)) | Err(AskError::NotRunning) => {}
+            Ok(Reply::Failed(e)) => return Err(format!("the service answered: {e}")),
+            Err(e @ AskError::PermissionDenied { .. }) => return Err(e.to_string()),
+            Err(AskError::Failed(e)) => return Err(e),
+        }
+    }
+    let (data, asked) = read_database(database, config.service.socket.as_deref())?;
+    Ok(Status {
+        data,
+        asked,
+        database: database.clone(),
+        service: None,
+        holder: crate::store::holder(database),
+    })
+}
+
+/// Reads the status from the database at `db`, as of now on this machine.
+pub fn read_database(db: &Path, socket: Option<&Path>) -> Result<(StatusData, Asked), String> {
+    let user = crate::console::user_name();
+    let not_asked = match socket {
+        Some(socket) => format!("nothing answers on {}", socket.display()),
+        None => "its control socket is off ([service] socket = \"\")".into(),
+    };
+    let denied = || {
+        format!(
+            "user {user} may not read the database {} (it is the service's alone), and the \
+             service cannot be asked instead: {not_asked}. Start the service (`sudo systemctl \
+             start gym-checkin`), or run `sudo gym-checkin status`",
+            db.display()
+        )
+    };
+    match std::fs::metadata(db) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(format!(
+                "no database at {} yet: the service has not run with this configuration \
+                 ({not_asked})",
+                db.display()
+            ));
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => return Err(denied()),
+        Err(e) => return Err(format!("cannot look at {}: {e}", db.display())),
+        Ok(_) => {}
+    }
+    if std::fs::File::open(db).is_err_and(|e| e.kind() == std::io::ErrorKind::PermissionDenied) {
+        return Err(denied());
+    }
     let source = SystemSource;
-    let data = status::read(db, source.boot_id().as_deref())?;
+    let data = status::read(db, source.boot_id().as_deref()).map_err(|e| e.to_string())?;
     let asked = Asked {
         wall_ms: source.wall_ms(),
         steady_ms: data
@@ -38,7 +119,8 @@ fn age_s(asked: &Asked, since: Option<i64>) -> Option<i64> {
     Some((asked.steady_ms? - since?).max(0) / 1000)
 }
 
-pub fn to_json(data: &StatusData, asked: &Asked) -> Value {
+pub fn to_json(status: &Status) -> Value {
+    let (data, asked) = (&status.data, &status.asked);
     let time = |ms: Option<i64>| ms.map(rfc3339);
     let clock = &data.clock;
     json!({
@@ -55,6 +137,11 @@ pub fn to_json(data: &StatusData, asked: &Asked) -> Value {
         "delivery_paused": data.paused_since_ms.is_some(),
         "delivery_paused_reason": data.pause_reason,
         "delivery_paused_since": time(data.paused_since_ms),
+        "service": {
+            "running": status.service.is_some() || status.holder.is_some(),
+            "pid": status.service.as_ref().map(|s| s.pid).or(status.holder),
+            "version": status.service.as_ref().map(|s| s.version.clone()),
+        },
         "open_visits": data.open_visits,
         "automatic_checkouts": data.automatic_checkouts,
         "lost": data.lost,
@@ -162,9 +249,18 @@ fn clock_line(data: &StatusData, asked: &Asked) -> String {
     }
 }
 
-pub fn to_text(data: &StatusData, asked: &Asked, db: &Path) -> String {
+pub fn to_text(status: &Status) -> String {
+    let (data, asked) = (&status.data, &status.asked);
     let mut out = String::new();
-    let _ = writeln!(out, "database: {}", db.display());
+    let _ = writeln!(out, "database: {}", status.database.display());
+    let service = match (&status.service, status.holder) {
+        (Some(service), _) => format!("running (pid {}, version {})", service.pid, service.version),
+        (None, Some(pid)) => {
+            format!("running (pid {pid}); read from the database, its socket did not answer")
+        }
+        (None, None) => "NOT RUNNING (read from the database)".into(),
+    };
+    let _ = writeln!(out, "service: {service}");
     match (&data.paused_since_ms, &data.pause_reason) {
         (Some(since), reason) => {
             let _ = writeln!(

@@ -147,7 +147,8 @@ async fn calibrate_says_to_stop_the_service_when_it_has_the_reader() {
     let (code, stdout, stderr) = calibrate(&config, "pat@example.invalid", || {}).await;
     assert_eq!(code, Some(1), "{stdout}\n{stderr}");
     assert!(
-        stderr.contains("cannot open reader desk") && stderr.contains("stop it first"),
+        stderr.contains("reader desk: the service")
+            && stderr.contains("sudo systemctl stop gym-checkin"),
         "{stderr}"
     );
     // And a member EGYM does not know.

@@ -237,7 +237,7 @@ fn check_config_says_whether_the_clock_is_trusted_and_warns_when_it_never_can_be
     assert_eq!(output.status.code(), Some(0), "{stdout}");
     assert!(
         stdout.contains(&format!(
-            "clock: trusted-when = file:{}: trusted now ({} exists)",
+            "clock: trusted-when = \"file:{}\": trusted now ({} exists)",
             flag.display(),
             flag.display()
         )),

@@ -317,7 +317,7 @@ async fn listen_prints_every_rendering_and_records_nothing() {
         .arg(&config)
         .output()
         .unwrap();
-    assert_eq!(output.status.code(), Some(78));
+    assert_eq!(output.status.code(), Some(2), "a usage error");
     assert!(String::from_utf8_lossy(&output.stderr).contains("configured: entrance, desk"));
 }
 

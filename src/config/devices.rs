@@ -1,25 +1,39 @@
 //! `check-config`'s look at the readers' devices as they are now.
 
-use super::Config;
-use crate::reader::Driver;
+use crate::reader::{Driver, ReaderConfig};
 
-impl Config {
-    /// Problems with the readers' devices as they are now, for `check-config`: a keyboard
-    /// reader's path that is not an input event node, or that the service (user `gym-checkin`,
-    /// groups `dialout` and `input`) could not open. A device not plugged in is no problem: the
-    /// service waits for it.
-    pub fn check_devices(&self) -> Vec<String> {
-        let mut problems = Vec::new();
-        for (i, reader) in self.readers.iter().enumerate() {
-            if let Driver::Keyboard { path } = &reader.driver
-                && let Ok(meta) = std::fs::metadata(path)
-                && let Err(problem) = input_device_access(&meta, group_id("input"))
-            {
-                problems.push(format!("readers[{i}].path: {}: {problem}", path.display()));
+/// Problems with the readers' devices as they are now, for `check-config`, each with its key
+/// (`readers` as the file numbers them): a serial reader's path that is there but is no
+/// character device (a file, a directory), and a keyboard reader's path that is not an input
+/// event node, or that the service (user `gym-checkin`, groups `dialout` and `input`) could not
+/// open. A device not plugged in is no problem: the service waits for it.
+pub(super) fn check_devices(readers: &[(usize, ReaderConfig)]) -> Vec<String> {
+    let mut problems = Vec::new();
+    for (i, reader) in readers {
+        match &reader.driver {
+            Driver::Serial { path, .. } => {
+                if let Ok(meta) = std::fs::metadata(path)
+                    && !std::os::unix::fs::FileTypeExt::is_char_device(&meta.file_type())
+                {
+                    problems.push(format!(
+                        "readers[{i}].path: {} is {}, not a serial device: name the reader's \
+                         device, e.g. /dev/serial/by-id/usb-... (see `ls -l /dev/serial/by-id/`)",
+                        path.display(),
+                        crate::console::file_type_name(&meta.file_type())
+                    ));
+                }
             }
+            Driver::Keyboard { path } => {
+                if let Ok(meta) = std::fs::metadata(path)
+                    && let Err(problem) = input_device_access(&meta, group_id("input"))
+                {
+                    problems.push(format!("readers[{i}].path: {}: {problem}", path.display()));
+                }
+            }
+            Driver::Pcsc { .. } | Driver::Stdin => {}
         }
-        problems
     }
+    problems
 }
 
 /// The major device number of Linux input devices (`/dev/input/event*`).

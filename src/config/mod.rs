@@ -10,13 +10,16 @@
 //! them:
 //! - `walk`: the TOML walker, which knows a section's path and allowed keys, and collects
 //!   problems;
-//! - `sections`: `[egym]`, `[store]`, `[visits]`, `[clock]`, `[wellpass]`, `[screen]`;
+//! - `sections`: `[egym]`, `[store]`, `[visits]`, `[clock]`, `[wellpass]`, `[screen]`,
+//!   `[service]`;
 //! - `readers`: `[[readers]]`, each with a [`Driver`](crate::reader::Driver) that carries the
 //!   settings of its kind;
-//! - `devices`: `check-config`'s look at the readers' devices as they are now.
+//! - `devices`: `check-config`'s look at the readers' devices as they are now;
+//! - `report`: what `check-config` says of a configuration that works.
 
 mod devices;
 mod readers;
+mod report;
 mod sections;
 mod walk;
 
@@ -30,6 +33,7 @@ use crate::clock::TrustRule;
 use crate::delivery::LateAdmission;
 use crate::egym::{ApiKey, ApiKeySource};
 use crate::reader::ReaderConfig;
+pub use report::{browser_url, describe, warnings};
 use walk::Problems;
 pub use walk::parse_duration;
 
@@ -44,7 +48,14 @@ pub struct Config {
     pub clock: ClockConfig,
     pub wellpass: WellpassConfig,
     pub screen: ScreenConfig,
+    pub service: ServiceConfig,
     pub readers: Vec<ReaderConfig>,
+}
+
+#[derive(Clone, Debug)]
+pub struct ServiceConfig {
+    /// The control socket `status` asks the running service on; `None`: off.
+    pub socket: Option<PathBuf>,
 }
 
 #[derive(Clone, Debug)]
@@ -137,20 +148,108 @@ impl Config {
 
     /// Validates configuration text; on failure, returns every problem found.
     pub fn parse(text: &str) -> Result<Config, Vec<String>> {
-        let root: toml::Table = text.parse().map_err(|e: toml::de::Error| {
-            vec![format!("not valid TOML: {}", e.to_string().trim_end())]
-        })?;
-        let mut problems = Problems::default();
-        let config = sections::parse_root(&root, &mut problems);
-        match config {
-            Some(config) if problems.0.is_empty() => Ok(config),
-            _ => Err(problems.0),
+        let (parsed, problems) = parse_text(text);
+        match parsed.and_then(sections::Parsed::complete) {
+            Some(config) if problems.is_empty() => Ok(config),
+            _ => Err(problems),
+        }
+    }
+
+    /// Everything `check-config` looks at, every problem at once: the file, the API key, the
+    /// screen's token, the database's place and the readers' devices. The parts of the file
+    /// that can be read are checked even when others cannot.
+    pub fn check(path: &Path) -> Checked {
+        let text = match std::fs::read_to_string(path) {
+            Ok(text) => text,
+            Err(e) => {
+                return Checked {
+                    config: None,
+                    key_found_in: None,
+                    problems: vec![format!(
+                        "cannot read the configuration file as user {}: {e}",
+                        crate::console::user_name()
+                    )],
+                };
+            }
+        };
+        let (parsed, mut problems) = parse_text(&text);
+        let Some(parsed) = parsed else {
+            return Checked {
+                config: None,
+                key_found_in: None,
+                problems,
+            };
+        };
+        let mut key_found_in = None;
+        if let Some(egym) = &parsed.egym {
+            match egym.api_key.read() {
+                Ok(_) => key_found_in = Some(egym.api_key.describe()),
+                Err(e) => problems.push(format!("egym.api-key-file: {e}")),
+            }
+        }
+        if let Some(screen) = &parsed.screen
+            && let Err(problem) = screen.read_token()
+        {
+            problems.push(problem);
+        }
+        if let Some(store) = &parsed.store
+            && let Err(problem) = crate::store::check_path(&store.path)
+        {
+            problems.push(format!("store.path: {problem}"));
+        }
+        problems.extend(devices::check_devices(&parsed.readers));
+        let config = parsed.complete();
+        Checked {
+            config: config.filter(|_| problems.is_empty()),
+            key_found_in,
+            problems,
         }
     }
 
     /// Reads the screen's token, if one is configured; the problem names the key.
     pub fn check_screen_token(&self) -> Result<Option<String>, String> {
-        let Some(path) = &self.screen.token_file else {
+        self.screen.read_token()
+    }
+
+    /// Checks that the API key can be read; the problem names the key that configures it.
+    pub fn check_api_key(&self) -> Result<ApiKey, String> {
+        self.egym
+            .api_key
+            .read()
+            .map_err(|e| format!("egym.api-key-file: {e}"))
+    }
+}
+
+/// What `check-config` found: the configuration when it has no problem, where the API key was
+/// found, and every problem, each starting with its key.
+#[derive(Debug)]
+pub struct Checked {
+    pub config: Option<Config>,
+    pub key_found_in: Option<String>,
+    pub problems: Vec<String>,
+}
+
+/// Reads configuration text into its sections as far as they can be read, with every problem.
+fn parse_text(text: &str) -> (Option<sections::Parsed>, Vec<String>) {
+    let root: toml::Table = match text.parse() {
+        Ok(root) => root,
+        Err(e) => {
+            let e: toml::de::Error = e;
+            return (
+                None,
+                vec![format!("not valid TOML: {}", e.to_string().trim_end())],
+            );
+        }
+    };
+    let mut problems = Problems::default();
+    let parsed = sections::parse_root(&root, &mut problems);
+    (Some(parsed), problems.0)
+}
+
+impl ScreenConfig {
+    /// Reads the screen's token, if one is configured; the problem names the key.
+    pub fn read_token(&self) -> Result<Option<String>, String> {
+        let Some(path) = &self.token_file else {
             return Ok(None);
         };
         let text = std::fs::read_to_string(path)
@@ -164,14 +263,6 @@ impl Config {
             ));
         }
         Ok(Some(token.to_string()))
-    }
-
-    /// Checks that the API key can be read; the problem names the key that configures it.
-    pub fn check_api_key(&self) -> Result<ApiKey, String> {
-        self.egym
-            .api_key
-            .read()
-            .map_err(|e| format!("egym.api-key-file: {e}"))
     }
 }
 

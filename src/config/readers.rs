@@ -13,21 +13,22 @@ use crate::reader::{Driver, NO_PCSC, ReaderConfig};
 use crate::tag::{ByteOrder, IdBytes, IdFormat, Normalisation};
 use crate::visit::Direction;
 
+/// The readers that could be read, each with its place in the file, and whether every one could.
 pub(super) fn parse_readers(
     value: Option<&Value>,
     problems: &mut Problems,
-) -> Option<Vec<ReaderConfig>> {
+) -> (Vec<(usize, ReaderConfig)>, bool) {
     let items = match value {
         None => {
             problems.add(
                 "readers",
                 "missing: configure at least one [[readers]] entry",
             );
-            return None;
+            return (Vec::new(), false);
         }
         Some(Value::Array(items)) if items.is_empty() => {
             problems.add("readers", "empty: configure at least one [[readers]] entry");
-            return None;
+            return (Vec::new(), false);
         }
         Some(Value::Array(items)) => items,
         Some(other) => {
@@ -38,7 +39,7 @@ pub(super) fn parse_readers(
                     type_name(other)
                 ),
             );
-            return None;
+            return (Vec::new(), false);
         }
     };
     let mut readers = Vec::new();
@@ -53,19 +54,19 @@ pub(super) fn parse_readers(
                         format!("{:?} is used by another reader", reader.name),
                     );
                 }
-                readers.push(reader);
+                readers.push((i, reader));
             }
             None => complete = false,
         }
     }
     let stdin_readers = readers
         .iter()
-        .filter(|r| matches!(r.driver, Driver::Stdin))
+        .filter(|(_, r)| matches!(r.driver, Driver::Stdin))
         .count();
     if stdin_readers > 1 {
         problems.add("readers", "at most one reader can use driver = \"stdin\"");
     }
-    complete.then_some(readers)
+    (readers, complete)
 }
 
 fn parse_reader(i: usize, value: &Value, problems: &mut Problems) -> Option<ReaderConfig> {

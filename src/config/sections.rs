@@ -1,5 +1,5 @@
 //! The sections other than `[[readers]]`: `[egym]`, `[store]`, `[visits]`, `[clock]`,
-//! `[wellpass]` and `[screen]`.
+//! `[wellpass]`, `[screen]` and `[service]`.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -9,39 +9,71 @@ use toml::Value;
 use super::walk::{Problems, Section};
 use super::{
     ClockConfig, Config, DEFAULT_DB_PATH, DEFAULT_SCREEN_LISTEN, EgymConfig, ScreenConfig,
-    StoreConfig, VisitsConfig, WellpassConfig,
+    ServiceConfig, StoreConfig, VisitsConfig, WellpassConfig,
 };
 use crate::clock::TrustRule;
+use crate::control::DEFAULT_SOCKET;
 use crate::delivery::LateAdmission;
 use crate::egym::{ApiKeySource, DEFAULT_BASE_URL, check_base_url};
+use crate::reader::ReaderConfig;
 
-pub(super) fn parse_root(root: &toml::Table, problems: &mut Problems) -> Option<Config> {
+/// Every section of the file, each as far as it could be read: `check-config` looks at the
+/// parts that could (the readers' devices, the database's place) even when others could not.
+pub(super) struct Parsed {
+    pub(super) egym: Option<EgymConfig>,
+    pub(super) store: Option<StoreConfig>,
+    pub(super) visits: Option<VisitsConfig>,
+    pub(super) clock: Option<ClockConfig>,
+    pub(super) wellpass: Option<WellpassConfig>,
+    pub(super) screen: Option<ScreenConfig>,
+    pub(super) service: Option<ServiceConfig>,
+    /// The readers that could be read, each with its place in the file.
+    pub(super) readers: Vec<(usize, ReaderConfig)>,
+    /// Whether every reader could.
+    pub(super) readers_complete: bool,
+}
+
+impl Parsed {
+    /// The whole configuration, if every part of it could be read.
+    pub(super) fn complete(self) -> Option<Config> {
+        Some(Config {
+            egym: self.egym?,
+            store: self.store?,
+            visits: self.visits?,
+            clock: self.clock?,
+            wellpass: self.wellpass?,
+            screen: self.screen?,
+            service: self.service?,
+            readers: self
+                .readers_complete
+                .then(|| self.readers.into_iter().map(|(_, r)| r).collect())?,
+        })
+    }
+}
+
+pub(super) fn parse_root(root: &toml::Table, problems: &mut Problems) -> Parsed {
     // The root is a table by construction; check its keys like any other section's.
     let root_value = Value::Table(root.clone());
     Section::new(
         String::new(),
         Some(&root_value),
         &[
-            "egym", "store", "visits", "clock", "wellpass", "screen", "readers",
+            "egym", "store", "visits", "clock", "wellpass", "screen", "service", "readers",
         ],
         problems,
-    )?;
-    let egym = parse_egym(root.get("egym"), problems);
-    let store = parse_store(root.get("store"), problems);
-    let visits = parse_visits(root.get("visits"), problems);
-    let clock = parse_clock(root.get("clock"), problems);
-    let wellpass = parse_wellpass(root.get("wellpass"), problems);
-    let screen = parse_screen(root.get("screen"), problems);
-    let readers = super::readers::parse_readers(root.get("readers"), problems);
-    Some(Config {
-        egym: egym?,
-        store: store?,
-        visits: visits?,
-        clock: clock?,
-        wellpass: wellpass?,
-        screen: screen?,
-        readers: readers?,
-    })
+    );
+    let (readers, readers_complete) = super::readers::parse_readers(root.get("readers"), problems);
+    Parsed {
+        egym: parse_egym(root.get("egym"), problems),
+        store: parse_store(root.get("store"), problems),
+        visits: parse_visits(root.get("visits"), problems),
+        clock: parse_clock(root.get("clock"), problems),
+        wellpass: parse_wellpass(root.get("wellpass"), problems),
+        screen: parse_screen(root.get("screen"), problems),
+        service: parse_service(root.get("service"), problems),
+        readers,
+        readers_complete,
+    }
 }
 
 fn parse_screen(value: Option<&Value>, problems: &mut Problems) -> Option<ScreenConfig> {
@@ -86,6 +118,24 @@ fn parse_screen(value: Option<&Value>, problems: &mut Problems) -> Option<Screen
         );
     }
     Some(ScreenConfig { listen, token_file })
+}
+
+fn parse_service(value: Option<&Value>, problems: &mut Problems) -> Option<ServiceConfig> {
+    let s = Section::new("service".into(), value, &["socket"], problems)?;
+    let socket = match s.string("socket", problems).unwrap_or(DEFAULT_SOCKET) {
+        "" => None,
+        text => {
+            let path = PathBuf::from(text);
+            if path.is_relative() {
+                problems.add(
+                    &s.key("socket"),
+                    format!("{text:?} must be an absolute path (or \"\", off)"),
+                );
+            }
+            Some(path)
+        }
+    };
+    Some(ServiceConfig { socket })
 }
 
 fn parse_wellpass(value: Option<&Value>, problems: &mut Problems) -> Option<WellpassConfig> {

@@ -1,29 +1,43 @@
-//! Wiring: opens the database, starts one task per reader, the recorder, the delivery worker
-//! and the pruner, and stops them all when the shutdown future completes. Under systemd it
-//! reports readiness and status and feeds the watchdog while every task answers.
+//! The service: built from the configuration, then run until it is stopped.
+//!
+//! [`Service::build`] does everything that can fail before a single task starts: it takes the
+//! database's lock (one service per database), opens and migrates the database, registers the
+//! boot with the clock, and makes the EGYM client, the screen's token and the control socket. A
+//! bad setup ends there, with nothing left half-running, and says whether the configuration is
+//! at fault ([`SetupError::exit_code`]).
+//!
+//! [`Service::run`] starts one task per reader, the recorder, the delivery worker, the pruner,
+//! the timekeeper, the status reporter, the screen and the control socket, and supervises them
+//! ([`supervise`]): none may end before the stop. Under systemd it reports readiness and status,
+//! and feeds the watchdog while every watched task answers.
 
 mod notify;
+mod supervise;
 mod timekeeper;
 
 use std::future::Future;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::{mpsc, watch};
-use tokio::task::JoinSet;
+use tokio::time::Instant;
 use tracing::{error, info, warn};
 
 use crate::clock::{self, Clock, SystemSource, TimeSource};
 use crate::config::Config;
+use crate::control::{self, Reply, Request, ServiceInfo, StatusReply};
 use crate::delivery::{self, Worker};
 use crate::egym::{self, ApiKey};
 use crate::liveness::Liveness;
 use crate::metrics::Metrics;
-use crate::reader::{Reader, Source};
+use crate::reader::{Driver, Reader, Source};
 use crate::recorder::Recorder;
 use crate::screen::{Listeners, Screen};
-use crate::store::{Store, StoreError};
+use crate::store::{DatabaseLock, LockError, Store, StoreError};
 use notify::Notifier;
+use supervise::Tasks;
+pub use supervise::install_panic_hook;
 
 /// Taps read but not yet decided, at most; a reader waits when the recorder is this far behind.
 const TAP_QUEUE: usize = 1024;
@@ -35,212 +49,479 @@ pub const PRUNE_BATCH: usize = 500;
 const STATUS_INTERVAL: Duration = Duration::from_secs(10);
 /// While events are pending, a summary line is logged this often.
 const SUMMARY_INTERVAL: Duration = Duration::from_secs(300);
+/// At a stop, tasks get this long to finish (the unit's `TimeoutStopSec=` is 15 s).
+const STOP_WITHIN: Duration = Duration::from_secs(10);
 
+/// Exit code for a configuration that cannot work (EX_CONFIG from sysexits.h).
+pub const EXIT_CONFIG: u8 = 78;
+/// Exit code when another service holds the database (EX_TEMPFAIL, which mail servers give for
+/// a lock held by another process). The unit does not restart on it, so a service started while
+/// one runs by hand does not loop.
+pub const EXIT_LOCKED: u8 = 75;
+
+/// Why the service could not be set up.
+#[derive(Debug)]
+pub enum SetupError {
+    /// The configuration cannot work as it is (exit 78): each problem with its key.
+    Config(Vec<String>),
+    /// Another service runs on this database (exit 75).
+    Locked(LockError),
+    /// Anything else (exit 1).
+    Failed(String),
+}
+
+impl SetupError {
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            SetupError::Config(_) => EXIT_CONFIG,
+            SetupError::Locked(_) => EXIT_LOCKED,
+            SetupError::Failed(_) => 1,
+        }
+    }
+}
+
+impl std::fmt::Display for SetupError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SetupError::Config(problems) => {
+                let n = problems.len();
+                write!(
+                    f,
+                    "the configuration cannot work ({n} problem{}): {}",
+                    if n == 1 { "" } else { "s" },
+                    problems.join("; ")
+                )
+            }
+            SetupError::Locked(e) => write!(f, "{e}"),
+            SetupError::Failed(e) => write!(f, "{e}"),
+        }
+    }
+}
+
+impl std::error::Error for SetupError {}
+
+impl From<StoreError> for SetupError {
+    fn from(e: StoreError) -> Self {
+        SetupError::Failed(e.to_string())
+    }
+}
+
+/// Why the service stopped other than when asked.
+#[derive(Debug)]
+pub enum RunError {
+    /// A task ended before the stop: which, and how.
+    TaskEnded { task: String, how: String },
+}
+
+impl std::fmt::Display for RunError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            RunError::TaskEnded { task, how } => write!(
+                f,
+                "task {task} {how} while the service was running; the service stops so that \
+                 systemd starts it again"
+            ),
+        }
+    }
+}
+
+impl std::error::Error for RunError {}
+
+/// A service set up and ready to run.
+#[derive(Debug)]
+pub struct Service {
+    config: Config,
+    sources: Vec<Source>,
+    /// Held until the service has stopped.
+    lock: DatabaseLock,
+    store: Store,
+    clock: Clock,
+    screen: Screen,
+    screen_token: Option<String>,
+    control: Option<control::Listener>,
+    metrics: Arc<Metrics>,
+    recorder: Recorder,
+    worker: Worker,
+    corrections_in: mpsc::UnboundedReceiver<crate::visit::Correction>,
+}
+
+impl Service {
+    /// Sets up everything that can fail, in order, before any task starts. `sources` overrides
+    /// where a reader's bytes come from (by position in `config.readers`); readers without one
+    /// open their configured device.
+    pub async fn build(
+        config: Config,
+        api_key: ApiKey,
+        mut sources: Vec<Option<Source>>,
+    ) -> Result<Service, SetupError> {
+        sources.resize_with(config.readers.len(), || None);
+        let sources: Vec<Source> = config
+            .readers
+            .iter()
+            .zip(sources)
+            .map(|(reader, source)| source.unwrap_or_else(|| Source::for_config(reader)))
+            .collect();
+        let mut problems = Vec::new();
+        for (i, (reader, source)) in config.readers.iter().zip(&sources).enumerate() {
+            if matches!(reader.driver, Driver::Stdin)
+                && matches!(source, Source::Stdin)
+                && let Some(problem) = crate::reader::stdin_problem()
+            {
+                problems.push(format!("readers[{i}].driver: {problem}"));
+            }
+        }
+        if let Err(problem) = crate::store::check_path(&config.store.path) {
+            problems.push(format!("store.path: {problem}"));
+        }
+        let screen_token = config.check_screen_token().unwrap_or_else(|problem| {
+            problems.push(problem);
+            None
+        });
+        let client = egym::Client::new(
+            &config.egym.base_url,
+            config.egym.request_timeout,
+            config.egym.rate_limit_per_second,
+            config.egym.rate_limit_burst,
+        )
+        .map_err(|problem| problems.push(format!("egym.base-url: {problem}")));
+        if !problems.is_empty() {
+            return Err(SetupError::Config(problems));
+        }
+        let Ok(client) = client else {
+            unreachable!("a client that could not be made is a problem above");
+        };
+
+        let lock = DatabaseLock::acquire(&config.store.path).map_err(|e| match e {
+            LockError::Held { .. } => SetupError::Locked(e),
+            LockError::Io { .. } => SetupError::Failed(e.to_string()),
+        })?;
+        let store = Store::open(&config.store.path).await?;
+        info!(database = %config.store.path.display(), "database open");
+        let clock = start_clock(&store, &config).await?;
+        store
+            .reset_readers(
+                config.readers.iter().map(|r| r.name.clone()).collect(),
+                clock.now().wall_ms,
+            )
+            .await?;
+        // The socket is for `status`: without it the service works, and says so.
+        let control = config
+            .service
+            .socket
+            .as_deref()
+            .and_then(|path| match control::bind(path) {
+                Ok(listener) => Some(listener),
+                Err(e) => {
+                    warn!(error = %e, "the control socket is off: `gym-checkin status` reads the database instead, which needs its owner (sudo)");
+                    None
+                }
+            });
+        let metrics = Arc::new(Metrics::default());
+        let client = client.with_metrics(metrics.clone());
+        let screen = Screen::new(clock.clone());
+        let listeners = Listeners {
+            screen: screen.clone(),
+            metrics: metrics.clone(),
+        };
+        let (recorded, recorded_events) = watch::channel(0);
+        let (corrections, corrections_in) = mpsc::unbounded_channel();
+        let auto_checkout = (config.visits.auto_checkout_after.is_some()
+            || config.visits.closing_time.is_some())
+        .then(|| crate::visit::AutoCheckoutPolicy {
+            after: config.visits.auto_checkout_after,
+            closing_time: config.visits.closing_time,
+            time_zone: jiff::tz::TimeZone::system(),
+        });
+        let recorder = Recorder::new(
+            store.clone(),
+            clock.clone(),
+            config.visits.repeat_window,
+            auto_checkout,
+            Arc::new(recorded),
+            listeners.clone(),
+        )
+        .await?;
+        let worker = Worker::new(
+            store.clone(),
+            client,
+            clock.clone(),
+            delivery::Settings {
+                rate_per_second: config.egym.rate_limit_per_second,
+                account_cache_ttl: config.egym.account_cache_ttl,
+                unknown_tag_retry_window: config.egym.unknown_tag_retry_window,
+                admission_window: config.wellpass.admission_window,
+                late_admission: config.wellpass.late,
+            },
+            config.egym.api_key.clone(),
+            api_key,
+            delivery::RecorderLinks {
+                listeners,
+                recorded: recorded_events,
+                corrections,
+            },
+        );
+        Ok(Service {
+            config,
+            sources,
+            lock,
+            store,
+            clock,
+            screen,
+            screen_token,
+            control,
+            metrics,
+            recorder,
+            worker,
+            corrections_in,
+        })
+    }
+
+    /// Runs the service until `shutdown` completes (a clean stop), or until one of its tasks
+    /// ends before that (an error naming the task).
+    pub async fn run(self, shutdown: impl Future<Output = ()>) -> Result<(), RunError> {
+        let Service {
+            config,
+            sources,
+            lock,
+            store,
+            clock,
+            screen,
+            screen_token,
+            control,
+            metrics,
+            recorder,
+            worker,
+            corrections_in,
+        } = self;
+        let (stop, stopping) = watch::channel(false);
+        let (taps, tap_queue) = mpsc::channel(TAP_QUEUE);
+
+        let mut liveness = Liveness::default();
+        let mut tasks = Tasks::default();
+        for (reader, source) in config.readers.iter().zip(sources) {
+            let name = format!("reader {}", reader.name);
+            let pulse = liveness.register(name.clone());
+            tasks.spawn(
+                name,
+                Reader::new(reader.clone(), source, clock.clone()).run(
+                    taps.clone(),
+                    stopping.clone(),
+                    pulse,
+                ),
+            );
+        }
+        drop(taps);
+        tasks.spawn(
+            "recorder",
+            recorder.run(
+                tap_queue,
+                corrections_in,
+                stopping.clone(),
+                liveness.register("recorder"),
+            ),
+        );
+        tasks.spawn(
+            "delivery",
+            worker.run(stopping.clone(), liveness.register("delivery")),
+        );
+        tasks.spawn(
+            "pruner",
+            prune(
+                store.clone(),
+                clock.clone(),
+                config.store.keep_delivered,
+                stopping.clone(),
+            ),
+        );
+        tasks.spawn(
+            "timekeeper",
+            timekeeper::run(clock.clone(), store.clone(), stopping.clone()),
+        );
+        // The screen is optional: it runs beside the tasks above, outside the watchdog's
+        // checks, and nothing waits for it.
+        match config.screen.listen {
+            Some(listen) => tasks.spawn(
+                "screen",
+                crate::screen::serve(
+                    crate::screen::ServerSettings {
+                        listen,
+                        token: screen_token,
+                    },
+                    screen,
+                    store.clone(),
+                    metrics,
+                    clock.clone(),
+                    stopping.clone(),
+                    watch::channel(None).0,
+                ),
+            ),
+            None => {
+                let _ = store
+                    .set_part_state(
+                        "screen",
+                        "off ([screen] listen = \"\")".into(),
+                        clock.now().wall_ms,
+                    )
+                    .await;
+            }
+        }
+        if let Some(listener) = control {
+            let answer = answer_control(store.clone(), clock.clone(), config.store.path.clone());
+            tasks.spawn(
+                "control socket",
+                control::serve(listener, answer, stopping.clone()),
+            );
+        }
+        info!(readers = config.readers.len(), egym = %config.egym.base_url, "gym-checkin running");
+        let notifier = Notifier::from_env().map(Arc::new);
+        if let Some(notifier) = &notifier {
+            notifier.send("READY=1");
+        }
+        tasks.spawn(
+            "status reporter",
+            report(
+                store.clone(),
+                clock.clone(),
+                notifier.clone(),
+                config.readers.len(),
+                stopping.clone(),
+            ),
+        );
+        if let (Some(notifier), Some(interval)) = (&notifier, notify::watchdog_interval()) {
+            tasks.spawn(
+                "watchdog",
+                watchdog(liveness, notifier.clone(), interval, stopping.clone()),
+            );
+        }
+
+        // A stop asked for wins over a task that ends at the same moment (the demo's reader
+        // ends when its input does, right after the demo asks to stop).
+        let ended = tokio::select! {
+            biased;
+            () = shutdown => None,
+            Some(ended) = tasks.next_ended() => Some(ended),
+        };
+        let result = match ended {
+            None => {
+                info!("stopping");
+                Ok(())
+            }
+            Some(ended) => {
+                let how = ended.failure.unwrap_or_else(|| "ended".into());
+                error!(task = %ended.task, how = %how, "task {} {how} while the service was running; the service stops, and systemd starts it again", ended.task);
+                Err(RunError::TaskEnded {
+                    task: ended.task.to_string(),
+                    how,
+                })
+            }
+        };
+        if let Some(notifier) = &notifier {
+            notifier.send("STOPPING=1");
+        }
+        let _ = stop.send(true);
+        let late = tasks.wait_all(Instant::now() + STOP_WITHIN).await;
+        if !late.is_empty() {
+            let late: Vec<&str> = late.iter().map(|t| &**t).collect();
+            warn!(tasks = %late.join(", "), "tasks did not stop within {} s and were cut short", STOP_WITHIN.as_secs());
+        }
+        if let Err(e) = store.checkpoint().await {
+            warn!(error = %e, "cannot checkpoint the database; its write-ahead log keeps the data");
+        }
+        info!("stopped");
+        drop(lock);
+        result
+    }
+}
+
+/// Builds the service and runs it until `shutdown` completes. `sources` as for
+/// [`Service::build`].
+pub async fn run(
+    config: Config,
+    api_key: ApiKey,
+    sources: Vec<Option<Source>>,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), DaemonError> {
+    let service = Service::build(config, api_key, sources).await?;
+    Ok(service.run(shutdown).await?)
+}
+
+/// Why [`run`] failed: in setting up, or while running.
 #[derive(Debug)]
 pub enum DaemonError {
-    Store(StoreError),
-    Setup(String),
+    Setup(SetupError),
+    Run(RunError),
+}
+
+impl DaemonError {
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            DaemonError::Setup(e) => e.exit_code(),
+            DaemonError::Run(_) => 1,
+        }
+    }
 }
 
 impl std::fmt::Display for DaemonError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            DaemonError::Store(e) => write!(f, "{e}"),
             DaemonError::Setup(e) => write!(f, "{e}"),
+            DaemonError::Run(e) => write!(f, "{e}"),
         }
     }
 }
 
 impl std::error::Error for DaemonError {}
 
-impl From<StoreError> for DaemonError {
-    fn from(e: StoreError) -> Self {
-        DaemonError::Store(e)
+impl From<SetupError> for DaemonError {
+    fn from(e: SetupError) -> Self {
+        DaemonError::Setup(e)
     }
 }
 
-/// Runs the service until `shutdown` completes. `sources` overrides where a reader's bytes come
-/// from (by position in `config.readers`); readers without one open their configured device.
-pub async fn run(
-    config: Config,
-    api_key: ApiKey,
-    mut sources: Vec<Option<Source>>,
-    shutdown: impl Future<Output = ()>,
-) -> Result<(), DaemonError> {
-    let store = Store::open(&config.store.path).await?;
-    info!(database = %config.store.path.display(), "database open");
-    let clock = start_clock(&store, &config).await?;
+impl From<RunError> for DaemonError {
+    fn from(e: RunError) -> Self {
+        DaemonError::Run(e)
+    }
+}
 
-    let (stop, stopping) = watch::channel(false);
-    let (recorded, recorded_events) = watch::channel(0);
-    let recorded = Arc::new(recorded);
-    let (taps, tap_queue) = mpsc::channel(TAP_QUEUE);
-    let auto_checkout = (config.visits.auto_checkout_after.is_some()
-        || config.visits.closing_time.is_some())
-    .then(|| crate::visit::AutoCheckoutPolicy {
-        after: config.visits.auto_checkout_after,
-        closing_time: config.visits.closing_time,
-        time_zone: jiff::tz::TimeZone::system(),
-    });
-    let metrics = Arc::new(Metrics::default());
-    let screen = Screen::new(clock.clone());
-    let listeners = Listeners {
-        screen: screen.clone(),
-        metrics: metrics.clone(),
-    };
-    let recorder = Recorder::new(
-        store.clone(),
-        clock.clone(),
-        config.visits.repeat_window,
-        auto_checkout,
-        recorded,
-        listeners.clone(),
-    )
-    .await?;
-
-    store
-        .reset_readers(
-            config.readers.iter().map(|r| r.name.clone()).collect(),
-            clock.now().wall_ms,
-        )
-        .await?;
-
-    let mut liveness = Liveness::default();
-    let mut readers = JoinSet::new();
-    sources.resize_with(config.readers.len(), || None);
-    for (reader, source) in config.readers.iter().zip(sources) {
-        let source = source.unwrap_or_else(|| Source::for_config(reader));
-        let pulse = liveness.register(format!("reader {}", reader.name));
-        readers.spawn(Reader::new(reader.clone(), source, clock.clone()).run(
-            taps.clone(),
-            stopping.clone(),
-            pulse,
-        ));
+/// The control socket's answers: the status, read on the service's own connection and stamped
+/// with the service's clock.
+fn answer_control(
+    store: Store,
+    clock: Clock,
+    database: PathBuf,
+) -> impl Fn(Request, control::Peer) -> std::pin::Pin<Box<dyn Future<Output = Reply> + Send>>
++ Clone
++ Send
++ Sync
++ 'static {
+    move |request, _peer| {
+        let (store, clock, database) = (store.clone(), clock.clone(), database.clone());
+        Box::pin(async move {
+            match request {
+                Request::Status => match store.status().await {
+                    Ok(data) => {
+                        let now = clock.now();
+                        Reply::Status(Box::new(StatusReply {
+                            service: ServiceInfo {
+                                pid: std::process::id(),
+                                version: crate::metrics::VERSION.to_string(),
+                                database,
+                            },
+                            data,
+                            wall_ms: now.wall_ms,
+                            steady_ms: now.steady_ms,
+                        }))
+                    }
+                    Err(e) => Reply::Failed(format!("cannot read the status: {e}")),
+                },
+            }
+        })
     }
-    drop(taps);
-    let (corrections, corrections_in) = mpsc::unbounded_channel();
-    let recorder = tokio::spawn(recorder.run(
-        tap_queue,
-        corrections_in,
-        stopping.clone(),
-        liveness.register("recorder"),
-    ));
-
-    let settings = delivery::Settings {
-        rate_per_second: config.egym.rate_limit_per_second,
-        account_cache_ttl: config.egym.account_cache_ttl,
-        unknown_tag_retry_window: config.egym.unknown_tag_retry_window,
-        admission_window: config.wellpass.admission_window,
-        late_admission: config.wellpass.late,
-    };
-    let client = egym::Client::new(
-        &config.egym.base_url,
-        config.egym.request_timeout,
-        config.egym.rate_limit_per_second,
-        config.egym.rate_limit_burst,
-    )
-    .map_err(DaemonError::Setup)?
-    .with_metrics(metrics.clone());
-    let worker = Worker::new(
-        store.clone(),
-        client,
-        clock.clone(),
-        settings,
-        config.egym.api_key.clone(),
-        api_key,
-        delivery::RecorderLinks {
-            listeners,
-            recorded: recorded_events,
-            corrections,
-        },
-    );
-    let delivery = tokio::spawn(worker.run(stopping.clone(), liveness.register("delivery")));
-    let pruner = tokio::spawn(prune(
-        store.clone(),
-        clock.clone(),
-        config.store.keep_delivered,
-        stopping.clone(),
-    ));
-    let timekeeper = tokio::spawn(timekeeper::run(
-        clock.clone(),
-        store.clone(),
-        stopping.clone(),
-    ));
-    // The screen is optional: it runs beside the tasks above, outside the watchdog's checks,
-    // and nothing waits for it.
-    let screen_server = match config.screen.listen {
-        Some(listen) => {
-            let token = config.check_screen_token().map_err(DaemonError::Setup)?;
-            Some(tokio::spawn(crate::screen::serve(
-                crate::screen::ServerSettings { listen, token },
-                screen,
-                store.clone(),
-                metrics,
-                clock.clone(),
-                stopping.clone(),
-                watch::channel(None).0,
-            )))
-        }
-        None => {
-            let _ = store
-                .set_part_state(
-                    "screen",
-                    "off ([screen] listen = \"\")".into(),
-                    clock.now().wall_ms,
-                )
-                .await;
-            None
-        }
-    };
-    info!(readers = config.readers.len(), egym = %config.egym.base_url, "gym-checkin running");
-    let notifier = Notifier::from_env().map(Arc::new);
-    if let Some(notifier) = &notifier {
-        notifier.send("READY=1");
-    }
-    let reporter = tokio::spawn(report(
-        store.clone(),
-        clock.clone(),
-        notifier.clone(),
-        config.readers.len(),
-        stopping.clone(),
-    ));
-    let watchdog = match (&notifier, notify::watchdog_interval()) {
-        (Some(notifier), Some(interval)) => Some(tokio::spawn(watchdog(
-            liveness,
-            notifier.clone(),
-            interval,
-            stopping.clone(),
-        ))),
-        _ => None,
-    };
-
-    shutdown.await;
-    info!("stopping");
-    if let Some(notifier) = &notifier {
-        notifier.send("STOPPING=1");
-    }
-    let _ = stop.send(true);
-    let _ = reporter.await;
-    if let Some(watchdog) = watchdog {
-        let _ = watchdog.await;
-    }
-    while readers.join_next().await.is_some() {}
-    let _ = recorder.await;
-    let _ = pruner.await;
-    let _ = delivery.await;
-    let _ = timekeeper.await;
-    if let Some(server) = screen_server {
-        let _ = server.await;
-    }
-    if let Err(e) = store.checkpoint().await {
-        warn!(error = %e, "cannot checkpoint the database; its write-ahead log keeps the data");
-    }
-    info!("stopped");
-    Ok(())
 }
 
 /// Registers this run's boot, reads the clock's trust, says both, and returns the clock.
-async fn start_clock(store: &Store, config: &Config) -> Result<Clock, DaemonError> {
+async fn start_clock(store: &Store, config: &Config) -> Result<Clock, StoreError> {
     let source: Arc<dyn TimeSource> = Arc::new(SystemSource);
     let rule = config.clock.trusted_when.clone();
     let (reading, trust) = clock::boot_reading(source.as_ref(), &rule);
@@ -297,7 +578,7 @@ async fn report(
     n_readers: usize,
     mut stopping: watch::Receiver<bool>,
 ) {
-    let mut last_summary: Option<tokio::time::Instant> = None;
+    let mut last_summary: Option<Instant> = None;
     loop {
         if let Ok(status) = store.status().await {
             let now = clock.now().steady_ms;
@@ -331,7 +612,7 @@ async fn report(
             }
             let due = last_summary.is_none_or(|at| at.elapsed() >= SUMMARY_INTERVAL);
             if open > 0 && due {
-                last_summary = Some(tokio::time::Instant::now());
+                last_summary = Some(Instant::now());
                 info!(
                     outbox_pending = status.events.pending,
                     outbox_unknown_tag = status.events.unknown_tag,

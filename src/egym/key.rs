@@ -56,6 +56,19 @@ impl ApiKeySource {
         ApiKeySource::Env
     }
 
+    /// Where the key is read from, in words (never the key).
+    pub fn describe(&self) -> String {
+        match self {
+            ApiKeySource::File(path) => format!("{} (egym.api-key-file)", path.display()),
+            ApiKeySource::Credential(path) => format!(
+                "{} (the systemd credential {API_KEY_CREDENTIAL})",
+                path.display()
+            ),
+            ApiKeySource::Env => format!("the environment variable {API_KEY_ENV}"),
+            ApiKeySource::Literal(_) => "built in".into(),
+        }
+    }
+
     /// Reads the key. The error says where it looked, never what it found.
     pub fn read(&self) -> Result<ApiKey, String> {
         let (key, origin) = match self {

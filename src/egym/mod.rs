@@ -249,7 +249,43 @@ pub fn classify(call: Call, failure: &Failure) -> Verdict {
     }
 }
 
+/// Whether an answer refuses the API key itself (401, or a 403 that is no Wellpass refusal),
+/// rather than saying something of the request.
+pub fn refuses_key(call: Call, failure: &Failure) -> bool {
+    classify(call, failure) == Verdict::Pause
+}
+
+/// What EGYM said of the API key (`check-config --online`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum KeyCheck {
+    /// EGYM accepted it for a tag lookup, the call the service makes for every new tag.
+    Accepted,
+    /// 401 or 403: the key is missing, wrong, or lacks a permission.
+    Refused(Failure),
+    /// No answer: EGYM cannot be reached from here.
+    Unreachable(Failure),
+    /// EGYM answered, but with something else (a 5xx, say).
+    Other(Failure),
+}
+
+/// The tag [`Client::check_key`] looks up: a valid rfid no card has.
+const NO_SUCH_TAG: &str = "0x00";
+
 impl Client {
+    /// One cheap authenticated request: the lookup of a tag no member can have, which needs the
+    /// same permission as the service's own lookups. A 404 for it means the key was accepted.
+    pub async fn check_key(&self, key: &ApiKey) -> KeyCheck {
+        match self.lookup(key, NO_SUCH_TAG, None).await {
+            Ok(_) => KeyCheck::Accepted,
+            Err(failure) => match (classify(Call::Lookup, &failure), &failure) {
+                (Verdict::UnknownTag, _) => KeyCheck::Accepted,
+                (Verdict::Pause, _) => KeyCheck::Refused(failure),
+                (_, Failure::Transport { .. }) => KeyCheck::Unreachable(failure),
+                _ => KeyCheck::Other(failure),
+            },
+        }
+    }
+
     /// A client for EGYM at `base_url` that keeps to `rate_per_second` with bursts of `burst`.
     pub fn new(
         base_url: &Url,

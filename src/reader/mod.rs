@@ -32,7 +32,7 @@ use crate::visit::Direction;
 use codec::Codec;
 pub use presenter::Presenter;
 use source::{Device, open};
-pub use source::{Driver, NO_PCSC, Port, ReaderConfig, Source, new_codec, try_open};
+pub use source::{Driver, NO_PCSC, Port, ReaderConfig, Source, new_codec, stdin_problem, try_open};
 
 /// The first reopen waits this long; each further one twice as long, up to the maximum.
 const REOPEN_FIRST: Duration = Duration::from_millis(100);
@@ -202,7 +202,7 @@ impl Reader {
                     match ended {
                         Ended::Shutdown => return,
                         Ended::EndOfInput => {
-                            info!(reader = %self.name, device = %device_name, "end of input; the reader stops");
+                            warn!(reader = %self.name, device = %device_name, "end of input: nothing more can be read, and the reader stops");
                             return;
                         }
                         Ended::Gone { reason, had_data } => {

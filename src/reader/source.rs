@@ -108,6 +108,31 @@ impl Source {
     }
 }
 
+/// Why a `stdin` reader could not read this process's standard input, if it could not: there is
+/// none, or it is `/dev/null` (as for a service systemd starts), which ends at once.
+pub fn stdin_problem() -> Option<String> {
+    use std::os::unix::fs::{FileTypeExt, MetadataExt};
+    let mut stat = std::mem::MaybeUninit::<libc::stat>::uninit();
+    // SAFETY: fstat writes one `stat` for descriptor 0 and returns 0, else leaves it unset and
+    // returns -1; it is read only on success.
+    let stat = unsafe {
+        if libc::fstat(0, stat.as_mut_ptr()) != 0 {
+            return Some("this process has no standard input".into());
+        }
+        stat.assume_init()
+    };
+    let null = std::fs::metadata("/dev/null").ok()?;
+    let is_null = stat.st_mode & libc::S_IFMT == libc::S_IFCHR
+        && null.file_type().is_char_device()
+        && stat.st_rdev == null.rdev();
+    is_null.then(|| {
+        "standard input is /dev/null (as for a service systemd starts): a `stdin` reader reads \
+         ids typed at a terminal, for trying gym-checkin out; use driver = \"serial\", \
+         \"keyboard\" or \"pcsc\" for a reader"
+            .into()
+    })
+}
+
 /// An open reader: bytes come in, and requests go out to readers the host must ask.
 pub trait Port: AsyncRead + AsyncWrite + Send + Unpin {}
 
@@ -146,7 +171,26 @@ fn open_now(source: &mut Source) -> std::io::Result<Device> {
                 .parity(tokio_serial::Parity::None)
                 .stop_bits(tokio_serial::StopBits::One)
                 .flow_control(tokio_serial::FlowControl::None);
-            let stream = tokio_serial::SerialStream::open(&port).map_err(std::io::Error::other)?;
+            let stream = tokio_serial::SerialStream::open(&port).map_err(|e| {
+                match std::fs::metadata(&*path) {
+                    // Opening a file or a directory as a serial port fails with a bare ENOTTY:
+                    // say what the path is instead.
+                    Ok(meta)
+                        if !std::os::unix::fs::FileTypeExt::is_char_device(&meta.file_type()) =>
+                    {
+                        std::io::Error::other(format!(
+                            "{} is {}, not a serial device",
+                            path.display(),
+                            crate::console::file_type_name(&meta.file_type())
+                        ))
+                    }
+                    _ => std::io::Error::other(e),
+                }
+            })?;
+            // What sat in the port's buffer before it was opened (left by `listen`, or noise
+            // from the time nobody read) is no tap: only what is read from now on counts.
+            tokio_serial::SerialPort::clear(&stream, tokio_serial::ClearBuffer::Input)
+                .map_err(std::io::Error::other)?;
             Ok(Box::new(stream))
         }
         Source::Keyboard { path } => Ok(read_only(keyboard::KeyboardDevice::open(path)?)),

@@ -46,6 +46,7 @@
 mod accounts;
 mod boots;
 mod checkpoint;
+mod file;
 mod outbox;
 mod schema;
 mod service;
@@ -65,6 +66,7 @@ use crate::visit::{Kind, TagState};
 use checkpoint::Log;
 
 pub use accounts::CachedAccount;
+pub use file::{DatabaseLock, LockError, check_path, holder, lock_path};
 pub use outbox::{Batch, PlacedEvent};
 
 /// How an event's wall time was found (its `clock` column).
@@ -243,7 +245,7 @@ pub struct ReaderUpdate {
 }
 
 /// Events by state.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct EventCounts {
     pub pending: u64,
     pub unknown_tag: u64,

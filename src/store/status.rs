@@ -8,7 +8,7 @@ use rusqlite::{Connection, OpenFlags, OptionalExtension};
 use super::{EventCounts, StoreError, schema};
 
 /// What `status` shows, as stored (wall times in milliseconds since the Unix epoch).
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct StatusData {
     pub events: EventCounts,
     /// Steady time of the oldest pending tap.
@@ -34,7 +34,7 @@ pub struct StatusData {
 }
 
 /// The clock as the service last saw it, and the events it concerns.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct ClockData {
     /// `None` until the service has run with a version that records it.
     pub trusted: Option<bool>,
@@ -52,7 +52,7 @@ pub struct ClockData {
     pub steady_offset_ms: Option<i64>,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct ReaderData {
     pub name: String,
     pub connected: bool,

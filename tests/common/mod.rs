@@ -593,7 +593,8 @@ pub fn write_config_with_screen(
     )
 }
 
-/// A configuration from each section's lines.
+/// A configuration from each section's lines. The control socket is the test's own, beside its
+/// database: tests run side by side.
 pub fn write_config_parts(
     dir: &TestDir,
     base_url: &str,
@@ -624,10 +625,14 @@ path = "{db}"
 [screen]
 {screen}
 
+[service]
+socket = "{socket}"
+
 {readers}
 "#,
         key = key_file.display(),
         db = dir.path("gym-checkin.db").display(),
+        socket = dir.path("gym-checkin.sock").display(),
     );
     let path = dir.path("gym-checkin.toml");
     std::fs::write(&path, config).unwrap();

@@ -1,0 +1,321 @@
+//! The service's control socket: how `gym-checkin status` asks the running service, without
+//! reading its database.
+//!
+//! The database lives in a directory only the service's user may enter (`/var/lib/gym-checkin`,
+//! mode 0700), and it holds every member's card ids. The status holds none of them. So the
+//! service answers for it on a Unix socket (`[service] socket`, `/run/gym-checkin/
+//! gym-checkin.sock` by default) that its group may use: the socket is mode 0660, in a
+//! directory the unit makes mode 0750, so a staff account added to the group `gym-checkin` can
+//! run `gym-checkin status`, and nothing more.
+//!
+//! One request per connection: a line of JSON (`{"request":"status"}`), answered by one line of
+//! JSON. Each answer names the database the service runs on, so a command configured for
+//! another database never takes it for its own.
+
+use std::future::Future;
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::fs::{DirBuilderExt, FileTypeExt, MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
+use tokio::net::UnixListener;
+use tokio::sync::{Semaphore, watch};
+use tokio::task::JoinSet;
+use tracing::{debug, warn};
+
+use crate::store::status::StatusData;
+
+/// The socket's default path, in the directory the unit's `RuntimeDirectory=` makes.
+pub const DEFAULT_SOCKET: &str = "/run/gym-checkin/gym-checkin.sock";
+/// A client that sends no whole request within this is hung up on.
+const REQUEST_WITHIN: Duration = Duration::from_secs(5);
+/// A command waits this long for the service's answer.
+const ANSWER_WITHIN: Duration = Duration::from_secs(10);
+/// Connections answered at once, at most; more wait.
+const MAX_CONNECTIONS: usize = 16;
+/// A request longer than this is refused.
+const MAX_REQUEST: u64 = 64 * 1024;
+
+/// What a command asks the service.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "request", rename_all = "snake_case")]
+pub enum Request {
+    Status,
+}
+
+/// The service's answer.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Reply {
+    Status(Box<StatusReply>),
+    /// The request cannot be answered: why.
+    Failed(String),
+}
+
+/// The running service's status.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StatusReply {
+    pub service: ServiceInfo,
+    pub data: StatusData,
+    /// The service's wall time and steady time when it answered.
+    pub wall_ms: i64,
+    pub steady_ms: i64,
+}
+
+/// Which service answered.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServiceInfo {
+    pub pid: u32,
+    pub version: String,
+    /// The database it runs on.
+    pub database: PathBuf,
+}
+
+/// Who asks: from the socket's peer credentials.
+#[derive(Clone, Copy, Debug)]
+pub struct Peer {
+    pub uid: u32,
+    pub pid: Option<i32>,
+}
+
+/// Why a command got no answer from the service.
+#[derive(Debug)]
+pub enum AskError {
+    /// Nothing listens there: the service is not running (or its socket is off).
+    NotRunning,
+    /// The socket is there, but this user may not use it.
+    PermissionDenied { path: PathBuf, user: String },
+    /// Anything else, said in words.
+    Failed(String),
+}
+
+impl std::fmt::Display for AskError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            AskError::NotRunning => write!(f, "the service is not running"),
+            AskError::PermissionDenied { path, user } => write!(
+                f,
+                "user {user} may not use the service's socket {}: permission denied. Staff who \
+                 run `gym-checkin status` belong to the group gym-checkin: `sudo usermod -aG \
+                 gym-checkin {user}`, then log in again (or run `sudo gym-checkin status`)",
+                path.display()
+            ),
+            AskError::Failed(detail) => write!(f, "{detail}"),
+        }
+    }
+}
+
+/// Asks the service listening on `path`, and waits for its answer.
+pub fn ask(path: &Path, request: &Request) -> Result<Reply, AskError> {
+    let mut stream = std::os::unix::net::UnixStream::connect(path).map_err(|e| match e.kind() {
+        std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused => {
+            AskError::NotRunning
+        }
+        std::io::ErrorKind::PermissionDenied => AskError::PermissionDenied {
+            path: path.to_path_buf(),
+            user: crate::console::user_name(),
+        },
+        _ => AskError::Failed(format!("cannot connect to {}: {e}", path.display())),
+    })?;
+    let failed = |e: std::io::Error| {
+        AskError::Failed(format!(
+            "the service at {} did not answer: {e}",
+            path.display()
+        ))
+    };
+    stream
+        .set_read_timeout(Some(ANSWER_WITHIN))
+        .map_err(failed)?;
+    stream
+        .set_write_timeout(Some(ANSWER_WITHIN))
+        .map_err(failed)?;
+    let mut line = serde_json::to_string(request).map_err(|e| AskError::Failed(e.to_string()))?;
+    line.push('\n');
+    stream.write_all(line.as_bytes()).map_err(failed)?;
+    let mut answer = String::new();
+    BufReader::new(stream)
+        .read_line(&mut answer)
+        .map_err(failed)?;
+    serde_json::from_str(&answer).map_err(|e| {
+        AskError::Failed(format!(
+            "the service at {} answered something this gym-checkin cannot read ({e}); is it \
+             another version?",
+            path.display()
+        ))
+    })
+}
+
+/// A bound control socket, removed again when the service stops.
+#[derive(Debug)]
+pub struct Listener {
+    listener: UnixListener,
+    path: PathBuf,
+    inode: u64,
+}
+
+/// Binds the control socket at `path`: makes its directory if it is missing, replaces a socket
+/// that nothing answers on any more (left by a service that was killed), and refuses to take
+/// one another process still answers on. Call only while holding the database's lock.
+pub fn bind(path: &Path) -> Result<Listener, String> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty())
+        && !dir.is_dir()
+    {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o750)
+            .create(dir)
+            .map_err(|e| format!("cannot create the directory {}: {e}", dir.display()))?;
+    }
+    match std::fs::symlink_metadata(path) {
+        Ok(meta) if meta.file_type().is_socket() => {
+            if std::os::unix::net::UnixStream::connect(path).is_ok() {
+                return Err(format!(
+                    "another process answers on {}: give each service its own [service] socket",
+                    path.display()
+                ));
+            }
+            std::fs::remove_file(path)
+                .map_err(|e| format!("cannot remove the old socket {}: {e}", path.display()))?;
+        }
+        Ok(meta) => {
+            return Err(format!(
+                "{} is {}, not a socket: remove it or choose another [service] socket",
+                path.display(),
+                crate::console::file_type_name(&meta.file_type())
+            ));
+        }
+        Err(_) => {}
+    }
+    let listener = UnixListener::bind(path)
+        .map_err(|e| format!("cannot listen on {}: {e}", path.display()))?;
+    // The group may ask; others may not (bind made it as the umask allows).
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660))
+        .map_err(|e| format!("cannot set the mode of {}: {e}", path.display()))?;
+    let inode = std::fs::metadata(path)
+        .map_err(|e| format!("cannot look at {}: {e}", path.display()))?
+        .ino();
+    Ok(Listener {
+        listener,
+        path: path.to_path_buf(),
+        inode,
+    })
+}
+
+/// Answers requests with `handler` until `stopping` turns true; then removes the socket.
+pub async fn serve<H, F>(listener: Listener, handler: H, mut stopping: watch::Receiver<bool>)
+where
+    H: Fn(Request, Peer) -> F + Clone + Send + Sync + 'static,
+    F: Future<Output = Reply> + Send,
+{
+    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let mut connections = JoinSet::new();
+    loop {
+        let accepted = tokio::select! {
+            accepted = listener.listener.accept() => accepted,
+            Some(_) = connections.join_next(), if !connections.is_empty() => continue,
+            _ = stopping.wait_for(|stop| *stop) => break,
+        };
+        let (stream, _) = match accepted {
+            Ok(accepted) => accepted,
+            Err(e) => {
+                warn!(error = %e, socket = %listener.path.display(), "cannot accept on the control socket");
+                tokio::select! {
+                    () = tokio::time::sleep(Duration::from_millis(100)) => continue,
+                    _ = stopping.wait_for(|stop| *stop) => break,
+                }
+            }
+        };
+        let Ok(slot) = slots.clone().acquire_owned().await else {
+            break;
+        };
+        let handler = handler.clone();
+        connections.spawn(async move {
+            let _slot = slot;
+            if let Err(e) = answer(stream, handler).await {
+                debug!(error = %e, "control connection ended early");
+            }
+        });
+    }
+    connections.abort_all();
+    // Only the socket this service made: a new service may have replaced it already.
+    if std::fs::metadata(&listener.path).is_ok_and(|meta| meta.ino() == listener.inode) {
+        let _ = std::fs::remove_file(&listener.path);
+    }
+}
+
+async fn answer<H, F>(stream: tokio::net::UnixStream, handler: H) -> std::io::Result<()>
+where
+    H: Fn(Request, Peer) -> F,
+    F: Future<Output = Reply>,
+{
+    let credentials = stream.peer_cred()?;
+    let peer = Peer {
+        uid: credentials.uid(),
+        pid: credentials.pid(),
+    };
+    let (read, mut write) = stream.into_split();
+    let mut line = String::new();
+    let mut read = tokio::io::BufReader::new(tokio::io::AsyncReadExt::take(read, MAX_REQUEST));
+    tokio::time::timeout(REQUEST_WITHIN, read.read_line(&mut line))
+        .await
+        .map_err(|_| std::io::Error::other("no request in time"))??;
+    let reply = match serde_json::from_str::<Request>(&line) {
+        Ok(request) => {
+            debug!(uid = peer.uid, pid = ?peer.pid, request = ?request, "control request");
+            handler(request, peer).await
+        }
+        Err(e) => Reply::Failed(format!("not a request this service knows: {e}")),
+    };
+    let mut text = serde_json::to_string(&reply).map_err(std::io::Error::other)?;
+    text.push('\n');
+    write.write_all(text.as_bytes()).await?;
+    write.shutdown().await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_request_is_answered_and_a_stale_socket_replaced() {
+        let dir = std::env::temp_dir().join(format!(
+            "gym-checkin-control-{}-{}",
+            std::process::id(),
+            fastrand::u64(..)
+        ));
+        let path = dir.join("run/gym-checkin.sock");
+        // A socket left behind by a service that was killed: nothing answers on it.
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        drop(std::os::unix::net::UnixListener::bind(&path).unwrap());
+        let listener = bind(&path).unwrap();
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o660);
+        assert!(
+            bind(&path).unwrap_err().contains("another process answers"),
+            "a live socket is never taken over"
+        );
+        let (stop, stopping) = watch::channel(false);
+        let server = tokio::spawn(serve(
+            listener,
+            |request, _peer| async move { Reply::Failed(format!("asked {request:?}")) },
+            stopping,
+        ));
+        let asked = path.clone();
+        let reply = tokio::task::spawn_blocking(move || ask(&asked, &Request::Status))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(reply, Reply::Failed("asked Status".into()));
+        stop.send(true).unwrap();
+        server.await.unwrap();
+        assert!(!path.exists(), "the socket is removed at the stop");
+        assert!(matches!(
+            ask(&path, &Request::Status),
+            Err(AskError::NotRunning)
+        ));
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+}
