@@ -40,6 +40,12 @@ pub fn say(text: &str) {
     let _ = print(&format!("{text}\n"));
 }
 
+/// Says `text` on standard error, after the program's name, as one line (or several, if it
+/// holds line breaks). A closed standard error is no reason to stop or panic: it is ignored.
+pub fn complain(text: &str) {
+    let _ = writeln!(std::io::stderr().lock(), "gym-checkin: {text}");
+}
+
 /// Completes once a write to standard output has failed (at once if one already has).
 pub async fn stdout_closed() {
     loop {

@@ -186,7 +186,7 @@ fn print_banner(fake: &FakeEgym, members: &[Member], screen: std::net::SocketAdd
     text.push_str("A tag nobody has, e.g. 0A0B0C0D0E, shows how an unknown card is reported.\n");
     text.push_str("A second tap of the same tag within 5 s is ignored (repeat-window).\n");
     text.push_str(COMMANDS);
-    println!("{text}");
+    say(&text);
 }
 
 async fn print_requests(

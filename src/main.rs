@@ -104,7 +104,7 @@ fn main() -> ExitCode {
         Command::Demo => with_runtime(|runtime| match runtime.block_on(gym_checkin::demo::run()) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
-                eprintln!("gym-checkin: {e}");
+                console::complain(&e.to_string());
                 ExitCode::from(e.exit_code())
             }
         }),
@@ -151,7 +151,7 @@ fn calibrate(path: &Path, reader: &str, member: &str) -> ExitCode {
         return no_such_reader(path, &config, reader);
     };
     if let Some(held) = held_by_service(&config, reader) {
-        eprintln!("gym-checkin: {held}");
+        console::complain(&held);
         return ExitCode::FAILURE;
     }
     let clock = gym_checkin::clock::Clock::unregistered(config.clock.trusted_when.clone());
@@ -172,7 +172,7 @@ fn calibrate(path: &Path, reader: &str, member: &str) -> ExitCode {
                 }
             }
             Err(e) => {
-                eprintln!("gym-checkin: {e}");
+                console::complain(&e.to_string());
                 ExitCode::FAILURE
             }
         }
@@ -182,11 +182,11 @@ fn calibrate(path: &Path, reader: &str, member: &str) -> ExitCode {
 /// `--reader NAME` names no configured reader: a usage error.
 fn no_such_reader(path: &Path, config: &Config, name: &str) -> ExitCode {
     let names: Vec<&str> = config.readers.iter().map(|r| r.name.as_str()).collect();
-    eprintln!(
-        "gym-checkin: --reader {name}: no such reader in {}; configured: {}",
+    console::complain(&format!(
+        "--reader {name}: no such reader in {}; configured: {}",
         path.display(),
         names.join(", ")
-    );
+    ));
     ExitCode::from(EXIT_USAGE)
 }
 
@@ -212,7 +212,7 @@ fn with_runtime(f: impl FnOnce(&tokio::runtime::Runtime) -> ExitCode) -> ExitCod
     {
         Ok(runtime) => runtime,
         Err(e) => {
-            eprintln!("gym-checkin: cannot start the async runtime: {e}");
+            console::complain(&format!("cannot start the async runtime: {e}"));
             return ExitCode::FAILURE;
         }
     };
@@ -224,14 +224,15 @@ fn with_runtime(f: impl FnOnce(&tokio::runtime::Runtime) -> ExitCode) -> ExitCod
 /// Prints the problems of the configuration at `path`, one per line, each with its key.
 fn print_problems(path: &Path, problems: &[String]) {
     let n = problems.len();
-    eprintln!(
-        "gym-checkin: {}: {n} problem{}:",
+    let mut text = format!(
+        "{}: {n} problem{}:",
         path.display(),
         if n == 1 { "" } else { "s" }
     );
     for problem in problems {
-        eprintln!("  {problem}");
+        text.push_str(&format!("\n  {problem}"));
     }
+    console::complain(&text);
 }
 
 /// Loads the configuration; on a problem, prints them all and gives exit 78.
@@ -275,7 +276,7 @@ fn check_config(path: &Path, online: bool) -> ExitCode {
         return ExitCode::SUCCESS;
     }
     for warning in gym_checkin::config::warnings(&config) {
-        eprintln!("gym-checkin: WARNING: {warning}");
+        console::complain(&format!("WARNING: {warning}"));
     }
     if !online {
         return ExitCode::SUCCESS;
@@ -310,22 +311,22 @@ fn check_config(path: &Path, online: bool) -> ExitCode {
                 ExitCode::from(EXIT_CONFIG)
             }
             Ok(KeyCheck::Unreachable(failure)) => {
-                eprintln!(
-                    "gym-checkin: cannot reach EGYM at {base}, so the API key could not be \
+                console::complain(&format!(
+                    "cannot reach EGYM at {base}, so the API key could not be \
                      checked: {failure}. Check the network and egym.base-url; the service records \
                      taps all the same and delivers them once EGYM can be reached"
-                );
+                ));
                 ExitCode::FAILURE
             }
             Ok(KeyCheck::Other(failure)) => {
-                eprintln!(
-                    "gym-checkin: EGYM at {base} answered, but not as expected, so the API key \
+                console::complain(&format!(
+                    "EGYM at {base} answered, but not as expected, so the API key \
                      could not be checked: {failure}"
-                );
+                ));
                 ExitCode::FAILURE
             }
             Err(e) => {
-                eprintln!("gym-checkin: {e}");
+                console::complain(&e.to_string());
                 ExitCode::FAILURE
             }
         }
@@ -349,7 +350,7 @@ fn listen(path: &Path, only: Option<&str>, capture: Option<&Path>) -> ExitCode {
     let mut free = Vec::new();
     for reader in readers {
         match held_by_service(&config, &reader.name) {
-            Some(held) => eprintln!("gym-checkin: {held}"),
+            Some(held) => console::complain(&held),
             None => free.push(reader),
         }
     }
@@ -362,19 +363,19 @@ fn listen(path: &Path, only: Option<&str>, capture: Option<&Path>) -> ExitCode {
             match gym_checkin::reader::capture::Writer::create(file, reader) {
                 Ok(writer) => Some(writer),
                 Err(e) => {
-                    eprintln!("gym-checkin: --capture {}: {e}", file.display());
+                    console::complain(&format!("--capture {}: {e}", file.display()));
                     return ExitCode::FAILURE;
                 }
             }
         }
         (Some(_), _) => {
-            eprintln!(
-                "gym-checkin: --capture records one reader: name it with --reader (configured: {})",
+            console::complain(&format!(
+                "--capture records one reader: name it with --reader (configured: {})",
                 free.iter()
                     .map(|r| r.name.as_str())
                     .collect::<Vec<_>>()
                     .join(", ")
-            );
+            ));
             return ExitCode::from(EXIT_USAGE);
         }
     };
@@ -410,7 +411,7 @@ fn status(path: &Path, json: bool) -> ExitCode {
             ExitCode::SUCCESS
         }
         Err(e) => {
-            eprintln!("gym-checkin: {e}");
+            console::complain(&e.to_string());
             ExitCode::FAILURE
         }
     }
@@ -437,7 +438,9 @@ fn init_logging() {
                 return;
             }
             Err(e) => {
-                eprintln!("gym-checkin: cannot write to the journal ({e}); logging to stderr");
+                console::complain(&format!(
+                    "cannot write to the journal ({e}); logging to stderr"
+                ));
             }
         }
     }

@@ -207,15 +207,28 @@ fn when(asked: &Asked, ms: Option<i64>) -> String {
     }
 }
 
+/// "1 tap", "3 taps".
+fn taps(n: u64) -> String {
+    if n == 1 {
+        "1 tap".into()
+    } else {
+        format!("{n} taps")
+    }
+}
+
 /// The clock's line: trusted and how, or not and for how long, with the taps it holds.
 fn clock_line(data: &StatusData, asked: &Asked) -> String {
     let clock = &data.clock;
+    // Taps whose time was counted from a trusted reading of their boot: while the clock was
+    // not trusted, after a reading before it, or once it became trusted after them.
     let placed = match (clock.restamped, clock.approximate) {
         (0, 0) => String::new(),
-        (restamped, 0) => format!("; {restamped} taps placed after the clock became trusted"),
+        (restamped, 0) => format!("; {} stamped from a trusted reading", taps(restamped)),
         (restamped, approximate) => format!(
-            "; {restamped} taps placed after the clock became trusted, {approximate} APPROXIMATE \
-             (made in a boot that ended before the clock was trusted)"
+            "; {} stamped from a trusted reading, {} APPROXIMATE (made in a boot that ended \
+             before the clock was trusted)",
+            taps(restamped),
+            taps(approximate)
         ),
     };
     match (clock.trusted, &clock.source, &clock.detail) {
@@ -238,6 +251,7 @@ fn clock_line(data: &StatusData, asked: &Asked) -> String {
                 None => format!("since {}", when(asked, clock.since_wall_ms)),
             };
             let waiting = match clock.held {
+                0 => "no tap waits for it".to_string(),
                 1 => "1 tap waits for it".to_string(),
                 n => format!("{n} taps wait for it"),
             };

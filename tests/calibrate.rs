@@ -157,3 +157,21 @@ async fn calibrate_says_to_stop_the_service_when_it_has_the_reader() {
     assert_eq!(code, Some(1));
     assert!(stderr.contains("EGYM knows no member"), "{stderr}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn calibrate_says_when_egym_refuses_the_key_not_that_the_member_is_unknown() {
+    let dir = TestDir::new("calibrate-refused-key");
+    let fake = start_egym(vec![pat()]).await;
+    fake.set_api_key("a-key-egym-issued-to-another-gym");
+    let pty = Pty::open();
+    let config = config(&dir, &fake, &pty);
+    let (code, stdout, stderr) = calibrate(&config, "pat@example.invalid", || {}).await;
+    assert_eq!(code, Some(1), "{stdout}\n{stderr}");
+    assert!(
+        stderr.contains("EGYM refused the API key (HTTP 403")
+            && stderr.contains(&dir.path("api-key").display().to_string()),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("knows no member"), "{stderr}");
+    assert!(!stderr.contains(API_KEY), "{stderr}");
+}

@@ -134,7 +134,7 @@ async fn taps_made_while_the_clock_is_days_behind_reach_egym_with_their_true_tim
     let text = status_text(&config);
     assert!(
         text.contains(&format!(
-            "clock: trusted: {} exists; 2 taps placed",
+            "clock: trusted: {} exists; 2 taps stamped from a trusted reading",
             synced.display()
         )),
         "{text}"
@@ -384,4 +384,39 @@ async fn held_taps_are_placed_once_the_database_can_be_written_again() {
     daemon
         .wait_for_line("the taps held for the clock can be placed again", LONG)
         .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_clock_lost_after_it_was_trusted_stamps_taps_and_says_so_rather_than_that_they_wait() {
+    let (_dir, fake, mut pty, synced, config) = trusted_by_file("clock-lost").await;
+    std::fs::write(&synced, "").unwrap();
+    let daemon = Daemon::start(&config);
+    daemon.wait_for_line("clock trusted", LONG).await;
+    daemon.wait_for_line("reader connected", LONG).await;
+    // The time service loses its source.
+    std::fs::remove_file(&synced).unwrap();
+    daemon.wait_for_line("clock NOT trusted", LONG).await;
+    let said = daemon
+        .lines()
+        .into_iter()
+        .find(|l| l.contains("clock NOT trusted"))
+        .unwrap();
+    assert!(
+        said.contains("It was trusted earlier in this boot") && !said.contains("held"),
+        "{said}"
+    );
+    let tapped = now_ms();
+    pty.write(&em4100_frame(ALEX));
+    let (ok, received) = fake.wait_for(LONG, |r| count_visits(r) == 1).await;
+    assert!(ok, "{}", daemon.lines().join("\n"));
+    let at = visit_of(&received, "acc-alex")[0].1;
+    assert!((at - tapped).abs() < 1_000, "stamped {at}, tapped {tapped}");
+    daemon.wait_for_line("delivered", LONG).await;
+    let text = status_text(&config);
+    assert!(
+        text.contains("clock: NOT TRUSTED")
+            && text.contains("no tap waits for it; 1 tap stamped from a trusted reading"),
+        "{text}"
+    );
+    assert!(!text.contains("after the clock became trusted"), "{text}");
 }

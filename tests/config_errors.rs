@@ -5,7 +5,7 @@ mod common;
 
 use std::process::Output;
 
-use common::{API_KEY, TestDir, gym_checkin};
+use common::{API_KEY, TestDir, as_unprivileged, gym_checkin, is_root, start_egym};
 
 fn run(subcommand: &str, config: &std::path::Path, env_key: Option<&str>) -> Output {
     let mut command = gym_checkin();
@@ -91,6 +91,17 @@ fn the_good_config_passes() {
         stdout.contains("OK") && stdout.contains("reader entrance"),
         "{stdout}"
     );
+    // In the file's own words, and where the key was found.
+    for wanted in [
+        "reader entrance: an em4100 reader on /dev/serial/by-id/",
+        "direction = \"toggle\"",
+        &format!(
+            "API key read from {} (egym.api-key-file)",
+            dir.path("api-key").display()
+        ),
+    ] {
+        assert!(stdout.contains(wanted), "{wanted:?} missing:\n{stdout}");
+    }
     assert!(!stdout.contains(API_KEY));
 }
 
@@ -281,4 +292,141 @@ fn a_screen_address_that_is_no_address_or_open_to_all_without_a_token_is_refused
         },
         &["screen.token-file: cannot read /nonexistent/screen-token"],
     );
+}
+
+#[test]
+fn check_config_reports_device_problems_beside_the_file_s_own() {
+    let dir = TestDir::new("all-at-once");
+    let db = dir.path("db.sqlite").display().to_string();
+    let missing = dir.path("missing/db.sqlite").display().to_string();
+    let path = config(&dir, |t| {
+        t.replace("[egym]", "[egym]\nretries = 3")
+            .replace(&db, &missing)
+            .replace(
+                "/dev/serial/by-id/usb-FTDI_FT232R_USB_UART_A10K1234-if00-port0",
+                "/etc/passwd",
+            )
+            + "\n[[readers]]\nname = \"exit\"\ndriver = \"serial\"\npath = \"/dev\"\nprotocol = \"line\"\n"
+            + "\n[[readers]]\nname = \"desk\"\ndriver = \"keyboard\"\npath = \"/dev/null\"\n"
+    });
+    let output = run("check-config", &path, None);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(78), "{stderr}");
+    for wanted in [
+        "5 problems:",
+        "egym.retries: unknown key",
+        "readers[0].path: /etc/passwd is a regular file, not a serial device",
+        "readers[1].path: /dev is a directory, not a serial device",
+        "readers[2].path: /dev/null: not an input device",
+        "store.path: the directory",
+    ] {
+        assert!(stderr.contains(wanted), "{wanted:?} missing:\n{stderr}");
+    }
+}
+
+#[test]
+fn a_store_path_that_cannot_hold_a_database_stops_run_for_good() {
+    check_refused(
+        "store-missing-dir",
+        |t| t.replace("db.sqlite\"", "no-such-dir/db.sqlite\""),
+        &["store.path: the directory", "no-such-dir does not exist"],
+    );
+    check_refused(
+        "store-on-proc",
+        |t| {
+            let db_line = t.lines().find(|l| l.contains("db.sqlite")).unwrap();
+            t.replace(db_line, "path = \"/proc/gym-checkin.db\"")
+        },
+        &["store.path: /proc is on /proc (procfs), which holds no files"],
+    );
+}
+
+#[test]
+fn a_store_directory_the_user_may_not_write_is_a_configuration_problem() {
+    let dir = TestDir::new("store-unwritable");
+    let state = dir.path("state");
+    std::fs::create_dir(&state).unwrap();
+    let db = dir.path("db.sqlite").display().to_string();
+    let path = config(&dir, |t| {
+        t.replace(&db, &state.join("db.sqlite").display().to_string())
+    });
+    let mut command = as_unprivileged(&dir, &[]);
+    if !is_root() {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&state, std::fs::Permissions::from_mode(0o555)).unwrap();
+    }
+    for subcommand in ["check-config", "run"] {
+        let output = command
+            .args([subcommand, "--config"])
+            .arg(&path)
+            .output()
+            .unwrap();
+        command = as_unprivileged(&dir, &[]);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(78), "{subcommand}: {stderr}");
+        assert!(
+            stderr.contains(&format!("may not create files in {}", state.display())),
+            "{subcommand}: {stderr}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_config_online_tells_a_refused_key_from_an_unreachable_egym() {
+    let dir = TestDir::new("online");
+    let fake = start_egym(vec![]).await;
+    let online = |base_url: &str| {
+        let path = config(&dir, |t| t.replace("https://mms.api.egym.com", base_url));
+        gym_checkin()
+            .args(["check-config", "--online", "--config"])
+            .arg(path)
+            .env_remove("CREDENTIALS_DIRECTORY")
+            .env_remove("EGYM_API_KEY")
+            .output()
+            .unwrap()
+    };
+    let output = online(&fake.base_url());
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(output.status.code(), Some(0), "{stdout}");
+    assert!(stdout.contains("the API key is accepted"), "{stdout}");
+    let received = fake.received();
+    assert_eq!(received.len(), 1, "one request: {received:?}");
+    assert_eq!(received[0].lookup_rfid(), Some("0x00"));
+
+    fake.set_api_key("a-key-egym-issued-to-another-gym");
+    let output = online(&fake.base_url());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(78), "a refused key: {stderr}");
+    assert!(
+        stderr.contains("refused the API key read from") && stderr.contains("HTTP 403"),
+        "{stderr}"
+    );
+
+    // Nothing listens on a port just let go of.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let output = online(&format!("http://{closed}"));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("cannot reach EGYM at"), "{stderr}");
+    assert!(!stderr.contains("refused the API key"), "{stderr}");
+}
+
+#[test]
+fn usage_errors_exit_2() {
+    for args in [
+        &["frobnicate"][..],
+        &["calibrate", "--reader", "desk"],
+        &["status", "--jsn"],
+    ] {
+        let output = gym_checkin().args(args).output().unwrap();
+        assert_eq!(
+            output.status.code(),
+            Some(2),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
 }

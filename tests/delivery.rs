@@ -1,5 +1,5 @@
 //! The delivery worker against the stand-in EGYM, with a real SQLite file: each row of
-//! DESIGN.md's outcome table, per-tag order, and the client-side rate limit.
+//! the README's outcome table, per-tag order, and the client-side rate limit.
 
 mod common;
 

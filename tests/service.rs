@@ -344,3 +344,59 @@ fn version_names_the_commit_and_the_target() {
         "{text}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn listen_on_a_reader_the_service_reads_says_so_and_how_to_stop_it() {
+    let dir = TestDir::new("listen-busy");
+    let fake = start_egym(vec![]).await;
+    let pty = Pty::open();
+    let config = write_config(
+        &dir,
+        &fake.base_url(),
+        "",
+        &serial_reader("entrance", &pty.slave_path, "em4100", ""),
+    );
+    let daemon = Daemon::start(&config);
+    daemon.wait_for_line("reader connected", LONG).await;
+    let output = gym_checkin()
+        .args(["listen", "--reader", "entrance", "--config"])
+        .arg(&config)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "reader entrance: the service (pid {}) is running and reads it",
+            daemon.pid()
+        )) && stderr.contains("sudo systemctl stop gym-checkin"),
+        "{stderr}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bytes_left_in_a_serial_port_before_the_service_opened_it_are_no_tap() {
+    let dir = TestDir::new("stale-bytes");
+    let alex = member("0x0C000621A5", "acc-alex");
+    let billie = member("0x0C0006A4B2", "acc-billie");
+    let fake = start_egym(vec![alex, billie]).await;
+    let mut pty = Pty::open();
+    let config = write_config(
+        &dir,
+        &fake.base_url(),
+        "",
+        &serial_reader("entrance", &pty.slave_path, "em4100", ""),
+    );
+    // Alex's card was read while nobody had the port open (by `listen` before it stopped, say):
+    // the frame waits in the terminal's input buffer.
+    pty.write(&em4100_frame("0C000621A5"));
+    let daemon = Daemon::start(&config);
+    daemon.wait_for_line("reader connected", LONG).await;
+    pty.write(&em4100_frame("0C0006A4B2"));
+    daemon.wait_for_line("tap recorded", LONG).await;
+    let recorded = daemon.recorded();
+    // Alex's frame, older and first in the buffer, would have been decided first.
+    assert_eq!(recorded.len(), 1, "{recorded:?}");
+    assert_eq!(recorded[0].tag, "0x…A4B2", "{recorded:?}");
+}

@@ -279,3 +279,69 @@ fn modules_use_only_the_layers_below_them() {
         "the scan reads `crate::` paths"
     );
 }
+
+/// Every `.rs` file of the repository's own code and tests (test data left out), with its text,
+/// paths relative to the repository.
+fn all_rust_files() -> Vec<(String, String)> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut found = Vec::new();
+    let mut dirs = vec![root.join("src"), root.join("tests"), root.join("benches")];
+    while let Some(dir) = dirs.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                dirs.push(path);
+            } else if path.extension().is_some_and(|e| e == "rs") {
+                let name = path
+                    .strip_prefix(root)
+                    .unwrap()
+                    .to_string_lossy()
+                    .into_owned();
+                found.push((name, std::fs::read_to_string(&path).unwrap()));
+            }
+        }
+    }
+    found.push((
+        "build.rs".into(),
+        std::fs::read_to_string(root.join("build.rs")).unwrap(),
+    ));
+    found.sort();
+    found
+}
+
+#[test]
+fn every_document_a_comment_names_is_in_the_repository() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut missing = Vec::new();
+    for (name, text) in all_rust_files() {
+        for (i, line) in text.lines().enumerate() {
+            let Some((_, comment)) = line.split_once("//") else {
+                continue;
+            };
+            for word in comment.split(|c: char| !(c.is_alphanumeric() || "._-/".contains(c))) {
+                let word = word.trim_end_matches('.');
+                if word.ends_with(".md") && !root.join(word).exists() {
+                    missing.push(format!("{name}:{}: {word}", i + 1));
+                }
+            }
+        }
+    }
+    assert_none(
+        missing,
+        "comments name documents the repository does not have",
+    );
+}
+
+#[test]
+fn standard_output_and_error_are_written_only_through_the_console() {
+    let files: Vec<(String, String)> = sources()
+        .into_iter()
+        .filter(|(name, _)| name != "console.rs")
+        .collect();
+    assert_none(
+        // `eprintln!` and `eprint!(` contain these too. (The log's writer to stderr ignores a
+        // closed stderr by itself.)
+        offending(&files, &["println!", "print!(", "std::io::stdout"]),
+        "standard output or error written outside console.rs (a closed pipe would panic there)",
+    );
+}

@@ -254,6 +254,32 @@ systemctl enable --now gym-checkin"#,
         "stamped {} for a tap at {tapped_ms}",
         visit.2
     );
+
+    // Under the real unit: staff in the group gym-checkin read the status from the service;
+    // anyone else is told how to join it; a second service beside it refuses to start.
+    let status = container.ok(
+        "id staff >/dev/null 2>&1 || useradd --groups gym-checkin staff
+         runuser -u staff -- gym-checkin status --json",
+    );
+    let status: serde_json::Value = serde_json::from_str(&status).unwrap();
+    assert_eq!(status["service"]["pid"], pid_after, "{status}");
+    let denied = container.run("runuser -u nobody -- gym-checkin status");
+    let stderr = String::from_utf8_lossy(&denied.stderr);
+    assert!(
+        !denied.status.success() && stderr.contains("sudo usermod -aG gym-checkin nobody"),
+        "{stderr}"
+    );
+    let second = container.run("timeout 30 gym-checkin run");
+    assert_eq!(
+        second.status.code(),
+        Some(75),
+        "{}",
+        String::from_utf8_lossy(&second.stderr)
+    );
+    assert_eq!(
+        container.ok("systemctl is-active gym-checkin").trim(),
+        "active"
+    );
     container.ok("systemctl disable --now gym-checkin test-reader");
     println!("upgraded {old_version} → {new_version}; the tap was delivered after it");
 }

@@ -396,6 +396,18 @@ impl Clock {
         self.state().trust.clone()
     }
 
+    /// What an untrusted clock means for taps now, as the log says it: with a trusted reading
+    /// earlier in this boot, taps are stamped from it and go out as usual; without, they wait.
+    pub fn while_untrusted(&self) -> &'static str {
+        if self.anchor().is_some() {
+            "It was trusted earlier in this boot: taps are stamped from that reading plus the \
+             steady time since, and delivered as usual"
+        } else {
+            "Taps are recorded and held from EGYM until it is; they are then sent with the time \
+             they were made"
+        }
+    }
+
     /// Completes each time trust changes; `borrow` it for the trust now.
     pub fn subscribe(&self) -> watch::Receiver<Trust> {
         self.0.trust_changed.subscribe()

@@ -34,6 +34,41 @@ fn a_minimal_config_gets_the_documented_defaults() {
     assert!(matches!(reader.driver, Driver::Serial { baud: 9600, .. }));
 }
 
+/// The example configuration says each key it sets is at its default unless the line ends in
+/// `# example`: taking every other key out (but the ones with no default) must change nothing.
+#[test]
+fn the_example_configuration_shows_the_defaults_it_says_it_shows() {
+    const EXAMPLE: &str = include_str!("../../config/gym-checkin.example.toml");
+    const NO_DEFAULT: &[&str] = &["name", "driver", "path", "protocol"];
+    let mut removed = Vec::new();
+    let defaults_only: String = EXAMPLE
+        .lines()
+        .filter(|line| {
+            let Some((key, _)) = line.split_once(" = ") else {
+                return true;
+            };
+            let key = key.trim();
+            if line.starts_with('#') || line.ends_with("# example") || NO_DEFAULT.contains(&key) {
+                return true;
+            }
+            removed.push(key.to_string());
+            false
+        })
+        .map(|line| format!("{line}\n"))
+        .collect();
+    assert!(
+        removed.len() > 20,
+        "the example sets its defaults: {removed:?}"
+    );
+    let example = Config::parse(EXAMPLE).unwrap();
+    let defaults = Config::parse(&defaults_only).unwrap();
+    assert_eq!(
+        format!("{example:?}"),
+        format!("{defaults:?}"),
+        "a key of the example is not at its default; mark it `# example`: {removed:?}"
+    );
+}
+
 fn check_problems(text: &str, expected: &[&str]) {
     let problems = Config::parse(text).expect_err("config should be refused");
     for wanted in expected {

@@ -536,7 +536,7 @@ async fn start_clock(store: &Store, config: &Config) -> Result<Clock, StoreError
     if trust.trusted {
         info!(clock = "trusted", source = trust.source.as_str(), boot = %boot_id, "clock trusted: {}", trust.detail);
     } else {
-        warn!(clock = "untrusted", source = trust.source.as_str(), boot = %boot_id, "clock NOT trusted: {}. Taps are recorded and held from EGYM until it is; they are then sent with the time they were made", trust.detail);
+        warn!(clock = "untrusted", source = trust.source.as_str(), boot = %boot_id, "clock NOT trusted: {}. {}", trust.detail, clock.while_untrusted());
     }
     if trust.source == clock::TrustSource::Undetermined {
         warn!("clock trusted without proof: {}", trust.detail);

@@ -54,8 +54,9 @@ pub async fn run(clock: Clock, store: Store, mut stopping: watch::Receiver<bool>
                     clock = "untrusted",
                     source = trust.source.as_str(),
                     was = was.source.as_str(),
-                    "clock NOT trusted: {}. Taps are recorded and held from EGYM until it is",
-                    trust.detail
+                    "clock NOT trusted: {}. {}",
+                    trust.detail,
+                    clock.while_untrusted()
                 );
                 reminded = Instant::now();
             }

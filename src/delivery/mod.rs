@@ -1,5 +1,5 @@
 //! The delivery worker: claims due events, resolves their tags, posts them to EGYM, and records
-//! each outcome as DESIGN.md's outcome table says.
+//! each outcome as the README's outcome table (Architecture) says.
 //!
 //! - It wakes at once when the recorder commits an event, when a retry falls due, and when a
 //!   request finishes; it never polls.
@@ -21,14 +21,14 @@
 //!   and a probe every [`PAUSE_PROBE_INTERVAL`] that reads the key again.
 
 mod attempt;
+mod in_flight;
 pub mod policy;
 
-use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
+use in_flight::InFlight;
 use tokio::sync::{Semaphore, mpsc, watch};
-use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tracing::{error, info, warn};
 
@@ -88,7 +88,7 @@ struct Attempt {
     recorded_before: i64,
 }
 
-type Attempts = JoinSet<Attempt>;
+type Attempts = InFlight<Attempt>;
 
 enum Wake {
     Recorded,
@@ -121,7 +121,6 @@ pub struct Worker {
     recorded: watch::Receiver<i64>,
     /// What delivery learns about visits goes to the recorder, their owner.
     corrections: mpsc::UnboundedSender<Correction>,
-    in_flight_tags: HashSet<String>,
     hold: Option<(Instant, HoldCause)>,
     last_unreachable_probe: Option<Instant>,
     /// Since when requests have been failing (transport errors, 408, 429, 5xx), if they are.
@@ -159,7 +158,6 @@ impl Worker {
             key,
             recorded: recorder.recorded,
             corrections: recorder.corrections,
-            in_flight_tags: HashSet::new(),
             hold: None,
             last_unreachable_probe: None,
             failing_since: None,
@@ -191,11 +189,12 @@ impl Worker {
                 Ok(()) = self.recorded.changed() => Wake::Recorded,
                 () = tokio::time::sleep_until(timer) => Wake::Timer,
                 () = pulse.asked() => Wake::Asked,
-                Some(joined) = tasks.join_next(), if !tasks.is_empty() => match joined {
+                Some((tag, joined)) = tasks.next(), if !tasks.is_empty() => match joined {
                     Ok(attempt) => Wake::Finished(Box::new(attempt)),
                     Err(e) => {
-                        // Tasks are only aborted at shutdown and a panic aborts the process.
-                        error!(error = %e, "delivery task ended abnormally");
+                        // Tasks are aborted only at shutdown, and a panic aborts the process;
+                        // built otherwise, the event stays pending and is tried again.
+                        error!(error = %e, tag = %tag::short(&tag), "delivery attempt ended abnormally; its event stays pending and is tried again");
                         continue;
                     }
                 },
@@ -217,8 +216,8 @@ impl Worker {
     async fn drain_at_shutdown(mut self, mut tasks: Attempts) {
         let deadline = Instant::now() + SHUTDOWN_GRACE;
         while !tasks.is_empty() {
-            match tokio::time::timeout_at(deadline, tasks.join_next()).await {
-                Ok(Some(Ok(attempt))) => self.record_attempt(attempt).await,
+            match tokio::time::timeout_at(deadline, tasks.next()).await {
+                Ok(Some((_, Ok(attempt)))) => self.record_attempt(attempt).await,
                 Ok(_) => {}
                 Err(_) => {
                     info!(
@@ -239,7 +238,6 @@ impl Worker {
             outcome,
             recorded_before,
         } = attempt;
-        self.in_flight_tags.remove(&event.tag);
         let carried_out = match outcome {
             Ok(outcome) => {
                 let now = self.ctx.clock.now();
@@ -323,7 +321,7 @@ impl Worker {
         // between the two unseen.
         let now_steady = self.ctx.clock.steady_ms();
         if capacity > 0 {
-            let limit = capacity + self.in_flight_tags.len();
+            let limit = capacity + tasks.len();
             let due = self
                 .ctx
                 .store
@@ -331,12 +329,12 @@ impl Worker {
                 .await?;
             let startable: Vec<OpenEvent> = due
                 .into_iter()
-                .filter(|e| !self.in_flight_tags.contains(&e.tag))
+                .filter(|e| !tasks.holds(&e.tag))
                 .take(capacity)
                 .collect();
             let recorded_before = *self.recorded.borrow();
             for event in startable {
-                self.in_flight_tags.insert(event.tag.clone());
+                let tag = event.tag.clone();
                 let ctx = self.ctx.clone();
                 let key = self.key.clone();
                 // Claimed as live above: its requests go before those of the backlog's
@@ -346,7 +344,7 @@ impl Worker {
                 } else {
                     Priority::Backlog
                 };
-                tasks.spawn(async move {
+                tasks.start(tag, async move {
                     let outcome = attempt::attempt(&ctx, &key, &event, priority).await;
                     Attempt {
                         event,

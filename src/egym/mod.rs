@@ -205,7 +205,7 @@ pub struct EnrolledRfid {
     pub tag_format: Option<String>,
 }
 
-/// What an unsuccessful answer means for the event (DESIGN.md's outcome table).
+/// What an unsuccessful answer means for the event (the README's outcome table, under Architecture).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Verdict {
     /// Try the same request again later (transport error, timeout, 408, 429, 5xx).

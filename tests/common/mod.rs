@@ -10,6 +10,7 @@
 use std::io::{BufRead, BufReader, Write};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -226,6 +227,40 @@ pub fn gym_checkin() -> Command {
     }
 }
 
+/// Whether the tests run as root (as CI does).
+pub fn is_root() -> bool {
+    // SAFETY: geteuid cannot fail.
+    unsafe { libc::geteuid() == 0 }
+}
+
+/// A command that runs the binary under test as a user who owns nothing of the test's: as root,
+/// the user `nobody` (through util-linux's `setpriv`), with the extra `groups`; as anyone else,
+/// that user itself (the test then takes its permissions away with `chmod`, which root would
+/// ignore). The binary is copied into `dir` first, which every user may read.
+pub fn as_unprivileged(dir: &TestDir, groups: &[u32]) -> Command {
+    let binary_copy = dir.path("gym-checkin-unprivileged");
+    if !binary_copy.exists() {
+        std::fs::copy(binary(), &binary_copy).unwrap();
+        for path in [&dir.0, &binary_copy] {
+            let mode = std::fs::metadata(path).unwrap().permissions().mode() | 0o755;
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+        }
+    }
+    if !is_root() {
+        return Command::new(binary_copy);
+    }
+    let mut command = Command::new("setpriv");
+    command.args(["--reuid=65534", "--regid=65534"]);
+    if groups.is_empty() {
+        command.arg("--clear-groups");
+    } else {
+        let groups: Vec<String> = groups.iter().map(u32::to_string).collect();
+        command.arg(format!("--groups={}", groups.join(",")));
+    }
+    command.arg(binary_copy);
+    command
+}
+
 impl Daemon {
     pub fn start(config: &Path) -> Daemon {
         Daemon::spawn(&[], &["run"], config, &[])
@@ -244,6 +279,11 @@ impl Daemon {
     /// Runs another command of the binary (`listen`, say) the same way.
     pub fn start_command(args: &[&str], config: &Path, env: &[(&str, &str)]) -> Daemon {
         Daemon::spawn(&[], args, config, env)
+    }
+
+    /// Starts the daemon with `stdin` as its standard input (a pipe, say).
+    pub fn start_with_input(config: &Path, stdin: Stdio, env: &[(&str, &str)]) -> Daemon {
+        Daemon::spawn_with(&[], &["run"], config, env, stdin)
     }
 
     /// Starts the daemon with `pty`'s terminal as its standard input (a `stdin` reader).
@@ -313,6 +353,11 @@ impl Daemon {
 
     pub fn pid(&self) -> u32 {
         self.child.id()
+    }
+
+    /// The daemon's standard input, when it was started with a pipe there (once).
+    pub fn stdin(&mut self) -> Option<std::process::ChildStdin> {
+        self.child.stdin.take()
     }
 
     pub fn lines(&self) -> Vec<String> {
