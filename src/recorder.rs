@@ -28,6 +28,7 @@ use crate::clock::placement::Placed;
 use crate::clock::{Clock, Trust, rfc3339_ms};
 use crate::egym::CORPORATE_FITNESS;
 use crate::liveness::Pulse;
+use crate::metrics::TapOutcome;
 use crate::reader::{ReaderMessage, Tap};
 use crate::screen::{Happening, Known, Listeners};
 use crate::store::{
@@ -222,7 +223,7 @@ impl Recorder {
         let kind = match decision {
             Decision::IgnoreRepeat { since_last_ms } => {
                 info!(outcome = "ignored", reader = %tap.reader, tag = %short, since_last_s = since_last_ms / 1000, "tap ignored: same tag within repeat-window");
-                self.listeners.metrics.tap(&tap.reader, "ignored");
+                self.listeners.metrics.tap(&tap.reader, TapOutcome::Ignored);
                 let inside = self.visits.get(&tap.rfid).is_some_and(|v| v.state.inside);
                 self.listeners.screen.happened(Happening::Repeated {
                     reader: tap.reader.to_string(),
@@ -236,7 +237,7 @@ impl Recorder {
         if self.held.len() >= MAX_HELD {
             // Nothing changes for a tap that is not kept: the member's visit stays as it was.
             self.lost += 1;
-            self.listeners.metrics.tap(&tap.reader, "lost");
+            self.listeners.metrics.tap(&tap.reader, TapOutcome::Lost);
             error!(outcome = "lost", reader = %tap.reader, tag = %short, kind = %kind.as_str(), tapped_at = %rfc3339_ms(tap.at.wall_ms), "tap LOST: the database cannot be written and the in-memory buffer is full");
             return;
         }
@@ -504,7 +505,7 @@ impl Recorder {
                         "tap recorded"
                     );
                     if !event.automatic {
-                        listeners.metrics.tap(&event.reader, "recorded");
+                        listeners.metrics.tap(&event.reader, TapOutcome::Recorded);
                         listeners.screen.happened(Happening::Recorded {
                             event_id: *id,
                             reader: event.reader.clone(),

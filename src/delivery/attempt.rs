@@ -187,6 +187,9 @@ async fn admit_and_post(
                         )
                         .await?;
                     *admission = Some(Admission::RefusedLate);
+                    ctx.listeners
+                        .metrics
+                        .admission_refused(refusal.counted_as());
                     warn!(outcome = "admission_refused_late", event_id = event.id, reader = %event.reader, tag = %tag::short(&event.tag), reason = refusal.error_code(), "Wellpass admission refused after the member came in: {}. The check-in is still sent; the gym is not paid for this visit", refusal.says());
                 }
                 Verdict::AccountGone => return Ok(Step::AccountGone(failure)),

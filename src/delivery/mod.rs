@@ -37,6 +37,7 @@ use crate::egym;
 use crate::egym::rate_limit::Priority;
 use crate::egym::{ApiKey, ApiKeySource};
 use crate::liveness::Pulse;
+use crate::metrics::DeliveryOutcome;
 use crate::screen::{Happening, Listeners};
 use crate::store::{OpenEvent, Store, StoreError};
 use crate::tag;
@@ -481,6 +482,12 @@ impl Worker {
         }
         let (counted, happening) = heard(event, &decision.report);
         self.ctx.listeners.metrics.delivery(counted);
+        if let Report::AdmissionRefused { refusal } = &decision.report {
+            self.ctx
+                .listeners
+                .metrics
+                .admission_refused(refusal.counted_as());
+        }
         if let Some(happening) = happening {
             self.ctx.listeners.screen.happened(happening);
         } else {
@@ -491,17 +498,32 @@ impl Worker {
 }
 
 /// How an outcome is counted, and what the screen hears of it.
-fn heard(event: &OpenEvent, report: &Report) -> (&'static str, Option<Happening>) {
+fn heard(event: &OpenEvent, report: &Report) -> (DeliveryOutcome, Option<Happening>) {
     let event_id = event.id;
     match report {
-        Report::Delivered { .. } => ("delivered", Some(Happening::Delivered { event_id })),
-        Report::Retry { .. } => ("retry", Some(Happening::Failing { event_id })),
-        Report::Paused { .. } => ("paused", Some(Happening::Failing { event_id })),
-        Report::UnknownTag { .. } => ("unknown_tag", Some(Happening::Unknown { event_id })),
-        Report::UnknownTagGivenUp { .. } => ("rejected", Some(Happening::Unknown { event_id })),
-        Report::Rejected { .. } => ("rejected", None),
+        Report::Delivered { .. } => (
+            DeliveryOutcome::Delivered,
+            Some(Happening::Delivered { event_id }),
+        ),
+        Report::Retry { .. } => (
+            DeliveryOutcome::Retry,
+            Some(Happening::Failing { event_id }),
+        ),
+        Report::Paused { .. } => (
+            DeliveryOutcome::Paused,
+            Some(Happening::Failing { event_id }),
+        ),
+        Report::UnknownTag { .. } => (
+            DeliveryOutcome::UnknownTag,
+            Some(Happening::Unknown { event_id }),
+        ),
+        Report::UnknownTagGivenUp { .. } => (
+            DeliveryOutcome::Rejected,
+            Some(Happening::Unknown { event_id }),
+        ),
+        Report::Rejected { .. } => (DeliveryOutcome::Rejected, None),
         Report::AdmissionRefused { refusal } => (
-            "admission_refused",
+            DeliveryOutcome::AdmissionRefused,
             Some(Happening::Refused {
                 event_id,
                 refusal: *refusal,

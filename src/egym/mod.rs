@@ -15,6 +15,8 @@ use std::time::Duration;
 use reqwest::{StatusCode, Url};
 use serde::Deserialize;
 
+use crate::metrics::{EgymCall, Metrics, RefusalReason};
+
 pub use key::{API_KEY_CREDENTIAL, API_KEY_ENV, ApiKey, ApiKeySource};
 
 /// Where EGYM is when the configuration does not say.
@@ -32,7 +34,7 @@ pub struct Client {
     limiter: std::sync::Arc<rate_limit::RateLimiter>,
     /// Whom this client's requests are for: see [`rate_limit::Priority`].
     priority: rate_limit::Priority,
-    metrics: std::sync::Arc<crate::metrics::Metrics>,
+    metrics: std::sync::Arc<Metrics>,
 }
 
 /// The body of EGYM's error answers (`ErrorDTO`), as far as the daemon uses it.
@@ -162,6 +164,16 @@ impl Refusal {
 
     pub fn from_error_code(code: &str) -> Option<Refusal> {
         Refusal::ALL.into_iter().find(|r| r.error_code() == code)
+    }
+
+    /// How `/metrics` counts it.
+    pub fn counted_as(self) -> RefusalReason {
+        match self {
+            Refusal::MembershipExpired => RefusalReason::MembershipExpired,
+            Refusal::MembershipNotStarted => RefusalReason::MembershipNotStarted,
+            Refusal::GymNotInNetwork => RefusalReason::GymNotInNetwork,
+            Refusal::GymNotInNetworkPlus1 => RefusalReason::GymNotInNetworkPlus1,
+        }
     }
 
     /// What staff are told.
@@ -323,7 +335,7 @@ impl Client {
     }
 
     /// Counts each request's duration and answer in `metrics`.
-    pub fn with_metrics(self, metrics: std::sync::Arc<crate::metrics::Metrics>) -> Client {
+    pub fn with_metrics(self, metrics: std::sync::Arc<Metrics>) -> Client {
         Client { metrics, ..self }
     }
 
@@ -338,13 +350,13 @@ impl Client {
         if let Some(format) = tag_format {
             url.query_pairs_mut().append_pair("tagFormat", format);
         }
-        self.get_account(key, url, "lookup").await
+        self.get_account(key, url, EgymCall::Lookup).await
     }
 
     /// `GET /api/v2/accounts/email/{email}`.
     pub async fn account_by_email(&self, key: &ApiKey, email: &str) -> Result<Account, Failure> {
         let url = self.endpoint(&["accounts", "email", email]);
-        self.get_account(key, url, "account").await
+        self.get_account(key, url, EgymCall::Account).await
     }
 
     /// `GET /api/v2/accounts/membership/{membershipId}`.
@@ -354,14 +366,14 @@ impl Client {
         membership_id: &str,
     ) -> Result<Account, Failure> {
         let url = self.endpoint(&["accounts", "membership", membership_id]);
-        self.get_account(key, url, "account").await
+        self.get_account(key, url, EgymCall::Account).await
     }
 
     async fn get_account(
         &self,
         key: &ApiKey,
         url: Url,
-        call: &'static str,
+        call: EgymCall,
     ) -> Result<Account, Failure> {
         #[derive(Deserialize)]
         #[serde(rename_all = "camelCase")]
@@ -398,7 +410,7 @@ impl Client {
     ) -> Result<Vec<EnrolledRfid>, Failure> {
         let mut url = self.endpoint(&["accounts", account_id, "rfids"]);
         url.query_pairs_mut().append_pair("allSources", "true");
-        let body = self.get_ok(key, url, "rfids").await?;
+        let body = self.get_ok(key, url, EgymCall::Rfids).await?;
         serde_json::from_slice(&body).map_err(|e| Failure::Transport {
             timeout: false,
             detail: format!("unreadable list of cards: {e}"),
@@ -414,7 +426,9 @@ impl Client {
             first_admission: bool,
         }
         let url = self.endpoint(&["accounts", account_id, "admissions"]);
-        let response = self.send(self.http.post(url), key, "admission").await?;
+        let response = self
+            .send(self.http.post(url), key, EgymCall::Admission)
+            .await?;
         let body = ok_body(response).await?;
         serde_json::from_slice::<Admission>(&body)
             .map(|a| a.first_admission)
@@ -442,7 +456,7 @@ impl Client {
             .http
             .post(url)
             .json(&serde_json::json!({ "timestamp": timestamp_ms }));
-        let response = self.send(request, key, "post").await?;
+        let response = self.send(request, key, EgymCall::Post).await?;
         let status = response.status();
         if status.is_success() {
             return Ok(status.as_u16());
@@ -459,7 +473,7 @@ impl Client {
         &self,
         key: &ApiKey,
         url: Url,
-        call: &'static str,
+        call: EgymCall,
     ) -> Result<bytes::Bytes, Failure> {
         let response = self.send(self.http.get(url), key, call).await?;
         ok_body(response).await
@@ -484,7 +498,7 @@ impl Client {
         &self,
         request: reqwest::RequestBuilder,
         key: &ApiKey,
-        call: &'static str,
+        call: EgymCall,
     ) -> Result<reqwest::Response, Failure> {
         self.limiter.acquire(self.priority).await;
         let started = tokio::time::Instant::now();
