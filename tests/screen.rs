@@ -14,14 +14,6 @@ const BILLIE: &str = "4B00423C15";
 const UNKNOWN: &str = "0A0B0C0D0E";
 const GABI: &str = "0D00D4E5F6";
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// The members the screen greets: two, and one whose Wellpass has expired.
 fn members() -> Vec<Member> {
     vec![
@@ -493,27 +485,7 @@ async fn metrics_pass_prometheus_own_checker_and_count_what_happened() {
         "text/plain; version=0.0.4; charset=utf-8"
     );
     let text = response.text().await.unwrap();
-    let promtool = "/usr/bin/promtool";
-    assert!(
-        std::path::Path::new(promtool).exists(),
-        "promtool is not installed: the metrics test parses /metrics with it. Install Debian's \
-         prometheus package (apt-get install prometheus), as .ci/run does"
-    );
-    let mut check = std::process::Command::new(promtool)
-        .args(["check", "metrics"])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    std::io::Write::write_all(&mut check.stdin.take().unwrap(), text.as_bytes()).unwrap();
-    let checked = check.wait_with_output().unwrap();
-    assert!(
-        checked.status.success(),
-        "promtool: {}{}\n{text}",
-        String::from_utf8_lossy(&checked.stdout),
-        String::from_utf8_lossy(&checked.stderr)
-    );
+    check_metrics(&text);
     for line in [
         "gym_checkin_taps_total{reader=\"entrance\",outcome=\"recorded\"} 1",
         "gym_checkin_deliveries_total{outcome=\"delivered\"} 1",

@@ -4,56 +4,11 @@
 mod common;
 
 use std::io::{BufRead, BufReader};
-use std::os::unix::net::UnixDatagram;
 use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::*;
-
-/// Datagrams received on a notification socket, with when they arrived.
-struct NotifySocket {
-    messages: Arc<Mutex<Vec<(Instant, String)>>>,
-}
-
-impl NotifySocket {
-    fn bind(path: &std::path::Path) -> NotifySocket {
-        let socket = UnixDatagram::bind(path).unwrap();
-        let messages = Arc::new(Mutex::new(Vec::new()));
-        let sink = messages.clone();
-        std::thread::spawn(move || {
-            let mut buffer = [0u8; 4096];
-            while let Ok(n) = socket.recv(&mut buffer) {
-                let text = String::from_utf8_lossy(&buffer[..n]).to_string();
-                sink.lock().unwrap().push((Instant::now(), text));
-            }
-        });
-        NotifySocket { messages }
-    }
-
-    fn all(&self) -> Vec<(Instant, String)> {
-        self.messages.lock().unwrap().clone()
-    }
-
-    fn count(&self, message: &str) -> usize {
-        self.all()
-            .iter()
-            .filter(|(_, m)| m.starts_with(message))
-            .count()
-    }
-
-    async fn wait_for(&self, message: &str, n: usize) {
-        let deadline = Instant::now() + LONG;
-        while self.count(message) < n {
-            assert!(
-                Instant::now() < deadline,
-                "waited for {n} × {message:?}; got {:?}",
-                self.all()
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-}
 
 /// A member's card on an EM4100 reader, the stand-in EGYM, and the service started with a
 /// notification socket (bound before it starts) and a watchdog of 2 s.

@@ -447,6 +447,97 @@ impl Drop for Daemon {
     }
 }
 
+/// A loopback port free now, for a test's own screen.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Prometheus's `promtool` (Debian's package `prometheus`, which `.ci/run` installs) run with
+/// `args`, `input` on its standard input; returns whether it succeeded, and what it printed.
+pub fn promtool(args: &[&str], input: &str) -> (bool, String) {
+    let promtool = "/usr/bin/promtool";
+    assert!(
+        Path::new(promtool).exists(),
+        "promtool is not installed: the tests check /metrics and the alert rules with it. \
+         Install Debian's prometheus package (apt-get install prometheus), as .ci/run does"
+    );
+    let mut child = Command::new(promtool)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(input.as_bytes())
+        .unwrap();
+    let output = child.wait_with_output().unwrap();
+    let printed = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    (output.status.success(), printed)
+}
+
+/// `/metrics` passes `promtool check metrics` (its parser and its linter).
+pub fn check_metrics(text: &str) {
+    let (ok, printed) = promtool(&["check", "metrics"], text);
+    assert!(ok, "promtool: {printed}\n{text}");
+}
+
+/// Datagrams received on a notification socket (`NOTIFY_SOCKET`, as systemd hears them), with
+/// when they arrived.
+pub struct NotifySocket {
+    messages: Arc<Mutex<Vec<(Instant, String)>>>,
+}
+
+impl NotifySocket {
+    pub fn bind(path: &Path) -> NotifySocket {
+        let socket = std::os::unix::net::UnixDatagram::bind(path).unwrap();
+        let messages = Arc::new(Mutex::new(Vec::new()));
+        let sink = messages.clone();
+        std::thread::spawn(move || {
+            let mut buffer = [0u8; 4096];
+            while let Ok(n) = socket.recv(&mut buffer) {
+                let text = String::from_utf8_lossy(&buffer[..n]).to_string();
+                sink.lock().unwrap().push((Instant::now(), text));
+            }
+        });
+        NotifySocket { messages }
+    }
+
+    pub fn all(&self) -> Vec<(Instant, String)> {
+        self.messages.lock().unwrap().clone()
+    }
+
+    pub fn count(&self, message: &str) -> usize {
+        self.all()
+            .iter()
+            .filter(|(_, m)| m.starts_with(message))
+            .count()
+    }
+
+    pub async fn wait_for(&self, message: &str, n: usize) {
+        let deadline = Instant::now() + LONG;
+        while self.count(message) < n {
+            assert!(
+                Instant::now() < deadline,
+                "waited for {n} × {message:?}; got {:?}",
+                self.all()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
 /// What `gym-checkin status` with `options` prints for a configuration; it must succeed.
 fn status_output(config: &Path, options: &[&str]) -> String {
     let output = gym_checkin()
