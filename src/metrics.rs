@@ -132,7 +132,11 @@ pub struct Metrics(Mutex<Counts>);
 pub struct Gauges {
     /// (state, events).
     pub events: Vec<(&'static str, u64)>,
+    /// How long the oldest tap pending delivery has waited (taps that wait only for a card's
+    /// enrolment are not pending delivery).
     pub oldest_pending_age_s: Option<f64>,
+    /// Taps that wait only behind an earlier tap of the same card, which EGYM does not know.
+    pub waiting_for_enrolment: u64,
     /// (reader, connected): the service's readers. Each has its tap counters from the start.
     pub readers: Vec<(String, bool)>,
     pub delivery_paused: bool,
@@ -200,7 +204,8 @@ impl Metrics {
             &mut text,
             "outbox_events",
             "gauge",
-            "Events in the outbox, by state.",
+            "Events in the outbox, by state (pending: waiting for delivery; taps that wait only \
+             for a card's enrolment are in gym_checkin_outbox_waiting_for_enrolment).",
         );
         for (state, n) in &gauges.events {
             let _ = writeln!(text, "gym_checkin_outbox_events{{state=\"{state}\"}} {n}");
@@ -209,12 +214,24 @@ impl Metrics {
             &mut text,
             "outbox_oldest_pending_age_seconds",
             "gauge",
-            "How long the oldest pending tap has waited (0 with none pending).",
+            "How long the oldest tap pending delivery has waited (0 with none pending).",
         );
         let _ = writeln!(
             text,
             "gym_checkin_outbox_oldest_pending_age_seconds {}",
             gauges.oldest_pending_age_s.unwrap_or(0.0)
+        );
+        header(
+            &mut text,
+            "outbox_waiting_for_enrolment",
+            "gauge",
+            "Taps that wait only behind an earlier tap of the same card, which EGYM does not know \
+             (yet): they go out once the card is enrolled.",
+        );
+        let _ = writeln!(
+            text,
+            "gym_checkin_outbox_waiting_for_enrolment {}",
+            gauges.waiting_for_enrolment
         );
         header(
             &mut text,
@@ -390,6 +407,7 @@ mod tests {
         metrics.request(EgymCall::Lookup, 3.0, Some(429));
         let text = metrics.render(&Gauges {
             events: vec![("pending", 3)],
+            waiting_for_enrolment: 2,
             readers: vec![("entrance".into(), true)],
             ..Gauges::default()
         });
@@ -404,6 +422,7 @@ mod tests {
             "gym_checkin_egym_request_duration_seconds_count{call=\"lookup\"} 2",
             "gym_checkin_egym_rate_limited_total 1",
             "gym_checkin_outbox_events{state=\"pending\"} 3",
+            "gym_checkin_outbox_waiting_for_enrolment 2",
             "gym_checkin_reader_connected{reader=\"entrance\"} 1",
         ] {
             assert!(text.lines().any(|l| l == line), "{line} missing:\n{text}");

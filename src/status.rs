@@ -126,6 +126,7 @@ pub fn to_json(status: &Status) -> Value {
     json!({
         "events": {
             "pending": data.events.pending,
+            "waiting_for_enrolment": data.events.waiting_for_enrolment,
             "unknown_tag": data.events.unknown_tag,
             "rejected": data.events.rejected,
             "delivered": data.events.delivered,
@@ -303,9 +304,13 @@ pub fn to_text(status: &Status) -> String {
     let oldest = age_s(asked, data.oldest_pending_steady_ms)
         .map(|s| format!(" (oldest tapped {} ago)", duration_text(s * 1000)))
         .unwrap_or_default();
+    let waiting = match e.waiting_for_enrolment {
+        0 => String::new(),
+        n => format!(", {n} waiting for their card's enrolment"),
+    };
     let _ = writeln!(
         out,
-        "events: {} pending{oldest}, {} unknown tag, {} rejected, {} delivered",
+        "events: {} pending{oldest}{waiting}, {} unknown tag, {} rejected, {} delivered",
         e.pending, e.unknown_tag, e.rejected, e.delivered
     );
     for (status, code, count) in &data.rejections {

@@ -1,10 +1,12 @@
 //! Alerts that can fire: the rules in `config/alerts.yml`, run by Prometheus's own
 //! `promtool test rules` on series taken from scrapes of the real binary's `/metrics` (a fresh
-//! service, and one that lost a tap).
+//! service, and one that lost a tap); and the taps of a card EGYM does not know, which wait for
+//! its enrolment rather than for delivery, in every place that counts what is pending.
 
 mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
@@ -218,4 +220,134 @@ async fn the_lost_tap_alert_fires_for_the_first_lost_tap_and_no_alert_for_a_fres
         ],
     );
     std::fs::remove_file(&switch).unwrap();
+}
+
+/// The staff page's first data on its event stream.
+async fn staff_data(port: u16) -> Value {
+    let mut response = reqwest::get(format!("http://127.0.0.1:{port}/events?staff=1"))
+        .await
+        .unwrap();
+    let deadline = tokio::time::Instant::now() + LONG;
+    let mut text = String::new();
+    loop {
+        if let Some(block) = text.split("\n\n").find(|b| b.contains("event: staff")) {
+            let data = block
+                .lines()
+                .find_map(|l| l.strip_prefix("data: "))
+                .unwrap();
+            return serde_json::from_str(data).unwrap();
+        }
+        let chunk = tokio::time::timeout_at(deadline, response.chunk())
+            .await
+            .expect("no staff data on the event stream")
+            .unwrap()
+            .expect("the event stream ended");
+        text.push_str(&String::from_utf8_lossy(&chunk));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unknown_cards_second_tap_waits_for_its_enrolment_and_is_no_delivery_delay() {
+    let dir = TestDir::new("alerts-unknown");
+    // The stand-in EGYM knows no card.
+    let fake = start_egym(Vec::new()).await;
+    let mut pty = Pty::open();
+    let port = free_port();
+    let config = write_config_parts(
+        &dir,
+        &fake.base_url(),
+        EGYM_LIMITS,
+        "repeat-window = \"0s\"",
+        "trusted-when = \"always\"",
+        &format!("listen = \"127.0.0.1:{port}\""),
+        &serial_reader("desk", &pty.slave_path, "line", "debounce = \"0ms\""),
+    );
+    let socket_path = dir.path("notify.sock");
+    let socket = NotifySocket::bind(&socket_path);
+    let daemon =
+        Daemon::start_with_env(&config, &[("NOTIFY_SOCKET", socket_path.to_str().unwrap())]);
+    daemon.wait_for_line("reader connected", LONG).await;
+    daemon.wait_for_line("the screen is served", LONG).await;
+    pty.write(b"0C000621A5\n");
+    daemon
+        .wait_for_line("unknown tag: EGYM has no member with this rfid", LONG)
+        .await;
+    pty.write(b"0C000621A5\n");
+    daemon.wait_for_lines("tap recorded", 2, LONG).await;
+    let second_tap = Instant::now();
+
+    // systemd's status line (sent every 10 s), the first one sent 2 s after the second tap or
+    // later: by then a tap counted as pending would have an age to show.
+    let aged = second_tap + Duration::from_secs(2);
+    let deadline = Instant::now() + LONG;
+    let line = loop {
+        let late = socket
+            .all()
+            .into_iter()
+            .find(|(at, m)| *at >= aged && m.starts_with("STATUS="));
+        if let Some((_, line)) = late {
+            break line;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no STATUS= line: {:?}",
+            socket.all()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(
+        line.starts_with("STATUS=0 pending, 1 waiting for enrolment, readers 1/1, delivery ok"),
+        "{line}"
+    );
+
+    let status = status_json(&config);
+    assert_eq!(
+        (
+            &status["events"]["pending"],
+            &status["events"]["waiting_for_enrolment"],
+            &status["events"]["unknown_tag"],
+            &status["oldest_pending_age_s"],
+        ),
+        (&json!(0), &json!(1), &json!(1), &Value::Null),
+        "{status}"
+    );
+    let text = status_text(&config);
+    for wanted in [
+        "delivery: ok",
+        "events: 0 pending, 1 waiting for their card's enrolment, 1 unknown tag",
+    ] {
+        assert!(text.contains(wanted), "{wanted:?} missing from:\n{text}");
+    }
+
+    let metrics = scrape(port).await;
+    check_metrics(&metrics);
+    for wanted in [
+        "gym_checkin_outbox_oldest_pending_age_seconds 0",
+        "gym_checkin_outbox_waiting_for_enrolment 1",
+        "gym_checkin_outbox_events{state=\"pending\"} 0",
+        "gym_checkin_outbox_events{state=\"unknown_tag\"} 1",
+    ] {
+        assert!(
+            metrics.lines().any(|l| l == wanted),
+            "{wanted} missing:\n{metrics}"
+        );
+    }
+
+    let staff = staff_data(port).await;
+    let outbox = &staff["outbox"];
+    assert_eq!(
+        (
+            &outbox["pending"],
+            &outbox["waiting_for_enrolment"],
+            &outbox["oldest_pending_age_s"],
+            &outbox["delivery"],
+        ),
+        (&json!(0), &json!(1), &Value::Null, &json!("ok")),
+        "{staff:#}"
+    );
+    assert_eq!(staff["unknown"][0]["taps"], 2, "{staff:#}");
+    assert_eq!(
+        staff["taps"][0]["outcome"], "waits for the card's enrolment",
+        "{staff:#}"
+    );
 }

@@ -582,14 +582,17 @@ async fn report(
     loop {
         if let Ok(status) = store.status().await {
             let now = clock.now().steady_ms;
-            let open = status.events.pending + status.events.unknown_tag;
+            let open = status.events.pending
+                + status.events.waiting_for_enrolment
+                + status.events.unknown_tag;
             let oldest_s = status
                 .oldest_pending_steady_ms
                 .map(|t| (now - t).max(0) / 1000);
             let connected = status.readers.iter().filter(|r| r.connected).count();
             let delivery = match (
                 &status.pause_reason,
-                status.last_error_at_ms > status.last_delivery_at_ms && open > 0,
+                // Taps of a card EGYM does not know wait for its enrolment, not for delivery.
+                status.last_error_at_ms > status.last_delivery_at_ms && status.events.pending > 0,
             ) {
                 (Some(reason), _) => format!("delivery PAUSED ({reason})"),
                 (None, true) => "delivery retrying".to_string(),
@@ -603,8 +606,12 @@ async fn report(
             } else {
                 format!(", clock NOT TRUSTED ({} taps held)", status.clock.held)
             };
+            let waiting = match status.events.waiting_for_enrolment {
+                0 => String::new(),
+                n => format!(", {n} waiting for enrolment"),
+            };
             let line = format!(
-                "{} pending{oldest}, readers {connected}/{n_readers}, {delivery}{held}",
+                "{} pending{oldest}{waiting}, readers {connected}/{n_readers}, {delivery}{held}",
                 status.events.pending
             );
             if let Some(notifier) = &notifier {

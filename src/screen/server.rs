@@ -308,6 +308,7 @@ async fn metrics(ctx: &Context) -> Response<Body> {
             oldest_pending_age_s: status
                 .oldest_pending_steady_ms
                 .map(|t| (now.steady_ms - t).max(0) as f64 / 1000.0),
+            waiting_for_enrolment: status.events.waiting_for_enrolment,
             readers: status
                 .readers
                 .iter()

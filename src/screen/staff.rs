@@ -16,6 +16,7 @@ fn outcome(row: &TapRow) -> &'static str {
     ) {
         (_, Some("refused"), _) => "admission refused",
         ("pending", _, "untrusted") => "held for the clock",
+        ("pending", ..) if row.behind_unknown => "waits for the card's enrolment",
         ("pending", ..) => "waiting for EGYM",
         ("unknown_tag", ..) => "unknown card",
         ("delivered", ..) => "delivered",
@@ -58,12 +59,13 @@ pub fn staff_json(status: &StatusData, staff: &StaffData, now: &Now) -> String {
             })
         })
         .collect();
-    // One entry per card, with how many taps wait on it.
+    // One entry per card, with how many taps wait on it: the one EGYM does not know, and those
+    // behind it.
     let mut unknown: Vec<Value> = Vec::new();
     let mut seen: Vec<&str> = Vec::new();
-    for row in &staff.unknown {
+    for (row, waiting) in &staff.unknown {
         if let Some(i) = seen.iter().position(|t| *t == row.tag) {
-            unknown[i]["taps"] = json!(unknown[i]["taps"].as_u64().unwrap_or(0) + 1);
+            unknown[i]["taps"] = json!(unknown[i]["taps"].as_u64().unwrap_or(0) + 1 + waiting);
             continue;
         }
         seen.push(&row.tag);
@@ -80,7 +82,7 @@ pub fn staff_json(status: &StatusData, staff: &StaffData, now: &Now) -> String {
             "rfid": row.tag,
             "reader": row.reader,
             "since": rfc3339(row.tapped_at_ms),
-            "taps": 1,
+            "taps": 1 + waiting,
             "renderings": renderings,
         }));
     }
@@ -107,6 +109,7 @@ pub fn staff_json(status: &StatusData, staff: &StaffData, now: &Now) -> String {
         })).collect::<Vec<_>>(),
         "outbox": {
             "pending": e.pending,
+            "waiting_for_enrolment": e.waiting_for_enrolment,
             "unknown_tag": e.unknown_tag,
             "rejected": e.rejected,
             "delivered": e.delivered,

@@ -23,6 +23,10 @@
 //!   stayed unknown for the whole window. Final; status, `errorCode` and message are kept.
 //! - `pending` and `unknown_tag` are *open*. Open events of one tag are delivered strictly in
 //!   `id` order: only the oldest open event of a tag (its head) is ever claimed.
+//! - A `pending` event behind an `unknown_tag` event of its tag waits for the card's enrolment
+//!   (`behind_unknown`, kept by triggers): it is counted apart from the events pending delivery,
+//!   and its age is no delivery delay. It is pending delivery again once the event ahead of it
+//!   is delivered or rejected.
 //!
 //! Beside its state, each event records how its time was found (`clock`): `trusted`,
 //! `untrusted` (the wall clock was not trusted at the tap: the event is held, and holds its tag's
@@ -244,10 +248,16 @@ pub struct ReaderUpdate {
     pub last_read_at_ms: Option<i64>,
 }
 
-/// Events by state.
+/// Events by state; each event is counted once.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct EventCounts {
+    /// Pending delivery.
     pub pending: u64,
+    /// Pending, but only behind an earlier event of the same tag that EGYM does not know: they
+    /// wait for the card's enrolment (or for the unknown-tag window to end), not for delivery.
+    /// (Absent from the answer of a service older than this field: none counted.)
+    #[serde(default)]
+    pub waiting_for_enrolment: u64,
     pub unknown_tag: u64,
     pub delivered: u64,
     pub rejected: u64,

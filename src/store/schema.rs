@@ -213,4 +213,73 @@ pub const MIGRATIONS: &[&str] = &[
     -- Refused Wellpass admissions, newest first, for the staff page.
     CREATE INDEX events_refused ON events (id) WHERE admission IN ('refused', 'refused_late');
     "#,
+    // 8: taps that wait only for a card's enrolment. A tag's open events go out in order, so
+    // every pending event behind an event EGYM does not know (`unknown_tag`) waits for that card
+    // to be enrolled, or for the unknown-tag window to end: it is not pending delivery, and must
+    // not count as a delivery delay. Triggers keep the mark and its count in the same
+    // transactions as the rows change; a mark is only ever on a pending event.
+    r#"
+    ALTER TABLE events ADD COLUMN behind_unknown INTEGER NOT NULL DEFAULT 0;
+    UPDATE events SET behind_unknown = 1
+    WHERE state = 'pending' AND EXISTS (
+        SELECT 1 FROM events AS unknown
+        WHERE unknown.tag = events.tag AND unknown.state IN ('pending', 'unknown_tag')
+          AND unknown.state = 'unknown_tag' AND unknown.id < events.id);
+    INSERT INTO tallies (name, n) SELECT 'waiting:enrolment', COUNT(*) FROM events
+        WHERE behind_unknown = 1;
+
+    -- A tap recorded behind an event of its tag that EGYM does not know.
+    CREATE TRIGGER events_behind_unknown_insert AFTER INSERT ON events
+    WHEN NEW.state = 'pending' AND EXISTS (
+        SELECT 1 FROM events
+        WHERE tag = NEW.tag AND state IN ('pending', 'unknown_tag') AND state = 'unknown_tag'
+          AND id < NEW.id)
+    BEGIN
+        UPDATE events SET behind_unknown = 1 WHERE id = NEW.id;
+    END;
+    -- EGYM does not know the tag: the tag's later taps wait for its enrolment.
+    CREATE TRIGGER events_behind_unknown_start AFTER UPDATE OF state ON events
+    WHEN NEW.state = 'unknown_tag' AND OLD.state <> 'unknown_tag'
+    BEGIN
+        UPDATE events SET behind_unknown = 1
+        WHERE tag = NEW.tag AND state IN ('pending', 'unknown_tag') AND state = 'pending'
+          AND id > NEW.id AND behind_unknown = 0;
+    END;
+    -- Delivered once the card was enrolled, or given up: the taps behind it are pending
+    -- delivery again (unless another unknown event of the tag is still ahead of them).
+    CREATE TRIGGER events_behind_unknown_end AFTER UPDATE OF state ON events
+    WHEN OLD.state = 'unknown_tag' AND NEW.state <> 'unknown_tag'
+    BEGIN
+        UPDATE events SET behind_unknown = 0
+        WHERE tag = OLD.tag AND state IN ('pending', 'unknown_tag') AND id > OLD.id
+          AND behind_unknown = 1
+          AND NOT EXISTS (
+              SELECT 1 FROM events AS unknown
+              WHERE unknown.tag = OLD.tag AND unknown.state IN ('pending', 'unknown_tag')
+                AND unknown.state = 'unknown_tag' AND unknown.id < events.id);
+    END;
+    -- A marked event that leaves `pending` no longer waits.
+    CREATE TRIGGER events_behind_unknown_leave AFTER UPDATE OF state ON events
+    WHEN OLD.state = 'pending' AND NEW.state <> 'pending' AND NEW.behind_unknown = 1
+    BEGIN
+        UPDATE events SET behind_unknown = 0 WHERE id = NEW.id;
+    END;
+    CREATE TRIGGER events_tally_behind_unknown AFTER UPDATE OF behind_unknown ON events
+    WHEN OLD.behind_unknown <> NEW.behind_unknown
+    BEGIN
+        INSERT INTO tallies (name, n)
+            VALUES ('waiting:enrolment', CASE WHEN NEW.behind_unknown = 1 THEN 1 ELSE -1 END)
+            ON CONFLICT (name) DO UPDATE SET n = n + excluded.n;
+    END;
+    CREATE TRIGGER events_tally_behind_unknown_delete AFTER DELETE ON events
+    WHEN OLD.behind_unknown = 1
+    BEGIN
+        UPDATE tallies SET n = n - 1 WHERE name = 'waiting:enrolment';
+    END;
+
+    -- The oldest tap pending delivery, for `status`: those waiting for an enrolment left out.
+    DROP INDEX events_pending_steady;
+    CREATE INDEX events_pending_steady ON events (tapped_steady_ms)
+        WHERE state = 'pending' AND behind_unknown = 0;
+    "#,
 ];

@@ -11,7 +11,7 @@ use super::{EventCounts, StoreError, schema};
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct StatusData {
     pub events: EventCounts,
-    /// Steady time of the oldest pending tap.
+    /// Steady time of the oldest tap pending delivery (not one waiting for an enrolment).
     pub oldest_pending_steady_ms: Option<i64>,
     pub last_delivery_at_ms: Option<i64>,
     pub last_error: Option<String>,
@@ -102,7 +102,7 @@ pub fn read(path: &Path, boot_id: Option<&str>) -> Result<StatusData, StoreError
 }
 
 /// The counts the triggers keep: events by state, automatic check-outs, events by how their
-/// time was found, taps lost.
+/// time was found, taps waiting for an enrolment, taps lost.
 fn tallies(conn: &Connection) -> rusqlite::Result<std::collections::HashMap<String, u64>> {
     let mut stmt = conn.prepare_cached("SELECT name, n FROM tallies")?;
     let rows = stmt.query_map([], |row| {
@@ -114,12 +114,26 @@ fn tallies(conn: &Connection) -> rusqlite::Result<std::collections::HashMap<Stri
     rows.collect()
 }
 
+/// The oldest tap pending delivery, from `events_pending_steady` (which leaves out the taps
+/// waiting for an enrolment).
+pub(super) const OLDEST_PENDING: &str =
+    "SELECT MIN(tapped_steady_ms) FROM events WHERE state = 'pending' AND behind_unknown = 0";
+/// When the last event was delivered, from `events_delivered_at`.
+pub(super) const LAST_DELIVERY: &str =
+    "SELECT MAX(finished_at_ms) FROM events WHERE state = 'delivered'";
+/// How many taps of tag `?1` wait behind its unknown event `?2`, from `events_open_by_tag`.
+pub(super) const WAITING_BEHIND: &str = "SELECT COUNT(*) FROM events INDEXED BY events_open_by_tag
+     WHERE tag = ?1 AND state IN ('pending', 'unknown_tag') AND id > ?2 AND behind_unknown = 1";
+
 /// Events by state.
 pub(super) fn count_events(conn: &Connection) -> rusqlite::Result<EventCounts> {
     let tallies = tallies(conn)?;
     let n = |name: &str| tallies.get(name).copied().unwrap_or(0);
+    // A pending event waits for an enrolment or is pending delivery, never both.
+    let waiting_for_enrolment = n("waiting:enrolment");
     Ok(EventCounts {
-        pending: n("state:pending"),
+        pending: n("state:pending").saturating_sub(waiting_for_enrolment),
+        waiting_for_enrolment,
         unknown_tag: n("state:unknown_tag"),
         delivered: n("state:delivered"),
         rejected: n("state:rejected"),
@@ -133,16 +147,8 @@ pub(super) fn query(tx: &rusqlite::Transaction<'_>) -> rusqlite::Result<StatusDa
     let events = count_events(tx)?;
     let tallies = tallies(tx)?;
     let n = |name: &str| tallies.get(name).copied().unwrap_or(0);
-    let oldest_pending_steady_ms = tx.query_row(
-        "SELECT MIN(tapped_steady_ms) FROM events WHERE state = 'pending'",
-        [],
-        |row| row.get(0),
-    )?;
-    let last_delivery_at_ms = tx.query_row(
-        "SELECT MAX(finished_at_ms) FROM events WHERE state = 'delivered'",
-        [],
-        |row| row.get(0),
-    )?;
+    let oldest_pending_steady_ms = tx.query_row(OLDEST_PENDING, [], |row| row.get(0))?;
+    let last_delivery_at_ms = tx.query_row(LAST_DELIVERY, [], |row| row.get(0))?;
     let (last_error, last_error_at_ms, paused_since_ms, pause_reason) = tx
         .query_row(
             "SELECT last_error, last_error_at_ms, paused_since_ms, pause_reason FROM delivery_state WHERE id = 1",
@@ -247,6 +253,8 @@ pub struct TapRow {
     pub admission: Option<String>,
     pub admission_reason: Option<String>,
     pub automatic: bool,
+    /// Pending only behind an earlier event of its tag that EGYM does not know.
+    pub behind_unknown: bool,
 }
 
 /// What the staff page shows besides the status.
@@ -254,14 +262,15 @@ pub struct TapRow {
 pub struct StaffData {
     /// The last events, newest first.
     pub taps: Vec<TapRow>,
-    /// Events of tags EGYM does not know (yet), oldest first.
-    pub unknown: Vec<TapRow>,
+    /// Events of tags EGYM does not know (yet), oldest first, each with how many later taps of
+    /// its tag wait behind it for the card's enrolment.
+    pub unknown: Vec<(TapRow, u64)>,
     /// Refused Wellpass admissions, newest first.
     pub refused: Vec<TapRow>,
 }
 
 const TAP_COLUMNS: &str = "id, reader, tag, raw_id, kind, tapped_at_ms, state, clock, admission,
-                           admission_reason, automatic";
+                           admission_reason, automatic, behind_unknown";
 
 fn tap_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<TapRow> {
     Ok(TapRow {
@@ -276,6 +285,7 @@ fn tap_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<TapRow> {
         admission: row.get(8)?,
         admission_reason: row.get(9)?,
         automatic: row.get(10)?,
+        behind_unknown: row.get(11)?,
     })
 }
 
@@ -298,7 +308,15 @@ pub(super) fn staff(conn: &Connection, taps: usize) -> rusqlite::Result<StaffDat
                  ORDER BY id LIMIT ?1"
             ),
             200,
-        )?,
+        )?
+        .into_iter()
+        .map(|row| {
+            let waiting = conn
+                .prepare_cached(WAITING_BEHIND)?
+                .query_row(rusqlite::params![row.tag, row.id], |r| r.get::<_, i64>(0))?;
+            Ok((row, waiting.max(0) as u64))
+        })
+        .collect::<rusqlite::Result<_>>()?,
         refused: rows(
             &format!(
                 "SELECT {TAP_COLUMNS} FROM events INDEXED BY events_refused

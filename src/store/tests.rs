@@ -151,6 +151,7 @@ async fn only_the_oldest_open_event_of_a_tag_is_claimed() {
         counts,
         EventCounts {
             pending: 0,
+            waiting_for_enrolment: 0,
             unknown_tag: 0,
             delivered: 2,
             rejected: 1
@@ -187,6 +188,175 @@ async fn a_retry_keeps_an_unknown_tag_event_in_its_state_until_it_is_delivered()
         .await
         .unwrap();
     assert_eq!(state(store.event(id).await.unwrap()), "delivered");
+}
+
+fn not_found() -> Answer {
+    Answer {
+        status: Some(404),
+        error_code: None,
+        message: "no member has this tag".into(),
+    }
+}
+
+/// (pending delivery, waiting for an enrolment, unknown tag) and the oldest pending tap.
+async fn waiting(store: &Store) -> ((u64, u64, u64), Option<i64>) {
+    let status = store.status().await.unwrap();
+    let e = status.events;
+    (
+        (e.pending, e.waiting_for_enrolment, e.unknown_tag),
+        status.oldest_pending_steady_ms,
+    )
+}
+
+/// Taps behind an event EGYM does not know wait for the card's enrolment: they are counted
+/// apart from those pending delivery, and the oldest pending tap is not one of them, until the
+/// unknown event is delivered (the card enrolled) or given up.
+#[tokio::test]
+async fn taps_behind_an_unknown_card_wait_for_its_enrolment_not_for_delivery() {
+    let (_path, store) = temp_db("waiting-enrolment").await;
+    let ids = record(
+        &store,
+        vec![
+            event("0xCC", Kind::CheckIn, 100),
+            event("0xCC", Kind::CheckOut, 200),
+            event("0xDD", Kind::CheckIn, 300),
+        ],
+    )
+    .await;
+    assert_eq!(waiting(&store).await, ((3, 0, 0), Some(100)));
+    store
+        .mark_unknown_tag(ids[0], 10_000, 100, not_found())
+        .await
+        .unwrap();
+    assert_eq!(waiting(&store).await, ((1, 1, 1), Some(300)));
+    // A tap recorded behind it waits too; one of another card does not.
+    let later = record(
+        &store,
+        vec![
+            event("0xCC", Kind::CheckIn, 400),
+            event("0xEE", Kind::CheckIn, 500),
+        ],
+    )
+    .await;
+    assert_eq!(waiting(&store).await, ((2, 2, 1), Some(300)));
+    let staff = store.staff(10).await.unwrap();
+    assert_eq!(
+        staff
+            .unknown
+            .iter()
+            .map(|(row, n)| (row.id, *n))
+            .collect::<Vec<_>>(),
+        vec![(ids[0], 2)]
+    );
+    let marked: Vec<i64> = staff
+        .taps
+        .iter()
+        .filter(|t| t.behind_unknown)
+        .map(|t| t.id)
+        .collect();
+    assert_eq!(marked, vec![later[0], ids[1]]);
+    // The card is enrolled: the unknown event is delivered, and the taps behind it are
+    // pending delivery again, the oldest first.
+    store
+        .mark_delivered(ids[0], "acc".into(), 204, 1_000)
+        .await
+        .unwrap();
+    assert_eq!(waiting(&store).await, ((4, 0, 0), Some(200)));
+    assert!(
+        store
+            .staff(10)
+            .await
+            .unwrap()
+            .taps
+            .iter()
+            .all(|t| !t.behind_unknown)
+    );
+
+    // Another card stays unknown for the whole window: its event is rejected, and the tap
+    // behind it is pending delivery (it is asked about anew).
+    let more = record(
+        &store,
+        vec![
+            event("0xFF", Kind::CheckIn, 600),
+            event("0xFF", Kind::CheckOut, 700),
+        ],
+    )
+    .await;
+    store
+        .mark_unknown_tag(more[0], 10_000, 600, not_found())
+        .await
+        .unwrap();
+    assert_eq!(waiting(&store).await, ((4, 1, 1), Some(200)));
+    store
+        .mark_rejected(more[0], not_found(), 2_000)
+        .await
+        .unwrap();
+    assert_eq!(waiting(&store).await, ((5, 0, 0), Some(200)));
+}
+
+/// A database that already held taps waiting behind an unknown card when this version came:
+/// the migration marks them, and counts them.
+#[tokio::test]
+async fn the_migration_marks_taps_already_waiting_behind_an_unknown_card() {
+    let dir = std::env::temp_dir().join(format!("gym-checkin-store-{}-v7", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("v7.db");
+    let before_this_version = schema::MIGRATIONS.len() - 1;
+    {
+        let mut conn = Connection::open(&path).unwrap();
+        let tx = conn.transaction().unwrap();
+        for migration in &schema::MIGRATIONS[..before_this_version] {
+            tx.execute_batch(migration).unwrap();
+        }
+        tx.pragma_update(None, "user_version", before_this_version as i64)
+            .unwrap();
+        tx.execute_batch(
+            "INSERT INTO events (reader, raw_id, tag, kind, tapped_at_ms, recorded_at_ms,
+                                 next_attempt_steady_ms, tapped_steady_ms, state)
+             VALUES ('entrance', 'CC', '0xCC', 'checkin', 100, 100, 0, 100, 'unknown_tag'),
+                    ('entrance', 'CC', '0xCC', 'checkout', 200, 200, 0, 200, 'pending'),
+                    ('entrance', 'CC', '0xCC', 'checkin', 300, 300, 0, 300, 'pending'),
+                    ('entrance', 'DD', '0xDD', 'checkin', 400, 400, 0, 400, 'pending');",
+        )
+        .unwrap();
+        tx.commit().unwrap();
+    }
+    let store = Store::open(&path).await.unwrap();
+    assert_eq!(waiting(&store).await, ((1, 2, 1), Some(400)));
+}
+
+/// `status` is read from counts and indexes: none of its queries, nor the staff page's
+/// count of the taps behind an unknown card, walks the events table itself.
+#[tokio::test]
+async fn status_reads_no_event_row_it_does_not_need() {
+    let (path, store) = temp_db("status-plans").await;
+    record(&store, vec![event("0xCC", Kind::CheckIn, 100)]).await;
+    drop(store);
+    let conn = Connection::open(&path).unwrap();
+    for sql in [
+        status::OLDEST_PENDING,
+        status::LAST_DELIVERY,
+        status::WAITING_BEHIND,
+    ] {
+        let plan: Vec<String> = conn
+            .prepare(&format!("EXPLAIN QUERY PLAN {sql}"))
+            .unwrap()
+            .query_map(
+                rusqlite::params_from_iter(
+                    ["0xCC", "1"].into_iter().take(sql.matches('?').count()),
+                ),
+                |row| row.get::<_, String>(3),
+            )
+            .unwrap()
+            .collect::<rusqlite::Result<_>>()
+            .unwrap();
+        assert!(
+            plan.iter().all(|step| !step.starts_with("SCAN events")
+                && (step.contains("INDEX") || !step.contains("events"))),
+            "{sql}: {plan:?}"
+        );
+    }
 }
 
 #[tokio::test]
@@ -275,6 +445,7 @@ async fn only_delivered_events_finished_before_the_cutoff_are_pruned_in_batches(
         store.event_counts().await.unwrap(),
         EventCounts {
             pending: 5,
+            waiting_for_enrolment: 0,
             unknown_tag: 0,
             delivered: 5,
             rejected: 0
