@@ -620,3 +620,157 @@ async fn a_browser_shows_the_members_first_name_and_reconnects_after_a_restart()
         "the staff page did not load the new build's page"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn while_the_service_is_gone_the_screens_say_so_and_they_come_back_by_themselves() {
+    // Taps of one card may follow each other: an unknown card's second tap waits behind its
+    // first.
+    let (_dir, _fake, mut pty, port, config, mut daemon) =
+        desk_with("screen-down", |dir, base_url, port, reader| {
+            write_config_parts(
+                dir,
+                base_url,
+                EGYM_LIMITS,
+                "repeat-window = \"0s\"",
+                "trusted-when = \"always\"",
+                &format!("listen = \"127.0.0.1:{port}\""),
+                reader,
+            )
+        })
+        .await;
+    daemon.wait_for_line("reader connected", LONG).await;
+    pty.write(&em4100_frame(ALEX));
+    daemon.wait_for_line("delivered", LONG).await;
+    pty.write(&em4100_frame(UNKNOWN));
+    daemon
+        .wait_for_line("unknown tag: EGYM has no member", LONG)
+        .await;
+    // Further apart than the reader's debounce: a second presentation.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    pty.write(&em4100_frame(UNKNOWN));
+    daemon.wait_for_lines("tap recorded", 3, LONG).await;
+
+    let title = "document.getElementById('title').textContent";
+    let subtitle = "document.getElementById('subtitle').textContent";
+    let mut member = Browser::start(1280, 800);
+    member.navigate(&format!("http://127.0.0.1:{port}/"));
+    assert!(
+        member
+            .wait_until(
+                &format!("document.getElementById('link').textContent === '\u{25cf}' && {title} === 'Tap your card'"),
+                LONG
+            )
+            .await,
+        "the member screen never connected"
+    );
+    let mut staff = Browser::start(1280, 800);
+    staff.navigate(&format!("http://127.0.0.1:{port}/staff"));
+    let stale = "document.body.classList.contains('stale')";
+    let updated = "document.getElementById('updated').textContent";
+    // The unknown card's second tap waits for its enrolment: no delivery delay, no amber.
+    assert!(
+        staff
+            .wait_until(
+                "document.getElementById('link').textContent === 'live' \
+                 && document.getElementById('waiting').textContent === '1 waiting for enrolment'",
+                LONG
+            )
+            .await,
+        "the staff page shows {}",
+        staff.evaluate("document.body.innerText")
+    );
+    assert_eq!(
+        (
+            staff.evaluate("document.getElementById('pending').textContent"),
+            staff.evaluate("document.getElementById('pending').className"),
+            staff.evaluate("document.getElementById('oldest').textContent"),
+        ),
+        (
+            serde_json::json!("0 pending"),
+            serde_json::json!("ok"),
+            serde_json::json!("")
+        )
+    );
+    assert_eq!(staff.evaluate(stale), false);
+
+    // The service stops under both pages.
+    daemon.signal(libc::SIGTERM);
+    assert_eq!(daemon.wait_exit(LONG).await.code(), Some(0));
+    let stopped = Instant::now();
+    assert!(
+        member
+            .wait_until(&format!("{title} === 'Check-in is out of order'"), LONG)
+            .await,
+        "with the service stopped, the member screen shows {}",
+        member.evaluate(title)
+    );
+    println!(
+        "the member screen said it was out of order {:?} after the service stopped",
+        stopped.elapsed()
+    );
+    assert_eq!(member.evaluate(subtitle), "Please see the desk");
+    let (width, height) = member.screenshot(&screenshot_path("screen-member-down.png"));
+    assert_eq!((width, height), (1280, 800));
+
+    assert!(
+        staff.wait_until(stale, LONG).await,
+        "with the service stopped, the staff page shows {}",
+        staff.evaluate("document.body.innerText")
+    );
+    let last_update = staff.evaluate(updated).as_str().unwrap().to_string();
+    let at = last_update
+        .strip_prefix("Updated ")
+        .and_then(|t| t.strip_suffix(" UTC"))
+        .unwrap_or_else(|| panic!("{last_update}"))
+        .to_string();
+    let banner = staff
+        .evaluate("document.getElementById('stale').hidden ? '' : document.getElementById('stale').textContent");
+    assert!(
+        banner.as_str().unwrap().starts_with(&format!(
+            "No connection to the service since its last update at {at} UTC"
+        )),
+        "{banner}"
+    );
+    // What it can no longer vouch for is greyed out.
+    for part in [".cards", "table", "#unknown"] {
+        let look = staff.evaluate(&format!(
+            "(s => s.opacity + ' ' + s.filter)(getComputedStyle(document.querySelector('{part}')))"
+        ));
+        assert_eq!(look, "0.4 grayscale(1)", "{part}");
+    }
+    let (width, height) = staff.screenshot(&screenshot_path("screen-staff-down.png"));
+    assert_eq!((width, height), (1280, 800));
+
+    // The service is back on the same port: both pages come back by themselves.
+    let _daemon = Daemon::start(&config);
+    assert!(
+        member
+            .wait_until(
+                &format!("document.getElementById('link').textContent === '\u{25cf}' && {title} === 'Tap your card'"),
+                LONG
+            )
+            .await,
+        "after the restart the member screen shows {}",
+        member.evaluate(title)
+    );
+    pty.write(&em4100_frame(BILLIE));
+    assert!(
+        member
+            .wait_until(&format!("{title} === 'Welcome, Billie'"), LONG)
+            .await,
+        "after the restart the member screen shows {}",
+        member.evaluate(title)
+    );
+    assert!(
+        staff
+            .wait_until(
+                &format!(
+                    "!{stale} && document.getElementById('stale').hidden && {updated} !== '{last_update}'"
+                ),
+                LONG
+            )
+            .await,
+        "after the restart the staff page shows {}",
+        staff.evaluate("document.body.innerText")
+    );
+}

@@ -38,8 +38,9 @@ const STAFF_PAGE: &str = include_str!("pages/staff.html");
 /// The first wait before binding again; it doubles up to the maximum.
 const BIND_RETRY_FIRST: Duration = Duration::from_secs(1);
 const BIND_RETRY_MAX: Duration = Duration::from_secs(60);
-/// A quiet event stream gets a comment this often, so dead connections are found.
-const KEEP_ALIVE: Duration = Duration::from_secs(15);
+/// A stream with nothing to say for this long says `alive`: dead connections are found, and a
+/// page that hears nothing for a few of these knows the service is gone (the pages say so).
+const KEEP_ALIVE: Duration = Duration::from_secs(3);
 /// A browser that loses the stream tries again after this long.
 const RECONNECT_MS: u64 = 2_000;
 /// The staff page's data is refreshed at most this often while something changes, and at
@@ -434,19 +435,23 @@ async fn stream_events(
     audience: Audience,
     run: &str,
 ) {
+    // Counted from what this stream last sent: events for the other audience do not count.
+    let mut quiet_until = tokio::time::Instant::now() + KEEP_ALIVE;
     loop {
-        let next = tokio::time::timeout(KEEP_ALIVE, receiver.recv()).await;
+        let next = tokio::time::timeout_at(quiet_until, receiver.recv()).await;
         let frame = match next {
             Ok(Ok(sent)) if Screen::for_audience(&sent, audience) => sse(run, &sent),
             Ok(Ok(_)) => continue,
             // Fell behind: the next event carries the whole state anyway.
             Ok(Err(broadcast::error::RecvError::Lagged(_))) => continue,
             Ok(Err(broadcast::error::RecvError::Closed)) => return,
-            Err(_) => Bytes::from_static(b": keep-alive\n\n"),
+            // No `id:`: the browser keeps the last event's id to resume from.
+            Err(_) => Bytes::from_static(b"event: alive\ndata: {}\n\n"),
         };
         if sender.send(Frame::data(frame)).await.is_err() {
             return;
         }
+        quiet_until = tokio::time::Instant::now() + KEEP_ALIVE;
     }
 }
 
