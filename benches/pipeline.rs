@@ -22,6 +22,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::*;
+use gym_checkin::clock::{SteadyMs, WallMs};
 use gym_checkin::store::{Batch, Store};
 use gym_checkin::visit::{Kind, after_auto_checkout};
 
@@ -215,7 +216,7 @@ async fn fill(db: &std::path::Path, delivered: usize, pending: usize) {
         None => db.to_path_buf(),
     };
     let store = Store::open(&loaded).await.unwrap();
-    let now = gym_checkin::clock::wall_now_ms();
+    let now = gym_checkin::clock::wall_now().as_millis();
     let total = delivered + pending;
     for first in (0..total).step_by(FILL_BATCH) {
         let events = (first..total.min(first + FILL_BATCH))
@@ -225,11 +226,7 @@ async fn fill(db: &std::path::Path, delivered: usize, pending: usize) {
                 (event, after_auto_checkout(state))
             })
             .collect();
-        let batch = Batch {
-            events,
-            now_wall_ms: now,
-            ..Batch::default()
-        };
+        let batch = Batch::of(events, WallMs::from_millis(now));
         let ids = store.record_batch(batch, |_, _, _| {}).await.unwrap();
         let to_deliver = &ids[..delivered.saturating_sub(first).min(ids.len())];
         let mut markers = tokio::task::JoinSet::new();
@@ -238,7 +235,7 @@ async fn fill(db: &std::path::Path, delivered: usize, pending: usize) {
             markers.spawn(async move {
                 for id in chunk {
                     store
-                        .mark_delivered(id, "acc".into(), 204, now - 1000)
+                        .mark_delivered(id, "acc".into(), 204, WallMs::from_millis(now - 1000))
                         .await
                         .unwrap();
                 }
@@ -596,13 +593,18 @@ async fn main() {
     fill(&big_db, 1_000_000, 10_000).await;
     let size_mb = std::fs::metadata(&big_db).unwrap().len() as f64 / 1e6;
     let store = Store::open(&big_db).await.unwrap();
-    let now = gym_checkin::clock::wall_now_ms();
+    // Steady time of a fresh database starts at the wall time (see `entrance_tap`).
+    let now = gym_checkin::clock::wall_now();
+    let now_steady = SteadyMs::from_millis(now.as_millis());
     // As the service starts: everything already in the outbox is the backlog.
     let backlog_through = store.last_event_id().await.unwrap();
     let mut claims = Vec::new();
     for _ in 0..50 {
         let start = Instant::now();
-        let due = store.claim_due(now, backlog_through, 8).await.unwrap();
+        let due = store
+            .claim_due(now_steady, backlog_through, 8)
+            .await
+            .unwrap();
         claims.push(start.elapsed().as_secs_f64() * 1000.0);
         assert_eq!(due.len(), 8);
     }

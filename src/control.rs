@@ -26,6 +26,7 @@ use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinSet;
 use tracing::{debug, warn};
 
+use crate::clock::{SteadyMs, WallMs};
 use crate::store::status::StatusData;
 
 /// The socket's default path, in the directory the unit's `RuntimeDirectory=` makes.
@@ -61,8 +62,8 @@ pub struct StatusReply {
     pub service: ServiceInfo,
     pub data: StatusData,
     /// The service's wall time and steady time when it answered.
-    pub wall_ms: i64,
-    pub steady_ms: i64,
+    pub wall: WallMs,
+    pub steady: SteadyMs,
 }
 
 /// Which service answered.

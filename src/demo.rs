@@ -10,7 +10,7 @@ use std::time::Duration;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::sync::oneshot;
 
-use crate::clock::{rfc3339_ms, wall_now_ms};
+use crate::clock::{WallMs, rfc3339_ms, wall_now};
 use crate::config::Config;
 use crate::daemon::{DaemonError, SetupError};
 use crate::egym::fake::{FakeEgym, Member, Mode, Received, demo_members};
@@ -204,7 +204,7 @@ async fn print_requests(
                 .map_or("?", |m| m.name.as_str());
             let tapped = request
                 .timestamp()
-                .map(rfc3339_ms)
+                .map(|t| rfc3339_ms(WallMs::from_millis(t)))
                 .unwrap_or_else(|| "missing".into());
             let late_s = request
                 .timestamp()
@@ -272,7 +272,7 @@ fn print_status(db: &std::path::Path) {
                 c.unknown_tag,
                 c.delivered,
                 c.rejected,
-                rfc3339_ms(wall_now_ms())
+                rfc3339_ms(wall_now())
             ));
         }
         Err(e) => say(&format!("cannot read the outbox: {e}")),

@@ -4,7 +4,7 @@
 
 use tokio::sync::{mpsc, watch};
 
-use crate::clock::{Clock, rfc3339_ms, wall_now_ms};
+use crate::clock::{Clock, rfc3339_ms, wall_now};
 use crate::console::say;
 use crate::liveness::Pulse;
 use crate::reader::ReaderConfig;
@@ -55,7 +55,7 @@ pub async fn run(
 
 /// One message as `listen` prints it.
 pub fn describe(message: &ReaderMessage) -> String {
-    let time = rfc3339_ms(wall_now_ms());
+    let time = rfc3339_ms(wall_now());
     match message {
         ReaderMessage::Connected {
             reader,
@@ -89,7 +89,7 @@ pub fn describe(message: &ReaderMessage) -> String {
 }
 
 fn describe_tap(tap: &Tap) -> String {
-    let time = rfc3339_ms(tap.at.wall_ms);
+    let time = rfc3339_ms(tap.at.wall);
     if tap.repeat {
         return format!(
             "{time} [{}] {} again (same presentation, not a new tap)",

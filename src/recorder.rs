@@ -25,7 +25,7 @@ use tokio::sync::{mpsc, watch};
 use tracing::{error, info, warn};
 
 use crate::clock::placement::Placed;
-use crate::clock::{Clock, Trust, rfc3339_ms};
+use crate::clock::{Clock, SteadyMs, Trust, WallMs, rfc3339_ms};
 use crate::egym::CORPORATE_FITNESS;
 use crate::liveness::Pulse;
 use crate::metrics::TapOutcome;
@@ -211,14 +211,14 @@ impl Recorder {
             | ReaderMessage::Removed { .. }
             | ReaderMessage::Warning { .. } => return,
         };
-        self.reader_update(&tap.reader).last_read_at_ms = Some(tap.at.wall_ms);
+        self.reader_update(&tap.reader).last_read_at = Some(tap.at.wall);
         let short = tag::short(&tap.rfid);
         let decision = visit::decide(
             self.visits.get(&tap.rfid).map(|v| &v.state),
             tap.direction,
-            tap.at.steady_ms,
+            tap.at.steady,
             self.repeat_window,
-            self.clock.boot().start_steady_ms,
+            self.clock.boot().start,
         );
         let kind = match decision {
             Decision::IgnoreRepeat { since_last_ms } => {
@@ -238,15 +238,15 @@ impl Recorder {
             // Nothing changes for a tap that is not kept: the member's visit stays as it was.
             self.lost += 1;
             self.listeners.metrics.tap(&tap.reader, TapOutcome::Lost);
-            error!(outcome = "lost", reader = %tap.reader, tag = %short, kind = %kind.as_str(), tapped_at = %rfc3339_ms(tap.at.wall_ms), "tap LOST: the database cannot be written and the in-memory buffer is full");
+            error!(outcome = "lost", reader = %tap.reader, tag = %short, kind = %kind.as_str(), tapped_at = %rfc3339_ms(tap.at.wall), "tap LOST: the database cannot be written and the in-memory buffer is full");
             return;
         }
         let event = self.new_event(&tap, kind);
         let state = visit::after_event(
             kind,
             CheckIn {
-                steady_ms: event.tapped_steady_ms,
-                at_ms: (event.time != TimeQuality::Untrusted).then_some(event.tapped_at_ms),
+                steady: event.tapped_steady,
+                at: (event.time != TimeQuality::Untrusted).then_some(event.tapped_at),
             },
         );
         self.visits.insert(
@@ -266,15 +266,12 @@ impl Recorder {
     /// Applies what delivery learnt about a visit, if the visit is still the one it concerns.
     fn correct(&mut self, correction: Correction) {
         match correction {
-            Correction::NotAdmitted {
-                tag,
-                checked_in_steady_ms,
-            } => {
+            Correction::NotAdmitted { tag, checked_in } => {
                 let Some(visit) = self.visits.get_mut(&tag) else {
                     return;
                 };
                 if visit.state.inside
-                    && visit.state.checked_in.map(|c| c.steady_ms) == Some(checked_in_steady_ms)
+                    && visit.state.checked_in.map(|c| c.steady) == Some(checked_in)
                 {
                     visit.state = visit::after_refused_admission(visit.state);
                     self.visit_changes.insert(tag, visit.state);
@@ -286,12 +283,12 @@ impl Recorder {
     /// The event for a tap: stamped with its wall time if the clock was trusted when it was
     /// read, or could be placed by now from a trusted reading in this boot; else held.
     fn new_event(&self, tap: &Tap, kind: Kind) -> NewEvent {
-        let (tapped_at_ms, time) = match TimeQuality::of(tap.at.wall) {
-            TimeQuality::Untrusted => match self.clock.wall_at(tap.at.steady_ms) {
+        let (tapped_at, time) = match TimeQuality::of(tap.at.wall_is) {
+            TimeQuality::Untrusted => match self.clock.wall_at(tap.at.steady) {
                 Some(at) => (at, TimeQuality::Restamped),
-                None => (tap.at.wall_ms, TimeQuality::Untrusted),
+                None => (tap.at.wall, TimeQuality::Untrusted),
             },
-            quality => (tap.at.wall_ms, quality),
+            quality => (tap.at.wall, quality),
         };
         NewEvent {
             reader: tap.reader.to_string(),
@@ -299,8 +296,8 @@ impl Recorder {
             tag: tap.rfid.clone(),
             tag_format: tap.tag_format.clone(),
             kind,
-            tapped_at_ms,
-            tapped_steady_ms: tap.at.steady_ms,
+            tapped_at,
+            tapped_steady: tap.at.steady,
             boot: self.clock.boot().id,
             time,
             automatic: false,
@@ -316,11 +313,11 @@ impl Recorder {
         let boot = self.clock.boot().id;
         for (event, state) in self.held.iter_mut() {
             if event.time == TimeQuality::Untrusted && event.boot == boot {
-                event.tapped_at_ms = anchor.wall_at(event.tapped_steady_ms);
+                event.tapped_at = anchor.wall_at(event.tapped_steady);
                 event.time = TimeQuality::Restamped;
-                place_check_in(state, event.tapped_steady_ms, event.tapped_at_ms);
+                place_check_in(state, event.tapped_steady, event.tapped_at);
                 if let Some(visit) = self.visits.get_mut(&event.tag) {
-                    place_check_in(&mut visit.state, event.tapped_steady_ms, event.tapped_at_ms);
+                    place_check_in(&mut visit.state, event.tapped_steady, event.tapped_at);
                 }
             }
         }
@@ -341,11 +338,7 @@ impl Recorder {
             if event.kind == Kind::CheckIn
                 && let Some(visit) = self.visits.get_mut(&event.tag)
             {
-                place_check_in(
-                    &mut visit.state,
-                    event.tapped_steady_ms,
-                    event.placed.at_ms(),
-                );
+                place_check_in(&mut visit.state, event.tapped_steady, event.placed.at());
             }
         }
         if !placed.is_empty() {
@@ -364,17 +357,17 @@ impl Recorder {
             return;
         };
         let now = self.clock.now();
-        let mut due: Vec<(i64, String, visit::AutoReason)> = self
+        let mut due: Vec<(WallMs, String, visit::AutoReason)> = self
             .visits
             .iter()
             .filter(|(_, v)| v.state.inside)
             .filter_map(|(tag, v)| match policy.check(v.state.checked_in?, &now) {
-                AutoCheckout::Due { at_ms, reason } => Some((at_ms, tag.clone(), reason)),
+                AutoCheckout::Due { at, reason } => Some((at, tag.clone(), reason)),
                 AutoCheckout::NotYet(_) => None,
             })
             .collect();
         due.sort_by(|a, b| (a.0, &a.1).cmp(&(b.0, &b.1)));
-        for (at_ms, tag, reason) in due {
+        for (at, tag, reason) in due {
             if self.held.len() >= MAX_HELD {
                 // The visit stays open and due: it is checked out once there is room.
                 if !std::mem::replace(&mut self.said_postponed, true) {
@@ -395,9 +388,13 @@ impl Recorder {
                 tag: tag.clone(),
                 tag_format: v.tag_format.clone(),
                 kind: Kind::CheckOut,
-                tapped_at_ms: at_ms,
-                tapped_steady_ms: checked_in.steady_ms
-                    + (at_ms - checked_in.at_ms.unwrap_or(at_ms)),
+                tapped_at: at,
+                // As far after the check-in in steady time as its stamp is after it on the wall
+                // clock (both are known: a check-in without its time is never due).
+                tapped_steady: checked_in.steady
+                    + checked_in
+                        .at
+                        .map_or(Duration::ZERO, |checked_in_at| at.since(checked_in_at)),
                 boot: self.clock.boot().id,
                 // Stamped from its check-in's time, which is known (else it is not due).
                 time: TimeQuality::Trusted,
@@ -407,8 +404,8 @@ impl Recorder {
                 outcome = "auto_checkout",
                 tag = %tag::short(&tag),
                 reason = reason.as_str(),
-                stamped_at = %rfc3339_ms(at_ms),
-                late_s = (now.steady_ms - event.tapped_steady_ms) / 1000,
+                stamped_at = %rfc3339_ms(at),
+                late_s = now.steady.since(event.tapped_steady).as_secs(),
                 "automatic check-out"
             );
             self.visit_changes.remove(&tag);
@@ -461,7 +458,7 @@ impl Recorder {
             .or_insert_with(|| ReaderUpdate {
                 name: reader.to_string(),
                 connected: None,
-                last_read_at_ms: None,
+                last_read_at: None,
             })
     }
 
@@ -483,7 +480,7 @@ impl Recorder {
                     .collect(),
                 readers: self.readers.values().cloned().collect(),
                 lost: self.lost,
-                now_wall_ms: self.clock.now().wall_ms,
+                now_wall: self.clock.now().wall,
             };
             let recorded = self.recorded.clone();
             let listeners = self.listeners.clone();
@@ -500,7 +497,7 @@ impl Recorder {
                         reader = %event.reader,
                         tag = %tag::short(&event.tag),
                         kind = %event.kind.as_str(),
-                        tapped_at_ms = event.tapped_at_ms,
+                        tapped_at_ms = event.tapped_at.as_millis(),
                         clock = event.time.as_str(),
                         "tap recorded"
                     );
@@ -559,12 +556,12 @@ fn known(cached: Option<&CachedAccount>) -> Known {
 }
 
 /// Gives a visit whose check-in was held the check-in's placed time.
-fn place_check_in(state: &mut TagState, steady_ms: i64, at_ms: i64) {
+fn place_check_in(state: &mut TagState, steady: SteadyMs, at: WallMs) {
     if let Some(checked_in) = &mut state.checked_in
-        && checked_in.steady_ms == steady_ms
-        && checked_in.at_ms.is_none()
+        && checked_in.steady == steady
+        && checked_in.at.is_none()
     {
-        checked_in.at_ms = Some(at_ms);
+        checked_in.at = Some(at);
     }
 }
 
@@ -581,18 +578,18 @@ fn say_placed(event: &PlacedEvent) {
             "tap time placed: counted back from the now trusted clock"
         ),
         Placed::Approximate {
-            at_ms,
-            not_before_ms,
-            not_after_ms,
+            at,
+            not_before,
+            not_after,
         } => warn!(
             outcome = "placed",
             event_id = event.id,
             reader = %event.reader,
             tag = %tag::short(&event.tag),
             kind = %event.kind.as_str(),
-            tapped_at = %rfc3339_ms(at_ms),
-            not_before = %rfc3339_ms(not_before_ms),
-            not_after = %rfc3339_ms(not_after_ms),
+            tapped_at = %rfc3339_ms(at),
+            not_before = %rfc3339_ms(not_before),
+            not_after = %rfc3339_ms(not_after),
             clock = "approximate",
             "tap time APPROXIMATE: the tap was made in a boot that ended before the clock was trusted; it is sent with a time between these bounds"
         ),

@@ -10,10 +10,11 @@
 
 use std::fmt::Write;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use crate::clock::{SystemSource, TimeSource, duration_text, rfc3339};
+use crate::clock::{SteadyMs, SystemSource, TimeSource, WallMs, duration_text, rfc3339};
 use crate::config::Config;
 use crate::control::{self, AskError, Reply, Request, ServiceInfo};
 use crate::store::status::{self, StatusData};
@@ -21,8 +22,8 @@ use crate::store::status::{self, StatusData};
 /// When `status` was asked: the wall time, and steady time if the service has run in this boot.
 #[derive(Clone, Copy, Debug)]
 pub struct Asked {
-    pub wall_ms: i64,
-    pub steady_ms: Option<i64>,
+    pub wall: WallMs,
+    pub steady: Option<SteadyMs>,
 }
 
 /// The status, and where it came from.
@@ -47,8 +48,8 @@ pub fn read(config: &Config) -> Result<Status, String> {
                 return Ok(Status {
                     data: reply.data,
                     asked: Asked {
-                        wall_ms: reply.wall_ms,
-                        steady_ms: Some(reply.steady_ms),
+                        wall: reply.wall,
+                        steady: Some(reply.steady),
                     },
                     database: database.clone(),
                     service: Some(reply.service),
@@ -105,23 +106,28 @@ pub fn read_database(db: &Path, socket: Option<&Path>) -> Result<(StatusData, As
     let source = SystemSource;
     let data = status::read(db, source.boot_id().as_deref()).map_err(|e| e.to_string())?;
     let asked = Asked {
-        wall_ms: source.wall_ms(),
-        steady_ms: data
+        wall: source.wall(),
+        steady: data
             .clock
             .steady_offset_ms
-            .map(|offset| source.boottime_ms() + offset),
+            .map(|offset| SteadyMs::from_millis(source.boottime_ms() + offset)),
     };
     Ok((data, asked))
 }
 
-/// Seconds since steady time `since`, if steady time now is known.
-fn age_s(asked: &Asked, since: Option<i64>) -> Option<i64> {
-    Some((asked.steady_ms? - since?).max(0) / 1000)
+/// How long since steady time `since`, if steady time now is known.
+fn age(asked: &Asked, since: Option<SteadyMs>) -> Option<Duration> {
+    Some(asked.steady?.since(since?))
+}
+
+/// [`age`] in whole seconds.
+fn age_s(asked: &Asked, since: Option<SteadyMs>) -> Option<u64> {
+    age(asked, since).map(|age| age.as_secs())
 }
 
 pub fn to_json(status: &Status) -> Value {
     let (data, asked) = (&status.data, &status.asked);
-    let time = |ms: Option<i64>| ms.map(rfc3339);
+    let time = |at: Option<WallMs>| at.map(rfc3339);
     let clock = &data.clock;
     json!({
         "events": {
@@ -131,13 +137,13 @@ pub fn to_json(status: &Status) -> Value {
             "rejected": data.events.rejected,
             "delivered": data.events.delivered,
         },
-        "oldest_pending_age_s": age_s(asked, data.oldest_pending_steady_ms),
-        "last_delivery": time(data.last_delivery_at_ms),
+        "oldest_pending_age_s": age_s(asked, data.oldest_pending),
+        "last_delivery": time(data.last_delivery_at),
         "last_error": data.last_error,
-        "last_error_at": time(data.last_error_at_ms),
-        "delivery_paused": data.paused_since_ms.is_some(),
+        "last_error_at": time(data.last_error_at),
+        "delivery_paused": data.paused_since.is_some(),
         "delivery_paused_reason": data.pause_reason,
-        "delivery_paused_since": time(data.paused_since_ms),
+        "delivery_paused_since": time(data.paused_since),
         "service": {
             "running": status.service.is_some() || status.holder.is_some(),
             "pid": status.service.as_ref().map(|s| s.pid).or(status.holder),
@@ -150,8 +156,8 @@ pub fn to_json(status: &Status) -> Value {
             "trusted": clock.trusted,
             "source": clock.source,
             "detail": clock.detail,
-            "since": time(clock.since_wall_ms),
-            "for_s": age_s(asked, clock.since_steady_ms),
+            "since": time(clock.since_wall),
+            "for_s": age_s(asked, clock.since_steady),
             "taps_waiting": clock.held,
             "restamped": clock.restamped,
             "approximate": clock.approximate,
@@ -161,7 +167,7 @@ pub fn to_json(status: &Status) -> Value {
         "readers": data.readers.iter().map(|r| json!({
             "name": r.name,
             "connected": r.connected,
-            "last_read": time(r.last_read_at_ms),
+            "last_read": time(r.last_read_at),
         })).collect::<Vec<_>>(),
         "rejections": data.rejections.iter().map(|(status, code, count)| json!({
             "status": status,
@@ -197,12 +203,12 @@ fn admissions_json(data: &StatusData) -> Value {
     })
 }
 
-fn when(asked: &Asked, ms: Option<i64>) -> String {
-    match ms {
-        Some(ms) => format!(
+fn when(asked: &Asked, at: Option<WallMs>) -> String {
+    match at {
+        Some(at) => format!(
             "{} ({} ago)",
-            rfc3339(ms),
-            duration_text(asked.wall_ms - ms)
+            rfc3339(at),
+            duration_text(asked.wall.since(at))
         ),
         None => "never".into(),
     }
@@ -247,9 +253,12 @@ fn clock_line(data: &StatusData, asked: &Asked) -> String {
             detail.as_deref().unwrap_or("")
         ),
         (Some(false), _, detail) => {
-            let since = match age_s(asked, clock.since_steady_ms) {
-                Some(s) => format!("for {}", duration_text(s * 1000)),
-                None => format!("since {}", when(asked, clock.since_wall_ms)),
+            let since = match age_s(asked, clock.since_steady) {
+                Some(_) => format!(
+                    "for {}",
+                    duration_text(age(asked, clock.since_steady).unwrap_or_default())
+                ),
+                None => format!("since {}", when(asked, clock.since_wall)),
             };
             let waiting = match clock.held {
                 0 => "no tap waits for it".to_string(),
@@ -276,7 +285,7 @@ pub fn to_text(status: &Status) -> String {
         (None, None) => "NOT RUNNING (read from the database)".into(),
     };
     let _ = writeln!(out, "service: {service}");
-    match (&data.paused_since_ms, &data.pause_reason) {
+    match (&data.paused_since, &data.pause_reason) {
         (Some(since), reason) => {
             let _ = writeln!(
                 out,
@@ -287,12 +296,11 @@ pub fn to_text(status: &Status) -> String {
             );
         }
         (None, _) => {
-            let state =
-                if data.events.pending > 0 && data.last_error_at_ms > data.last_delivery_at_ms {
-                    "retrying (see last error)"
-                } else {
-                    "ok"
-                };
+            let state = if data.events.pending > 0 && data.last_error_at > data.last_delivery_at {
+                "retrying (see last error)"
+            } else {
+                "ok"
+            };
             let _ = writeln!(out, "delivery: {state}");
         }
     }
@@ -301,8 +309,13 @@ pub fn to_text(status: &Status) -> String {
         let _ = writeln!(out, "{part}: {state}");
     }
     let e = &data.events;
-    let oldest = age_s(asked, data.oldest_pending_steady_ms)
-        .map(|s| format!(" (oldest tapped {} ago)", duration_text(s * 1000)))
+    let oldest = age_s(asked, data.oldest_pending)
+        .map(|s| {
+            format!(
+                " (oldest tapped {} ago)",
+                duration_text(Duration::from_secs(s))
+            )
+        })
         .unwrap_or_default();
     let waiting = match e.waiting_for_enrolment {
         0 => String::new(),
@@ -339,17 +352,13 @@ pub fn to_text(status: &Status) -> String {
             data.lost
         );
     }
-    let _ = writeln!(
-        out,
-        "last delivery: {}",
-        when(asked, data.last_delivery_at_ms)
-    );
+    let _ = writeln!(out, "last delivery: {}", when(asked, data.last_delivery_at));
     match &data.last_error {
         Some(error) => {
             let _ = writeln!(
                 out,
                 "last error: {error}, {}",
-                when(asked, data.last_error_at_ms)
+                when(asked, data.last_error_at)
             );
         }
         None => {
@@ -372,7 +381,7 @@ pub fn to_text(status: &Status) -> String {
             } else {
                 "NOT CONNECTED"
             },
-            when(asked, reader.last_read_at_ms)
+            when(asked, reader.last_read_at)
         );
     }
     out

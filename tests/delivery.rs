@@ -6,7 +6,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::{FakeEgym, LONG, Member, Mode, TestDir, entrance_tap, member, now_ms};
-use gym_checkin::clock::Clock;
+use gym_checkin::clock::{Clock, SteadyMs, WallMs};
 use gym_checkin::delivery::{LateAdmission, RecorderLinks, Settings, Worker};
 use gym_checkin::egym::Client;
 use gym_checkin::egym::fake::Calls;
@@ -116,7 +116,7 @@ impl Setup {
         event.boot = self.clock.boot().id;
         let id = self
             .store
-            .record_event(event, state, tapped_at_ms)
+            .record_event(event, state, WallMs::from_millis(tapped_at_ms))
             .await
             .unwrap();
         self.recorded.send_replace(id);
@@ -212,7 +212,7 @@ async fn an_unknown_tag_waits_on_a_slow_schedule() {
     let row = s.wait_state(first, "unknown_tag").await;
     assert_eq!(row.last_status, Some(404));
     assert!(
-        row.next_attempt_steady_ms > s.clock.steady_ms() + 60_000,
+        row.next_attempt > s.clock.steady() + Duration::from_secs(60),
         "slow schedule: {row:?}"
     );
     // A later tap of the same card waits behind the first, in order.
@@ -302,7 +302,7 @@ async fn a_gone_account_is_looked_up_again_once() {
             "0xAABBCCDD".into(),
             None,
             Some(("acc-stale".into(), None)),
-            s.clock.steady_ms(),
+            s.clock.steady(),
         )
         .await
         .unwrap();
@@ -504,7 +504,7 @@ async fn a_refused_wellpass_admission_sends_no_check_in_and_finishes_the_event()
         correction,
         Correction::NotAdmitted {
             tag: "0xAABBCCDD".into(),
-            checked_in_steady_ms: tapped
+            checked_in: SteadyMs::from_millis(tapped)
         }
     );
     // Finished: nothing more is sent, and no check-in ever was.
@@ -579,7 +579,7 @@ async fn a_key_refused_on_an_admission_pauses_delivery_like_on_any_other_call() 
         .answer_next(Calls::Admissions, 10, 403, "missingPermission");
     let id = s.record("0xAABBCCDD", Kind::CheckIn, now_ms()).await;
     let deadline = Instant::now() + LONG;
-    while s.store.status().await.unwrap().paused_since_ms.is_none() {
+    while s.store.status().await.unwrap().paused_since.is_none() {
         assert!(Instant::now() < deadline, "{:?}", calls(&s.fake));
         tokio::time::sleep(Duration::from_millis(20)).await;
     }

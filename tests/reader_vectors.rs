@@ -2,7 +2,7 @@
 //! shared reference vectors) through the codecs, the tag normalisation and the candidate
 //! renderings.
 
-use gym_checkin::clock::{Now, WallTime};
+use gym_checkin::clock::{Now, SteadyMs, WallMs, WallTime};
 use gym_checkin::reader::codec::{self, Codec, Frame};
 use gym_checkin::reader::{Driver, ReaderConfig};
 use gym_checkin::reader::{Presenter, ReaderMessage, new_codec, pcsc, pn532};
@@ -309,9 +309,9 @@ fn taps(config: ReaderConfig, frames: Vec<Frame>) -> Vec<(String, Option<String>
         .filter_map(|(i, frame)| {
             let at = (i as i64 + 1) * 60_000;
             let now = Now {
-                wall_ms: at,
-                wall: WallTime::Trusted,
-                steady_ms: at,
+                wall: WallMs::from_millis(at),
+                wall_is: WallTime::Trusted,
+                steady: SteadyMs::from_millis(at),
             };
             match presenter.present(frame, now) {
                 Some(ReaderMessage::Tap(tap)) => Some((tap.raw.hex(), tap.tag_format, tap.rfid)),

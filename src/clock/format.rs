@@ -1,7 +1,12 @@
 //! Times as people read them: RFC 3339 in UTC, and short ages.
 
-/// `2026-11-29T18:40:00.123Z` for a time in milliseconds since the Unix epoch (UTC).
-pub fn rfc3339_ms(ms: i64) -> String {
+use std::time::Duration;
+
+use super::WallMs;
+
+/// `2026-11-29T18:40:00.123Z` for a moment by the wall clock (UTC).
+pub fn rfc3339_ms(at: WallMs) -> String {
+    let ms = at.as_millis();
     let (days, ms_of_day) = (ms.div_euclid(86_400_000), ms.rem_euclid(86_400_000));
     let (year, month, day) = civil_from_days(days);
     let seconds = ms_of_day / 1000;
@@ -15,14 +20,14 @@ pub fn rfc3339_ms(ms: i64) -> String {
 }
 
 /// `2026-11-29T18:40:00Z`: as [`rfc3339_ms`], whole seconds.
-pub fn rfc3339(ms: i64) -> String {
-    let full = rfc3339_ms(ms);
+pub fn rfc3339(at: WallMs) -> String {
+    let full = rfc3339_ms(at);
     format!("{}Z", &full[..19])
 }
 
 /// A length of time for people: `45s`, `2m 5s`, `3h 10m`, `2d 4h`.
-pub fn duration_text(ms: i64) -> String {
-    match ms.max(0) / 1000 {
+pub fn duration_text(length: Duration) -> String {
+    match length.as_secs() {
         s if s < 60 => format!("{s}s"),
         s if s < 3600 => format!("{}m {}s", s / 60, s % 60),
         s if s < 86_400 => format!("{}h {}m", s / 3600, s / 60 % 60),
@@ -46,7 +51,11 @@ pub fn signed_duration(ms: i64) -> String {
     } else {
         3_600_000
     };
-    format!("{sign}{}", duration_text((abs + unit / 2) / unit * unit))
+    let rounded = (abs + unit / 2) / unit * unit;
+    format!(
+        "{sign}{}",
+        duration_text(Duration::from_millis(rounded.unsigned_abs()))
+    )
 }
 
 /// Year, month, day of a day count since 1970-01-01 (Howard Hinnant's algorithm).
@@ -69,22 +78,23 @@ mod tests {
 
     #[test]
     fn formats_utc_times() {
-        assert_eq!(rfc3339_ms(0), "1970-01-01T00:00:00.000Z");
-        assert_eq!(rfc3339(1_796_083_200_000), "2026-12-01T00:00:00Z");
+        let at = WallMs::from_millis;
+        assert_eq!(rfc3339_ms(at(0)), "1970-01-01T00:00:00.000Z");
+        assert_eq!(rfc3339(at(1_796_083_200_000)), "2026-12-01T00:00:00Z");
         assert_eq!(
-            rfc3339_ms(1_796_083_200_000 - 1),
+            rfc3339_ms(at(1_796_083_200_000 - 1)),
             "2026-11-30T23:59:59.999Z"
         );
-        assert_eq!(rfc3339(951_782_400_000), "2000-02-29T00:00:00Z");
+        assert_eq!(rfc3339(at(951_782_400_000)), "2000-02-29T00:00:00Z");
     }
 
     #[test]
     fn durations_read_as_people_say_them() {
-        assert_eq!(duration_text(45_999), "45s");
-        assert_eq!(duration_text(125_000), "2m 5s");
-        assert_eq!(duration_text(3 * 3_600_000 + 600_000), "3h 10m");
-        assert_eq!(duration_text(2 * 86_400_000 + 4 * 3_600_000), "2d 4h");
-        assert_eq!(duration_text(-5), "0s");
+        let ms = Duration::from_millis;
+        assert_eq!(duration_text(ms(45_999)), "45s");
+        assert_eq!(duration_text(ms(125_000)), "2m 5s");
+        assert_eq!(duration_text(ms(3 * 3_600_000 + 600_000)), "3h 10m");
+        assert_eq!(duration_text(ms(2 * 86_400_000 + 4 * 3_600_000)), "2d 4h");
         assert_eq!(signed_duration(1_500), "+1.5s");
         assert_eq!(signed_duration(-3_600_000), "-1h 0m");
         assert_eq!(signed_duration(2 * 86_400_000 - 5), "+2d 0h");

@@ -3,11 +3,11 @@
 //! A front-desk box may have no battery-backed clock. It boots with the time of its last shutdown
 //! (or 1970), gets the true time only when a time service reaches the network (hours later in an
 //! outage, exactly when the outbox matters), and may then be stepped. So two times are kept apart:
-//! - **Steady time** ([`Now::steady_ms`]) counts real elapsed time in milliseconds. It follows
+//! - **Steady time** ([`Now::steady`], a [`SteadyMs`]) counts real elapsed time in milliseconds. It follows
 //!   the kernel's `CLOCK_BOOTTIME`, which no step of the wall clock moves, and carries on across
 //!   restarts (see [`placement::steady_at_start`]). Retry schedules, the unknown-tag window, the
 //!   account cache's age, the repeat window and `auto-checkout-after` are counted in it.
-//! - **Wall time**, and whether it is right ([`trust`]): the time EGYM is told a member tapped,
+//! - **Wall time** ([`Now::wall`], a [`WallMs`]), and whether it is right ([`trust`]): the time EGYM is told a member tapped,
 //!   and the local time `closing-time` is read in. A tap made while the wall clock is not trusted
 //!   is recorded at once and held; it is placed once the time is known ([`placement`]).
 //!
@@ -16,6 +16,7 @@
 
 mod format;
 pub mod placement;
+mod time;
 pub mod trust;
 
 use std::fmt;
@@ -26,7 +27,8 @@ use tokio::sync::watch;
 
 pub use format::{duration_text, rfc3339, rfc3339_ms, signed_duration};
 pub use placement::{Anchor, BootReading};
-pub use trust::{EARLIEST_PLAUSIBLE_MS, KernelSync, Trust, TrustRule, TrustSource};
+pub use time::{SteadyMs, WallMs};
+pub use trust::{EARLIEST_PLAUSIBLE, KernelSync, Trust, TrustRule, TrustSource};
 
 /// The environment variable that names the boot (the unit sets it to systemd's `%b`, because
 /// `ProcSubset=pid` hides `/proc/sys/kernel/random/boot_id` from the service).
@@ -38,8 +40,8 @@ const STEP_LOG_MS: i64 = 1_000;
 
 /// Where the clock's readings come from.
 pub trait TimeSource: Send + Sync + fmt::Debug {
-    /// The wall clock, in milliseconds since the Unix epoch.
-    fn wall_ms(&self) -> i64;
+    /// The wall clock.
+    fn wall(&self) -> WallMs;
     /// Milliseconds since the boot (`CLOCK_BOOTTIME`): never stepped, counts suspend too.
     fn boottime_ms(&self) -> i64;
     /// The boot's id, if it can be read.
@@ -54,8 +56,8 @@ pub trait TimeSource: Send + Sync + fmt::Debug {
 pub struct SystemSource;
 
 impl TimeSource for SystemSource {
-    fn wall_ms(&self) -> i64 {
-        wall_now_ms()
+    fn wall(&self) -> WallMs {
+        wall_now()
     }
 
     fn boottime_ms(&self) -> i64 {
@@ -112,13 +114,15 @@ fn normalise_boot_id(text: &str) -> Option<String> {
     valid.then_some(id)
 }
 
-/// The wall clock now, in milliseconds since the Unix epoch: for what is shown to people (the
-/// stand-in EGYM's log of requests, `listen`), never for what the service decides.
-pub fn wall_now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
+/// The wall clock now: for what is shown to people (the stand-in EGYM's log of requests,
+/// `listen`), never for what the service decides.
+pub fn wall_now() -> WallMs {
+    WallMs::from_millis(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as i64)
+            .unwrap_or(0),
+    )
 }
 
 /// A clock for tests: every reading is set by hand.
@@ -179,8 +183,8 @@ impl ManualSource {
 }
 
 impl TimeSource for ManualSource {
-    fn wall_ms(&self) -> i64 {
-        self.manual().wall_ms
+    fn wall(&self) -> WallMs {
+        WallMs::from_millis(self.manual().wall_ms)
     }
     fn boottime_ms(&self) -> i64 {
         self.manual().boottime_ms
@@ -211,16 +215,16 @@ pub enum WallTime {
 /// One reading of the clock.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Now {
-    /// The wall time, as well as it is known (see `wall`).
-    pub wall_ms: i64,
-    pub wall: WallTime,
-    pub steady_ms: i64,
+    /// The wall time, as well as it is known (see `wall_is`).
+    pub wall: WallMs,
+    pub wall_is: WallTime,
+    pub steady: SteadyMs,
 }
 
 impl Now {
-    /// Whether `wall_ms` is the true time.
+    /// Whether `wall` is the true time.
     pub fn wall_known(&self) -> bool {
-        self.wall != WallTime::Untrusted
+        self.wall_is != WallTime::Untrusted
     }
 }
 
@@ -241,7 +245,7 @@ pub struct Boot {
     pub offset_ms: i64,
     /// Steady time when the service first ran in this boot: what came before it was in an
     /// earlier boot.
-    pub start_steady_ms: i64,
+    pub start: SteadyMs,
 }
 
 /// What one refresh of the clock found.
@@ -272,14 +276,15 @@ struct State {
     trust: Trust,
     /// This boot's latest trusted reading.
     anchor: Option<Anchor>,
-    /// Wall time minus steady time at the last refresh, to see steps.
-    wall_offset_ms: i64,
+    /// The wall time at the last refresh, and the steady time then: a step of the wall clock is
+    /// how far it moved against steady time since.
+    last_reading: (WallMs, SteadyMs),
 }
 
 /// What the service reads before the database knows its boot: the boot, and the clock's trust.
 pub fn boot_reading(source: &dyn TimeSource, rule: &TrustRule) -> (BootReading, Trust) {
-    let wall_ms = source.wall_ms();
-    let trust = trust::decide(rule, wall_ms, &trust::probe(source, rule));
+    let wall = source.wall();
+    let trust = trust::decide(rule, wall, &trust::probe(source, rule));
     let reading = BootReading {
         // Without a boot id, each run counts as a boot of its own: steady time then goes on from
         // where the last run was seen, and taps held across a restart are placed approximately.
@@ -287,7 +292,7 @@ pub fn boot_reading(source: &dyn TimeSource, rule: &TrustRule) -> (BootReading, 
             .boot_id()
             .unwrap_or_else(|| format!("run-{:016x}", fastrand::u64(..))),
         boottime_ms: source.boottime_ms(),
-        wall_ms,
+        wall,
         trusted: trust.trusted,
     };
     (reading, trust)
@@ -303,10 +308,10 @@ impl Clock {
         trust: Trust,
         anchor: Option<Anchor>,
     ) -> Clock {
-        let steady_ms = source.boottime_ms() + boot.offset_ms;
-        let wall_ms = source.wall_ms();
+        let steady = SteadyMs::from_millis(source.boottime_ms() + boot.offset_ms);
+        let wall = source.wall();
         let anchor = if trust.trusted {
-            Some(Anchor { wall_ms, steady_ms })
+            Some(Anchor { wall, steady })
         } else {
             anchor
         };
@@ -318,7 +323,7 @@ impl Clock {
             state: Mutex::new(State {
                 trust,
                 anchor,
-                wall_offset_ms: wall_ms - steady_ms,
+                last_reading: (wall, steady),
             }),
             trust_changed,
         }))
@@ -336,7 +341,7 @@ impl Clock {
         let boot = Boot {
             id: 0,
             offset_ms: 0,
-            start_steady_ms: 0,
+            start: SteadyMs::from_millis(0),
         };
         Clock::system(rule, boot, trust, None)
     }
@@ -354,37 +359,44 @@ impl Clock {
         &self.0.rule
     }
 
-    pub fn steady_ms(&self) -> i64 {
-        self.0.source.boottime_ms() + self.0.boot.offset_ms
+    /// Steady time now.
+    pub fn steady(&self) -> SteadyMs {
+        SteadyMs::from_millis(self.0.source.boottime_ms() + self.0.boot.offset_ms)
+    }
+
+    /// The timer deadline at which steady time reaches `at` (at once if it has): the one place
+    /// a moment of steady time becomes a tokio timer's deadline.
+    pub fn deadline(&self, at: SteadyMs) -> tokio::time::Instant {
+        tokio::time::Instant::now() + at.since(self.steady())
     }
 
     /// Reads the clock.
     pub fn now(&self) -> Now {
-        let steady_ms = self.steady_ms();
-        let wall_ms = self.0.source.wall_ms();
+        let steady = self.steady();
+        let wall = self.0.source.wall();
         let state = self.state();
         match (state.trust.trusted, state.anchor) {
             (true, _) => Now {
-                wall_ms,
-                wall: WallTime::Trusted,
-                steady_ms,
+                wall,
+                wall_is: WallTime::Trusted,
+                steady,
             },
             (false, Some(anchor)) => Now {
-                wall_ms: anchor.wall_at(steady_ms),
-                wall: WallTime::FromAnchor,
-                steady_ms,
+                wall: anchor.wall_at(steady),
+                wall_is: WallTime::FromAnchor,
+                steady,
             },
             (false, None) => Now {
-                wall_ms,
-                wall: WallTime::Untrusted,
-                steady_ms,
+                wall,
+                wall_is: WallTime::Untrusted,
+                steady,
             },
         }
     }
 
-    /// The wall time at `steady_ms` in this boot, if the clock has been trusted in it.
-    pub fn wall_at(&self, steady_ms: i64) -> Option<i64> {
-        self.state().anchor.map(|anchor| anchor.wall_at(steady_ms))
+    /// The wall time at `steady` in this boot, if the clock has been trusted in it.
+    pub fn wall_at(&self, steady: SteadyMs) -> Option<WallMs> {
+        self.state().anchor.map(|anchor| anchor.wall_at(steady))
     }
 
     /// This boot's latest trusted reading.
@@ -444,14 +456,14 @@ impl Clock {
     pub fn refresh(&self) -> Refresh {
         let source = &self.0.source;
         let probes = trust::probe(source.as_ref(), &self.0.rule);
-        let steady_ms = self.steady_ms();
-        let wall_ms = source.wall_ms();
-        let trust = trust::decide(&self.0.rule, wall_ms, &probes);
+        let steady = self.steady();
+        let wall = source.wall();
+        let trust = trust::decide(&self.0.rule, wall, &probes);
         let mut state = self.state();
-        let wall_offset_ms = wall_ms - steady_ms;
-        let step = wall_offset_ms - std::mem::replace(&mut state.wall_offset_ms, wall_offset_ms);
+        let (last_wall, last_steady) = std::mem::replace(&mut state.last_reading, (wall, steady));
+        let step = wall.millis_since(last_wall) - steady.millis_since(last_steady);
         if trust.trusted {
-            state.anchor = Some(Anchor { wall_ms, steady_ms });
+            state.anchor = Some(Anchor { wall, steady });
         }
         let was = (state.trust.trusted != trust.trusted || state.trust.source != trust.source)
             .then(|| std::mem::replace(&mut state.trust, trust.clone()));
@@ -478,8 +490,8 @@ mod tests {
         let (reading, trust) = boot_reading(source.as_ref(), &rule);
         let boot = Boot {
             id: 1,
-            offset_ms: reading.wall_ms - reading.boottime_ms,
-            start_steady_ms: reading.wall_ms,
+            offset_ms: reading.wall.as_millis() - reading.boottime_ms,
+            start: SteadyMs::from_millis(reading.wall.as_millis()),
         };
         Clock::new(source.clone(), rule, boot, trust, None)
     }
@@ -489,12 +501,15 @@ mod tests {
         let source = Arc::new(ManualSource::new(T, 5_000, "b1"));
         let clock = clock(&source, TrustRule::Always);
         let before = clock.now();
-        assert_eq!((before.wall_ms, before.wall), (T, WallTime::Trusted));
+        assert_eq!(
+            (before.wall, before.wall_is),
+            (WallMs::from_millis(T), WallTime::Trusted)
+        );
         source.advance(30_000);
         source.step_wall(-3_600_000);
         let after = clock.now();
-        assert_eq!(after.steady_ms - before.steady_ms, 30_000);
-        assert_eq!(after.wall_ms, T + 30_000 - 3_600_000);
+        assert_eq!(after.steady.millis_since(before.steady), 30_000);
+        assert_eq!(after.wall.as_millis(), T + 30_000 - 3_600_000);
         assert_eq!(clock.refresh().step_ms, Some(-3_600_000));
         assert_eq!(clock.refresh().step_ms, None, "a step is said once");
     }
@@ -506,8 +521,8 @@ mod tests {
         let clock = clock(&source, TrustRule::File(flag.into()));
         let changes = clock.subscribe();
         let tap = clock.now();
-        assert_eq!(tap.wall, WallTime::Untrusted);
-        assert_eq!(clock.wall_at(tap.steady_ms), None);
+        assert_eq!(tap.wall_is, WallTime::Untrusted);
+        assert_eq!(clock.wall_at(tap.steady), None);
         // 90 s later, NTP steps the clock to the true time and says so.
         source.advance(90_000);
         source.step_wall(3 * 86_400_000);
@@ -515,7 +530,7 @@ mod tests {
         let refresh = clock.refresh();
         assert!(refresh.trust.trusted && refresh.was.is_some());
         assert!(changes.has_changed().unwrap());
-        assert_eq!(clock.wall_at(tap.steady_ms), Some(T));
+        assert_eq!(clock.wall_at(tap.steady), Some(WallMs::from_millis(T)));
         // Trust lost again: readings are placed from the anchor, not from the wall clock.
         source.set_path(flag, false);
         source.advance(1_000);
@@ -523,7 +538,7 @@ mod tests {
         clock.refresh();
         let later = clock.now();
         assert_eq!(
-            (later.wall_ms, later.wall),
+            (later.wall.as_millis(), later.wall_is),
             (T + 91_000, WallTime::FromAnchor)
         );
     }

@@ -21,19 +21,26 @@
 //!   that booted with a stale time is off by as much. The earlier bound still holds: a tap is
 //!   never placed before it.
 
-use super::EARLIEST_PLAUSIBLE_MS;
+use super::{EARLIEST_PLAUSIBLE, SteadyMs, WallMs};
 
-/// A trusted wall reading and the steady time it was made at, in one boot.
+/// A trusted wall reading and the steady time it was made at, in one boot: the one way between
+/// wall time and steady time.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Anchor {
-    pub wall_ms: i64,
-    pub steady_ms: i64,
+    pub wall: WallMs,
+    pub steady: SteadyMs,
 }
 
 impl Anchor {
-    /// The wall time at `steady_ms` in the same boot.
-    pub fn wall_at(&self, steady_ms: i64) -> i64 {
-        self.wall_ms + (steady_ms - self.steady_ms)
+    /// The wall time at `steady` in the same boot.
+    pub fn wall_at(&self, steady: SteadyMs) -> WallMs {
+        self.wall.shifted(steady.millis_since(self.steady))
+    }
+
+    /// The steady time at `wall`, counting the wall time between as steady time (for the
+    /// reading's boot, or for a later one whose clock is trusted too).
+    pub fn steady_at(&self, wall: WallMs) -> SteadyMs {
+        self.steady.shifted(wall.millis_since(self.wall))
     }
 }
 
@@ -46,9 +53,9 @@ pub struct BootRecord {
     /// Steady time = the kernel's boot time + this.
     pub offset_ms: i64,
     /// Steady time when the service first ran in this boot.
-    pub start_steady_ms: i64,
+    pub start: SteadyMs,
     /// The last steady time the service was seen running in this boot.
-    pub seen_steady_ms: i64,
+    pub seen: SteadyMs,
     pub anchor: Option<Anchor>,
 }
 
@@ -56,8 +63,9 @@ pub struct BootRecord {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct BootReading {
     pub boot_id: String,
+    /// The kernel's boot clock, in milliseconds: steady time less the boot's offset.
     pub boottime_ms: i64,
-    pub wall_ms: i64,
+    pub wall: WallMs,
     pub trusted: bool,
 }
 
@@ -75,25 +83,33 @@ pub struct BootReading {
 pub fn steady_at_start(
     same_boot: Option<&BootRecord>,
     previous: Option<&BootRecord>,
-    last_known: Option<i64>,
+    last_known: Option<SteadyMs>,
     reading: &BootReading,
-) -> (i64, i64) {
+) -> (i64, SteadyMs) {
+    let at_boottime = |offset_ms: i64| SteadyMs::from_millis(reading.boottime_ms + offset_ms);
     if let Some(boot) = same_boot {
-        return (boot.offset_ms, reading.boottime_ms + boot.offset_ms);
+        return (boot.offset_ms, at_boottime(boot.offset_ms));
     }
-    let known = last_known.max(previous.map(|p| p.seen_steady_ms));
+    let known = last_known.max(previous.map(|p| p.seen));
     let by_wall = match previous {
-        None => reading.trusted.then_some(reading.wall_ms),
+        // Steady time may start anywhere: a new database starts it at the wall time, so that a
+        // database written before steady time existed (its times were wall times) goes on
+        // from them.
+        None => reading
+            .trusted
+            .then_some(SteadyMs::from_millis(reading.wall.as_millis())),
         Some(previous) => previous
             .anchor
             .filter(|_| reading.trusted)
-            .map(|anchor| anchor.steady_ms + (reading.wall_ms - anchor.wall_ms)),
+            .map(|anchor| anchor.steady_at(reading.wall)),
     };
     let steady = match (known, by_wall) {
         (Some(known), Some(by_wall)) => known.max(by_wall),
-        (known, by_wall) => known.or(by_wall).unwrap_or(reading.wall_ms),
+        (known, by_wall) => known
+            .or(by_wall)
+            .unwrap_or(SteadyMs::from_millis(reading.wall.as_millis())),
     };
-    (steady - reading.boottime_ms, steady)
+    (steady.as_millis() - reading.boottime_ms, steady)
 }
 
 /// A held tap: the boot it was made in and its steady time. (What the untrusted wall clock read
@@ -101,26 +117,26 @@ pub fn steady_at_start(
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct HeldTap {
     pub boot: i64,
-    pub steady_ms: i64,
+    pub steady: SteadyMs,
 }
 
 /// Where a held tap was placed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Placed {
     /// From its own boot's anchor.
-    Exact(i64),
+    Exact(WallMs),
     /// Between two bounds (see the module's note).
     Approximate {
-        at_ms: i64,
-        not_before_ms: i64,
-        not_after_ms: i64,
+        at: WallMs,
+        not_before: WallMs,
+        not_after: WallMs,
     },
 }
 
 impl Placed {
-    pub fn at_ms(self) -> i64 {
+    pub fn at(self) -> WallMs {
         match self {
-            Placed::Exact(at) | Placed::Approximate { at_ms: at, .. } => at,
+            Placed::Exact(at) | Placed::Approximate { at, .. } => at,
         }
     }
 }
@@ -131,25 +147,24 @@ pub fn place(tap: &HeldTap, boots: &[BootRecord]) -> Option<Placed> {
     let own = boots.iter().position(|b| b.id == tap.boot)?;
     let boot = &boots[own];
     if let Some(anchor) = boot.anchor {
-        return Some(Placed::Exact(anchor.wall_at(tap.steady_ms)));
+        return Some(Placed::Exact(anchor.wall_at(tap.steady)));
     }
-    let since_start = (tap.steady_ms - boot.start_steady_ms).max(0);
-    let until_seen = (boot.seen_steady_ms - tap.steady_ms).max(0);
+    let since_start = tap.steady.since(boot.start);
+    let until_seen = boot.seen.since(tap.steady);
     let last_trusted_before = boots[..own]
         .iter()
-        .filter_map(|b| b.anchor.map(|a| a.wall_ms))
+        .filter_map(|b| b.anchor.map(|a| a.wall))
         .max()
-        .unwrap_or(EARLIEST_PLAUSIBLE_MS);
-    let not_before = last_trusted_before.max(EARLIEST_PLAUSIBLE_MS) + since_start;
+        .unwrap_or(EARLIEST_PLAUSIBLE);
+    let not_before = last_trusted_before.max(EARLIEST_PLAUSIBLE) + since_start;
     let next_start = boots[own + 1..]
         .iter()
-        .find_map(|b| b.anchor.map(|anchor| anchor.wall_at(b.start_steady_ms)))?;
+        .find_map(|b| b.anchor.map(|anchor| anchor.wall_at(b.start)))?;
     let not_after = next_start - until_seen;
-    let at = not_after.max(not_before);
     Some(Placed::Approximate {
-        at_ms: at,
-        not_before_ms: not_before,
-        not_after_ms: not_after,
+        at: not_after.max(not_before),
+        not_before,
+        not_after,
     })
 }
 
@@ -166,10 +181,31 @@ mod tests {
             id,
             boot_id: format!("boot-{id}"),
             offset_ms: 0,
-            start_steady_ms: start,
-            seen_steady_ms: seen,
-            anchor: anchor.map(|(wall_ms, steady_ms)| Anchor { wall_ms, steady_ms }),
+            start: SteadyMs::from_millis(start),
+            seen: SteadyMs::from_millis(seen),
+            anchor: anchor.map(|(wall, steady)| Anchor {
+                wall: WallMs::from_millis(wall),
+                steady: SteadyMs::from_millis(steady),
+            }),
         }
+    }
+
+    fn steady(ms: i64) -> SteadyMs {
+        SteadyMs::from_millis(ms)
+    }
+
+    fn wall(ms: i64) -> WallMs {
+        WallMs::from_millis(ms)
+    }
+
+    fn start(
+        same: Option<&BootRecord>,
+        previous: Option<&BootRecord>,
+        known: Option<i64>,
+        reading: &BootReading,
+    ) -> (i64, i64) {
+        let (offset, at) = steady_at_start(same, previous, known.map(steady), reading);
+        (offset, at.as_millis())
     }
 
     #[test]
@@ -177,22 +213,22 @@ mod tests {
         let reading = |boottime_ms, wall_ms, trusted| BootReading {
             boot_id: "b".into(),
             boottime_ms,
-            wall_ms,
+            wall: wall(wall_ms),
             trusted,
         };
         // A new database: steady time starts at the wall time.
         assert_eq!(
-            steady_at_start(None, None, None, &reading(5_000, T, true)),
+            start(None, None, None, &reading(5_000, T, true)),
             (T - 5_000, T)
         );
         // A database from before steady time, first started with the clock at 1970: steady time
         // starts where its stored times end, so no stored retry is decades away.
         assert_eq!(
-            steady_at_start(None, None, Some(T - 60_000), &reading(5_000, 9_000, false)).1,
+            start(None, None, Some(T - 60_000), &reading(5_000, 9_000, false)).1,
             T - 60_000
         );
         assert_eq!(
-            steady_at_start(None, None, Some(T - 60_000), &reading(5_000, T, true)).1,
+            start(None, None, Some(T - 60_000), &reading(5_000, T, true)).1,
             T
         );
         // A restart in the same boot: the same offset, so downtime counts.
@@ -201,18 +237,18 @@ mod tests {
             ..boot(3, 1_000_000, 2_000_000, None)
         };
         assert_eq!(
-            steady_at_start(Some(&same), None, None, &reading(50_000, 0, false)),
+            start(Some(&same), None, None, &reading(50_000, 0, false)),
             (1_000_000, 1_050_000)
         );
         // A reboot with no trusted readings: on from the last moment the previous one was seen,
         // or from a later tap it made after it was last noted (a power cut).
         let previous = boot(3, 1_000_000, 2_000_000, Some((T, 1_500_000)));
         assert_eq!(
-            steady_at_start(None, Some(&previous), None, &reading(7_000, 0, false)),
+            start(None, Some(&previous), None, &reading(7_000, 0, false)),
             (2_000_000 - 7_000, 2_000_000)
         );
         assert_eq!(
-            steady_at_start(
+            start(
                 None,
                 Some(&previous),
                 Some(2_040_000),
@@ -223,7 +259,7 @@ mod tests {
         );
         // Trusted on both sides: the wall time between them counts.
         assert_eq!(
-            steady_at_start(
+            start(
                 None,
                 Some(&previous),
                 None,
@@ -233,7 +269,7 @@ mod tests {
         );
         // A trusted clock that says less time passed than the run was seen: never backwards.
         assert_eq!(
-            steady_at_start(
+            start(
                 None,
                 Some(&previous),
                 None,
@@ -250,9 +286,9 @@ mod tests {
         let boots = [boot(1, 0, 10_000_000, Some((T + 3_600_000, 3_700_000)))];
         let tap = HeldTap {
             boot: 1,
-            steady_ms: 100_000,
+            steady: steady(100_000),
         };
-        assert_eq!(place(&tap, &boots), Some(Placed::Exact(T)));
+        assert_eq!(place(&tap, &boots), Some(Placed::Exact(wall(T))));
     }
 
     #[test]
@@ -272,16 +308,16 @@ mod tests {
         ];
         let tap = HeldTap {
             boot: 2,
-            steady_ms: 1_200_000,
+            steady: steady(1_200_000),
         };
         // Not before the last trusted time + 200 s into boot 2; not after boot 3's start less the
         // 400 s boot 2 ran after the tap.
         assert_eq!(
             place(&tap, &boots),
             Some(Placed::Approximate {
-                at_ms: T + 7_200_000 - 400_000,
-                not_before_ms: T + 200_000,
-                not_after_ms: T + 7_200_000 - 400_000,
+                at: wall(T + 7_200_000 - 400_000),
+                not_before: wall(T + 200_000),
+                not_after: wall(T + 7_200_000 - 400_000),
             })
         );
         // Not placeable while no later boot has been trusted.
@@ -293,8 +329,8 @@ mod tests {
             boots[2].clone(),
         ];
         assert_eq!(
-            place(&tap, &wrong).map(Placed::at_ms),
-            Some(T + 30 * DAY + 200_000)
+            place(&tap, &wrong).map(Placed::at),
+            Some(wall(T + 30 * DAY + 200_000))
         );
     }
 
@@ -306,14 +342,14 @@ mod tests {
         ];
         let tap = HeldTap {
             boot: 1,
-            steady_ms: 60_000,
+            steady: steady(60_000),
         };
         assert_eq!(
             place(&tap, &boots),
             Some(Placed::Approximate {
-                at_ms: T - 100_000 - 540_000,
-                not_before_ms: EARLIEST_PLAUSIBLE_MS + 60_000,
-                not_after_ms: T - 100_000 - 540_000,
+                at: wall(T - 100_000 - 540_000),
+                not_before: EARLIEST_PLAUSIBLE.shifted(60_000),
+                not_after: wall(T - 100_000 - 540_000),
             })
         );
     }

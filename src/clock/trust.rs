@@ -14,9 +14,11 @@
 use std::fmt;
 use std::path::{Path, PathBuf};
 
+use super::WallMs;
+
 /// Nothing is ever sent to EGYM stamped before this (2020-01-01T00:00:00Z), and a wall clock
 /// showing an earlier time is never trusted, whatever `trusted-when` says: it has not been set.
-pub const EARLIEST_PLAUSIBLE_MS: i64 = 1_577_836_800_000;
+pub const EARLIEST_PLAUSIBLE: WallMs = WallMs::from_millis(1_577_836_800_000);
 
 /// The kernel's estimate of its clock's error, in microseconds, past which a synchronised clock
 /// is no longer trusted (the time service has lost its source for hours).
@@ -162,20 +164,20 @@ pub fn probe(source: &dyn super::TimeSource, rule: &TrustRule) -> Probes {
     probes
 }
 
-/// Decides whether the wall clock, now reading `wall_ms`, is trusted.
-pub fn decide(rule: &TrustRule, wall_ms: i64, probes: &Probes) -> Trust {
+/// Decides whether the wall clock, now reading `wall`, is trusted.
+pub fn decide(rule: &TrustRule, wall: WallMs, probes: &Probes) -> Trust {
     let trust = |trusted, source, detail: String| Trust {
         trusted,
         source,
         detail,
     };
-    if wall_ms < EARLIEST_PLAUSIBLE_MS {
+    if wall < EARLIEST_PLAUSIBLE {
         return trust(
             false,
             TrustSource::Implausible,
             format!(
                 "it reads {}, before 2020: it has not been set",
-                super::rfc3339(wall_ms)
+                super::rfc3339(wall)
             ),
         );
     }
@@ -335,7 +337,7 @@ mod tests {
 
     fn check(rule: &str, wall_ms: i64, probes: Probes, expected: (bool, TrustSource), says: &str) {
         let rule = TrustRule::parse(rule).unwrap();
-        let trust = decide(&rule, wall_ms, &probes);
+        let trust = decide(&rule, WallMs::from_millis(wall_ms), &probes);
         assert_eq!(
             (trust.trusted, trust.source),
             expected,
@@ -389,7 +391,7 @@ mod tests {
         );
         check(
             s,
-            EARLIEST_PLAUSIBLE_MS - 1,
+            EARLIEST_PLAUSIBLE.as_millis() - 1,
             kernel(false, 0),
             (false, Implausible),
             "2019",
@@ -457,7 +459,11 @@ mod tests {
 
     #[test]
     fn a_clock_that_can_never_be_trusted_is_said_loudly() {
-        let untrusted = decide(&TrustRule::Synchronized, NOW, &kernel(true, 16_000_000));
+        let untrusted = decide(
+            &TrustRule::Synchronized,
+            WallMs::from_millis(NOW),
+            &kernel(true, 16_000_000),
+        );
         let warning =
             never_trusted_warning(&TrustRule::Synchronized, &untrusted, &[], true).unwrap();
         assert!(warning.contains("no time service"), "{warning}");
@@ -467,26 +473,34 @@ mod tests {
             "a time service runs: it will set the clock"
         );
         let rule = TrustRule::parse("file:/nowhere/synced").unwrap();
-        let missing = decide(&rule, NOW, &file(false));
+        let missing = decide(&rule, WallMs::from_millis(NOW), &file(false));
         assert!(
             never_trusted_warning(&rule, &missing, &[], false)
                 .unwrap()
                 .contains("/nowhere/synced")
         );
         assert_eq!(never_trusted_warning(&rule, &missing, &[], true), None);
-        let trusted = decide(&TrustRule::Always, NOW, &kernel(true, 0));
+        let trusted = decide(
+            &TrustRule::Always,
+            WallMs::from_millis(NOW),
+            &kernel(true, 0),
+        );
         assert_eq!(
             never_trusted_warning(&TrustRule::Always, &trusted, &[], true),
             None
         );
         // A box at 1970 with no time service, whatever the rule.
-        let unset = decide(&TrustRule::Always, 0, &kernel(true, 0));
+        let unset = decide(&TrustRule::Always, WallMs::from_millis(0), &kernel(true, 0));
         assert!(
             never_trusted_warning(&TrustRule::Always, &unset, &[], true)
                 .unwrap()
                 .contains("1970-01-01")
         );
-        let unset = decide(&TrustRule::Synchronized, 0, &kernel(true, 0));
+        let unset = decide(
+            &TrustRule::Synchronized,
+            WallMs::from_millis(0),
+            &kernel(true, 0),
+        );
         assert!(
             never_trusted_warning(&TrustRule::Synchronized, &unset, &[], true)
                 .unwrap()

@@ -201,7 +201,7 @@ impl Service {
         store
             .reset_readers(
                 config.readers.iter().map(|r| r.name.clone()).collect(),
-                clock.now().wall_ms,
+                clock.now().wall,
             )
             .await?;
         // The socket is for `status`: without it the service works, and says so.
@@ -360,7 +360,7 @@ impl Service {
                     .set_part_state(
                         "screen",
                         "off ([screen] listen = \"\")".into(),
-                        clock.now().wall_ms,
+                        clock.now().wall,
                     )
                     .await;
             }
@@ -509,8 +509,8 @@ fn answer_control(
                                 database,
                             },
                             data,
-                            wall_ms: now.wall_ms,
-                            steady_ms: now.steady_ms,
+                            wall: now.wall,
+                            steady: now.steady,
                         }))
                     }
                     Err(e) => Reply::Failed(format!("cannot read the status: {e}")),
@@ -531,7 +531,7 @@ async fn start_clock(store: &Store, config: &Config) -> Result<Clock, StoreError
     let trust = clock.trust();
     let now = clock.now();
     store
-        .set_clock_state(trust.clone(), now.wall_ms, now.steady_ms)
+        .set_clock_state(trust.clone(), now.wall, now.steady)
         .await?;
     if trust.trusted {
         info!(clock = "trusted", source = trust.source.as_str(), boot = %boot_id, "clock trusted: {}", trust.detail);
@@ -581,25 +581,24 @@ async fn report(
     let mut last_summary: Option<Instant> = None;
     loop {
         if let Ok(status) = store.status().await {
-            let now = clock.now().steady_ms;
+            let now = clock.now().steady;
             let open = status.events.pending
                 + status.events.waiting_for_enrolment
                 + status.events.unknown_tag;
-            let oldest_s = status
-                .oldest_pending_steady_ms
-                .map(|t| (now - t).max(0) / 1000);
+            let oldest = status.oldest_pending.map(|t| now.since(t));
+            let oldest_s = oldest.map(|age| age.as_secs());
             let connected = status.readers.iter().filter(|r| r.connected).count();
             let delivery = match (
                 &status.pause_reason,
                 // Taps of a card EGYM does not know wait for its enrolment, not for delivery.
-                status.last_error_at_ms > status.last_delivery_at_ms && status.events.pending > 0,
+                status.last_error_at > status.last_delivery_at && status.events.pending > 0,
             ) {
                 (Some(reason), _) => format!("delivery PAUSED ({reason})"),
                 (None, true) => "delivery retrying".to_string(),
                 (None, false) => "delivery ok".to_string(),
             };
-            let oldest = oldest_s
-                .map(|s| format!(", oldest {}", clock::duration_text(s * 1000)))
+            let oldest = oldest
+                .map(|age| format!(", oldest {}", clock::duration_text(age)))
                 .unwrap_or_default();
             let held = if clock.trust().trusted {
                 String::new()
@@ -648,10 +647,10 @@ async fn prune(
 ) {
     loop {
         let now = clock.now();
-        let before_ms = now.wall_ms - keep_delivered.as_millis() as i64;
-        if now.wall == clock::WallTime::Trusted {
+        let before = now.wall - keep_delivered;
+        if now.wall_is == clock::WallTime::Trusted {
             loop {
-                match store.prune_delivered(before_ms, PRUNE_BATCH).await {
+                match store.prune_delivered(before, PRUNE_BATCH).await {
                     Ok(n) if n == PRUNE_BATCH => tokio::task::yield_now().await,
                     Ok(_) => break,
                     Err(e) => {

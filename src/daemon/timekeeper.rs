@@ -61,7 +61,7 @@ pub async fn run(clock: Clock, store: Store, mut stopping: watch::Receiver<bool>
                 reminded = Instant::now();
             }
             if let Err(e) = store
-                .set_clock_state(trust.clone(), now.wall_ms, now.steady_ms)
+                .set_clock_state(trust.clone(), now.wall, now.steady)
                 .await
             {
                 warn!(error = %e, "cannot record the clock's state for status");
@@ -90,7 +90,7 @@ pub async fn run(clock: Clock, store: Store, mut stopping: watch::Receiver<bool>
 async fn note_boot(clock: &Clock, store: &Store) {
     let anchor = clock.trust().trusted.then(|| clock.anchor()).flatten();
     if let Err(e) = store
-        .note_boot(clock.boot().id, clock.steady_ms(), anchor)
+        .note_boot(clock.boot().id, clock.steady(), anchor)
         .await
     {
         warn!(error = %e, "cannot note the clock's boot in the database");

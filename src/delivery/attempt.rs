@@ -29,7 +29,7 @@ pub(super) async fn attempt(
         .await?;
     let mut account = match policy::use_cache(
         cached.as_ref(),
-        ctx.clock.steady_ms(),
+        ctx.clock.steady(),
         ctx.settings.account_cache_ttl,
     ) {
         // A member at the door now is greeted by name: the name is asked for, never kept; and
@@ -76,7 +76,7 @@ pub(super) async fn attempt(
                             event.tag.clone(),
                             event.tag_format.clone(),
                             account,
-                            ctx.clock.steady_ms(),
+                            ctx.clock.steady(),
                         )
                         .await?;
                 }
@@ -146,7 +146,7 @@ async fn admit_and_post(
             ..event.clone()
         },
         membership_type.as_deref(),
-        ctx.clock.steady_ms(),
+        ctx.clock.steady(),
         &ctx.settings,
     );
     match plan {
@@ -171,7 +171,7 @@ async fn admit_and_post(
             }
             Err(failure) => match egym::classify(Call::Admission, &failure) {
                 Verdict::AdmissionRefused(refusal)
-                    if !late && policy::member_at_the_door(event, ctx.clock.steady_ms()) =>
+                    if !late && policy::member_at_the_door(event, ctx.clock.steady()) =>
                 {
                     return Ok(Step::Done(Outcome::AdmissionRefused { refusal, failure }));
                 }
@@ -204,7 +204,7 @@ async fn admit_and_post(
             .await
             .expect("the semaphore is never closed");
         let timestamp =
-            policy::egym_timestamp(event.tapped_at_ms, event.tapped_steady_ms, &ctx.clock.now());
+            policy::egym_timestamp(event.tapped_at, event.tapped_steady, &ctx.clock.now());
         client
             .post_visit(key, account_id, event.kind, timestamp)
             .await

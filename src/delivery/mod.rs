@@ -320,7 +320,7 @@ impl Worker {
         }
         // One clock reading for the claim and for the timer below, so that no head falls due
         // between the two unseen.
-        let now_steady = self.ctx.clock.steady_ms();
+        let now_steady = self.ctx.clock.steady();
         if capacity > 0 {
             let limit = capacity + tasks.len();
             let due = self
@@ -361,8 +361,7 @@ impl Worker {
         // Heads due by `now_steady` were just started, are in flight, or wait for a free slot: a
         // finishing task wakes the worker for them. The timer is for the first head due later.
         let next_due = self.ctx.store.next_due_after(now_steady).await?;
-        let timer =
-            next_due.map(|due| now + Duration::from_millis((due - now_steady).max(0) as u64));
+        let timer = next_due.map(|due| self.ctx.clock.deadline(due));
         Ok(timer.map_or(now + MAX_IDLE, |at| at.min(now + MAX_IDLE)))
     }
 
@@ -378,12 +377,12 @@ impl Worker {
         // When the event was finished, for `keep-delivered`: with the time unknown (a box just
         // booted, its clock not yet trusted), the tap's own time, which is earlier.
         let finished_ms = if now.wall_known() {
-            now.wall_ms
+            now.wall
         } else {
-            event.tapped_at_ms
+            event.tapped_at
         };
         if let Some(error) = decision.last_error {
-            store.set_last_error(error, now.wall_ms).await?;
+            store.set_last_error(error, now.wall).await?;
         }
         match decision.row {
             RowChange::Delivered { account_id, status } => {
@@ -392,20 +391,18 @@ impl Worker {
                     .await?;
             }
             RowChange::Retry {
-                next_attempt_steady_ms,
+                next_attempt,
                 answer,
             } => {
-                store
-                    .schedule_retry(event.id, next_attempt_steady_ms, answer)
-                    .await?;
+                store.schedule_retry(event.id, next_attempt, answer).await?;
             }
             RowChange::UnknownTag {
-                next_attempt_steady_ms,
-                since_steady_ms,
+                next_attempt,
+                since,
                 answer,
             } => {
                 store
-                    .mark_unknown_tag(event.id, next_attempt_steady_ms, since_steady_ms, answer)
+                    .mark_unknown_tag(event.id, next_attempt, since, answer)
                     .await?;
             }
             RowChange::Rejected { answer } => {
@@ -418,7 +415,7 @@ impl Worker {
                 // The member was turned away: the visit the tap began did not happen.
                 let _ = self.corrections.send(Correction::NotAdmitted {
                     tag: event.tag.clone(),
-                    checked_in_steady_ms: event.tapped_steady_ms,
+                    checked_in: event.tapped_steady,
                 });
             }
             RowChange::Unchanged => {}
@@ -433,10 +430,7 @@ impl Worker {
                 }
                 self.hold = None;
                 if self.paused.take().is_some() {
-                    self.ctx
-                        .store
-                        .set_delivery_paused(None, now.wall_ms)
-                        .await?;
+                    self.ctx.store.set_delivery_paused(None, now.wall).await?;
                     info!("delivery resumed: the API key is accepted");
                 }
                 true
@@ -458,7 +452,7 @@ impl Worker {
                 if self.paused.is_none() {
                     self.ctx
                         .store
-                        .set_delivery_paused(Some(reason), now.wall_ms)
+                        .set_delivery_paused(Some(reason), now.wall)
                         .await?;
                 }
                 let log_now = self

@@ -6,11 +6,11 @@
 
 use std::time::Duration;
 
-use crate::clock::{EARLIEST_PLAUSIBLE_MS, Now};
+use crate::clock::{EARLIEST_PLAUSIBLE, Now, SteadyMs, WallMs};
 use crate::egym::{CORPORATE_FITNESS, Failure, Refusal};
 use crate::store::{Answer, CachedAccount, OpenEvent};
 use crate::tag;
-use crate::visit::Kind;
+use crate::visit::{self, Kind};
 
 /// Posts in flight are limited to what the rate needs if a request takes this long. Every post
 /// in flight when the process dies may reach EGYM twice (it has no idempotency key), so no more
@@ -84,18 +84,17 @@ pub enum CacheUse {
     LookUp,
 }
 
-/// Whether a cached answer, given at steady time `resolved_steady_ms`, is still believed at
-/// `now_steady_ms`: a member's account for `account_cache_ttl`, "no member" for ten minutes at
-/// most.
+/// Whether a cached answer, given at steady time `resolved`, is still believed at `now`: a
+/// member's account for `account_cache_ttl`, "no member" for ten minutes at most.
 pub fn use_cache(
     cached: Option<&CachedAccount>,
-    now_steady_ms: i64,
+    now: SteadyMs,
     account_cache_ttl: Duration,
 ) -> CacheUse {
     let Some(cached) = cached else {
         return CacheUse::LookUp;
     };
-    let age = Duration::from_millis((now_steady_ms - cached.resolved_steady_ms).max(0) as u64);
+    let age = now.since(cached.resolved);
     match &cached.account_id {
         Some(account) if age < account_cache_ttl => CacheUse::Account {
             account_id: account.clone(),
@@ -106,15 +105,15 @@ pub fn use_cache(
     }
 }
 
-/// The timestamp EGYM is sent for an event stamped `tapped_at_ms`, at steady time
-/// `tapped_steady_ms`: never before 2020, and never after the present when the present is known.
+/// The timestamp EGYM is sent for an event stamped `tapped_at`, at steady time
+/// `tapped_steady`: never before 2020, and never after the present when the present is known.
 /// A stamp later than the present (the clock was stepped back since the tap, and is trusted
 /// now) is counted back from the present by the steady time since the tap.
-pub fn egym_timestamp(tapped_at_ms: i64, tapped_steady_ms: i64, now: &Now) -> i64 {
-    let stamped = tapped_at_ms.max(EARLIEST_PLAUSIBLE_MS);
-    if now.wall_known() && stamped > now.wall_ms {
-        let ago = (now.steady_ms - tapped_steady_ms).max(0);
-        (now.wall_ms - ago).max(EARLIEST_PLAUSIBLE_MS)
+pub fn egym_timestamp(tapped_at: WallMs, tapped_steady: SteadyMs, now: &Now) -> WallMs {
+    let stamped = tapped_at.max(EARLIEST_PLAUSIBLE);
+    if now.wall_known() && stamped > now.wall {
+        let ago = now.steady.since(tapped_steady);
+        (now.wall - ago).max(EARLIEST_PLAUSIBLE)
     } else {
         stamped
     }
@@ -137,7 +136,7 @@ pub enum AdmissionPlan {
 pub fn admission_plan(
     event: &OpenEvent,
     membership_type: Option<&str>,
-    now_steady_ms: i64,
+    now: SteadyMs,
     settings: &Settings,
 ) -> AdmissionPlan {
     if event.kind != Kind::CheckIn
@@ -146,8 +145,7 @@ pub fn admission_plan(
     {
         return AdmissionPlan::NotNeeded;
     }
-    let age_ms = now_steady_ms - event.tapped_steady_ms;
-    if age_ms <= settings.admission_window.as_millis() as i64 {
+    if now.since(event.tapped_steady) <= settings.admission_window {
         return AdmissionPlan::Admit { late: false };
     }
     match settings.late_admission {
@@ -156,11 +154,11 @@ pub fn admission_plan(
     }
 }
 
-/// Whether a Wellpass refusal answered at `now_steady_ms` still finds the member at the door,
-/// to be turned away: only on the event's first attempt, within `ANSWER_WITHIN_MS` of the tap.
+/// Whether a Wellpass refusal answered at `now` still finds the member at the door, to be
+/// turned away: only on the event's first attempt, within [`visit::AT_THE_DOOR`] of the tap.
 /// Later, the member screen has said "Checked in, will sync" (or nothing), and the member is in.
-pub fn member_at_the_door(event: &OpenEvent, now_steady_ms: i64) -> bool {
-    event.attempts == 0 && now_steady_ms - event.tapped_steady_ms <= crate::screen::ANSWER_WITHIN_MS
+pub fn member_at_the_door(event: &OpenEvent, now: SteadyMs) -> bool {
+    event.attempts == 0 && now.since(event.tapped_steady) <= visit::AT_THE_DOOR
 }
 
 /// What became of one delivery attempt.
@@ -212,12 +210,12 @@ pub enum RowChange {
         status: u16,
     },
     Retry {
-        next_attempt_steady_ms: i64,
+        next_attempt: SteadyMs,
         answer: Answer,
     },
     UnknownTag {
-        next_attempt_steady_ms: i64,
-        since_steady_ms: i64,
+        next_attempt: SteadyMs,
+        since: SteadyMs,
         answer: Answer,
     },
     Rejected {
@@ -323,7 +321,7 @@ pub fn decide(
             report: Report::Delivered {
                 delay_s: now
                     .wall_known()
-                    .then(|| (now.wall_ms - event.tapped_at_ms) / 1000),
+                    .then(|| now.wall.millis_since(event.tapped_at) / 1000),
             },
         },
         Outcome::Retry { failure } => {
@@ -340,7 +338,7 @@ pub fn decide(
             };
             Decision {
                 row: RowChange::Retry {
-                    next_attempt_steady_ms: now.steady_ms + delay.as_millis() as i64,
+                    next_attempt: now.steady + delay,
                     answer: answer_of(&failure),
                 },
                 worker: WorkerChange::Hold { delay, cause },
@@ -379,9 +377,8 @@ pub fn decide(
                 tag::short(&event.tag),
                 answer.message
             ));
-            let since_steady_ms = event.unknown_since_steady_ms.unwrap_or(now.steady_ms);
-            let window_ms = settings.unknown_tag_retry_window.as_millis() as i64;
-            if now.steady_ms - since_steady_ms >= window_ms {
+            let since = event.unknown_since.unwrap_or(now.steady);
+            if now.steady.since(since) >= settings.unknown_tag_retry_window {
                 return Decision {
                     row: RowChange::Rejected {
                         answer: Answer {
@@ -401,7 +398,7 @@ pub fn decide(
             }
             // Attempts before the first "unknown" were other failures; after it, every attempt
             // was an unknown answer.
-            let unknown_answers = if event.unknown_since_steady_ms.is_some() {
+            let unknown_answers = if event.unknown_since.is_some() {
                 event.attempts
             } else {
                 0
@@ -409,8 +406,8 @@ pub fn decide(
             let delay = unknown_tag_delay(unknown_answers);
             Decision {
                 row: RowChange::UnknownTag {
-                    next_attempt_steady_ms: now.steady_ms + delay.as_millis() as i64,
-                    since_steady_ms,
+                    next_attempt: now.steady + delay,
+                    since,
                     answer,
                 },
                 worker: WorkerChange::Nothing,

@@ -447,7 +447,7 @@ async fn handle(
         content_type: header("content-type"),
         body_len: body.len(),
         body: serde_json::from_slice(&body).ok(),
-        at_ms: crate::clock::wall_now_ms(),
+        at_ms: crate::clock::wall_now().as_millis(),
         status: None,
     };
     let mode = *shared.mode.borrow();

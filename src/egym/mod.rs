@@ -445,7 +445,7 @@ impl Client {
         key: &ApiKey,
         account_id: &str,
         kind: crate::visit::Kind,
-        timestamp_ms: i64,
+        timestamp: crate::clock::WallMs,
     ) -> Result<u16, Failure> {
         let what = match kind {
             crate::visit::Kind::CheckIn => "checkins",
@@ -455,7 +455,7 @@ impl Client {
         let request = self
             .http
             .post(url)
-            .json(&serde_json::json!({ "timestamp": timestamp_ms }));
+            .json(&serde_json::json!({ "timestamp": timestamp.as_millis() }));
         let response = self.send(request, key, EgymCall::Post).await?;
         let status = response.status();
         if status.is_success() {

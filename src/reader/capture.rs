@@ -35,7 +35,7 @@ use tokio::time::Instant;
 use super::codec::Codec;
 use super::{Driver, ReaderConfig};
 use super::{Presenter, ReaderMessage, new_codec};
-use crate::clock::{Now, WallTime};
+use crate::clock::{Now, SteadyMs, WallMs, WallTime};
 use crate::tag::{ByteOrder, IdBytes, IdFormat, Normalisation, decode_hex, hex_upper};
 use crate::visit::Direction;
 
@@ -217,11 +217,13 @@ pub fn replay(text: &str) -> Result<Replay, String> {
             }
             Event::Read(bytes) => bytes,
         };
+        // A capture has one timeline, its seconds since the start: as wall time and as steady
+        // time alike.
         let at_ms = (at * 1000.0).round() as i64;
         let now_read = Now {
-            wall_ms: at_ms,
-            wall: WallTime::Trusted,
-            steady_ms: at_ms,
+            wall: WallMs::from_millis(at_ms),
+            wall_is: WallTime::Trusted,
+            steady: SteadyMs::from_millis(at_ms),
         };
         frames.clear();
         codec.feed(&bytes, &mut frames);

@@ -110,7 +110,7 @@ impl Presenter {
             self.present = Some(raw.clone());
             same
         } else {
-            !self.debouncer.is_new_presentation(&raw, now.steady_ms)
+            !self.debouncer.is_new_presentation(&raw, now.steady)
         };
         if repeat && !self.listening {
             debug!(reader = %self.name, "same card still presented");
@@ -168,7 +168,7 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
-    use crate::clock::WallTime;
+    use crate::clock::{SteadyMs, WallMs, WallTime};
     use crate::reader::codec;
     use crate::tag::{ByteOrder, IdBytes, IdFormat, Normalisation};
     use crate::visit::Direction;
@@ -202,9 +202,9 @@ mod tests {
             .into_iter()
             .map(|(s, frame)| {
                 let now = Now {
-                    wall_ms: s * 1000,
-                    wall: WallTime::Trusted,
-                    steady_ms: s * 1000,
+                    wall: WallMs::from_millis(s * 1000),
+                    wall_is: WallTime::Trusted,
+                    steady: SteadyMs::from_millis(s * 1000),
                 };
                 match presenter.present(frame, now) {
                     Some(ReaderMessage::Tap(tap)) => Some(tap.raw.hex()),

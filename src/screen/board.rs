@@ -6,21 +6,21 @@
 //! of reach) changes the answer while it is on screen. A first name is kept only in the view on
 //! screen, and dropped when the view goes.
 //!
-//! A member is not kept waiting at the door: a tap still being checked after `ANSWER_WITHIN_MS`
-//! is answered "will sync", as when EGYM is out of reach. Delivery holds to the same bound: a
-//! Wellpass refusal that comes later finds the member already inside (see
-//! `delivery::policy::member_at_the_door`).
+//! A member is not kept waiting at the door: a tap still being checked after
+//! [`visit::AT_THE_DOOR`] is answered "will sync", as when EGYM is out of reach. Delivery holds
+//! to the same rule of the desk: a Wellpass refusal that comes later finds the member already
+//! inside.
+
+use std::time::Duration;
 
 use serde::Serialize;
 
+use crate::clock::SteadyMs;
 use crate::egym::Refusal;
-use crate::visit::Kind;
+use crate::visit::{self, Kind};
 
 /// How long a tap's answer stays on screen; then "Tap your card" again.
-pub const SHOWN_FOR_MS: i64 = 6_000;
-/// How long a member waits at the door for the answer to a tap being checked; then it is
-/// "Checked in, will sync".
-pub const ANSWER_WITHIN_MS: i64 = 3_000;
+pub const SHOWN_FOR: Duration = Duration::from_secs(6);
 
 /// What the service knew of a tag when its tap was committed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -81,7 +81,7 @@ pub struct View {
     pub name: Option<String>,
     /// When it went up, in steady time.
     #[serde(skip)]
-    pub since_steady_ms: i64,
+    pub since: SteadyMs,
     #[serde(skip)]
     kind: Option<Kind>,
     #[serde(skip)]
@@ -104,36 +104,36 @@ pub struct Board {
 #[derive(Debug, PartialEq, Eq)]
 pub enum Tick {
     Unchanged,
-    /// The answer changed ("will sync" after `ANSWER_WITHIN_MS`).
+    /// The answer changed ("will sync" after [`visit::AT_THE_DOOR`]).
     Changed(View),
     /// The answer's time is over: "Tap your card" again.
     Expired,
 }
 
 impl Board {
-    /// The answer on screen at `now_steady_ms`, if any.
-    pub fn view(&self, now_steady_ms: i64) -> Option<&View> {
+    /// The answer on screen at `now`, if any.
+    pub fn view(&self, now: SteadyMs) -> Option<&View> {
         self.view
             .as_ref()
-            .filter(|v| now_steady_ms - v.since_steady_ms < SHOWN_FOR_MS)
+            .filter(|v| now.since(v.since) < SHOWN_FOR)
     }
 
-    /// Moves the screen on to `now_steady_ms`: a check that took too long is answered "will
-    /// sync"; a view whose time is over goes, and its name with it.
-    pub fn tick(&mut self, now_steady_ms: i64) -> Tick {
+    /// Moves the screen on to `now`: a check that took too long is answered "will sync"; a view
+    /// whose time is over goes, and its name with it.
+    pub fn tick(&mut self, now: SteadyMs) -> Tick {
         let Some(view) = &mut self.view else {
             return Tick::Unchanged;
         };
-        let age = now_steady_ms - view.since_steady_ms;
-        if age >= SHOWN_FOR_MS {
+        let age = now.since(view.since);
+        if age >= SHOWN_FOR {
             self.view = None;
             return Tick::Expired;
         }
-        if view.answer == Answer::Checking && age >= ANSWER_WITHIN_MS {
+        if view.answer == Answer::Checking && age >= visit::AT_THE_DOOR {
             *view = View {
                 event_id: view.event_id,
                 reader: std::mem::take(&mut view.reader),
-                since_steady_ms: now_steady_ms,
+                since: now,
                 tag: view.tag.take(),
                 ..answer(Answer::WillSync, view.kind, view.name.as_deref())
             };
@@ -143,19 +143,19 @@ impl Board {
     }
 
     /// When the screen next changes by itself, in steady time.
-    pub fn next_tick_at(&self) -> Option<i64> {
+    pub fn next_tick_at(&self) -> Option<SteadyMs> {
         self.view.as_ref().map(|v| {
-            v.since_steady_ms
+            v.since
                 + if v.answer == Answer::Checking {
-                    ANSWER_WITHIN_MS
+                    visit::AT_THE_DOOR
                 } else {
-                    SHOWN_FOR_MS
+                    SHOWN_FOR
                 }
         })
     }
 
-    /// Takes in what happened at `now_steady_ms`; returns the new view if the screen changes.
-    pub fn apply(&mut self, happening: Happening, now_steady_ms: i64) -> Option<View> {
+    /// Takes in what happened at `now`; returns the new view if the screen changes.
+    pub fn apply(&mut self, happening: Happening, now: SteadyMs) -> Option<View> {
         match happening {
             Happening::Recorded {
                 event_id,
@@ -174,7 +174,7 @@ impl Board {
                     event_id: Some(event_id),
                     reader,
                     name: None,
-                    since_steady_ms: now_steady_ms,
+                    since: now,
                     kind: Some(kind),
                     tag: Some(tag),
                     ..answer(outcome, Some(kind), None)
@@ -189,14 +189,14 @@ impl Board {
             } => {
                 // The same card again while its answer is on screen (a member tapping twice):
                 // the answer stays, and what it is still waiting for can still change it.
-                let shown = self.view(now_steady_ms).is_some();
+                let shown = self.view(now).is_some();
                 if let Some(view) = self
                     .view
                     .as_mut()
                     .filter(|v| shown && v.tag.as_deref() == Some(tag.as_str()))
                 {
                     if view.answer != Answer::Checking {
-                        view.since_steady_ms = now_steady_ms;
+                        view.since = now;
                     }
                     return Some(view.clone());
                 }
@@ -208,7 +208,7 @@ impl Board {
                 let view = View {
                     event_id: None,
                     reader,
-                    since_steady_ms: now_steady_ms,
+                    since: now,
                     ..answer(outcome, None, None)
                 };
                 self.view = Some(view.clone());
@@ -217,20 +217,19 @@ impl Board {
             Happening::Named {
                 event_id,
                 first_name,
-            } => self.update(event_id, now_steady_ms, |view| {
+            } => self.update(event_id, now, |view| {
                 view.name = Some(first_name);
                 None
             }),
             Happening::Delivered { event_id } => {
                 self.failing = false;
-                self.update(event_id, now_steady_ms, |_| Some(Answer::Done))
+                self.update(event_id, now, |_| Some(Answer::Done))
             }
             Happening::Unknown { event_id } => {
-                self.update(event_id, now_steady_ms, |_| Some(Answer::Unknown))
+                self.update(event_id, now, |_| Some(Answer::Unknown))
             }
             Happening::Refused { event_id, refusal } => {
-                let changed =
-                    self.update(event_id, now_steady_ms, |_| Some(Answer::Refused(refusal)));
+                let changed = self.update(event_id, now, |_| Some(Answer::Refused(refusal)));
                 if let Some(tag) = changed.as_ref().and_then(|v| v.tag.clone()) {
                     self.last_refused = Some((tag, refusal));
                 }
@@ -238,7 +237,7 @@ impl Board {
             }
             Happening::Failing { event_id } => {
                 self.failing = true;
-                self.update(event_id, now_steady_ms, |view| {
+                self.update(event_id, now, |view| {
                     // A refusal or an unknown card already said stays said.
                     matches!(view.answer, Answer::Checking | Answer::Done)
                         .then_some(Answer::WillSync)
@@ -251,10 +250,10 @@ impl Board {
     fn update(
         &mut self,
         event_id: i64,
-        now_steady_ms: i64,
+        now: SteadyMs,
         change: impl FnOnce(&mut View) -> Option<Answer>,
     ) -> Option<View> {
-        let shown = self.view(now_steady_ms).is_some();
+        let shown = self.view(now).is_some();
         let view = self.view.as_mut().filter(|_| shown)?;
         if view.event_id != Some(event_id) {
             return None;
@@ -328,7 +327,7 @@ fn answer(outcome: Answer, kind: Option<Kind>, name: Option<&str>) -> View {
         title,
         subtitle: subtitle.into(),
         name: name.map(str::to_string),
-        since_steady_ms: 0,
+        since: SteadyMs::from_millis(0),
         kind,
         answer: outcome,
         tag: None,
@@ -346,6 +345,13 @@ fn capitalised(text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    const SHOWN_FOR_MS: i64 = SHOWN_FOR.as_millis() as i64;
+    const ANSWER_WITHIN_MS: i64 = visit::AT_THE_DOOR.as_millis() as i64;
+
+    fn at(ms: i64) -> SteadyMs {
+        SteadyMs::from_millis(ms)
+    }
 
     fn recorded(event_id: i64, kind: Kind, known: Known) -> Happening {
         Happening::Recorded {
@@ -368,11 +374,11 @@ mod tests {
     /// Each step: what happened at a time, and the title on screen after it (`None`: idle).
     fn check(steps: &[(Happening, i64, Option<&str>)]) {
         let mut board = Board::default();
-        for (happening, at, expected) in steps {
-            board.tick(*at);
-            board.apply(happening.clone(), *at);
-            let title = board.view(*at).map(|v| v.title.as_str());
-            assert_eq!(title, *expected, "after {happening:?} at {at}");
+        for (happening, ms, expected) in steps {
+            board.tick(at(*ms));
+            board.apply(happening.clone(), at(*ms));
+            let title = board.view(at(*ms)).map(|v| v.title.as_str());
+            assert_eq!(title, *expected, "after {happening:?} at {ms}");
         }
     }
 
@@ -474,19 +480,19 @@ mod tests {
     #[test]
     fn the_answer_and_the_name_go_after_a_few_seconds() {
         let mut board = Board::default();
-        board.apply(recorded(1, Kind::CheckIn, Known::Member), 0);
+        board.apply(recorded(1, Kind::CheckIn, Known::Member), at(0));
         board.apply(
             Happening::Named {
                 event_id: 1,
                 first_name: "Alex".into(),
             },
-            10,
+            at(10),
         );
-        assert!(board.view(SHOWN_FOR_MS - 1).is_some());
-        assert_eq!(board.next_tick_at(), Some(SHOWN_FOR_MS));
-        assert_eq!(board.tick(SHOWN_FOR_MS), Tick::Expired);
+        assert!(board.view(at(SHOWN_FOR_MS - 1)).is_some());
+        assert_eq!(board.next_tick_at(), Some(at(SHOWN_FOR_MS)));
+        assert_eq!(board.tick(at(SHOWN_FOR_MS)), Tick::Expired);
         assert_eq!(board.next_tick_at(), None);
-        assert_eq!(board.view(SHOWN_FOR_MS), None);
+        assert_eq!(board.view(at(SHOWN_FOR_MS)), None);
         assert!(
             format!("{board:?}").find("Alex").is_none(),
             "the name is kept"
@@ -498,7 +504,7 @@ mod tests {
                     event_id: 1,
                     first_name: "Alex".into()
                 },
-                SHOWN_FOR_MS + 1
+                at(SHOWN_FOR_MS + 1)
             ),
             None
         );
@@ -507,19 +513,22 @@ mod tests {
     #[test]
     fn a_check_that_takes_too_long_is_answered_will_sync_and_keeps_no_one_waiting() {
         let mut board = Board::default();
-        board.apply(recorded(1, Kind::CheckIn, Known::WellpassMember), 0);
-        assert_eq!(board.next_tick_at(), Some(ANSWER_WITHIN_MS));
-        assert_eq!(board.tick(ANSWER_WITHIN_MS - 1), Tick::Unchanged);
-        let Tick::Changed(view) = board.tick(ANSWER_WITHIN_MS) else {
+        board.apply(recorded(1, Kind::CheckIn, Known::WellpassMember), at(0));
+        assert_eq!(board.next_tick_at(), Some(at(ANSWER_WITHIN_MS)));
+        assert_eq!(board.tick(at(ANSWER_WITHIN_MS - 1)), Tick::Unchanged);
+        let Tick::Changed(view) = board.tick(at(ANSWER_WITHIN_MS)) else {
             panic!("still checking");
         };
         assert_eq!(view.title, "Checked in, will sync");
         // Then shown for as long as any answer.
-        assert_eq!(board.next_tick_at(), Some(ANSWER_WITHIN_MS + SHOWN_FOR_MS));
+        assert_eq!(
+            board.next_tick_at(),
+            Some(at(ANSWER_WITHIN_MS + SHOWN_FOR_MS))
+        );
         // A plain member's tap is answered at once and waits for nothing.
         let mut board = Board::default();
-        board.apply(recorded(2, Kind::CheckIn, Known::Member), 0);
-        assert_eq!(board.tick(ANSWER_WITHIN_MS), Tick::Unchanged);
+        board.apply(recorded(2, Kind::CheckIn, Known::Member), at(0));
+        assert_eq!(board.tick(at(ANSWER_WITHIN_MS)), Tick::Unchanged);
     }
 
     #[test]

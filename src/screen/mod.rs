@@ -20,9 +20,9 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use tokio::sync::{Notify, broadcast};
 
-use crate::clock::Clock;
+use crate::clock::{Clock, SteadyMs};
 use crate::metrics::Metrics;
-pub use board::{ANSWER_WITHIN_MS, Happening, Known, SHOWN_FOR_MS, View};
+pub use board::{Happening, Known, SHOWN_FOR, View};
 pub use server::{ServerSettings, serve};
 pub use staff::staff_json;
 
@@ -113,7 +113,7 @@ impl Screen {
 
     /// Takes in what happened; member screens hear of it at once if their view changes.
     pub fn happened(&self, happening: Happening) {
-        let now = self.0.clock.steady_ms();
+        let now = self.0.clock.steady();
         let mut state = self.state();
         self.tick_locked(&mut state, now);
         if let Some(view) = state.board.apply(happening, now) {
@@ -137,16 +137,16 @@ impl Screen {
     /// your card" once an answer's time is over, its name dropped with it); returns how long
     /// until it next changes by itself.
     pub fn tick(&self) -> Option<std::time::Duration> {
-        let now = self.0.clock.steady_ms();
+        let now = self.0.clock.steady();
         let mut state = self.state();
         self.tick_locked(&mut state, now);
         state
             .board
             .next_tick_at()
-            .map(|at| std::time::Duration::from_millis(at.saturating_sub(now).max(1) as u64))
+            .map(|at| at.since(now).max(std::time::Duration::from_millis(1)))
     }
 
-    fn tick_locked(&self, state: &mut State, now: i64) {
+    fn tick_locked(&self, state: &mut State, now: SteadyMs) {
         match state.board.tick(now) {
             board::Tick::Unchanged => {}
             board::Tick::Changed(view) => self.show(state, &view),
@@ -188,7 +188,7 @@ impl Screen {
         {
             return false;
         }
-        let now = self.0.clock.steady_ms();
+        let now = self.0.clock.steady();
         self.state()
             .board
             .view(now)
@@ -267,7 +267,7 @@ mod tests {
         let boot = Boot {
             id: 1,
             offset_ms: 0,
-            start_steady_ms: 0,
+            start: SteadyMs::from_millis(0),
         };
         let clock = Clock::new(source.clone(), TrustRule::Always, boot, trust, None);
         (source, Screen::new(clock))
@@ -309,7 +309,7 @@ mod tests {
             2
         );
         // Once the answer's time is over, a member screen gets nothing old.
-        source.advance(SHOWN_FOR_MS);
+        source.advance(SHOWN_FOR.as_millis() as i64);
         assert!(screen.subscribe(Audience::Member, None).0.is_empty());
     }
 }

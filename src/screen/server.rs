@@ -119,7 +119,7 @@ pub async fn serve(
                 );
                 if !std::mem::replace(&mut said_failing, true) {
                     warn!(listen = %settings.listen, error = %e, "the screen cannot listen on {}: {e}. Taps are recorded and delivered as always; trying again every minute at most", settings.listen);
-                    let now = ctx.clock.now().wall_ms;
+                    let now = ctx.clock.now().wall;
                     let _ = ctx.store.set_part_state("screen", state, now).await;
                 }
                 tokio::select! {
@@ -132,7 +132,7 @@ pub async fn serve(
     };
     let address = listener.local_addr().unwrap_or(settings.listen);
     info!(listen = %address, "the screen is served at http://{address}/ (staff: /staff)");
-    let now = ctx.clock.now().wall_ms;
+    let now = ctx.clock.now().wall;
     let _ = ctx
         .store
         .set_part_state("screen", format!("serving at http://{address}/"), now)
@@ -307,15 +307,15 @@ async fn metrics(ctx: &Context) -> Response<Body> {
                 ("delivered", status.events.delivered),
             ],
             oldest_pending_age_s: status
-                .oldest_pending_steady_ms
-                .map(|t| (now.steady_ms - t).max(0) as f64 / 1000.0),
+                .oldest_pending
+                .map(|t| now.steady.since(t).as_secs_f64()),
             waiting_for_enrolment: status.events.waiting_for_enrolment,
             readers: status
                 .readers
                 .iter()
                 .map(|r| (r.name.clone(), r.connected))
                 .collect(),
-            delivery_paused: status.paused_since_ms.is_some(),
+            delivery_paused: status.paused_since.is_some(),
             clock_trusted: ctx.clock.trust().trusted,
             held_for_clock: status.clock.held,
         },

@@ -38,7 +38,7 @@ pub fn staff_json(status: &StatusData, staff: &StaffData, now: &Now) -> String {
     let e = &status.events;
     let delivery = match (
         &status.pause_reason,
-        e.pending > 0 && status.last_error_at_ms > status.last_delivery_at_ms,
+        e.pending > 0 && status.last_error_at > status.last_delivery_at,
     ) {
         (Some(_), _) => "paused",
         (None, true) => "retrying",
@@ -49,7 +49,7 @@ pub fn staff_json(status: &StatusData, staff: &StaffData, now: &Now) -> String {
         .iter()
         .map(|row| {
             json!({
-                "time": rfc3339(row.tapped_at_ms),
+                "time": rfc3339(row.tapped_at),
                 "reader": row.reader,
                 "tag": tag::short(&row.tag),
                 "kind": row.kind,
@@ -81,7 +81,7 @@ pub fn staff_json(status: &StatusData, staff: &StaffData, now: &Now) -> String {
             "tag": tag::short(&row.tag),
             "rfid": row.tag,
             "reader": row.reader,
-            "since": rfc3339(row.tapped_at_ms),
+            "since": rfc3339(row.tapped_at),
             "taps": 1 + waiting,
             "renderings": renderings,
         }));
@@ -91,7 +91,7 @@ pub fn staff_json(status: &StatusData, staff: &StaffData, now: &Now) -> String {
         .iter()
         .map(|row| {
             json!({
-                "time": rfc3339(row.tapped_at_ms),
+                "time": rfc3339(row.tapped_at),
                 "reader": row.reader,
                 "tag": tag::short(&row.tag),
                 "reason": reason(row).unwrap_or("refused"),
@@ -101,11 +101,11 @@ pub fn staff_json(status: &StatusData, staff: &StaffData, now: &Now) -> String {
         .collect();
     let clock = &status.clock;
     json!({
-        "now": rfc3339(now.wall_ms),
+        "now": rfc3339(now.wall),
         "readers": status.readers.iter().map(|r| json!({
             "name": r.name,
             "connected": r.connected,
-            "last_read": r.last_read_at_ms.map(rfc3339),
+            "last_read": r.last_read_at.map(rfc3339),
         })).collect::<Vec<_>>(),
         "outbox": {
             "pending": e.pending,
@@ -113,7 +113,7 @@ pub fn staff_json(status: &StatusData, staff: &StaffData, now: &Now) -> String {
             "unknown_tag": e.unknown_tag,
             "rejected": e.rejected,
             "delivered": e.delivered,
-            "oldest_pending_age_s": status.oldest_pending_steady_ms.map(|t| (now.steady_ms - t).max(0) / 1000),
+            "oldest_pending_age_s": status.oldest_pending.map(|t| now.steady.since(t).as_secs()),
             "delivery": delivery,
             "pause_reason": status.pause_reason,
             "last_error": status.last_error,

@@ -3,6 +3,7 @@
 use rusqlite::{OptionalExtension, params};
 
 use super::{Store, StoreError};
+use crate::clock::SteadyMs;
 
 /// A cached lookup: `account_id` is `None` when EGYM said no member has the tag.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -11,7 +12,7 @@ pub struct CachedAccount {
     /// `membership.membershipType` (Wellpass members are `CORPORATE_FITNESS`).
     pub membership_type: Option<String>,
     /// Steady time of the answer: the cache's age counts real elapsed time.
-    pub resolved_steady_ms: i64,
+    pub resolved: SteadyMs,
 }
 
 /// The cached answer for a tag, if any.
@@ -28,7 +29,7 @@ pub(super) fn cached(
         Ok(CachedAccount {
             account_id: row.get(0)?,
             membership_type: row.get(2)?,
-            resolved_steady_ms: row.get(1)?,
+            resolved: row.get(1)?,
         })
     })
     .optional()
@@ -44,7 +45,7 @@ impl Store {
             .await
     }
 
-    /// Caches EGYM's answer for the tag, given at steady time `now_steady_ms`: the member's
+    /// Caches EGYM's answer for the tag, given at steady time `now`: the member's
     /// account and membership type, or (`None`) that no member has it. Nothing else of the
     /// member is written down.
     pub async fn cache_account(
@@ -52,7 +53,7 @@ impl Store {
         tag: String,
         tag_format: Option<String>,
         account: Option<(String, Option<String>)>,
-        now_steady_ms: i64,
+        now: SteadyMs,
     ) -> Result<(), StoreError> {
         let (account_id, membership_type) = account.unzip();
         self.call(move |conn| {
@@ -67,7 +68,7 @@ impl Store {
                 tag,
                 tag_format.unwrap_or_default(),
                 account_id,
-                now_steady_ms,
+                now,
                 membership_type.flatten()
             ])?;
             Ok(())

@@ -5,19 +5,20 @@ use rusqlite::{Connection, OptionalExtension, params};
 
 use super::{Store, StoreError};
 use crate::clock::placement::{self, Anchor, BootReading, BootRecord};
-use crate::clock::{Boot, Trust};
+use crate::clock::{Boot, SteadyMs, Trust, WallMs};
 
 fn record(row: &rusqlite::Row<'_>) -> rusqlite::Result<BootRecord> {
+    // Both anchor columns are set together, or neither (no trusted reading in the boot yet).
     let anchor = match (row.get(5)?, row.get(6)?) {
-        (Some(wall_ms), Some(steady_ms)) => Some(Anchor { wall_ms, steady_ms }),
+        (Some(wall), Some(steady)) => Some(Anchor { wall, steady }),
         _ => None,
     };
     Ok(BootRecord {
         id: row.get(0)?,
         boot_id: row.get(1)?,
         offset_ms: row.get(2)?,
-        start_steady_ms: row.get(3)?,
-        seen_steady_ms: row.get(4)?,
+        start: row.get(3)?,
+        seen: row.get(4)?,
         anchor,
     })
 }
@@ -39,11 +40,11 @@ pub(super) fn find(conn: &Connection, boot_id: &str) -> rusqlite::Result<Option<
         .optional()
 }
 
-/// Notes that the service ran in `boot` until `seen_steady_ms`, and its latest trusted reading.
+/// Notes that the service ran in `boot` until `seen`, and its latest trusted reading.
 pub(super) fn note(
     conn: &Connection,
     boot: i64,
-    seen_steady_ms: i64,
+    seen: SteadyMs,
     anchor: Option<Anchor>,
 ) -> rusqlite::Result<()> {
     conn.prepare_cached(
@@ -54,16 +55,16 @@ pub(super) fn note(
     )?
     .execute(params![
         boot,
-        seen_steady_ms,
-        anchor.map(|a| a.wall_ms),
-        anchor.map(|a| a.steady_ms)
+        seen,
+        anchor.map(|a| a.wall),
+        anchor.map(|a| a.steady)
     ])?;
     Ok(())
 }
 
 /// The latest steady time the database records as past: the newest event's tap, the newest
 /// lookup, a tag's last event. (The boots' own records are read beside it.)
-fn last_known_steady(conn: &Connection) -> rusqlite::Result<Option<i64>> {
+fn last_known_steady(conn: &Connection) -> rusqlite::Result<Option<SteadyMs>> {
     conn.query_row(
         "SELECT MAX(t) FROM (
              SELECT tapped_steady_ms AS t FROM events WHERE id = (SELECT MAX(id) FROM events)
@@ -96,47 +97,45 @@ impl Store {
             } else {
                 last_known_steady(&tx)?
             };
-            let (offset_ms, steady_ms) =
+            let (offset_ms, steady) =
                 placement::steady_at_start(same.as_ref(), previous.as_ref(), last_known, &reading);
-            let boot =
-                match &same {
-                    Some(same) => {
-                        note(&tx, same.id, steady_ms, None)?;
-                        Boot {
-                            id: same.id,
-                            offset_ms,
-                            start_steady_ms: same.start_steady_ms,
-                        }
+            let boot = match &same {
+                Some(same) => {
+                    note(&tx, same.id, steady, None)?;
+                    Boot {
+                        id: same.id,
+                        offset_ms,
+                        start: same.start,
                     }
-                    None => {
-                        tx.prepare_cached(
+                }
+                None => {
+                    tx.prepare_cached(
                         "INSERT INTO boots (boot_id, offset_ms, start_steady_ms, seen_steady_ms)
                          VALUES (?1, ?2, ?3, ?3)",
                     )?
-                    .execute(params![reading.boot_id, offset_ms, steady_ms])?;
-                        Boot {
-                            id: tx.last_insert_rowid(),
-                            offset_ms,
-                            start_steady_ms: steady_ms,
-                        }
+                    .execute(params![reading.boot_id, offset_ms, steady])?;
+                    Boot {
+                        id: tx.last_insert_rowid(),
+                        offset_ms,
+                        start: steady,
                     }
-                };
+                }
+            };
             tx.commit()?;
             Ok((boot, same.and_then(|s| s.anchor)))
         })
         .await
     }
 
-    /// Notes that the service is still running in `boot` at `seen_steady_ms`, with its latest
-    /// trusted reading if it has one.
+    /// Notes that the service is still running in `boot` at `seen`, with its latest trusted
+    /// reading if it has one.
     pub async fn note_boot(
         &self,
         boot: i64,
-        seen_steady_ms: i64,
+        seen: SteadyMs,
         anchor: Option<Anchor>,
     ) -> Result<(), StoreError> {
-        self.call(move |conn| note(conn, boot, seen_steady_ms, anchor))
-            .await
+        self.call(move |conn| note(conn, boot, seen, anchor)).await
     }
 
     /// Every boot recorded, oldest first.
@@ -149,8 +148,8 @@ impl Store {
     pub async fn set_clock_state(
         &self,
         trust: Trust,
-        since_wall_ms: i64,
-        since_steady_ms: i64,
+        since_wall: WallMs,
+        since_steady: SteadyMs,
     ) -> Result<(), StoreError> {
         self.call(move |conn| {
             conn.prepare_cached(
@@ -166,8 +165,8 @@ impl Store {
                 trust.trusted,
                 trust.source.as_str(),
                 trust.detail,
-                since_wall_ms,
-                since_steady_ms
+                since_wall,
+                since_steady
             ])?;
             Ok(())
         })

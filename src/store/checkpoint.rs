@@ -88,7 +88,7 @@ pub fn settle(conn: &Connection) -> rusqlite::Result<bool> {
         return Ok(false);
     }
     conn.prepare_cached("UPDATE maintenance SET checkpointed_at_ms = ?1 WHERE id = 1")?
-        .execute([crate::clock::wall_now_ms()])?;
+        .execute([crate::clock::wall_now()])?;
     Ok(true)
 }
 

@@ -65,7 +65,7 @@ use std::sync::{Arc, Condvar, Mutex};
 use rusqlite::Connection;
 use tokio::sync::oneshot;
 
-use crate::clock::WallTime;
+use crate::clock::{SteadyMs, WallMs, WallTime};
 use crate::visit::{Kind, TagState};
 use checkpoint::Log;
 
@@ -174,8 +174,8 @@ pub struct NewEvent {
     pub kind: Kind,
     /// The tap's wall time (for an automatic check-out, the time it is stamped with); while the
     /// time is `Untrusted`, what the wall clock read.
-    pub tapped_at_ms: i64,
-    pub tapped_steady_ms: i64,
+    pub tapped_at: WallMs,
+    pub tapped_steady: SteadyMs,
     /// The boot it was made in (see [`crate::clock::Boot`]).
     pub boot: i64,
     pub time: TimeQuality,
@@ -201,11 +201,11 @@ pub struct OpenEvent {
     pub tag: String,
     pub tag_format: Option<String>,
     pub kind: Kind,
-    pub tapped_at_ms: i64,
-    pub tapped_steady_ms: i64,
+    pub tapped_at: WallMs,
+    pub tapped_steady: SteadyMs,
     pub attempts: u32,
     /// Steady time of EGYM's first "no member has this tag", once it has said so.
-    pub unknown_since_steady_ms: Option<i64>,
+    pub unknown_since: Option<SteadyMs>,
     /// Its Wellpass admission, once one was made (or skipped): never asked twice.
     pub admission: Option<Admission>,
 }
@@ -224,12 +224,12 @@ pub struct EventRow {
     pub id: i64,
     pub tag: String,
     pub kind: Kind,
-    pub tapped_at_ms: i64,
+    pub tapped_at: WallMs,
     pub time: TimeQuality,
     /// `pending`, `unknown_tag`, `delivered` or `rejected`.
     pub state: String,
     pub attempts: u32,
-    pub next_attempt_steady_ms: i64,
+    pub next_attempt: SteadyMs,
     pub account_id: Option<String>,
     pub last_status: Option<u16>,
     pub last_error_code: Option<String>,
@@ -245,7 +245,7 @@ pub struct ReaderUpdate {
     /// Whether its device is open now, if that changed.
     pub connected: Option<bool>,
     /// When it last read a tag, if it did.
-    pub last_read_at_ms: Option<i64>,
+    pub last_read_at: Option<WallMs>,
 }
 
 /// Events by state; each event is counted once.
@@ -339,6 +339,40 @@ impl rusqlite::types::FromSql for TimeQuality {
     fn column_result(value: rusqlite::types::ValueRef<'_>) -> rusqlite::types::FromSqlResult<Self> {
         let text = value.as_str()?;
         TimeQuality::parse(text).ok_or_else(|| unknown_value("clock", text))
+    }
+}
+
+/// A time column: a NULL where gym-checkin always writes a time is damage, never 0.
+fn time_column(value: rusqlite::types::ValueRef<'_>) -> rusqlite::types::FromSqlResult<i64> {
+    match value {
+        rusqlite::types::ValueRef::Null => Err(rusqlite::types::FromSqlError::Other(
+            "NULL where gym-checkin always writes a time".into(),
+        )),
+        value => value.as_i64(),
+    }
+}
+
+impl rusqlite::types::FromSql for WallMs {
+    fn column_result(value: rusqlite::types::ValueRef<'_>) -> rusqlite::types::FromSqlResult<Self> {
+        time_column(value).map(WallMs::from_millis)
+    }
+}
+
+impl rusqlite::types::ToSql for WallMs {
+    fn to_sql(&self) -> rusqlite::Result<rusqlite::types::ToSqlOutput<'_>> {
+        Ok(self.as_millis().into())
+    }
+}
+
+impl rusqlite::types::FromSql for SteadyMs {
+    fn column_result(value: rusqlite::types::ValueRef<'_>) -> rusqlite::types::FromSqlResult<Self> {
+        time_column(value).map(SteadyMs::from_millis)
+    }
+}
+
+impl rusqlite::types::ToSql for SteadyMs {
+    fn to_sql(&self) -> rusqlite::Result<rusqlite::types::ToSqlOutput<'_>> {
+        Ok(self.as_millis().into())
     }
 }
 

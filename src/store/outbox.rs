@@ -9,12 +9,12 @@ use super::{
     Admission, Answer, EventRow, NewEvent, OPEN, OpenEvent, Priority, ReaderUpdate, Store,
     StoreError, TimeQuality, checkpoint,
 };
-use crate::clock::Anchor;
 use crate::clock::placement::{self, HeldTap, Placed};
+use crate::clock::{Anchor, SteadyMs, WallMs};
 use crate::visit::{Kind, TagState};
 
 /// What the recorder writes in one transaction.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub struct Batch {
     /// Events, each with its tag's new visit state.
     pub events: Vec<(NewEvent, TagState)>,
@@ -25,7 +25,20 @@ pub struct Batch {
     /// database could not be written), counted for `status`.
     pub lost: u64,
     /// The wall time now, kept as the rows' recorded time and the readers' change time.
-    pub now_wall_ms: i64,
+    pub now_wall: WallMs,
+}
+
+impl Batch {
+    /// A batch of `events` alone, written at `now_wall`.
+    pub fn of(events: Vec<(NewEvent, TagState)>, now_wall: WallMs) -> Batch {
+        Batch {
+            events,
+            readers: Vec::new(),
+            visits: Vec::new(),
+            lost: 0,
+            now_wall,
+        }
+    }
 }
 
 /// A held event placed once its time could be known.
@@ -35,7 +48,7 @@ pub struct PlacedEvent {
     pub reader: String,
     pub tag: String,
     pub kind: Kind,
-    pub tapped_steady_ms: i64,
+    pub tapped_steady: SteadyMs,
     pub placed: Placed,
 }
 
@@ -60,10 +73,10 @@ fn query_open(
             tag: row.get(3)?,
             tag_format: row.get(4)?,
             kind: row.get(5)?,
-            tapped_at_ms: row.get(6)?,
+            tapped_at: row.get(6)?,
             attempts: row.get(7)?,
-            unknown_since_steady_ms: row.get(8)?,
-            tapped_steady_ms: row.get::<_, Option<i64>>(9)?.unwrap_or(0),
+            unknown_since: row.get(8)?,
+            tapped_steady: row.get(9)?,
             admission: row.get(10)?,
         })
     })?;
@@ -73,7 +86,7 @@ fn query_open(
 fn update_reader(
     tx: &rusqlite::Transaction<'_>,
     update: &ReaderUpdate,
-    now_wall_ms: i64,
+    now_wall: WallMs,
 ) -> rusqlite::Result<()> {
     tx.prepare_cached(
         "INSERT INTO readers (name, connected, changed_at_ms, last_read_at_ms)
@@ -86,8 +99,8 @@ fn update_reader(
     .execute(params![
         update.name,
         update.connected,
-        now_wall_ms,
-        update.last_read_at_ms
+        now_wall,
+        update.last_read_at
     ])?;
     Ok(())
 }
@@ -103,13 +116,9 @@ impl Store {
         &self,
         event: NewEvent,
         state: TagState,
-        now_wall_ms: i64,
+        now_wall: WallMs,
     ) -> Result<i64, StoreError> {
-        let batch = Batch {
-            events: vec![(event, state)],
-            now_wall_ms,
-            ..Batch::default()
-        };
+        let batch = Batch::of(vec![(event, state)], now_wall);
         let ids = self.record_batch(batch, |_, _, _| {}).await?;
         Ok(ids[0])
     }
@@ -141,9 +150,9 @@ impl Store {
                     event.tag,
                     event.tag_format,
                     event.kind.as_str(),
-                    event.tapped_at_ms,
-                    batch.now_wall_ms,
-                    event.tapped_steady_ms,
+                    event.tapped_at,
+                    batch.now_wall,
+                    event.tapped_steady,
                     event.automatic,
                     event.boot,
                     event.time.as_str(),
@@ -161,9 +170,9 @@ impl Store {
                 .execute(params![
                     event.tag,
                     state.inside,
-                    state.last_event_steady_ms,
-                    checked_in.map(|c| c.steady_ms),
-                    checked_in.and_then(|c| c.at_ms),
+                    state.last_event,
+                    checked_in.map(|c| c.steady),
+                    checked_in.and_then(|c| c.at),
                     event.reader,
                     event.raw_id,
                     event.tag_format
@@ -178,13 +187,13 @@ impl Store {
                 .execute(params![
                     tag,
                     state.inside,
-                    state.last_event_steady_ms,
-                    state.checked_in.map(|c| c.steady_ms),
-                    state.checked_in.and_then(|c| c.at_ms)
+                    state.last_event,
+                    state.checked_in.map(|c| c.steady),
+                    state.checked_in.and_then(|c| c.at)
                 ])?;
             }
             for update in &batch.readers {
-                update_reader(&tx, update, batch.now_wall_ms)?;
+                update_reader(&tx, update, batch.now_wall)?;
             }
             let cached = batch
                 .events
@@ -207,12 +216,12 @@ impl Store {
         .await
     }
 
-    /// Up to `limit` events due at `now_steady_ms` that are the oldest open event of their tag
+    /// Up to `limit` events due at `now` that are the oldest open event of their tag
     /// and whose time is known: first *live* ones (never tried, recorded after
     /// `backlog_through_id`), then the rest; in id order within each.
     pub async fn claim_due(
         &self,
-        now_steady_ms: i64,
+        now: SteadyMs,
         backlog_through_id: i64,
         limit: usize,
     ) -> Result<Vec<OpenEvent>, StoreError> {
@@ -224,15 +233,10 @@ impl Store {
                 conn,
                 "events_open_id",
                 &format!("{due} AND attempts = 0 AND id > ?3"),
-                params![now_steady_ms, limit as i64, backlog_through_id],
+                params![now, limit as i64, backlog_through_id],
             )?;
             if events.len() < limit {
-                let rest = query_open(
-                    conn,
-                    "events_open_id",
-                    &due,
-                    params![now_steady_ms, limit as i64],
-                )?;
+                let rest = query_open(conn, "events_open_id", &due, params![now, limit as i64])?;
                 let live: std::collections::HashSet<i64> = events.iter().map(|e| e.id).collect();
                 events.extend(rest.into_iter().filter(|e| !live.contains(&e.id)));
                 events.truncate(limit);
@@ -242,8 +246,8 @@ impl Store {
         .await
     }
 
-    /// When the first head of a tag's queue falls due after `after_steady_ms`, if one does.
-    pub async fn next_due_after(&self, after_steady_ms: i64) -> Result<Option<i64>, StoreError> {
+    /// When the first head of a tag's queue falls due after `after`, if one does.
+    pub async fn next_due_after(&self, after: SteadyMs) -> Result<Option<SteadyMs>, StoreError> {
         self.call(move |conn| {
             // Walks open events by due time and stops at the first head.
             conn.prepare_cached(&format!(
@@ -252,7 +256,7 @@ impl Store {
                    AND {IS_HEAD}
                  ORDER BY next_attempt_steady_ms LIMIT 1"
             ))?
-            .query_row([after_steady_ms], |row| row.get(0))
+            .query_row([after], |row| row.get(0))
             .optional()
         })
         .await
@@ -273,7 +277,7 @@ impl Store {
         id: i64,
         account_id: String,
         status: u16,
-        now_wall_ms: i64,
+        now_wall: WallMs,
     ) -> Result<(), StoreError> {
         self.call(move |conn| {
             conn.prepare_cached(
@@ -282,7 +286,7 @@ impl Store {
                         finished_at_ms = ?4
                  WHERE id = ?1",
             )?
-            .execute(params![id, account_id, status, now_wall_ms])?;
+            .execute(params![id, account_id, status, now_wall])?;
             Ok(())
         })
         .await
@@ -292,7 +296,7 @@ impl Store {
     pub async fn schedule_retry(
         &self,
         id: i64,
-        next_attempt_steady_ms: i64,
+        next_attempt: SteadyMs,
         answer: Answer,
     ) -> Result<(), StoreError> {
         // A 429 is EGYM declining to take the request now, not an attempt at it: the event
@@ -306,7 +310,7 @@ impl Store {
             )?
             .execute(params![
                 id,
-                next_attempt_steady_ms,
+                next_attempt,
                 answer.status,
                 answer.error_code,
                 answer.message
@@ -316,13 +320,13 @@ impl Store {
         .await
     }
 
-    /// EGYM does not know the tag (yet): the event waits for a slow retry. `since_steady_ms` is
-    /// kept from the first such answer.
+    /// EGYM does not know the tag (yet): the event waits for a slow retry. `since` is kept from
+    /// the first such answer.
     pub async fn mark_unknown_tag(
         &self,
         id: i64,
-        next_attempt_steady_ms: i64,
-        since_steady_ms: i64,
+        next_attempt: SteadyMs,
+        since: SteadyMs,
         answer: Answer,
     ) -> Result<(), StoreError> {
         self.call(move |conn| {
@@ -335,8 +339,8 @@ impl Store {
             )?
             .execute(params![
                 id,
-                next_attempt_steady_ms,
-                since_steady_ms,
+                next_attempt,
+                since,
                 answer.status,
                 answer.error_code,
                 answer.message
@@ -371,9 +375,9 @@ impl Store {
         id: i64,
         answer: Answer,
         reason: String,
-        now_wall_ms: i64,
+        now_wall: WallMs,
     ) -> Result<(), StoreError> {
-        self.finish_rejected(id, answer, Some(reason), now_wall_ms)
+        self.finish_rejected(id, answer, Some(reason), now_wall)
             .await
     }
 
@@ -381,9 +385,9 @@ impl Store {
         &self,
         id: i64,
         answer: Answer,
-        now_wall_ms: i64,
+        now_wall: WallMs,
     ) -> Result<(), StoreError> {
-        self.finish_rejected(id, answer, None, now_wall_ms).await
+        self.finish_rejected(id, answer, None, now_wall).await
     }
 
     /// Finishes an event as rejected with EGYM's answer; with `refusal`, as a refused admission.
@@ -392,7 +396,7 @@ impl Store {
         id: i64,
         answer: Answer,
         refusal: Option<String>,
-        now_wall_ms: i64,
+        now_wall: WallMs,
     ) -> Result<(), StoreError> {
         self.call(move |conn| {
             conn.prepare_cached(
@@ -407,7 +411,7 @@ impl Store {
                 answer.status,
                 answer.error_code,
                 answer.message,
-                now_wall_ms,
+                now_wall,
                 refusal
             ])?;
             Ok(())
@@ -426,7 +430,7 @@ impl Store {
     ) -> Result<Vec<PlacedEvent>, StoreError> {
         self.call(move |conn| {
             let tx = conn.transaction()?;
-            super::boots::note(&tx, boot, anchor.steady_ms, Some(anchor))?;
+            super::boots::note(&tx, boot, anchor.steady, Some(anchor))?;
             let boots = super::boots::all(&tx)?;
             let held: Vec<(PlacedEvent, HeldTap)> = tx
                 .prepare_cached(
@@ -434,19 +438,28 @@ impl Store {
                      FROM events INDEXED BY events_held WHERE clock = 'untrusted' ORDER BY id",
                 )?
                 .query_map([], |row| {
-                    let tapped_steady_ms = row.get(5)?;
+                    let tapped_steady = row.get(5)?;
+                    // A held event is always written with its boot: without one, the row was
+                    // changed by hand or is damaged.
+                    let boot = row.get::<_, Option<i64>>(4)?.ok_or_else(|| {
+                        rusqlite::Error::FromSqlConversionFailure(
+                            4,
+                            rusqlite::types::Type::Null,
+                            "a held event without its boot".into(),
+                        )
+                    })?;
                     let tap = HeldTap {
-                        boot: row.get::<_, Option<i64>>(4)?.unwrap_or(0),
-                        steady_ms: tapped_steady_ms,
+                        boot,
+                        steady: tapped_steady,
                     };
                     let event = PlacedEvent {
                         id: row.get(0)?,
                         reader: row.get(1)?,
                         tag: row.get(2)?,
                         kind: row.get(3)?,
-                        tapped_steady_ms,
+                        tapped_steady,
                         // Set below, once placed.
-                        placed: Placed::Exact(0),
+                        placed: Placed::Exact(WallMs::from_millis(0)),
                     };
                     Ok((event, tap))
                 })?
@@ -467,9 +480,9 @@ impl Store {
                 )?
                 .execute(params![
                     event.id,
-                    placed.at_ms(),
+                    placed.at(),
                     quality.as_str(),
-                    anchor.steady_ms
+                    anchor.steady
                 ])?;
                 if event.kind == Kind::CheckIn {
                     tx.prepare_cached(
@@ -479,8 +492,8 @@ impl Store {
                     )?
                     .execute(params![
                         event.tag,
-                        placed.at_ms(),
-                        event.tapped_steady_ms
+                        placed.at(),
+                        event.tapped_steady
                     ])?;
                 }
                 placed_events.push(event);
@@ -491,14 +504,10 @@ impl Store {
         .await
     }
 
-    /// Deletes up to `batch` delivered events finished before `before_wall_ms`; returns how
-    /// many. Small batches, each checkpointed at once, keep each job short, so a tap never waits
-    /// long behind a prune.
-    pub async fn prune_delivered(
-        &self,
-        before_wall_ms: i64,
-        batch: usize,
-    ) -> Result<usize, StoreError> {
+    /// Deletes up to `batch` delivered events finished before `before`; returns how many. Small
+    /// batches, each checkpointed at once, keep each job short, so a tap never waits long behind
+    /// a prune.
+    pub async fn prune_delivered(&self, before: WallMs, batch: usize) -> Result<usize, StoreError> {
         self.call(move |conn| {
             let n = conn
                 .prepare_cached(
@@ -506,7 +515,7 @@ impl Store {
                      SELECT id FROM events WHERE state = 'delivered' AND finished_at_ms < ?1
                      LIMIT ?2)",
                 )?
-                .execute(params![before_wall_ms, batch as i64])?;
+                .execute(params![before, batch as i64])?;
             // Now, while the log holds just this batch: see `checkpoint`.
             if n > 0
                 && let Err(e) = checkpoint::settle(conn)
@@ -531,11 +540,11 @@ impl Store {
                     id: row.get(0)?,
                     tag: row.get(1)?,
                     kind: row.get(2)?,
-                    tapped_at_ms: row.get(3)?,
+                    tapped_at: row.get(3)?,
                     time: row.get(4)?,
                     state: row.get(5)?,
                     attempts: row.get(6)?,
-                    next_attempt_steady_ms: row.get(7)?,
+                    next_attempt: row.get(7)?,
                     account_id: row.get(8)?,
                     last_status: row.get(9)?,
                     last_error_code: row.get(10)?,

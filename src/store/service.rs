@@ -3,6 +3,7 @@
 use rusqlite::params;
 
 use super::{Store, StoreError};
+use crate::clock::WallMs;
 
 impl Store {
     /// Marks every configured reader disconnected (their tasks report when they connect) and
@@ -10,7 +11,7 @@ impl Store {
     pub async fn reset_readers(
         &self,
         names: Vec<String>,
-        now_wall_ms: i64,
+        now_wall: WallMs,
     ) -> Result<(), StoreError> {
         self.call(move |conn| {
             let tx = conn.transaction()?;
@@ -26,7 +27,7 @@ impl Store {
                 tx.execute(
                     "INSERT INTO readers (name, connected, changed_at_ms) VALUES (?1, 0, ?2)
                      ON CONFLICT (name) DO UPDATE SET connected = 0, changed_at_ms = ?2",
-                    params![name, now_wall_ms],
+                    params![name, now_wall],
                 )?;
             }
             tx.commit()
@@ -38,7 +39,7 @@ impl Store {
     pub async fn set_delivery_paused(
         &self,
         reason: Option<String>,
-        now_wall_ms: i64,
+        now_wall: WallMs,
     ) -> Result<(), StoreError> {
         self.call(move |conn| {
             conn.prepare_cached(
@@ -48,7 +49,7 @@ impl Store {
                      pause_reason = ?1
                  WHERE id = 1",
             )?
-            .execute(params![reason, now_wall_ms])?;
+            .execute(params![reason, now_wall])?;
             Ok(())
         })
         .await
@@ -59,14 +60,14 @@ impl Store {
         &self,
         part: &'static str,
         state: String,
-        now_wall_ms: i64,
+        now_wall: WallMs,
     ) -> Result<(), StoreError> {
         self.call(move |conn| {
             conn.prepare_cached(
                 "INSERT INTO service (part, state, changed_at_ms) VALUES (?1, ?2, ?3)
                  ON CONFLICT (part) DO UPDATE SET state = ?2, changed_at_ms = ?3",
             )?
-            .execute(params![part, state, now_wall_ms])?;
+            .execute(params![part, state, now_wall])?;
             Ok(())
         })
         .await
@@ -79,12 +80,12 @@ impl Store {
     }
 
     /// Records the last delivery failure, for `status`.
-    pub async fn set_last_error(&self, error: String, now_wall_ms: i64) -> Result<(), StoreError> {
+    pub async fn set_last_error(&self, error: String, now_wall: WallMs) -> Result<(), StoreError> {
         self.call(move |conn| {
             conn.prepare_cached(
                 "UPDATE delivery_state SET last_error = ?1, last_error_at_ms = ?2 WHERE id = 1",
             )?
-            .execute(params![error, now_wall_ms])?;
+            .execute(params![error, now_wall])?;
             Ok(())
         })
         .await

@@ -6,17 +6,18 @@ use std::path::Path;
 use rusqlite::{Connection, OpenFlags, OptionalExtension};
 
 use super::{EventCounts, StoreError, schema};
+use crate::clock::{SteadyMs, WallMs};
 
-/// What `status` shows, as stored (wall times in milliseconds since the Unix epoch).
+/// What `status` shows, as stored.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct StatusData {
     pub events: EventCounts,
     /// Steady time of the oldest tap pending delivery (not one waiting for an enrolment).
-    pub oldest_pending_steady_ms: Option<i64>,
-    pub last_delivery_at_ms: Option<i64>,
+    pub oldest_pending: Option<SteadyMs>,
+    pub last_delivery_at: Option<WallMs>,
     pub last_error: Option<String>,
-    pub last_error_at_ms: Option<i64>,
-    pub paused_since_ms: Option<i64>,
+    pub last_error_at: Option<WallMs>,
+    pub paused_since: Option<WallMs>,
     pub pause_reason: Option<String>,
     pub open_visits: u64,
     /// Check-outs made by `auto-checkout-after` or `closing-time` (kept events only).
@@ -40,8 +41,8 @@ pub struct ClockData {
     pub trusted: Option<bool>,
     pub source: Option<String>,
     pub detail: Option<String>,
-    pub since_wall_ms: Option<i64>,
-    pub since_steady_ms: Option<i64>,
+    pub since_wall: Option<WallMs>,
+    pub since_steady: Option<SteadyMs>,
     /// Taps held until their time is known.
     pub held: u64,
     /// Events placed from a trusted reading later in their boot, and between bounds.
@@ -56,7 +57,7 @@ pub struct ClockData {
 pub struct ReaderData {
     pub name: String,
     pub connected: bool,
-    pub last_read_at_ms: Option<i64>,
+    pub last_read_at: Option<WallMs>,
 }
 
 /// Reads the status from the database at `path`, without writing to it; `boot_id` is this
@@ -147,9 +148,9 @@ pub(super) fn query(tx: &rusqlite::Transaction<'_>) -> rusqlite::Result<StatusDa
     let events = count_events(tx)?;
     let tallies = tallies(tx)?;
     let n = |name: &str| tallies.get(name).copied().unwrap_or(0);
-    let oldest_pending_steady_ms = tx.query_row(OLDEST_PENDING, [], |row| row.get(0))?;
-    let last_delivery_at_ms = tx.query_row(LAST_DELIVERY, [], |row| row.get(0))?;
-    let (last_error, last_error_at_ms, paused_since_ms, pause_reason) = tx
+    let oldest_pending = tx.query_row(OLDEST_PENDING, [], |row| row.get(0))?;
+    let last_delivery_at = tx.query_row(LAST_DELIVERY, [], |row| row.get(0))?;
+    let (last_error, last_error_at, paused_since, pause_reason) = tx
         .query_row(
             "SELECT last_error, last_error_at_ms, paused_since_ms, pause_reason FROM delivery_state WHERE id = 1",
             [],
@@ -166,7 +167,7 @@ pub(super) fn query(tx: &rusqlite::Transaction<'_>) -> rusqlite::Result<StatusDa
             Ok(ReaderData {
                 name: row.get(0)?,
                 connected: row.get(1)?,
-                last_read_at_ms: row.get(2)?,
+                last_read_at: row.get(2)?,
             })
         })?
         .collect::<rusqlite::Result<Vec<_>>>()?;
@@ -179,7 +180,7 @@ pub(super) fn query(tx: &rusqlite::Transaction<'_>) -> rusqlite::Result<StatusDa
             Ok((row.get(0)?, row.get(1)?, row.get::<_, i64>(2)? as u64))
         })?
         .collect::<rusqlite::Result<Vec<_>>>()?;
-    let (trusted, source, detail, since_wall_ms, since_steady_ms) = tx.query_row(
+    let (trusted, source, detail, since_wall, since_steady) = tx.query_row(
         "SELECT trusted, source, detail, since_wall_ms, since_steady_ms FROM clock_state
          WHERE id = 1",
         [],
@@ -212,11 +213,11 @@ pub(super) fn query(tx: &rusqlite::Transaction<'_>) -> rusqlite::Result<StatusDa
         .collect::<rusqlite::Result<Vec<_>>>()?;
     Ok(StatusData {
         events,
-        oldest_pending_steady_ms,
-        last_delivery_at_ms,
+        oldest_pending,
+        last_delivery_at,
         last_error,
-        last_error_at_ms,
-        paused_since_ms,
+        last_error_at,
+        paused_since,
         pause_reason,
         open_visits,
         automatic_checkouts: n("automatic"),
@@ -229,8 +230,8 @@ pub(super) fn query(tx: &rusqlite::Transaction<'_>) -> rusqlite::Result<StatusDa
             trusted,
             source,
             detail,
-            since_wall_ms,
-            since_steady_ms,
+            since_wall,
+            since_steady,
             held: n("clock:untrusted"),
             restamped: n("clock:restamped"),
             approximate: n("clock:approximate"),
@@ -247,7 +248,7 @@ pub struct TapRow {
     pub tag: String,
     pub raw_id: String,
     pub kind: String,
-    pub tapped_at_ms: i64,
+    pub tapped_at: WallMs,
     pub state: String,
     pub clock: String,
     pub admission: Option<String>,
@@ -279,7 +280,7 @@ fn tap_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<TapRow> {
         tag: row.get(2)?,
         raw_id: row.get(3)?,
         kind: row.get(4)?,
-        tapped_at_ms: row.get(5)?,
+        tapped_at: row.get(5)?,
         state: row.get(6)?,
         clock: row.get(7)?,
         admission: row.get(8)?,

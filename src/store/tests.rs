@@ -8,6 +8,14 @@ use super::*;
 use crate::clock::placement::{Anchor, BootReading, Placed};
 use crate::visit::{CheckIn, after_event};
 
+fn steady(ms: i64) -> SteadyMs {
+    SteadyMs::from_millis(ms)
+}
+
+fn wall(ms: i64) -> WallMs {
+    WallMs::from_millis(ms)
+}
+
 async fn temp_db(name: &str) -> (PathBuf, Store) {
     let dir = std::env::temp_dir().join(format!("gym-checkin-store-{}-{name}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
@@ -25,8 +33,8 @@ fn event(tag: &str, kind: Kind, at: i64) -> (NewEvent, TagState) {
         tag: tag.into(),
         tag_format: None,
         kind,
-        tapped_at_ms: at,
-        tapped_steady_ms: at,
+        tapped_at: wall(at),
+        tapped_steady: steady(at),
         boot: 1,
         time: TimeQuality::Trusted,
         automatic: false,
@@ -34,18 +42,15 @@ fn event(tag: &str, kind: Kind, at: i64) -> (NewEvent, TagState) {
     let state = after_event(
         kind,
         CheckIn {
-            steady_ms: at,
-            at_ms: Some(at),
+            steady: steady(at),
+            at: Some(wall(at)),
         },
     );
     (event, state)
 }
 
 async fn record(store: &Store, events: Vec<(NewEvent, TagState)>) -> Vec<i64> {
-    let batch = Batch {
-        events,
-        ..Batch::default()
-    };
+    let batch = Batch::of(events, wall(0));
     store.record_batch(batch, |_, _, _| {}).await.unwrap()
 }
 
@@ -111,28 +116,46 @@ async fn only_the_oldest_open_event_of_a_tag_is_claimed() {
     let b1 = record(&store, vec![event("0xBB", Kind::CheckIn, 2)]).await[0];
     let a2 = record(&store, vec![event("0xAA", Kind::CheckOut, 3)]).await[0];
     assert_eq!(
-        ids_in(store.claim_due(10, 0, 10).await.unwrap()),
+        ids_in(store.claim_due(steady(10), 0, 10).await.unwrap()),
         vec![a1, b1]
     );
     // The head of 0xAA waits for a retry: its later event must wait behind it.
     store
-        .schedule_retry(a1, 100, Answer::default())
+        .schedule_retry(a1, steady(100), Answer::default())
         .await
         .unwrap();
-    assert_eq!(ids_in(store.claim_due(10, 0, 10).await.unwrap()), vec![b1]);
-    assert_eq!(store.next_due_after(0).await.unwrap(), Some(2));
-    assert_eq!(store.next_due_after(2).await.unwrap(), Some(100));
+    assert_eq!(
+        ids_in(store.claim_due(steady(10), 0, 10).await.unwrap()),
+        vec![b1]
+    );
+    assert_eq!(
+        store.next_due_after(steady(0)).await.unwrap(),
+        Some(steady(2))
+    );
+    assert_eq!(
+        store.next_due_after(steady(2)).await.unwrap(),
+        Some(steady(100))
+    );
     store
-        .mark_delivered(b1, "acc".into(), 204, 5)
+        .mark_delivered(b1, "acc".into(), 204, wall(5))
         .await
         .unwrap();
-    assert_eq!(store.next_due_after(10).await.unwrap(), Some(100));
-    assert_eq!(ids_in(store.claim_due(100, 0, 10).await.unwrap()), vec![a1]);
+    assert_eq!(
+        store.next_due_after(steady(10)).await.unwrap(),
+        Some(steady(100))
+    );
+    assert_eq!(
+        ids_in(store.claim_due(steady(100), 0, 10).await.unwrap()),
+        vec![a1]
+    );
     store
-        .mark_delivered(a1, "acc".into(), 204, 6)
+        .mark_delivered(a1, "acc".into(), 204, wall(6))
         .await
         .unwrap();
-    assert_eq!(ids_in(store.claim_due(100, 0, 10).await.unwrap()), vec![a2]);
+    assert_eq!(
+        ids_in(store.claim_due(steady(100), 0, 10).await.unwrap()),
+        vec![a2]
+    );
     store
         .mark_rejected(
             a2,
@@ -141,11 +164,11 @@ async fn only_the_oldest_open_event_of_a_tag_is_claimed() {
                 error_code: Some("bad".into()),
                 message: "no".into(),
             },
-            7,
+            wall(7),
         )
         .await
         .unwrap();
-    assert_eq!(store.next_due_after(0).await.unwrap(), None);
+    assert_eq!(store.next_due_after(steady(0)).await.unwrap(), None);
     let counts = store.event_counts().await.unwrap();
     assert_eq!(
         counts,
@@ -172,19 +195,28 @@ async fn a_retry_keeps_an_unknown_tag_event_in_its_state_until_it_is_delivered()
         error_code: Some("notFound".into()),
         message: "no member".into(),
     };
-    store.mark_unknown_tag(id, 10, 1, not_found).await.unwrap();
+    store
+        .mark_unknown_tag(id, steady(10), steady(1), not_found)
+        .await
+        .unwrap();
     assert_eq!(state(store.event(id).await.unwrap()), "unknown_tag");
     let unavailable = Answer {
         status: Some(503),
         error_code: None,
         message: "unavailable".into(),
     };
-    store.schedule_retry(id, 20, unavailable).await.unwrap();
+    store
+        .schedule_retry(id, steady(20), unavailable)
+        .await
+        .unwrap();
     let row = store.event(id).await.unwrap().unwrap();
     assert_eq!((row.state.as_str(), row.attempts), ("unknown_tag", 2));
-    assert_eq!(ids_in(store.claim_due(20, 0, 10).await.unwrap()), vec![id]);
+    assert_eq!(
+        ids_in(store.claim_due(steady(20), 0, 10).await.unwrap()),
+        vec![id]
+    );
     store
-        .mark_delivered(id, "acc".into(), 204, 30)
+        .mark_delivered(id, "acc".into(), 204, wall(30))
         .await
         .unwrap();
     assert_eq!(state(store.event(id).await.unwrap()), "delivered");
@@ -204,7 +236,7 @@ async fn waiting(store: &Store) -> ((u64, u64, u64), Option<i64>) {
     let e = status.events;
     (
         (e.pending, e.waiting_for_enrolment, e.unknown_tag),
-        status.oldest_pending_steady_ms,
+        status.oldest_pending.map(SteadyMs::as_millis),
     )
 }
 
@@ -225,7 +257,7 @@ async fn taps_behind_an_unknown_card_wait_for_its_enrolment_not_for_delivery() {
     .await;
     assert_eq!(waiting(&store).await, ((3, 0, 0), Some(100)));
     store
-        .mark_unknown_tag(ids[0], 10_000, 100, not_found())
+        .mark_unknown_tag(ids[0], steady(10_000), steady(100), not_found())
         .await
         .unwrap();
     assert_eq!(waiting(&store).await, ((1, 1, 1), Some(300)));
@@ -258,7 +290,7 @@ async fn taps_behind_an_unknown_card_wait_for_its_enrolment_not_for_delivery() {
     // The card is enrolled: the unknown event is delivered, and the taps behind it are
     // pending delivery again, the oldest first.
     store
-        .mark_delivered(ids[0], "acc".into(), 204, 1_000)
+        .mark_delivered(ids[0], "acc".into(), 204, wall(1_000))
         .await
         .unwrap();
     assert_eq!(waiting(&store).await, ((4, 0, 0), Some(200)));
@@ -283,12 +315,12 @@ async fn taps_behind_an_unknown_card_wait_for_its_enrolment_not_for_delivery() {
     )
     .await;
     store
-        .mark_unknown_tag(more[0], 10_000, 600, not_found())
+        .mark_unknown_tag(more[0], steady(10_000), steady(600), not_found())
         .await
         .unwrap();
     assert_eq!(waiting(&store).await, ((4, 1, 1), Some(200)));
     store
-        .mark_rejected(more[0], not_found(), 2_000)
+        .mark_rejected(more[0], not_found(), wall(2_000))
         .await
         .unwrap();
     assert_eq!(waiting(&store).await, ((5, 0, 0), Some(200)));
@@ -374,7 +406,7 @@ async fn live_taps_go_ahead_of_the_backlog_and_each_tag_keeps_its_order() {
     )
     .await;
     store
-        .schedule_retry(backlog[0], 5, Answer::default())
+        .schedule_retry(backlog[0], steady(5), Answer::default())
         .await
         .unwrap();
     // Then, with delivery working again, a tap of a new tag and a new tap of the first tag.
@@ -390,12 +422,17 @@ async fn live_taps_go_ahead_of_the_backlog_and_each_tag_keeps_its_order() {
     // The live tap of a new tag first; the first tag's new tap waits behind its retried head;
     // then the backlog, oldest first, each tag's head only.
     assert_eq!(
-        ids_in(store.claim_due(10, backlog_through, 10).await.unwrap()),
+        ids_in(
+            store
+                .claim_due(steady(10), backlog_through, 10)
+                .await
+                .unwrap()
+        ),
         vec![live[0], backlog[0], backlog[1], backlog[2]]
     );
     // Without a backlog mark (everything counts as live), plain id order.
     assert_eq!(
-        ids_in(store.claim_due(10, 0, 3).await.unwrap()),
+        ids_in(store.claim_due(steady(10), 0, 3).await.unwrap()),
         vec![backlog[1], backlog[2], live[0]]
     );
 }
@@ -411,14 +448,14 @@ async fn only_delivered_events_finished_before_the_cutoff_are_pruned_in_batches(
     for (n, &id) in ids[..25].iter().enumerate() {
         let finished = if n < 20 { 1000 } else { 5000 };
         store
-            .mark_delivered(id, "acc".into(), 204, finished)
+            .mark_delivered(id, "acc".into(), 204, wall(finished))
             .await
             .unwrap();
     }
     let conn = Connection::open(&path).unwrap();
     let mut pruned = Vec::new();
     loop {
-        let n = store.prune_delivered(2000, 8).await.unwrap();
+        let n = store.prune_delivered(wall(2000), 8).await.unwrap();
         pruned.push(n);
         if n == 0 {
             break;
@@ -457,16 +494,16 @@ async fn only_delivered_events_finished_before_the_cutoff_are_pruned_in_batches(
 async fn events_and_visit_state_survive_reopening() {
     let (path, store) = temp_db("reopen").await;
     let (e, state) = event("0xAA", Kind::CheckIn, 1);
-    store.record_event(e, state, 1).await.unwrap();
+    store.record_event(e, state, wall(1)).await.unwrap();
     store
-        .cache_account("0xAA".into(), None, Some(("acc-1".into(), None)), 1)
+        .cache_account("0xAA".into(), None, Some(("acc-1".into(), None)), steady(1))
         .await
         .unwrap();
     drop(store);
     let store = Store::open(&path).await.unwrap();
     let visits = store.visits().await.unwrap();
     assert_eq!(visits["0xAA"].state, state);
-    assert_eq!(store.claim_due(5, 0, 10).await.unwrap().len(), 1);
+    assert_eq!(store.claim_due(steady(5), 0, 10).await.unwrap().len(), 1);
     let cached = store
         .cached_account("0xAA".into(), None)
         .await
@@ -490,8 +527,15 @@ fn reading(boot_id: &str, boottime_ms: i64, wall_ms: i64, trusted: bool) -> Boot
     BootReading {
         boot_id: boot_id.into(),
         boottime_ms,
-        wall_ms,
+        wall: wall(wall_ms),
         trusted,
+    }
+}
+
+fn anchor(wall_ms: i64, steady_ms: i64) -> Anchor {
+    Anchor {
+        wall: wall(wall_ms),
+        steady: steady(steady_ms),
     }
 }
 
@@ -499,14 +543,14 @@ fn reading(boot_id: &str, boottime_ms: i64, wall_ms: i64, trusted: bool) -> Boot
 fn held(tag: &str, kind: Kind, boot: i64, steady_ms: i64, wall_ms: i64) -> (NewEvent, TagState) {
     let (mut e, _) = event(tag, kind, 0);
     e.boot = boot;
-    e.tapped_steady_ms = steady_ms;
-    e.tapped_at_ms = wall_ms;
+    e.tapped_steady = steady(steady_ms);
+    e.tapped_at = wall(wall_ms);
     e.time = TimeQuality::Untrusted;
     let state = after_event(
         kind,
         CheckIn {
-            steady_ms,
-            at_ms: None,
+            steady: steady(steady_ms),
+            at: None,
         },
     );
     (e, state)
@@ -517,11 +561,11 @@ async fn held_taps_wait_with_their_tags_and_are_placed_once_the_clock_is_trusted
     let (_path, store) = temp_db("held").await;
     // A new database: steady time starts at the wall time, whatever it reads.
     let stale = T - 3 * DAY;
-    let (boot, anchor) = store
+    let (boot, earlier) = store
         .register_boot(reading("boot-a", 10_000, stale, false))
         .await
         .unwrap();
-    assert_eq!((boot.offset_ms, anchor), (stale - 10_000, None));
+    assert_eq!((boot.offset_ms, earlier), (stale - 10_000, None));
     let s = stale;
     let ids = record(
         &store,
@@ -537,43 +581,46 @@ async fn held_taps_wait_with_their_tags_and_are_placed_once_the_clock_is_trusted
         ],
     )
     .await;
-    assert!(store.claim_due(s + 20_000, 0, 10).await.unwrap().is_empty());
-    assert_eq!(store.next_due_after(0).await.unwrap(), None);
+    assert!(
+        store
+            .claim_due(steady(s + 20_000), 0, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(store.next_due_after(steady(0)).await.unwrap(), None);
     assert_eq!(store.status().await.unwrap().clock.held, 2);
 
     // 60 s after the tap, the clock is stepped to the true time and trusted.
-    let anchor = Anchor {
-        wall_ms: T + 60_000,
-        steady_ms: s + 61_000,
-    };
-    let placed = store.place_held(boot.id, anchor).await.unwrap();
+    let trusted = anchor(T + 60_000, s + 61_000);
+    let placed = store.place_held(boot.id, trusted).await.unwrap();
     let placed: Vec<(i64, Placed)> = placed.iter().map(|p| (p.id, p.placed)).collect();
     assert_eq!(
         placed,
         vec![
-            (ids[0], Placed::Exact(T)),
-            (ids[2], Placed::Exact(T + 1_000))
+            (ids[0], Placed::Exact(wall(T))),
+            (ids[2], Placed::Exact(wall(T + 1_000)))
         ]
     );
     let row = store.event(ids[0]).await.unwrap().unwrap();
-    assert_eq!((row.tapped_at_ms, row.time), (T, TimeQuality::Restamped));
-    assert_eq!(row.next_attempt_steady_ms, s + 61_000);
+    assert_eq!((row.tapped_at, row.time), (wall(T), TimeQuality::Restamped));
+    assert_eq!(row.next_attempt, steady(s + 61_000));
     assert_eq!(
-        ids_in(store.claim_due(s + 61_000, 0, 10).await.unwrap()),
+        ids_in(store.claim_due(steady(s + 61_000), 0, 10).await.unwrap()),
         vec![ids[0], ids[2]]
     );
     // The visit a placed check-in began has its time now.
     assert_eq!(
         store.visits().await.unwrap()["0xCC"].state.checked_in,
         Some(CheckIn {
-            steady_ms: s + 2_000,
-            at_ms: Some(T + 1_000)
+            steady: steady(s + 2_000),
+            at: Some(wall(T + 1_000))
         })
     );
     let status = store.status().await.unwrap();
     assert_eq!((status.clock.held, status.clock.restamped), (0, 2));
     assert_eq!(
-        store.place_held(boot.id, anchor).await.unwrap(),
+        store.place_held(boot.id, trusted).await.unwrap(),
         vec![],
         "placed once"
     );
@@ -587,12 +634,9 @@ async fn a_tap_from_a_boot_never_trusted_is_placed_approximately_after_the_next_
         .register_boot(reading("boot-a", 5_000, T, true))
         .await
         .unwrap();
-    let a_anchor = Anchor {
-        wall_ms: T + 600_000,
-        steady_ms: T + 600_000,
-    };
+    let a_anchor = anchor(T + 600_000, T + 600_000);
     store
-        .note_boot(a.id, T + 600_000, Some(a_anchor))
+        .note_boot(a.id, steady(T + 600_000), Some(a_anchor))
         .await
         .unwrap();
     // Boot B: the clock stale and never trusted; a check-in 2 minutes into it.
@@ -614,7 +658,7 @@ async fn a_tap_from_a_boot_never_trusted_is_placed_approximately_after_the_next_
     )
     .await[0];
     store
-        .note_boot(b.id, b_start + 300_000, None)
+        .note_boot(b.id, steady(b_start + 300_000), None)
         .await
         .unwrap();
     // Boot C: trusted at once, an hour after A was last seen.
@@ -625,13 +669,7 @@ async fn a_tap_from_a_boot_never_trusted_is_placed_approximately_after_the_next_
     let c_now = T + 600_000 + 3_600_000;
     let c_steady = c.offset_ms + 30_000;
     let placed = store
-        .place_held(
-            c.id,
-            Anchor {
-                wall_ms: c_now,
-                steady_ms: c_steady,
-            },
-        )
+        .place_held(c.id, anchor(c_now, c_steady))
         .await
         .unwrap();
     // No earlier than A's last trusted time + 2 minutes; placed at the latest it can have been:
@@ -641,15 +679,15 @@ async fn a_tap_from_a_boot_never_trusted_is_placed_approximately_after_the_next_
     assert_eq!(
         placed[0].placed,
         Placed::Approximate {
-            at_ms: not_after,
-            not_before_ms: not_before,
-            not_after_ms: not_after
+            at: wall(not_after),
+            not_before: wall(not_before),
+            not_after: wall(not_after)
         }
     );
     let row = store.event(id).await.unwrap().unwrap();
     assert_eq!(
-        (row.tapped_at_ms, row.time),
-        (not_after, TimeQuality::Approximate)
+        (row.tapped_at, row.time),
+        (wall(not_after), TimeQuality::Approximate)
     );
     assert_eq!(store.status().await.unwrap().clock.approximate, 1);
     // A restart in boot C finds it again, with its trusted reading.
@@ -658,7 +696,7 @@ async fn a_tap_from_a_boot_never_trusted_is_placed_approximately_after_the_next_
         .await
         .unwrap();
     assert_eq!(again, c);
-    assert_eq!(anchor.map(|a| a.wall_ms), Some(c_now));
+    assert_eq!(anchor.map(|a| a.wall), Some(wall(c_now)));
 }
 
 #[tokio::test]
@@ -676,7 +714,7 @@ async fn a_row_with_a_kind_no_version_writes_is_an_error_not_a_check_in() {
         matches!(&error, StoreError::Damaged(detail) if detail.contains("checkinn")),
         "{error}"
     );
-    let error = store.claim_due(10, 0, 10).await.unwrap_err();
+    let error = store.claim_due(steady(10), 0, 10).await.unwrap_err();
     assert!(matches!(error, StoreError::Damaged(_)), "{error}");
 }
 
@@ -739,8 +777,8 @@ async fn a_database_of_schema_4_keeps_its_events_and_times_when_migrated() {
     let store = Store::open(&path).await.unwrap();
     let row = store.event(1).await.unwrap().unwrap();
     assert_eq!(
-        (row.tapped_at_ms, row.time, row.next_attempt_steady_ms),
-        (1000, TimeQuality::Trusted, 61000)
+        (row.tapped_at, row.time, row.next_attempt),
+        (wall(1000), TimeQuality::Trusted, steady(61000))
     );
     // First started after the upgrade with the clock at 1970 (a Pi, before NTP): steady time
     // starts where the stored times end, so the stored retry is a minute away, not decades.
@@ -751,7 +789,12 @@ async fn a_database_of_schema_4_keeps_its_events_and_times_when_migrated() {
     let steady_now = boot.offset_ms + 5_000;
     assert_eq!(steady_now, 2000, "the newest stored time: event 2's tap");
     assert_eq!(
-        ids_in(store.claim_due(steady_now + 60_000, 0, 10).await.unwrap()),
+        ids_in(
+            store
+                .claim_due(steady(steady_now + 60_000), 0, 10)
+                .await
+                .unwrap()
+        ),
         vec![1]
     );
     let status = store.status().await.unwrap();
@@ -763,13 +806,13 @@ async fn a_database_of_schema_4_keeps_its_events_and_times_when_migrated() {
         ),
         (1, 1, 1)
     );
-    assert_eq!(status.oldest_pending_steady_ms, Some(1000));
+    assert_eq!(status.oldest_pending, Some(steady(1000)));
     let visit = &store.visits().await.unwrap()["0xAA"];
     assert_eq!(
         visit.state.checked_in,
         Some(CheckIn {
-            steady_ms: 1000,
-            at_ms: Some(1000)
+            steady: steady(1000),
+            at: Some(wall(1000))
         })
     );
 }

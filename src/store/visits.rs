@@ -17,17 +17,19 @@ impl Store {
             let rows = stmt.query_map([], |row| {
                 let tag: String = row.get(0)?;
                 let inside: bool = row.get(1)?;
-                let checked_in = match row.get::<_, Option<i64>>(3)? {
-                    Some(steady_ms) if inside => Some(CheckIn {
-                        steady_ms,
-                        at_ms: row.get(4)?,
-                    }),
-                    _ => None,
+                // A member inside has the time the visit began: without it, the row is damaged.
+                let checked_in = if inside {
+                    Some(CheckIn {
+                        steady: row.get(3)?,
+                        at: row.get(4)?,
+                    })
+                } else {
+                    None
                 };
                 let visit = Visit {
                     state: TagState {
                         inside,
-                        last_event_steady_ms: row.get(2)?,
+                        last_event: row.get(2)?,
                         checked_in,
                     },
                     reader: row.get::<_, Option<String>>(5)?.unwrap_or_default(),

@@ -61,11 +61,21 @@ impl Browser {
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null());
-        // SAFETY: only dup2 runs between fork and exec, on descriptors open in the parent;
-        // dup2 is async-signal-safe.
+        // SAFETY: only fcntl and dup2 run between fork and exec, on descriptors open in the
+        // parent; both are async-signal-safe.
         unsafe {
             command.pre_exec(move || {
-                if libc::dup2(read_fd, 3) < 0 || libc::dup2(write_fd, 4) < 0 {
+                // The pipe's ends may already be 3 or 4 (tests open and close descriptors side
+                // by side): copied above them first, neither overwrites the other, and dup2
+                // always makes a new descriptor, without close-on-exec (dup2 onto itself would
+                // keep the flag, and the browser would find the descriptor closed).
+                let read_copy = libc::fcntl(read_fd, libc::F_DUPFD_CLOEXEC, 10);
+                let write_copy = libc::fcntl(write_fd, libc::F_DUPFD_CLOEXEC, 10);
+                if read_copy < 0
+                    || write_copy < 0
+                    || libc::dup2(read_copy, 3) < 0
+                    || libc::dup2(write_copy, 4) < 0
+                {
                     return Err(std::io::Error::last_os_error());
                 }
                 Ok(())

@@ -157,18 +157,18 @@ pub fn em4100_frame(hex10: &str) -> Vec<u8> {
 
 /// The real time now: the tests themselves never run under a faked clock.
 pub fn now_ms() -> i64 {
-    gym_checkin::clock::wall_now_ms()
+    gym_checkin::clock::wall_now().as_millis()
 }
 
 /// The system's clock, trusted, for a test that runs parts of the service in its own process;
 /// steady time starts at the wall time, as in a new database.
 pub fn trusted_clock() -> gym_checkin::clock::Clock {
-    use gym_checkin::clock::{Boot, Clock, SystemSource, TrustRule, boot_reading};
+    use gym_checkin::clock::{Boot, Clock, SteadyMs, SystemSource, TrustRule, boot_reading};
     let (reading, trust) = boot_reading(&SystemSource, &TrustRule::Always);
     let boot = Boot {
         id: 1,
-        offset_ms: reading.wall_ms - reading.boottime_ms,
-        start_steady_ms: reading.wall_ms,
+        offset_ms: reading.wall.as_millis() - reading.boottime_ms,
+        start: SteadyMs::from_millis(reading.wall.as_millis()),
     };
     Clock::system(TrustRule::Always, boot, trust, None)
 }
@@ -576,6 +576,7 @@ pub fn entrance_tap(
     kind: gym_checkin::visit::Kind,
     tapped_at_ms: i64,
 ) -> (gym_checkin::store::NewEvent, gym_checkin::visit::TagState) {
+    use gym_checkin::clock::{SteadyMs, WallMs};
     use gym_checkin::store::{NewEvent, TimeQuality};
     use gym_checkin::visit::{CheckIn, after_event};
     let event = NewEvent {
@@ -584,15 +585,15 @@ pub fn entrance_tap(
         tag: tag.into(),
         tag_format: None,
         kind,
-        tapped_at_ms,
-        tapped_steady_ms: tapped_at_ms,
+        tapped_at: WallMs::from_millis(tapped_at_ms),
+        tapped_steady: SteadyMs::from_millis(tapped_at_ms),
         boot: 0,
         time: TimeQuality::Trusted,
         automatic: false,
     };
     let tap = CheckIn {
-        steady_ms: tapped_at_ms,
-        at_ms: Some(tapped_at_ms),
+        steady: SteadyMs::from_millis(tapped_at_ms),
+        at: Some(WallMs::from_millis(tapped_at_ms)),
     };
     (event, after_event(kind, tap))
 }
@@ -617,11 +618,7 @@ pub async fn seed_backlog(db: &Path, tags: &[String], events_per_tag: usize) -> 
         }
     }
     let n = events.len();
-    let batch = Batch {
-        events,
-        now_wall_ms: now_ms(),
-        ..Batch::default()
-    };
+    let batch = Batch::of(events, gym_checkin::clock::wall_now());
     store.record_batch(batch, |_, _, _| {}).await.unwrap();
     store.checkpoint().await.unwrap();
     n

@@ -1,5 +1,13 @@
 use super::*;
 use crate::clock::WallTime;
+
+fn steady(ms: i64) -> SteadyMs {
+    SteadyMs::from_millis(ms)
+}
+
+fn wall(ms: i64) -> WallMs {
+    WallMs::from_millis(ms)
+}
 use crate::egym::ErrorBody;
 use crate::visit::Kind;
 
@@ -23,7 +31,7 @@ fn unknown_tags_are_retried_slowly() {
     assert_eq!(unknown_tag_delay(5), UNKNOWN_TAG_RETRY_CAP);
 }
 
-fn event(attempts: u32, unknown_since_steady_ms: Option<i64>) -> OpenEvent {
+fn event(attempts: u32, unknown_since: Option<i64>) -> OpenEvent {
     OpenEvent {
         id: 7,
         reader: "entrance".into(),
@@ -31,19 +39,19 @@ fn event(attempts: u32, unknown_since_steady_ms: Option<i64>) -> OpenEvent {
         tag: "0x0C000621A5".into(),
         tag_format: None,
         kind: Kind::CheckIn,
-        tapped_at_ms: T - 90_000,
-        tapped_steady_ms: 0,
+        tapped_at: wall(T - 90_000),
+        tapped_steady: steady(0),
         attempts,
-        unknown_since_steady_ms,
+        unknown_since: unknown_since.map(steady),
         admission: None,
     }
 }
 
-fn now(steady_ms: i64, wall: WallTime) -> Now {
+fn now(steady_ms: i64, wall_is: WallTime) -> Now {
     Now {
-        wall_ms: T,
-        wall,
-        steady_ms,
+        wall: wall(T),
+        wall_is,
+        steady: steady(steady_ms),
     }
 }
 
@@ -123,7 +131,7 @@ fn each_outcome_changes_the_row_the_worker_and_the_log_as_the_outcome_table_says
         },
         s,
         RowChange::Retry {
-            next_attempt_steady_ms: s + 2_000,
+            next_attempt: steady(s + 2_000),
             answer: answer_of(&unreachable()),
         },
         WorkerChange::Hold {
@@ -139,7 +147,7 @@ fn each_outcome_changes_the_row_the_worker_and_the_log_as_the_outcome_table_says
         },
         s,
         RowChange::Retry {
-            next_attempt_steady_ms: s + 500,
+            next_attempt: steady(s + 500),
             answer: answer_of(&status(503, "unavailable")),
         },
         WorkerChange::Hold {
@@ -157,7 +165,7 @@ fn each_outcome_changes_the_row_the_worker_and_the_log_as_the_outcome_table_says
         },
         s,
         RowChange::Retry {
-            next_attempt_steady_ms: s,
+            next_attempt: steady(s),
             answer: answer_of(&status(429, "tooManyRequests")),
         },
         WorkerChange::Hold {
@@ -207,8 +215,8 @@ fn an_unknown_tag_is_asked_about_slowly_for_its_window_counted_in_steady_time() 
         unknown(),
         s,
         RowChange::UnknownTag {
-            next_attempt_steady_ms: s + 5 * MIN,
-            since_steady_ms: s,
+            next_attempt: steady(s + 5 * MIN),
+            since: steady(s),
             answer: cached_answer(),
         },
         WorkerChange::Nothing,
@@ -220,8 +228,8 @@ fn an_unknown_tag_is_asked_about_slowly_for_its_window_counted_in_steady_time() 
         unknown(),
         s,
         RowChange::UnknownTag {
-            next_attempt_steady_ms: s + 20 * MIN,
-            since_steady_ms: s - 15 * MIN,
+            next_attempt: steady(s + 20 * MIN),
+            since: steady(s - 15 * MIN),
             answer: cached_answer(),
         },
         WorkerChange::Nothing,
@@ -265,7 +273,7 @@ fn a_wellpass_check_in_is_admitted_live_within_the_window_and_late_as_configured
             late_admission: late,
             ..settings()
         };
-        admission_plan(event, membership, now, &settings)
+        admission_plan(event, membership, steady(now), &settings)
     };
     use AdmissionPlan::NotNeeded;
     let admit = LateAdmission::Admit;
@@ -299,23 +307,20 @@ fn a_wellpass_check_in_is_admitted_live_within_the_window_and_late_as_configured
 #[test]
 fn a_refusal_turns_away_only_a_member_still_waiting_at_the_door() {
     let tapped = event(0, None);
-    let at = tapped.tapped_steady_ms;
-    assert!(member_at_the_door(&tapped, at + 200));
-    assert!(member_at_the_door(
-        &tapped,
-        at + crate::screen::ANSWER_WITHIN_MS
-    ));
+    let at = tapped.tapped_steady;
+    assert!(member_at_the_door(&tapped, at.shifted(200)));
+    assert!(member_at_the_door(&tapped, at + visit::AT_THE_DOOR));
     // The screen has said "will sync" by now.
     assert!(!member_at_the_door(
         &tapped,
-        at + crate::screen::ANSWER_WITHIN_MS + 1
+        (at + visit::AT_THE_DOOR).shifted(1)
     ));
     // An earlier attempt failed: the screen said "will sync" then.
     let retried = OpenEvent {
         attempts: 1,
         ..event(0, None)
     };
-    assert!(!member_at_the_door(&retried, at + 200));
+    assert!(!member_at_the_door(&retried, at.shifted(200)));
 }
 
 #[test]
@@ -347,27 +352,28 @@ fn the_cache_counts_its_age_in_steady_time() {
     let cached = |account: Option<&str>, at| CachedAccount {
         account_id: account.map(str::to_string),
         membership_type: Some("CORPORATE_FITNESS".into()),
-        resolved_steady_ms: at,
+        resolved: steady(at),
     };
     let s = 1_000 * MIN;
-    assert_eq!(use_cache(None, s, ttl), CacheUse::LookUp);
+    let use_cache = |cached: Option<&CachedAccount>, now| use_cache(cached, steady(now), ttl);
+    assert_eq!(use_cache(None, s), CacheUse::LookUp);
     assert_eq!(
-        use_cache(Some(&cached(Some("acc"), s - 59 * MIN)), s, ttl),
+        use_cache(Some(&cached(Some("acc"), s - 59 * MIN)), s),
         CacheUse::Account {
             account_id: "acc".into(),
             membership_type: Some("CORPORATE_FITNESS".into())
         }
     );
     assert_eq!(
-        use_cache(Some(&cached(Some("acc"), s - 60 * MIN)), s, ttl),
+        use_cache(Some(&cached(Some("acc"), s - 60 * MIN)), s),
         CacheUse::LookUp
     );
     assert_eq!(
-        use_cache(Some(&cached(None, s - 9 * MIN)), s, ttl),
+        use_cache(Some(&cached(None, s - 9 * MIN)), s),
         CacheUse::KnownUnknown
     );
     assert_eq!(
-        use_cache(Some(&cached(None, s - 10 * MIN)), s, ttl),
+        use_cache(Some(&cached(None, s - 10 * MIN)), s),
         CacheUse::LookUp
     );
 }
@@ -375,11 +381,12 @@ fn the_cache_counts_its_age_in_steady_time() {
 #[test]
 fn egym_is_never_sent_a_time_before_2020_or_in_the_future() {
     let known = now(50_000, WallTime::Trusted);
-    assert_eq!(egym_timestamp(T - 1_000, 49_000, &known), T - 1_000);
-    assert_eq!(egym_timestamp(0, 49_000, &known), EARLIEST_PLAUSIBLE_MS);
+    let stamp = |at, at_steady, now: &Now| egym_timestamp(wall(at), steady(at_steady), now);
+    assert_eq!(stamp(T - 1_000, 49_000, &known), wall(T - 1_000));
+    assert_eq!(stamp(0, 49_000, &known), EARLIEST_PLAUSIBLE);
     // The clock was stepped an hour back since a tap 12 s ago: 12 s before now.
-    assert_eq!(egym_timestamp(T + 3_600_000, 38_000, &known), T - 12_000);
+    assert_eq!(stamp(T + 3_600_000, 38_000, &known), wall(T - 12_000));
     // With the present unknown, only the floor applies.
     let unknown = now(50_000, WallTime::Untrusted);
-    assert_eq!(egym_timestamp(T + 5_000, 38_000, &unknown), T + 5_000);
+    assert_eq!(stamp(T + 5_000, 38_000, &unknown), wall(T + 5_000));
 }
