@@ -77,11 +77,17 @@ impl Pcscd {
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log);
-        // SAFETY: dup2 is async-signal-safe; it puts the listening socket on descriptor 3 (as
-        // systemd passes it), without close-on-exec.
+        // SAFETY: dup2 and fcntl are async-signal-safe; they put the listening socket on
+        // descriptor 3 (as systemd passes it), without close-on-exec. (A socket that already is
+        // descriptor 3 keeps its close-on-exec through dup2 onto itself: it is cleared instead.)
         unsafe {
             command.pre_exec(move || {
-                if libc::dup2(fd, 3) < 0 {
+                let rc = if fd == 3 {
+                    libc::fcntl(3, libc::F_SETFD, 0)
+                } else {
+                    libc::dup2(fd, 3)
+                };
+                if rc < 0 {
                     return Err(std::io::Error::last_os_error());
                 }
                 Ok(())
