@@ -452,12 +452,14 @@ struct Lost {
     found: Option<Row>,
     /// The boot whose check missed it.
     boot: usize,
-    /// How long before the cut it was acknowledged.
+    /// How long before the cut the test read its acknowledgement (less than zero: the line
+    /// was read from the console after the cut, having been written before it).
     before_cut_ms: i64,
 }
 
 /// A power-cut run: one guest disk, the stand-in EGYM, and what every boot said.
 struct Run {
+    name: String,
     dir: TestDir,
     disk: PathBuf,
     egym: FakeEgym,
@@ -504,6 +506,7 @@ impl Run {
         let dir = TestDir::new(name);
         let disk = prepare_disk(&dir);
         Run {
+            name: name.to_string(),
             dir,
             disk,
             egym,
@@ -687,7 +690,8 @@ impl Run {
             ),
         };
         println!(
-            "round {round} ({}): init after {:.1} s, daemon ready after {:.1} s; {} taps written, {} acknowledged, {} delivered; cut {what}",
+            "{} round {round} ({}): init after {:.1} s, daemon ready after {:.1} s; {} taps written, {} acknowledged, {} delivered; cut {what}",
+            self.name,
             answers.says(),
             self.boot_secs.last().unwrap(),
             ready.as_secs_f64(),
@@ -750,8 +754,22 @@ impl Run {
             cut_ms: None,
             delivered: parse_delivered(&lines),
         });
+        // Posts the stand-in took and never answered (it records a stalled request as it
+        // arrives) within the request timeout before a cut: deliveries the cut landed in.
+        let unanswered = received
+            .iter()
+            .filter(|r| r.visit().is_some() && r.status.is_none())
+            .filter(|r| {
+                self.boots.iter().any(|b| {
+                    b.cut_ms.is_some_and(|cut| {
+                        cut - REQUEST_TIMEOUT.as_millis() as i64 <= r.at_ms && r.at_ms <= cut
+                    })
+                })
+            })
+            .count();
         println!(
-            "last boot: {} of {} acknowledged taps delivered within {:.1} s",
+            "{} last boot: {} of {} acknowledged taps delivered within {:.1} s; {unanswered} posts were left unanswered by EGYM at cuts",
+            self.name,
             if all { wanted.len() } else { 0 },
             wanted.len(),
             drained.as_secs_f64()
@@ -1004,6 +1022,9 @@ fn prepare_disk(dir: &TestDir) -> PathBuf {
     disk
 }
 
+/// The daemon's `request-timeout` in the guest.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// The daemon's configuration in the guest. EGYM is the forwarder on the guest's loopback
 /// (tests/support/powercut/init); the rate limit is the shipped one, so at most one post is in
 /// flight at a cut.
@@ -1043,13 +1064,17 @@ fn describe_lost(lost: &[Lost]) -> String {
     lost.iter()
         .map(|l| {
             format!(
-                "event {} ({} {} at {}), acknowledged in boot {} {} ms before the cut; boot {} found {}",
+                "event {} ({} {} at {}), acknowledged in boot {} ({}); boot {} found {}",
                 l.ack.event_id,
                 l.ack.kind,
                 l.ack.tag,
                 l.ack.tapped_at_ms,
                 l.ack.boot,
-                l.before_cut_ms,
+                if l.before_cut_ms >= 0 {
+                    format!("read {} ms before the cut", l.before_cut_ms)
+                } else {
+                    "its line read from the console after the cut".to_string()
+                },
                 l.boot,
                 match &l.found {
                     Some(row) => format!("another event under its id: {row:?}"),
@@ -1070,7 +1095,7 @@ async fn every_acknowledged_tap_survives_power_cuts_and_reaches_egym() {
         run.round(round, vm).await;
     }
     let delivered = run.deliver_everything().await;
-    println!("power cut: {}", run.summary());
+    println!("powercut: {}", run.summary());
     for (n, check) in run.checks.iter().enumerate() {
         assert!(
             check.integrity_ok() && check.other.is_empty(),
@@ -1087,7 +1112,7 @@ async fn every_acknowledged_tap_survives_power_cuts_and_reaches_egym() {
     );
     let duplicates = delivered.unwrap_or_else(|e| panic!("seed {:#x}: {e}", run.seed));
     println!(
-        "power cut: {} duplicates, each a post in flight at a cut{}{}",
+        "powercut: {} duplicates, each a post in flight at a cut{}{}",
         duplicates.len(),
         if duplicates.is_empty() { "" } else { ":\n" },
         duplicates.join("\n")
