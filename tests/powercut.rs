@@ -46,7 +46,8 @@ const TAP_INTERVAL: Duration = Duration::from_millis(250);
 /// How slowly the stand-in answers in a slow round: well within the request timeout, so that
 /// only a cut, never a timeout, leaves a post unanswered.
 const SLOW: Duration = Duration::from_millis(1500);
-/// A boot under TCG takes 10 to 20 seconds on 2 busy cores; this is room for a much slower one.
+/// A boot to the daemon ready takes 7 to 16 seconds under TCG on 2 busy cores; this is room for
+/// a much slower one.
 const BOOT_WAIT: Duration = Duration::from_secs(120);
 /// KVM boots the guest in a second or two where it works; where it is nested and cannot run an
 /// ordinary kernel, the guest hangs or qemu fails at once.
@@ -308,7 +309,7 @@ impl Check {
 }
 
 /// The guest's console: a file qemu writes, read as it grows; complete lines only, with the
-/// carriage returns and the colours of the daemon's log (it writes to a terminal) taken out.
+/// carriage returns the serial console adds and any terminal escapes (the firmware's) taken out.
 #[derive(Debug)]
 struct Console {
     file: std::fs::File,
