@@ -11,7 +11,7 @@
 //! After each cut the guest's init copies the database to memory and prints
 //! `PRAGMA integrity_check` and every event (tests/support/powercut/init) before it starts the
 //! daemon on the original: every tap acknowledged before any cut must be there, with its id,
-//! tag and time. After the last round EGYM answers, and every acknowledged tap must reach it;
+//! tag and time, and every event logged as delivered must be so. After the last round EGYM answers, and every acknowledged tap must reach it;
 //! a tap that reaches it twice must have been posted in a boot that was cut before the guest
 //! recorded the answer.
 //!
@@ -474,6 +474,9 @@ struct Run {
     boots: Vec<BootLog>,
     checks: Vec<Check>,
     lost: Vec<Lost>,
+    /// Events logged as delivered before a cut that the next boot found otherwise: the boot
+    /// that looked, the event, and what it found.
+    undelivered: Vec<(usize, i64, Option<Row>)>,
     /// Ids of taps found in the outbox that were never acknowledged: their commit was under way
     /// at the cut, and reached the disk.
     committed_unacked: HashSet<i64>,
@@ -521,6 +524,7 @@ impl Run {
             boots: Vec::new(),
             checks: Vec::new(),
             lost: Vec::new(),
+            undelivered: Vec::new(),
             committed_unacked: HashSet::new(),
             boot_secs: Vec::new(),
             ready_secs: Vec::new(),
@@ -624,6 +628,15 @@ impl Run {
                     boot: n,
                     before_cut_ms: cut_ms - ack.seen_ms,
                 });
+            }
+        }
+        // What the daemon said it delivered is durable too: it would be posted again otherwise.
+        if let Some(before) = self.boots.last() {
+            for id in &before.delivered {
+                let row = check.events.get(id);
+                if row.is_none_or(|row| row.state != "delivered") {
+                    self.undelivered.push((n, *id, row.cloned()));
+                }
             }
         }
         let acked: HashSet<i64> = self.acked.iter().map(|a| a.event_id).collect();
@@ -1110,6 +1123,12 @@ async fn every_acknowledged_tap_survives_power_cuts_and_reaches_egym() {
         "acknowledged taps lost (seed {:#x}):\n{}",
         run.seed,
         describe_lost(&run.lost)
+    );
+    assert!(
+        run.undelivered.is_empty(),
+        "events logged as delivered were not delivered after the cut (seed {:#x}): {:?}",
+        run.seed,
+        run.undelivered
     );
     let duplicates = delivered.unwrap_or_else(|e| panic!("seed {:#x}: {e}", run.seed));
     println!(
