@@ -32,7 +32,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use super::codec::Codec;
+use super::frame::Codec;
 use super::{Driver, ReaderConfig};
 use super::{Presenter, ReaderMessage, new_codec};
 use crate::clock::{Now, WallTime};
@@ -268,7 +268,7 @@ fn config_from(
     let driver = match get("driver")? {
         "serial" => {
             let name = get("protocol")?;
-            let protocol = super::codec::protocol(name)
+            let protocol = super::protocols::protocol(name)
                 .ok_or_else(|| format!("protocol: unknown value {name:?}"))?;
             Driver::Serial {
                 path: PathBuf::from("/dev/null"),

@@ -7,15 +7,24 @@
 //! until it is back.
 
 pub mod capture;
-pub mod codec;
 mod em4100;
+mod frame;
 pub mod keyboard;
 mod line;
 pub mod pcsc;
 pub mod pn532;
 mod presenter;
+mod protocols;
 mod source;
 pub mod twn4;
+
+/// The codecs as the rest of the crate knows them: what a codec is (`frame.rs`) and the
+/// registry of serial protocols (`protocols.rs`), under one name. The files of `reader/` use
+/// those two files directly: through here, a codec would use mod.rs, which uses it.
+pub mod codec {
+    pub use super::frame::{Codec, Discarded, Frame, Presence, TagKind};
+    pub use super::protocols::{PROTOCOLS, Protocol, protocol};
+}
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -29,7 +38,7 @@ use crate::clock::{Clock, Now};
 use crate::liveness::Pulse;
 use crate::tag::RawId;
 use crate::visit::Direction;
-use codec::Codec;
+use frame::Codec;
 pub use presenter::Presenter;
 use source::{Device, open};
 pub use source::{Driver, NO_PCSC, Port, ReaderConfig, Source, new_codec, stdin_problem, try_open};

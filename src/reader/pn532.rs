@@ -20,7 +20,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use super::codec::{Codec, Discarded, Frame, Presence};
+use super::frame::{Codec, Discarded, Frame, Presence};
 
 /// How often the host searches for a card.
 pub const POLL_EVERY: Duration = Duration::from_millis(200);

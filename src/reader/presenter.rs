@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use tracing::{debug, warn};
 
-use super::codec::{Frame, TagKind};
+use super::frame::{Frame, TagKind};
 use super::{CUT_SHORT, Driver, RANDOM_UID, ReaderConfig, ReaderMessage, Tap};
 use crate::clock::Now;
 use crate::tag::{self, RawId};
@@ -169,7 +169,7 @@ mod tests {
 
     use super::*;
     use crate::clock::WallTime;
-    use crate::reader::codec;
+    use crate::reader::protocols;
     use crate::tag::{ByteOrder, IdBytes, IdFormat, Normalisation};
     use crate::visit::Direction;
 
@@ -192,7 +192,7 @@ mod tests {
         Driver::Serial {
             path: "/dev/null".into(),
             baud: 115_200,
-            protocol: codec::protocol(protocol).unwrap(),
+            protocol: protocols::protocol(protocol).unwrap(),
         }
     }
 

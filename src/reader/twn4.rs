@@ -19,7 +19,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use super::codec::{Codec, Discarded, Frame, Presence, TagKind};
+use super::frame::{Codec, Discarded, Frame, Presence, TagKind};
 use super::line::{Ended, LineBuffer};
 use crate::tag::decode_hex;
 
