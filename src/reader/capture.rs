@@ -33,8 +33,9 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use super::frame::Codec;
-use super::{Driver, ReaderConfig};
-use super::{Presenter, ReaderMessage, new_codec};
+use super::message::ReaderMessage;
+use super::presenter::Presenter;
+use super::source::{Driver, ReaderConfig, new_codec};
 use crate::clock::{Now, WallTime};
 use crate::tag::{ByteOrder, IdBytes, IdFormat, Normalisation, decode_hex, hex_upper};
 use crate::visit::Direction;

@@ -6,7 +6,8 @@ use std::sync::Arc;
 use tracing::{debug, warn};
 
 use super::frame::{Frame, TagKind};
-use super::{CUT_SHORT, Driver, RANDOM_UID, ReaderConfig, ReaderMessage, Tap};
+use super::message::{CUT_SHORT, RANDOM_UID, ReaderMessage, Tap};
+use super::source::{Driver, ReaderConfig};
 use crate::clock::Now;
 use crate::tag::{self, RawId};
 use crate::visit::Debouncer;
