@@ -147,6 +147,7 @@ fn pure_parts_read_no_clock_and_do_no_io() {
                 "reader/frame.rs",
                 "reader/protocols.rs",
                 "reader/message.rs",
+                "reader/poller.rs",
                 "reader/em4100.rs",
                 "reader/line.rs",
                 "reader/pn532.rs",
@@ -158,7 +159,7 @@ fn pure_parts_read_no_clock_and_do_no_io() {
         })
         .cloned()
         .collect();
-    assert_eq!(pure.len(), 14, "a pure file was moved or renamed");
+    assert_eq!(pure.len(), 15, "a pure file was moved or renamed");
     let impure = offending(
         &pure,
         &[
@@ -437,7 +438,7 @@ fn paths(tokens: &[(usize, Token)]) -> Vec<(usize, Vec<String>)> {
     found
 }
 
-/// The files of `src/reader/` that a file there uses, by name (`codec.rs`), each with the line of
+/// The files of `src/reader/` that a file there uses, by name (`frame.rs`), each with the line of
 /// its first use. `name` is the file's path under `src/reader/`; `files`, the names of the files
 /// directly in it. A use of something `mod.rs` holds (or passes on) is a use of `mod.rs`; a file
 /// of a subfolder (`pcsc/device.rs`) counts as its folder's module (`pcsc.rs`).

@@ -14,6 +14,7 @@ mod line;
 mod message;
 pub mod pcsc;
 pub mod pn532;
+mod poller;
 mod presenter;
 mod protocols;
 mod source;
