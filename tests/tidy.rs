@@ -144,7 +144,10 @@ fn pure_parts_read_no_clock_and_do_no_io() {
                 "delivery/policy.rs",
                 "clock/placement.rs",
                 "clock/trust.rs",
-                "reader/codec.rs",
+                "reader/frame.rs",
+                "reader/protocols.rs",
+                "reader/message.rs",
+                "reader/poller.rs",
                 "reader/em4100.rs",
                 "reader/line.rs",
                 "reader/pn532.rs",
@@ -156,7 +159,7 @@ fn pure_parts_read_no_clock_and_do_no_io() {
         })
         .cloned()
         .collect();
-    assert_eq!(pure.len(), 12, "a pure file was moved or renamed");
+    assert_eq!(pure.len(), 15, "a pure file was moved or renamed");
     let impure = offending(
         &pure,
         &[
@@ -344,4 +347,309 @@ fn standard_output_and_error_are_written_only_through_the_console() {
         offending(&files, &["println!", "print!(", "std::io::stdout"]),
         "standard output or error written outside console.rs (a closed pipe would panic there)",
     );
+}
+
+/// A token of Rust code, as far as paths go: a name, `::`, or one other character.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Token {
+    Name(String),
+    PathSep,
+    Other(char),
+}
+
+/// The tokens of `code` with the line each is on; comments left out.
+fn tokens(code: &str) -> Vec<(usize, Token)> {
+    let mut found = Vec::new();
+    for (i, line) in code.lines().enumerate() {
+        let line = line.split("//").next().unwrap();
+        let mut chars = line.chars().peekable();
+        while let Some(c) = chars.next() {
+            if c.is_alphanumeric() || c == '_' {
+                let mut name = c.to_string();
+                while let Some(&next) = chars.peek().filter(|n| n.is_alphanumeric() || **n == '_') {
+                    name.push(next);
+                    chars.next();
+                }
+                found.push((i + 1, Token::Name(name)));
+            } else if c == ':' && chars.peek() == Some(&':') {
+                chars.next();
+                found.push((i + 1, Token::PathSep));
+            } else if !c.is_whitespace() {
+                found.push((i + 1, Token::Other(c)));
+            }
+        }
+    }
+    found
+}
+
+/// The paths in `tokens` (`super::codec::{self, Codec}` is `super::codec::self` and
+/// `super::codec::Codec`), each with the line it starts on: every name followed by `::` that no
+/// `::` comes before starts one.
+fn paths(tokens: &[(usize, Token)]) -> Vec<(usize, Vec<String>)> {
+    /// The paths that start at `tokens[*at]`, under `prefix`; moves `at` past them.
+    fn read(tokens: &[(usize, Token)], at: &mut usize, prefix: &[String]) -> Vec<Vec<String>> {
+        let mut path = prefix.to_vec();
+        loop {
+            match tokens.get(*at).map(|(_, t)| t) {
+                Some(Token::Name(name)) => path.push(name.clone()),
+                Some(Token::Other('*')) => path.push("*".into()),
+                Some(Token::Other('{')) => {
+                    *at += 1;
+                    let mut group = Vec::new();
+                    while let Some((_, token)) = tokens.get(*at) {
+                        match token {
+                            Token::Other('}') => break,
+                            Token::Other(',') => *at += 1,
+                            _ => {
+                                let before = *at;
+                                group.extend(read(tokens, at, &path));
+                                // Something no path holds: stepped over.
+                                if *at == before {
+                                    *at += 1;
+                                }
+                            }
+                        }
+                    }
+                    *at += 1;
+                    return group;
+                }
+                _ => return vec![path],
+            }
+            *at += 1;
+            if tokens.get(*at).map(|(_, t)| t) != Some(&Token::PathSep) {
+                return vec![path];
+            }
+            *at += 1;
+        }
+    }
+    let mut found = Vec::new();
+    let mut at = 0;
+    while at < tokens.len() {
+        let starts = matches!(tokens[at].1, Token::Name(_))
+            && tokens.get(at + 1).map(|(_, t)| t) == Some(&Token::PathSep)
+            && (at == 0 || tokens[at - 1].1 != Token::PathSep);
+        if !starts {
+            at += 1;
+            continue;
+        }
+        let line = tokens[at].0;
+        found.extend(read(tokens, &mut at, &[]).into_iter().map(|p| (line, p)));
+    }
+    found
+}
+
+/// The files of `src/reader/` that a file there uses, by name (`frame.rs`), each with the line of
+/// its first use. `name` is the file's path under `src/reader/`; `files`, the names of the files
+/// directly in it. A use of something `mod.rs` holds (or passes on) is a use of `mod.rs`; a file
+/// of a subfolder (`pcsc/device.rs`) counts as its folder's module (`pcsc.rs`).
+fn reader_uses(name: &str, code: &str, files: &[String]) -> Vec<(String, usize)> {
+    let file_of = |first: &str| {
+        let file = format!("{first}.rs");
+        if first != "mod" && files.contains(&file) {
+            file
+        } else {
+            "mod.rs".to_string()
+        }
+    };
+    let (own, depth) = match name.split_once('/') {
+        Some((folder, _)) => (format!("{folder}.rs"), 2),
+        None => (name.to_string(), 1),
+    };
+    let mut used: Vec<(String, usize)> = Vec::new();
+    for (line, path) in paths(&tokens(code)) {
+        let path: Vec<&str> = path.iter().map(String::as_str).collect();
+        let target = if path.starts_with(&["crate", "reader"]) {
+            file_of(path.get(2).copied().unwrap_or("mod"))
+        } else if own == "mod.rs" {
+            // A child module by name, or through `self::`; in a module written inside mod.rs,
+            // through `super::`.
+            let rest = match path[0] {
+                "self" | "super" => &path[1..],
+                _ => &path[..],
+            };
+            if rest.len() < 2 || !files.contains(&format!("{}.rs", rest[0])) {
+                continue;
+            }
+            file_of(rest[0])
+        } else {
+            let supers = path.iter().take_while(|s| **s == "super").count();
+            if supers != depth {
+                continue;
+            }
+            file_of(path.get(depth).copied().unwrap_or("mod"))
+        };
+        if target != own && !used.iter().any(|(t, _)| *t == target) {
+            used.push((target, line));
+        }
+    }
+    used
+}
+
+/// Which files each file uses: a file's name, and the files it uses with the line of each use.
+type Uses = Vec<(String, Vec<(String, usize)>)>;
+
+/// A cycle in `uses`, written out: `codec.rs → em4100.rs → codec.rs`, then where each file uses
+/// the next (`src/reader/codec.rs:15 uses em4100.rs`). `None` when there is none.
+fn cycle_in(uses: &Uses) -> Option<String> {
+    fn used_by<'a>(uses: &'a Uses, file: &str) -> &'a [(String, usize)] {
+        uses.iter()
+            .find(|(f, _)| f == file)
+            .map_or(&[], |(_, used)| used.as_slice())
+    }
+    /// Follows every use from `file`, the files on the way in `path`; `done` holds the files
+    /// whose uses were all followed without finding a cycle.
+    fn visit(
+        uses: &Uses,
+        file: &str,
+        path: &mut Vec<String>,
+        done: &mut Vec<String>,
+    ) -> Option<Vec<String>> {
+        if let Some(start) = path.iter().position(|f| f == file) {
+            let mut cycle = path[start..].to_vec();
+            cycle.push(file.to_string());
+            return Some(cycle);
+        }
+        if done.iter().any(|d| d == file) {
+            return None;
+        }
+        path.push(file.to_string());
+        for (next, _) in used_by(uses, file) {
+            if let Some(cycle) = visit(uses, next, path, done) {
+                return Some(cycle);
+            }
+        }
+        path.pop();
+        done.push(file.to_string());
+        None
+    }
+    let mut done = Vec::new();
+    for (file, _) in uses {
+        let Some(cycle) = visit(uses, file, &mut Vec::new(), &mut done) else {
+            continue;
+        };
+        let mut text = cycle.join(" → ");
+        for pair in cycle.windows(2) {
+            let (from, to) = (&pair[0], &pair[1]);
+            let line = used_by(uses, from)
+                .iter()
+                .find(|(f, _)| f == to)
+                .map_or(0, |(_, line)| *line);
+            text.push_str(&format!("\n  src/reader/{from}:{line} uses {to}"));
+        }
+        return Some(text);
+    }
+    None
+}
+
+/// The uses among the files of `src/reader/` (their code, tests left out).
+fn reader_graph(files: &[(String, String)]) -> Uses {
+    let in_reader: Vec<(String, &str)> = files
+        .iter()
+        .filter_map(|(name, text)| Some((name.strip_prefix("reader/")?.to_string(), code_of(text))))
+        .collect();
+    let top: Vec<String> = in_reader
+        .iter()
+        .map(|(name, _)| name.clone())
+        .filter(|name| !name.contains('/'))
+        .collect();
+    let mut uses: Uses = top.iter().map(|name| (name.clone(), Vec::new())).collect();
+    uses.sort();
+    for (name, code) in &in_reader {
+        let own = name
+            .split_once('/')
+            .map_or(name.clone(), |(folder, _)| format!("{folder}.rs"));
+        let entry = &mut uses
+            .iter_mut()
+            .find(|(f, _)| *f == own)
+            .expect("a folder has its file")
+            .1;
+        for (used, line) in reader_uses(name, code, &top) {
+            if !entry.iter().any(|(f, _)| *f == used) {
+                entry.push((used, line));
+            }
+        }
+    }
+    uses
+}
+
+#[test]
+fn the_files_of_the_reader_module_use_each_other_without_a_cycle() {
+    // The check finds what it looks for: uses through `super::`, `crate::reader::` and groups,
+    // of files and of what mod.rs holds, and a cycle of them.
+    let made_up = |files: &[(&str, &str)]| {
+        reader_graph(
+            &files
+                .iter()
+                .map(|(name, text)| (format!("reader/{name}"), text.to_string()))
+                .collect::<Vec<_>>(),
+        )
+    };
+    let cycle = cycle_in(&made_up(&[
+        ("mod.rs", "mod codec;\nmod em4100;\nuse codec::Codec;\n"),
+        ("codec.rs", "use super::em4100::Em4100Codec;\n"),
+        ("em4100.rs", "use super::{codec::{Codec, Frame}, Tap};\n"),
+    ]));
+    assert_eq!(
+        cycle.as_deref(),
+        Some(
+            "codec.rs → em4100.rs → codec.rs\n  src/reader/codec.rs:1 uses em4100.rs\n  \
+             src/reader/em4100.rs:1 uses codec.rs"
+        )
+    );
+    let cycle = cycle_in(&made_up(&[
+        (
+            "mod.rs",
+            "mod presenter;\n\npub use presenter::Presenter;\npub struct Tap;\n",
+        ),
+        (
+            "presenter.rs",
+            "pub struct Presenter;\nfn f(tap: crate::reader::Tap) {}\n",
+        ),
+    ]));
+    assert_eq!(
+        cycle.as_deref(),
+        Some(
+            "mod.rs → presenter.rs → mod.rs\n  src/reader/mod.rs:3 uses presenter.rs\n  \
+             src/reader/presenter.rs:2 uses mod.rs"
+        )
+    );
+    let no_cycle = made_up(&[
+        (
+            "mod.rs",
+            "pub use message::Tap;\npub mod codec {\n    pub use super::frame::Codec;\n}\n",
+        ),
+        ("message.rs", "use crate::tag::RawId;\n"),
+        (
+            "frame.rs",
+            "// use super::Tap;\npub enum Frame { NoTag } // not super::Tap\n",
+        ),
+        (
+            "presenter.rs",
+            "use crate::reader::message::Tap;\nfn f() { super::frame::Frame::NoTag }\n",
+        ),
+    ]);
+    assert_eq!(cycle_in(&no_cycle), None);
+    assert_eq!(
+        no_cycle,
+        [
+            ("frame.rs".to_string(), vec![]),
+            ("message.rs".to_string(), vec![]),
+            (
+                "mod.rs".to_string(),
+                vec![("message.rs".to_string(), 1), ("frame.rs".to_string(), 3)]
+            ),
+            (
+                "presenter.rs".to_string(),
+                vec![("message.rs".to_string(), 1), ("frame.rs".to_string(), 2)]
+            ),
+        ]
+    );
+    let uses = reader_graph(&sources());
+    assert!(
+        uses.iter().any(|(file, _)| file == "mod.rs") && uses.len() > 5,
+        "src/reader/ is read"
+    );
+    if let Some(cycle) = cycle_in(&uses) {
+        panic!("an import cycle among the files of src/reader/: {cycle}");
+    }
 }

@@ -32,9 +32,10 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use super::codec::Codec;
-use super::{Driver, ReaderConfig};
-use super::{Presenter, ReaderMessage, new_codec};
+use super::frame::Codec;
+use super::message::ReaderMessage;
+use super::presenter::Presenter;
+use super::source::{Driver, ReaderConfig, new_codec};
 use crate::clock::{Now, SteadyMs, WallMs, WallTime};
 use crate::tag::{ByteOrder, IdBytes, IdFormat, Normalisation, decode_hex, hex_upper};
 use crate::visit::Direction;
@@ -270,7 +271,7 @@ fn config_from(
     let driver = match get("driver")? {
         "serial" => {
             let name = get("protocol")?;
-            let protocol = super::codec::protocol(name)
+            let protocol = super::protocols::protocol(name)
                 .ok_or_else(|| format!("protocol: unknown value {name:?}"))?;
             Driver::Serial {
                 path: PathBuf::from("/dev/null"),

@@ -9,7 +9,7 @@
 //! Every STX starts a frame afresh, even inside another one: a frame cut short by noise or a
 //! glitch must not swallow the good frame after it. Hex digits are accepted in either case.
 
-use super::codec::{Codec, Discarded, Frame};
+use super::frame::{Codec, Discarded, Frame};
 use crate::tag::hex_value;
 
 const STX: u8 = 0x02;

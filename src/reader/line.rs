@@ -3,7 +3,7 @@
 //! Blank lines are skipped, so every terminator style (and Parallax's `LF id CR`) works. A line
 //! holding a control byte or longer than any id is noise: it is dropped at its terminator.
 
-use super::codec::{Codec, Discarded, Frame};
+use super::frame::{Codec, Discarded, Frame};
 
 /// Longer than any id in any rendering (a 10-byte UID as hex is 20 characters).
 const MAX_LINE: usize = 64;

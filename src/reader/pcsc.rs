@@ -19,7 +19,7 @@ mod device;
 #[cfg(feature = "pcsc")]
 pub use device::PcscDevice;
 
-use super::codec::{Codec, Discarded, Frame};
+use super::frame::{Codec, Discarded, Frame};
 
 /// GET DATA, P1 = 00 (UID), Le = 00 (all of it).
 pub const GET_UID: [u8; 5] = [0xFF, 0xCA, 0x00, 0x00, 0x00];

@@ -13,14 +13,17 @@
 //! Every command is acknowledged before it is answered. An answer that fails LCS or DCS, a NACK
 //! or the chip's error frame is counted and the command sent again at once; so is a command not
 //! answered within [`ANSWER_WITHIN`], and after `WAKE_AFTER_MISSES` of those in a row the chip
-//! is woken afresh (it may have been power-cycled). A card left on the reader is found at every search: the reader's debounce
-//! keeps that one presentation, and the presentation ends when two searches in a row find none.
+//! is woken afresh (it may have been power-cycled). When to send is the poller's
+//! (`poller.rs`), as for every reader the host searches. A card left on the reader is found at
+//! every search: the reader's debounce keeps that one presentation, and the presentation ends
+//! when two searches in a row find none.
 
 use std::time::Duration;
 
 use tokio::time::Instant;
 
-use super::codec::{Codec, Discarded, Frame, Presence};
+use super::frame::{Codec, Discarded, Frame, Presence};
+use super::poller::{Due, Poller, Timing};
 
 /// How often the host searches for a card.
 pub const POLL_EVERY: Duration = Duration::from_millis(200);
@@ -28,6 +31,12 @@ pub const POLL_EVERY: Duration = Duration::from_millis(200);
 pub const ANSWER_WITHIN: Duration = Duration::from_millis(500);
 /// Unanswered commands in a row after which the chip is woken up again.
 const WAKE_AFTER_MISSES: u32 = 3;
+
+const TIMING: Timing = Timing {
+    search_every: POLL_EVERY,
+    answer_within: ANSWER_WITHIN,
+    restart_after_lost: Some(WAKE_AFTER_MISSES),
+};
 
 pub const HOST_TO_CHIP: u8 = 0xD4;
 pub const CHIP_TO_HOST: u8 = 0xD5;
@@ -154,26 +163,29 @@ enum Step {
     Search,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Pn532Codec {
     parser: ChipParser,
     chip_frames: Vec<ChipFrame>,
     step: Step,
-    /// When the command waiting for its answer was sent.
-    outstanding: Option<Instant>,
-    /// Send the current step's command again at once (a NACK or a spoiled answer).
-    resend: bool,
-    /// Commands in a row that got no answer (since the last wake-up).
-    misses: u32,
-    /// Commands in a row that got no good answer: none, or a refused or spoiled one.
-    unanswered: u32,
-    /// Answers in a row refused or spoiled: after the first, the command is sent again only
-    /// at the search rate, so a reader that refuses everything is not asked flat out.
-    refusals: u32,
-    next_search: Option<Instant>,
+    /// When to send the step's command, and the commands in a row left unanswered.
+    poller: Poller,
     presence: Presence,
     /// NACKs, error frames, answers to nothing asked, and commands never answered.
     refused: u64,
+}
+
+impl Default for Pn532Codec {
+    fn default() -> Pn532Codec {
+        Pn532Codec {
+            parser: ChipParser::default(),
+            chip_frames: Vec::new(),
+            step: Step::default(),
+            poller: Poller::new(TIMING),
+            presence: Presence::default(),
+            refused: 0,
+        }
+    }
 }
 
 impl Pn532Codec {
@@ -194,18 +206,7 @@ impl Pn532Codec {
 
     fn refuse(&mut self) {
         self.refused += 1;
-        self.refusals += 1;
-        self.resend = true;
-    }
-
-    /// When a refused command may be sent again: at once the first time, then at the search
-    /// rate.
-    fn resend_at(&self, sent_at: Instant) -> Instant {
-        if self.refusals > 1 {
-            sent_at + POLL_EVERY
-        } else {
-            sent_at
-        }
+        self.poller.refused();
     }
 
     fn chip_frame(&mut self, frame: ChipFrame) -> Option<Frame> {
@@ -222,15 +223,12 @@ impl Pn532Codec {
             Step::Retries => RF_CONFIGURATION,
             Step::Search => IN_LIST_PASSIVE_TARGET,
         } + 1;
-        if data.first() != Some(&expected) || self.outstanding.is_none() {
+        if data.first() != Some(&expected) || !self.poller.waiting() {
             // The chip's error frame (7F), or an answer to something not asked (a stale one).
             self.refuse();
             return None;
         }
-        self.outstanding = None;
-        self.misses = 0;
-        self.unanswered = 0;
-        self.refusals = 0;
+        self.poller.answered();
         match self.step {
             Step::Wake => {
                 self.step = Step::Retries;
@@ -275,11 +273,10 @@ impl Codec for Pn532Codec {
         for &byte in bytes {
             let rejected = self.parser.discarded().rejected_frames;
             self.parser.push(byte, &mut chip_frames);
-            if self.parser.discarded().rejected_frames > rejected && self.outstanding.is_some() {
+            if self.parser.discarded().rejected_frames > rejected && self.poller.waiting() {
                 // Most likely the answer, spoiled on the line (counted by the parser): asked
                 // again without waiting for it to be overdue.
-                self.refusals += 1;
-                self.resend = true;
+                self.poller.refused();
             }
             for frame in chip_frames.drain(..) {
                 frames.extend(self.chip_frame(frame));
@@ -308,46 +305,29 @@ impl Codec for Pn532Codec {
     }
 
     fn to_send(&mut self, now: Instant) -> Option<Vec<u8>> {
-        if let Some(sent_at) = self.outstanding {
-            if self.resend {
-                // Refused or spoiled (and counted so): asked again.
-                if now < self.resend_at(sent_at) {
-                    return None;
-                }
-                self.unanswered += 1;
-            } else if now.saturating_duration_since(sent_at) >= ANSWER_WITHIN {
+        match self.poller.due(now, self.step == Step::Search) {
+            Due::Later => return None,
+            Due::Now => {}
+            Due::Lost { restart } => {
+                // Never answered: counted, and whatever half-frame came is dropped. The chip
+                // may have been power-cycled: after a few, it is woken again.
                 self.refused += 1;
-                self.misses += 1;
-                self.unanswered += 1;
                 self.parser.clear();
-                if self.misses >= WAKE_AFTER_MISSES {
+                if restart {
                     self.step = Step::Wake;
-                    self.misses = 0;
                 }
-            } else {
-                return None;
             }
-        } else if self.step == Step::Search && self.next_search.is_some_and(|at| now < at) {
-            return None;
         }
-        self.resend = false;
-        if self.step == Step::Search {
-            self.next_search = Some(now + POLL_EVERY);
-        }
-        self.outstanding = Some(now);
+        self.poller.sent(now, self.step == Step::Search);
         Some(self.command())
     }
 
     fn next_send_at(&self) -> Option<Instant> {
-        match self.outstanding {
-            Some(sent_at) if self.resend => Some(self.resend_at(sent_at)),
-            Some(sent_at) => Some(sent_at + ANSWER_WITHIN),
-            None => self.next_search,
-        }
+        self.poller.next_at()
     }
 
     fn unanswered(&self) -> u32 {
-        self.unanswered
+        self.poller.unanswered()
     }
 }
 

@@ -5,8 +5,9 @@ use std::sync::Arc;
 
 use tracing::{debug, warn};
 
-use super::codec::{Frame, TagKind};
-use super::{CUT_SHORT, Driver, RANDOM_UID, ReaderConfig, ReaderMessage, Tap};
+use super::frame::{Frame, TagKind};
+use super::message::{CUT_SHORT, RANDOM_UID, ReaderMessage, Tap};
+use super::source::{Driver, ReaderConfig};
 use crate::clock::Now;
 use crate::tag::{self, RawId};
 use crate::visit::Debouncer;
@@ -169,7 +170,7 @@ mod tests {
 
     use super::*;
     use crate::clock::{SteadyMs, WallMs, WallTime};
-    use crate::reader::codec;
+    use crate::reader::protocols;
     use crate::tag::{ByteOrder, IdBytes, IdFormat, Normalisation};
     use crate::visit::Direction;
 
@@ -192,7 +193,7 @@ mod tests {
         Driver::Serial {
             path: "/dev/null".into(),
             baud: 115_200,
-            protocol: codec::protocol(protocol).unwrap(),
+            protocol: protocols::protocol(protocol).unwrap(),
         }
     }
 

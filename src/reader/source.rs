@@ -5,7 +5,8 @@ use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite};
 
-use super::codec::{self, Codec, Protocol};
+use super::frame::Codec;
+use super::protocols::{self, Protocol};
 use super::{keyboard, pcsc};
 use crate::tag::{IdFormat, Normalisation};
 use crate::visit::Direction;
@@ -214,7 +215,7 @@ pub fn new_codec(driver: &Driver) -> Box<dyn Codec> {
     match driver {
         Driver::Serial { protocol, .. } => (protocol.new_codec)(),
         Driver::Pcsc { .. } => Box::new(pcsc::PcscCodec::default()),
-        Driver::Stdin | Driver::Keyboard { .. } => (codec::protocol("line")
+        Driver::Stdin | Driver::Keyboard { .. } => (protocols::protocol("line")
             .expect("the line protocol exists")
             .new_codec)(),
     }

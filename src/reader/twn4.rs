@@ -11,16 +11,18 @@
 //! value for EM cards. Any other type leaves it to the reader's `egym-tag-format`.
 //!
 //! An answer that is not hex, has a wrong length or an error byte is counted and the search
-//! asked again; so is a search not answered within [`ANSWER_WITHIN`]. A card left on the reader
-//! is found at every search and stays one presentation; two searches in a row that find none end
+//! asked again; so is a search not answered within [`ANSWER_WITHIN`]. When to search is the
+//! poller's (`poller.rs`), as for every reader the host searches. A card left on the reader is
+//! found at every search and stays one presentation; two searches in a row that find none end
 //! it.
 
 use std::time::Duration;
 
 use tokio::time::Instant;
 
-use super::codec::{Codec, Discarded, Frame, Presence, TagKind};
+use super::frame::{Codec, Discarded, Frame, Presence, TagKind};
 use super::line::{Ended, LineBuffer};
+use super::poller::{Due, Poller, Timing};
 use crate::tag::decode_hex;
 
 /// How often the host searches for a card.
@@ -29,6 +31,13 @@ pub const POLL_EVERY: Duration = Duration::from_millis(200);
 pub const ANSWER_WITHIN: Duration = Duration::from_millis(500);
 /// Longer than any answer (10 id bytes and the header are 30 hex digits).
 const MAX_LINE: usize = 128;
+
+const TIMING: Timing = Timing {
+    search_every: POLL_EVERY,
+    answer_within: ANSWER_WITHIN,
+    // Every request is a search: there is no conversation to start again.
+    restart_after_lost: None,
+};
 
 /// The SearchTag command, as sent.
 pub const SEARCH_TAG: &[u8] = b"0500FF\r";
@@ -71,37 +80,37 @@ pub fn parse_answer(line: &[u8]) -> Option<Answer> {
     }
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Twn4Codec {
     /// An answer line: hex digits only.
     line: LineBuffer,
-    /// When the search waiting for its answer was sent.
-    outstanding: Option<Instant>,
-    next_search: Option<Instant>,
+    /// When to search, and the searches in a row left unanswered.
+    poller: Poller,
     presence: Presence,
-    /// Searches in a row with no good answer.
-    unanswered: u32,
-    /// Answers in a row refused or garbled: after the first, asked again only at the search
-    /// rate, so a reader that refuses everything is not asked flat out.
-    refusals: u32,
     discarded: Discarded,
 }
 
+impl Default for Twn4Codec {
+    fn default() -> Twn4Codec {
+        Twn4Codec {
+            line: LineBuffer::default(),
+            poller: Poller::new(TIMING),
+            presence: Presence::default(),
+            discarded: Discarded::default(),
+        }
+    }
+}
+
 impl Twn4Codec {
+    /// A garbled or refused answer: counted, and the search asked again.
     fn reject(&mut self, bytes: usize) {
         self.discarded.rejected_frames += 1;
         self.discarded.noise_bytes += bytes as u64 + 1;
-        self.unanswered += 1;
-        self.refusals += 1;
-        if self.refusals == 1 {
-            // Asked again at once; after that, at the search rate.
-            self.next_search = None;
-        }
+        self.poller.refused();
     }
 
     fn answer(&mut self, answer: Answer) -> Option<Frame> {
-        self.unanswered = 0;
-        self.refusals = 0;
+        self.poller.answered();
         match answer {
             Answer::NoTag => self.presence.found_nothing(),
             Answer::Tag { tag_type, id, .. } => {
@@ -120,21 +129,17 @@ impl Codec for Twn4Codec {
         let hex = |b: u8| b.is_ascii_hexdigit();
         match self.line.push(byte, hex, MAX_LINE, &mut self.discarded)? {
             Ended::Spoiled { kept } => {
-                self.outstanding = None;
                 self.reject(kept);
                 None
             }
             Ended::Line(line) if line.is_empty() => None,
-            Ended::Line(line) => {
-                self.outstanding = None;
-                match parse_answer(&line) {
-                    Some(answer) => self.answer(answer),
-                    None => {
-                        self.reject(line.len());
-                        None
-                    }
+            Ended::Line(line) => match parse_answer(&line) {
+                Some(answer) => self.answer(answer),
+                None => {
+                    self.reject(line.len());
+                    None
                 }
-            }
+            },
         }
     }
 
@@ -151,31 +156,25 @@ impl Codec for Twn4Codec {
     }
 
     fn to_send(&mut self, now: Instant) -> Option<Vec<u8>> {
-        if let Some(sent_at) = self.outstanding {
-            if now.saturating_duration_since(sent_at) < ANSWER_WITHIN {
-                return None;
+        match self.poller.due(now, true) {
+            Due::Later => return None,
+            Due::Now => {}
+            Due::Lost { .. } => {
+                // Never answered: counted, and whatever half-line came is dropped.
+                self.discarded.rejected_frames += 1;
+                self.discarded.noise_bytes += self.line.clear() as u64;
             }
-            // Never answered: counted, and whatever half-line came is dropped.
-            self.discarded.rejected_frames += 1;
-            self.unanswered += 1;
-            self.discarded.noise_bytes += self.line.clear() as u64;
-        } else if self.next_search.is_some_and(|at| now < at) {
-            return None;
         }
-        self.outstanding = Some(now);
-        self.next_search = Some(now + POLL_EVERY);
+        self.poller.sent(now, true);
         Some(SEARCH_TAG.to_vec())
     }
 
     fn next_send_at(&self) -> Option<Instant> {
-        match self.outstanding {
-            Some(sent_at) => Some(sent_at + ANSWER_WITHIN),
-            None => self.next_search,
-        }
+        self.poller.next_at()
     }
 
     fn unanswered(&self) -> u32 {
-        self.unanswered
+        self.poller.unanswered()
     }
 }
 
