@@ -13,6 +13,7 @@ use std::time::Duration;
 use tokio::sync::{mpsc, watch};
 
 use crate::clock::Clock;
+use crate::clock::timer;
 use crate::config::Config;
 use crate::console::say;
 use crate::egym::ApiKey;
@@ -266,9 +267,9 @@ async fn read_one(config: &ReaderConfig, clock: Clock) -> Result<Read, String> {
             .listening()
             .run(messages, stopping, Pulse::unwatched()),
     );
-    let deadline = tokio::time::Instant::now() + PRESENT_WITHIN;
+    let deadline = timer::Instant::now() + PRESENT_WITHIN;
     let read = loop {
-        let message = tokio::time::timeout_at(deadline, inbox.recv()).await;
+        let message = timer::timeout_at(deadline, inbox.recv()).await;
         match message {
             Ok(Some(ReaderMessage::Tap(tap))) if !tap.repeat => {
                 break Ok(match tap.text {

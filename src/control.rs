@@ -26,6 +26,7 @@ use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinSet;
 use tracing::{debug, warn};
 
+use crate::clock::timer;
 use crate::clock::{SteadyMs, WallMs};
 use crate::store::status::StatusData;
 
@@ -224,7 +225,7 @@ where
             Err(e) => {
                 warn!(error = %e, socket = %listener.path.display(), "cannot accept on the control socket");
                 tokio::select! {
-                    () = tokio::time::sleep(Duration::from_millis(100)) => continue,
+                    () = timer::sleep(Duration::from_millis(100)) => continue,
                     _ = stopping.wait_for(|stop| *stop) => break,
                 }
             }
@@ -260,7 +261,7 @@ where
     let (read, mut write) = stream.into_split();
     let mut line = String::new();
     let mut read = tokio::io::BufReader::new(tokio::io::AsyncReadExt::take(read, MAX_REQUEST));
-    tokio::time::timeout(REQUEST_WITHIN, read.read_line(&mut line))
+    timer::timeout(REQUEST_WITHIN, read.read_line(&mut line))
         .await
         .map_err(|_| std::io::Error::other("no request in time"))??;
     let reply = match serde_json::from_str::<Request>(&line) {

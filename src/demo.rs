@@ -10,6 +10,7 @@ use std::time::Duration;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::sync::oneshot;
 
+use crate::clock::timer;
 use crate::clock::{WallMs, rfc3339_ms, wall_now};
 use crate::config::Config;
 use crate::daemon::{DaemonError, SetupError};
@@ -280,11 +281,11 @@ fn print_status(db: &std::path::Path) {
 }
 
 async fn wait_for_empty_outbox(db: &std::path::Path, timeout: Duration) {
-    let deadline = tokio::time::Instant::now() + timeout;
-    while tokio::time::Instant::now() < deadline {
+    let deadline = timer::Instant::now() + timeout;
+    while timer::Instant::now() < deadline {
         match crate::status::read_database(db, None) {
             Ok((data, _)) if data.events.pending == 0 => return,
-            Ok(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+            Ok(_) => timer::sleep(Duration::from_millis(200)).await,
             Err(_) => return,
         }
     }

@@ -25,6 +25,7 @@ use tokio::sync::{mpsc, watch};
 use tracing::{error, info, warn};
 
 use crate::clock::placement::Placed;
+use crate::clock::timer;
 use crate::clock::{Clock, SteadyMs, Trust, WallMs, rfc3339_ms};
 use crate::egym::CORPORATE_FITNESS;
 use crate::liveness::Pulse;
@@ -146,10 +147,10 @@ impl Recorder {
                     _ => Wake::Messages(std::mem::take(&mut batch)),
                 },
                 Some(correction) = corrections.recv() => Wake::Correction(correction),
-                () = tokio::time::sleep(HELD_RETRY), if !self.held.is_empty() => Wake::RetryHeld,
-                () = tokio::time::sleep(PLACE_RETRY), if self.placing_failed => Wake::RetryPlacing,
-                () = crate::clock::sleep_until(
-                    self.next_auto_checkout_in.map(|d| tokio::time::Instant::now() + d)
+                () = timer::sleep(HELD_RETRY), if !self.held.is_empty() => Wake::RetryHeld,
+                () = timer::sleep(PLACE_RETRY), if self.placing_failed => Wake::RetryPlacing,
+                () = timer::sleep_until_or_never(
+                    self.next_auto_checkout_in.map(|d| timer::Instant::now() + d)
                 ) => Wake::AutoCheckout,
                 Ok(()) = self.trust.changed() => Wake::ClockChanged,
                 () = pulse.asked() => Wake::Asked,

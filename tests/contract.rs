@@ -288,6 +288,7 @@ fn request(method: &str, path: &str, query: Option<&str>, body: Option<Value>) -
         body_len: body.as_ref().map_or(0, |b| b.to_string().len()),
         body,
         at_ms: 0,
+        at: gym_checkin::clock::timer::Instant::now(),
         status: None,
     }
 }

@@ -1,12 +1,17 @@
 //! The delivery worker against the stand-in EGYM, with a real SQLite file: each row of
 //! the README's outcome table, per-tag order, and the client-side rate limit.
+//!
+//! On tokio's paused time: the worker's clock ([`TokioSource`]) and its timers move together,
+//! only as far as the worker has to wait, so a retry due in minutes, or an hour of nothing
+//! being sent, takes no real time, and no test depends on how fast the machine is.
 
 mod common;
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{FakeEgym, LONG, Member, Mode, TestDir, entrance_tap, member, now_ms};
-use gym_checkin::clock::{Clock, SteadyMs, WallMs};
+use common::{FakeEgym, LONG, Member, Mode, TestDir, entrance_tap, member};
+use gym_checkin::clock::{Boot, Clock, SteadyMs, TokioSource, TrustRule, WallMs};
 use gym_checkin::delivery::{LateAdmission, RecorderLinks, Settings, Worker};
 use gym_checkin::egym::Client;
 use gym_checkin::egym::fake::Calls;
@@ -66,8 +71,30 @@ async fn setup_members(
     burst: u32,
     key: &str,
 ) -> Setup {
+    setup_with_outbox(name, members, settings, burst, key, &[]).await
+}
+
+/// As [`setup_members`], with check-ins of `waiting` in the outbox before the worker starts (a
+/// backlog that waited through a restart), tapped a minute ago.
+async fn setup_with_outbox(
+    name: &str,
+    members: Vec<Member>,
+    settings: Settings,
+    burst: u32,
+    key: &str,
+    waiting: &[&str],
+) -> Setup {
     let dir = TestDir::new(name);
-    let store = Store::open(&dir.path("outbox.db")).await.unwrap();
+    let store = Store::open_for_paused_time(&dir.path("outbox.db"))
+        .await
+        .unwrap();
+    for tag in waiting {
+        let (event, state) = entrance_tap(tag, Kind::CheckIn, START - 60_000);
+        store
+            .record_event(event, state, WallMs::from_millis(START))
+            .await
+            .unwrap();
+    }
     let fake = FakeEgym::start(members, KEY).await.unwrap();
     let client = Client::new(
         &fake.base_url().parse().unwrap(),
@@ -79,7 +106,7 @@ async fn setup_members(
     let (recorded, recorded_events) = watch::channel(0);
     let (corrections_out, corrections) = mpsc::unbounded_channel();
     let key = ApiKey::new(key.into());
-    let clock = common::trusted_clock();
+    let clock = paused_clock();
     let worker = Worker::new(
         store.clone(),
         client,
@@ -110,7 +137,32 @@ async fn setup_members(
     }
 }
 
+/// 2026-12-01T00:00:00Z.
+const START: i64 = 1_796_083_200_000;
+
+/// A trusted clock on tokio's paused time, starting at `START`; steady time starts at the wall
+/// time, as in a new database.
+fn paused_clock() -> Clock {
+    let source = Arc::new(TokioSource::new(START, 5_000, "paused"));
+    let boot = Boot {
+        id: 1,
+        offset_ms: START - 5_000,
+        start: SteadyMs::from_millis(START),
+    };
+    Clock::on_tokio(source, TrustRule::Always, boot)
+}
+
+/// Lets `length` of simulated time pass: every timer of the worker due in it fires.
+async fn let_pass(length: Duration) {
+    tokio::time::sleep(length).await;
+}
+
 impl Setup {
+    /// The wall time now, by the worker's clock.
+    fn now(&self) -> i64 {
+        self.clock.now().wall.as_millis()
+    }
+
     async fn record(&self, tag: &str, kind: Kind, tapped_at_ms: i64) -> i64 {
         let (mut event, state) = entrance_tap(tag, kind, tapped_at_ms);
         event.boot = self.clock.boot().id;
@@ -123,8 +175,12 @@ impl Setup {
         id
     }
 
+    /// Waits until event `id`'s row satisfies `done`: it looks at the row after each stretch of
+    /// simulated time, from 50 ms, twice as long each time up to 5 s (waits of minutes take
+    /// few looks); `LONG` of real time at most.
     async fn wait_for(&self, id: i64, what: &str, done: impl Fn(&EventRow) -> bool) -> EventRow {
         let deadline = Instant::now() + LONG;
+        let mut step = Duration::from_millis(50);
         loop {
             let row = self.store.event(id).await.unwrap().unwrap();
             if done(&row) {
@@ -135,7 +191,8 @@ impl Setup {
                 "event {id} never became {what}: {row:#?}\n{:#?}",
                 self.fake.received()
             );
-            tokio::time::sleep(Duration::from_millis(20)).await;
+            let_pass(step).await;
+            step = (step * 2).min(Duration::from_secs(5));
         }
     }
 
@@ -152,10 +209,10 @@ impl Setup {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[tokio::test(start_paused = true)]
 async fn a_2xx_answer_marks_the_event_delivered_with_its_account() {
     let s = setup("delivered", &[("0xAABBCCDD", "acc-1")], settings(), KEY).await;
-    let tapped = now_ms() - 5_000;
+    let tapped = s.now() - 5_000;
     let id = s.record("0xAABBCCDD", Kind::CheckIn, tapped).await;
     let row = s.wait_state(id, "delivered").await;
     assert_eq!(row.account_id.as_deref(), Some("acc-1"));
@@ -168,11 +225,11 @@ async fn a_2xx_answer_marks_the_event_delivered_with_its_account() {
     s.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[tokio::test(start_paused = true)]
 async fn server_errors_are_retried_on_the_schedule_stored_in_the_row() {
     let s = setup("retry", &[("0xAABBCCDD", "acc-1")], settings(), KEY).await;
     s.fake.set_mode(Mode::Status(503));
-    let id = s.record("0xAABBCCDD", Kind::CheckOut, now_ms()).await;
+    let id = s.record("0xAABBCCDD", Kind::CheckOut, s.now()).await;
     let row = s.wait_for(id, "retried", |row| row.attempts >= 1).await;
     assert_eq!(row.state, "pending");
     assert_eq!(row.last_status, Some(503));
@@ -183,11 +240,11 @@ async fn server_errors_are_retried_on_the_schedule_stored_in_the_row() {
     s.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[tokio::test(start_paused = true)]
 async fn a_permanent_4xx_rejects_the_event_and_keeps_egyms_answer() {
     let s = setup("rejected", &[("0xAABBCCDD", "acc-1")], settings(), KEY).await;
     s.fake.set_mode(Mode::Status(422));
-    let id = s.record("0xAABBCCDD", Kind::CheckIn, now_ms()).await;
+    let id = s.record("0xAABBCCDD", Kind::CheckIn, s.now()).await;
     let row = s.wait_state(id, "rejected").await;
     assert_eq!(row.last_status, Some(422));
     assert_eq!(row.last_error_code.as_deref(), Some("injected"));
@@ -198,40 +255,41 @@ async fn a_permanent_4xx_rejects_the_event_and_keeps_egyms_answer() {
             .contains("injected failure"),
         "{row:?}"
     );
-    // Rejected is final: nothing more is sent.
+    // Rejected is final: nothing more is sent, in an hour.
     let sent = s.fake.received().len();
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let_pass(Duration::from_secs(3600)).await;
     assert_eq!(s.fake.received().len(), sent);
     s.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[tokio::test(start_paused = true)]
 async fn an_unknown_tag_waits_on_a_slow_schedule() {
     let s = setup("unknown", &[], settings(), KEY).await;
-    let first = s.record("0x0A0B0C0D0E", Kind::CheckIn, now_ms()).await;
+    let first = s.record("0x0A0B0C0D0E", Kind::CheckIn, s.now()).await;
     let row = s.wait_state(first, "unknown_tag").await;
     assert_eq!(row.last_status, Some(404));
     assert!(
         row.next_attempt > s.clock.steady() + Duration::from_secs(60),
         "slow schedule: {row:?}"
     );
-    // A later tap of the same card waits behind the first, in order.
-    let second = s.record("0x0A0B0C0D0E", Kind::CheckOut, now_ms()).await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // A later tap of the same card waits behind the first, in order: in the minute before the
+    // first is asked about again, nothing is sent for either.
+    let second = s.record("0x0A0B0C0D0E", Kind::CheckOut, s.now()).await;
+    let_pass(Duration::from_secs(60)).await;
     assert_eq!(s.store.event(second).await.unwrap().unwrap().attempts, 0);
     assert_eq!(s.fake.received().len(), 1);
     s.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[tokio::test(start_paused = true)]
 async fn an_unknown_tag_is_rejected_once_its_window_is_over_and_the_answer_is_cached() {
     let settings = Settings {
         unknown_tag_retry_window: Duration::ZERO,
         ..settings()
     };
     let s = setup("unknown-window", &[], settings, KEY).await;
-    let first = s.record("0x0A0B0C0D0E", Kind::CheckIn, now_ms()).await;
-    let second = s.record("0x0A0B0C0D0E", Kind::CheckOut, now_ms()).await;
+    let first = s.record("0x0A0B0C0D0E", Kind::CheckIn, s.now()).await;
+    let second = s.record("0x0A0B0C0D0E", Kind::CheckOut, s.now()).await;
     for id in [first, second] {
         let row = s.wait_state(id, "rejected").await;
         assert!(
@@ -253,7 +311,7 @@ async fn an_unknown_tag_is_rejected_once_its_window_is_over_and_the_answer_is_ca
     s.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[tokio::test(start_paused = true)]
 async fn a_refused_key_pauses_delivery_and_drops_nothing() {
     let s = setup(
         "refused",
@@ -262,14 +320,14 @@ async fn a_refused_key_pauses_delivery_and_drops_nothing() {
         "wrong-key",
     )
     .await;
-    let a = s.record("0xAA", Kind::CheckIn, now_ms()).await;
-    let b = s.record("0xBB", Kind::CheckIn, now_ms()).await;
+    let a = s.record("0xAA", Kind::CheckIn, s.now()).await;
+    let b = s.record("0xBB", Kind::CheckIn, s.now()).await;
     s.fake
         .wait_for(LONG, |r| r.iter().any(|r| r.status == Some(403)))
         .await;
-    // More taps while paused: they wait too.
-    let c = s.record("0xAA", Kind::CheckOut, now_ms()).await;
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // More taps while paused: they wait too, until the next probe (30 s).
+    let c = s.record("0xAA", Kind::CheckOut, s.now()).await;
+    let_pass(Duration::from_secs(20)).await;
     // Only the requests already in flight when the first 403 came back; nothing after them
     // until the next probe.
     let sent = s.fake.received().len();
@@ -288,7 +346,7 @@ async fn a_refused_key_pauses_delivery_and_drops_nothing() {
     s.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[tokio::test(start_paused = true)]
 async fn a_gone_account_is_looked_up_again_once() {
     let s = setup(
         "account-gone",
@@ -306,7 +364,7 @@ async fn a_gone_account_is_looked_up_again_once() {
         )
         .await
         .unwrap();
-    let id = s.record("0xAABBCCDD", Kind::CheckIn, now_ms()).await;
+    let id = s.record("0xAABBCCDD", Kind::CheckIn, s.now()).await;
     let row = s.wait_state(id, "delivered").await;
     assert_eq!(row.account_id.as_deref(), Some("acc-new"));
     let calls: Vec<(String, Option<u16>)> = s
@@ -326,11 +384,11 @@ async fn a_gone_account_is_looked_up_again_once() {
     s.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[tokio::test(start_paused = true)]
 async fn each_tags_events_arrive_in_order_while_tags_go_side_by_side() {
     let tags = [("0x01", "acc-1"), ("0x02", "acc-2"), ("0x03", "acc-3")];
     let s = setup("order", &tags, settings(), KEY).await;
-    let start = now_ms() - 60_000;
+    let start = s.now() - 60_000;
     let mut ids = Vec::new();
     for round in 0..4 {
         for (i, (tag, _)) in tags.iter().enumerate() {
@@ -364,7 +422,7 @@ async fn each_tags_events_arrive_in_order_while_tags_go_side_by_side() {
     s.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[tokio::test(start_paused = true)]
 async fn the_token_bucket_keeps_requests_within_rate_and_burst() {
     // Every third member is a Wellpass member: admissions draw from the same bucket.
     let members: Vec<Member> = (0..12)
@@ -385,22 +443,28 @@ async fn the_token_bucket_keeps_requests_within_rate_and_burst() {
     let s = setup_members("bucket", members.clone(), settings, burst, KEY).await;
     let mut ids = Vec::new();
     for m in &members {
-        ids.push(s.record(&m.rfid, Kind::CheckIn, now_ms()).await);
+        ids.push(s.record(&m.rfid, Kind::CheckIn, s.now()).await);
     }
     for id in ids {
         s.wait_state(id, "delivered").await;
     }
-    let times: Vec<i64> = s.fake.received().iter().map(|r| r.at_ms).collect();
+    let start = s.fake.received()[0].at;
+    let times: Vec<i64> = s
+        .fake
+        .received()
+        .iter()
+        .map(|r| r.at.duration_since(start).as_millis() as i64)
+        .collect();
     assert_eq!(
         times.len(),
         24 + 4,
         "lookups, check-ins and four admissions"
     );
-    // However the requests fall, no stretch of time holds more than the bucket allows (with
-    // 20 ms for the distance between the client's clock reading and the server's).
+    // However the requests fall, no stretch of time holds more than the bucket allows (on
+    // paused time, the client's clock and the server's are one).
     for i in 0..times.len() {
         for j in i..times.len() {
-            let span_s = ((times[j] - times[i]) as f64 + 20.0) / 1000.0;
+            let span_s = (times[j] - times[i]) as f64 / 1000.0;
             let allowed = f64::from(burst) + rate * span_s;
             assert!(
                 (j - i + 1) as f64 <= allowed + 1e-9,
@@ -412,11 +476,11 @@ async fn the_token_bucket_keeps_requests_within_rate_and_burst() {
     s.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[tokio::test(start_paused = true)]
 async fn a_retry_falling_due_later_wakes_the_idle_worker_by_itself() {
     let s = setup("due-later", &[("0xAABBCCDD", "acc-1")], settings(), KEY).await;
     s.fake.set_mode(Mode::Status(503));
-    let id = s.record("0xAABBCCDD", Kind::CheckIn, now_ms()).await;
+    let id = s.record("0xAABBCCDD", Kind::CheckIn, s.now()).await;
     s.wait_for(id, "retried", |row| row.attempts >= 1).await;
     // Nothing else happens: no tap, nothing in flight. Only the stored due time brings the
     // worker back.
@@ -440,7 +504,7 @@ fn calls(fake: &FakeEgym) -> Vec<(String, Option<u16>)> {
         .collect()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[tokio::test(start_paused = true)]
 async fn a_wellpass_check_in_is_admitted_first_and_only_once_however_often_it_is_posted() {
     let wellpass = Member::new("0xAABBCCDD", "acc-w", "W Member").wellpass(None);
     let s = setup_members(
@@ -453,10 +517,10 @@ async fn a_wellpass_check_in_is_admitted_first_and_only_once_however_often_it_is
     .await;
     // The first post of the check-in fails: it is retried, the admission is not.
     s.fake.answer_next(Calls::Visits, 1, 503, "unavailable");
-    let id = s.record("0xAABBCCDD", Kind::CheckIn, now_ms()).await;
+    let id = s.record("0xAABBCCDD", Kind::CheckIn, s.now()).await;
     let row = s.wait_state(id, "delivered").await;
     assert_eq!(row.admission, Some(Admission::Admitted));
-    let out = s.record("0xAABBCCDD", Kind::CheckOut, now_ms()).await;
+    let out = s.record("0xAABBCCDD", Kind::CheckOut, s.now()).await;
     s.wait_state(out, "delivered").await;
     assert_eq!(
         calls(&s.fake),
@@ -474,7 +538,7 @@ async fn a_wellpass_check_in_is_admitted_first_and_only_once_however_often_it_is
     s.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[tokio::test(start_paused = true)]
 async fn a_refused_wellpass_admission_sends_no_check_in_and_finishes_the_event() {
     let expired = Member::new("0xAABBCCDD", "acc-x", "X Member")
         .wellpass(Some("corporateFitnessMembershipExpired"));
@@ -486,7 +550,7 @@ async fn a_refused_wellpass_admission_sends_no_check_in_and_finishes_the_event()
         KEY,
     )
     .await;
-    let tapped = now_ms();
+    let tapped = s.now();
     let id = s.record("0xAABBCCDD", Kind::CheckIn, tapped).await;
     let row = s.wait_state(id, "rejected").await;
     assert_eq!(row.admission, Some(Admission::Refused));
@@ -507,8 +571,8 @@ async fn a_refused_wellpass_admission_sends_no_check_in_and_finishes_the_event()
             checked_in: SteadyMs::from_millis(tapped)
         }
     );
-    // Finished: nothing more is sent, and no check-in ever was.
-    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    // Finished: nothing more is sent in an hour, and no check-in ever was.
+    let_pass(Duration::from_secs(3600)).await;
     assert_eq!(
         calls(&s.fake),
         vec![
@@ -528,7 +592,7 @@ async fn a_refused_wellpass_admission_sends_no_check_in_and_finishes_the_event()
     s.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[tokio::test(start_paused = true)]
 async fn a_refusal_after_the_member_was_told_will_sync_finds_them_inside_and_the_visit_is_sent() {
     let expired = Member::new("0xAABBCCDD", "acc-x", "X Member")
         .wellpass(Some("corporateFitnessMembershipExpired"));
@@ -543,7 +607,7 @@ async fn a_refusal_after_the_member_was_told_will_sync_finds_them_inside_and_the
     // The first attempt fails (the screen said "Checked in, will sync"); EGYM refuses on the
     // second, well within admission-window.
     s.fake.answer_next(Calls::Lookups, 1, 503, "unavailable");
-    let id = s.record("0xAABBCCDD", Kind::CheckIn, now_ms()).await;
+    let id = s.record("0xAABBCCDD", Kind::CheckIn, s.now()).await;
     let row = s.wait_state(id, "delivered").await;
     assert_eq!(row.admission, Some(Admission::RefusedLate));
     assert_eq!(
@@ -564,7 +628,7 @@ async fn a_refusal_after_the_member_was_told_will_sync_finds_them_inside_and_the
     s.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[tokio::test(start_paused = true)]
 async fn a_key_refused_on_an_admission_pauses_delivery_like_on_any_other_call() {
     let wellpass = Member::new("0xAABBCCDD", "acc-w", "W Member").wellpass(None);
     let s = setup_members(
@@ -577,7 +641,7 @@ async fn a_key_refused_on_an_admission_pauses_delivery_like_on_any_other_call() 
     .await;
     s.fake
         .answer_next(Calls::Admissions, 10, 403, "missingPermission");
-    let id = s.record("0xAABBCCDD", Kind::CheckIn, now_ms()).await;
+    let id = s.record("0xAABBCCDD", Kind::CheckIn, s.now()).await;
     let deadline = Instant::now() + LONG;
     while s.store.status().await.unwrap().paused_since.is_none() {
         assert!(Instant::now() < deadline, "{:?}", calls(&s.fake));
@@ -591,9 +655,8 @@ async fn a_key_refused_on_an_admission_pauses_delivery_like_on_any_other_call() 
     s.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[tokio::test(start_paused = true)]
 async fn an_old_wellpass_tap_is_admitted_late_or_skipped_as_configured() {
-    let twenty_minutes_ago = now_ms() - 20 * 60_000;
     let members = vec![
         Member::new("0x01", "acc-1", "One").wellpass(None),
         Member::new("0x02", "acc-2", "Two").wellpass(Some("corporateFitnessGymNotInNetwork")),
@@ -607,6 +670,7 @@ async fn an_old_wellpass_tap_is_admitted_late_or_skipped_as_configured() {
         KEY,
     )
     .await;
+    let twenty_minutes_ago = s.now() - 20 * 60_000;
     let one = s.record("0x01", Kind::CheckIn, twenty_minutes_ago).await;
     let two = s.record("0x02", Kind::CheckIn, twenty_minutes_ago).await;
     assert_eq!(
@@ -638,6 +702,7 @@ async fn an_old_wellpass_tap_is_admitted_late_or_skipped_as_configured() {
         KEY,
     )
     .await;
+    let twenty_minutes_ago = s.now() - 20 * 60_000;
     let one = s.record("0x01", Kind::CheckIn, twenty_minutes_ago).await;
     assert_eq!(
         s.wait_state(one, "delivered").await.admission,
@@ -646,5 +711,109 @@ async fn an_old_wellpass_tap_is_admitted_late_or_skipped_as_configured() {
     assert!(s.fake.received().iter().all(|r| r.admission().is_none()));
     let status = s.store.status().await.unwrap();
     assert_eq!(status.admissions, vec![("skipped".to_string(), None, 1)]);
+    s.stop().await;
+}
+
+/// When each request of `fake` arrived, in simulated seconds since `since`.
+fn seconds_since(fake: &FakeEgym, since: tokio::time::Instant) -> Vec<f64> {
+    fake.received()
+        .iter()
+        .map(|r| r.at.duration_since(since).as_secs_f64())
+        .collect()
+}
+
+#[tokio::test(start_paused = true)]
+async fn retries_back_off_exponentially_with_full_jitter_up_to_the_cap() {
+    let s = setup("backoff", &[("0xAABBCCDD", "acc-1")], settings(), KEY).await;
+    s.fake.set_mode(Mode::Status(503));
+    let start = tokio::time::Instant::now();
+    let id = s.record("0xAABBCCDD", Kind::CheckIn, s.now()).await;
+    s.wait_for(id, "retried ten times", |row| row.attempts >= 10)
+        .await;
+    // The n-th retry waits a random time up to 2^(n-1) s, never more than 5 minutes: the
+    // worker's timer fires when the row says, in steady time, which moves with the timers.
+    let tried = seconds_since(&s.fake, start);
+    assert!(tried.len() >= 10, "{tried:?}");
+    for n in 1..10 {
+        let gap = tried[n] - tried[n - 1];
+        let ceiling = 2f64.powi(n as i32 - 1).min(300.0);
+        assert!(gap <= ceiling + 1e-3, "retry {n} after {gap} s: {tried:?}");
+    }
+    // EGYM answers again: the event goes at its next due time, nothing else brings it.
+    s.fake.set_mode(Mode::Normal);
+    let row = s.wait_state(id, "delivered").await;
+    assert!(row.attempts >= 11, "{row:?}");
+    s.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_unknown_tag_is_asked_about_at_5_10_20_minutes_then_rejected_when_its_window_ends() {
+    let settings = Settings {
+        unknown_tag_retry_window: Duration::from_secs(3600),
+        ..settings()
+    };
+    let s = setup("unknown-schedule", &[], settings, KEY).await;
+    let start = tokio::time::Instant::now();
+    let id = s.record("0x0A0B0C0D0E", Kind::CheckIn, s.now()).await;
+    let row = s.wait_state(id, "rejected").await;
+    assert!(
+        row.last_error
+            .as_deref()
+            .is_some_and(|e| e.contains("unknown-tag-retry-window")),
+        "{row:?}"
+    );
+    // Retries at 5, 15, 35 and 75 minutes (5, 10, 20, 40 apart). EGYM's "no member" is
+    // believed for 10 minutes, so the retry at 5 minutes asks nobody; the others look the tag
+    // up, and the one at 75 minutes finds the hour over.
+    let minutes: Vec<i64> = seconds_since(&s.fake, start)
+        .iter()
+        .map(|s| (s / 60.0).round() as i64)
+        .collect();
+    assert_eq!(minutes, [0, 15, 35, 75], "{minutes:?}");
+    s.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_live_tap_goes_ahead_of_a_backlog_that_waited_through_a_restart() {
+    let tags: Vec<(String, String)> = (0..40)
+        .map(|n| (format!("0x{n:02X}"), format!("acc-{n}")))
+        .collect();
+    let members: Vec<Member> = tags
+        .iter()
+        .map(|(t, a)| member(t, a))
+        .chain([member("0xFF", "acc-live")])
+        .collect();
+    let waiting: Vec<&str> = tags.iter().map(|(t, _)| t.as_str()).collect();
+    // A slow bucket: the backlog takes seconds to drain.
+    let settings = Settings {
+        rate_per_second: 10.0,
+        ..settings()
+    };
+    let s = setup_with_outbox("live-first", members, settings, 5, KEY, &waiting).await;
+    let posts = |received: &[gym_checkin::egym::fake::Received]| -> Vec<String> {
+        received
+            .iter()
+            .filter_map(|r| r.visit().map(|(account, _)| account.to_string()))
+            .collect()
+    };
+    // The backlog drains, at 10 requests a second (a lookup and a post each); a member taps
+    // when five of its posts have gone.
+    let (draining, received) = s
+        .fake
+        .wait_for(LONG, |received| posts(received).len() >= 5)
+        .await;
+    assert!(draining, "{received:?}");
+    let before = posts(&received).len();
+    let live = s.record("0xFF", Kind::CheckIn, s.now()).await;
+    s.wait_state(live, "delivered").await;
+    let sent = posts(&s.fake.received());
+    let live_at = sent.iter().position(|a| a == "acc-live").unwrap();
+    // Only posts already under way (a few are in flight at once) went between the tap and its
+    // own post; most of the backlog was still waiting.
+    assert!(
+        live_at - before <= 4,
+        "{} backlog posts went between the live tap and its post: {sent:?}",
+        live_at - before
+    );
     s.stop().await;
 }

@@ -120,15 +120,20 @@ fn the_wall_clock_is_read_only_through_the_clock() {
         ],
     );
     assert_none(reads, "the wall clock read outside src/clock/");
-    // Timers and intervals elsewhere use tokio's monotonic `Instant`, which tests can pause;
-    // std's would run on in a paused test.
-    let std_instants = offending(
+    // Every timer and deadline goes through the clock (`clock::timer`, `Clock::sleep_until`),
+    // on tokio's clock, which a test pauses and moves together with steady time; std's Instant
+    // would run on in a paused test.
+    let timers = offending(
         &outside(&files, &["clock/"]),
-        &["std::time::Instant", "std::time::{Duration, Instant}"],
+        &[
+            "std::time::Instant",
+            "std::time::{Duration, Instant}",
+            "tokio::time",
+        ],
     );
     assert_none(
-        std_instants,
-        "std's Instant outside src/clock/ (use tokio::time::Instant)",
+        timers,
+        "a timer outside src/clock/ (use clock::timer or Clock::sleep_until)",
     );
 }
 
@@ -169,6 +174,7 @@ fn pure_parts_read_no_clock_and_do_no_io() {
             "std::fs::",
             "tokio::fs",
             "tokio::time::sleep",
+            "timer::sleep",
             "std::thread::sleep",
             "std::net::",
             "std::process::",

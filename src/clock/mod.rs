@@ -200,6 +200,55 @@ impl TimeSource for ManualSource {
     }
 }
 
+/// A clock for tests on tokio's paused time: it reads as a [`ManualSource`] moved on by how far
+/// tokio's clock has moved since it was made. Under `tokio::time::pause()`, steady time, wall
+/// time and every timer then move together, by `tokio::time::advance` or by paused time's
+/// auto-advance to the next timer: an hour of retries runs in milliseconds.
+#[derive(Debug)]
+pub struct TokioSource {
+    start: tokio::time::Instant,
+    /// The readings at `start`, and what the test sets by hand (steps, trust, paths).
+    manual: ManualSource,
+}
+
+impl TokioSource {
+    /// A synchronised clock at `wall_ms`, `boottime_ms` into boot `boot_id`, now; call it inside
+    /// the runtime whose clock it follows.
+    pub fn new(wall_ms: i64, boottime_ms: i64, boot_id: &str) -> TokioSource {
+        TokioSource {
+            start: tokio::time::Instant::now(),
+            manual: ManualSource::new(wall_ms, boottime_ms, boot_id),
+        }
+    }
+
+    /// What the test sets by hand: a step of the wall clock, the kernel's answer, paths.
+    pub fn manual(&self) -> &ManualSource {
+        &self.manual
+    }
+
+    fn elapsed_ms(&self) -> i64 {
+        self.start.elapsed().as_millis() as i64
+    }
+}
+
+impl TimeSource for TokioSource {
+    fn wall(&self) -> WallMs {
+        self.manual.wall().shifted(self.elapsed_ms())
+    }
+    fn boottime_ms(&self) -> i64 {
+        self.manual.boottime_ms() + self.elapsed_ms()
+    }
+    fn boot_id(&self) -> Option<String> {
+        self.manual.boot_id()
+    }
+    fn kernel_sync(&self) -> Result<KernelSync, i32> {
+        self.manual.kernel_sync()
+    }
+    fn path_exists(&self, path: &Path) -> bool {
+        self.manual.path_exists(path)
+    }
+}
+
 /// How far the wall time of a reading can be believed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum WallTime {
@@ -228,11 +277,18 @@ impl Now {
     }
 }
 
-/// Sleeps until `at`, or for ever with none: a timer that may not be set, in a `select!`.
-pub async fn sleep_until(at: Option<tokio::time::Instant>) {
-    match at {
-        Some(at) => tokio::time::sleep_until(at).await,
-        None => std::future::pending().await,
+/// The timers of the service. Every timer and deadline goes through here (or through
+/// [`Clock::sleep_until`] for a moment of steady time), on tokio's clock, which a test pauses and
+/// moves: with [`TokioSource`], steady time moves with it.
+pub mod timer {
+    pub use tokio::time::{Instant, Sleep, sleep, sleep_until, timeout, timeout_at};
+
+    /// Sleeps until `at`, or for ever with none: a timer that may not be set, in a `select!`.
+    pub async fn sleep_until_or_never(at: Option<Instant>) {
+        match at {
+            Some(at) => sleep_until(at).await,
+            None => std::future::pending().await,
+        }
     }
 }
 
@@ -368,6 +424,18 @@ impl Clock {
     /// a moment of steady time becomes a tokio timer's deadline.
     pub fn deadline(&self, at: SteadyMs) -> tokio::time::Instant {
         tokio::time::Instant::now() + at.since(self.steady())
+    }
+
+    /// Sleeps until steady time reaches `at`.
+    pub async fn sleep_until(&self, at: SteadyMs) {
+        timer::sleep_until(self.deadline(at)).await;
+    }
+
+    /// A clock on [`TokioSource`]: a boot registered as `boot`, the clock trusted by `rule` as
+    /// the source says. For tests on paused time.
+    pub fn on_tokio(source: Arc<TokioSource>, rule: TrustRule, boot: Boot) -> Clock {
+        let (_, trust) = boot_reading(source.as_ref(), &rule);
+        Clock::new(source, rule, boot, trust, None)
     }
 
     /// Reads the clock.

@@ -20,8 +20,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::clock::timer::{self, Instant};
 use tokio::sync::{mpsc, watch};
-use tokio::time::Instant;
 use tracing::{error, info, warn};
 
 use crate::clock::{self, Clock, SystemSource, TimeSource};
@@ -564,7 +564,7 @@ async fn watchdog(
             error!(tasks = %silent.join(", "), "tasks are not answering; the watchdog is no longer fed, so systemd restarts the service");
         }
         tokio::select! {
-            () = tokio::time::sleep(interval) => {}
+            () = timer::sleep(interval) => {}
             _ = stopping.wait_for(|stop| *stop) => return,
         }
     }
@@ -631,7 +631,7 @@ async fn report(
             }
         }
         tokio::select! {
-            () = tokio::time::sleep(STATUS_INTERVAL) => {}
+            () = timer::sleep(STATUS_INTERVAL) => {}
             _ = stopping.wait_for(|stop| *stop) => return,
         }
     }
@@ -661,7 +661,7 @@ async fn prune(
             }
         }
         tokio::select! {
-            () = tokio::time::sleep(PRUNE_INTERVAL) => {}
+            () = timer::sleep(PRUNE_INTERVAL) => {}
             _ = stopping.wait_for(|stop| *stop) => return,
         }
     }

@@ -15,8 +15,8 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::sync::Arc;
 
+use crate::clock::timer::{self, Instant};
 use tokio::task::{Id, JoinSet};
-use tokio::time::Instant;
 use tracing::error;
 
 tokio::task_local! {
@@ -69,7 +69,7 @@ impl Tasks {
     /// and their names returned.
     pub async fn wait_all(&mut self, deadline: Instant) -> Vec<Arc<str>> {
         loop {
-            match tokio::time::timeout_at(deadline, self.next_ended()).await {
+            match timer::timeout_at(deadline, self.next_ended()).await {
                 Ok(Some(_)) => {}
                 Ok(None) => return Vec::new(),
                 Err(_) => {

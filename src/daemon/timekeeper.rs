@@ -8,8 +8,8 @@
 
 use std::time::Duration;
 
+use crate::clock::timer::{self, Instant};
 use tokio::sync::watch;
-use tokio::time::Instant;
 use tracing::{error, info, warn};
 
 use crate::clock::Clock;
@@ -27,7 +27,7 @@ pub async fn run(clock: Clock, store: Store, mut stopping: watch::Receiver<bool>
     let mut reminded = Instant::now();
     loop {
         tokio::select! {
-            () = tokio::time::sleep(POLL) => {}
+            () = timer::sleep(POLL) => {}
             _ = stopping.wait_for(|stop| *stop) => break,
         }
         let refresh = clock.refresh();

@@ -27,9 +27,9 @@ pub mod policy;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::clock::timer::{self, Instant};
 use in_flight::InFlight;
 use tokio::sync::{Semaphore, mpsc, watch};
-use tokio::time::Instant;
 use tracing::{error, info, warn};
 
 use crate::clock::Clock;
@@ -188,7 +188,7 @@ impl Worker {
             };
             let wake = tokio::select! {
                 Ok(()) = self.recorded.changed() => Wake::Recorded,
-                () = tokio::time::sleep_until(timer) => Wake::Timer,
+                () = timer::sleep_until(timer) => Wake::Timer,
                 () = pulse.asked() => Wake::Asked,
                 Some((tag, joined)) = tasks.next(), if !tasks.is_empty() => match joined {
                     Ok(attempt) => Wake::Finished(Box::new(attempt)),
@@ -217,7 +217,7 @@ impl Worker {
     async fn drain_at_shutdown(mut self, mut tasks: Attempts) {
         let deadline = Instant::now() + SHUTDOWN_GRACE;
         while !tasks.is_empty() {
-            match tokio::time::timeout_at(deadline, tasks.next()).await {
+            match timer::timeout_at(deadline, tasks.next()).await {
                 Ok(Some((_, Ok(attempt)))) => self.record_attempt(attempt).await,
                 Ok(_) => {}
                 Err(_) => {

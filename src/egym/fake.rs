@@ -21,6 +21,8 @@ use tokio::net::{TcpListener, TcpSocket};
 use tokio::sync::{Notify, broadcast, watch};
 use tokio::task::JoinSet;
 
+use crate::clock::timer;
+
 /// A member the stand-in knows.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Member {
@@ -149,13 +151,13 @@ struct Bucket {
     rate: f64,
     capacity: f64,
     tokens: f64,
-    updated: tokio::time::Instant,
+    updated: timer::Instant,
 }
 
 impl Bucket {
     /// Takes a token if there is one; returns whether it did, and the tokens left.
     fn take(&mut self) -> (bool, u32) {
-        let now = tokio::time::Instant::now();
+        let now = timer::Instant::now();
         self.tokens = (self.tokens + now.duration_since(self.updated).as_secs_f64() * self.rate)
             .min(self.capacity);
         self.updated = now;
@@ -181,6 +183,8 @@ pub struct Received {
     pub body: Option<serde_json::Value>,
     /// When it arrived, in milliseconds since the Unix epoch.
     pub at_ms: i64,
+    /// When it arrived, on the timers' clock: what a test on paused time measures with.
+    pub at: timer::Instant,
     /// The status it was answered with (`None` while stalled).
     pub status: Option<u16>,
 }
@@ -313,7 +317,7 @@ impl FakeEgym {
             rate,
             capacity: f64::from(burst),
             tokens: f64::from(burst),
-            updated: tokio::time::Instant::now(),
+            updated: timer::Instant::now(),
         });
     }
 
@@ -353,14 +357,14 @@ impl FakeEgym {
         timeout: Duration,
         done: impl Fn(&[Received]) -> bool,
     ) -> (bool, Vec<Received>) {
-        let deadline = tokio::time::Instant::now() + timeout;
+        let deadline = timer::Instant::now() + timeout;
         loop {
             let changed = self.shared.changed.notified();
             let received = self.received();
             if done(&received) {
                 return (true, received);
             }
-            if tokio::time::timeout_at(deadline, changed).await.is_err() {
+            if timer::timeout_at(deadline, changed).await.is_err() {
                 let received = self.received();
                 return (done(&received), received);
             }
@@ -389,7 +393,7 @@ async fn serve(listener: TcpListener, addr: SocketAddr, shared: Arc<Shared>) {
             match bind(addr) {
                 Ok(l) => listener = Some(l),
                 Err(_) => {
-                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    timer::sleep(Duration::from_millis(50)).await;
                     continue;
                 }
             }
@@ -448,6 +452,7 @@ async fn handle(
         body_len: body.len(),
         body: serde_json::from_slice(&body).ok(),
         at_ms: crate::clock::wall_now().as_millis(),
+        at: timer::Instant::now(),
         status: None,
     };
     let mode = *shared.mode.borrow();
@@ -479,7 +484,7 @@ async fn handle(
         (state.latency, rate_limit, outcome, injected)
     };
     if !latency.is_zero() {
-        tokio::time::sleep(latency).await;
+        timer::sleep(latency).await;
     }
     let (status, body) = match (rate_limit, outcome) {
         (Some((false, _)), _) => (

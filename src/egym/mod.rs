@@ -15,6 +15,7 @@ use std::time::Duration;
 use reqwest::{StatusCode, Url};
 use serde::Deserialize;
 
+use crate::clock::timer;
 use crate::metrics::{EgymCall, Metrics, RefusalReason};
 
 pub use key::{API_KEY_CREDENTIAL, API_KEY_ENV, ApiKey, ApiKeySource};
@@ -501,7 +502,7 @@ impl Client {
         call: EgymCall,
     ) -> Result<reqwest::Response, Failure> {
         self.limiter.acquire(self.priority).await;
-        let started = tokio::time::Instant::now();
+        let started = timer::Instant::now();
         let sent = request.header("x-api-key", key.expose()).send().await;
         self.metrics.request(
             call,

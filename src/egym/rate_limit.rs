@@ -14,7 +14,7 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use tokio::time::Instant;
+use crate::clock::timer::{self, Instant};
 
 /// The refill rate never drops below this share of the configured rate.
 const MIN_RATE_SHARE: f64 = 0.05;
@@ -169,7 +169,7 @@ impl RateLimiter {
                     }
                 }
             };
-            tokio::time::sleep(wait).await;
+            timer::sleep(wait).await;
         }
     }
 

@@ -30,7 +30,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use tokio::time::Instant;
+use crate::clock::timer::Instant;
 
 use super::frame::Codec;
 use super::message::ReaderMessage;

@@ -10,7 +10,7 @@
 //! codec also says what to send and when ([`Codec::to_send`]), with the time passed in, and
 //! asks again when an answer is lost or spoiled.
 
-use tokio::time::Instant;
+use crate::clock::timer::Instant;
 
 /// What one valid frame carried.
 #[derive(Clone, Debug, PartialEq, Eq)]

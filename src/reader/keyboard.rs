@@ -15,8 +15,8 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use crate::clock::timer::Instant;
 use tokio::io::{AsyncRead, ReadBuf};
-use tokio::time::Instant;
 
 /// A partial id not finished by Enter within this long is dropped: the next keys start afresh.
 pub const PARTIAL_ID_TIMEOUT: Duration = Duration::from_millis(300);

@@ -31,9 +31,9 @@ pub mod codec {
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::clock::timer::{self, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::{mpsc, watch};
-use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
 use crate::clock::Clock;
@@ -171,7 +171,7 @@ impl Reader {
                     }
                 }
             }
-            let wait = tokio::time::sleep(backoff);
+            let wait = timer::sleep(backoff);
             tokio::pin!(wait);
             loop {
                 tokio::select! {
@@ -191,7 +191,7 @@ impl Reader {
             if let Some(capture) = &mut self.capture {
                 capture.sent(&request);
             }
-            tokio::time::timeout(WRITE_WITHIN, device.write_all(&request))
+            timer::timeout(WRITE_WITHIN, device.write_all(&request))
                 .await
                 .map_err(|_| {
                     std::io::Error::other(format!(
@@ -247,7 +247,7 @@ impl Reader {
             let read = tokio::select! {
                 read = device.read(&mut buffer) => read,
                 // A request due, or one unanswered: asked (again) at the top of the loop.
-                () = crate::clock::sleep_until(ask_at) => continue,
+                () = timer::sleep_until_or_never(ask_at) => continue,
                 () = pulse.asked() => {
                     pulse.answer();
                     continue;

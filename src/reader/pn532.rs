@@ -20,7 +20,7 @@
 
 use std::time::Duration;
 
-use tokio::time::Instant;
+use crate::clock::timer::Instant;
 
 use super::frame::{Codec, Discarded, Frame, Presence};
 use super::poller::{Due, Poller, Timing};

@@ -20,7 +20,7 @@
 
 use std::time::Duration;
 
-use tokio::time::Instant;
+use crate::clock::timer::Instant;
 
 /// The times of one kind of reader.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

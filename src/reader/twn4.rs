@@ -18,7 +18,7 @@
 
 use std::time::Duration;
 
-use tokio::time::Instant;
+use crate::clock::timer::Instant;
 
 use super::frame::{Codec, Discarded, Frame, Presence, TagKind};
 use super::line::{Ended, LineBuffer};

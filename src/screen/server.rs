@@ -29,6 +29,7 @@ use tracing::{debug, info, warn};
 
 use super::{Audience, Screen, Sent, staff_json};
 use crate::clock::Clock;
+use crate::clock::timer;
 use crate::metrics::{self, Gauges, Metrics};
 use crate::store::Store;
 
@@ -123,7 +124,7 @@ pub async fn serve(
                     let _ = ctx.store.set_part_state("screen", state, now).await;
                 }
                 tokio::select! {
-                    () = tokio::time::sleep(retry) => {}
+                    () = timer::sleep(retry) => {}
                     _ = stopping.wait_for(|stop| *stop) => return,
                 }
                 retry = (retry * 2).min(BIND_RETRY_MAX);
@@ -173,7 +174,7 @@ pub async fn serve(
             }
             Err(e) => {
                 warn!(error = %e, "the screen cannot accept a connection");
-                tokio::time::sleep(Duration::from_millis(100)).await;
+                timer::sleep(Duration::from_millis(100)).await;
             }
         }
     }
@@ -349,14 +350,14 @@ async fn refresh_staff(ctx: Arc<Context>) {
     loop {
         tokio::select! {
             () = ctx.screen.staff_change() => {}
-            () = tokio::time::sleep(STAFF_REFRESH) => {}
+            () = timer::sleep(STAFF_REFRESH) => {}
         }
         if ctx.staff_open.load(Ordering::Relaxed) > 0
             && let Some(data) = staff_now(&ctx).await
         {
             ctx.screen.publish_staff(data);
         }
-        tokio::time::sleep(STAFF_MIN_GAP).await;
+        timer::sleep(STAFF_MIN_GAP).await;
     }
 }
 
@@ -367,7 +368,7 @@ async fn tick_views(screen: Screen) {
         match screen.tick() {
             Some(wait) => tokio::select! {
                 () = screen.shown() => {}
-                () = tokio::time::sleep(wait) => {}
+                () = timer::sleep(wait) => {}
             },
             None => screen.shown().await,
         }
@@ -436,9 +437,9 @@ async fn stream_events(
     run: &str,
 ) {
     // Counted from what this stream last sent: events for the other audience do not count.
-    let mut quiet_until = tokio::time::Instant::now() + KEEP_ALIVE;
+    let mut quiet_until = timer::Instant::now() + KEEP_ALIVE;
     loop {
-        let next = tokio::time::timeout_at(quiet_until, receiver.recv()).await;
+        let next = timer::timeout_at(quiet_until, receiver.recv()).await;
         let frame = match next {
             Ok(Ok(sent)) if Screen::for_audience(&sent, audience) => sse(run, &sent),
             Ok(Ok(_)) => continue,
@@ -451,7 +452,7 @@ async fn stream_events(
         if sender.send(Frame::data(frame)).await.is_err() {
             return;
         }
-        quiet_until = tokio::time::Instant::now() + KEEP_ALIVE;
+        quiet_until = timer::Instant::now() + KEEP_ALIVE;
     }
 }
 

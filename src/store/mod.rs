@@ -456,6 +456,19 @@ enum Priority {
 #[derive(Clone)]
 pub struct Store {
     sender: Arc<Sender>,
+    /// How a caller waits for the database thread's answer.
+    wait: Wait,
+}
+
+/// How a caller waits for the database thread.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Wait {
+    /// As any future: the service.
+    Async,
+    /// In `spawn_blocking`, which holds tokio's paused time still while it waits: a test on
+    /// paused time would otherwise see the runtime idle while SQLite works, and jump to the
+    /// next timer.
+    Blocking,
 }
 
 impl fmt::Debug for Store {
@@ -471,6 +484,17 @@ impl Store {
     /// Starts the database thread, which opens (creating if needed), checks and migrates the
     /// database; returns once that is done.
     pub async fn open(path: &Path) -> Result<Store, StoreError> {
+        Store::start(path, Wait::Async).await
+    }
+
+    /// As [`Store::open`], for tests on tokio's paused time: every call's wait for the database
+    /// thread holds paused time still, so simulated time moves only when the service would be
+    /// idle.
+    pub async fn open_for_paused_time(path: &Path) -> Result<Store, StoreError> {
+        Store::start(path, Wait::Blocking).await
+    }
+
+    async fn start(path: &Path, wait: Wait) -> Result<Store, StoreError> {
         let queue = Arc::new(Queue::default());
         let worker_queue = queue.clone();
         let (opened, open_result) = oneshot::channel();
@@ -502,8 +526,11 @@ impl Store {
             })?;
         let store = Store {
             sender: Arc::new(Sender(queue)),
+            wait,
         };
-        open_result.await.map_err(|_| StoreError::Closed)??;
+        wait_for(wait, open_result)
+            .await
+            .ok_or(StoreError::Closed)??;
         Ok(store)
     }
 
@@ -528,9 +555,9 @@ impl Store {
                 let _ = reply.send(f(conn));
             }),
         );
-        answer
+        wait_for(self.wait, answer)
             .await
-            .map_err(|_| StoreError::Closed)?
+            .ok_or(StoreError::Closed)?
             .map_err(|e| match e {
                 rusqlite::Error::FromSqlConversionFailure(..) => StoreError::Damaged(e.to_string()),
                 e => StoreError::Sqlite(e),
@@ -555,6 +582,17 @@ impl Store {
 
     pub async fn event_counts(&self) -> Result<EventCounts, StoreError> {
         self.call(|conn| status::count_events(conn)).await
+    }
+}
+
+/// The database thread's answer; `None` if the thread is gone.
+async fn wait_for<T: Send + 'static>(wait: Wait, answer: oneshot::Receiver<T>) -> Option<T> {
+    match wait {
+        Wait::Async => answer.await.ok(),
+        Wait::Blocking => tokio::task::spawn_blocking(move || answer.blocking_recv().ok())
+            .await
+            .ok()
+            .flatten(),
     }
 }
 

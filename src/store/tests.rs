@@ -6,6 +6,7 @@ use rusqlite::Connection;
 
 use super::*;
 use crate::clock::placement::{Anchor, BootReading, Placed};
+use crate::clock::timer;
 use crate::visit::{CheckIn, after_event};
 
 fn steady(ms: i64) -> SteadyMs {
@@ -89,7 +90,7 @@ async fn the_log_is_checkpointed_and_started_over_between_jobs() {
     };
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
     while restarts() < 3 && std::time::Instant::now() < deadline {
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        timer::sleep(std::time::Duration::from_millis(20)).await;
     }
     assert!(restarts() >= 3, "the log started over {} times", restarts());
     // By the database thread's own write, not by the next commit that came along.
