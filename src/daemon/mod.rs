@@ -12,6 +12,7 @@
 //! and feeds the watchdog while every watched task answers.
 
 mod notify;
+pub mod pruner;
 mod supervise;
 mod timekeeper;
 
@@ -36,15 +37,12 @@ use crate::recorder::Recorder;
 use crate::screen::{Listeners, Screen};
 use crate::store::{DatabaseLock, LockError, Store, StoreError};
 use notify::Notifier;
+pub use pruner::PRUNE_BATCH;
 use supervise::Tasks;
 pub use supervise::install_panic_hook;
 
 /// Taps read but not yet decided, at most; a reader waits when the recorder is this far behind.
 const TAP_QUEUE: usize = 1024;
-/// Delivered events past `keep-delivered` are deleted this often, in small batches.
-const PRUNE_INTERVAL: Duration = Duration::from_secs(3600);
-/// Delivered events deleted per transaction when pruning; a tap waits for at most one such batch.
-pub const PRUNE_BATCH: usize = 500;
 /// systemd's STATUS= line is refreshed this often.
 const STATUS_INTERVAL: Duration = Duration::from_secs(10);
 /// While events are pending, a summary line is logged this often.
@@ -326,7 +324,7 @@ impl Service {
         );
         tasks.spawn(
             "pruner",
-            prune(
+            pruner::run(
                 store.clone(),
                 clock.clone(),
                 config.store.keep_delivered,
@@ -632,36 +630,6 @@ async fn report(
         }
         tokio::select! {
             () = timer::sleep(STATUS_INTERVAL) => {}
-            _ = stopping.wait_for(|stop| *stop) => return,
-        }
-    }
-}
-
-/// Deletes delivered events older than `keep-delivered`, while the wall clock is trusted (an
-/// untrusted one could make everything look old).
-async fn prune(
-    store: Store,
-    clock: Clock,
-    keep_delivered: Duration,
-    mut stopping: watch::Receiver<bool>,
-) {
-    loop {
-        let now = clock.now();
-        let before = now.wall - keep_delivered;
-        if now.wall_is == clock::WallTime::Trusted {
-            loop {
-                match store.prune_delivered(before, PRUNE_BATCH).await {
-                    Ok(n) if n == PRUNE_BATCH => tokio::task::yield_now().await,
-                    Ok(_) => break,
-                    Err(e) => {
-                        warn!(error = %e, "cannot prune delivered events");
-                        break;
-                    }
-                }
-            }
-        }
-        tokio::select! {
-            () = timer::sleep(PRUNE_INTERVAL) => {}
             _ = stopping.wait_for(|stop| *stop) => return,
         }
     }
