@@ -227,7 +227,7 @@ async fn fill(db: &std::path::Path, delivered: usize, pending: usize) {
             })
             .collect();
         let batch = Batch::of(events, WallMs::from_millis(now));
-        let ids = store.record_batch(batch, |_, _, _| {}).await.unwrap();
+        let ids = store.record_batch(batch).await.unwrap().ids;
         let to_deliver = &ids[..delivered.saturating_sub(first).min(ids.len())];
         let mut markers = tokio::task::JoinSet::new();
         for chunk in to_deliver.chunks(to_deliver.len().div_ceil(FILL_MARKERS).max(1)) {

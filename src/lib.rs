@@ -16,6 +16,7 @@
 //! - [`recorder`], [`delivery`]: the tasks that record taps as events, and deliver them.
 //! - [`reader`], [`screen`], [`control`]: the reader tasks; the front-desk screen, its hub and
 //!   its pages; the control socket `status` asks the running service on.
+//! - [`events`]: what happens, each said once: its log line, its metric, what the screen hears.
 //! - [`store`], [`egym`]: SQLite (all SQL lives there); the EGYM client and its stand-in.
 //! - [`visit`], [`metrics`], [`liveness`], [`console`]: visit decisions (pure, time passed
 //!   in); counters; each task's answer to the watchdog; what commands print.
@@ -31,6 +32,7 @@ pub mod daemon;
 pub mod delivery;
 pub mod demo;
 pub mod egym;
+pub mod events;
 pub mod listen;
 pub mod liveness;
 pub mod metrics;

@@ -60,13 +60,22 @@ pub fn describe(message: &ReaderMessage) -> String {
         ReaderMessage::Connected {
             reader,
             connected: true,
+            ..
         } => format!("{time} [{reader}] connected"),
         ReaderMessage::Connected {
             reader,
             connected: false,
+            lost: Some(reason),
+            ..
         } => {
-            format!("{time} [{reader}] disconnected; waiting for it to come back")
+            format!("{time} [{reader}] disconnected ({reason}); waiting for it to come back")
         }
+        ReaderMessage::Connected {
+            reader,
+            connected: false,
+            lost: None,
+            ..
+        } => format!("{time} [{reader}] closed"),
         ReaderMessage::Unreadable {
             reader,
             text,

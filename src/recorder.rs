@@ -24,17 +24,16 @@ use std::time::Duration;
 use tokio::sync::{mpsc, watch};
 use tracing::{error, info, warn};
 
-use crate::clock::placement::Placed;
 use crate::clock::timer;
-use crate::clock::{Clock, SteadyMs, Trust, WallMs, rfc3339_ms};
+use crate::clock::{Clock, SteadyMs, Trust, WallMs};
 use crate::egym::CORPORATE_FITNESS;
+use crate::events::{
+    AutoCheckedOut, Known, Listeners, ReaderChanged, TapIgnored, TapLost, TapPlaced, TapRecorded,
+};
 use crate::liveness::Pulse;
-use crate::metrics::TapOutcome;
 use crate::reader::{ReaderMessage, Tap};
-use crate::screen::{Happening, Known, Listeners};
 use crate::store::{
-    Batch, CachedAccount, NewEvent, PlacedEvent, ReaderUpdate, Store, StoreError, TimeQuality,
-    Visit,
+    Batch, CachedAccount, NewEvent, ReaderUpdate, Store, StoreError, TimeQuality, Visit,
 };
 use crate::tag;
 use crate::visit::{
@@ -199,10 +198,21 @@ impl Recorder {
     /// Decides a tap, or notes a reader's state; nothing is written yet.
     fn handle(&mut self, message: ReaderMessage) {
         let tap = match message {
-            ReaderMessage::Connected { reader, connected } => {
+            ReaderMessage::Connected {
+                reader,
+                connected,
+                device,
+                lost,
+            } => {
                 let update = self.reader_update(&reader);
                 update.connected = Some(connected);
-                self.listeners.screen.staff_changed();
+                ReaderChanged {
+                    reader: reader.to_string(),
+                    device: device.to_string(),
+                    connected,
+                    lost,
+                }
+                .emit(&self.listeners);
                 return;
             }
             ReaderMessage::Tap(tap) => tap,
@@ -213,7 +223,6 @@ impl Recorder {
             | ReaderMessage::Warning { .. } => return,
         };
         self.reader_update(&tap.reader).last_read_at = Some(tap.at.wall);
-        let short = tag::short(&tap.rfid);
         let decision = visit::decide(
             self.visits.get(&tap.rfid).map(|v| &v.state),
             tap.direction,
@@ -223,14 +232,13 @@ impl Recorder {
         );
         let kind = match decision {
             Decision::IgnoreRepeat { since_last_ms } => {
-                info!(outcome = "ignored", reader = %tap.reader, tag = %short, since_last_s = since_last_ms / 1000, "tap ignored: same tag within repeat-window");
-                self.listeners.metrics.tap(&tap.reader, TapOutcome::Ignored);
-                let inside = self.visits.get(&tap.rfid).is_some_and(|v| v.state.inside);
-                self.listeners.screen.happened(Happening::Repeated {
+                TapIgnored {
                     reader: tap.reader.to_string(),
-                    tag: tap.rfid.to_string(),
-                    inside,
-                });
+                    tag: tap.rfid.clone(),
+                    since_last_ms,
+                    inside: self.visits.get(&tap.rfid).is_some_and(|v| v.state.inside),
+                }
+                .emit(&self.listeners);
                 return;
             }
             Decision::Record(kind) => kind,
@@ -238,8 +246,13 @@ impl Recorder {
         if self.held.len() >= MAX_HELD {
             // Nothing changes for a tap that is not kept: the member's visit stays as it was.
             self.lost += 1;
-            self.listeners.metrics.tap(&tap.reader, TapOutcome::Lost);
-            error!(outcome = "lost", reader = %tap.reader, tag = %short, kind = %kind.as_str(), tapped_at = %rfc3339_ms(tap.at.wall), "tap LOST: the database cannot be written and the in-memory buffer is full");
+            TapLost {
+                reader: tap.reader.to_string(),
+                tag: tap.rfid.clone(),
+                kind,
+                tapped_at: tap.at.wall,
+            }
+            .emit(&self.listeners);
             return;
         }
         let event = self.new_event(&tap, kind);
@@ -335,7 +348,14 @@ impl Recorder {
             info!("the taps held for the clock can be placed again");
         }
         for event in &placed {
-            say_placed(event);
+            TapPlaced {
+                event_id: event.id,
+                reader: event.reader.clone(),
+                tag: event.tag.clone(),
+                kind: event.kind,
+                placed: event.placed,
+            }
+            .emit(&self.listeners);
             if event.kind == Kind::CheckIn
                 && let Some(visit) = self.visits.get_mut(&event.tag)
             {
@@ -401,14 +421,13 @@ impl Recorder {
                 time: TimeQuality::Trusted,
                 automatic: true,
             };
-            info!(
-                outcome = "auto_checkout",
-                tag = %tag::short(&tag),
-                reason = reason.as_str(),
-                stamped_at = %rfc3339_ms(at),
-                late_s = now.steady.since(event.tapped_steady).as_secs(),
-                "automatic check-out"
-            );
+            AutoCheckedOut {
+                tag: tag.clone(),
+                reason,
+                stamped_at: at,
+                late: now.steady.since(event.tapped_steady),
+            }
+            .emit(&self.listeners);
             self.visit_changes.remove(&tag);
             self.held.push_back((event, v.state));
         }
@@ -483,43 +502,31 @@ impl Recorder {
                 lost: self.lost,
                 now_wall: self.clock.now().wall,
             };
-            let recorded = self.recorded.clone();
-            let listeners = self.listeners.clone();
-            // Said, answered on the screen, and delivery woken, on the database thread right
-            // after the commit.
-            let committed = move |events: &[(NewEvent, TagState)],
-                                  ids: &[i64],
-                                  cached: &[Option<CachedAccount>]| {
-                for (((event, _), id), cached) in events.iter().zip(ids).zip(cached) {
-                    info!(
-                        outcome = "recorded",
-                        automatic = event.automatic,
-                        event_id = id,
-                        reader = %event.reader,
-                        tag = %tag::short(&event.tag),
-                        kind = %event.kind.as_str(),
-                        tapped_at_ms = event.tapped_at.as_millis(),
-                        clock = event.time.as_str(),
-                        "tap recorded"
-                    );
-                    if !event.automatic {
-                        listeners.metrics.tap(&event.reader, TapOutcome::Recorded);
-                        listeners.screen.happened(Happening::Recorded {
+            match self.store.record_batch(batch).await {
+                Ok(committed) => {
+                    // Said, answered on the screen, and delivery woken, now that the commit
+                    // has returned.
+                    for ((event, _), (id, cached)) in self
+                        .held
+                        .iter()
+                        .zip(committed.ids.iter().zip(&committed.cached))
+                    {
+                        TapRecorded {
                             event_id: *id,
                             reader: event.reader.clone(),
                             tag: event.tag.clone(),
                             kind: event.kind,
+                            tapped_at: event.tapped_at,
+                            time: event.time,
+                            automatic: event.automatic,
                             known: known(cached.as_ref()),
-                        });
+                        }
+                        .emit(&self.listeners);
                     }
-                }
-                if let Some(&last) = ids.last() {
-                    recorded.send_replace(last);
-                }
-                listeners.screen.staff_changed();
-            };
-            match self.store.record_batch(batch, committed).await {
-                Ok(ids) => {
+                    if let Some(&last) = committed.ids.last() {
+                        self.recorded.send_replace(last);
+                    }
+                    let ids = committed.ids;
                     self.readers.clear();
                     self.visit_changes.clear();
                     self.lost = 0;
@@ -563,36 +570,5 @@ fn place_check_in(state: &mut TagState, steady: SteadyMs, at: WallMs) {
         && checked_in.at.is_none()
     {
         checked_in.at = Some(at);
-    }
-}
-
-fn say_placed(event: &PlacedEvent) {
-    match event.placed {
-        Placed::Exact(at) => info!(
-            outcome = "placed",
-            event_id = event.id,
-            reader = %event.reader,
-            tag = %tag::short(&event.tag),
-            kind = %event.kind.as_str(),
-            tapped_at = %rfc3339_ms(at),
-            clock = "restamped",
-            "tap time placed: counted back from the now trusted clock"
-        ),
-        Placed::Approximate {
-            at,
-            not_before,
-            not_after,
-        } => warn!(
-            outcome = "placed",
-            event_id = event.id,
-            reader = %event.reader,
-            tag = %tag::short(&event.tag),
-            kind = %event.kind.as_str(),
-            tapped_at = %rfc3339_ms(at),
-            not_before = %rfc3339_ms(not_before),
-            not_after = %rfc3339_ms(not_after),
-            clock = "approximate",
-            "tap time APPROXIMATE: the tap was made in a boot that ended before the clock was trusted; it is sent with a time between these bounds"
-        ),
     }
 }

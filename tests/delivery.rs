@@ -16,9 +16,8 @@ use gym_checkin::delivery::{LateAdmission, RecorderLinks, Settings, Worker};
 use gym_checkin::egym::Client;
 use gym_checkin::egym::fake::Calls;
 use gym_checkin::egym::{ApiKey, ApiKeySource};
+use gym_checkin::events::Listeners;
 use gym_checkin::liveness::Pulse;
-use gym_checkin::screen::Listeners;
-use gym_checkin::screen::Screen;
 use gym_checkin::store::{Admission, EventRow, Store};
 use gym_checkin::visit::{Correction, Kind};
 use tokio::sync::{mpsc, watch};
@@ -43,6 +42,7 @@ fn settings() -> Settings {
         unknown_tag_retry_window: Duration::from_secs(3600),
         admission_window: Duration::from_secs(900),
         late_admission: LateAdmission::Admit,
+        greeting: Default::default(),
     }
 }
 
@@ -115,10 +115,7 @@ async fn setup_with_outbox(
         ApiKeySource::Literal(key.clone()),
         key,
         RecorderLinks {
-            listeners: Listeners {
-                screen: Screen::new(clock.clone()),
-                metrics: Default::default(),
-            },
+            listeners: Listeners::unheard(),
             recorded: recorded_events,
             corrections: corrections_out,
         },

@@ -11,10 +11,10 @@ use std::time::Duration;
 
 use common::TestDir;
 use gym_checkin::clock::{Clock, TokioSource, TrustRule, WallMs, boot_reading};
+use gym_checkin::events::{Event, Listeners, Sink};
 use gym_checkin::liveness::Pulse;
 use gym_checkin::reader::{ReaderMessage, Tap};
 use gym_checkin::recorder::Recorder;
-use gym_checkin::screen::{Listeners, Screen};
 use gym_checkin::store::{EventRow, Store, TimeQuality};
 use gym_checkin::tag::RawId;
 use gym_checkin::visit::{AutoCheckoutPolicy, Direction, Kind};
@@ -33,6 +33,8 @@ struct Desk {
     clock: Clock,
     taps: mpsc::Sender<ReaderMessage>,
     recorded: watch::Receiver<i64>,
+    /// What the recorder emitted.
+    heard: Sink,
     stop: watch::Sender<bool>,
     recorder: tokio::task::JoinHandle<()>,
 }
@@ -50,10 +52,8 @@ async fn desk(name: &str, rule: TrustRule, policy: Option<AutoCheckoutPolicy>) -
     let (boot, _) = store.register_boot(reading).await.unwrap();
     let clock = Clock::on_tokio(source.clone(), rule, boot);
     let (recorded_out, recorded) = watch::channel(0);
-    let listeners = Listeners {
-        screen: Screen::new(clock.clone()),
-        metrics: Default::default(),
-    };
+    let heard = Sink::default();
+    let listeners = Listeners::unheard().with_sink(heard.clone());
     let recorder = Recorder::new(
         store.clone(),
         clock.clone(),
@@ -76,15 +76,23 @@ async fn desk(name: &str, rule: TrustRule, policy: Option<AutoCheckoutPolicy>) -
         clock,
         taps,
         recorded,
+        heard,
         stop,
         recorder,
     }
 }
 
 impl Desk {
-    /// Taps `rfid` on a toggle reader now; returns once the recorder has decided it (the id of
-    /// the newest event then).
+    /// Taps `rfid` on a toggle reader now; returns once the recorder has said what it made of
+    /// it (recorded or ignored), with the id of the newest event then.
     async fn tap(&mut self, rfid: &str) -> i64 {
+        let decided = |events: &[Event]| {
+            events
+                .iter()
+                .filter(|e| matches!(e, Event::TapRecorded(_) | Event::TapIgnored(_)))
+                .count()
+        };
+        let before = decided(&self.heard.events());
         let tap = Tap {
             reader: Arc::from("entrance"),
             raw: RawId::from_hex(rfid.trim_start_matches("0x")).unwrap(),
@@ -97,16 +105,9 @@ impl Desk {
             text: None,
         };
         self.taps.send(ReaderMessage::Tap(tap)).await.unwrap();
-        // A reader change after it, which the recorder writes with its next transaction: once
-        // that is in, the tap before it was decided.
-        self.taps
-            .send(ReaderMessage::Connected {
-                reader: Arc::from("entrance"),
-                connected: true,
-            })
-            .await
-            .unwrap();
-        self.settle().await;
+        while decided(&self.heard.events()) == before {
+            self.settle().await;
+        }
         *self.recorded.borrow()
     }
 

@@ -30,11 +30,12 @@ use crate::config::Config;
 use crate::control::{self, Reply, Request, ServiceInfo, StatusReply};
 use crate::delivery::{self, Worker};
 use crate::egym::{self, ApiKey};
+use crate::events::Listeners;
 use crate::liveness::Liveness;
 use crate::metrics::Metrics;
 use crate::reader::{Driver, Reader, Source};
 use crate::recorder::Recorder;
-use crate::screen::{Listeners, Screen};
+use crate::screen::Screen;
 use crate::store::{DatabaseLock, LockError, Store, StoreError};
 use notify::Notifier;
 pub use pruner::PRUNE_BATCH;
@@ -217,9 +218,15 @@ impl Service {
         let metrics = Arc::new(Metrics::default());
         let client = client.with_metrics(metrics.clone());
         let screen = Screen::new(clock.clone());
-        let listeners = Listeners {
-            screen: screen.clone(),
-            metrics: metrics.clone(),
+        let listeners = Listeners::new(Arc::new(screen.clone()), metrics.clone());
+        // A member at the door is greeted by name while the screen shows the answer to their
+        // tap: delivery then asks EGYM for the name even when the account is cached.
+        let greeting = match config.screen.listen {
+            Some(_) => {
+                let screen = screen.clone();
+                delivery::Greeting::when(move |event_id| screen.wants_name(event_id))
+            }
+            None => delivery::Greeting::default(),
         };
         let (recorded, recorded_events) = watch::channel(0);
         let (corrections, corrections_in) = mpsc::unbounded_channel();
@@ -249,6 +256,7 @@ impl Service {
                 unknown_tag_retry_window: config.egym.unknown_tag_retry_window,
                 admission_window: config.wellpass.admission_window,
                 late_admission: config.wellpass.late,
+                greeting,
             },
             config.egym.api_key.clone(),
             api_key,

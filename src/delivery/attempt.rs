@@ -1,14 +1,11 @@
 //! One delivery attempt: resolve the tag (the cache, or a lookup), admit a Wellpass member's
 //! check-in, then post the check-in or check-out with the tap's time.
 
-use tracing::{info, warn};
-
 use crate::egym::ApiKey;
 use crate::egym::rate_limit::Priority;
 use crate::egym::{self, Call, Failure, Verdict};
-use crate::screen::Happening;
+use crate::events::{AdmissionMade, NameKnown};
 use crate::store::{Admission, OpenEvent, StoreError};
-use crate::tag;
 
 use super::Context;
 use super::policy::{self, AdmissionPlan, CacheUse, Outcome};
@@ -36,7 +33,7 @@ pub(super) async fn attempt(
         // only while the rate limit has requests to spare, so a greeting never slows a
         // backlog or another box sharing the key.
         CacheUse::Account { .. }
-            if ctx.listeners.screen.wants_name(event.id) && client.has_spare_requests() =>
+            if ctx.settings.greeting.wanted(event.id) && client.has_spare_requests() =>
         {
             None
         }
@@ -83,12 +80,13 @@ pub(super) async fn attempt(
                 match found {
                     Ok(account) => {
                         if let Some(first_name) = account.first_name
-                            && ctx.listeners.screen.wants_name(event.id)
+                            && ctx.settings.greeting.wanted(event.id)
                         {
-                            ctx.listeners.screen.happened(Happening::Named {
+                            NameKnown {
                                 event_id: event.id,
                                 first_name,
-                            });
+                            }
+                            .emit(&ctx.listeners);
                         }
                         (account.account_id, account.membership_type)
                     }
@@ -156,7 +154,7 @@ async fn admit_and_post(
                 .mark_admission(event.id, Admission::Skipped, None)
                 .await?;
             *admission = Some(Admission::Skipped);
-            warn!(outcome = "admission_skipped", event_id = event.id, reader = %event.reader, tag = %tag::short(&event.tag), "Wellpass admission skipped: the tap is older than admission-window (late = \"skip\"); the check-in is sent without one. Record this visit in the Wellpass partner portal");
+            admission_made(ctx, event, Admission::Skipped, None, None);
         }
         AdmissionPlan::Admit { late } => match client.admit(key, account_id).await {
             Ok(first_admission) => {
@@ -167,7 +165,7 @@ async fn admit_and_post(
                 };
                 ctx.store.mark_admission(event.id, admitted, None).await?;
                 *admission = Some(admitted);
-                info!(outcome = "admitted", event_id = event.id, reader = %event.reader, tag = %tag::short(&event.tag), first_admission, late, "Wellpass member admitted");
+                admission_made(ctx, event, admitted, Some(first_admission), None);
             }
             Err(failure) => match egym::classify(Call::Admission, &failure) {
                 Verdict::AdmissionRefused(refusal)
@@ -187,10 +185,7 @@ async fn admit_and_post(
                         )
                         .await?;
                     *admission = Some(Admission::RefusedLate);
-                    ctx.listeners
-                        .metrics
-                        .admission_refused(refusal.counted_as());
-                    warn!(outcome = "admission_refused_late", event_id = event.id, reader = %event.reader, tag = %tag::short(&event.tag), reason = refusal.error_code(), "Wellpass admission refused after the member came in: {}. The check-in is still sent; the gym is not paid for this visit", refusal.says());
+                    admission_made(ctx, event, Admission::RefusedLate, None, Some(refusal));
                 }
                 Verdict::AccountGone => return Ok(Step::AccountGone(failure)),
                 verdict => return Ok(Step::Done(outcome_of(verdict, failure))),
@@ -219,6 +214,24 @@ async fn admit_and_post(
             verdict => Step::Done(outcome_of(verdict, failure)),
         },
     })
+}
+
+fn admission_made(
+    ctx: &Context,
+    event: &OpenEvent,
+    admission: Admission,
+    first_admission: Option<bool>,
+    refusal: Option<egym::Refusal>,
+) {
+    AdmissionMade {
+        event_id: event.id,
+        reader: event.reader.clone(),
+        tag: event.tag.clone(),
+        admission,
+        first_admission,
+        refusal,
+    }
+    .emit(&ctx.listeners);
 }
 
 fn outcome_of(verdict: Verdict, failure: Failure) -> Outcome {

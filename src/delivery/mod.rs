@@ -27,23 +27,22 @@ pub mod policy;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::clock::timer::{self, Instant};
-use in_flight::InFlight;
 use tokio::sync::{Semaphore, mpsc, watch};
 use tracing::{error, info, warn};
 
 use crate::clock::Clock;
+use crate::clock::timer::{self, Instant};
 use crate::egym;
 use crate::egym::rate_limit::Priority;
 use crate::egym::{ApiKey, ApiKeySource};
+use crate::events::{Delivery, DeliveryResumed, EgymRecovered, Listeners};
 use crate::liveness::Pulse;
-use crate::metrics::DeliveryOutcome;
-use crate::screen::{Happening, Listeners};
 use crate::store::{OpenEvent, Store, StoreError};
 use crate::tag;
 use crate::visit::Correction;
-use policy::{Decision, HoldCause, Outcome, Report, RowChange, WorkerChange};
-pub use policy::{LateAdmission, Settings, posts_in_flight};
+use in_flight::InFlight;
+use policy::{Decision, HoldCause, Outcome, RowChange, WorkerChange};
+pub use policy::{Greeting, LateAdmission, Settings, posts_in_flight};
 
 /// Events in flight at once (each of a different tag), at least: their lookups go side by side.
 pub const MIN_EVENTS_IN_FLIGHT: usize = 4;
@@ -423,15 +422,15 @@ impl Worker {
         let say = match decision.worker {
             WorkerChange::Recovered => {
                 if let Some(since) = self.failing_since.take() {
-                    info!(
-                        failing_for_s = since.elapsed().as_secs(),
-                        "EGYM is accepting requests again"
-                    );
+                    EgymRecovered {
+                        failing_for: since.elapsed(),
+                    }
+                    .emit(&self.ctx.listeners);
                 }
                 self.hold = None;
                 if self.paused.take().is_some() {
                     self.ctx.store.set_delivery_paused(None, now.wall).await?;
-                    info!("delivery resumed: the API key is accepted");
+                    DeliveryResumed.emit(&self.ctx.listeners);
                 }
                 true
             }
@@ -471,145 +470,15 @@ impl Worker {
             }
             WorkerChange::Nothing => true,
         };
-        if say {
-            report(event, &decision.report);
+        Delivery {
+            event_id: event.id,
+            reader: event.reader.clone(),
+            tag: event.tag.clone(),
+            kind: event.kind,
+            report: decision.report,
+            said: say,
         }
-        let (counted, happening) = heard(event, &decision.report);
-        self.ctx.listeners.metrics.delivery(counted);
-        if let Report::AdmissionRefused { refusal } = &decision.report {
-            self.ctx
-                .listeners
-                .metrics
-                .admission_refused(refusal.counted_as());
-        }
-        if let Some(happening) = happening {
-            self.ctx.listeners.screen.happened(happening);
-        } else {
-            self.ctx.listeners.screen.staff_changed();
-        }
+        .emit(&self.ctx.listeners);
         Ok(())
-    }
-}
-
-/// How an outcome is counted, and what the screen hears of it.
-fn heard(event: &OpenEvent, report: &Report) -> (DeliveryOutcome, Option<Happening>) {
-    let event_id = event.id;
-    match report {
-        Report::Delivered { .. } => (
-            DeliveryOutcome::Delivered,
-            Some(Happening::Delivered { event_id }),
-        ),
-        Report::Retry { .. } => (
-            DeliveryOutcome::Retry,
-            Some(Happening::Failing { event_id }),
-        ),
-        Report::Paused { .. } => (
-            DeliveryOutcome::Paused,
-            Some(Happening::Failing { event_id }),
-        ),
-        Report::UnknownTag { .. } => (
-            DeliveryOutcome::UnknownTag,
-            Some(Happening::Unknown { event_id }),
-        ),
-        Report::UnknownTagGivenUp { .. } => (
-            DeliveryOutcome::Rejected,
-            Some(Happening::Unknown { event_id }),
-        ),
-        Report::Rejected { .. } => (DeliveryOutcome::Rejected, None),
-        Report::AdmissionRefused { refusal } => (
-            DeliveryOutcome::AdmissionRefused,
-            Some(Happening::Refused {
-                event_id,
-                refusal: *refusal,
-            }),
-        ),
-    }
-}
-
-/// The log line for an outcome.
-fn report(event: &OpenEvent, report: &Report) {
-    let tag = tag::short(&event.tag);
-    let kind = event.kind.as_str();
-    let reader = &event.reader;
-    let id = event.id;
-    match report {
-        Report::Delivered { delay_s } => info!(
-            outcome = "delivered",
-            event_id = id,
-            reader = %reader,
-            tag = %tag,
-            kind = %kind,
-            delay_s,
-            "delivered"
-        ),
-        Report::Retry {
-            attempt,
-            retry_in,
-            error,
-        } => warn!(
-            outcome = "retry",
-            event_id = id,
-            tag = %tag,
-            kind = %kind,
-            attempt,
-            retry_in_s = %format_args!("{:.1}", retry_in.as_secs_f64()),
-            error = %error,
-            "delivery failed, will retry"
-        ),
-        Report::Paused {
-            status,
-            error_code,
-            error,
-        } => error!(
-            outcome = "paused",
-            status,
-            error_code = %error_code,
-            error = %error,
-            "delivery paused: EGYM refused the API key. Nothing is dropped; taps are still \
-             recorded. Check the key (egym.api-key-file) and its permissions; delivery resumes \
-             by itself once EGYM accepts it"
-        ),
-        Report::UnknownTag {
-            retry_in,
-            renderings,
-        } => warn!(
-            outcome = "unknown_tag",
-            event_id = id,
-            reader = %reader,
-            tag = %tag,
-            kind = %kind,
-            retry_in_s = retry_in.as_secs(),
-            renderings = %renderings,
-            "unknown tag: EGYM has no member with this rfid. Compare these renderings of the \
-             card with the one enrolled in EGYM; the reader's id-format, id-bytes or byte-order \
-             may need changing"
-        ),
-        Report::UnknownTagGivenUp { renderings } => warn!(
-            outcome = "rejected",
-            event_id = id,
-            reader = %reader,
-            tag = %tag,
-            kind = %kind,
-            renderings = %renderings,
-            "rejected: EGYM still knows no member with this tag after unknown-tag-retry-window"
-        ),
-        Report::AdmissionRefused { refusal } => warn!(
-            outcome = "admission_refused",
-            event_id = id,
-            reader = %reader,
-            tag = %tag,
-            reason = refusal.error_code(),
-            "Wellpass admission refused: {}. The member may not enter; no check-in is sent",
-            refusal.says()
-        ),
-        Report::Rejected { error } => warn!(
-            outcome = "rejected",
-            event_id = id,
-            reader = %reader,
-            tag = %tag,
-            kind = %kind,
-            error = %error,
-            "rejected by EGYM; the event will not be sent again"
-        ),
     }
 }

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use crate::clock::{EARLIEST_PLAUSIBLE, Now, SteadyMs, WallMs};
 use crate::egym::{CORPORATE_FITNESS, Failure, Refusal};
+pub use crate::events::Report;
 use crate::store::{Answer, CachedAccount, OpenEvent};
 use crate::tag;
 use crate::visit::{self, Kind};
@@ -35,7 +36,7 @@ pub enum LateAdmission {
     Skip,
 }
 
-/// Settings from `[egym]` and `[wellpass]`.
+/// Settings from `[egym]` and `[wellpass]`, and the greeting the daemon keeps current.
 #[derive(Clone, Debug)]
 pub struct Settings {
     /// `rate-limit-per-second`: sets how many posts may be in flight at once.
@@ -45,6 +46,36 @@ pub struct Settings {
     /// `[wellpass] admission-window`: a check-in this fresh is admitted live.
     pub admission_window: Duration,
     pub late_admission: LateAdmission,
+    /// Whether a lookup may skip the account cache to greet a member by name.
+    pub greeting: Greeting,
+}
+
+/// Whether the member of an event is to be greeted by name: then a lookup is made even when
+/// the account is cached, for the first name, which is never kept. The daemon sets it from the
+/// screen (a member screen shows that tap's answer, without a name yet); without a screen, no
+/// name is ever asked for.
+#[derive(Clone, Default)]
+pub struct Greeting(Option<std::sync::Arc<dyn Fn(i64) -> bool + Send + Sync>>);
+
+impl Greeting {
+    /// Greets the member of event `id` when `wanted(id)` says so.
+    pub fn when(wanted: impl Fn(i64) -> bool + Send + Sync + 'static) -> Greeting {
+        Greeting(Some(std::sync::Arc::new(wanted)))
+    }
+
+    pub fn wanted(&self, event_id: i64) -> bool {
+        self.0.as_ref().is_some_and(|wanted| wanted(event_id))
+    }
+}
+
+impl std::fmt::Debug for Greeting {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_some() {
+            "Greeting(by the screen)"
+        } else {
+            "Greeting(never)"
+        })
+    }
 }
 
 /// How many posts may be in flight at once for a rate: enough to keep up with it if each takes
@@ -246,38 +277,6 @@ pub enum WorkerChange {
         reason: String,
     },
     Nothing,
-}
-
-/// What the log says, beside the event's reader, tag and kind.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Report {
-    Delivered {
-        /// Seconds from the tap to its delivery, when both times are known.
-        delay_s: Option<i64>,
-    },
-    Retry {
-        attempt: u32,
-        retry_in: Duration,
-        error: String,
-    },
-    Paused {
-        status: u16,
-        error_code: String,
-        error: String,
-    },
-    UnknownTag {
-        retry_in: Duration,
-        renderings: String,
-    },
-    UnknownTagGivenUp {
-        renderings: String,
-    },
-    Rejected {
-        error: String,
-    },
-    AdmissionRefused {
-        refusal: Refusal,
-    },
 }
 
 /// Everything one outcome decides.

@@ -37,10 +37,13 @@ pub const CUT_SHORT: &str = "this id is 4 bytes starting with 0x88, the MIFARE c
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum ReaderMessage {
     Tap(Tap),
-    /// The device was opened (`true`) or lost (`false`).
+    /// The device was opened (`true`) or closed (`false`): `lost` says why it was lost, when
+    /// it was (not at a stop, nor at the end of a stream's input).
     Connected {
         reader: Arc<str>,
         connected: bool,
+        device: Arc<str>,
+        lost: Option<String>,
     },
     /// Text that is not an id in the reader's `id-format` (only `listen` sees these).
     Unreadable {

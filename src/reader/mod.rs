@@ -140,20 +140,23 @@ impl Reader {
             };
             match opened {
                 Ok(device) => {
-                    info!(reader = %self.name, device = %device_name, "reader connected");
-                    let _ = taps.send(self.connected(true)).await;
+                    // Said by whoever hears it (the recorder: "reader connected").
+                    let _ = taps.send(self.connected(&device_name)).await;
                     let ended = self
                         .read_until_gone(device, &taps, &mut shutdown, &mut pulse)
                         .await;
-                    let _ = taps.send(self.connected(false)).await;
+                    let lost = match &ended {
+                        Ended::Gone { reason, .. } => Some(reason.clone()),
+                        Ended::EndOfInput | Ended::Shutdown => None,
+                    };
+                    let _ = taps.send(self.disconnected(&device_name, lost)).await;
                     match ended {
                         Ended::Shutdown => return,
                         Ended::EndOfInput => {
                             warn!(reader = %self.name, device = %device_name, "end of input: nothing more can be read, and the reader stops");
                             return;
                         }
-                        Ended::Gone { reason, had_data } => {
-                            warn!(reader = %self.name, device = %device_name, reason = %reason, "reader disconnected; reopening it when it is back");
+                        Ended::Gone { had_data, .. } => {
                             // Reported as disconnected: do not also report each failed reopen.
                             open_failure_logged = true;
                             if had_data {
@@ -288,10 +291,22 @@ impl Reader {
         }
     }
 
-    fn connected(&self, connected: bool) -> ReaderMessage {
+    fn connected(&self, device: &str) -> ReaderMessage {
         ReaderMessage::Connected {
             reader: self.name.clone(),
-            connected,
+            connected: true,
+            device: device.into(),
+            lost: None,
+        }
+    }
+
+    /// The device is closed: `lost` says why, when it was lost (not at a stop).
+    fn disconnected(&self, device: &str, lost: Option<String>) -> ReaderMessage {
+        ReaderMessage::Connected {
+            reader: self.name.clone(),
+            connected: false,
+            device: device.into(),
+            lost,
         }
     }
 

@@ -17,53 +17,11 @@ use serde::Serialize;
 
 use crate::clock::SteadyMs;
 use crate::egym::Refusal;
+use crate::events::{Happening, Known};
 use crate::visit::{self, Kind};
 
 /// How long a tap's answer stays on screen; then "Tap your card" again.
 pub const SHOWN_FOR: Duration = Duration::from_secs(6);
-
-/// What the service knew of a tag when its tap was committed.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Known {
-    /// A member (cached account).
-    Member,
-    /// A Wellpass member: EGYM admits the check-in first.
-    WellpassMember,
-    /// EGYM said recently that no member has the tag.
-    Nobody,
-    /// Not asked yet, or too long ago.
-    NotYet,
-}
-
-/// What happened, as the screen hears of it.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Happening {
-    /// A tap's event was committed.
-    Recorded {
-        event_id: i64,
-        reader: String,
-        /// Kept in memory only, with the answer on screen, to know the same card tapped again.
-        tag: String,
-        kind: Kind,
-        known: Known,
-    },
-    /// A tap within the repeat window: `inside` is whether the member is in.
-    Repeated {
-        reader: String,
-        tag: String,
-        inside: bool,
-    },
-    /// Delivery looked the tag up for a live tap: the member's first name.
-    Named { event_id: i64, first_name: String },
-    /// The check-in or check-out reached EGYM.
-    Delivered { event_id: i64 },
-    /// EGYM knows no member with the tag.
-    Unknown { event_id: i64 },
-    /// EGYM refused a Wellpass member's admission.
-    Refused { event_id: i64, refusal: Refusal },
-    /// A delivery attempt failed and will be retried (EGYM out of reach or failing).
-    Failing { event_id: i64 },
-}
 
 /// The answer on screen, as sent to member screens.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]

@@ -21,8 +21,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use tokio::sync::{Notify, broadcast};
 
 use crate::clock::{Clock, SteadyMs};
-use crate::metrics::Metrics;
-pub use board::{Happening, Known, SHOWN_FOR, View};
+use crate::events::{Happening, Observer};
+pub use board::{SHOWN_FOR, View};
 pub use server::{ServerSettings, serve};
 pub use staff::staff_json;
 
@@ -51,14 +51,6 @@ impl Sent {
             Audience::Staff => "staff",
         }
     }
-}
-
-/// Who hears of taps and their answers besides the database: the screen, and the counters.
-/// The recorder and delivery both tell them.
-#[derive(Clone, Debug)]
-pub struct Listeners {
-    pub screen: Screen,
-    pub metrics: Arc<Metrics>,
 }
 
 /// The screen's hub. Cheap to clone.
@@ -233,6 +225,17 @@ impl Screen {
     }
 }
 
+/// The screen hears of what happens: the recorder and delivery tell it through their events.
+impl Observer for Screen {
+    fn happened(&self, happening: Happening) {
+        Screen::happened(self, happening);
+    }
+
+    fn changed(&self) {
+        self.staff_changed();
+    }
+}
+
 /// A member screen's connection, counted while it lasts.
 #[derive(Debug)]
 pub struct MemberScreen(Screen);
@@ -259,6 +262,7 @@ fn push(state: &mut State, audience: Audience, data: String) -> Arc<Sent> {
 mod tests {
     use super::*;
     use crate::clock::{Boot, ManualSource, TrustRule};
+    use crate::events::Known;
     use crate::visit::Kind;
 
     fn screen() -> (Arc<ManualSource>, Screen) {

@@ -71,7 +71,7 @@ use checkpoint::Log;
 
 pub use accounts::CachedAccount;
 pub use file::{DatabaseLock, LockError, check_path, holder, lock_path};
-pub use outbox::{Batch, PlacedEvent};
+pub use outbox::{Batch, PlacedEvent, Recorded};
 
 /// How an event's wall time was found (its `clock` column).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

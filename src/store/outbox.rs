@@ -41,6 +41,14 @@ impl Batch {
     }
 }
 
+/// What a batch's commit gave: each event's id, and what the tag cache knew of each event's tag
+/// then (in the batch's order).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Recorded {
+    pub ids: Vec<i64>,
+    pub cached: Vec<Option<CachedAccount>>,
+}
+
 /// A held event placed once its time could be known.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PlacedEvent {
@@ -119,21 +127,13 @@ impl Store {
         now_wall: WallMs,
     ) -> Result<i64, StoreError> {
         let batch = Batch::of(vec![(event, state)], now_wall);
-        let ids = self.record_batch(batch, |_, _, _| {}).await?;
-        Ok(ids[0])
+        let recorded = self.record_batch(batch).await?;
+        Ok(recorded.ids[0])
     }
 
-    /// Records a batch in one transaction (one fsync for a burst of taps); returns the event
-    /// ids once committed.
-    ///
-    /// `committed` runs on the database thread the moment the transaction has committed, with
-    /// the events, their ids, and what the tag cache knew of each tag: what must follow a commit
-    /// at once (saying so in the log, answering the member) does not wait for the caller to be
-    /// woken.
-    pub async fn record_batch<F>(&self, batch: Batch, committed: F) -> Result<Vec<i64>, StoreError>
-    where
-        F: FnOnce(&[(NewEvent, TagState)], &[i64], &[Option<CachedAccount>]) + Send + 'static,
-    {
+    /// Records a batch in one transaction (one fsync for a burst of taps); returns, once it has
+    /// committed, each event's id and what the tag cache knew of its tag.
+    pub async fn record_batch(&self, batch: Batch) -> Result<Recorded, StoreError> {
         self.call_with(Priority::Tap, move |conn| {
             let tx = conn.transaction()?;
             let mut ids = Vec::with_capacity(batch.events.len());
@@ -210,8 +210,7 @@ impl Store {
                 .execute([batch.lost as i64])?;
             }
             tx.commit()?;
-            committed(&batch.events, &ids, &cached);
-            Ok(ids)
+            Ok(Recorded { ids, cached })
         })
         .await
     }

@@ -52,7 +52,7 @@ fn event(tag: &str, kind: Kind, at: i64) -> (NewEvent, TagState) {
 
 async fn record(store: &Store, events: Vec<(NewEvent, TagState)>) -> Vec<i64> {
     let batch = Batch::of(events, wall(0));
-    store.record_batch(batch, |_, _, _| {}).await.unwrap()
+    store.record_batch(batch).await.unwrap().ids
 }
 
 /// Whether the database thread has made its write that starts the log over.

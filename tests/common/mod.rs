@@ -619,7 +619,7 @@ pub async fn seed_backlog(db: &Path, tags: &[String], events_per_tag: usize) -> 
     }
     let n = events.len();
     let batch = Batch::of(events, gym_checkin::clock::wall_now());
-    store.record_batch(batch, |_, _, _| {}).await.unwrap();
+    store.record_batch(batch).await.unwrap();
     store.checkpoint().await.unwrap();
     n
 }

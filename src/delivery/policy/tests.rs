@@ -62,6 +62,7 @@ fn settings() -> Settings {
         unknown_tag_retry_window: Duration::from_secs(24 * 3600),
         admission_window: Duration::from_secs(15 * 60),
         late_admission: LateAdmission::Admit,
+        greeting: Greeting::default(),
     }
 }
 

@@ -1,0 +1,673 @@
+//! What happens, each said once.
+//!
+//! Each thing that happens in the service is one type here, as vector's internal events are: a
+//! tap recorded, ignored or lost, an automatic check-out, a held tap placed, a reader connected
+//! or lost, a delivery outcome, an admission, a member's name learnt, EGYM reachable again.
+//! Its `emit` writes its log line (with a stable `event` field, and the same fields every time),
+//! counts its metric with enum labels, and tells the screen, all in one place. The recorder and
+//! delivery emit them, after the database has answered; nothing else writes these log lines,
+//! counts these metrics or tells the screen these things.
+//!
+//! Tests hear of them through a [`Sink`] the [`Listeners`] can hold, or, end to end, through
+//! the log's `event` field: never through the wording of a message.
+
+use std::fmt;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tracing::{error, info, warn};
+
+use crate::clock::placement::Placed;
+use crate::clock::{WallMs, rfc3339_ms};
+use crate::egym::Refusal;
+use crate::metrics::{DeliveryOutcome, Metrics, TapOutcome};
+use crate::store::{Admission, TimeQuality};
+use crate::tag;
+use crate::visit::{AutoReason, Kind};
+
+/// What the screen hears of what happens. The screen implements it; the parts that emit
+/// events know only this.
+pub trait Observer: Send + Sync + fmt::Debug {
+    /// Something a member screen may answer.
+    fn happened(&self, happening: Happening);
+    /// Something the staff page shows has changed.
+    fn changed(&self);
+}
+
+/// No screen: for commands and tests that have none.
+#[derive(Debug, Default)]
+pub struct Nobody;
+
+impl Observer for Nobody {
+    fn happened(&self, _: Happening) {}
+    fn changed(&self) {}
+}
+
+/// What the service knew of a tag when its tap was committed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Known {
+    /// A member (cached account).
+    Member,
+    /// A Wellpass member: EGYM admits the check-in first.
+    WellpassMember,
+    /// EGYM said recently that no member has the tag.
+    Nobody,
+    /// Not asked yet, or too long ago.
+    NotYet,
+}
+
+/// What happened, as the screen hears of it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Happening {
+    /// A tap's event was committed.
+    Recorded {
+        event_id: i64,
+        reader: String,
+        /// Kept in memory only, with the answer on screen, to know the same card tapped again.
+        tag: String,
+        kind: Kind,
+        known: Known,
+    },
+    /// A tap within the repeat window: `inside` is whether the member is in.
+    Repeated {
+        reader: String,
+        tag: String,
+        inside: bool,
+    },
+    /// Delivery looked the tag up for a live tap: the member's first name.
+    Named { event_id: i64, first_name: String },
+    /// The check-in or check-out reached EGYM.
+    Delivered { event_id: i64 },
+    /// EGYM knows no member with the tag.
+    Unknown { event_id: i64 },
+    /// EGYM refused a Wellpass member's admission.
+    Refused { event_id: i64, refusal: Refusal },
+    /// A delivery attempt failed and will be retried (EGYM out of reach or failing).
+    Failing { event_id: i64 },
+}
+
+/// Who hears of what happens besides the log: the screen (an [`Observer`]), the counters, and
+/// a test's sink.
+#[derive(Clone, Debug)]
+pub struct Listeners {
+    observer: Arc<dyn Observer>,
+    metrics: Arc<Metrics>,
+    sink: Option<Sink>,
+}
+
+impl Listeners {
+    pub fn new(observer: Arc<dyn Observer>, metrics: Arc<Metrics>) -> Listeners {
+        Listeners {
+            observer,
+            metrics,
+            sink: None,
+        }
+    }
+
+    /// Listeners with no screen and counters of their own (commands, tests).
+    pub fn unheard() -> Listeners {
+        Listeners::new(Arc::new(Nobody), Arc::default())
+    }
+
+    /// The same listeners, and `sink` too.
+    pub fn with_sink(self, sink: Sink) -> Listeners {
+        Listeners {
+            sink: Some(sink),
+            ..self
+        }
+    }
+
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
+    fn heard(&self, event: Event) {
+        if let Some(sink) = &self.sink {
+            sink.0.lock().unwrap_or_else(|e| e.into_inner()).push(event);
+        }
+    }
+}
+
+/// Every event emitted, kept for a test to look at.
+#[derive(Clone, Debug, Default)]
+pub struct Sink(Arc<Mutex<Vec<Event>>>);
+
+impl Sink {
+    pub fn events(&self) -> Vec<Event> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+}
+
+/// Any event, as a sink keeps it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Event {
+    TapRecorded(TapRecorded),
+    TapIgnored(TapIgnored),
+    TapLost(TapLost),
+    AutoCheckedOut(AutoCheckedOut),
+    TapPlaced(TapPlaced),
+    ReaderChanged(ReaderChanged),
+    Delivery(Delivery),
+    AdmissionMade(AdmissionMade),
+    NameKnown(NameKnown),
+    EgymRecovered(EgymRecovered),
+    DeliveryResumed(DeliveryResumed),
+}
+
+/// A tap's event committed to the outbox (or an automatic check-out's).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TapRecorded {
+    pub event_id: i64,
+    pub reader: String,
+    pub tag: String,
+    pub kind: Kind,
+    pub tapped_at: WallMs,
+    pub time: TimeQuality,
+    pub automatic: bool,
+    /// What the tag cache knew of the tag, for the screen's first answer.
+    pub known: Known,
+}
+
+impl TapRecorded {
+    pub fn emit(self, to: &Listeners) {
+        info!(
+            event = "tap_recorded",
+            outcome = "recorded",
+            automatic = self.automatic,
+            event_id = self.event_id,
+            reader = %self.reader,
+            tag = %tag::short(&self.tag),
+            kind = %self.kind.as_str(),
+            tapped_at_ms = self.tapped_at.as_millis(),
+            clock = self.time.as_str(),
+            "tap recorded"
+        );
+        if !self.automatic {
+            to.metrics.tap(&self.reader, TapOutcome::Recorded);
+            to.observer.happened(Happening::Recorded {
+                event_id: self.event_id,
+                reader: self.reader.clone(),
+                tag: self.tag.clone(),
+                kind: self.kind,
+                known: self.known,
+            });
+        }
+        to.observer.changed();
+        to.heard(Event::TapRecorded(self));
+    }
+}
+
+/// A tap within the repeat window of its tag's last one: nothing is recorded.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TapIgnored {
+    pub reader: String,
+    pub tag: String,
+    pub since_last_ms: i64,
+    /// Whether the member is inside.
+    pub inside: bool,
+}
+
+impl TapIgnored {
+    pub fn emit(self, to: &Listeners) {
+        info!(
+            event = "tap_ignored",
+            outcome = "ignored",
+            reader = %self.reader,
+            tag = %tag::short(&self.tag),
+            since_last_s = self.since_last_ms / 1000,
+            "tap ignored: same tag within repeat-window"
+        );
+        to.metrics.tap(&self.reader, TapOutcome::Ignored);
+        to.observer.happened(Happening::Repeated {
+            reader: self.reader.clone(),
+            tag: self.tag.clone(),
+            inside: self.inside,
+        });
+        to.heard(Event::TapIgnored(self));
+    }
+}
+
+/// A tap that could not be kept: the database could not be written and the memory buffer was
+/// full.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TapLost {
+    pub reader: String,
+    pub tag: String,
+    pub kind: Kind,
+    pub tapped_at: WallMs,
+}
+
+impl TapLost {
+    pub fn emit(self, to: &Listeners) {
+        error!(
+            event = "tap_lost",
+            outcome = "lost",
+            reader = %self.reader,
+            tag = %tag::short(&self.tag),
+            kind = %self.kind.as_str(),
+            tapped_at = %rfc3339_ms(self.tapped_at),
+            "tap LOST: the database cannot be written and the in-memory buffer is full"
+        );
+        to.metrics.tap(&self.reader, TapOutcome::Lost);
+        to.heard(Event::TapLost(self));
+    }
+}
+
+/// A visit left open checked out by itself (its event is recorded like a tap's).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AutoCheckedOut {
+    pub tag: String,
+    pub reason: AutoReason,
+    pub stamped_at: WallMs,
+    /// How long after its stamp it was made.
+    pub late: Duration,
+}
+
+impl AutoCheckedOut {
+    pub fn emit(self, to: &Listeners) {
+        info!(
+            event = "auto_checkout",
+            outcome = "auto_checkout",
+            tag = %tag::short(&self.tag),
+            reason = self.reason.as_str(),
+            stamped_at = %rfc3339_ms(self.stamped_at),
+            late_s = self.late.as_secs(),
+            "automatic check-out"
+        );
+        to.heard(Event::AutoCheckedOut(self));
+    }
+}
+
+/// A tap held for the clock got its time.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TapPlaced {
+    pub event_id: i64,
+    pub reader: String,
+    pub tag: String,
+    pub kind: Kind,
+    pub placed: Placed,
+}
+
+impl TapPlaced {
+    pub fn emit(self, to: &Listeners) {
+        let (id, reader, tag, kind) = (
+            self.event_id,
+            &self.reader,
+            tag::short(&self.tag),
+            self.kind.as_str(),
+        );
+        match self.placed {
+            Placed::Exact(at) => info!(
+                event = "tap_placed",
+                outcome = "placed",
+                event_id = id,
+                reader = %reader,
+                tag = %tag,
+                kind = %kind,
+                tapped_at = %rfc3339_ms(at),
+                clock = "restamped",
+                "tap time placed: counted back from the now trusted clock"
+            ),
+            Placed::Approximate {
+                at,
+                not_before,
+                not_after,
+            } => warn!(
+                event = "tap_placed",
+                outcome = "placed",
+                event_id = id,
+                reader = %reader,
+                tag = %tag,
+                kind = %kind,
+                tapped_at = %rfc3339_ms(at),
+                not_before = %rfc3339_ms(not_before),
+                not_after = %rfc3339_ms(not_after),
+                clock = "approximate",
+                "tap time APPROXIMATE: the tap was made in a boot that ended before the clock was trusted; it is sent with a time between these bounds"
+            ),
+        }
+        to.observer.changed();
+        to.heard(Event::TapPlaced(self));
+    }
+}
+
+/// A reader's device opened, lost, or closed at a stop.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ReaderChanged {
+    pub reader: String,
+    pub device: String,
+    pub connected: bool,
+    /// Why it was lost, when it was (not at a stop).
+    pub lost: Option<String>,
+}
+
+impl ReaderChanged {
+    pub fn emit(self, to: &Listeners) {
+        match (self.connected, &self.lost) {
+            (true, _) => info!(
+                event = "reader_connected",
+                reader = %self.reader,
+                device = %self.device,
+                "reader connected"
+            ),
+            (false, Some(reason)) => warn!(
+                event = "reader_disconnected",
+                reader = %self.reader,
+                device = %self.device,
+                reason = %reason,
+                "reader disconnected; reopening it when it is back"
+            ),
+            (false, None) => info!(
+                event = "reader_closed",
+                reader = %self.reader,
+                device = %self.device,
+                "reader closed"
+            ),
+        }
+        to.observer.changed();
+        to.heard(Event::ReaderChanged(self));
+    }
+}
+
+/// What one delivery attempt's outcome means, as the log says it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Report {
+    Delivered {
+        /// Seconds from the tap to its delivery, when both times are known.
+        delay_s: Option<i64>,
+    },
+    Retry {
+        attempt: u32,
+        retry_in: Duration,
+        error: String,
+    },
+    Paused {
+        status: u16,
+        error_code: String,
+        error: String,
+    },
+    UnknownTag {
+        retry_in: Duration,
+        renderings: String,
+    },
+    UnknownTagGivenUp {
+        renderings: String,
+    },
+    Rejected {
+        error: String,
+    },
+    AdmissionRefused {
+        refusal: Refusal,
+    },
+}
+
+/// The outcome of one delivery attempt of an event.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Delivery {
+    pub event_id: i64,
+    pub reader: String,
+    pub tag: String,
+    pub kind: Kind,
+    pub report: Report,
+    /// Whether the log says it: a refused key is said at most every few minutes.
+    pub said: bool,
+}
+
+impl Delivery {
+    pub fn emit(self, to: &Listeners) {
+        if self.said {
+            self.log();
+        }
+        let event_id = self.event_id;
+        let (counted, happening) = match &self.report {
+            Report::Delivered { .. } => (
+                DeliveryOutcome::Delivered,
+                Some(Happening::Delivered { event_id }),
+            ),
+            Report::Retry { .. } => (
+                DeliveryOutcome::Retry,
+                Some(Happening::Failing { event_id }),
+            ),
+            Report::Paused { .. } => (
+                DeliveryOutcome::Paused,
+                Some(Happening::Failing { event_id }),
+            ),
+            Report::UnknownTag { .. } => (
+                DeliveryOutcome::UnknownTag,
+                Some(Happening::Unknown { event_id }),
+            ),
+            Report::UnknownTagGivenUp { .. } => (
+                DeliveryOutcome::Rejected,
+                Some(Happening::Unknown { event_id }),
+            ),
+            Report::Rejected { .. } => (DeliveryOutcome::Rejected, None),
+            Report::AdmissionRefused { refusal } => {
+                to.metrics.admission_refused(refusal.counted_as());
+                (
+                    DeliveryOutcome::AdmissionRefused,
+                    Some(Happening::Refused {
+                        event_id,
+                        refusal: *refusal,
+                    }),
+                )
+            }
+        };
+        to.metrics.delivery(counted);
+        if let Some(happening) = happening {
+            to.observer.happened(happening);
+        }
+        to.observer.changed();
+        to.heard(Event::Delivery(self));
+    }
+
+    fn log(&self) {
+        let tag = tag::short(&self.tag);
+        let kind = self.kind.as_str();
+        let reader = &self.reader;
+        let id = self.event_id;
+        match &self.report {
+            Report::Delivered { delay_s } => info!(
+                event = "delivered",
+                outcome = "delivered",
+                event_id = id,
+                reader = %reader,
+                tag = %tag,
+                kind = %kind,
+                delay_s,
+                "delivered"
+            ),
+            Report::Retry {
+                attempt,
+                retry_in,
+                error,
+            } => warn!(
+                event = "delivery_failed",
+                outcome = "retry",
+                event_id = id,
+                tag = %tag,
+                kind = %kind,
+                attempt,
+                retry_in_s = %format_args!("{:.1}", retry_in.as_secs_f64()),
+                error = %error,
+                "delivery failed, will retry"
+            ),
+            Report::Paused {
+                status,
+                error_code,
+                error,
+            } => error!(
+                event = "delivery_paused",
+                outcome = "paused",
+                status,
+                error_code = %error_code,
+                error = %error,
+                "delivery paused: EGYM refused the API key. Nothing is dropped; taps are still \
+                 recorded. Check the key (egym.api-key-file) and its permissions; delivery \
+                 resumes by itself once EGYM accepts it"
+            ),
+            Report::UnknownTag {
+                retry_in,
+                renderings,
+            } => warn!(
+                event = "unknown_tag",
+                outcome = "unknown_tag",
+                event_id = id,
+                reader = %reader,
+                tag = %tag,
+                kind = %kind,
+                retry_in_s = retry_in.as_secs(),
+                renderings = %renderings,
+                "unknown tag: EGYM has no member with this rfid. Compare these renderings of \
+                 the card with the one enrolled in EGYM; the reader's id-format, id-bytes or \
+                 byte-order may need changing"
+            ),
+            Report::UnknownTagGivenUp { renderings } => warn!(
+                event = "rejected",
+                outcome = "rejected",
+                event_id = id,
+                reader = %reader,
+                tag = %tag,
+                kind = %kind,
+                renderings = %renderings,
+                "rejected: EGYM still knows no member with this tag after \
+                 unknown-tag-retry-window"
+            ),
+            Report::AdmissionRefused { refusal } => warn!(
+                event = "admission_refused",
+                outcome = "admission_refused",
+                event_id = id,
+                reader = %reader,
+                tag = %tag,
+                reason = refusal.error_code(),
+                "Wellpass admission refused: {}. The member may not enter; no check-in is sent",
+                refusal.says()
+            ),
+            Report::Rejected { error } => warn!(
+                event = "rejected",
+                outcome = "rejected",
+                event_id = id,
+                reader = %reader,
+                tag = %tag,
+                kind = %kind,
+                error = %error,
+                "rejected by EGYM; the event will not be sent again"
+            ),
+        }
+    }
+}
+
+/// A Wellpass check-in's admission, made (or skipped) before its check-in is posted.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AdmissionMade {
+    pub event_id: i64,
+    pub reader: String,
+    pub tag: String,
+    pub admission: Admission,
+    /// EGYM's `firstAdmission`, when it admitted the member.
+    pub first_admission: Option<bool>,
+    /// Why EGYM refused, when it refused a member who had come in already.
+    pub refusal: Option<Refusal>,
+}
+
+impl AdmissionMade {
+    pub fn emit(self, to: &Listeners) {
+        let (id, reader, tag) = (self.event_id, &self.reader, tag::short(&self.tag));
+        match (self.admission, self.refusal) {
+            (Admission::Skipped, _) => warn!(
+                event = "admission_skipped",
+                outcome = "admission_skipped",
+                event_id = id,
+                reader = %reader,
+                tag = %tag,
+                "Wellpass admission skipped: the tap is older than admission-window \
+                 (late = \"skip\"); the check-in is sent without one. Record this visit in the \
+                 Wellpass partner portal"
+            ),
+            (Admission::RefusedLate, Some(refusal)) => {
+                to.metrics.admission_refused(refusal.counted_as());
+                warn!(
+                    event = "admission_refused_late",
+                    outcome = "admission_refused_late",
+                    event_id = id,
+                    reader = %reader,
+                    tag = %tag,
+                    reason = refusal.error_code(),
+                    "Wellpass admission refused after the member came in: {}. The check-in is \
+                     still sent; the gym is not paid for this visit",
+                    refusal.says()
+                );
+            }
+            (admission, _) => info!(
+                event = "admitted",
+                outcome = "admitted",
+                event_id = id,
+                reader = %reader,
+                tag = %tag,
+                first_admission = self.first_admission,
+                late = admission == Admission::AdmittedLate,
+                "Wellpass member admitted"
+            ),
+        }
+        to.observer.changed();
+        to.heard(Event::AdmissionMade(self));
+    }
+}
+
+/// A lookup for a tap on screen gave the member's first name: the screen greets them. The name
+/// is never logged nor kept.
+#[derive(Clone, PartialEq, Eq)]
+pub struct NameKnown {
+    pub event_id: i64,
+    pub first_name: String,
+}
+
+impl fmt::Debug for NameKnown {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("NameKnown")
+            .field("event_id", &self.event_id)
+            .finish_non_exhaustive()
+    }
+}
+
+impl NameKnown {
+    pub fn emit(self, to: &Listeners) {
+        to.observer.happened(Happening::Named {
+            event_id: self.event_id,
+            first_name: self.first_name.clone(),
+        });
+        to.heard(Event::NameKnown(self));
+    }
+}
+
+/// EGYM answers again after requests failed for a while.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EgymRecovered {
+    pub failing_for: Duration,
+}
+
+impl EgymRecovered {
+    pub fn emit(self, to: &Listeners) {
+        info!(
+            event = "egym_recovered",
+            failing_for_s = self.failing_for.as_secs(),
+            "EGYM is accepting requests again"
+        );
+        to.observer.changed();
+        to.heard(Event::EgymRecovered(self));
+    }
+}
+
+/// EGYM accepts the API key again: delivery, paused, goes on.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DeliveryResumed;
+
+impl DeliveryResumed {
+    pub fn emit(self, to: &Listeners) {
+        info!(
+            event = "delivery_resumed",
+            "delivery resumed: the API key is accepted"
+        );
+        to.observer.changed();
+        to.heard(Event::DeliveryResumed(self));
+    }
+}
