@@ -381,6 +381,12 @@ pub enum Report {
         retry_in: Duration,
         error: String,
     },
+    /// EGYM's answer could not be read; tried again later.
+    Unreadable {
+        attempt: u32,
+        retry_in: Duration,
+        error: String,
+    },
     Paused {
         status: u16,
         error_code: String,
@@ -426,6 +432,10 @@ impl Delivery {
             ),
             Report::Retry { .. } => (
                 DeliveryOutcome::Retry,
+                Some(Happening::Failing { event_id }),
+            ),
+            Report::Unreadable { .. } => (
+                DeliveryOutcome::Unreadable,
                 Some(Happening::Failing { event_id }),
             ),
             Report::Paused { .. } => (
@@ -490,6 +500,21 @@ impl Delivery {
                 retry_in_s = %format_args!("{:.1}", retry_in.as_secs_f64()),
                 error = %error,
                 "delivery failed, will retry"
+            ),
+            Report::Unreadable {
+                attempt,
+                retry_in,
+                error,
+            } => warn!(
+                event = "answer_unreadable",
+                outcome = "unreadable",
+                event_id = id,
+                tag = %tag,
+                kind = %kind,
+                attempt,
+                retry_in_s = %format_args!("{:.1}", retry_in.as_secs_f64()),
+                error = %error,
+                "EGYM's answer cannot be read; the event is tried again later"
             ),
             Report::Paused {
                 status,
@@ -605,7 +630,13 @@ impl AdmissionMade {
                 tag = %tag,
                 first_admission = self.first_admission,
                 late = admission == Admission::AdmittedLate,
-                "Wellpass member admitted"
+                "Wellpass member admitted{}",
+                if self.first_admission.is_none() {
+                    " (EGYM's answer could not be read; it admitted the member all the same, \
+                     and is not asked again)"
+                } else {
+                    ""
+                }
             ),
         }
         to.observer.changed();

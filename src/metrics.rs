@@ -74,6 +74,8 @@ label_set! {
         UnknownTag => "unknown_tag",
         Rejected => "rejected",
         AdmissionRefused => "admission_refused",
+        /// EGYM answered, but its answer could not be read: tried again later.
+        Unreadable => "unreadable",
     }
 }
 

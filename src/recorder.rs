@@ -26,7 +26,6 @@ use tracing::{error, info, warn};
 
 use crate::clock::timer;
 use crate::clock::{Clock, SteadyMs, Trust, WallMs};
-use crate::egym::CORPORATE_FITNESS;
 use crate::events::{
     AutoCheckedOut, Known, Listeners, ReaderChanged, TapIgnored, TapLost, TapPlaced, TapRecorded,
 };
@@ -36,6 +35,7 @@ use crate::store::{
     Batch, CachedAccount, NewEvent, ReaderUpdate, Store, StoreError, TimeQuality, Visit,
 };
 use crate::tag;
+use crate::visit::Membership;
 use crate::visit::{
     self, AutoCheckout, AutoCheckoutPolicy, CheckIn, Correction, Decision, Kind, TagState,
 };
@@ -558,7 +558,7 @@ fn known(cached: Option<&CachedAccount>) -> Known {
     match cached {
         None => Known::NotYet,
         Some(c) if c.account_id.is_none() => Known::Nobody,
-        Some(c) if c.membership_type.as_deref() == Some(CORPORATE_FITNESS) => Known::WellpassMember,
+        Some(c) if c.membership == Membership::Wellpass => Known::WellpassMember,
         Some(_) => Known::Member,
     }
 }

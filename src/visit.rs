@@ -16,6 +16,14 @@ use std::time::Duration;
 use crate::clock::{SteadyMs, WallMs};
 use crate::tag::RawId;
 
+/// What kind of member a tap belongs to, as far as the door cares: a Wellpass
+/// (corporate-fitness) member's check-in is admitted by EGYM before it is made.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Membership {
+    Wellpass,
+    Other,
+}
+
 /// What a reader at a door means.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Direction {

@@ -18,7 +18,7 @@ use gym_checkin::egym::fake::Calls;
 use gym_checkin::egym::{ApiKey, ApiKeySource};
 use gym_checkin::events::Listeners;
 use gym_checkin::liveness::Pulse;
-use gym_checkin::store::{Admission, EventRow, Store};
+use gym_checkin::store::{Admission, EventRow, EventState, Store};
 use gym_checkin::visit::{Correction, Kind};
 use tokio::sync::{mpsc, watch};
 
@@ -194,7 +194,8 @@ impl Setup {
     }
 
     async fn wait_state(&self, id: i64, state: &str) -> EventRow {
-        self.wait_for(id, state, |row| row.state == state).await
+        self.wait_for(id, state, |row| row.state.as_str() == state)
+            .await
     }
 
     async fn stop(self) {
@@ -228,7 +229,7 @@ async fn server_errors_are_retried_on_the_schedule_stored_in_the_row() {
     s.fake.set_mode(Mode::Status(503));
     let id = s.record("0xAABBCCDD", Kind::CheckOut, s.now()).await;
     let row = s.wait_for(id, "retried", |row| row.attempts >= 1).await;
-    assert_eq!(row.state, "pending");
+    assert_eq!(row.state, EventState::Pending);
     assert_eq!(row.last_status, Some(503));
     assert_eq!(row.last_error_code.as_deref(), Some("injected"));
     s.fake.set_mode(Mode::Normal);
@@ -356,7 +357,7 @@ async fn a_gone_account_is_looked_up_again_once() {
         .cache_account(
             "0xAABBCCDD".into(),
             None,
-            Some(("acc-stale".into(), None)),
+            Some(("acc-stale".into(), gym_checkin::visit::Membership::Other)),
             s.clock.steady(),
         )
         .await
@@ -811,6 +812,62 @@ async fn a_live_tap_goes_ahead_of_a_backlog_that_waited_through_a_restart() {
         live_at - before <= 4,
         "{} backlog posts went between the live tap and its post: {sent:?}",
         live_at - before
+    );
+    s.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_answer_egym_sent_but_that_cannot_be_read_is_said_so_and_tried_again() {
+    let s = setup("unreadable", &[("0xAABBCCDD", "acc-1")], settings(), KEY).await;
+    // A 200 to the lookup whose body holds no account.
+    s.fake.answer_next(Calls::Lookups, 1, 200, "garbled");
+    let id = s.record("0xAABBCCDD", Kind::CheckIn, s.now()).await;
+    let row = s.wait_for(id, "tried", |row| row.attempts >= 1).await;
+    assert_eq!(row.state, EventState::Pending);
+    let error = row.last_error.unwrap_or_default();
+    assert!(
+        error.contains("EGYM answered HTTP 200, but its answer cannot be read"),
+        "{error}"
+    );
+    assert!(!error.contains("cannot reach EGYM"), "{error}");
+    let status = s.store.status().await.unwrap();
+    assert!(
+        status
+            .last_error
+            .is_some_and(|e| e.contains("cannot be read")),
+        "status says what happened"
+    );
+    // Tried again on its own backoff, and delivered.
+    let row = s.wait_state(id, "delivered").await;
+    assert_eq!(row.attempts, 2);
+    s.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_admission_whose_answer_cannot_be_read_is_not_asked_again() {
+    let wellpass = Member::new("0xAABBCCDD", "acc-w", "W Member").wellpass(None);
+    let s = setup_members(
+        "admission-unreadable",
+        vec![wellpass],
+        wellpass_settings(LateAdmission::Admit),
+        100,
+        KEY,
+    )
+    .await;
+    // EGYM admits (200) with a body that cannot be read, and the check-in fails once.
+    s.fake.answer_next(Calls::Admissions, 1, 200, "garbled");
+    s.fake.answer_next(Calls::Visits, 1, 503, "unavailable");
+    let id = s.record("0xAABBCCDD", Kind::CheckIn, s.now()).await;
+    let row = s.wait_state(id, "delivered").await;
+    assert_eq!(row.admission, Some(Admission::Admitted));
+    assert_eq!(
+        calls(&s.fake),
+        vec![
+            ("/api/v2/accounts/rfid/0xAABBCCDD".to_string(), Some(200)),
+            ("/api/v2/accounts/acc-w/admissions".to_string(), Some(200)),
+            ("/api/v2/accounts/acc-w/checkins".to_string(), Some(503)),
+            ("/api/v2/accounts/acc-w/checkins".to_string(), Some(204)),
+        ]
     );
     s.stop().await;
 }

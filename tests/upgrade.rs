@@ -258,8 +258,8 @@ systemctl enable --now gym-checkin"#,
     // Under the real unit: staff in the group gym-checkin read the status from the service;
     // anyone else is told how to join it; a second service beside it refuses to start.
     let status = container.ok(
-        "id staff >/dev/null 2>&1 || useradd --groups gym-checkin staff
-         runuser -u staff -- gym-checkin status --json",
+        "id desk >/dev/null 2>&1 || useradd --no-user-group --groups gym-checkin desk
+         runuser -u desk -- gym-checkin status --json",
     );
     let status: serde_json::Value = serde_json::from_str(&status).unwrap();
     assert_eq!(status["service"]["pid"], pid_after, "{status}");

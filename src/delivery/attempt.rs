@@ -39,8 +39,8 @@ pub(super) async fn attempt(
         }
         CacheUse::Account {
             account_id,
-            membership_type,
-        } => Some((account_id, membership_type)),
+            membership,
+        } => Some((account_id, membership)),
         CacheUse::KnownUnknown => {
             tracing::debug!(event_id = event.id, "tag known to be unknown (cached)");
             return Ok(Outcome::UnknownTag { failure: None });
@@ -50,16 +50,13 @@ pub(super) async fn attempt(
     let mut looked_up = false;
     let mut admission = event.admission;
     loop {
-        let (account_id, membership_type) = match account.take() {
+        let (account_id, membership) = match account.take() {
             Some(account) => account,
             None => {
                 looked_up = true;
                 let found = client.lookup(key, &event.tag, tag_format).await;
                 let known = match &found {
-                    Ok(account) => Some(Some((
-                        account.account_id.clone(),
-                        account.membership_type.clone(),
-                    ))),
+                    Ok(account) => Some(Some((account.account_id.clone(), account.membership))),
                     Err(failure)
                         if egym::classify(Call::Lookup, failure) == Verdict::UnknownTag =>
                     {
@@ -88,7 +85,7 @@ pub(super) async fn attempt(
                             }
                             .emit(&ctx.listeners);
                         }
-                        (account.account_id, account.membership_type)
+                        (account.account_id, account.membership)
                     }
                     Err(failure) => {
                         let verdict = egym::classify(Call::Lookup, &failure);
@@ -103,7 +100,7 @@ pub(super) async fn attempt(
             key,
             event,
             &account_id,
-            membership_type,
+            membership,
             &mut admission,
         )
         .await?
@@ -135,7 +132,7 @@ async fn admit_and_post(
     key: &ApiKey,
     event: &OpenEvent,
     account_id: &str,
-    membership_type: Option<String>,
+    membership: crate::visit::Membership,
     admission: &mut Option<Admission>,
 ) -> Result<Step, StoreError> {
     let plan = policy::admission_plan(
@@ -143,7 +140,7 @@ async fn admit_and_post(
             admission: *admission,
             ..event.clone()
         },
-        membership_type.as_deref(),
+        membership,
         ctx.clock.steady(),
         &ctx.settings,
     );
@@ -165,7 +162,7 @@ async fn admit_and_post(
                 };
                 ctx.store.mark_admission(event.id, admitted, None).await?;
                 *admission = Some(admitted);
-                admission_made(ctx, event, admitted, Some(first_admission), None);
+                admission_made(ctx, event, admitted, first_admission, None);
             }
             Err(failure) => match egym::classify(Call::Admission, &failure) {
                 Verdict::AdmissionRefused(refusal)
@@ -237,6 +234,7 @@ fn admission_made(
 fn outcome_of(verdict: Verdict, failure: Failure) -> Outcome {
     match verdict {
         Verdict::Retry => Outcome::Retry { failure },
+        Verdict::Unreadable => Outcome::Unreadable { failure },
         Verdict::Pause => Outcome::Paused { failure },
         Verdict::UnknownTag => Outcome::UnknownTag {
             failure: Some(failure),

@@ -7,10 +7,11 @@
 use std::time::Duration;
 
 use crate::clock::{EARLIEST_PLAUSIBLE, Now, SteadyMs, WallMs};
-use crate::egym::{CORPORATE_FITNESS, Failure, Refusal};
+use crate::egym::{Failure, Refusal};
 pub use crate::events::Report;
 use crate::store::{Answer, CachedAccount, OpenEvent};
 use crate::tag;
+use crate::visit::Membership;
 use crate::visit::{self, Kind};
 
 /// Posts in flight are limited to what the rate needs if a request takes this long. Every post
@@ -107,7 +108,7 @@ pub enum CacheUse {
     /// Post for this account, of this membership type.
     Account {
         account_id: String,
-        membership_type: Option<String>,
+        membership: Membership,
     },
     /// EGYM said recently that no member has the tag.
     KnownUnknown,
@@ -129,7 +130,7 @@ pub fn use_cache(
     match &cached.account_id {
         Some(account) if age < account_cache_ttl => CacheUse::Account {
             account_id: account.clone(),
-            membership_type: cached.membership_type.clone(),
+            membership: cached.membership,
         },
         None if age < NEGATIVE_CACHE_TTL.min(account_cache_ttl) => CacheUse::KnownUnknown,
         _ => CacheUse::LookUp,
@@ -161,17 +162,17 @@ pub enum AdmissionPlan {
     Skip,
 }
 
-/// Whether `event`, a tap of a member of `membership_type`, is admitted before its check-in.
+/// Whether `event`, a tap of a member with `membership`, is admitted before its check-in.
 /// The admission is live: EGYM logs it when it arrives, so a tap is fresh only within
 /// `admission-window` of steady time since it was made.
 pub fn admission_plan(
     event: &OpenEvent,
-    membership_type: Option<&str>,
+    membership: Membership,
     now: SteadyMs,
     settings: &Settings,
 ) -> AdmissionPlan {
     if event.kind != Kind::CheckIn
-        || membership_type != Some(CORPORATE_FITNESS)
+        || membership != Membership::Wellpass
         || event.admission.is_some()
     {
         return AdmissionPlan::NotNeeded;
@@ -205,6 +206,10 @@ pub enum Outcome {
         failure: Failure,
     },
     Retry {
+        failure: Failure,
+    },
+    /// EGYM answered, but what it said cannot be read.
+    Unreadable {
         failure: Failure,
     },
     Paused {
@@ -327,7 +332,8 @@ pub fn decide(
             let cause = match failure {
                 Failure::Transport { .. } => HoldCause::Unreachable,
                 Failure::Status { status: 429, .. } => HoldCause::RateLimited,
-                Failure::Status { .. } => HoldCause::Overloaded,
+                // (An unreadable answer is an `Outcome::Unreadable`, never a retry of this kind.)
+                Failure::Status { .. } | Failure::Malformed { .. } => HoldCause::Overloaded,
             };
             // A 429 has emptied the client's token bucket and halved its rate: the bucket is
             // the backoff, and the event goes again as soon as it gives a token.
@@ -343,6 +349,24 @@ pub fn decide(
                 worker: WorkerChange::Hold { delay, cause },
                 last_error: Some(failure.to_string()),
                 report: Report::Retry {
+                    attempt: event.attempts + 1,
+                    retry_in: delay,
+                    error: failure.to_string(),
+                },
+            }
+        }
+        // EGYM is reachable and answered: only this event waits, on its own backoff, and the
+        // answer is said for what it is, not as EGYM out of reach.
+        Outcome::Unreadable { failure } => {
+            let delay = retry_delay(event.attempts, random);
+            Decision {
+                row: RowChange::Retry {
+                    next_attempt: now.steady + delay,
+                    answer: answer_of(&failure),
+                },
+                worker: WorkerChange::Nothing,
+                last_error: Some(failure.to_string()),
+                report: Report::Unreadable {
                     attempt: event.attempts + 1,
                     retry_in: delay,
                     error: failure.to_string(),

@@ -17,6 +17,7 @@ use serde::Deserialize;
 
 use crate::clock::timer;
 use crate::metrics::{EgymCall, Metrics, RefusalReason};
+use crate::visit::Membership;
 
 pub use key::{API_KEY_CREDENTIAL, API_KEY_ENV, ApiKey, ApiKeySource};
 
@@ -79,6 +80,9 @@ pub enum Failure {
     Transport { timeout: bool, detail: String },
     /// EGYM answered with a status other than the call's success.
     Status { status: u16, body: ErrorBody },
+    /// EGYM answered the call's success, with a body that cannot be read: EGYM is reachable,
+    /// and said something this client does not understand.
+    Malformed { status: u16, detail: String },
 }
 
 impl fmt::Display for Failure {
@@ -92,6 +96,10 @@ impl fmt::Display for Failure {
                 timeout: false,
                 detail,
             } => write!(f, "cannot reach EGYM: {detail}"),
+            Failure::Malformed { status, detail } => write!(
+                f,
+                "EGYM answered HTTP {status}, but its answer cannot be read: {detail}"
+            ),
             Failure::Status { status, body } => {
                 write!(f, "HTTP {status}")?;
                 if let Some(code) = &body.error_code {
@@ -112,7 +120,7 @@ impl fmt::Display for Failure {
 impl Failure {
     pub fn status(&self) -> Option<u16> {
         match self {
-            Failure::Status { status, .. } => Some(*status),
+            Failure::Status { status, .. } | Failure::Malformed { status, .. } => Some(*status),
             Failure::Transport { .. } => None,
         }
     }
@@ -120,7 +128,7 @@ impl Failure {
     pub fn error_code(&self) -> Option<&str> {
         match self {
             Failure::Status { body, .. } => body.error_code.as_deref(),
-            Failure::Transport { .. } => None,
+            Failure::Transport { .. } | Failure::Malformed { .. } => None,
         }
     }
 }
@@ -191,13 +199,21 @@ impl Refusal {
 /// The membership type that must be admitted before a check-in (EGYM Wellpass).
 pub const CORPORATE_FITNESS: &str = "CORPORATE_FITNESS";
 
+/// The service's reading of EGYM's `membership.membershipType`.
+pub fn membership(membership_type: Option<&str>) -> Membership {
+    match membership_type {
+        Some(CORPORATE_FITNESS) => Membership::Wellpass,
+        _ => Membership::Other,
+    }
+}
+
 /// What a lookup says of a member: the account, its membership type (Wellpass members must be
 /// admitted), and a first name for the front desk. Only the account id and the membership type
 /// are ever written down; the name is kept in memory alone and never logged.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Account {
     pub account_id: String,
-    pub membership_type: Option<String>,
+    pub membership: Membership,
     pub first_name: Option<String>,
 }
 
@@ -205,7 +221,7 @@ impl fmt::Debug for Account {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Account")
             .field("account_id", &self.account_id)
-            .field("membership_type", &self.membership_type)
+            .field("membership", &self.membership)
             .finish_non_exhaustive()
     }
 }
@@ -234,13 +250,18 @@ pub enum Verdict {
     AdmissionRefused(Refusal),
     /// The request can never succeed (any other 4xx).
     Reject,
+    /// EGYM answered, but its answer cannot be read: the event is tried again later, and EGYM
+    /// is not taken for out of reach.
+    Unreadable,
 }
 
 /// What a failed call means. Whether to retry is decided here and only here; how long to wait
 /// is the delivery worker's business.
 pub fn classify(call: Call, failure: &Failure) -> Verdict {
-    let Failure::Status { status, body } = failure else {
-        return Verdict::Retry;
+    let (status, body) = match failure {
+        Failure::Status { status, body } => (status, body),
+        Failure::Malformed { .. } => return Verdict::Unreadable,
+        Failure::Transport { .. } => return Verdict::Retry,
     };
     let entity = body.entity.as_deref();
     let refusal = body
@@ -378,7 +399,7 @@ impl Client {
     ) -> Result<Account, Failure> {
         #[derive(Deserialize)]
         #[serde(rename_all = "camelCase")]
-        struct Membership {
+        struct MembershipBody {
             membership_type: Option<String>,
         }
         #[derive(Deserialize)]
@@ -386,18 +407,24 @@ impl Client {
         struct MemberAccount {
             account_id: String,
             first_name: Option<String>,
-            membership: Option<Membership>,
+            membership: Option<MembershipBody>,
         }
         let body = self.get_ok(key, url, call).await?;
-        // A 200 without an account id is not what the API promises; retrying is the safe answer.
+        // A 200 without an account id is not what the API promises: it is said as such, and
+        // the event tried again later.
         let account: MemberAccount =
-            serde_json::from_slice(&body).map_err(|e| Failure::Transport {
-                timeout: false,
-                detail: format!("unreadable account: {e}"),
+            serde_json::from_slice(&body).map_err(|e| Failure::Malformed {
+                status: 200,
+                detail: format!("no account in it ({e})"),
             })?;
         Ok(Account {
             account_id: account.account_id,
-            membership_type: account.membership.and_then(|m| m.membership_type),
+            membership: membership(
+                account
+                    .membership
+                    .and_then(|m| m.membership_type)
+                    .as_deref(),
+            ),
             first_name: account.first_name,
         })
     }
@@ -412,15 +439,16 @@ impl Client {
         let mut url = self.endpoint(&["accounts", account_id, "rfids"]);
         url.query_pairs_mut().append_pair("allSources", "true");
         let body = self.get_ok(key, url, EgymCall::Rfids).await?;
-        serde_json::from_slice(&body).map_err(|e| Failure::Transport {
-            timeout: false,
-            detail: format!("unreadable list of cards: {e}"),
+        serde_json::from_slice(&body).map_err(|e| Failure::Malformed {
+            status: 200,
+            detail: format!("no list of cards in it ({e})"),
         })
     }
 
     /// `POST /api/v2/accounts/{accountId}/admissions` (no body): may this Wellpass member enter?
-    /// Returns `firstAdmission`. EGYM logs a granted admission when it arrives.
-    pub async fn admit(&self, key: &ApiKey, account_id: &str) -> Result<bool, Failure> {
+    /// Returns `firstAdmission`. EGYM logs a granted admission when it arrives: a success whose
+    /// body cannot be read is an admission all the same, and gives `None` (never asked again).
+    pub async fn admit(&self, key: &ApiKey, account_id: &str) -> Result<Option<bool>, Failure> {
         #[derive(Deserialize)]
         #[serde(rename_all = "camelCase")]
         struct Admission {
@@ -431,12 +459,9 @@ impl Client {
             .send(self.http.post(url), key, EgymCall::Admission)
             .await?;
         let body = ok_body(response).await?;
-        serde_json::from_slice::<Admission>(&body)
-            .map(|a| a.first_admission)
-            .map_err(|e| Failure::Transport {
-                timeout: false,
-                detail: format!("unreadable admission: {e}"),
-            })
+        Ok(serde_json::from_slice::<Admission>(&body)
+            .ok()
+            .map(|a| a.first_admission))
     }
 
     /// `POST /api/v2/accounts/{accountId}/checkins` or `/checkouts` with the tap's timestamp.
@@ -631,7 +656,13 @@ mod tests {
             timeout: true,
             detail: "x".into(),
         };
+        let unreadable = Failure::Malformed {
+            status: 200,
+            detail: "x".into(),
+        };
         let cases = [
+            (Lookup, unreadable.clone(), Unreadable),
+            (Admission, unreadable, Unreadable),
             (Lookup, transport.clone(), Retry),
             (Post, transport, Retry),
             (Post, status(408, None), Retry),

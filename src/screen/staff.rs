@@ -5,23 +5,19 @@ use serde_json::{Value, json};
 use crate::clock::{Now, rfc3339};
 use crate::egym::Refusal;
 use crate::store::status::{StaffData, StatusData, TapRow};
+use crate::store::{Admission, EventState, TimeQuality};
 use crate::tag;
 
 /// What a row's state means to staff.
 fn outcome(row: &TapRow) -> &'static str {
-    match (
-        row.state.as_str(),
-        row.admission.as_deref(),
-        row.clock.as_str(),
-    ) {
-        (_, Some("refused"), _) => "admission refused",
-        ("pending", _, "untrusted") => "held for the clock",
-        ("pending", ..) if row.behind_unknown => "waits for the card's enrolment",
-        ("pending", ..) => "waiting for EGYM",
-        ("unknown_tag", ..) => "unknown card",
-        ("delivered", ..) => "delivered",
-        ("rejected", ..) => "rejected",
-        _ => "recorded",
+    match (row.state, row.admission, row.time) {
+        (_, Some(Admission::Refused), _) => "admission refused",
+        (EventState::Pending, _, TimeQuality::Untrusted) => "held for the clock",
+        (EventState::Pending, ..) if row.behind_unknown => "waits for the card's enrolment",
+        (EventState::Pending, ..) => "waiting for EGYM",
+        (EventState::UnknownTag, ..) => "unknown card",
+        (EventState::Delivered, ..) => "delivered",
+        (EventState::Rejected, ..) => "rejected",
     }
 }
 
@@ -52,7 +48,7 @@ pub fn staff_json(status: &StatusData, staff: &StaffData, now: &Now) -> String {
                 "time": rfc3339(row.tapped_at),
                 "reader": row.reader,
                 "tag": tag::short(&row.tag),
-                "kind": row.kind,
+                "kind": row.kind.as_str(),
                 "outcome": outcome(row),
                 "automatic": row.automatic,
                 "reason": reason(row),
@@ -95,7 +91,7 @@ pub fn staff_json(status: &StatusData, staff: &StaffData, now: &Now) -> String {
                 "reader": row.reader,
                 "tag": tag::short(&row.tag),
                 "reason": reason(row).unwrap_or("refused"),
-                "late": row.admission.as_deref() == Some("refused_late"),
+                "late": row.admission == Some(Admission::RefusedLate),
             })
         })
         .collect();

@@ -4,13 +4,32 @@ use rusqlite::{OptionalExtension, params};
 
 use super::{Store, StoreError};
 use crate::clock::SteadyMs;
+use crate::visit::Membership;
+
+/// How the `membership_type` column holds a membership: EGYM's own name for a Wellpass
+/// membership, NULL for any other (nothing else of a member's membership is kept).
+const WELLPASS: &str = "CORPORATE_FITNESS";
+
+fn membership_from_column(value: Option<String>) -> Membership {
+    match value.as_deref() {
+        Some(WELLPASS) => Membership::Wellpass,
+        _ => Membership::Other,
+    }
+}
+
+fn membership_to_column(membership: Option<Membership>) -> Option<&'static str> {
+    match membership? {
+        Membership::Wellpass => Some(WELLPASS),
+        Membership::Other => None,
+    }
+}
 
 /// A cached lookup: `account_id` is `None` when EGYM said no member has the tag.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct CachedAccount {
     pub account_id: Option<String>,
-    /// `membership.membershipType` (Wellpass members are `CORPORATE_FITNESS`).
-    pub membership_type: Option<String>,
+    /// Whether the member is a Wellpass member (its `membershipType` is kept only for them).
+    pub membership: Membership,
     /// Steady time of the answer: the cache's age counts real elapsed time.
     pub resolved: SteadyMs,
 }
@@ -28,7 +47,7 @@ pub(super) fn cached(
     .query_row(params![tag, tag_format.unwrap_or_default()], |row| {
         Ok(CachedAccount {
             account_id: row.get(0)?,
-            membership_type: row.get(2)?,
+            membership: membership_from_column(row.get(2)?),
             resolved: row.get(1)?,
         })
     })
@@ -52,10 +71,10 @@ impl Store {
         &self,
         tag: String,
         tag_format: Option<String>,
-        account: Option<(String, Option<String>)>,
+        account: Option<(String, Membership)>,
         now: SteadyMs,
     ) -> Result<(), StoreError> {
-        let (account_id, membership_type) = account.unzip();
+        let (account_id, membership) = account.unzip();
         self.call(move |conn| {
             conn.prepare_cached(
                 "INSERT INTO accounts (tag, tag_format, account_id, resolved_steady_ms,
@@ -69,7 +88,7 @@ impl Store {
                 tag_format.unwrap_or_default(),
                 account_id,
                 now,
-                membership_type.flatten()
+                membership_to_column(membership)
             ])?;
             Ok(())
         })

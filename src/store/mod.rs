@@ -117,6 +117,43 @@ impl TimeQuality {
     }
 }
 
+/// Where an event is in the outbox (its `state` column; see the module's note).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EventState {
+    Pending,
+    UnknownTag,
+    Delivered,
+    Rejected,
+}
+
+impl EventState {
+    pub const ALL: [EventState; 4] = [
+        EventState::Pending,
+        EventState::UnknownTag,
+        EventState::Delivered,
+        EventState::Rejected,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventState::Pending => "pending",
+            EventState::UnknownTag => "unknown_tag",
+            EventState::Delivered => "delivered",
+            EventState::Rejected => "rejected",
+        }
+    }
+}
+
+impl rusqlite::types::FromSql for EventState {
+    fn column_result(value: rusqlite::types::ValueRef<'_>) -> rusqlite::types::FromSqlResult<Self> {
+        let text = value.as_str()?;
+        EventState::ALL
+            .into_iter()
+            .find(|s| s.as_str() == text)
+            .ok_or_else(|| unknown_value("state", text))
+    }
+}
+
 /// What became of a check-in's Wellpass admission (its `admission` column).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Admission {
@@ -226,8 +263,7 @@ pub struct EventRow {
     pub kind: Kind,
     pub tapped_at: WallMs,
     pub time: TimeQuality,
-    /// `pending`, `unknown_tag`, `delivered` or `rejected`.
-    pub state: String,
+    pub state: EventState,
     pub attempts: u32,
     pub next_attempt: SteadyMs,
     pub account_id: Option<String>,

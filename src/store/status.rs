@@ -5,8 +5,9 @@ use std::path::Path;
 
 use rusqlite::{Connection, OpenFlags, OptionalExtension};
 
-use super::{EventCounts, StoreError, schema};
+use super::{Admission, EventCounts, EventState, StoreError, TimeQuality, schema};
 use crate::clock::{SteadyMs, WallMs};
+use crate::visit::Kind;
 
 /// What `status` shows, as stored.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -247,11 +248,11 @@ pub struct TapRow {
     pub reader: String,
     pub tag: String,
     pub raw_id: String,
-    pub kind: String,
+    pub kind: Kind,
     pub tapped_at: WallMs,
-    pub state: String,
-    pub clock: String,
-    pub admission: Option<String>,
+    pub state: EventState,
+    pub time: TimeQuality,
+    pub admission: Option<Admission>,
     pub admission_reason: Option<String>,
     pub automatic: bool,
     /// Pending only behind an earlier event of its tag that EGYM does not know.
@@ -282,7 +283,7 @@ fn tap_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<TapRow> {
         kind: row.get(4)?,
         tapped_at: row.get(5)?,
         state: row.get(6)?,
-        clock: row.get(7)?,
+        time: row.get(7)?,
         admission: row.get(8)?,
         admission_reason: row.get(9)?,
         automatic: row.get(10)?,

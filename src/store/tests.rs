@@ -189,7 +189,7 @@ async fn only_the_oldest_open_event_of_a_tag_is_claimed() {
 async fn a_retry_keeps_an_unknown_tag_event_in_its_state_until_it_is_delivered() {
     let (_path, store) = temp_db("unknown-tag-states").await;
     let id = record(&store, vec![event("0xCC", Kind::CheckIn, 1)]).await[0];
-    let state = |row: Option<EventRow>| row.unwrap().state;
+    let state = |row: Option<EventRow>| row.unwrap().state.as_str();
     assert_eq!(state(store.event(id).await.unwrap()), "pending");
     let not_found = Answer {
         status: Some(404),
@@ -497,7 +497,12 @@ async fn events_and_visit_state_survive_reopening() {
     let (e, state) = event("0xAA", Kind::CheckIn, 1);
     store.record_event(e, state, wall(1)).await.unwrap();
     store
-        .cache_account("0xAA".into(), None, Some(("acc-1".into(), None)), steady(1))
+        .cache_account(
+            "0xAA".into(),
+            None,
+            Some(("acc-1".into(), crate::visit::Membership::Other)),
+            steady(1),
+        )
         .await
         .unwrap();
     drop(store);

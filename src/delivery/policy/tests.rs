@@ -266,7 +266,7 @@ fn an_unknown_tag_is_asked_about_slowly_for_its_window_counted_in_steady_time() 
 
 #[test]
 fn a_wellpass_check_in_is_admitted_live_within_the_window_and_late_as_configured() {
-    let wellpass = Some(CORPORATE_FITNESS);
+    let wellpass = Membership::Wellpass;
     let fresh = 15 * MIN;
     let check_in = event(0, None);
     let plan = |event: &OpenEvent, membership, now, late| {
@@ -291,8 +291,8 @@ fn a_wellpass_check_in_is_admitted_live_within_the_window_and_late_as_configured
         AdmissionPlan::Skip
     );
     // Other members, check-outs, and a check-in admitted already need none.
-    assert_eq!(plan(&check_in, Some("PREMIUM"), 0, admit), NotNeeded);
-    assert_eq!(plan(&check_in, None, 0, admit), NotNeeded);
+    assert_eq!(plan(&check_in, Membership::Other, 0, admit), NotNeeded);
+    assert_eq!(plan(&check_in, Membership::Other, 0, admit), NotNeeded);
     let check_out = OpenEvent {
         kind: Kind::CheckOut,
         ..event(0, None)
@@ -352,7 +352,7 @@ fn the_cache_counts_its_age_in_steady_time() {
     let ttl = Duration::from_secs(3600);
     let cached = |account: Option<&str>, at| CachedAccount {
         account_id: account.map(str::to_string),
-        membership_type: Some("CORPORATE_FITNESS".into()),
+        membership: Membership::Wellpass,
         resolved: steady(at),
     };
     let s = 1_000 * MIN;
@@ -362,7 +362,7 @@ fn the_cache_counts_its_age_in_steady_time() {
         use_cache(Some(&cached(Some("acc"), s - 59 * MIN)), s),
         CacheUse::Account {
             account_id: "acc".into(),
-            membership_type: Some("CORPORATE_FITNESS".into())
+            membership: Membership::Wellpass
         }
     );
     assert_eq!(
