@@ -619,7 +619,11 @@ async fn main() {
     for _ in 0..50 {
         let start = Instant::now();
         let n = store
-            .prune_delivered(now, gym_checkin::daemon::PRUNE_BATCH)
+            .prune_events(
+                gym_checkin::store::PruneClass::Delivered,
+                now,
+                gym_checkin::daemon::PRUNE_BATCH,
+            )
             .await
             .unwrap();
         prunes.push(start.elapsed().as_secs_f64() * 1000.0);

@@ -70,6 +70,19 @@ impl<'t> Section<'t> {
         }
     }
 
+    pub(super) fn boolean(&self, key: &str, problems: &mut Problems) -> Option<bool> {
+        match self.table.get(key)? {
+            Value::Boolean(b) => Some(*b),
+            other => {
+                problems.add(
+                    &self.key(key),
+                    format!("expected true or false, found {}", type_name(other)),
+                );
+                None
+            }
+        }
+    }
+
     pub(super) fn required_string(&self, key: &str, problems: &mut Problems) -> Option<&'t str> {
         if !self.table.contains_key(key) {
             problems.add(&self.key(key), "missing");

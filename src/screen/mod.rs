@@ -161,6 +161,24 @@ impl Screen {
         self.0.staff_changed.notified().await;
     }
 
+    /// Forgets what the screen holds of `cards` (erased on request): the answer on the member
+    /// screen if it is theirs (its first name with it), the last refused card, and the staff
+    /// page's data, which is read again from the database.
+    pub fn forget(&self, cards: &[String]) {
+        let mut state = self.state();
+        if state.board.forget(cards) {
+            state.latest_member = None;
+        }
+        state.latest_staff = None;
+        drop(state);
+        self.0.staff_changed.notify_one();
+    }
+
+    /// No staff page is open any more: the staff page's data is not kept in memory.
+    pub fn staff_closed(&self) {
+        self.state().latest_staff = None;
+    }
+
     /// Sends the staff page's data.
     pub fn publish_staff(&self, data: String) {
         let mut state = self.state();
@@ -233,6 +251,10 @@ impl Observer for Screen {
 
     fn changed(&self) {
         self.staff_changed();
+    }
+
+    fn forget(&self, cards: &[String]) {
+        Screen::forget(self, cards);
     }
 }
 

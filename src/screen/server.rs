@@ -68,6 +68,8 @@ pub struct ServerSettings {
     /// Required for the staff page, its events and `/metrics` (always set for an address that
     /// is not loopback).
     pub token: Option<String>,
+    /// How far back the staff page lists taps and refused admissions (`staff-history`).
+    pub staff_history: Duration,
 }
 
 /// What each request needs.
@@ -82,6 +84,7 @@ struct Context {
     loopback: bool,
     /// Staff pages open now: the staff data is refreshed only while there are some.
     staff_open: AtomicUsize,
+    staff_history: Duration,
 }
 
 /// Serves the screen until `stopping` turns true; `bound` hears the address once listening.
@@ -102,6 +105,7 @@ pub async fn serve(
         token: settings.token,
         loopback: settings.listen.ip().is_loopback(),
         staff_open: AtomicUsize::new(0),
+        staff_history: settings.staff_history,
     });
     let connections = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     let mut said_full = false;
@@ -337,11 +341,20 @@ async fn metrics(ctx: &Context) -> Response<Body> {
     response
 }
 
-/// The staff page's data, fresh from the database.
+/// The staff page's data, fresh from the database: taps and refused admissions of the last
+/// `staff-history` only.
 async fn staff_now(ctx: &Context) -> Option<String> {
     let status = ctx.store.status().await.ok()?;
-    let staff = ctx.store.staff(STAFF_TAPS).await.ok()?;
-    Some(staff_json(&status, &staff, &ctx.clock.now()))
+    let mut staff = ctx.store.staff(STAFF_TAPS).await.ok()?;
+    let now = ctx.clock.now();
+    let history = ctx.staff_history.as_millis() as i64;
+    staff
+        .taps
+        .retain(|row| now.wall.millis_since(row.tapped_at) <= history);
+    staff
+        .refused
+        .retain(|row| now.wall.millis_since(row.tapped_at) <= history);
+    Some(staff_json(&status, &staff, &now))
 }
 
 /// While staff pages are open: their data again on each change (at most every
@@ -426,7 +439,11 @@ impl StaffPage {
 
 impl Drop for StaffPage {
     fn drop(&mut self) {
-        self.0.staff_open.fetch_sub(1, Ordering::Relaxed);
+        // The last staff page closed: its data is not kept in memory until the next one opens
+        // (which reads it afresh from the database).
+        if self.0.staff_open.fetch_sub(1, Ordering::Relaxed) == 1 {
+            self.0.screen.staff_closed();
+        }
     }
 }
 

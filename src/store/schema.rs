@@ -1,6 +1,11 @@
 //! The schema, as a list of forward migrations. `PRAGMA user_version` holds how many have run.
 //! A migration is never edited once released: a change is a new entry at the end.
 
+/// The schema version from which every delete overwrites what it deletes (`secure_delete`): a
+/// database written by an earlier version is rewritten once when it is migrated, so that what
+/// that version deleted is gone from the file too.
+pub const SECURE_DELETE_SINCE: usize = 9;
+
 pub const MIGRATIONS: &[&str] = &[
     // 1: the outbox, visit state and the tag cache.
     r#"
@@ -281,5 +286,19 @@ pub const MIGRATIONS: &[&str] = &[
     DROP INDEX events_pending_steady;
     CREATE INDEX events_pending_steady ON events (tapped_steady_ms)
         WHERE state = 'pending' AND behind_unknown = 0;
+    "#,
+    // 9: privacy. Retention, erasure and export find their rows through indexes, never by
+    // walking every event: each is a job of the database thread, which a tap may wait behind.
+    // The indexes cover finished events only (and cards EGYM does not know), so a tap's own
+    // commit writes none of them.
+    r#"
+    -- Finished events by state and tap time: the pruner's batches.
+    CREATE INDEX events_finished_tapped ON events (state, tapped_at_ms)
+        WHERE state IN ('delivered', 'rejected');
+    -- Finished events by card (open ones have events_open_by_tag), and events by member.
+    CREATE INDEX events_finished_tag ON events (tag) WHERE state IN ('delivered', 'rejected');
+    CREATE INDEX events_account ON events (account_id) WHERE account_id IS NOT NULL;
+    -- Events of cards EGYM does not know, for `status`.
+    CREATE INDEX events_unknown ON events (id) WHERE state = 'unknown_tag';
     "#,
 ];
