@@ -281,6 +281,11 @@ impl Daemon {
         Daemon::spawn(&[], args, config, env)
     }
 
+    /// Runs another command of the binary through a wrapper command (`sh -c 'umask 000 ...'`).
+    pub fn start_command_under(wrapper: &[&str], args: &[&str], config: &Path) -> Daemon {
+        Daemon::spawn(wrapper, args, config, &[])
+    }
+
     /// Starts the daemon with `stdin` as its standard input (a pipe, say).
     pub fn start_with_input(config: &Path, stdin: Stdio, env: &[(&str, &str)]) -> Daemon {
         Daemon::spawn_with(&[], &["run"], config, env, stdin)
