@@ -497,3 +497,150 @@ async fn the_journal_keeps_whole_card_ids_only_for_a_setup_session() {
         }
     }
 }
+
+/// Inserts an event into a database of an earlier schema, as that version wrote them.
+fn old_event(
+    conn: &rusqlite::Connection,
+    tag: &str,
+    state: &str,
+    tapped_at_ms: i64,
+    account: Option<&str>,
+    unknown: bool,
+) {
+    conn.execute(
+        "INSERT INTO events (reader, raw_id, tag, kind, tapped_at_ms, recorded_at_ms, state,
+                             next_attempt_steady_ms, tapped_steady_ms, account_id,
+                             unknown_since_steady_ms, last_status, finished_at_ms, boot)
+         VALUES ('entrance', substr(?1, 3), ?1, 'checkin', ?2, ?2, ?3, ?2, ?2, ?4,
+                 CASE WHEN ?5 THEN ?2 END,
+                 CASE ?3 WHEN 'delivered' THEN 204 WHEN 'rejected' THEN 422 END,
+                 CASE WHEN ?3 IN ('delivered', 'rejected') THEN ?2 + 1000 END, NULL)",
+        rusqlite::params![tag, tapped_at_ms, state, account, unknown],
+    )
+    .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_database_of_the_previous_schema_is_migrated_rewritten_and_pruned_to_the_new_retention() {
+    const DAY: i64 = 86_400_000;
+    let dir = TestDir::new("privacy-upgrade");
+    let db = dir.path("gym-checkin.db");
+    let now = now_ms();
+    let previous = gym_checkin::store::schema::SECURE_DELETE_SINCE - 1;
+    {
+        let mut conn = rusqlite::Connection::open(&db).unwrap();
+        conn.execute_batch("PRAGMA journal_mode = WAL").unwrap();
+        let tx = conn.transaction().unwrap();
+        for migration in &gym_checkin::store::schema::MIGRATIONS[..previous] {
+            tx.execute_batch(migration).unwrap();
+        }
+        tx.pragma_update(None, "user_version", previous as i64)
+            .unwrap();
+        // What that version kept: delivered 40 and 5 days ago; rejected 40 days ago (it never
+        // deleted those); a card EGYM never knew, given up 10 days ago; a tap still pending.
+        old_event(
+            &tx,
+            "0x9C31E7A504",
+            "delivered",
+            now - 40 * DAY,
+            Some("acc-old"),
+            false,
+        );
+        old_event(
+            &tx,
+            "0x0B00000001",
+            "delivered",
+            now - 5 * DAY,
+            Some("acc-recent"),
+            false,
+        );
+        old_event(&tx, "0x8D42F6B613", "rejected", now - 40 * DAY, None, false);
+        old_event(&tx, "0x7E53A5C722", "rejected", now - 10 * DAY, None, true);
+        old_event(&tx, "0x0E00000001", "pending", now - 40 * DAY, None, false);
+        tx.execute_batch(&format!(
+            "INSERT INTO accounts (tag, tag_format, account_id, resolved_steady_ms)
+             VALUES ('0x9C31E7A504', '', 'acc-old', {old}), ('0x0B00000001', '', 'acc-recent', {recent});
+             INSERT INTO visits (tag, inside, last_event_steady_ms, checked_in_steady_ms, reader, raw_id)
+             VALUES ('0x9C31E7A504', 0, {old}, NULL, 'entrance', '9C31E7A504'),
+                    ('0x0E00000001', 1, {old}, {old}, 'entrance', '0E00000001');",
+            old = now - 40 * DAY,
+            recent = now - 3_600_000,
+        ))
+        .unwrap();
+        // A card that version pruned, deleting as SQLite does by default: its bytes stay in
+        // the file's free space.
+        for i in 0..40 {
+            old_event(
+                &tx,
+                "0x5A17C39E42",
+                "delivered",
+                now - 50 * DAY + i,
+                Some("acc-gone-0417"),
+                false,
+            );
+        }
+        tx.commit().unwrap();
+        conn.execute("DELETE FROM events WHERE tag = '0x5A17C39E42'", [])
+            .unwrap();
+        conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE)")
+            .unwrap();
+    }
+    let gone = id_forms("0x5A17C39E42", "acc-gone-0417");
+    assert_found(&db, &gone);
+
+    let fake = start_egym(vec![]).await;
+    fake.set_mode(Mode::Down);
+    let pty = Pty::open();
+    let config = write_config(&dir, &fake.base_url(), "", &reader(&pty.slave_path));
+    let mut daemon = Daemon::start(&config);
+    daemon
+        .wait_for_line(
+            "database rewritten once, so that what earlier versions deleted is gone from the file",
+            LONG,
+        )
+        .await;
+    daemon.wait_for_line("event=\"pruned\"", LONG).await;
+    let pruned = daemon
+        .lines()
+        .into_iter()
+        .find(|l| l.contains("event=\"pruned\""))
+        .unwrap();
+    for (key, value) in [
+        ("delivered", "1"),
+        ("rejected", "1"),
+        ("unknown", "1"),
+        ("accounts", "1"),
+        ("visits", "1"),
+    ] {
+        assert_eq!(field(&pruned, key), Some(value), "{key}: {pruned}");
+    }
+    // Gone from the files: what the first prune erased, and what the old version had deleted.
+    let mut erased = gone;
+    for (card, account) in [
+        ("0x9C31E7A504", "acc-old"),
+        ("0x8D42F6B613", "acc-none"),
+        ("0x7E53A5C722", "acc-none"),
+    ] {
+        erased.extend(id_forms(card, account));
+    }
+    assert_eq!(found_in_files(&db, &erased), Vec::<String>::new());
+    // What the new retention allows is all there.
+    let kept = |card: &str| export(&config, &["--tag", card]);
+    assert_eq!(kept("0x0B00000001")["events"][0]["state"], "delivered");
+    assert_eq!(
+        kept("0x0B00000001")["cached_lookups"][0]["account_id"],
+        "acc-recent"
+    );
+    assert_eq!(kept("0x0E00000001")["events"][0]["state"], "pending");
+    assert_eq!(kept("0x0E00000001")["visits"][0]["inside"], true);
+    daemon.signal(libc::SIGTERM);
+    assert_eq!(daemon.wait_exit(LONG).await.code(), Some(0));
+    let conn = rusqlite::Connection::open(&db).unwrap();
+    let version: i64 = conn
+        .query_row("PRAGMA user_version", [], |row| row.get(0))
+        .unwrap();
+    assert_eq!(
+        version as usize,
+        gym_checkin::store::schema::MIGRATIONS.len()
+    );
+}
