@@ -503,6 +503,8 @@ pub struct Store {
     sender: Arc<Sender>,
     /// How a caller waits for the database thread's answer.
     wait: Wait,
+    /// The database's file, for reads on a connection of their own (see `privacy`).
+    path: Arc<PathBuf>,
 }
 
 /// How a caller waits for the database thread.
@@ -582,6 +584,7 @@ impl Store {
         let store = Store {
             sender: Arc::new(Sender(queue)),
             wait,
+            path: Arc::new(path.to_path_buf()),
         };
         wait_for(wait, open_result)
             .await

@@ -10,6 +10,12 @@
 //!   included), its visit state and its cached lookups, in one transaction.
 //! - **Export** ([`Store::export`]): everything the database holds about a card or member.
 //!
+//! A card's finished events have no index by card: one would be written all over the file at
+//! every prune (cards come in any order), and pruning would cost many times what it does. So
+//! erasure and export find a card's events by walking the events table, on a read-only
+//! connection of their own beside the database thread, which taps never wait behind; the
+//! erasure itself is then one short job of that thread, by row id.
+//!
 //! Erased means gone from the file. SQLite leaves a deleted row's bytes in its page and in the
 //! pages it frees, and the pages it rewrote in the write-ahead log, until they happen to be
 //! written over. So every connection of the service deletes with `secure_delete` (the bytes are
@@ -20,10 +26,11 @@
 //! migrated.
 
 use crate::clock::timer::Instant;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-use rusqlite::{Connection, OptionalExtension, params};
+use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 use serde::{Deserialize, Serialize};
 use tracing::{info, warn};
 
@@ -230,30 +237,57 @@ pub struct ExportData {
 
 /// Open events, as `events_open_by_tag` spells them.
 const OPEN: &str = "state IN ('pending', 'unknown_tag')";
-/// Finished events, as `events_finished_tag` spells them.
-const FINISHED: &str = "state IN ('delivered', 'rejected')";
+
+/// The subject's cards, and the ids of their events, each with whether it was open.
+#[derive(Debug, Default)]
+struct Found {
+    cards: Vec<String>,
+    events: Vec<(i64, bool)>,
+}
+
+/// `?1, ?2, …` for `n` values.
+fn placeholders(n: usize) -> String {
+    (1..=n)
+        .map(|i| format!("?{i}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
 
 /// The subject's cards: the card itself; or the cards EGYM resolved to the member, from the
-/// cache and from the events delivered for them.
+/// cache and from the events delivered for them. Walks the events table.
 fn cards_of(conn: &Connection, subject: &Subject) -> rusqlite::Result<Vec<String>> {
     let account = match subject {
         Subject::Tag(tag) => return Ok(vec![tag.clone()]),
         Subject::Account(account) => account,
     };
     let mut cards: Vec<String> = conn
-        .prepare_cached("SELECT DISTINCT tag FROM accounts WHERE account_id = ?1")?
-        .query_map([account], |row| row.get(0))?
-        .collect::<rusqlite::Result<_>>()?;
-    let delivered: Vec<String> = conn
-        .prepare_cached(
-            "SELECT DISTINCT tag FROM events INDEXED BY events_account WHERE account_id = ?1",
+        .prepare(
+            "SELECT tag FROM accounts WHERE account_id = ?1
+             UNION SELECT tag FROM events WHERE account_id = ?1",
         )?
         .query_map([account], |row| row.get(0))?
         .collect::<rusqlite::Result<_>>()?;
-    cards.extend(delivered);
     cards.sort();
-    cards.dedup();
     Ok(cards)
+}
+
+/// The subject's cards and events. Walks the events table (once for a card, twice for a
+/// member): a card's finished events have no index by card.
+fn find(conn: &Connection, subject: &Subject) -> rusqlite::Result<Found> {
+    let cards = cards_of(conn, subject)?;
+    if cards.is_empty() {
+        return Ok(Found::default());
+    }
+    let events = conn
+        .prepare(&format!(
+            "SELECT id, {OPEN} FROM events WHERE tag IN ({}) ORDER BY id",
+            placeholders(cards.len())
+        ))?
+        .query_map(rusqlite::params_from_iter(&cards), |row| {
+            Ok((row.get(0)?, row.get(1)?))
+        })?
+        .collect::<rusqlite::Result<_>>()?;
+    Ok(Found { cards, events })
 }
 
 fn count(conn: &Connection, sql: &str, value: &str) -> rusqlite::Result<u64> {
@@ -262,117 +296,127 @@ fn count(conn: &Connection, sql: &str, value: &str) -> rusqlite::Result<u64> {
         .map(|n| n.max(0) as u64)
 }
 
-/// What the database holds about `subject`, counted.
-fn holdings(conn: &Connection, subject: &Subject) -> rusqlite::Result<Holdings> {
-    let cards = cards_of(conn, subject)?;
-    let mut held = Holdings::default();
-    for card in &cards {
-        let open = count(
-            conn,
-            &format!(
-                "SELECT COUNT(*) FROM events INDEXED BY events_open_by_tag WHERE tag = ?1 AND {OPEN}"
-            ),
-            card,
-        )?;
-        let finished = count(
-            conn,
-            &format!(
-                "SELECT COUNT(*) FROM events INDEXED BY events_finished_tag WHERE tag = ?1 AND {FINISHED}"
-            ),
-            card,
-        )?;
-        held.open += open;
-        held.events += open + finished;
+/// What is held about what `found` found, counted; `open` as given.
+fn held(conn: &Connection, found: &Found, open: u64) -> rusqlite::Result<Holdings> {
+    let mut held = Holdings {
+        cards: found.cards.clone(),
+        events: found.events.len() as u64,
+        open,
+        ..Holdings::default()
+    };
+    for card in &found.cards {
         held.visits += count(conn, "SELECT COUNT(*) FROM visits WHERE tag = ?1", card)?;
         held.accounts += count(conn, "SELECT COUNT(*) FROM accounts WHERE tag = ?1", card)?;
     }
-    held.cards = cards;
     Ok(held)
 }
 
-/// Deletes everything the database holds about `subject`, in `tx`; returns what it deleted.
-fn erase_in(tx: &rusqlite::Transaction<'_>, subject: &Subject) -> rusqlite::Result<Holdings> {
-    let cards = cards_of(tx, subject)?;
-    let mut erased = Holdings::default();
-    let delete = |sql: &str, value: &str| -> rusqlite::Result<u64> {
-        Ok(tx.prepare_cached(sql)?.execute([value])? as u64)
-    };
-    for card in &cards {
-        let open = delete(
-            &format!("DELETE FROM events INDEXED BY events_open_by_tag WHERE tag = ?1 AND {OPEN}"),
-            card,
-        )?;
-        let finished = delete(
+/// Deletes everything the database holds about the subject `found` found, in `tx`, unless more
+/// of its events are open now than `open_confirmed`; returns what it deleted, or (`Err`) what
+/// there is now.
+fn erase_in(
+    tx: &rusqlite::Transaction<'_>,
+    subject: &Subject,
+    found: &Found,
+    open_confirmed: Option<u64>,
+) -> rusqlite::Result<Result<Holdings, Holdings>> {
+    // Open now: also a tap recorded since `found` was read.
+    let mut open_now = 0;
+    for card in &found.cards {
+        open_now += count(
+            tx,
             &format!(
-                "DELETE FROM events INDEXED BY events_finished_tag WHERE tag = ?1 AND {FINISHED}"
+                "SELECT COUNT(*) FROM events INDEXED BY events_open_by_tag
+                 WHERE tag = ?1 AND {OPEN}"
             ),
             card,
         )?;
-        erased.open += open;
-        erased.events += open + finished;
-        erased.visits += delete("DELETE FROM visits WHERE tag = ?1", card)?;
-        erased.accounts += delete("DELETE FROM accounts WHERE tag = ?1", card)?;
     }
-    let mut said = cards.clone();
+    if open_confirmed.is_some_and(|confirmed| open_now > confirmed) {
+        return Ok(Err(held(tx, found, open_now)?));
+    }
+    let mut erased = held(tx, found, 0)?;
+    erased.events = 0;
+    for card in &found.cards {
+        let open = tx
+            .prepare_cached(&format!(
+                "DELETE FROM events INDEXED BY events_open_by_tag WHERE tag = ?1 AND {OPEN}"
+            ))?
+            .execute([card])? as u64;
+        erased.open += open;
+        erased.events += open;
+    }
+    // The rest by id: those finished when they were found, or since.
+    for (id, _) in &found.events {
+        erased.events += tx
+            .prepare_cached("DELETE FROM events WHERE id = ?1")?
+            .execute([id])? as u64;
+    }
+    let mut quoted = found.cards.clone();
+    for card in &found.cards {
+        tx.prepare_cached("DELETE FROM visits WHERE tag = ?1")?
+            .execute([card])?;
+        tx.prepare_cached("DELETE FROM accounts WHERE tag = ?1")?
+            .execute([card])?;
+    }
     if let Subject::Account(account) = subject {
-        erased.accounts += delete("DELETE FROM accounts WHERE account_id = ?1", account)?;
-        said.push(account.clone());
+        erased.accounts += tx
+            .prepare_cached("DELETE FROM accounts WHERE account_id = ?1")?
+            .execute([account])? as u64;
+        quoted.push(account.clone());
     }
     // The last delivery failure, kept for `status`, may quote the card or the account.
-    for text in &said {
+    for text in &quoted {
         tx.prepare_cached(
             "UPDATE delivery_state SET last_error = NULL, last_error_at_ms = NULL
              WHERE id = 1 AND instr(last_error, ?1) > 0",
         )?
         .execute([text])?;
     }
-    erased.cards = cards;
-    Ok(erased)
+    Ok(Ok(erased))
 }
 
 fn export_in(conn: &Connection, subject: &Subject) -> rusqlite::Result<ExportData> {
     let cards = cards_of(conn, subject)?;
     let mut data = ExportData::default();
+    if cards.is_empty() {
+        return Ok(data);
+    }
+    data.events = conn
+        .prepare(&format!(
+            "SELECT id, reader, raw_id, tag, tag_format, kind, tapped_at_ms, recorded_at_ms,
+                    state, clock, automatic, attempts, account_id, last_status,
+                    last_error_code, last_error, finished_at_ms, admission, admission_reason,
+                    unknown_since_steady_ms IS NOT NULL
+             FROM events WHERE tag IN ({}) ORDER BY id",
+            placeholders(cards.len())
+        ))?
+        .query_map(rusqlite::params_from_iter(&cards), |row| {
+            Ok(ExportEvent {
+                id: row.get(0)?,
+                reader: row.get(1)?,
+                raw_id: row.get(2)?,
+                tag: row.get(3)?,
+                tag_format: row.get(4)?,
+                kind: row.get(5)?,
+                tapped_at: row.get(6)?,
+                recorded_at: row.get(7)?,
+                state: row.get(8)?,
+                clock: row.get(9)?,
+                automatic: row.get(10)?,
+                attempts: row.get(11)?,
+                account_id: row.get(12)?,
+                last_status: row.get(13)?,
+                last_error_code: row.get(14)?,
+                last_error: row.get(15)?,
+                finished_at: row.get(16)?,
+                admission: row.get(17)?,
+                admission_reason: row.get(18)?,
+                unknown_card: row.get(19)?,
+            })
+        })?
+        .collect::<rusqlite::Result<_>>()?;
     for card in &cards {
-        for (index, states) in [
-            ("events_open_by_tag", OPEN),
-            ("events_finished_tag", FINISHED),
-        ] {
-            let rows = conn
-                .prepare_cached(&format!(
-                    "SELECT id, reader, raw_id, tag, tag_format, kind, tapped_at_ms,
-                            recorded_at_ms, state, clock, automatic, attempts, account_id,
-                            last_status, last_error_code, last_error, finished_at_ms, admission,
-                            admission_reason, unknown_since_steady_ms IS NOT NULL
-                     FROM events INDEXED BY {index} WHERE tag = ?1 AND {states}"
-                ))?
-                .query_map([card], |row| {
-                    Ok(ExportEvent {
-                        id: row.get(0)?,
-                        reader: row.get(1)?,
-                        raw_id: row.get(2)?,
-                        tag: row.get(3)?,
-                        tag_format: row.get(4)?,
-                        kind: row.get(5)?,
-                        tapped_at: row.get(6)?,
-                        recorded_at: row.get(7)?,
-                        state: row.get(8)?,
-                        clock: row.get(9)?,
-                        automatic: row.get(10)?,
-                        attempts: row.get(11)?,
-                        account_id: row.get(12)?,
-                        last_status: row.get(13)?,
-                        last_error_code: row.get(14)?,
-                        last_error: row.get(15)?,
-                        finished_at: row.get(16)?,
-                        admission: row.get(17)?,
-                        admission_reason: row.get(18)?,
-                        unknown_card: row.get(19)?,
-                    })
-                })?
-                .collect::<rusqlite::Result<Vec<_>>>()?;
-            data.events.extend(rows);
-        }
         let visit = conn
             .prepare_cached(
                 "SELECT tag, inside, last_event_steady_ms, checked_in_at_ms, reader, raw_id,
@@ -392,8 +436,6 @@ fn export_in(conn: &Connection, subject: &Subject) -> rusqlite::Result<ExportDat
             })
             .optional()?;
         data.visits.extend(visit);
-    }
-    for card in &cards {
         let rows = conn
             .prepare_cached(
                 "SELECT tag, tag_format, account_id, membership_type, resolved_steady_ms
@@ -411,9 +453,37 @@ fn export_in(conn: &Connection, subject: &Subject) -> rusqlite::Result<ExportDat
             .collect::<rusqlite::Result<Vec<_>>>()?;
         data.accounts.extend(rows);
     }
-    data.events.sort_by_key(|e| e.id);
     data.cards = cards;
     Ok(data)
+}
+
+/// Runs `f` in one read transaction on a read-only connection of its own, in a blocking
+/// thread: a read that walks the events table must not hold the database thread, where taps
+/// wait. (WAL lets it read beside the service's writes.)
+async fn read<R, F>(path: Arc<PathBuf>, f: F) -> Result<R, StoreError>
+where
+    R: Send + 'static,
+    F: FnOnce(&Connection) -> rusqlite::Result<R> + Send + 'static,
+{
+    let open = path.clone();
+    tokio::task::spawn_blocking(move || {
+        let conn = Connection::open_with_flags(
+            &*open,
+            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .map_err(|e| StoreError::Open {
+            path: open.to_path_buf(),
+            detail: e.to_string(),
+        })?;
+        conn.busy_timeout(super::BUSY_TIMEOUT)?;
+        let tx = conn.unchecked_transaction()?;
+        f(&tx).map_err(|e| match e {
+            rusqlite::Error::FromSqlConversionFailure(..) => StoreError::Damaged(e.to_string()),
+            e => StoreError::Sqlite(e),
+        })
+    })
+    .await
+    .map_err(|_| StoreError::Closed)?
 }
 
 /// Rewrites the database once (`VACUUM`), then empties its log: what a version that deleted
@@ -442,42 +512,46 @@ pub(super) fn rewrite_once(conn: &Connection, path: &Path) -> Result<(), StoreEr
 impl Store {
     /// What the database holds about `subject`, counted.
     pub async fn holdings(&self, subject: Subject) -> Result<Holdings, StoreError> {
-        self.call(move |conn| holdings(conn, &subject)).await
+        read(self.path.clone(), move |conn| {
+            let found = find(conn, &subject)?;
+            let open = found.events.iter().filter(|(_, open)| *open).count() as u64;
+            held(conn, &found, open)
+        })
+        .await
     }
 
     /// Erases everything the database holds about `subject` in one transaction: its events
     /// (those not yet delivered too, unless more of them are waiting than `open_confirmed`
     /// allows), its visit state and its cached lookups; then empties the write-ahead log.
-    /// Returns what was erased.
+    /// Returns what was erased. Its events are found first by a read of their own, beside the
+    /// database thread (see [`find`]); the erasure is then one short job of that thread.
     pub async fn erase(
         &self,
         subject: Subject,
         open_confirmed: Option<u64>,
     ) -> Result<Holdings, EraseError> {
+        let found = {
+            let subject = subject.clone();
+            read(self.path.clone(), move |conn| find(conn, &subject)).await?
+        };
         let queue = self.sender.0.clone();
         let erased = self
             .call(move |conn| {
                 let tx = conn.transaction()?;
-                let now = holdings(&tx, &subject)?;
-                if open_confirmed.is_some_and(|confirmed| now.open > confirmed) {
-                    return Ok(Err(now));
+                let erased = erase_in(&tx, &subject, &found, open_confirmed)?;
+                if erased.is_ok() {
+                    tx.commit()?;
+                    empty_log(conn, &queue);
                 }
-                let erased = erase_in(&tx, &subject)?;
-                tx.commit()?;
-                empty_log(conn, &queue);
-                Ok(Ok(erased))
+                Ok(erased)
             })
             .await?;
         erased.map_err(EraseError::Changed)
     }
 
-    /// Everything the database holds about `subject`.
+    /// Everything the database holds about `subject`, read beside the database thread.
     pub async fn export(&self, subject: Subject) -> Result<ExportData, StoreError> {
-        self.call(move |conn| {
-            let tx = conn.transaction()?;
-            export_in(&tx, &subject)
-        })
-        .await
+        read(self.path.clone(), move |conn| export_in(conn, &subject)).await
     }
 
     /// Deletes up to `batch` events of `class` tapped before `before`; returns how many. Each

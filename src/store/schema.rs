@@ -287,17 +287,15 @@ pub const MIGRATIONS: &[&str] = &[
     CREATE INDEX events_pending_steady ON events (tapped_steady_ms)
         WHERE state = 'pending' AND behind_unknown = 0;
     "#,
-    // 9: privacy. Retention, erasure and export find their rows through indexes, never by
-    // walking every event: each is a job of the database thread, which a tap may wait behind.
-    // The indexes cover finished events only (and cards EGYM does not know), so a tap's own
-    // commit writes none of them.
+    // 9: privacy. The pruner finds finished events past their retention through an index kept
+    // in the order it deletes them (their tap time), so each of its batches writes few pages;
+    // a tap's own commit writes none of it. (Erasure and export find a card's events by
+    // reading the table on a connection of their own, off the database thread: an index by
+    // card would be written all over at every prune.)
     r#"
     -- Finished events by state and tap time: the pruner's batches.
     CREATE INDEX events_finished_tapped ON events (state, tapped_at_ms)
         WHERE state IN ('delivered', 'rejected');
-    -- Finished events by card (open ones have events_open_by_tag), and events by member.
-    CREATE INDEX events_finished_tag ON events (tag) WHERE state IN ('delivered', 'rejected');
-    CREATE INDEX events_account ON events (account_id) WHERE account_id IS NOT NULL;
     -- Events of cards EGYM does not know, for `status`.
     CREATE INDEX events_unknown ON events (id) WHERE state = 'unknown_tag';
     "#,
