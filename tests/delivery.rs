@@ -3,9 +3,11 @@
 
 mod common;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use common::{FakeEgym, LONG, Member, Mode, TestDir, entrance_tap, member, now_ms};
+use common::{
+    FakeEgym, LONG, Member, Mode, POLL, TestDir, entrance_tap, member, now_ms, poll_every,
+};
 use gym_checkin::clock::Clock;
 use gym_checkin::delivery::{LateAdmission, RecorderLinks, Settings, Worker};
 use gym_checkin::egym::Client;
@@ -123,19 +125,23 @@ impl Setup {
         id
     }
 
+    async fn row(&self, id: i64) -> EventRow {
+        self.store.event(id).await.unwrap().unwrap()
+    }
+
     async fn wait_for(&self, id: i64, what: &str, done: impl Fn(&EventRow) -> bool) -> EventRow {
-        let deadline = Instant::now() + LONG;
-        loop {
-            let row = self.store.event(id).await.unwrap().unwrap();
-            if done(&row) {
-                return row;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "event {id} never became {what}: {row:#?}\n{:#?}",
+        let found = poll_every(POLL, LONG, || async {
+            let row = self.row(id).await;
+            done(&row).then_some(row)
+        })
+        .await;
+        match found {
+            Some(row) => row,
+            None => panic!(
+                "event {id} never became {what}: {:#?}\n{:#?}",
+                self.row(id).await,
                 self.fake.received()
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
+            ),
         }
     }
 
@@ -578,11 +584,11 @@ async fn a_key_refused_on_an_admission_pauses_delivery_like_on_any_other_call() 
     s.fake
         .answer_next(Calls::Admissions, 10, 403, "missingPermission");
     let id = s.record("0xAABBCCDD", Kind::CheckIn, now_ms()).await;
-    let deadline = Instant::now() + LONG;
-    while s.store.status().await.unwrap().paused_since_ms.is_none() {
-        assert!(Instant::now() < deadline, "{:?}", calls(&s.fake));
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let paused = poll_every(POLL, LONG, || async {
+        s.store.status().await.unwrap().paused_since_ms
+    })
+    .await;
+    assert!(paused.is_some(), "{:?}", calls(&s.fake));
     let row = s.store.event(id).await.unwrap().unwrap();
     assert_eq!(
         (row.state.as_str(), row.attempts, row.admission),

@@ -15,7 +15,7 @@ use std::os::unix::net::UnixListener;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::*;
 
@@ -117,16 +117,10 @@ impl VirtualCard {
     /// Puts a card with `uid` on the reader; `status` is the status word it answers GET DATA
     /// with (`90 00` with its UID).
     fn present(port: u16, uid: &[u8], status: [u8; 2]) -> VirtualCard {
-        let deadline = Instant::now() + LONG;
-        let stream = loop {
-            match TcpStream::connect(("127.0.0.1", port)) {
-                Ok(stream) => break stream,
-                Err(e) => {
-                    assert!(Instant::now() < deadline, "vpcd on port {port}: {e}");
-                    std::thread::sleep(Duration::from_millis(20));
-                }
-            }
-        };
+        let stream = poll_blocking(POLL, Some(LONG), || {
+            TcpStream::connect(("127.0.0.1", port)).ok()
+        })
+        .unwrap_or_else(|| panic!("vpcd on port {port} never listened"));
         let mut reading = stream.try_clone().unwrap();
         let uid = uid.to_vec();
         std::thread::spawn(move || {
@@ -278,14 +272,10 @@ async fn a_pcsc_reader_through_the_real_pcscd() {
     pcscd.start(&without_reader);
     daemon.wait_for_lines("reader disconnected", 2, LONG).await;
     let connected = || status_json(&config)["readers"][0]["connected"].as_bool();
-    let deadline = Instant::now() + LONG;
-    while connected() != Some(false) {
-        assert!(
-            Instant::now() < deadline,
-            "status never said the reader is gone"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    assert!(
+        wait_until(LONG, || connected() == Some(false)).await,
+        "status never said the reader is gone"
+    );
     tokio::time::sleep(Duration::from_secs(3)).await;
     assert_eq!(connected(), Some(false), "no reader, yet connected");
     pcscd.stop();

@@ -131,18 +131,8 @@ impl Stream {
 
     /// Waits for an event `matching`; returns it.
     async fn wait_for(&self, what: &str, matching: impl Fn(&Event) -> bool) -> Event {
-        let deadline = Instant::now() + LONG;
-        loop {
-            if let Some(event) = self.events().into_iter().find(|e| matching(e)) {
-                return event;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "no {what} event: {:#?}",
-                self.events()
-            );
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+        let found = poll(LONG, || self.events().into_iter().find(|e| matching(e))).await;
+        found.unwrap_or_else(|| panic!("no {what} event: {:#?}", self.events()))
     }
 
     async fn title(&self, title: &str) -> Event {
@@ -383,21 +373,18 @@ async fn a_flood_of_connections_stops_no_tap_and_the_screen_holds_at_most_its_li
         })
         .collect();
     // Those over the limit are closed at once.
-    let deadline = Instant::now() + LONG;
-    let closed = loop {
-        let closed = flood
+    let closed = || {
+        flood
             .iter()
             .filter(|stream| {
                 let mut stream: &std::net::TcpStream = stream;
                 matches!(stream.read(&mut [0; 1]), Ok(0))
             })
-            .count();
-        if closed >= FLOOD - LIMIT || Instant::now() >= deadline {
-            break closed;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
+            .count()
     };
-    assert_eq!(closed, FLOOD - LIMIT);
+    let all_closed = wait_until(LONG, || closed() >= FLOOD - LIMIT).await;
+    assert!(all_closed, "{} closed", closed());
+    assert_eq!(closed(), FLOOD - LIMIT);
     daemon
         .wait_for_line("the screen holds 64 connections already", LONG)
         .await;
@@ -409,12 +396,23 @@ async fn a_flood_of_connections_stops_no_tap_and_the_screen_holds_at_most_its_li
     assert!(fake.wait_for(LONG, |r| count_visits(r) == 1).await.0);
     // Once they go, the screen answers again.
     drop(flood);
-    let deadline = Instant::now() + LONG;
+    assert!(
+        health_answers(port).await,
+        "the screen never answered again"
+    );
+}
+
+/// Waits until the screen on `port` answers `/health`; whether it did.
+async fn health_answers(port: u16) -> bool {
     let url = format!("http://127.0.0.1:{port}/health");
-    while !reqwest::get(&url).await.is_ok_and(|r| r.status() == 200) {
-        assert!(Instant::now() < deadline, "the screen never answered again");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let answered = poll_every(POLL, LONG, || async {
+        reqwest::get(&url)
+            .await
+            .is_ok_and(|r| r.status() == 200)
+            .then_some(())
+    })
+    .await;
+    answered.is_some()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -457,12 +455,7 @@ async fn a_taken_port_stops_no_tap_and_the_screen_comes_once_the_port_is_free() 
         "{status}"
     );
     drop(taken);
-    let deadline = Instant::now() + LONG;
-    let url = format!("http://127.0.0.1:{port}/health");
-    while !reqwest::get(&url).await.is_ok_and(|r| r.status() == 200) {
-        assert!(Instant::now() < deadline, "the screen never came");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    assert!(health_answers(port).await, "the screen never came");
     daemon.wait_for_line("the screen is served", LONG).await;
     let status = status_json(&config);
     assert!(

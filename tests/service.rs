@@ -215,15 +215,9 @@ async fn listen_prints_every_rendering_and_records_nothing() {
     let wait_for = |text: &'static str| {
         let lines = lines.clone();
         async move {
-            let deadline = Instant::now() + LONG;
-            loop {
-                let all = lines.lock().unwrap().join("\n");
-                if all.contains(text) {
-                    return all;
-                }
-                assert!(Instant::now() < deadline, "{text:?} not printed:\n{all}");
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
+            let all = || lines.lock().unwrap().join("\n");
+            let printed = poll(LONG, || Some(all()).filter(|all| all.contains(text))).await;
+            printed.unwrap_or_else(|| panic!("{text:?} not printed:\n{}", all()))
         }
     };
     wait_for("[entrance] connected").await;
