@@ -444,6 +444,7 @@ async fn every_request_the_daemon_and_calibrate_make_is_valid_against_egyms_docu
 
     // calibrate: the member by e-mail and by membership id, and the enrolled cards.
     for member in ["mi@example.invalid", "m-acc-mifare"] {
+        let before = fake.received().len();
         let output = gym_checkin()
             .args([
                 "calibrate",
@@ -461,8 +462,8 @@ async fn every_request_the_daemon_and_calibrate_make_is_valid_against_egyms_docu
             .spawn()
             .unwrap();
         // Its requests are made before it waits for a card: stop it once they are in.
-        let before = fake.received().len();
-        fake.wait_for(LONG, |r| r.len() >= before + 2).await;
+        let (asked, received) = fake.wait_for(LONG, |r| r.len() >= before + 2).await;
+        assert!(asked, "calibrate asked nothing: {received:#?}");
         let mut output = output;
         let _ = output.kill();
         let _ = output.wait();

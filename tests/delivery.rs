@@ -270,9 +270,11 @@ async fn a_refused_key_pauses_delivery_and_drops_nothing() {
     .await;
     let a = s.record("0xAA", Kind::CheckIn, now_ms()).await;
     let b = s.record("0xBB", Kind::CheckIn, now_ms()).await;
-    s.fake
+    let (refused, received) = s
+        .fake
         .wait_for(LONG, |r| r.iter().any(|r| r.status == Some(403)))
         .await;
+    assert!(refused, "{received:#?}");
     // More taps while paused: they wait too.
     let c = s.record("0xAA", Kind::CheckOut, now_ms()).await;
     tokio::time::sleep(Duration::from_secs(2)).await;

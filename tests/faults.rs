@@ -264,7 +264,8 @@ async fn a_live_tap_goes_ahead_of_a_draining_backlog() {
     );
     let daemon = Daemon::start(&config);
     daemon.wait_for_line("reader connected", LONG).await;
-    fake.wait_for(LONG, |r| r.len() >= 10).await;
+    let (started, received) = fake.wait_for(LONG, |r| r.len() >= 10).await;
+    assert!(started, "the backlog is not being sent: {received:#?}");
     let tapped = Instant::now();
     type_tag(&mut pty, &live_tag);
     let (ok, received) = fake.wait_for(LONG, accepted_visit_of(&live_account)).await;
@@ -324,7 +325,8 @@ async fn a_new_tap_goes_ahead_of_a_backlog_left_by_an_outage_a_few_seconds_ago()
         .await;
     fake.set_mode(Mode::Normal);
     // The backlog drains at EGYM's 10 requests per second: two for each event.
-    fake.wait_for(LONG, |r| count_visits(r) >= 3).await;
+    let (draining, received) = fake.wait_for(LONG, |r| count_visits(r) >= 3).await;
+    assert!(draining, "the backlog does not drain: {received:#?}");
     let tapped = Instant::now();
     type_tag(&mut pty, &live_tag);
     // A rate-limit answer in the drain just after the tap is no outage: the tap stays live.
@@ -380,10 +382,12 @@ async fn a_tap_made_while_delivery_is_held_off_goes_first_when_it_resumes() {
     );
     let daemon = Daemon::start(&config);
     daemon.wait_for_line("reader connected", LONG).await;
-    fake.wait_for(LONG, |r| {
-        r.iter().filter(|r| r.status == Some(503)).count() >= 6
-    })
-    .await;
+    let (failing, received) = fake
+        .wait_for(LONG, |r| {
+            r.iter().filter(|r| r.status == Some(503)).count() >= 6
+        })
+        .await;
+    assert!(failing, "fewer than 6 answers 503: {received:#?}");
     fake.set_mode(Mode::Normal);
     // A member taps while the worker still holds off.
     let tapped = Instant::now();

@@ -284,7 +284,8 @@ async fn events_pending_at_a_graceful_stop_are_delivered_after_the_restart() {
         pty.write(format!("{hex}\n").as_bytes());
     }
     daemon.wait_for_lines("tap recorded", 3, LONG).await;
-    fake.wait_for(LONG, |r| !r.is_empty()).await;
+    let (in_flight, _) = fake.wait_for(LONG, |r| !r.is_empty()).await;
+    assert!(in_flight, "no request reached EGYM before the stop");
 
     let stop_sent = std::time::Instant::now();
     daemon.signal(libc::SIGTERM);

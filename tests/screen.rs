@@ -198,11 +198,13 @@ async fn the_member_screen_answers_each_tap_at_once_by_first_name_and_never_show
             e.data["title"] == "One moment" && e.number() > offline.number()
         })
         .await;
-    fake.wait_for(LONG, |r| {
-        r.iter()
-            .any(|r| r.lookup_rfid().is_some_and(|t| t.ends_with("E5F6")))
-    })
-    .await;
+    let (looked_up, received) = fake
+        .wait_for(LONG, |r| {
+            r.iter()
+                .any(|r| r.lookup_rfid().is_some_and(|t| t.ends_with("E5F6")))
+        })
+        .await;
+    assert!(looked_up, "Gabi's card was not looked up: {received:#?}");
     fake.set_mode(Mode::Normal);
     let will_sync = stream
         .wait_for("will sync", |e| {
