@@ -99,6 +99,16 @@ pub async fn wait_until_past(at_ms: i64) {
     assert!(wait_until(LONG, || now_ms() > at_ms).await);
 }
 
+/// Waits until the stand-in, set to [`Mode::Down`], refuses connections: from then on no
+/// request reaches it.
+pub async fn wait_until_refused(fake: &FakeEgym) {
+    let address = fake.base_url().trim_start_matches("http://").to_string();
+    assert!(
+        wait_until(LONG, || std::net::TcpStream::connect(&address).is_err()).await,
+        "EGYM at {address} still accepts connections"
+    );
+}
+
 /// The stand-in EGYM with `members`, taking [`API_KEY`].
 pub async fn start_egym(members: Vec<Member>) -> FakeEgym {
     FakeEgym::start(members, API_KEY).await.unwrap()
@@ -243,6 +253,11 @@ pub fn trusted_clock() -> gym_checkin::clock::Clock {
     };
     Clock::system(TrustRule::Always, boot, trust, None)
 }
+
+/// `RUST_LOG` for a daemon that also says, at debug level, what its readers do between taps:
+/// each read of a card still presented (`same card still presented`), each reopen that failed
+/// (`reader still cannot be opened`). A test waits for these instead of for time to pass.
+pub const READER_DEBUG: (&str, &str) = ("RUST_LOG", "info,gym_checkin::reader=debug");
 
 /// One `tap recorded` line of the daemon's log.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -464,6 +479,29 @@ impl Daemon {
     pub async fn wait_for_line(&self, text: &str, timeout: Duration) -> String {
         let mut lines = self.wait_for_lines(text, 1, timeout).await;
         lines.swap_remove(0)
+    }
+
+    /// Every tap logged so far, recorded or ignored (automatic check-outs are no taps), in
+    /// order: one line each.
+    pub fn taps(&self) -> Vec<String> {
+        self.lines()
+            .into_iter()
+            .filter(|l| {
+                matches!(field(l, "outcome"), Some("recorded" | "ignored"))
+                    && field(l, "automatic") != Some("true")
+            })
+            .collect()
+    }
+
+    /// Waits until `n` taps are logged, recorded or ignored; returns the `n`th line.
+    pub async fn wait_for_tap(&self, n: usize) -> String {
+        let found = poll(LONG, || self.taps().into_iter().nth(n - 1)).await;
+        found.unwrap_or_else(|| {
+            panic!(
+                "waited {LONG:?} for tap {n}; log:\n{}",
+                self.lines().join("\n")
+            )
+        })
     }
 
     /// Every tap logged as recorded so far.
