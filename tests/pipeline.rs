@@ -59,8 +59,7 @@ async fn a_held_card_checks_in_once_a_repeat_is_ignored_and_a_later_tap_checks_o
     assert_eq!(field(&repeat, "outcome"), Some("ignored"), "{repeat}");
 
     // After the repeat window, counted from the check-in: a check-out.
-    let checked_in_ms: i64 = field(&check_in, "tapped_at_ms").unwrap().parse().unwrap();
-    wait_until_past((checked_in_ms + 5_000).max(logged_at_ms(&repeat) + 800)).await;
+    wait_until_past((tapped_at_ms(&check_in) + 5_000).max(logged_at_ms(&repeat) + 800)).await;
     let second_written_ms = now_ms();
     pty.write(&frame);
     let check_out = daemon.wait_for_tap(3).await;

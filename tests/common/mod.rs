@@ -268,6 +268,13 @@ pub struct Recorded {
     pub tapped_at_ms: i64,
 }
 
+/// The `tapped_at_ms` of a `tap recorded` line: when the card was read.
+pub fn tapped_at_ms(line: &str) -> i64 {
+    field(line, "tapped_at_ms")
+        .and_then(|ms| ms.parse().ok())
+        .unwrap_or_else(|| panic!("no tapped_at_ms: {line}"))
+}
+
 /// The value of `key=` in a log line.
 pub fn field<'a>(line: &'a str, key: &str) -> Option<&'a str> {
     let start = line.find(&format!(" {key}="))? + key.len() + 2;
