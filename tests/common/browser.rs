@@ -61,11 +61,21 @@ impl Browser {
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null());
-        // SAFETY: only dup2 runs between fork and exec, on descriptors open in the parent;
-        // dup2 is async-signal-safe.
+        // The pipes may have been given descriptors 3 or 4 themselves (a test running beside
+        // this one closed them): dup2 onto the same number would leave it close-on-exec, and
+        // onto the other pipe's number would close that pipe. So each is first copied above 9
+        // (close-on-exec, gone at exec), then onto 3 and 4.
+        // SAFETY: only fcntl and dup2 run between fork and exec, on descriptors open in the
+        // parent; both are async-signal-safe.
         unsafe {
             command.pre_exec(move || {
-                if libc::dup2(read_fd, 3) < 0 || libc::dup2(write_fd, 4) < 0 {
+                let read_copy = libc::fcntl(read_fd, libc::F_DUPFD_CLOEXEC, 10);
+                let write_copy = libc::fcntl(write_fd, libc::F_DUPFD_CLOEXEC, 10);
+                if read_copy < 0
+                    || write_copy < 0
+                    || libc::dup2(read_copy, 3) < 0
+                    || libc::dup2(write_copy, 4) < 0
+                {
                     return Err(std::io::Error::last_os_error());
                 }
                 Ok(())
