@@ -167,12 +167,11 @@ async fn the_member_screen_answers_each_tap_at_once_by_first_name_and_never_show
 
     pty.write(&em4100_frame(ALEX));
     stream.title("Welcome, Alex").await;
-    tokio::time::sleep(Duration::from_millis(200)).await;
     pty.write(&em4100_frame(UNKNOWN));
     stream.title("Card not recognised").await;
     // EGYM out of reach: the member is answered at once all the same.
     fake.set_mode(Mode::Down);
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    wait_until_refused(&fake).await;
     pty.write(&em4100_frame(BILLIE));
     let offline = stream.title("Checked in, will sync").await;
     fake.set_mode(Mode::Normal);
@@ -185,12 +184,15 @@ async fn the_member_screen_answers_each_tap_at_once_by_first_name_and_never_show
     );
     // EGYM slow to answer: "One moment", and "will sync" after 3 seconds rather than nothing. A
     // Wellpass refusal that comes after that finds the member inside. First Billie's delivery
-    // must have reached the screen: until then it says "will sync" at once.
-    daemon
-        .wait_for_lines("outcome=\"delivered\"", 2, LONG)
+    // must have reached the screen (it turns Billie's answer into a welcome): until then it says
+    // "will sync" at once.
+    stream
+        .wait_for("Billie's delivery", |e| {
+            e.data["outcome"] == "checked_in" && e.number() > offline.number()
+        })
         .await;
+    // Each request is answered as the mode is when it comes.
     fake.set_mode(Mode::Stall);
-    tokio::time::sleep(Duration::from_millis(200)).await;
     let tapped = Instant::now();
     pty.write(&em4100_frame(GABI));
     let moment = stream
@@ -257,11 +259,15 @@ async fn a_screen_resumes_from_its_last_event_id_and_a_new_one_gets_the_state_fi
     newcomer.title("Welcome, Alex").await;
     // One that reconnects having seen it gets nothing old, then what comes next.
     let back = Stream::open(&url, Some(&welcome.id)).await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    assert!(back.events().is_empty(), "{:#?}", back.events());
     pty.write(&em4100_frame(BILLIE));
     let billie = back.title("Welcome, Billie").await;
     assert!(billie.id > welcome.id || billie.id.len() > welcome.id.len());
+    let old: Vec<Event> = back
+        .events()
+        .into_iter()
+        .filter(|e| e.number() <= welcome.number())
+        .collect();
+    assert!(old.is_empty(), "{old:#?}");
     // An id from before a restart of the service: the state, from scratch.
     let stale = Stream::open(&url, Some("0badc0de-12")).await;
     stale.title("Welcome, Billie").await;
@@ -554,7 +560,6 @@ async fn a_browser_shows_the_members_first_name_and_reconnects_after_a_restart()
     );
 
     // A Wellpass member turned away, and an unknown card.
-    tokio::time::sleep(Duration::from_millis(200)).await;
     pty.write(&em4100_frame(GABI));
     assert!(
         browser
@@ -562,7 +567,6 @@ async fn a_browser_shows_the_members_first_name_and_reconnects_after_a_restart()
             .await
     );
     browser.screenshot(&screenshot_path("screen-member-refused.png"));
-    tokio::time::sleep(Duration::from_millis(200)).await;
     pty.write(&em4100_frame(UNKNOWN));
     assert!(
         browser
@@ -637,11 +641,12 @@ async fn while_the_service_is_gone_the_screens_say_so_and_they_come_back_by_them
     pty.write(&em4100_frame(ALEX));
     daemon.wait_for_line("delivered", LONG).await;
     pty.write(&em4100_frame(UNKNOWN));
+    let unknown = daemon.wait_for_tap(2).await;
     daemon
         .wait_for_line("unknown tag: EGYM has no member", LONG)
         .await;
     // Further apart than the reader's debounce: a second presentation.
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    wait_until_past(tapped_at_ms(&unknown) + 100).await;
     pty.write(&em4100_frame(UNKNOWN));
     daemon.wait_for_lines("tap recorded", 3, LONG).await;
 
