@@ -214,7 +214,10 @@ async fn a_step_forward_of_two_days_moves_no_window_no_cache_age_and_no_check_ou
     pty.write(&em4100_frame(UNKNOWN));
     daemon.wait_for_lines("tap recorded", 2, LONG).await;
     // Read while the clock was still true: the windows below are counted from its time.
-    let alex = daemon.recorded().into_iter().find(|r| r.tag.ends_with("21A5"));
+    let alex = daemon
+        .recorded()
+        .into_iter()
+        .find(|r| r.tag.ends_with("21A5"));
     let checked_in_ms = alex.unwrap().tapped_at_ms;
     assert!(fake.wait_for(LONG, |r| count_visits(r) == 1).await.0);
     daemon
