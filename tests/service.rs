@@ -6,7 +6,7 @@ mod common;
 use std::io::{BufRead, BufReader};
 use std::process::Stdio;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use common::*;
 
@@ -78,11 +78,11 @@ async fn a_stuck_task_stops_the_watchdog_pings_until_it_moves_again() {
     let blocker = rusqlite::Connection::open(dir.path("gym-checkin.db")).unwrap();
     blocker.execute_batch("BEGIN EXCLUSIVE").unwrap();
     pty.write(&em4100_frame("0C000621A5"));
-    daemon.wait_for_line("tasks are not answering", LONG).await;
+    let stuck = daemon.wait_for_line("tasks are not answering", LONG).await;
     let pings_when_stuck = socket.count("WATCHDOG=1");
-    // Longer than one ping interval (1 s), and over well before the busy timeout frees the
-    // recorder (5 s after the tap, of which detection takes up to 2 s).
-    tokio::time::sleep(Duration::from_millis(1_100)).await;
+    // One ping interval (1 s) from when the watchdog found it stuck, and over well before the
+    // busy timeout frees the recorder (5 s after the tap, of which detection takes up to 2 s).
+    wait_until_past(logged_at_ms(&stuck) + 1_000).await;
     assert_eq!(
         socket.count("WATCHDOG=1"),
         pings_when_stuck,
