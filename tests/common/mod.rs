@@ -942,14 +942,30 @@ impl Daemon {
     /// Starts the daemon with its disk failing as `switch` says (see [`disk_fault_shim`]:
     /// write `enospc`, `erofs` or `eio` into the file to fail it, remove it to heal it).
     pub fn start_with_disk_fault(config: &Path, switch: &Path) -> Daemon {
-        Daemon::start_with_env(
-            config,
-            &[
-                ("LD_PRELOAD", disk_fault_shim().to_str().unwrap()),
-                ("GYM_CHECKIN_DISK_FAULT", switch.to_str().unwrap()),
-            ],
-        )
+        Daemon::start_with_disk_fault_env(config, switch, &[])
     }
+
+    /// [`Daemon::start_with_disk_fault`] with more environment variables.
+    pub fn start_with_disk_fault_env(config: &Path, switch: &Path, env: &[(&str, &str)]) -> Daemon {
+        let log = disk_fault_log(switch);
+        let mut all = vec![
+            ("LD_PRELOAD", disk_fault_shim().to_str().unwrap()),
+            ("GYM_CHECKIN_DISK_FAULT", switch.to_str().unwrap()),
+            ("GYM_CHECKIN_DISK_FAULT_LOG", log.to_str().unwrap()),
+        ];
+        all.extend_from_slice(env);
+        Daemon::start_with_env(config, &all)
+    }
+}
+
+/// Where the shim notes the calls it failed for a daemon whose disk fails by `switch`.
+fn disk_fault_log(switch: &Path) -> PathBuf {
+    switch.with_extension("failed")
+}
+
+/// How many calls the shim has failed so far for a daemon whose disk fails by `switch`.
+pub fn disk_faults_injected(switch: &Path) -> usize {
+    std::fs::read_to_string(disk_fault_log(switch)).map_or(0, |text| text.lines().count())
 }
 
 /// Debian's libfaketime (package `faketime`, which `.ci/run` installs): it steps the wall clock
