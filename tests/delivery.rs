@@ -9,7 +9,7 @@ use common::{
     FakeEgym, LONG, Member, Mode, POLL, TestDir, entrance_tap, member, now_ms, poll_every,
 };
 use gym_checkin::clock::Clock;
-use gym_checkin::delivery::{LateAdmission, RecorderLinks, Settings, Worker};
+use gym_checkin::delivery::{LateAdmission, PAUSE_PROBE_INTERVAL, RecorderLinks, Settings, Worker};
 use gym_checkin::egym::Client;
 use gym_checkin::egym::fake::Calls;
 use gym_checkin::egym::{ApiKey, ApiKeySource};
@@ -204,16 +204,26 @@ async fn a_permanent_4xx_rejects_the_event_and_keeps_egyms_answer() {
             .contains("injected failure"),
         "{row:?}"
     );
-    // Rejected is final: nothing more is sent.
+    // Rejected is final: a later event of the card, which would wait behind it were it still
+    // open, is delivered, and nothing more was sent for it.
     let sent = s.fake.received().len();
-    tokio::time::sleep(Duration::from_millis(1500)).await;
-    assert_eq!(s.fake.received().len(), sent);
+    s.fake.set_mode(Mode::Normal);
+    let later = s.record("0xAABBCCDD", Kind::CheckOut, now_ms()).await;
+    s.wait_state(later, "delivered").await;
+    assert_eq!(
+        calls(&s.fake)[sent..],
+        [
+            ("/api/v2/accounts/rfid/0xAABBCCDD".to_string(), Some(200)),
+            ("/api/v2/accounts/acc-1/checkouts".to_string(), Some(204)),
+        ]
+    );
+    assert_eq!(s.row(id).await.attempts, row.attempts);
     s.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unknown_tag_waits_on_a_slow_schedule() {
-    let s = setup("unknown", &[], settings(), KEY).await;
+    let s = setup("unknown", &[("0xAABBCCDD", "acc-1")], settings(), KEY).await;
     let first = s.record("0x0A0B0C0D0E", Kind::CheckIn, now_ms()).await;
     let row = s.wait_state(first, "unknown_tag").await;
     assert_eq!(row.last_status, Some(404));
@@ -221,11 +231,19 @@ async fn an_unknown_tag_waits_on_a_slow_schedule() {
         row.next_attempt_steady_ms > s.clock.steady_ms() + 60_000,
         "slow schedule: {row:?}"
     );
-    // A later tap of the same card waits behind the first, in order.
+    // A later tap of the same card waits behind the first, in order: a member's tap after it is
+    // delivered, and the card's tap, older, is not even tried.
     let second = s.record("0x0A0B0C0D0E", Kind::CheckOut, now_ms()).await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    assert_eq!(s.store.event(second).await.unwrap().unwrap().attempts, 0);
-    assert_eq!(s.fake.received().len(), 1);
+    let member = s.record("0xAABBCCDD", Kind::CheckIn, now_ms()).await;
+    s.wait_state(member, "delivered").await;
+    assert_eq!(s.row(second).await.attempts, 0);
+    let asked_about_card = s
+        .fake
+        .received()
+        .iter()
+        .filter(|r| r.lookup_rfid() == Some("0x0A0B0C0D0E"))
+        .count();
+    assert_eq!(asked_about_card, 1);
     s.stop().await;
 }
 
@@ -275,16 +293,25 @@ async fn a_refused_key_pauses_delivery_and_drops_nothing() {
         .wait_for(LONG, |r| r.iter().any(|r| r.status == Some(403)))
         .await;
     assert!(refused, "{received:#?}");
-    // More taps while paused: they wait too.
+    // More taps while paused: they wait too, until the next probe, a whole probe interval after
+    // the first refusal.
     let c = s.record("0xAA", Kind::CheckOut, now_ms()).await;
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    let probe_from_ms = received[0].at_ms + PAUSE_PROBE_INTERVAL.as_millis() as i64;
+    let (probed, received) = s
+        .fake
+        .wait_for(PAUSE_PROBE_INTERVAL + LONG, |r| {
+            r.last().is_some_and(|r| r.at_ms >= probe_from_ms)
+        })
+        .await;
+    assert!(probed, "no probe: {received:#?}");
     // Only the requests already in flight when the first 403 came back; nothing after them
-    // until the next probe.
-    let sent = s.fake.received().len();
+    // until the probe, which is one request.
+    let sent = received.iter().filter(|r| r.at_ms < probe_from_ms).count();
     assert!(
         sent <= 2,
         "{sent} requests while paused: a lookup for each tag at most"
     );
+    assert_eq!(received.len(), sent + 1, "{received:#?}");
     for id in [a, b, c] {
         let row = s.store.event(id).await.unwrap().unwrap();
         assert_eq!(
@@ -515,13 +542,16 @@ async fn a_refused_wellpass_admission_sends_no_check_in_and_finishes_the_event()
             checked_in_steady_ms: tapped
         }
     );
-    // Finished: nothing more is sent, and no check-in ever was.
-    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    // Finished: a check-out of the card after it, which would wait behind it were it still
+    // open, is delivered; nothing more was sent for it, and no check-in ever was.
+    let out = s.record("0xAABBCCDD", Kind::CheckOut, now_ms()).await;
+    s.wait_state(out, "delivered").await;
     assert_eq!(
         calls(&s.fake),
         vec![
             ("/api/v2/accounts/rfid/0xAABBCCDD".to_string(), Some(200)),
             ("/api/v2/accounts/acc-x/admissions".to_string(), Some(403)),
+            ("/api/v2/accounts/acc-x/checkouts".to_string(), Some(204)),
         ]
     );
     let status = s.store.status().await.unwrap();
