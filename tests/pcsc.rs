@@ -231,7 +231,8 @@ async fn a_pcsc_reader_through_the_real_pcscd() {
         daemon.lines().join("\n")
     );
 
-    // Idle with no card: the daemon waits in pcscd and polls nothing.
+    // Idle with no card: the daemon waits in pcscd and polls nothing. Nothing happens while it
+    // waits; the CPU it uses is measured over 5 s.
     let idle = Duration::from_secs(5);
     let before = daemon.cpu_time();
     tokio::time::sleep(idle).await;
@@ -243,12 +244,14 @@ async fn a_pcsc_reader_through_the_real_pcscd() {
     let mut latencies = Vec::new();
     let (card, ms) = tap(&daemon, port, &UID_7, 1).await;
     latencies.push(ms);
-    tokio::time::sleep(Duration::from_millis(2500)).await;
-    assert_eq!(daemon.recorded().len(), 1, "a card held is one tap");
-    // Taken away and presented again: a second tap (a check-out, past the repeat window).
+    // Held until the debounce (1.5 s) since it was read is over, then taken away and presented
+    // again: a second tap (a check-out, past the repeat window), and no other tap, recorded or
+    // ignored, before it.
+    wait_until_past(daemon.recorded()[0].tapped_at_ms + 1_500).await;
     card.remove();
     daemon.wait_for_line("card taken away", LONG).await;
     let (card, ms) = tap(&daemon, port, &UID_7, 2).await;
+    assert_eq!(daemon.taps().len(), 2, "a card held is one tap");
     latencies.push(ms);
     card.remove();
 
@@ -276,11 +279,17 @@ async fn a_pcsc_reader_through_the_real_pcscd() {
         wait_until(LONG, || connected() == Some(false)).await,
         "status never said the reader is gone"
     );
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    // The daemon looks for it twice more, and finds none.
+    let tries = daemon.lines_with("reader still cannot be opened").len();
+    daemon
+        .wait_for_lines("reader still cannot be opened", tries + 2, LONG)
+        .await;
     assert_eq!(connected(), Some(false), "no reader, yet connected");
     pcscd.stop();
     pcscd.start(&with_reader);
     daemon.wait_for_lines("PC/SC reader found", 3, LONG).await;
+    // The card again once the repeat window since its last tap is over: a check-out.
+    wait_until_past(daemon.recorded()[2].tapped_at_ms + 1_000).await;
     let (card, ms) = tap(&daemon, port, &UID_4, 4).await;
     latencies.push(ms);
     card.remove();
