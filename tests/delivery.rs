@@ -7,13 +7,14 @@ use std::time::Duration;
 
 use common::{
     FakeEgym, LONG, Member, Mode, POLL, TestDir, entrance_tap, member, now_ms, poll_every,
+    wait_until,
 };
 use gym_checkin::clock::Clock;
-use gym_checkin::delivery::{LateAdmission, PAUSE_PROBE_INTERVAL, RecorderLinks, Settings, Worker};
+use gym_checkin::delivery::{LateAdmission, RecorderLinks, Settings, Worker};
 use gym_checkin::egym::Client;
 use gym_checkin::egym::fake::Calls;
 use gym_checkin::egym::{ApiKey, ApiKeySource};
-use gym_checkin::liveness::Pulse;
+use gym_checkin::liveness::Liveness;
 use gym_checkin::screen::Listeners;
 use gym_checkin::screen::Screen;
 use gym_checkin::store::{Admission, EventRow, Store};
@@ -30,6 +31,8 @@ struct Setup {
     recorded: watch::Sender<i64>,
     corrections: mpsc::UnboundedReceiver<Correction>,
     stop: watch::Sender<bool>,
+    /// Asks the worker, as the watchdog does; it answers between two looks for what to start.
+    liveness: Liveness,
     worker: tokio::task::JoinHandle<()>,
 }
 
@@ -99,7 +102,9 @@ async fn setup_members(
         },
     );
     let (stop, stopping) = watch::channel(false);
-    let worker = tokio::spawn(worker.run(stopping, Pulse::unwatched()));
+    let mut liveness = Liveness::default();
+    let pulse = liveness.register("delivery");
+    let worker = tokio::spawn(worker.run(stopping, pulse));
     Setup {
         _dir: dir,
         store,
@@ -108,6 +113,7 @@ async fn setup_members(
         recorded,
         corrections,
         stop,
+        liveness,
         worker,
     }
 }
@@ -149,12 +155,32 @@ impl Setup {
         self.wait_for(id, state, |row| row.state == state).await
     }
 
-    async fn stop(self) {
+    /// Waits until the worker has looked again for what it may start, after all that was done
+    /// before this call. It answers a question between two looks; an answer to a question asked
+    /// after another was answered comes from a later turn of its loop, so the second answer
+    /// below is preceded by a look made after the first.
+    async fn worker_looked_again(&self) {
+        for _ in 0..2 {
+            let _ = self.liveness.check_and_ask();
+            assert!(
+                wait_until(LONG, || self.liveness.check_and_ask().is_empty()).await,
+                "the worker does not answer"
+            );
+        }
+    }
+
+    /// Stops the worker; the requests it had in flight are finished (EGYM has them) when this
+    /// returns.
+    async fn stop_worker(&mut self) {
         self.stop.send(true).unwrap();
-        tokio::time::timeout(Duration::from_secs(5), self.worker)
+        tokio::time::timeout(Duration::from_secs(5), &mut self.worker)
             .await
             .unwrap()
             .unwrap();
+    }
+
+    async fn stop(mut self) {
+        self.stop_worker().await;
     }
 }
 
@@ -279,7 +305,7 @@ async fn an_unknown_tag_is_rejected_once_its_window_is_over_and_the_answer_is_ca
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_refused_key_pauses_delivery_and_drops_nothing() {
-    let s = setup(
+    let mut s = setup(
         "refused",
         &[("0xAA", "acc-1"), ("0xBB", "acc-2")],
         settings(),
@@ -288,30 +314,23 @@ async fn a_refused_key_pauses_delivery_and_drops_nothing() {
     .await;
     let a = s.record("0xAA", Kind::CheckIn, now_ms()).await;
     let b = s.record("0xBB", Kind::CheckIn, now_ms()).await;
-    let (refused, received) = s
-        .fake
-        .wait_for(LONG, |r| r.iter().any(|r| r.status == Some(403)))
-        .await;
-    assert!(refused, "{received:#?}");
-    // More taps while paused: they wait too, until the next probe, a whole probe interval after
-    // the first refusal.
+    let paused = poll_every(POLL, LONG, || async {
+        s.store.status().await.unwrap().paused_since_ms
+    })
+    .await;
+    assert!(paused.is_some(), "{:?}", calls(&s.fake));
+    // More taps while paused: they wait too. The worker looks again for what it may start, and
+    // is stopped, its requests in flight finished.
     let c = s.record("0xAA", Kind::CheckOut, now_ms()).await;
-    let probe_from_ms = received[0].at_ms + PAUSE_PROBE_INTERVAL.as_millis() as i64;
-    let (probed, received) = s
-        .fake
-        .wait_for(PAUSE_PROBE_INTERVAL + LONG, |r| {
-            r.last().is_some_and(|r| r.at_ms >= probe_from_ms)
-        })
-        .await;
-    assert!(probed, "no probe: {received:#?}");
+    s.worker_looked_again().await;
+    s.stop_worker().await;
     // Only the requests already in flight when the first 403 came back; nothing after them
-    // until the probe, which is one request.
-    let sent = received.iter().filter(|r| r.at_ms < probe_from_ms).count();
+    // until the next probe.
+    let sent = s.fake.received().len();
     assert!(
         sent <= 2,
         "{sent} requests while paused: a lookup for each tag at most"
     );
-    assert_eq!(received.len(), sent + 1, "{received:#?}");
     for id in [a, b, c] {
         let row = s.store.event(id).await.unwrap().unwrap();
         assert_eq!(
@@ -320,7 +339,6 @@ async fn a_refused_key_pauses_delivery_and_drops_nothing() {
             "{row:?}"
         );
     }
-    s.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
