@@ -10,7 +10,7 @@ use tracing_subscriber::prelude::*;
 
 use gym_checkin::config::{Config, DEFAULT_CONFIG_PATH};
 use gym_checkin::console;
-use gym_checkin::daemon::{DaemonError, EXIT_CONFIG, Service, SetupError};
+use gym_checkin::daemon::{DaemonError, EXIT_CONFIG, EXIT_LOCKED, Service, SetupError};
 
 /// Exit code for a command line that is wrong: as the argument parser gives it, and for a
 /// `--reader` that names no configured reader.
@@ -113,6 +113,20 @@ fn main() -> ExitCode {
 }
 
 fn run(path: &Path) -> ExitCode {
+    // A service already on this database is said before anything else is checked: someone who
+    // starts `run` by hand beside the service (whose API key is a systemd credential) must hear
+    // "stop it first", not "no API key". Setup takes the lock itself and says the same if a
+    // service started in between.
+    if let Ok(config) = Config::load(path)
+        && let Some(pid) = gym_checkin::store::holder(&config.store.path)
+    {
+        let held = gym_checkin::store::LockError::Held {
+            path: gym_checkin::store::lock_path(&config.store.path),
+            pid: Some(pid),
+        };
+        eprintln!("gym-checkin: {held}");
+        return ExitCode::from(EXIT_LOCKED);
+    }
     let (config, key) = match load(path) {
         Ok(loaded) => loaded,
         Err(code) => return code,
