@@ -16,6 +16,8 @@
 //! - [`recorder`], [`delivery`]: the tasks that record taps as events, and deliver them.
 //! - [`reader`], [`screen`], [`control`]: the reader tasks; the front-desk screen, its hub and
 //!   its pages; the control socket `status` asks the running service on.
+//! - [`enrolment`]: a card added to a member at EGYM for staff (the staff page, `enrol`, the
+//!   control socket), the taps waiting on it then looked up again; presentations claimed for it.
 //! - [`events`]: what happens, each said once: its log line, its metric, what the screen hears.
 //! - [`store`], [`egym`]: SQLite (all SQL lives there); the EGYM client and its stand-in.
 //! - [`visit`], [`metrics`], [`liveness`], [`console`]: visit decisions (pure, time passed
@@ -32,6 +34,7 @@ pub mod daemon;
 pub mod delivery;
 pub mod demo;
 pub mod egym;
+pub mod enrolment;
 pub mod events;
 pub mod listen;
 pub mod liveness;
