@@ -610,11 +610,11 @@ impl Claims {
 
     /// For the recorder: whether the presentation of `card` on `reader` was claimed; if it was,
     /// it went to the enrolment and is no tap.
-    pub fn take(&self, reader: &str, card: &Card) -> bool {
+    pub fn take(&self, reader: &str, card: impl FnOnce() -> Card) -> bool {
         let Some(sender) = self.lock().remove(reader) else {
             return false;
         };
-        sender.send(card.clone()).is_ok()
+        sender.send(card()).is_ok()
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, oneshot::Sender<Card>>> {
@@ -722,15 +722,19 @@ mod tests {
             tag_format: None,
         };
         let mut claimed = claims.claim("desk");
+        let given = || card.clone();
         assert!(
-            !claims.take("entrance", &card),
+            !claims.take("entrance", given),
             "another reader's tap is a tap"
         );
-        assert!(claims.take("desk", &card));
+        assert!(claims.take("desk", given));
         assert_eq!(claimed.try_recv().unwrap(), card);
-        assert!(!claims.take("desk", &card), "the next one is a tap again");
+        assert!(!claims.take("desk", given), "the next one is a tap again");
+        // A claim given up, or whose enrolment went away: the presentation is a tap.
         let _released = claims.claim("desk");
         claims.release("desk");
-        assert!(!claims.take("desk", &card));
+        assert!(!claims.take("desk", given));
+        drop(claims.claim("desk"));
+        assert!(!claims.take("desk", given));
     }
 }

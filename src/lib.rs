@@ -9,7 +9,8 @@
 //! A module uses only modules on the lines below its own (`tests/tidy.rs` checks this; the
 //! binary, `main.rs`, may use any):
 //! - [`demo`]: the whole pipeline on this machine, with the stand-in EGYM and a typed reader.
-//! - [`listen`], [`calibrate`], [`status`]: the other commands, on a reader or the database.
+//! - [`listen`], [`calibrate`], [`enrol`], [`status`]: the other commands, on a reader, EGYM or
+//!   the database.
 //! - [`daemon`]: the service: wires the tasks from the configuration, shutdown and signals,
 //!   the watchdog, the timekeeper that keeps the clock's trust current.
 //! - [`config`]: the file read into each part's own settings, every problem at once.
@@ -34,6 +35,7 @@ pub mod daemon;
 pub mod delivery;
 pub mod demo;
 pub mod egym;
+pub mod enrol;
 pub mod enrolment;
 pub mod events;
 pub mod listen;
