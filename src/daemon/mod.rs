@@ -628,17 +628,51 @@ async fn read_for_enrolment(
     }
     let wait = Duration::from_secs(within_s).min(control::MAX_READ_WAIT);
     let claimed = claims.claim(reader);
+    // Given up however this ends without a card (the time is over, or the command that asked
+    // has gone, which drops this future): the reader's next card is a tap again.
+    let mut waiting = Waiting {
+        claims,
+        reader,
+        got_one: false,
+    };
+    info!(
+        reader,
+        within_s = wait.as_secs(),
+        "waiting for a card on reader {reader} for an enrolment: the next card presented there \
+         is handed to it, not recorded as a tap"
+    );
     match timer::timeout(wait, claimed).await {
-        Ok(Ok(card)) => Reply::Card(CardReply::of(card)),
+        Ok(Ok(card)) => {
+            waiting.got_one = true;
+            Reply::Card(CardReply::of(card))
+        }
         Ok(Err(_)) => Reply::Failed(format!(
             "another enrolment is waiting for a card on reader {reader}; try again once it is done"
         )),
-        Err(_) => {
-            claims.release(reader);
-            Reply::Failed(format!(
-                "no card was presented on reader {reader} within {} s",
-                wait.as_secs()
-            ))
+        Err(_) => Reply::Failed(format!(
+            "no card was presented on reader {reader} within {} s",
+            wait.as_secs()
+        )),
+    }
+}
+
+/// A card waited for on a reader for an enrolment; given up when dropped without one.
+struct Waiting<'a> {
+    claims: &'a Claims,
+    reader: &'a str,
+    got_one: bool,
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        if !self.got_one {
+            self.claims.release(self.reader);
+            info!(
+                reader = self.reader,
+                "no longer waiting for a card on reader {} for an enrolment: its cards are taps \
+                 again",
+                self.reader
+            );
         }
     }
 }
