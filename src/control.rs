@@ -121,7 +121,7 @@ impl CardReply {
     pub fn of(card: Card) -> CardReply {
         CardReply {
             rfid: card.rfid,
-            tag_format: card.tag_format,
+            tag_format: card.tag_format.map(|f| f.as_str().to_string()),
         }
     }
 }

@@ -113,7 +113,7 @@ async fn choose(config: &Config, key: ApiKey, asked: &Asked, clock: Clock) -> Re
     let readers = config
         .readers
         .iter()
-        .map(|r| (r.name.clone(), r.egym_tag_format.clone()))
+        .map(|r| (r.name.clone(), r.egym_tag_format))
         .collect();
     let enroller = Enroller::new(
         client,

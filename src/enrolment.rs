@@ -31,14 +31,14 @@ use tokio::sync::{mpsc, oneshot};
 use crate::egym::{self, ApiKey, ApiKeySource, EnrolledRfid, Failure};
 use crate::events::{CardEnrolled, EnrolmentRefused, Listeners};
 use crate::store::Store;
-use crate::tag;
+use crate::tag::{self, TagFormat};
 use crate::visit::Membership;
 
 /// A card as EGYM should hold it: the rendering a reader's lookups send, and their `tagFormat`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Card {
     pub rfid: String,
-    pub tag_format: Option<String>,
+    pub tag_format: Option<TagFormat>,
 }
 
 /// A member found at EGYM, and the cards enrolled for them. The first name is for staff on the
@@ -328,7 +328,7 @@ pub struct Enroller {
     client: egym::Client,
     key: Key,
     /// Each configured reader, with the `egym-tag-format` its lookups send.
-    readers: Arc<Vec<(String, Option<String>)>>,
+    readers: Arc<Vec<(String, Option<TagFormat>)>>,
     store: Option<Store>,
     /// The running service's delivery, told of each card enrolled.
     delivery: Option<EnrolledCards>,
@@ -342,7 +342,7 @@ impl Enroller {
         client: egym::Client,
         key_source: ApiKeySource,
         key: ApiKey,
-        readers: Vec<(String, Option<String>)>,
+        readers: Vec<(String, Option<TagFormat>)>,
         listeners: Listeners,
     ) -> Enroller {
         Enroller {
@@ -425,8 +425,7 @@ impl Enroller {
                 reader: reader.to_string(),
                 configured: self.reader_names(),
             })?
-            .1
-            .clone();
+            .1;
         let rfid = card_number(rfid)?;
         let waiting = match &self.store {
             Some(store) => store
@@ -438,17 +437,13 @@ impl Enroller {
         let tag_format = waiting
             .iter()
             .find(|e| e.reader == reader)
-            .map_or(configured, |e| e.tag_format.clone());
+            .map_or(configured, |e| e.tag_format);
         Ok(Card { rfid, tag_format })
     }
 
     /// Who holds `card` at EGYM: one lookup, as delivery makes it.
     async fn holder(&self, key: &ApiKey, card: &Card, account_id: &str) -> Result<Holder, Refused> {
-        match self
-            .client
-            .lookup(key, &card.rfid, card.tag_format.as_deref())
-            .await
-        {
+        match self.client.lookup(key, &card.rfid, card.tag_format).await {
             Ok(account) if account.account_id == account_id => Ok(Holder::ThisMember),
             Ok(_) => Ok(Holder::Another),
             Err(failure)
@@ -535,7 +530,7 @@ impl Enroller {
             Holder::ThisMember => {}
             Holder::Nobody => {
                 self.client
-                    .add_rfid(&key, account_id, &card.rfid, card.tag_format.as_deref())
+                    .add_rfid(&key, account_id, &card.rfid, card.tag_format)
                     .await
                     .map_err(|failure| refusal(Step::AddCard, member, failure))?;
             }
@@ -545,7 +540,7 @@ impl Enroller {
             by: by.to_string(),
             reader: reader.to_string(),
             tag: card.rfid.clone(),
-            tag_format: card.tag_format.clone(),
+            tag_format: card.tag_format,
             account_id: account_id.to_string(),
             already: holder == Holder::ThisMember,
             waiting,

@@ -726,7 +726,7 @@ pub struct CardEnrolled {
     pub by: String,
     pub reader: String,
     pub tag: String,
-    pub tag_format: Option<String>,
+    pub tag_format: Option<tag::TagFormat>,
     pub account_id: String,
     /// The card was the member's already: nothing was written to EGYM.
     pub already: bool,
@@ -758,7 +758,7 @@ impl CardEnrolled {
             client = %self.by,
             reader = %self.reader,
             tag = %tag::short(&self.tag),
-            tag_format = self.tag_format.as_deref().unwrap_or("none"),
+            tag_format = self.tag_format.map_or("none", |f| f.as_str()),
             account_id = %self.account_id,
             already_enrolled = self.already,
             waiting_taps = self.waiting,

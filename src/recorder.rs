@@ -235,7 +235,7 @@ impl Recorder {
         self.reader_update(&tap.reader).last_read_at = Some(tap.at.wall);
         let card = || Card {
             rfid: tap.rfid.clone(),
-            tag_format: tap.tag_format.clone(),
+            tag_format: tap.tag_format,
         };
         if self.claims.take(&tap.reader, card) {
             PresentationClaimed {

@@ -234,7 +234,7 @@ impl Service {
             config
                 .readers
                 .iter()
-                .map(|r| (r.name.clone(), r.egym_tag_format.clone()))
+                .map(|r| (r.name.clone(), r.egym_tag_format))
                 .collect(),
             listeners.clone(),
         )

@@ -456,12 +456,12 @@ impl Client {
         key: &ApiKey,
         account_id: &str,
         rfid: &str,
-        tag_format: Option<&str>,
+        tag_format: Option<TagFormat>,
     ) -> Result<EnrolledRfid, Failure> {
         let url = self.endpoint(&["accounts", account_id, "rfids"]);
         let mut card = serde_json::json!({ "rfid": rfid });
         if let Some(format) = tag_format {
-            card["tagFormat"] = serde_json::json!(format);
+            card["tagFormat"] = serde_json::json!(format.as_str());
         }
         let request = self.http.post(url).json(&card);
         let response = self.send(request, key, EgymCall::AddRfid).await?;
@@ -476,7 +476,7 @@ impl Client {
         Ok(
             serde_json::from_slice::<EnrolledRfid>(&body).unwrap_or_else(|_| EnrolledRfid {
                 rfid: rfid.to_string(),
-                tag_format: tag_format.map(str::to_string),
+                tag_format: tag_format.map(|f| f.as_str().to_string()),
             }),
         )
     }

@@ -123,7 +123,7 @@ pub(super) async fn handle(
                     .map(|done| {
                         json!({
                             "tag": tag::short(&done.card.rfid),
-                            "tag_format": done.card.tag_format,
+                            "tag_format": done.card.tag_format.map(|f| f.as_str()),
                             "account_id": done.account_id,
                             "already": done.already,
                             "waiting": done.waiting,
@@ -224,7 +224,7 @@ fn preview_json(preview: &Preview) -> Value {
         })).collect::<Vec<_>>(),
         "card": {
             "tag": tag::short(&preview.card.rfid),
-            "tag_format": preview.card.tag_format,
+            "tag_format": preview.card.tag_format.map(|f| f.as_str()),
         },
         "already_theirs": preview.holder == Holder::ThisMember,
     })

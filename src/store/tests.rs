@@ -244,9 +244,10 @@ async fn an_enrolled_card_s_waiting_taps_are_due_at_once_and_its_cached_answer_f
             .await
             .unwrap();
     }
-    for (tag, format) in [("0xCC", None), ("0xCC", Some("MIFARE")), ("0xDD", None)] {
+    let mifare = Some(TagFormat::Mifare);
+    for (tag, format) in [("0xCC", None), ("0xCC", mifare), ("0xDD", None)] {
         store
-            .cache_account(tag.into(), format.map(str::to_string), None, steady(5_000))
+            .cache_account(tag.into(), format, None, steady(5_000))
             .await
             .unwrap();
     }
@@ -270,11 +271,8 @@ async fn an_enrolled_card_s_waiting_taps_are_due_at_once_and_its_cached_answer_f
         store.event(ids[0]).await.unwrap().unwrap().state.as_str(),
         "unknown_tag"
     );
-    for format in [None, Some("MIFARE")] {
-        let cached = store
-            .cached_account("0xCC".into(), format.map(str::to_string))
-            .await
-            .unwrap();
+    for format in [None, mifare] {
+        let cached = store.cached_account("0xCC".into(), format).await.unwrap();
         assert_eq!(cached, None, "{format:?}");
     }
     assert!(
