@@ -159,11 +159,13 @@ struct Asked {
 }
 
 async fn read_body(request: Request<Incoming>) -> Result<Asked, String> {
-    let json = request
-        .headers()
-        .get("content-type")
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|t| t.starts_with("application/json"));
+    let mut types = request.headers().get_all("content-type").iter();
+    let json = match (types.next(), types.next()) {
+        (Some(only), None) => only
+            .to_str()
+            .is_ok_and(|t| t.starts_with("application/json")),
+        _ => false,
+    };
     if !json {
         return Err("the request's body must be JSON (Content-Type: application/json)".into());
     }

@@ -1,0 +1,276 @@
+//! The staff page's Enrol action, served by the real binary: the screen's token on every
+//! address, the same-origin and CSRF checks on its POSTs, and an unknown card enrolled from the
+//! page in headless Chromium, its waiting tap delivered to the stand-in EGYM with its tap time.
+
+mod common;
+
+use common::*;
+use serde_json::{Value, json};
+
+/// A card no member has yet, as an RDM6300 reads it.
+const NEW_CARD: &str = "0A0B0C0D0E";
+const ALEX_CARD: &str = "0C000621A5";
+const TOKEN: &str = "staff-token-5c2e91d0a7";
+
+fn members() -> Vec<Member> {
+    vec![
+        Member::new(&format!("0x{ALEX_CARD}"), "acc-alex", "Alex Quillfeather"),
+        Member::new("0x1EA68671", "acc-pat", "Pat Member")
+            .enrolled_as("MIFARE")
+            .email("pat@example.invalid"),
+    ]
+}
+
+/// The service with its screen on 127.0.0.1, with the screen's token or without, a pty reader
+/// `entrance` and the stand-in EGYM. Waits until the screen is served.
+async fn desk(name: &str, token: bool) -> (TestDir, FakeEgym, Pty, u16, Daemon) {
+    let dir = TestDir::new(name);
+    let fake = start_egym(members()).await;
+    let pty = Pty::open();
+    let port = free_port();
+    let mut screen = format!("listen = \"127.0.0.1:{port}\"");
+    if token {
+        let token_file = dir.path("screen-token");
+        std::fs::write(&token_file, format!("{TOKEN}\n")).unwrap();
+        screen.push_str(&format!("\ntoken-file = \"{}\"", token_file.display()));
+    }
+    let reader = serial_reader(
+        "entrance",
+        &pty.slave_path,
+        "em4100",
+        "debounce = \"100ms\"",
+    );
+    let config = write_config_with_screen(&dir, &fake.base_url(), &screen, &reader);
+    let daemon = Daemon::start(&config);
+    daemon.wait_for_line("the screen is served", LONG).await;
+    (dir, fake, pty, port, daemon)
+}
+
+/// A POST of `body` as JSON to the screen, with the headers `change` adds.
+async fn post(
+    port: u16,
+    path: &str,
+    body: Value,
+    change: impl FnOnce(reqwest::RequestBuilder) -> reqwest::RequestBuilder,
+) -> (u16, Value) {
+    post_as(port, path, "application/json", body, change).await
+}
+
+/// A POST of `body` as `content_type` to the screen, with the headers `change` adds.
+async fn post_as(
+    port: u16,
+    path: &str,
+    content_type: &str,
+    body: Value,
+    change: impl FnOnce(reqwest::RequestBuilder) -> reqwest::RequestBuilder,
+) -> (u16, Value) {
+    let request = reqwest::Client::new()
+        .post(format!("http://127.0.0.1:{port}{path}"))
+        .header("content-type", content_type)
+        .body(body.to_string());
+    let response = change(request).send().await.unwrap();
+    let status = response.status().as_u16();
+    let text = response.text().await.unwrap();
+    let body = serde_json::from_str(&text).unwrap_or(Value::String(text));
+    (status, body)
+}
+
+/// The page's CSRF token, as the page gets it.
+async fn csrf_token(port: u16) -> String {
+    let answer: Value = reqwest::Client::new()
+        .get(format!("http://127.0.0.1:{port}/staff/enrol"))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(answer["available"], true, "{answer}");
+    answer["csrf"].as_str().unwrap().to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_the_screens_token_the_page_cannot_enrol_even_on_loopback() {
+    let (_dir, fake, _pty, port, daemon) = desk("enrol-page-no-token", false).await;
+    let answer = reqwest::get(format!("http://127.0.0.1:{port}/staff/enrol"))
+        .await
+        .unwrap();
+    assert_eq!(answer.status().as_u16(), 403);
+    let answer: Value = answer.json().await.unwrap();
+    assert_eq!(answer["refused"]["reason"], "off", "{answer}");
+    assert!(
+        answer["refused"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("needs the screen's token: set [screen] token-file"),
+        "{answer}"
+    );
+    let (status, _) = post(
+        port,
+        "/staff/enrol",
+        json!({"reader": "entrance", "rfid": format!("0x{NEW_CARD}"),
+               "member": "pat@example.invalid", "account_id": "acc-pat"}),
+        |r| r.header("origin", format!("http://127.0.0.1:{port}")),
+    )
+    .await;
+    assert_eq!(status, 403);
+    // The staff page itself is there, open on loopback as before.
+    let page = reqwest::get(format!("http://127.0.0.1:{port}/staff"))
+        .await
+        .unwrap();
+    assert_eq!(page.status().as_u16(), 200);
+    assert!(fake.received().is_empty(), "{:#?}", fake.received());
+    drop(daemon);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_the_staff_page_s_own_post_with_its_csrf_token_enrols_and_it_is_logged() {
+    let (_dir, fake, _pty, port, daemon) = desk("enrol-page-csrf", true).await;
+    let origin = format!("http://127.0.0.1:{port}");
+    let csrf = csrf_token(port).await;
+    let asked = json!({"reader": "entrance", "rfid": format!("0x{NEW_CARD}"),
+                       "member": "pat@example.invalid"});
+    // Each part missing or wrong: refused, and EGYM is never asked.
+    type Change<'a> = Box<dyn FnOnce(reqwest::RequestBuilder) -> reqwest::RequestBuilder + 'a>;
+    let cases: Vec<(&str, u16, Change)> = vec![
+        (
+            "no token",
+            401,
+            Box::new(|r| r.header("origin", &origin).header("x-csrf-token", &csrf)),
+        ),
+        (
+            "a wrong token",
+            401,
+            Box::new(|r| {
+                r.bearer_auth("not-the-staff-token")
+                    .header("origin", &origin)
+                    .header("x-csrf-token", &csrf)
+            }),
+        ),
+        (
+            "no Origin",
+            403,
+            Box::new(|r| r.bearer_auth(TOKEN).header("x-csrf-token", &csrf)),
+        ),
+        (
+            "another site's Origin",
+            403,
+            Box::new(|r| {
+                r.bearer_auth(TOKEN)
+                    .header("origin", "http://gym.example")
+                    .header("x-csrf-token", &csrf)
+            }),
+        ),
+        (
+            "a cross-site fetch",
+            403,
+            Box::new(|r| {
+                r.bearer_auth(TOKEN)
+                    .header("origin", &origin)
+                    .header("sec-fetch-site", "cross-site")
+                    .header("x-csrf-token", &csrf)
+            }),
+        ),
+        (
+            "no CSRF token",
+            403,
+            Box::new(|r| r.bearer_auth(TOKEN).header("origin", &origin)),
+        ),
+        (
+            "a wrong CSRF token",
+            403,
+            Box::new(|r| {
+                r.bearer_auth(TOKEN)
+                    .header("origin", &origin)
+                    .header("x-csrf-token", "0".repeat(32))
+            }),
+        ),
+        (
+            "a form's body",
+            400,
+            Box::new(|r| {
+                r.bearer_auth(TOKEN)
+                    .header("origin", &origin)
+                    .header("x-csrf-token", &csrf)
+                    .header("content-type", "application/x-www-form-urlencoded")
+            }),
+        ),
+    ];
+    for (what, expected, change) in cases {
+        let (status, body) = post(port, "/staff/enrol/preview", asked.clone(), change).await;
+        assert_eq!(status, expected, "{what}: {body}");
+    }
+    let (status, _) = post(port, "/staff/enrol", asked.clone(), |r| r).await;
+    assert_eq!(status, 401);
+    // A form's body, which any site can make a browser send here without asking first.
+    let (status, body) = post_as(
+        port,
+        "/staff/enrol/preview",
+        "text/plain",
+        asked.clone(),
+        |r| {
+            r.bearer_auth(TOKEN)
+                .header("origin", &origin)
+                .header("x-csrf-token", &csrf)
+        },
+    )
+    .await;
+    assert_eq!(status, 400, "{body}");
+    let get = reqwest::Client::new()
+        .get(format!("http://127.0.0.1:{port}/staff/enrol/preview"))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(get.status().as_u16(), 405);
+    assert!(fake.received().is_empty(), "{:#?}", fake.received());
+
+    // The page's own: the member, their cards, the card as it would be enrolled.
+    let page = |r: reqwest::RequestBuilder| {
+        r.bearer_auth(TOKEN)
+            .header("origin", &origin)
+            .header("sec-fetch-site", "same-origin")
+            .header("x-csrf-token", &csrf)
+    };
+    let (status, preview) = post(port, "/staff/enrol/preview", asked.clone(), page).await;
+    assert_eq!(status, 200, "{preview}");
+    assert_eq!(preview["first_name"], "Pat");
+    assert_eq!(preview["account_id"], "acc-pat");
+    assert_eq!(
+        preview["cards"],
+        json!([{"tag": "0x…8671", "tag_format": "MIFARE"}])
+    );
+    assert_eq!(
+        preview["card"],
+        json!({"tag": "0x…0D0E", "tag_format": null})
+    );
+    assert!(fake.cards("acc-pat").len() == 1, "a preview writes nothing");
+
+    let mut confirm = asked.clone();
+    confirm["account_id"] = json!("acc-pat");
+    let (status, done) = post(port, "/staff/enrol", confirm, page).await;
+    assert_eq!(status, 200, "{done}");
+    assert_eq!(done["tag"], "0x…0D0E");
+    assert_eq!(fake.cards("acc-pat").len(), 2);
+    daemon.wait_for_line("event=\"card_enrolled\"", LONG).await;
+    let line = daemon
+        .lines()
+        .into_iter()
+        .find(|l| l.contains("event=\"card_enrolled\""))
+        .unwrap();
+    assert!(
+        line.contains("client=staff page at 127.0.0.1:"),
+        "the client's address: {line}"
+    );
+    assert_eq!(field(&line, "account_id"), Some("acc-pat"));
+    assert_eq!(field(&line, "tag"), Some("0x…0D0E"));
+
+    // Alex's card for Pat: refused, Alex not named.
+    let alex = json!({"reader": "entrance", "rfid": format!("0x{ALEX_CARD}"),
+                      "member": "pat@example.invalid"});
+    let (status, refused) = post(port, "/staff/enrol/preview", alex, page).await;
+    assert_eq!(status, 409, "{refused}");
+    assert_eq!(refused["refused"]["reason"], "held_by_another_member");
+    assert!(!refused.to_string().contains("Alex"), "{refused}");
+}
