@@ -109,9 +109,12 @@ fn check_string(schema: &Value, text: &str, at: &str, problems: &mut Vec<String>
     }
 }
 
+/// A pattern of the document, and a function that says whether a text matches it.
+type Pattern = (&'static str, fn(&str) -> bool);
+
 /// The patterns the document's schemas use for what the daemon sends, each with what it means
 /// (no regular-expression engine needed for these).
-const PATTERNS: &[(&str, fn(&str) -> bool)] = &[(
+const PATTERNS: &[Pattern] = &[(
     // `RfidDTO.rfid`: 0x and whole bytes of hex.
     "^0x([0-9a-fA-F]{2})+$",
     |text| {
