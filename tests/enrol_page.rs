@@ -274,3 +274,165 @@ async fn only_the_staff_page_s_own_post_with_its_csrf_token_enrols_and_it_is_log
     assert_eq!(refused["refused"]["reason"], "held_by_another_member");
     assert!(!refused.to_string().contains("Alex"), "{refused}");
 }
+
+/// What a member screen's event stream has said so far, collected as it comes.
+struct MemberStream {
+    text: std::sync::Arc<std::sync::Mutex<String>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl MemberStream {
+    async fn open(port: u16) -> MemberStream {
+        let mut response = reqwest::get(format!("http://127.0.0.1:{port}/events"))
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+        let text = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        let sink = text.clone();
+        let task = tokio::spawn(async move {
+            while let Ok(Some(chunk)) = response.chunk().await {
+                sink.lock()
+                    .unwrap()
+                    .push_str(&String::from_utf8_lossy(&chunk));
+            }
+        });
+        MemberStream { text, task }
+    }
+
+    /// Waits until the stream has said `text`.
+    async fn wait_for(&self, text: &str) {
+        let deadline = std::time::Instant::now() + LONG;
+        while !self.text.lock().unwrap().contains(text) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the member screen never heard {text:?}: {}",
+                self.text.lock().unwrap()
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    }
+}
+
+impl Drop for MemberStream {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn staff_enrol_an_unknown_card_from_the_page_and_its_waiting_tap_reaches_egym_with_its_time()
+{
+    use common::browser::{Browser, screenshot_path};
+    let (_dir, fake, mut pty, port, daemon) = desk("enrol-page-browser", true).await;
+    let member_screen = MemberStream::open(port).await;
+    let mut browser = Browser::start(1280, 800);
+    browser.navigate(&format!("http://127.0.0.1:{port}/staff?token={TOKEN}"));
+    assert!(
+        browser
+            .wait_until(
+                "document.getElementById('link').textContent === 'live'",
+                LONG
+            )
+            .await,
+        "the staff page never connected"
+    );
+
+    // A new member taps a card EGYM does not know: it waits for its enrolment.
+    pty.write(&em4100_frame(NEW_CARD));
+    daemon.wait_for_line("event=\"unknown_tag\"", LONG).await;
+    let tapped_at_ms = daemon.recorded()[0].tapped_at_ms;
+    let button = "document.querySelector('#unknown button.enrol')";
+    assert!(
+        browser
+            .wait_until(&format!("{button} !== null"), LONG)
+            .await,
+        "no Enrol action for the unknown card: {}",
+        browser.evaluate("document.getElementById('unknown').innerText")
+    );
+    browser.evaluate(&format!("{button}.click()"));
+    assert!(
+        browser
+            .wait_until(
+                "document.getElementById('enrol-dialog').open \
+                 && document.getElementById('enrol-dialog').dataset.ready === 'yes'",
+                LONG
+            )
+            .await,
+        "the dialog never got ready: {}",
+        browser.evaluate("document.getElementById('enrol-dialog').innerText")
+    );
+    browser.evaluate(
+        "document.getElementById('enrol-member').value = 'pat@example.invalid'; \
+         document.getElementById('enrol-look').click()",
+    );
+    // The member's first name and the card already enrolled; nothing is written yet.
+    assert!(
+        browser
+            .wait_until(
+                "document.getElementById('enrol-name')?.textContent === 'Pat'",
+                LONG
+            )
+            .await,
+        "the dialog shows {}",
+        browser.evaluate("document.getElementById('enrol-dialog').innerText")
+    );
+    let dialog = browser
+        .evaluate("document.getElementById('enrol-dialog').innerText")
+        .to_string();
+    assert!(
+        dialog.contains("0x…8671 (tagFormat MIFARE)")
+            && dialog.contains("Enrol card 0x…0D0E (no tagFormat) for Pat?"),
+        "{dialog}"
+    );
+    assert_eq!(fake.cards("acc-pat").len(), 1);
+    let (width, height) = browser.screenshot(&screenshot_path("screen-staff-enrol.png"));
+    assert_eq!((width, height), (1280, 800));
+
+    browser.evaluate("document.getElementById('enrol-confirm').click()");
+    let (delivered, received) = fake
+        .wait_for(LONG, |r| {
+            visits(r)
+                .iter()
+                .any(|(account, what, _)| account == "acc-pat" && what == "checkins")
+        })
+        .await;
+    assert!(delivered, "{received:#?}\n{}", daemon.lines().join("\n"));
+    // The tap that waited, with the time it was made.
+    assert_eq!(
+        visits(&received),
+        vec![("acc-pat".into(), "checkins".into(), tapped_at_ms)]
+    );
+    assert_eq!(fake.cards("acc-pat").len(), 2);
+    assert!(
+        browser
+            .wait_until(
+                "document.getElementById('enrol-said').textContent.includes('enrolled')",
+                LONG
+            )
+            .await,
+        "{}",
+        browser.evaluate("document.getElementById('enrol-dialog').innerText")
+    );
+    // The staff page no longer lists the card as unknown, and shows its tap delivered; the
+    // member, still at the desk, is greeted on the member screen.
+    assert!(
+        browser
+            .wait_until(
+                &format!("!document.getElementById('unknown').innerText.includes('0x{NEW_CARD}')"),
+                LONG
+            )
+            .await,
+        "{}",
+        browser.evaluate("document.getElementById('unknown').innerText")
+    );
+    assert!(
+        browser
+            .wait_until(
+                "document.getElementById('taps').innerText.includes('delivered')",
+                LONG
+            )
+            .await
+    );
+    member_screen.wait_for("\"title\":\"Welcome, Pat\"").await;
+    drop(daemon);
+}
