@@ -375,6 +375,11 @@ impl Enroller {
         }
     }
 
+    /// Who hears of what the enrolments do.
+    pub fn listeners(&self) -> &Listeners {
+        &self.listeners
+    }
+
     /// The configured readers' names.
     pub fn reader_names(&self) -> Vec<String> {
         self.readers.iter().map(|(name, _)| name.clone()).collect()

@@ -166,6 +166,7 @@ pub enum Event {
     CardEnrolled(CardEnrolled),
     EnrolmentRefused(EnrolmentRefused),
     PresentationClaimed(PresentationClaimed),
+    CardAwaited(CardAwaited),
 }
 
 /// A tap's event committed to the outbox (or an automatic check-out's).
@@ -825,5 +826,39 @@ impl PresentationClaimed {
             "card presented for an enrolment: handed to it, not recorded as a tap"
         );
         to.heard(Event::PresentationClaimed(self));
+    }
+}
+
+/// An enrolment (`gym-checkin enrol`) waits for the next card presented on a reader the service
+/// reads (`waiting`), or no longer does, no card having come (the time is over, or the command
+/// went away): the reader's next card is a tap again.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CardAwaited {
+    pub reader: String,
+    pub waiting: bool,
+    pub within_s: u64,
+}
+
+impl CardAwaited {
+    pub fn emit(self, to: &Listeners) {
+        if self.waiting {
+            info!(
+                event = "enrolment_awaits_card",
+                reader = %self.reader,
+                within_s = self.within_s,
+                "waiting for a card on reader {} for an enrolment: the next card presented there \
+                 is handed to it, not recorded as a tap",
+                self.reader
+            );
+        } else {
+            info!(
+                event = "enrolment_stopped_waiting",
+                reader = %self.reader,
+                "no longer waiting for a card on reader {} for an enrolment: its cards are taps \
+                 again",
+                self.reader
+            );
+        }
+        to.heard(Event::CardAwaited(self));
     }
 }

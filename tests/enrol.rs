@@ -287,11 +287,11 @@ async fn through_the_running_service_enrol_takes_the_next_card_on_its_reader_and
     let mut given_up = Enrol::start(&config, &["--reader", "desk", "--member", "m-acc-pat"]);
     given_up.wait_for("Present the card on reader desk").await;
     daemon
-        .wait_for_line("waiting for a card on reader desk for an enrolment", LONG)
+        .wait_for_line("event=\"enrolment_awaits_card\"", LONG)
         .await;
     drop(given_up);
     daemon
-        .wait_for_line("no longer waiting for a card on reader desk", LONG)
+        .wait_for_line("event=\"enrolment_stopped_waiting\"", LONG)
         .await;
     pty.write(&em4100_frame(ALEX_CARD));
     daemon.wait_for_lines("tap recorded", 2, LONG).await;

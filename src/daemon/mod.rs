@@ -33,7 +33,7 @@ use crate::control::{
 use crate::delivery::{self, Worker};
 use crate::egym::{self, ApiKey};
 use crate::enrolment::{Claims, Enroller, Holder, Refused};
-use crate::events::Listeners;
+use crate::events::{CardAwaited, Listeners};
 use crate::liveness::Liveness;
 use crate::metrics::Metrics;
 use crate::reader::{Driver, Reader, Source};
@@ -632,15 +632,16 @@ async fn read_for_enrolment(
     // has gone, which drops this future): the reader's next card is a tap again.
     let mut waiting = Waiting {
         claims,
+        enroller,
         reader,
         got_one: false,
     };
-    info!(
-        reader,
-        within_s = wait.as_secs(),
-        "waiting for a card on reader {reader} for an enrolment: the next card presented there \
-         is handed to it, not recorded as a tap"
-    );
+    CardAwaited {
+        reader: reader.to_string(),
+        waiting: true,
+        within_s: wait.as_secs(),
+    }
+    .emit(enroller.listeners());
     match timer::timeout(wait, claimed).await {
         Ok(Ok(card)) => {
             waiting.got_one = true;
@@ -659,6 +660,7 @@ async fn read_for_enrolment(
 /// A card waited for on a reader for an enrolment; given up when dropped without one.
 struct Waiting<'a> {
     claims: &'a Claims,
+    enroller: &'a Enroller,
     reader: &'a str,
     got_one: bool,
 }
@@ -667,12 +669,12 @@ impl Drop for Waiting<'_> {
     fn drop(&mut self) {
         if !self.got_one {
             self.claims.release(self.reader);
-            info!(
-                reader = self.reader,
-                "no longer waiting for a card on reader {} for an enrolment: its cards are taps \
-                 again",
-                self.reader
-            );
+            CardAwaited {
+                reader: self.reader.to_string(),
+                waiting: false,
+                within_s: 0,
+            }
+            .emit(self.enroller.listeners());
         }
     }
 }
