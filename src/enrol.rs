@@ -169,29 +169,34 @@ async fn open_database(database: &Path) -> Result<(DatabaseLock, Store), String>
 
 async fn enrol(via: &Via, asked: &Asked) -> Result<Outcome, String> {
     let reader = asked.reader.name.as_str();
-    let member = find_member(via, reader, &asked.member).await?;
+    // With the card's number given, one look at the member with it; else the member first, so
+    // a mistyped e-mail address fails before anyone presents a card.
+    let (preview, rfid) = match &asked.tag {
+        Some(tag) => {
+            let preview = preview(via, reader, &asked.member, tag).await?;
+            say_found(&preview);
+            (preview, tag.clone())
+        }
+        None => {
+            let member = find_member(via, reader, &asked.member).await?;
+            say_found(&member);
+            let rfid = read_card(via, &asked.reader).await?.rfid;
+            let preview = preview(via, reader, &asked.member, &rfid).await?;
+            if preview.account_id != member.account_id {
+                return Err(
+                    "the member found now is not the one found a moment ago; nothing \
+                            was changed. Run enrol again"
+                        .into(),
+                );
+            }
+            (preview, rfid)
+        }
+    };
+    let member = &preview;
     let who = member
         .first_name
         .clone()
         .unwrap_or_else(|| "the member".into());
-    say(&format!(
-        "Found {who} at EGYM (account {}), with {} card(s) enrolled{}",
-        member.account_id,
-        member.cards.len(),
-        cards_text(&member.cards)
-    ));
-    let rfid = match &asked.tag {
-        Some(tag) => tag.clone(),
-        None => read_card(via, &asked.reader).await?.rfid,
-    };
-    let preview = preview(via, reader, &asked.member, &rfid).await?;
-    if preview.account_id != member.account_id {
-        return Err(
-            "the member found now is not the one found a moment ago; nothing was \
-                    changed. Run enrol again"
-                .into(),
-        );
-    }
     let card = preview
         .card
         .clone()
@@ -227,6 +232,16 @@ async fn enrol(via: &Via, asked: &Asked) -> Result<Outcome, String> {
     }
     say(&waiting_text(waiting, sent_by, via));
     Ok(Outcome::Enrolled)
+}
+
+fn say_found(member: &MemberReply) {
+    say(&format!(
+        "Found {} at EGYM (account {}), with {} card(s) enrolled{}",
+        member.first_name.as_deref().unwrap_or("the member"),
+        member.account_id,
+        member.cards.len(),
+        cards_text(&member.cards)
+    ));
 }
 
 fn cards_text(cards: &[CardReply]) -> String {
