@@ -36,6 +36,7 @@ use crate::clock::timer;
 use crate::clock::{SteadyMs, WallMs};
 use crate::enrolment::{Card, MemberFound, Refused};
 use crate::store::status::StatusData;
+use crate::tag;
 
 /// The socket's default path, in the directory the unit's `RuntimeDirectory=` makes.
 pub const DEFAULT_SOCKET: &str = "/run/gym-checkin/gym-checkin.sock";
@@ -109,7 +110,7 @@ pub struct CardReply {
 pub struct MemberReply {
     pub account_id: String,
     pub first_name: Option<String>,
-    /// The cards enrolled for the member.
+    /// The cards enrolled for the member, shortened.
     pub cards: Vec<CardReply>,
     /// The card asked about, as it would be enrolled, and whether it is this member's
     /// already.
@@ -128,6 +129,8 @@ impl CardReply {
 
 impl MemberReply {
     /// The member `found`, with the card asked about, if any, and whether it is theirs.
+    /// The member's cards are shortened (`0x…8671`): whoever may use the socket sees which
+    /// cards a member has, never their numbers.
     pub fn of(found: MemberFound, card: Option<Card>, already_theirs: bool) -> MemberReply {
         MemberReply {
             account_id: found.account_id,
@@ -136,7 +139,7 @@ impl MemberReply {
                 .cards
                 .into_iter()
                 .map(|c| CardReply {
-                    rfid: c.rfid,
+                    rfid: tag::short(&c.rfid),
                     tag_format: c.tag_format,
                 })
                 .collect(),

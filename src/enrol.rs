@@ -251,8 +251,8 @@ fn cards_text(cards: &[CardReply]) -> String {
     let list: Vec<String> = cards
         .iter()
         .map(|c| match &c.tag_format {
-            Some(format) => format!("{} ({format})", tag::short(&c.rfid)),
-            None => tag::short(&c.rfid),
+            Some(format) => format!("{} ({format})", c.rfid),
+            None => c.rfid.clone(),
         })
         .collect();
     format!(": {}.", list.join(", "))

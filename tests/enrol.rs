@@ -297,11 +297,11 @@ async fn through_the_running_service_enrol_takes_the_next_card_on_its_reader_and
     daemon.wait_for_lines("tap recorded", 2, LONG).await;
     assert!(fake.wait_for(LONG, |r| count_visits(r) == 1).await.0);
 
-    let mut enrol = Enrol::start(
+    let mut enrolling = Enrol::start(
         &config,
         &["--reader", "desk", "--member", "m-acc-pat", "--yes"],
     );
-    enrol.wait_for("Present the card on reader desk").await;
+    enrolling.wait_for("Present the card on reader desk").await;
     // The service holds the card's next presentation for the enrolment: it says so.
     daemon
         .wait_for_lines(
@@ -314,7 +314,7 @@ async fn through_the_running_service_enrol_takes_the_next_card_on_its_reader_and
     tokio::time::sleep_until(tokio::time::Instant::from_std(written + DEBOUNCE * 2)).await;
     let presented = Instant::now();
     pty.write(&em4100_frame(NEW_CARD));
-    let (code, stdout, stderr) = enrol.exit_code().await;
+    let (code, stdout, stderr) = enrolling.exit_code().await;
     println!("{stdout}");
     assert_eq!(code, Some(0), "{stdout}\n{stderr}");
     assert!(
@@ -371,6 +371,30 @@ async fn through_the_running_service_enrol_takes_the_next_card_on_its_reader_and
         "{line}"
     );
     assert!(!line.contains("Pat") && !line.contains(NEW_CARD), "{line}");
+
+    // Enrolled again: the card is Pat's already, nothing is added, and the service says which
+    // cards Pat has, shortened.
+    let (code, stdout, stderr) = enrol(
+        &config,
+        &[
+            "--reader",
+            "desk",
+            "--member",
+            "m-acc-pat",
+            "--tag",
+            &format!("0x{NEW_CARD}"),
+        ],
+    )
+    .await;
+    assert_eq!(code, Some(0), "{stdout}\n{stderr}");
+    assert!(
+        stdout.contains("with 1 card(s) enrolled: 0x…0D0E (HITAG1).")
+            && stdout.contains("is enrolled for Pat already: nothing to add at EGYM.")
+            && stdout.contains("No taps were waiting on this card"),
+        "{stdout}"
+    );
+    assert!(!stdout.contains(NEW_CARD), "{stdout}");
+    assert_eq!(cards_added(&fake).len(), 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
