@@ -693,6 +693,50 @@ mod tests {
         );
     }
 
+    /// The service hands the enroller a client that shares its bucket with delivery's: the
+    /// enrolment's requests leave that bucket short.
+    #[tokio::test]
+    async fn an_enrolment_s_requests_come_out_of_the_bucket_of_the_client_it_is_given() {
+        use crate::egym::fake::{FakeEgym, Member};
+        use crate::egym::rate_limit::Priority;
+        let fake = FakeEgym::start(
+            vec![Member::without_card("acc-pat", "Pat Member").email("pat@example.invalid")],
+            "key-0123456789",
+        )
+        .await
+        .unwrap();
+        let key = ApiKey::new("key-0123456789".into());
+        let url = reqwest::Url::parse(&fake.base_url()).unwrap();
+        // Four tokens, and practically none coming back.
+        let delivery =
+            egym::Client::new(&url, std::time::Duration::from_secs(5), 0.0001, 4).unwrap();
+        let enroller = Enroller::new(
+            delivery.with_priority(Priority::Member),
+            ApiKeySource::Literal(key.clone()),
+            key,
+            vec![("desk".into(), Some(TagFormat::Hitag1))],
+            Listeners::unheard(),
+        );
+        assert!(delivery.has_spare_requests());
+        let preview = enroller
+            .preview("desk", "0x0a0b0c0d0e", "pat@example.invalid")
+            .await
+            .unwrap();
+        assert_eq!(preview.holder, Holder::Nobody);
+        assert_eq!(
+            preview.card,
+            Card {
+                rfid: "0x0A0B0C0D0E".into(),
+                tag_format: Some(TagFormat::Hitag1)
+            }
+        );
+        assert_eq!(fake.received().len(), 3);
+        assert!(
+            !delivery.has_spare_requests(),
+            "the enrolment's three requests were not taken from delivery's bucket"
+        );
+    }
+
     #[test]
     fn a_card_number_is_taken_as_egym_keeps_it_and_anything_else_is_refused() {
         assert_eq!(card_number("0x0a0b0C0d0E").unwrap(), "0x0A0B0C0D0E");

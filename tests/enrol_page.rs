@@ -266,6 +266,27 @@ async fn only_the_staff_page_s_own_post_with_its_csrf_token_enrols_and_it_is_log
     assert_eq!(field(&line, "account_id"), Some("acc-pat"));
     assert_eq!(field(&line, "tag"), Some("0x…0D0E"));
 
+    // The requests were the service's own, counted by its client (whose bucket delivery uses).
+    let metrics = reqwest::Client::new()
+        .get(format!("http://127.0.0.1:{port}/metrics"))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for line in [
+        "gym_checkin_egym_request_duration_seconds_count{call=\"account\"} 2",
+        "gym_checkin_egym_request_duration_seconds_count{call=\"rfids\"} 1",
+        "gym_checkin_egym_request_duration_seconds_count{call=\"add_rfid\"} 1",
+    ] {
+        assert!(
+            metrics.lines().any(|l| l == line),
+            "{line} missing:\n{metrics}"
+        );
+    }
+
     // Alex's card for Pat: refused, Alex not named.
     let alex = json!({"reader": "entrance", "rfid": format!("0x{ALEX_CARD}"),
                       "member": "pat@example.invalid"});
