@@ -89,8 +89,9 @@ impl Member {
     }
 }
 
-/// The members of the demo gym. Their tags are EM4100 ids as an RDM6300 reads them; the last
-/// two are Wellpass members, one admitted, one whose membership has expired.
+/// The members of the demo gym. Their tags are EM4100 ids as an RDM6300 reads them; two are
+/// Wellpass members, one admitted, one whose membership has expired; the last has no card yet,
+/// for staff to enrol one.
 pub fn demo_members() -> Vec<Member> {
     let mut members: Vec<Member> = [
         ("0x0C000621A5", "a1c3e5f7-0001", "Alex Demo"),
@@ -107,6 +108,7 @@ pub fn demo_members() -> Vec<Member> {
         Member::new("0x0D00D4E5F6", "a1c3e5f7-0007", "Gabi Wellpass")
             .wellpass(Some("corporateFitnessMembershipExpired")),
     );
+    members.push(Member::without_card("a1c3e5f7-0008", "Hana Demo").email("hana@example.invalid"));
     members
 }
 
