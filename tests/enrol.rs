@@ -111,24 +111,25 @@ impl Enrol {
         self.stderr.lock().unwrap().clone()
     }
 
-    /// Waits until standard output holds `text`.
+    /// Waits until standard output holds `text` (or enrol has ended without saying it).
     async fn wait_for(&mut self, text: &str) {
-        let deadline = Instant::now() + LONG;
-        while !self.stdout().contains(text) {
-            assert!(
-                Instant::now() < deadline,
-                "enrol never said {text:?}; it said:\n{}\n{}",
-                self.stdout(),
-                self.stderr()
-            );
-            assert!(
-                self.child.try_wait().unwrap().is_none(),
-                "enrol ended without saying {text:?}:\n{}\n{}",
-                self.stdout(),
-                self.stderr()
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        let said = poll(LONG, || {
+            if self.stdout().contains(text) {
+                Some(true)
+            } else if self.child.try_wait().unwrap().is_some() {
+                Some(false)
+            } else {
+                None
+            }
+        })
+        .await;
+        assert_eq!(
+            said,
+            Some(true),
+            "enrol did not say {text:?} (None: not in time, false: it ended); it said:\n{}\n{}",
+            self.stdout(),
+            self.stderr()
+        );
     }
 
     fn answer(&mut self, line: &str) {
@@ -140,18 +141,13 @@ impl Enrol {
     /// Its exit code, once it has exited and its output has been read to the end.
     async fn exit_code(mut self) -> (Option<i32>, String, String) {
         drop(self.stdin.take());
-        let deadline = Instant::now() + LONG;
-        let status = loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                break status;
-            }
-            assert!(
-                Instant::now() < deadline,
+        let status = poll(LONG, || self.child.try_wait().unwrap()).await;
+        let Some(status) = status else {
+            panic!(
                 "enrol did not finish:\n{}\n{}",
                 self.stdout(),
                 self.stderr()
             );
-            tokio::time::sleep(Duration::from_millis(20)).await;
         };
         for reader in self.readers.drain(..) {
             reader.join().unwrap();
@@ -182,13 +178,12 @@ fn cards_added(fake: &FakeEgym) -> Vec<Received> {
 
 /// Taps an unknown card on the running service and waits until EGYM has said it knows no
 /// member with it; returns when it was tapped (the time the service recorded).
-async fn tap_unknown(daemon: &Daemon, pty: &mut Pty) -> (i64, Instant) {
+async fn tap_unknown(daemon: &Daemon, pty: &mut Pty) -> i64 {
     pty.write(&em4100_frame(NEW_CARD));
-    let written = Instant::now();
     daemon.wait_for_line("event=\"unknown_tag\"", LONG).await;
     let recorded = daemon.recorded();
     assert_eq!(recorded.len(), 1, "{recorded:?}");
-    (recorded[0].tapped_at_ms, written)
+    recorded[0].tapped_at_ms
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -198,7 +193,7 @@ async fn with_the_service_stopped_enrol_reads_the_card_and_the_waiting_tap_goes_
     // A new member's card is tapped, unknown to EGYM; then the service is stopped.
     let mut daemon = Daemon::start(&config);
     daemon.wait_for_line("reader connected", LONG).await;
-    let (tapped_at_ms, _) = tap_unknown(&daemon, &mut pty).await;
+    let tapped_at_ms = tap_unknown(&daemon, &mut pty).await;
     daemon.signal(libc::SIGTERM);
     assert_eq!(daemon.wait_exit(LONG).await.code(), Some(0));
 
@@ -280,7 +275,7 @@ async fn through_the_running_service_enrol_takes_the_next_card_on_its_reader_and
     let (_dir, fake, mut pty, config) = gym("enrol-running").await;
     let daemon = Daemon::start(&config);
     daemon.wait_for_line("reader connected", LONG).await;
-    let (tapped_at_ms, written) = tap_unknown(&daemon, &mut pty).await;
+    let tapped_at_ms = tap_unknown(&daemon, &mut pty).await;
 
     // A command that gives up while the service waits for its card (staff press Ctrl-C): the
     // reader's next card is a member's tap again.
@@ -311,7 +306,7 @@ async fn through_the_running_service_enrol_takes_the_next_card_on_its_reader_and
         )
         .await;
     // The same card again is a new presentation once the reader's debounce is over.
-    tokio::time::sleep_until(tokio::time::Instant::from_std(written + DEBOUNCE * 2)).await;
+    wait_until_past(tapped_at_ms + DEBOUNCE.as_millis() as i64).await;
     let presented = Instant::now();
     pty.write(&em4100_frame(NEW_CARD));
     let (code, stdout, stderr) = enrolling.exit_code().await;

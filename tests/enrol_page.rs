@@ -322,15 +322,11 @@ impl MemberStream {
 
     /// Waits until the stream has said `text`.
     async fn wait_for(&self, text: &str) {
-        let deadline = std::time::Instant::now() + LONG;
-        while !self.text.lock().unwrap().contains(text) {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "the member screen never heard {text:?}: {}",
-                self.text.lock().unwrap()
-            );
-            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-        }
+        assert!(
+            wait_until(LONG, || self.text.lock().unwrap().contains(text)).await,
+            "the member screen never heard {text:?}: {}",
+            self.text.lock().unwrap()
+        );
     }
 }
 
