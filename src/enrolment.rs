@@ -589,35 +589,69 @@ impl Enroller {
 }
 
 /// Presentations claimed for an enrolment, by reader: the recorder hands the next card
-/// presented on such a reader to the enrolment instead of recording a tap. Cheap to clone.
+/// presented on such a reader to the enrolment instead of recording a tap. One claim per reader
+/// at a time. Cheap to clone.
 #[derive(Clone, Debug, Default)]
-pub struct Claims(Arc<Mutex<HashMap<String, oneshot::Sender<Card>>>>);
+pub struct Claims(Arc<Mutex<ClaimsInner>>);
+
+#[derive(Debug, Default)]
+struct ClaimsInner {
+    /// Each reader's open claim: its number and where its card goes.
+    open: HashMap<String, (u64, oneshot::Sender<Card>)>,
+    made: u64,
+}
+
+/// A claim on a reader's next card.
+#[derive(Debug)]
+pub struct Claim {
+    /// Its number, to give up this claim and no other.
+    pub number: u64,
+    pub card: oneshot::Receiver<Card>,
+}
 
 impl Claims {
-    /// Claims the next presentation on `reader`; the receiver gets its card. A claim made
-    /// while another is open on the reader replaces it (the first one's receiver is told the
-    /// claim ended).
-    pub fn claim(&self, reader: &str) -> oneshot::Receiver<Card> {
-        let (sender, receiver) = oneshot::channel();
-        self.lock().insert(reader.to_string(), sender);
-        receiver
+    /// Claims the next presentation on `reader`, unless an enrolment waiting there already
+    /// claims it (`None`).
+    pub fn claim(&self, reader: &str) -> Option<Claim> {
+        let mut inner = self.lock();
+        if inner
+            .open
+            .get(reader)
+            .is_some_and(|(_, sender)| !sender.is_closed())
+        {
+            return None;
+        }
+        inner.made += 1;
+        let number = inner.made;
+        let (sender, card) = oneshot::channel();
+        inner.open.insert(reader.to_string(), (number, sender));
+        Some(Claim { number, card })
     }
 
-    /// Gives up the claim on `reader` (no card came in time).
-    pub fn release(&self, reader: &str) {
-        self.lock().remove(reader);
+    /// Gives up claim `number` on `reader` (no card came in time, or the enrolment went away),
+    /// if it is still open.
+    pub fn release(&self, reader: &str, number: u64) {
+        let mut inner = self.lock();
+        if inner.open.get(reader).is_some_and(|(n, _)| *n == number) {
+            inner.open.remove(reader);
+        }
     }
 
     /// For the recorder: whether the presentation of `card` on `reader` was claimed; if it was,
-    /// it went to the enrolment and is no tap.
+    /// it went to the enrolment and is no tap. A claim whose enrolment went away takes nothing.
     pub fn take(&self, reader: &str, card: impl FnOnce() -> Card) -> bool {
-        let Some(sender) = self.lock().remove(reader) else {
+        let mut inner = self.lock();
+        if inner.open.is_empty() {
+            return false;
+        }
+        let Some((_, sender)) = inner.open.remove(reader) else {
             return false;
         };
+        drop(inner);
         sender.send(card()).is_ok()
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, oneshot::Sender<Card>>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, ClaimsInner> {
         // A panic aborts the process (panic = "abort"), so the lock is never poisoned.
         self.0.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -765,20 +799,32 @@ mod tests {
             rfid: "0x0A0B0C0D0E".into(),
             tag_format: None,
         };
-        let mut claimed = claims.claim("desk");
+        let mut claimed = claims.claim("desk").unwrap();
         let given = || card.clone();
+        assert!(
+            claims.claim("desk").is_none(),
+            "one enrolment waits on a reader at a time"
+        );
         assert!(
             !claims.take("entrance", given),
             "another reader's tap is a tap"
         );
         assert!(claims.take("desk", given));
-        assert_eq!(claimed.try_recv().unwrap(), card);
+        assert_eq!(claimed.card.try_recv().unwrap(), card);
         assert!(!claims.take("desk", given), "the next one is a tap again");
         // A claim given up, or whose enrolment went away: the presentation is a tap.
-        let _released = claims.claim("desk");
-        claims.release("desk");
+        let released = claims.claim("desk").unwrap();
+        claims.release("desk", released.number);
         assert!(!claims.take("desk", given));
-        drop(claims.claim("desk"));
+        let gone = claims.claim("desk").unwrap();
+        drop(gone);
         assert!(!claims.take("desk", given));
+        // Giving up an old claim leaves a newer one be.
+        let old = claims.claim("desk").unwrap();
+        drop(old.card);
+        let newer = claims.claim("desk").unwrap();
+        claims.release("desk", old.number);
+        assert!(claims.take("desk", given));
+        drop(newer);
     }
 }

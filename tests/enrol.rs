@@ -284,6 +284,13 @@ async fn through_the_running_service_enrol_takes_the_next_card_on_its_reader_and
     daemon
         .wait_for_line("event=\"enrolment_awaits_card\"", LONG)
         .await;
+    // One enrolment waits on a reader at a time: a second is told so.
+    let (code, _, stderr) = enrol(&config, &["--reader", "desk", "--member", "m-acc-pat"]).await;
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(
+        stderr.contains("another enrolment is waiting for a card on reader desk"),
+        "{stderr}"
+    );
     drop(given_up);
     daemon
         .wait_for_line("event=\"enrolment_stopped_waiting\"", LONG)

@@ -627,13 +627,18 @@ async fn read_for_enrolment(
         });
     }
     let wait = Duration::from_secs(within_s).min(control::MAX_READ_WAIT);
-    let claimed = claims.claim(reader);
+    let Some(claim) = claims.claim(reader) else {
+        return Reply::Failed(format!(
+            "another enrolment is waiting for a card on reader {reader}; try again once it is done"
+        ));
+    };
     // Given up however this ends without a card (the time is over, or the command that asked
     // has gone, which drops this future): the reader's next card is a tap again.
     let mut waiting = Waiting {
         claims,
         enroller,
         reader,
+        number: claim.number,
         got_one: false,
     };
     CardAwaited {
@@ -642,15 +647,12 @@ async fn read_for_enrolment(
         within_s: wait.as_secs(),
     }
     .emit(enroller.listeners());
-    match timer::timeout(wait, claimed).await {
+    match timer::timeout(wait, claim.card).await {
         Ok(Ok(card)) => {
             waiting.got_one = true;
             Reply::Card(CardReply::of(card))
         }
-        Ok(Err(_)) => Reply::Failed(format!(
-            "another enrolment is waiting for a card on reader {reader}; try again once it is done"
-        )),
-        Err(_) => Reply::Failed(format!(
+        Ok(Err(_)) | Err(_) => Reply::Failed(format!(
             "no card was presented on reader {reader} within {} s",
             wait.as_secs()
         )),
@@ -662,13 +664,14 @@ struct Waiting<'a> {
     claims: &'a Claims,
     enroller: &'a Enroller,
     reader: &'a str,
+    number: u64,
     got_one: bool,
 }
 
 impl Drop for Waiting<'_> {
     fn drop(&mut self) {
         if !self.got_one {
-            self.claims.release(self.reader);
+            self.claims.release(self.reader, self.number);
             CardAwaited {
                 reader: self.reader.to_string(),
                 waiting: false,
