@@ -180,7 +180,7 @@ fn cards_added(fake: &FakeEgym) -> Vec<Received> {
 /// member with it; returns when it was tapped (the time the service recorded).
 async fn tap_unknown(daemon: &Daemon, pty: &mut Pty) -> i64 {
     pty.write(&em4100_frame(NEW_CARD));
-    daemon.wait_for_line("event=\"unknown_tag\"", LONG).await;
+    daemon.wait_for_event("unknown_tag", LONG).await;
     let recorded = daemon.recorded();
     assert_eq!(recorded.len(), 1, "{recorded:?}");
     recorded[0].tapped_at_ms
@@ -192,7 +192,7 @@ async fn with_the_service_stopped_enrol_reads_the_card_and_the_waiting_tap_goes_
     let (dir, fake, mut pty, config) = gym("enrol-stopped").await;
     // A new member's card is tapped, unknown to EGYM; then the service is stopped.
     let mut daemon = Daemon::start(&config);
-    daemon.wait_for_line("reader connected", LONG).await;
+    daemon.wait_for_event("reader_connected", LONG).await;
     let tapped_at_ms = tap_unknown(&daemon, &mut pty).await;
     daemon.signal(libc::SIGTERM);
     assert_eq!(daemon.wait_exit(LONG).await.code(), Some(0));
@@ -274,16 +274,14 @@ async fn through_the_running_service_enrol_takes_the_next_card_on_its_reader_and
  {
     let (_dir, fake, mut pty, config) = gym("enrol-running").await;
     let daemon = Daemon::start(&config);
-    daemon.wait_for_line("reader connected", LONG).await;
+    daemon.wait_for_event("reader_connected", LONG).await;
     let tapped_at_ms = tap_unknown(&daemon, &mut pty).await;
 
     // A command that gives up while the service waits for its card (staff press Ctrl-C): the
     // reader's next card is a member's tap again.
     let mut given_up = Enrol::start(&config, &["--reader", "desk", "--member", "m-acc-pat"]);
     given_up.wait_for("Present the card on reader desk").await;
-    daemon
-        .wait_for_line("event=\"enrolment_awaits_card\"", LONG)
-        .await;
+    daemon.wait_for_event("enrolment_awaits_card", LONG).await;
     // One enrolment waits on a reader at a time: a second is told so.
     let (code, _, stderr) = enrol(&config, &["--reader", "desk", "--member", "m-acc-pat"]).await;
     assert_eq!(code, Some(1), "{stderr}");
@@ -293,10 +291,10 @@ async fn through_the_running_service_enrol_takes_the_next_card_on_its_reader_and
     );
     drop(given_up);
     daemon
-        .wait_for_line("event=\"enrolment_stopped_waiting\"", LONG)
+        .wait_for_event("enrolment_stopped_waiting", LONG)
         .await;
     pty.write(&em4100_frame(ALEX_CARD));
-    daemon.wait_for_lines("tap recorded", 2, LONG).await;
+    daemon.wait_for_events("tap_recorded", 2, LONG).await;
     assert!(fake.wait_for(LONG, |r| count_visits(r) == 1).await.0);
 
     let mut enrolling = Enrol::start(
@@ -306,11 +304,7 @@ async fn through_the_running_service_enrol_takes_the_next_card_on_its_reader_and
     enrolling.wait_for("Present the card on reader desk").await;
     // The service holds the card's next presentation for the enrolment: it says so.
     daemon
-        .wait_for_lines(
-            "waiting for a card on reader desk for an enrolment",
-            2,
-            LONG,
-        )
+        .wait_for_events("enrolment_awaits_card", 2, LONG)
         .await;
     // The same card again is a new presentation once the reader's debounce is over.
     wait_until_past(tapped_at_ms + DEBOUNCE.as_millis() as i64).await;
@@ -355,17 +349,12 @@ async fn through_the_running_service_enrol_takes_the_next_card_on_its_reader_and
 
     // The presentation went to the enrolment, not to the outbox; the enrolment is logged once,
     // with who asked, the account and the shortened tag.
-    daemon
-        .wait_for_line("event=\"presentation_claimed\"", LONG)
-        .await;
+    let claimed = daemon.wait_for_event("presentation_claimed", LONG).await;
+    assert_eq!(field(&claimed, "tag"), Some("0x…0D0E"), "{claimed}");
     assert_eq!(daemon.recorded().len(), 2, "{}", daemon.lines().join("\n"));
-    let lines = daemon.lines();
-    let enrolled: Vec<&String> = lines
-        .iter()
-        .filter(|l| l.contains("event=\"card_enrolled\""))
-        .collect();
-    assert_eq!(enrolled.len(), 1, "{}", lines.join("\n"));
-    let line = enrolled[0];
+    let enrolled = daemon.events("card_enrolled");
+    assert_eq!(enrolled.len(), 1, "{}", daemon.lines().join("\n"));
+    let line = &enrolled[0];
     assert_eq!(field(line, "account_id"), Some("acc-pat"), "{line}");
     assert_eq!(field(line, "tag"), Some("0x…0D0E"), "{line}");
     assert!(
@@ -404,7 +393,7 @@ async fn enrol_refuses_a_card_of_another_member_an_unknown_member_and_a_key_that
  {
     let (_dir, fake, _pty, config) = gym("enrol-refusals").await;
     let daemon = Daemon::start(&config);
-    daemon.wait_for_line("reader connected", LONG).await;
+    daemon.wait_for_event("reader_connected", LONG).await;
 
     // Alex's card, for Pat: said without naming Alex; nothing is written.
     let (code, _, stderr) = enrol(
@@ -513,14 +502,7 @@ async fn enrol_refuses_a_card_of_another_member_an_unknown_member_and_a_key_that
         "{stderr}"
     );
     assert!(fake.cards("acc-pat").is_empty());
-    daemon
-        .wait_for_line("event=\"enrolment_refused\"", LONG)
-        .await;
-    let refused = daemon
-        .lines()
-        .into_iter()
-        .find(|l| l.contains("event=\"enrolment_refused\""))
-        .unwrap();
+    let refused = daemon.wait_for_event("enrolment_refused", LONG).await;
     assert_eq!(field(&refused, "reason"), Some("key_may_not_write_cards"));
     assert_eq!(status_json(&config)["delivery_paused"], false);
 

@@ -253,12 +253,7 @@ async fn only_the_staff_page_s_own_post_with_its_csrf_token_enrols_and_it_is_log
     assert_eq!(status, 200, "{done}");
     assert_eq!(done["tag"], "0x…0D0E");
     assert_eq!(fake.cards("acc-pat").len(), 2);
-    daemon.wait_for_line("event=\"card_enrolled\"", LONG).await;
-    let line = daemon
-        .lines()
-        .into_iter()
-        .find(|l| l.contains("event=\"card_enrolled\""))
-        .unwrap();
+    let line = daemon.wait_for_event("card_enrolled", LONG).await;
     assert!(
         line.contains("client=staff page at 127.0.0.1:"),
         "the client's address: {line}"
@@ -356,7 +351,7 @@ async fn staff_enrol_an_unknown_card_from_the_page_and_its_waiting_tap_reaches_e
 
     // A new member taps a card EGYM does not know: it waits for its enrolment.
     pty.write(&em4100_frame(NEW_CARD));
-    daemon.wait_for_line("event=\"unknown_tag\"", LONG).await;
+    daemon.wait_for_event("unknown_tag", LONG).await;
     let tapped_at_ms = daemon.recorded()[0].tapped_at_ms;
     let button = "document.querySelector('#unknown button.enrol')";
     assert!(
