@@ -400,6 +400,7 @@ async fn staff_enrol_an_unknown_card_from_the_page_and_its_waiting_tap_reaches_e
     let (width, height) = browser.screenshot(&screenshot_path("screen-staff-enrol.png"));
     assert_eq!((width, height), (1280, 800));
 
+    let confirmed = std::time::Instant::now();
     browser.evaluate("document.getElementById('enrol-confirm').click()");
     let (delivered, received) = fake
         .wait_for(LONG, |r| {
@@ -409,6 +410,10 @@ async fn staff_enrol_an_unknown_card_from_the_page_and_its_waiting_tap_reaches_e
         })
         .await;
     assert!(delivered, "{received:#?}\n{}", daemon.lines().join("\n"));
+    println!(
+        "Enrol clicked to the waiting tap at EGYM: {:?}",
+        confirmed.elapsed()
+    );
     // The tap that waited, with the time it was made.
     assert_eq!(
         visits(&received),
