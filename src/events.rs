@@ -2,7 +2,8 @@
 //!
 //! Each thing that happens in the service is one type here, as vector's internal events are: a
 //! tap recorded, ignored or lost, an automatic check-out, a held tap placed, a reader connected
-//! or lost, a delivery outcome, an admission, a member's name learnt, EGYM reachable again.
+//! or lost, a delivery outcome, an admission, a member's name learnt, EGYM reachable again, a
+//! card enrolled (or its enrolment refused), a presentation taken for an enrolment.
 //! Its `emit` writes its log line (with a stable `event` field, and the same fields every time),
 //! counts its metric with enum labels, and tells the screen, all in one place. The recorder and
 //! delivery emit them, after the database has answered; nothing else writes these log lines,
@@ -18,7 +19,7 @@ use std::time::Duration;
 use tracing::{error, info, warn};
 
 use crate::clock::placement::Placed;
-use crate::clock::{WallMs, rfc3339_ms};
+use crate::clock::{SteadyMs, WallMs, rfc3339_ms};
 use crate::egym::Refusal;
 use crate::metrics::{DeliveryOutcome, Metrics, TapOutcome};
 use crate::store::{Admission, TimeQuality};
@@ -84,6 +85,16 @@ pub enum Happening {
     Refused { event_id: i64, refusal: Refusal },
     /// A delivery attempt failed and will be retried (EGYM out of reach or failing).
     Failing { event_id: i64 },
+    /// Staff enrolled the card whose tap `event_id` (the oldest waiting on it) was: it is
+    /// delivered next. The member may still be at the desk if the tap is recent.
+    Enrolled {
+        event_id: i64,
+        reader: String,
+        kind: Kind,
+        /// When the tap was made, in steady time.
+        tapped: SteadyMs,
+        first_name: Option<String>,
+    },
 }
 
 /// Who hears of what happens besides the log: the screen (an [`Observer`]), the counters, and
@@ -152,6 +163,10 @@ pub enum Event {
     NameKnown(NameKnown),
     EgymRecovered(EgymRecovered),
     DeliveryResumed(DeliveryResumed),
+    CardEnrolled(CardEnrolled),
+    EnrolmentRefused(EnrolmentRefused),
+    PresentationClaimed(PresentationClaimed),
+    CardAwaited(CardAwaited),
 }
 
 /// A tap's event committed to the outbox (or an automatic check-out's).
@@ -700,5 +715,150 @@ impl DeliveryResumed {
         );
         to.observer.changed();
         to.heard(Event::DeliveryResumed(self));
+    }
+}
+
+/// Staff enrolled a card at EGYM for a member (or found it was theirs already): the taps
+/// waiting on it are looked up again at once. Logged with who asked, the account id and the
+/// tag, shortened; the member's name is for the screen alone.
+#[derive(Clone, PartialEq, Eq)]
+pub struct CardEnrolled {
+    /// Who asked: the staff page's client address, or the command's user.
+    pub by: String,
+    pub reader: String,
+    pub tag: String,
+    pub tag_format: Option<tag::TagFormat>,
+    pub account_id: String,
+    /// The card was the member's already: nothing was written to EGYM.
+    pub already: bool,
+    /// Taps that waited on the card.
+    pub waiting: usize,
+    /// The oldest of them.
+    pub head: Option<crate::store::OpenEvent>,
+    pub first_name: Option<String>,
+}
+
+impl fmt::Debug for CardEnrolled {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CardEnrolled")
+            .field("by", &self.by)
+            .field("reader", &self.reader)
+            .field("tag", &tag::short(&self.tag))
+            .field("account_id", &self.account_id)
+            .field("already", &self.already)
+            .field("waiting", &self.waiting)
+            .finish_non_exhaustive()
+    }
+}
+
+impl CardEnrolled {
+    pub fn emit(self, to: &Listeners) {
+        info!(
+            event = "card_enrolled",
+            outcome = "enrolled",
+            client = %self.by,
+            reader = %self.reader,
+            tag = %tag::short(&self.tag),
+            tag_format = self.tag_format.map_or("none", |f| f.as_str()),
+            account_id = %self.account_id,
+            already_enrolled = self.already,
+            waiting_taps = self.waiting,
+            "card enrolled at EGYM; the taps waiting on it are looked up again now"
+        );
+        if let Some(head) = &self.head {
+            to.observer.happened(Happening::Enrolled {
+                event_id: head.id,
+                reader: head.reader.clone(),
+                kind: head.kind,
+                tapped: head.tapped_steady,
+                first_name: self.first_name.clone(),
+            });
+        }
+        to.observer.changed();
+        to.heard(Event::CardEnrolled(self));
+    }
+}
+
+/// An enrolment that was not done, and why (a stable `reason`, and the words staff were given).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EnrolmentRefused {
+    pub by: String,
+    pub reader: String,
+    /// The card number asked for (empty when it was none).
+    pub tag: String,
+    pub account_id: String,
+    pub reason: &'static str,
+    pub detail: String,
+}
+
+impl EnrolmentRefused {
+    pub fn emit(self, to: &Listeners) {
+        warn!(
+            event = "enrolment_refused",
+            outcome = "refused",
+            client = %self.by,
+            reader = %self.reader,
+            tag = %tag::short(&self.tag),
+            account_id = %self.account_id,
+            reason = self.reason,
+            "card not enrolled: {}",
+            self.detail
+        );
+        to.heard(Event::EnrolmentRefused(self));
+    }
+}
+
+/// A card presented on a reader was taken for an enrolment (`gym-checkin enrol` asked the
+/// service for it): it is no tap, and nothing is recorded.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PresentationClaimed {
+    pub reader: String,
+    pub tag: String,
+}
+
+impl PresentationClaimed {
+    pub fn emit(self, to: &Listeners) {
+        info!(
+            event = "presentation_claimed",
+            outcome = "claimed",
+            reader = %self.reader,
+            tag = %tag::short(&self.tag),
+            "card presented for an enrolment: handed to it, not recorded as a tap"
+        );
+        to.heard(Event::PresentationClaimed(self));
+    }
+}
+
+/// An enrolment (`gym-checkin enrol`) waits for the next card presented on a reader the service
+/// reads (`waiting`), or no longer does, no card having come (the time is over, or the command
+/// went away): the reader's next card is a tap again.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CardAwaited {
+    pub reader: String,
+    pub waiting: bool,
+    pub within_s: u64,
+}
+
+impl CardAwaited {
+    pub fn emit(self, to: &Listeners) {
+        if self.waiting {
+            info!(
+                event = "enrolment_awaits_card",
+                reader = %self.reader,
+                within_s = self.within_s,
+                "waiting for a card on reader {} for an enrolment: the next card presented there \
+                 is handed to it, not recorded as a tap",
+                self.reader
+            );
+        } else {
+            info!(
+                event = "enrolment_stopped_waiting",
+                reader = %self.reader,
+                "no longer waiting for a card on reader {} for an enrolment: its cards are taps \
+                 again",
+                self.reader
+            );
+        }
+        to.heard(Event::CardAwaited(self));
     }
 }

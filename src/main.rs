@@ -80,6 +80,24 @@ enum Command {
         #[arg(long)]
         member: String,
     },
+    /// Add a card to a member at EGYM, read from the reader or given with --tag; the taps
+    /// waiting on the card are then delivered. Goes through the running service when there is
+    /// one.
+    Enrol {
+        /// The reader, by its name in the configuration: the card is read there, and enrolled
+        /// as that reader sends it to EGYM.
+        #[arg(long)]
+        reader: String,
+        /// The member's e-mail address, or membership id.
+        #[arg(long)]
+        member: String,
+        /// The card's number as the staff page shows it (0x and hex), instead of reading it.
+        #[arg(long, value_name = "RENDERING")]
+        tag: Option<String>,
+        /// Enrol without asking for confirmation.
+        #[arg(long)]
+        yes: bool,
+    },
 }
 
 fn main() -> ExitCode {
@@ -109,7 +127,41 @@ fn main() -> ExitCode {
             }
         }),
         Command::Calibrate { reader, member } => calibrate(&cli.config, &reader, &member),
+        Command::Enrol {
+            reader,
+            member,
+            tag,
+            yes,
+        } => enrol(&cli.config, &reader, member, tag, yes),
     }
+}
+
+fn enrol(path: &Path, reader: &str, member: String, tag: Option<String>, yes: bool) -> ExitCode {
+    let (config, key) = match load(path) {
+        Ok(loaded) => loaded,
+        Err(code) => return code,
+    };
+    let Some(reader_config) = config.readers.iter().find(|r| r.name == reader).cloned() else {
+        return no_such_reader(path, &config, reader);
+    };
+    let clock = gym_checkin::clock::Clock::unregistered(config.clock.trusted_when.clone());
+    let asked = gym_checkin::enrol::Asked {
+        reader: reader_config,
+        member,
+        tag,
+        yes,
+    };
+    with_runtime(|runtime| {
+        use gym_checkin::enrol::Outcome;
+        match runtime.block_on(gym_checkin::enrol::run(&config, key, &asked, clock)) {
+            Outcome::Enrolled => ExitCode::SUCCESS,
+            Outcome::NotConfirmed => ExitCode::FAILURE,
+            Outcome::Refused(why) => {
+                console::complain(&why);
+                ExitCode::FAILURE
+            }
+        }
+    })
 }
 
 fn run(path: &Path) -> ExitCode {

@@ -26,8 +26,10 @@ use tracing::{error, info, warn};
 
 use crate::clock::timer;
 use crate::clock::{Clock, SteadyMs, Trust, WallMs};
+use crate::enrolment::{Card, Claims};
 use crate::events::{
-    AutoCheckedOut, Known, Listeners, ReaderChanged, TapIgnored, TapLost, TapPlaced, TapRecorded,
+    AutoCheckedOut, Known, Listeners, PresentationClaimed, ReaderChanged, TapIgnored, TapLost,
+    TapPlaced, TapRecorded,
 };
 use crate::liveness::Pulse;
 use crate::reader::{ReaderMessage, Tap};
@@ -79,6 +81,8 @@ pub struct Recorder {
     said_postponed: bool,
     /// Placing held taps failed: it is tried again after `PLACE_RETRY`.
     placing_failed: bool,
+    /// Presentations staff claimed for an enrolment: such a card is handed over, not recorded.
+    claims: Claims,
 }
 
 enum Wake {
@@ -119,7 +123,13 @@ impl Recorder {
             write_failing: false,
             said_postponed: false,
             placing_failed: false,
+            claims: Claims::default(),
         })
+    }
+
+    /// Hands a presentation claimed in `claims` to its enrolment instead of recording it.
+    pub fn with_claims(self, claims: Claims) -> Recorder {
+        Recorder { claims, ..self }
     }
 
     /// Runs until shutdown: taps and reader changes come in on `messages`, what delivery learns
@@ -223,6 +233,18 @@ impl Recorder {
             | ReaderMessage::Warning { .. } => return,
         };
         self.reader_update(&tap.reader).last_read_at = Some(tap.at.wall);
+        let card = || Card {
+            rfid: tap.rfid.clone(),
+            tag_format: tap.tag_format,
+        };
+        if self.claims.take(&tap.reader, card) {
+            PresentationClaimed {
+                reader: tap.reader.to_string(),
+                tag: tap.rfid.clone(),
+            }
+            .emit(&self.listeners);
+            return;
+        }
         let decision = visit::decide(
             self.visits.get(&tap.rfid).map(|v| &v.state),
             tap.direction,

@@ -59,6 +59,11 @@ pub fn read(config: &Config) -> Result<Status, String> {
             // Another service's socket: this configuration's database is read instead.
             Ok(Reply::Status(_)) | Err(AskError::NotRunning) => {}
             Ok(Reply::Failed(e)) => return Err(format!("the service answered: {e}")),
+            Ok(other) => {
+                return Err(format!(
+                    "the service answered something other than its status: {other:?}"
+                ));
+            }
             Err(e @ AskError::PermissionDenied { .. }) => return Err(e.to_string()),
             Err(AskError::Failed(e)) => return Err(e),
         }

@@ -27,10 +27,13 @@ use tracing::{error, info, warn};
 
 use crate::clock::{self, Clock, SystemSource, TimeSource};
 use crate::config::Config;
-use crate::control::{self, Reply, Request, ServiceInfo, StatusReply};
+use crate::control::{
+    self, CardReply, EnrolledReply, MemberReply, Reply, Request, ServiceInfo, StatusReply,
+};
 use crate::delivery::{self, Worker};
 use crate::egym::{self, ApiKey};
-use crate::events::Listeners;
+use crate::enrolment::{Claims, Enroller, Holder, Refused};
+use crate::events::{CardAwaited, Listeners};
 use crate::liveness::Liveness;
 use crate::metrics::Metrics;
 use crate::reader::{Driver, Reader, Source};
@@ -142,6 +145,8 @@ pub struct Service {
     recorder: Recorder,
     worker: Worker,
     corrections_in: mpsc::UnboundedReceiver<crate::visit::Correction>,
+    enroller: Enroller,
+    claims: Claims,
 }
 
 impl Service {
@@ -219,6 +224,23 @@ impl Service {
         let client = client.with_metrics(metrics.clone());
         let screen = Screen::new(clock.clone());
         let listeners = Listeners::new(Arc::new(screen.clone()), metrics.clone());
+        // Staff enrolling a card wait at the desk, often with the member: their requests go
+        // before a backlog's, from the same bucket.
+        let (enrolled_cards, enrolled_cards_in) = mpsc::unbounded_channel();
+        let enroller = Enroller::new(
+            client.with_priority(egym::rate_limit::Priority::Member),
+            config.egym.api_key.clone(),
+            api_key.clone(),
+            config
+                .readers
+                .iter()
+                .map(|r| (r.name.clone(), r.egym_tag_format))
+                .collect(),
+            listeners.clone(),
+        )
+        .with_store(store.clone())
+        .with_delivery(enrolled_cards);
+        let claims = Claims::default();
         // A member at the door is greeted by name while the screen shows the answer to their
         // tap: delivery then asks EGYM for the name even when the account is cached.
         let greeting = match config.screen.listen {
@@ -245,7 +267,8 @@ impl Service {
             Arc::new(recorded),
             listeners.clone(),
         )
-        .await?;
+        .await?
+        .with_claims(claims.clone());
         let worker = Worker::new(
             store.clone(),
             client,
@@ -265,7 +288,8 @@ impl Service {
                 recorded: recorded_events,
                 corrections,
             },
-        );
+        )
+        .hearing_enrolments(enrolled_cards_in);
         Ok(Service {
             config,
             sources,
@@ -279,6 +303,8 @@ impl Service {
             recorder,
             worker,
             corrections_in,
+            enroller,
+            claims,
         })
     }
 
@@ -298,6 +324,8 @@ impl Service {
             recorder,
             worker,
             corrections_in,
+            enroller,
+            claims,
         } = self;
         let (stop, stopping) = watch::channel(false);
         let (taps, tap_queue) = mpsc::channel(TAP_QUEUE);
@@ -352,6 +380,7 @@ impl Service {
                     crate::screen::ServerSettings {
                         listen,
                         token: screen_token,
+                        enroller: Some(enroller.clone()),
                     },
                     screen,
                     store.clone(),
@@ -372,7 +401,13 @@ impl Service {
             }
         }
         if let Some(listener) = control {
-            let answer = answer_control(store.clone(), clock.clone(), config.store.path.clone());
+            let answer = answer_control(
+                store.clone(),
+                clock.clone(),
+                config.store.path.clone(),
+                enroller,
+                claims,
+            );
             tasks.spawn(
                 "control socket",
                 control::serve(listener, answer, stopping.clone()),
@@ -491,20 +526,70 @@ impl From<RunError> for DaemonError {
 }
 
 /// The control socket's answers: the status, read on the service's own connection and stamped
-/// with the service's clock.
+/// with the service's clock; and enrolments for `gym-checkin enrol`, made with the service's
+/// EGYM client and logged with who asked (the peer's user and process).
 fn answer_control(
     store: Store,
     clock: Clock,
     database: PathBuf,
+    enroller: Enroller,
+    claims: Claims,
 ) -> impl Fn(Request, control::Peer) -> std::pin::Pin<Box<dyn Future<Output = Reply> + Send>>
 + Clone
 + Send
 + Sync
 + 'static {
-    move |request, _peer| {
+    move |request, peer| {
         let (store, clock, database) = (store.clone(), clock.clone(), database.clone());
+        let (enroller, claims) = (enroller.clone(), claims.clone());
         Box::pin(async move {
             match request {
+                Request::EnrolPreview {
+                    reader,
+                    member,
+                    rfid,
+                } => {
+                    let previewed = match rfid {
+                        Some(rfid) => enroller.preview(&reader, &rfid, &member).await.map(|p| {
+                            MemberReply::of(p.member, Some(p.card), p.holder == Holder::ThisMember)
+                        }),
+                        None => enroller
+                            .find_member(&member)
+                            .await
+                            .map(|m| MemberReply::of(m, None, false)),
+                    };
+                    match previewed {
+                        Ok(reply) => Reply::Member(reply),
+                        Err(refused) => Reply::refused(&refused),
+                    }
+                }
+                Request::EnrolRead { reader, within_s } => {
+                    read_for_enrolment(&enroller, &claims, &reader, within_s).await
+                }
+                Request::Enrol {
+                    reader,
+                    rfid,
+                    member,
+                    account_id,
+                } => {
+                    let by = format!(
+                        "user {} (pid {}) on the control socket",
+                        crate::console::name_of_user(peer.uid),
+                        peer.pid.map_or("?".into(), |p| p.to_string())
+                    );
+                    match enroller
+                        .enrol(&reader, &rfid, &member, &account_id, &by)
+                        .await
+                    {
+                        Ok(done) => Reply::Enrolled(EnrolledReply {
+                            card: CardReply::of(done.card),
+                            account_id: done.account_id,
+                            already: done.already,
+                            waiting: done.waiting,
+                        }),
+                        Err(refused) => Reply::refused(&refused),
+                    }
+                }
                 Request::Status => match store.status().await {
                     Ok(data) => {
                         let now = clock.now();
@@ -523,6 +608,77 @@ fn answer_control(
                 },
             }
         })
+    }
+}
+
+/// Waits at most `within_s` seconds for the next card presented on `reader` (which the service
+/// reads), and hands it to the command that asked instead of recording it as a tap.
+async fn read_for_enrolment(
+    enroller: &Enroller,
+    claims: &Claims,
+    reader: &str,
+    within_s: u64,
+) -> Reply {
+    let readers = enroller.reader_names();
+    if !readers.iter().any(|r| r == reader) {
+        return Reply::refused(&Refused::NoSuchReader {
+            reader: reader.to_string(),
+            configured: readers,
+        });
+    }
+    let wait = Duration::from_secs(within_s).min(control::MAX_READ_WAIT);
+    let Some(claim) = claims.claim(reader) else {
+        return Reply::Failed(format!(
+            "another enrolment is waiting for a card on reader {reader}; try again once it is done"
+        ));
+    };
+    // Given up however this ends without a card (the time is over, or the command that asked
+    // has gone, which drops this future): the reader's next card is a tap again.
+    let mut waiting = Waiting {
+        claims,
+        enroller,
+        reader,
+        number: claim.number,
+        got_one: false,
+    };
+    CardAwaited {
+        reader: reader.to_string(),
+        waiting: true,
+        within_s: wait.as_secs(),
+    }
+    .emit(enroller.listeners());
+    match timer::timeout(wait, claim.card).await {
+        Ok(Ok(card)) => {
+            waiting.got_one = true;
+            Reply::Card(CardReply::of(card))
+        }
+        Ok(Err(_)) | Err(_) => Reply::Failed(format!(
+            "no card was presented on reader {reader} within {} s",
+            wait.as_secs()
+        )),
+    }
+}
+
+/// A card waited for on a reader for an enrolment; given up when dropped without one.
+struct Waiting<'a> {
+    claims: &'a Claims,
+    enroller: &'a Enroller,
+    reader: &'a str,
+    number: u64,
+    got_one: bool,
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        if !self.got_one {
+            self.claims.release(self.reader, self.number);
+            CardAwaited {
+                reader: self.reader.to_string(),
+                waiting: false,
+                within_s: 0,
+            }
+            .emit(self.enroller.listeners());
+        }
     }
 }
 

@@ -22,6 +22,10 @@ use crate::visit::{self, Kind};
 
 /// How long a tap's answer stays on screen; then "Tap your card" again.
 pub const SHOWN_FOR: Duration = Duration::from_secs(6);
+/// A card enrolled at the desk greets its member on screen only if the tap it answers is at
+/// most this old: a member whose card was not recognised waits at the desk while staff enrol
+/// it; one whose tap is older has gone.
+pub const STILL_AT_THE_DESK: Duration = Duration::from_secs(600);
 
 /// The answer on screen, as sent to member screens.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -30,7 +34,7 @@ pub struct View {
     pub event_id: Option<i64>,
     pub reader: String,
     /// `checked_in`, `checked_out`, `will_sync`, `checking`, `unknown`, `refused`,
-    /// `already_in`, `already_out`.
+    /// `already_in`, `already_out`, `enrolled`.
     pub outcome: &'static str,
     pub title: String,
     pub subtitle: String,
@@ -197,9 +201,32 @@ impl Board {
                 self.failing = true;
                 self.update(event_id, now, |view| {
                     // A refusal or an unknown card already said stays said.
-                    matches!(view.answer, Answer::Checking | Answer::Done)
-                        .then_some(Answer::WillSync)
+                    matches!(
+                        view.answer,
+                        Answer::Checking | Answer::Done | Answer::Enrolled
+                    )
+                    .then_some(Answer::WillSync)
                 })
+            }
+            Happening::Enrolled {
+                event_id,
+                reader,
+                kind,
+                tapped,
+                first_name,
+            } => {
+                if now.since(tapped) > STILL_AT_THE_DESK {
+                    return None;
+                }
+                // The tap is delivered next: its answer follows this one.
+                let view = View {
+                    event_id: Some(event_id),
+                    reader,
+                    since: now,
+                    ..answer(Answer::Enrolled, Some(kind), first_name.as_deref())
+                };
+                self.view = Some(view.clone());
+                Some(view)
             }
         }
     }
@@ -237,6 +264,8 @@ enum Answer {
     Refused(Refusal),
     AlreadyIn,
     AlreadyOut,
+    /// Staff enrolled the card; its tap is being delivered.
+    Enrolled,
 }
 
 /// The words on screen for an answer to a tap of `kind`, greeting `name`.
@@ -277,6 +306,7 @@ fn answer(outcome: Answer, kind: Option<Kind>, name: Option<&str>) -> View {
             "Have a good workout",
         ),
         (Answer::AlreadyOut, _) => ("already_out", "Already checked out".into(), "See you soon"),
+        (Answer::Enrolled, _) => ("enrolled", greet("Welcome"), "Your card is enrolled"),
     };
     View {
         event_id: None,
@@ -433,6 +463,51 @@ mod tests {
                 Some("Goodbye"),
             ),
         ]);
+    }
+
+    #[test]
+    fn a_card_enrolled_at_the_desk_greets_its_member_if_the_tap_is_recent() {
+        let enrolled = |event_id, kind, tapped_ms| Happening::Enrolled {
+            event_id,
+            reader: "entrance".into(),
+            kind,
+            tapped: at(tapped_ms),
+            first_name: Some("Alex".into()),
+        };
+        let desk_ms = STILL_AT_THE_DESK.as_millis() as i64;
+        check(&[
+            (
+                recorded(1, Kind::CheckIn, Known::Nobody),
+                0,
+                Some("Card not recognised"),
+            ),
+            // Staff enrol the card two minutes later, the member still at the desk.
+            (
+                enrolled(1, Kind::CheckIn, 0),
+                120_000,
+                Some("Welcome, Alex"),
+            ),
+            // Its tap delivered: the answer to it.
+            (
+                Happening::Delivered { event_id: 1 },
+                120_050,
+                Some("Welcome, Alex"),
+            ),
+            // A card whose tap is older than that: the member has gone; nothing on screen.
+            (enrolled(2, Kind::CheckIn, 0), 200_000 + desk_ms, None),
+        ]);
+        let mut board = Board::default();
+        let view = board
+            .apply(enrolled(3, Kind::CheckOut, 0), at(1_000))
+            .unwrap();
+        assert_eq!(
+            (view.outcome, view.subtitle.as_str()),
+            ("enrolled", "Your card is enrolled")
+        );
+        let view = board
+            .apply(Happening::Delivered { event_id: 3 }, at(1_100))
+            .unwrap();
+        assert_eq!(view.title, "Goodbye, Alex");
     }
 
     #[test]

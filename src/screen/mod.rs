@@ -5,6 +5,7 @@
 //! - `/staff`: readers, the outbox, the last taps, unknown cards with every rendering, refused
 //!   admissions, the clock.
 //! - `/events`: both pages' live feed, Server-Sent Events; `/metrics`: Prometheus.
+//! - `/staff/enrol`: the staff page's Enrol action for an unknown card (`enrol.rs`).
 //!
 //! The screen never stands between a tap and the outbox: the recorder and delivery tell the hub
 //! ([`Screen`]) what happened with calls that only take a lock for a moment, and nothing waits
@@ -13,6 +14,7 @@
 //! its `Last-Event-ID` says it has them already.
 
 mod board;
+mod enrol;
 mod server;
 mod staff;
 

@@ -27,9 +27,11 @@ use tokio::sync::{Semaphore, broadcast, watch};
 use tokio::task::JoinSet;
 use tracing::{debug, info, warn};
 
+use super::enrol::{self, EnrolPage};
 use super::{Audience, Screen, Sent, staff_json};
 use crate::clock::Clock;
 use crate::clock::timer;
+use crate::enrolment::Enroller;
 use crate::metrics::{self, Gauges, Metrics};
 use crate::store::Store;
 
@@ -59,25 +61,30 @@ const HEADER_DEADLINE: Duration = Duration::from_secs(10);
 /// A request's headers may take at most this much memory.
 const MAX_REQUEST_BUFFER: usize = 16 * 1024;
 
-type Body = BoxBody<Bytes, Infallible>;
+pub(super) type Body = BoxBody<Bytes, Infallible>;
 
 /// `[screen]`, as the server needs it.
 #[derive(Clone, Debug)]
 pub struct ServerSettings {
     pub listen: SocketAddr,
     /// Required for the staff page, its events and `/metrics` (always set for an address that
-    /// is not loopback).
+    /// is not loopback), and for enrolling on any address.
     pub token: Option<String>,
+    /// Enrols cards for the staff page's Enrol action (`None`: the page cannot enrol).
+    pub enroller: Option<Enroller>,
 }
 
 /// What each request needs.
 #[derive(Debug)]
-struct Context {
+pub(super) struct Context {
     screen: Screen,
     store: Store,
     metrics: Arc<Metrics>,
     clock: Clock,
     token: Option<String>,
+    pub(super) enroller: Option<Enroller>,
+    /// Whether the page may enrol, and its CSRF token.
+    pub(super) enrol: EnrolPage,
     /// Serving on a loopback address: requests must name this machine (see the module's notes).
     loopback: bool,
     /// Staff pages open now: the staff data is refreshed only while there are some.
@@ -94,11 +101,14 @@ pub async fn serve(
     mut stopping: watch::Receiver<bool>,
     bound: watch::Sender<Option<SocketAddr>>,
 ) {
+    let enrol = EnrolPage::new(settings.enroller.is_some(), settings.token.as_deref());
     let ctx = Arc::new(Context {
         screen,
         store,
         metrics,
         clock,
+        enrol,
+        enroller: settings.enroller,
         token: settings.token,
         loopback: settings.listen.ip().is_loopback(),
         staff_open: AtomicUsize::new(0),
@@ -158,7 +168,7 @@ pub async fn serve(
                 tasks.spawn(async move {
                     let service = hyper::service::service_fn(move |request| {
                         let ctx = ctx.clone();
-                        async move { Ok::<_, Infallible>(handle(ctx, request).await) }
+                        async move { Ok::<_, Infallible>(handle(ctx, request, peer).await) }
                     });
                     if let Err(e) = hyper::server::conn::http1::Builder::new()
                         .timer(TokioTimer::new())
@@ -181,15 +191,18 @@ pub async fn serve(
     tasks.abort_all();
 }
 
-async fn handle(ctx: Arc<Context>, request: Request<Incoming>) -> Response<Body> {
-    if request.method() != hyper::Method::GET {
-        return text(StatusCode::METHOD_NOT_ALLOWED, "GET only\n");
-    }
+async fn handle(ctx: Arc<Context>, request: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
     if ctx.loopback && !names_this_machine(&request) {
         return text(
             StatusCode::MISDIRECTED_REQUEST,
             "on a loopback address the screen answers only http://127.0.0.1, http://localhost or http://[::1]\n",
         );
+    }
+    if request.uri().path().starts_with("/staff/enrol") {
+        return enrol::handle(&ctx, request, peer).await;
+    }
+    if request.method() != hyper::Method::GET {
+        return text(StatusCode::METHOD_NOT_ALLOWED, "GET only\n");
     }
     let path = request.uri().path().to_string();
     let query = request.uri().query().unwrap_or("").to_string();
@@ -225,7 +238,7 @@ async fn handle(ctx: Arc<Context>, request: Request<Incoming>) -> Response<Body>
 }
 
 /// The value of `name` in a query string, percent-decoded.
-fn query_param(query: &str, name: &str) -> Option<String> {
+pub(super) fn query_param(query: &str, name: &str) -> Option<String> {
     url::form_urlencoded::parse(query.as_bytes())
         .find(|(key, _)| key == name)
         .map(|(_, value)| value.into_owned())
@@ -247,7 +260,7 @@ fn names_this_machine(request: &Request<Incoming>) -> bool {
 }
 
 /// Whether the request carries the token (always, when none is configured: loopback only).
-fn authorised(ctx: &Context, request: &Request<Incoming>, query: &str) -> bool {
+pub(super) fn authorised(ctx: &Context, request: &Request<Incoming>, query: &str) -> bool {
     let Some(token) = &ctx.token else {
         return true;
     };
@@ -263,11 +276,11 @@ fn authorised(ctx: &Context, request: &Request<Incoming>, query: &str) -> bool {
 }
 
 /// Compares without stopping at the first difference.
-fn same(a: &[u8], b: &[u8]) -> bool {
+pub(super) fn same(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-fn full(body: impl Into<Bytes>) -> Body {
+pub(super) fn full(body: impl Into<Bytes>) -> Body {
     Full::new(body.into()).boxed()
 }
 
@@ -291,7 +304,7 @@ fn page(html: &'static str) -> Response<Body> {
     response
 }
 
-fn set(response: &mut Response<Body>, name: &'static str, value: &'static str) {
+pub(super) fn set(response: &mut Response<Body>, name: &'static str, value: &'static str) {
     response
         .headers_mut()
         .insert(name, hyper::header::HeaderValue::from_static(value));

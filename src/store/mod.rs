@@ -15,8 +15,9 @@
 //! ```
 //! A retry (408, 429, 5xx, transport) keeps the event in the state it is in, `pending` or
 //! `unknown_tag`, and schedules its next attempt: `attempts+1` (not for a 429), next attempt
-//! later. An `unknown_tag` event is asked about again on a slow schedule; it never goes back to
-//! `pending`.
+//! later. An `unknown_tag` event is asked about again on a slow schedule, and at once when its
+//! card is enrolled from the box (`card_enrolled`: the cached "no member has it" is forgotten
+//! with it); it never goes back to `pending`.
 //! - `delivered`: EGYM answered 2xx to the check-in or check-out. Final; pruned after
 //!   `keep-delivered`.
 //! - `rejected`: EGYM said the request can never succeed (a permanent 4xx), or an unknown tag

@@ -524,6 +524,48 @@ impl Store {
         .await
     }
 
+    /// The open events of `tag` (pending delivery, unknown, or waiting behind an unknown one),
+    /// oldest first: the taps that wait on the card.
+    pub async fn open_events_of(&self, tag: String) -> Result<Vec<OpenEvent>, StoreError> {
+        self.call(move |conn| {
+            query_open(
+                conn,
+                "events_open_by_tag",
+                &format!("{OPEN} AND tag = ?1"),
+                params![tag, i64::MAX],
+            )
+        })
+        .await
+    }
+
+    /// The card `tag` was just enrolled at EGYM: what the tag cache says of it (EGYM's "no
+    /// member has it", under any `tagFormat`) is forgotten, and its unknown events are due at
+    /// once, so the next attempt looks the card up anew. Due at once is due at the tap's own
+    /// steady time, which is never later than now in any run of the service, with no need to
+    /// know now. Returns how many open events the card has (those behind its head follow it).
+    pub async fn card_enrolled(&self, tag: String) -> Result<usize, StoreError> {
+        self.call(move |conn| {
+            let tx = conn.transaction()?;
+            tx.prepare_cached("DELETE FROM accounts WHERE tag = ?1")?
+                .execute([&tag])?;
+            tx.prepare_cached(&format!(
+                "UPDATE events INDEXED BY events_open_by_tag
+                 SET next_attempt_steady_ms = MIN(next_attempt_steady_ms, tapped_steady_ms)
+                 WHERE {OPEN} AND tag = ?1 AND state = 'unknown_tag'"
+            ))?
+            .execute([&tag])?;
+            let open: i64 = tx
+                .prepare_cached(&format!(
+                    "SELECT COUNT(*) FROM events INDEXED BY events_open_by_tag
+                     WHERE {OPEN} AND tag = ?1"
+                ))?
+                .query_row([&tag], |row| row.get(0))?;
+            tx.commit()?;
+            Ok(open.max(0) as usize)
+        })
+        .await
+    }
+
     pub async fn event(&self, id: i64) -> Result<Option<EventRow>, StoreError> {
         self.call(move |conn| {
             conn.prepare_cached(

@@ -223,6 +223,73 @@ async fn a_retry_keeps_an_unknown_tag_event_in_its_state_until_it_is_delivered()
     assert_eq!(state(store.event(id).await.unwrap()), "delivered");
 }
 
+/// A card enrolled from the box: its unknown event is due at once (it was due an hour on), the
+/// "no member has it" the cache held is forgotten under every `tagFormat`, and another card's
+/// events and cached answer are left as they were.
+#[tokio::test]
+async fn an_enrolled_card_s_waiting_taps_are_due_at_once_and_its_cached_answer_forgotten() {
+    let (_path, store) = temp_db("card-enrolled").await;
+    let ids = record(
+        &store,
+        vec![
+            event("0xCC", Kind::CheckIn, 1_000),
+            event("0xCC", Kind::CheckOut, 2_000),
+            event("0xDD", Kind::CheckIn, 3_000),
+        ],
+    )
+    .await;
+    for id in [ids[0], ids[2]] {
+        store
+            .mark_unknown_tag(id, steady(3_600_000), steady(5_000), not_found())
+            .await
+            .unwrap();
+    }
+    let mifare = Some(TagFormat::Mifare);
+    for (tag, format) in [("0xCC", None), ("0xCC", mifare), ("0xDD", None)] {
+        store
+            .cache_account(tag.into(), format, None, steady(5_000))
+            .await
+            .unwrap();
+    }
+    assert!(
+        store
+            .claim_due(steady(10_000), 0, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let waiting = store.open_events_of("0xCC".into()).await.unwrap();
+    assert_eq!(ids_in(waiting), vec![ids[0], ids[1]]);
+
+    assert_eq!(store.card_enrolled("0xCC".into()).await.unwrap(), 2);
+    // Due at once: at its own tap's steady time, earlier than any now.
+    assert_eq!(
+        ids_in(store.claim_due(steady(10_000), 0, 10).await.unwrap()),
+        vec![ids[0]]
+    );
+    assert_eq!(
+        store.event(ids[0]).await.unwrap().unwrap().state.as_str(),
+        "unknown_tag"
+    );
+    for format in [None, mifare] {
+        let cached = store.cached_account("0xCC".into(), format).await.unwrap();
+        assert_eq!(cached, None, "{format:?}");
+    }
+    assert!(
+        store
+            .cached_account("0xDD".into(), None)
+            .await
+            .unwrap()
+            .is_some()
+    );
+    assert_eq!(
+        store.event(ids[2]).await.unwrap().unwrap().next_attempt,
+        steady(3_600_000)
+    );
+    // A card with no taps waiting: nothing to do, and said so.
+    assert_eq!(store.card_enrolled("0xEE".into()).await.unwrap(), 0);
+}
+
 fn not_found() -> Answer {
     Answer {
         status: Some(404),
