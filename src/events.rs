@@ -74,8 +74,18 @@ pub enum Happening {
         tag: String,
         inside: bool,
     },
-    /// Delivery looked the tag up for a live tap: the member's first name.
-    Named { event_id: i64, first_name: String },
+    /// Delivery looked the tag up: the member's first name (kept in memory only), for the tap
+    /// of `event_id`, a `kind`.
+    Named {
+        event_id: i64,
+        tag: String,
+        kind: Kind,
+        first_name: String,
+    },
+    /// EGYM admitted a Wellpass member's check-in; `first_visit`: for the first time.
+    Admitted { event_id: i64, first_visit: bool },
+    /// A visit left open was checked out by itself.
+    AutoCheckedOut { tag: String },
     /// The check-in or check-out reached EGYM.
     Delivered { event_id: i64 },
     /// EGYM knows no member with the tag.
@@ -274,6 +284,9 @@ impl AutoCheckedOut {
             late_s = self.late.as_secs(),
             "automatic check-out"
         );
+        to.observer.happened(Happening::AutoCheckedOut {
+            tag: self.tag.clone(),
+        });
         to.heard(Event::AutoCheckedOut(self));
     }
 }
@@ -622,33 +635,42 @@ impl AdmissionMade {
                     refusal.says()
                 );
             }
-            (admission, _) => info!(
-                event = "admitted",
-                outcome = "admitted",
-                event_id = id,
-                reader = %reader,
-                tag = %tag,
-                first_admission = self.first_admission,
-                late = admission == Admission::AdmittedLate,
-                "Wellpass member admitted{}",
-                if self.first_admission.is_none() {
-                    " (EGYM's answer could not be read; it admitted the member all the same, \
-                     and is not asked again)"
-                } else {
-                    ""
-                }
-            ),
+            (admission, _) => {
+                to.observer.happened(Happening::Admitted {
+                    event_id: id,
+                    first_visit: self.first_admission == Some(true),
+                });
+                info!(
+                    event = "admitted",
+                    outcome = "admitted",
+                    event_id = id,
+                    reader = %reader,
+                    tag = %tag,
+                    first_admission = self.first_admission,
+                    late = admission == Admission::AdmittedLate,
+                    "Wellpass member admitted{}",
+                    if self.first_admission.is_none() {
+                        " (EGYM's answer could not be read; it admitted the member all the same, \
+                         and is not asked again)"
+                    } else {
+                        ""
+                    }
+                );
+            }
         }
         to.observer.changed();
         to.heard(Event::AdmissionMade(self));
     }
 }
 
-/// A lookup for a tap on screen gave the member's first name: the screen greets them. The name
-/// is never logged nor kept.
+/// A lookup gave the member's first name: the member screen greets them, and the staff page
+/// says who is in. The name is never logged nor written down; the screen keeps it in memory
+/// only (see `screen::names`).
 #[derive(Clone, PartialEq, Eq)]
 pub struct NameKnown {
     pub event_id: i64,
+    pub tag: String,
+    pub kind: Kind,
     pub first_name: String,
 }
 
@@ -656,6 +678,7 @@ impl fmt::Debug for NameKnown {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("NameKnown")
             .field("event_id", &self.event_id)
+            .field("kind", &self.kind)
             .finish_non_exhaustive()
     }
 }
@@ -664,6 +687,8 @@ impl NameKnown {
     pub fn emit(self, to: &Listeners) {
         to.observer.happened(Happening::Named {
             event_id: self.event_id,
+            tag: self.tag.clone(),
+            kind: self.kind,
             first_name: self.first_name.clone(),
         });
         to.heard(Event::NameKnown(self));

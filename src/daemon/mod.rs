@@ -137,6 +137,7 @@ pub struct Service {
     clock: Clock,
     screen: Screen,
     screen_token: Option<String>,
+    time_zone: jiff::tz::TimeZone,
     control: Option<control::Listener>,
     metrics: Arc<Metrics>,
     recorder: Recorder,
@@ -217,7 +218,14 @@ impl Service {
             });
         let metrics = Arc::new(Metrics::default());
         let client = client.with_metrics(metrics.clone());
-        let screen = Screen::new(clock.clone());
+        let screen = Screen::new(
+            clock.clone(),
+            crate::screen::MemberScreenSettings {
+                show_refusal_reasons: config.screen.show_refusal_reasons,
+            },
+        );
+        // The box's local time: `closing-time` is read in it, and the staff page shows it.
+        let time_zone = jiff::tz::TimeZone::system();
         let listeners = Listeners::new(Arc::new(screen.clone()), metrics.clone());
         // A member at the door is greeted by name while the screen shows the answer to their
         // tap: delivery then asks EGYM for the name even when the account is cached.
@@ -235,7 +243,7 @@ impl Service {
         .then(|| crate::visit::AutoCheckoutPolicy {
             after: config.visits.auto_checkout_after,
             closing_time: config.visits.closing_time,
-            time_zone: jiff::tz::TimeZone::system(),
+            time_zone: time_zone.clone(),
         });
         let recorder = Recorder::new(
             store.clone(),
@@ -274,6 +282,7 @@ impl Service {
             clock,
             screen,
             screen_token,
+            time_zone,
             control,
             metrics,
             recorder,
@@ -293,6 +302,7 @@ impl Service {
             clock,
             screen,
             screen_token,
+            time_zone,
             control,
             metrics,
             recorder,
@@ -352,6 +362,7 @@ impl Service {
                     crate::screen::ServerSettings {
                         listen,
                         token: screen_token,
+                        time_zone,
                     },
                     screen,
                     store.clone(),

@@ -67,6 +67,12 @@ impl Greeting {
     pub fn wanted(&self, event_id: i64) -> bool {
         self.0.as_ref().is_some_and(|wanted| wanted(event_id))
     }
+
+    /// Whether there is a screen to tell the first names lookups give: without one, a name is
+    /// dropped as soon as it is read.
+    pub fn keeps_names(&self) -> bool {
+        self.0.is_some()
+    }
 }
 
 impl std::fmt::Debug for Greeting {
