@@ -90,8 +90,12 @@ pub enum Happening {
     Delivered { event_id: i64 },
     /// EGYM knows no member with the tag.
     Unknown { event_id: i64 },
-    /// EGYM refused a Wellpass member's admission.
-    Refused { event_id: i64, refusal: Refusal },
+    /// EGYM refused a Wellpass member's admission: the member of `tag` is not let in.
+    Refused {
+        event_id: i64,
+        tag: String,
+        refusal: Refusal,
+    },
     /// A delivery attempt failed and will be retried (EGYM out of reach or failing).
     Failing { event_id: i64 },
 }
@@ -470,6 +474,7 @@ impl Delivery {
                     DeliveryOutcome::AdmissionRefused,
                     Some(Happening::Refused {
                         event_id,
+                        tag: self.tag.clone(),
                         refusal: *refusal,
                     }),
                 )

@@ -226,7 +226,9 @@ impl Board {
             Happening::Unknown { event_id } => {
                 self.update(event_id, now, |_| Some(Answer::Unknown))
             }
-            Happening::Refused { event_id, refusal } => {
+            Happening::Refused {
+                event_id, refusal, ..
+            } => {
                 let changed = self.update(event_id, now, |_| Some(Answer::Refused(refusal)));
                 if let Some(tag) = changed.as_ref().and_then(|v| v.tag.clone()) {
                     self.last_refused = Some((tag, refusal));
@@ -491,6 +493,7 @@ mod tests {
             (
                 Happening::Refused {
                     event_id: 3,
+                    tag: "0x03".into(),
                     refusal: Refusal::MembershipExpired,
                 },
                 20_080,
@@ -572,6 +575,7 @@ mod tests {
             (
                 Happening::Refused {
                     event_id: 1,
+                    tag: "0x01".into(),
                     refusal: Refusal::MembershipExpired,
                 },
                 900,
@@ -593,6 +597,7 @@ mod tests {
                 .apply(
                     Happening::Refused {
                         event_id: 1,
+                        tag: "0x01".into(),
                         refusal: Refusal::GymNotInNetwork,
                     },
                     at(50),

@@ -125,7 +125,8 @@ impl Screen {
                 kind: Kind::CheckOut,
                 ..
             }
-            | Happening::AutoCheckedOut { tag } => state.names.left(tag),
+            | Happening::AutoCheckedOut { tag }
+            | Happening::Refused { tag, .. } => state.names.left(tag),
             Happening::Named {
                 tag,
                 kind,
@@ -380,5 +381,13 @@ mod tests {
         });
         screen.happened(Happening::AutoCheckedOut { tag: "0x02".into() });
         assert!(screen.first_names(["0x01", "0x02"]).is_empty());
+        // A Wellpass member turned away is not in the club.
+        screen.happened(named(4, "0x04", Kind::CheckIn));
+        screen.happened(Happening::Refused {
+            event_id: 4,
+            tag: "0x04".into(),
+            refusal: crate::egym::Refusal::MembershipExpired,
+        });
+        assert!(screen.first_names(["0x04"]).is_empty());
     }
 }

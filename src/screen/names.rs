@@ -2,7 +2,8 @@
 //!
 //! A name is learnt when a lookup for a member's check-in gives it, and kept in memory only:
 //! never written to the database or the log. It goes when the member checks out (by a tap, or
-//! automatically), after [`KEPT_FOR`] at most, and with the process. Until a lookup gives it (a
+//! automatically) or is refused a Wellpass admission, after [`KEPT_FOR`] at most, and with the
+//! process. Until a lookup gives it (a
 //! member whose account was cached when no member screen was open), or after it went, the staff
 //! page shows the shortened tag instead.
 
