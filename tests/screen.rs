@@ -393,7 +393,7 @@ async fn a_flood_of_connections_stops_no_tap_and_the_screen_holds_at_most_its_li
     // From 20 addresses of this machine (all of 127.0.0.0/8 is loopback), 10 from each: under
     // the limit of each client, over the limit of all.
     const CLIENTS: usize = 20;
-    assert!(FLOOD / CLIENTS < gym_checkin::screen::MAX_CONNECTIONS_PER_CLIENT);
+    const { assert!(FLOOD / CLIENTS < gym_checkin::screen::MAX_CONNECTIONS_PER_CLIENT) };
     let (_dir, fake, mut pty, port, _config, daemon) = desk("screen-flood").await;
     daemon.wait_for_line("reader connected", LONG).await;
     let fds = || {

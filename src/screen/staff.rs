@@ -85,7 +85,7 @@ pub fn plain_duration(length: Duration) -> String {
     match minutes {
         0 => "under a minute".into(),
         1..60 => format!("{minutes} min"),
-        60..1440 if minutes % 60 == 0 => format!("{} h", minutes / 60),
+        60..1440 if minutes.is_multiple_of(60) => format!("{} h", minutes / 60),
         60..1440 => format!("{} h {} min", minutes / 60, minutes % 60),
         1440..2880 => "1 day".into(),
         _ => format!("{} days", minutes / 1440),
