@@ -269,7 +269,7 @@ impl Recorder {
                 state,
                 reader: event.reader.clone(),
                 raw_id: event.raw_id.clone(),
-                tag_format: event.tag_format.clone(),
+                tag_format: event.tag_format,
             },
         );
         // The event writes the tag's state; an earlier correction is behind it.
@@ -308,7 +308,7 @@ impl Recorder {
             reader: tap.reader.to_string(),
             raw_id: tap.raw.hex(),
             tag: tap.rfid.clone(),
-            tag_format: tap.tag_format.clone(),
+            tag_format: tap.tag_format,
             kind,
             tapped_at,
             tapped_steady: tap.at.steady,
@@ -407,7 +407,7 @@ impl Recorder {
                 reader: v.reader.clone(),
                 raw_id: v.raw_id.clone(),
                 tag: tag.clone(),
-                tag_format: v.tag_format.clone(),
+                tag_format: v.tag_format,
                 kind: Kind::CheckOut,
                 tapped_at: at,
                 // As far after the check-in in steady time as its stamp is after it on the wall

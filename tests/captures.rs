@@ -10,6 +10,7 @@ use std::time::Duration;
 use common::readers::{EmulatedReader, Fault};
 use common::*;
 use gym_checkin::reader::capture;
+use gym_checkin::tag::TagFormat;
 
 fn captures_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/captures")
@@ -212,13 +213,13 @@ async fn listen_captures_a_twn4_conversation_that_replays_to_what_it_read() {
     .await;
     assert_eq!(read, ["26DEFAE7", "0BADC0DE"]);
     assert_eq!(replayed_ids(&text), read, "{text}");
-    let formats: Vec<Option<String>> = capture::replay(&text)
+    let formats: Vec<Option<TagFormat>> = capture::replay(&text)
         .unwrap()
         .presented
         .into_iter()
         .map(|p| p.tag_format)
         .collect();
-    assert_eq!(formats, [Some("MIFARE".into()), Some("LEGIC".into())]);
+    assert_eq!(formats, [Some(TagFormat::Mifare), Some(TagFormat::Legic)]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -19,10 +19,10 @@ pub(super) async fn attempt(
     priority: Priority,
 ) -> Result<Outcome, StoreError> {
     let client = ctx.client.with_priority(priority);
-    let tag_format = event.tag_format.as_deref();
+    let tag_format = event.tag_format;
     let cached = ctx
         .store
-        .cached_account(event.tag.clone(), event.tag_format.clone())
+        .cached_account(event.tag.clone(), event.tag_format)
         .await?;
     let mut account = match policy::use_cache(
         cached.as_ref(),
@@ -68,7 +68,7 @@ pub(super) async fn attempt(
                     ctx.store
                         .cache_account(
                             event.tag.clone(),
-                            event.tag_format.clone(),
+                            event.tag_format,
                             account,
                             ctx.clock.steady(),
                         )
@@ -114,7 +114,7 @@ pub(super) async fn attempt(
             // The cached account is gone: drop it and look the tag up once more.
             Step::AccountGone(_) if !looked_up => {
                 ctx.store
-                    .forget_account(event.tag.clone(), event.tag_format.clone())
+                    .forget_account(event.tag.clone(), event.tag_format)
                     .await?;
             }
             Step::AccountGone(failure) => return Ok(outcome_of(Verdict::AccountGone, failure)),

@@ -17,6 +17,7 @@ use serde::Deserialize;
 
 use crate::clock::timer;
 use crate::metrics::{EgymCall, Metrics, RefusalReason};
+use crate::tag::TagFormat;
 use crate::visit::Membership;
 
 pub use key::{API_KEY_CREDENTIAL, API_KEY_ENV, ApiKey, ApiKeySource};
@@ -366,11 +367,12 @@ impl Client {
         &self,
         key: &ApiKey,
         rfid: &str,
-        tag_format: Option<&str>,
+        tag_format: Option<TagFormat>,
     ) -> Result<Account, Failure> {
         let mut url = self.endpoint(&["accounts", "rfid", rfid]);
         if let Some(format) = tag_format {
-            url.query_pairs_mut().append_pair("tagFormat", format);
+            url.query_pairs_mut()
+                .append_pair("tagFormat", format.as_str());
         }
         self.get_account(key, url, EgymCall::Lookup).await
     }

@@ -66,6 +66,7 @@ use rusqlite::Connection;
 use tokio::sync::oneshot;
 
 use crate::clock::{SteadyMs, WallMs, WallTime};
+use crate::tag::TagFormat;
 use crate::visit::{Kind, TagState};
 use checkpoint::Log;
 
@@ -207,7 +208,7 @@ pub struct NewEvent {
     pub raw_id: String,
     /// The normalised EGYM rfid (`0x…`).
     pub tag: String,
-    pub tag_format: Option<String>,
+    pub tag_format: Option<TagFormat>,
     pub kind: Kind,
     /// The tap's wall time (for an automatic check-out, the time it is stamped with); while the
     /// time is `Untrusted`, what the wall clock read.
@@ -226,7 +227,7 @@ pub struct Visit {
     pub state: TagState,
     pub reader: String,
     pub raw_id: String,
-    pub tag_format: Option<String>,
+    pub tag_format: Option<TagFormat>,
 }
 
 /// An open event handed to the delivery worker.
@@ -236,7 +237,7 @@ pub struct OpenEvent {
     pub reader: String,
     pub raw_id: String,
     pub tag: String,
-    pub tag_format: Option<String>,
+    pub tag_format: Option<TagFormat>,
     pub kind: Kind,
     pub tapped_at: WallMs,
     pub tapped_steady: SteadyMs,
@@ -375,6 +376,21 @@ impl rusqlite::types::FromSql for TimeQuality {
     fn column_result(value: rusqlite::types::ValueRef<'_>) -> rusqlite::types::FromSqlResult<Self> {
         let text = value.as_str()?;
         TimeQuality::parse(text).ok_or_else(|| unknown_value("clock", text))
+    }
+}
+
+/// A `tag_format` column: EGYM's name for the format (NULL, or in `accounts` the empty
+/// text, for none).
+impl rusqlite::types::FromSql for TagFormat {
+    fn column_result(value: rusqlite::types::ValueRef<'_>) -> rusqlite::types::FromSqlResult<Self> {
+        let text = value.as_str()?;
+        TagFormat::parse(text).ok_or_else(|| unknown_value("tag_format", text))
+    }
+}
+
+impl rusqlite::types::ToSql for TagFormat {
+    fn to_sql(&self) -> rusqlite::Result<rusqlite::types::ToSqlOutput<'_>> {
+        Ok(self.as_str().into())
     }
 }
 

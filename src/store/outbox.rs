@@ -198,9 +198,7 @@ impl Store {
             let cached = batch
                 .events
                 .iter()
-                .map(|(event, _)| {
-                    super::accounts::cached(&tx, &event.tag, event.tag_format.as_deref())
-                })
+                .map(|(event, _)| super::accounts::cached(&tx, &event.tag, event.tag_format))
                 .collect::<rusqlite::Result<Vec<_>>>()?;
             if batch.lost > 0 {
                 tx.prepare_cached(

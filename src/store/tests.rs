@@ -595,7 +595,7 @@ async fn events_and_visit_state_survive_reopening() {
     assert_eq!(cached.account_id.as_deref(), Some("acc-1"));
     assert_eq!(
         store
-            .cached_account("0xAA".into(), Some("MIFARE".into()))
+            .cached_account("0xAA".into(), Some(TagFormat::Mifare))
             .await
             .unwrap(),
         None
@@ -799,6 +799,21 @@ async fn a_row_with_a_kind_no_version_writes_is_an_error_not_a_check_in() {
     );
     let error = store.claim_due(steady(10), 0, 10).await.unwrap_err();
     assert!(matches!(error, StoreError::Damaged(_)), "{error}");
+}
+
+#[tokio::test]
+async fn a_tag_format_egym_has_not_is_an_error_not_sent() {
+    let (path, store) = temp_db("damaged-format").await;
+    let id = record(&store, vec![event("0xAA", Kind::CheckIn, 1)]).await[0];
+    Connection::open(&path)
+        .unwrap()
+        .execute("UPDATE events SET tag_format = 'MIFAR' WHERE id = ?1", [id])
+        .unwrap();
+    let error = store.claim_due(steady(10), 0, 10).await.unwrap_err();
+    assert!(
+        matches!(&error, StoreError::Damaged(detail) if detail.contains("MIFAR")),
+        "{error}"
+    );
 }
 
 #[tokio::test]
