@@ -279,22 +279,14 @@ async fn an_unknown_cards_second_tap_waits_for_its_enrolment_and_is_no_delivery_
     // systemd's status line (sent every 10 s), the first one sent 2 s after the second tap or
     // later: by then a tap counted as pending would have an age to show.
     let aged = second_tap + Duration::from_secs(2);
-    let deadline = Instant::now() + LONG;
-    let line = loop {
-        let late = socket
+    let late = poll(LONG, || {
+        socket
             .all()
             .into_iter()
-            .find(|(at, m)| *at >= aged && m.starts_with("STATUS="));
-        if let Some((_, line)) = late {
-            break line;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no STATUS= line: {:?}",
-            socket.all()
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+            .find(|(at, m)| *at >= aged && m.starts_with("STATUS="))
+    })
+    .await;
+    let (_, line) = late.unwrap_or_else(|| panic!("no STATUS= line: {:?}", socket.all()));
     assert!(
         line.starts_with("STATUS=0 pending, 1 waiting for enrolment, readers 1/1, delivery ok"),
         "{line}"

@@ -6,8 +6,6 @@
 
 mod common;
 
-use std::time::Duration;
-
 use common::*;
 use serde_json::Value;
 
@@ -438,13 +436,20 @@ async fn every_request_the_daemon_and_calibrate_make_is_valid_against_egyms_docu
     line.write(b"1904649758\r\n");
     em.write(&em4100_frame("0D00A1B2C3"));
     assert!(fake.wait_for(LONG, |r| count_visits(r) == 3).await.0);
-    tokio::time::sleep(Duration::from_millis(1_200)).await;
+    // Again once the repeat window is over: a check-out.
+    daemon.wait_for_lines("tap recorded", 3, LONG).await;
+    let checked_in = daemon
+        .recorded()
+        .into_iter()
+        .find(|r| r.tag.ends_with("21A5"));
+    wait_until_past(checked_in.unwrap().tapped_at_ms + 1_000).await;
     em.write(&em4100_frame("0C000621A5"));
     assert!(fake.wait_for(LONG, |r| count_visits(r) == 4).await.0);
     drop(daemon);
 
     // calibrate: the member by e-mail and by membership id, and the enrolled cards.
     for member in ["mi@example.invalid", "m-acc-mifare"] {
+        let before = fake.received().len();
         let output = gym_checkin()
             .args([
                 "calibrate",
@@ -462,8 +467,8 @@ async fn every_request_the_daemon_and_calibrate_make_is_valid_against_egyms_docu
             .spawn()
             .unwrap();
         // Its requests are made before it waits for a card: stop it once they are in.
-        let before = fake.received().len();
-        fake.wait_for(LONG, |r| r.len() >= before + 2).await;
+        let (asked, received) = fake.wait_for(LONG, |r| r.len() >= before + 2).await;
+        assert!(asked, "calibrate asked nothing: {received:#?}");
         let mut output = output;
         let _ = output.kill();
         let _ = output.wait();

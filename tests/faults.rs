@@ -264,7 +264,8 @@ async fn a_live_tap_goes_ahead_of_a_draining_backlog() {
     );
     let daemon = Daemon::start(&config);
     daemon.wait_for_line("reader connected", LONG).await;
-    fake.wait_for(LONG, |r| r.len() >= 10).await;
+    let (started, received) = fake.wait_for(LONG, |r| r.len() >= 10).await;
+    assert!(started, "the backlog is not being sent: {received:#?}");
     let tapped = Instant::now();
     type_tag(&mut pty, &live_tag);
     let (ok, received) = fake.wait_for(LONG, accepted_visit_of(&live_account)).await;
@@ -324,7 +325,8 @@ async fn a_new_tap_goes_ahead_of_a_backlog_left_by_an_outage_a_few_seconds_ago()
         .await;
     fake.set_mode(Mode::Normal);
     // The backlog drains at EGYM's 10 requests per second: two for each event.
-    fake.wait_for(LONG, |r| count_visits(r) >= 3).await;
+    let (draining, received) = fake.wait_for(LONG, |r| count_visits(r) >= 3).await;
+    assert!(draining, "the backlog does not drain: {received:#?}");
     let tapped = Instant::now();
     type_tag(&mut pty, &live_tag);
     // A rate-limit answer in the drain just after the tap is no outage: the tap stays live.
@@ -380,10 +382,12 @@ async fn a_tap_made_while_delivery_is_held_off_goes_first_when_it_resumes() {
     );
     let daemon = Daemon::start(&config);
     daemon.wait_for_line("reader connected", LONG).await;
-    fake.wait_for(LONG, |r| {
-        r.iter().filter(|r| r.status == Some(503)).count() >= 6
-    })
-    .await;
+    let (failing, received) = fake
+        .wait_for(LONG, |r| {
+            r.iter().filter(|r| r.status == Some(503)).count() >= 6
+        })
+        .await;
+    assert!(failing, "fewer than 6 answers 503: {received:#?}");
     fake.set_mode(Mode::Normal);
     // A member taps while the worker still holds off.
     let tapped = Instant::now();
@@ -424,13 +428,6 @@ async fn a_refused_key_pauses_delivery_until_the_key_file_is_corrected() {
     daemon
         .wait_for_line("delivery paused: EGYM refused the API key", LONG)
         .await;
-    tokio::time::sleep(Duration::from_secs(3)).await;
-    let paused_requests = fake.received().len();
-    assert!(
-        paused_requests <= 3,
-        "{paused_requests} requests while paused"
-    );
-    assert!(fake.received().iter().all(|r| r.status == Some(403)));
     let status = status_json(&config);
     assert_eq!(status["delivery_paused"], true, "{status}");
     assert!(
@@ -449,16 +446,32 @@ async fn a_refused_key_pauses_delivery_until_the_key_file_is_corrected() {
         .count();
     assert_eq!(paused_lines, 1);
 
-    // The key file is corrected; no restart.
+    // The key file is corrected; no restart. It is read again with the next probe.
     std::fs::write(dir.path("api-key"), "the-right-key\n").unwrap();
     let fixed = Instant::now();
-    let (ok, _) = fake
+    let (ok, received) = fake
         .wait_for(Duration::from_secs(60), |r| count_visits(r) == 3)
         .await;
     assert!(ok, "{}", daemon.lines().join("\n"));
     println!(
         "delivery resumed {:.1} s after the key was corrected",
         fixed.elapsed().as_secs_f64()
+    );
+    // While paused, nothing was sent: only requests already in flight were refused, and the
+    // probe came a whole probe interval after the first refusal.
+    let refused = received
+        .iter()
+        .take_while(|r| r.status == Some(403))
+        .count();
+    assert!(
+        (1..=3).contains(&refused) && received[refused..].iter().all(|r| r.status != Some(403)),
+        "{refused} requests refused: {received:#?}"
+    );
+    let probe_interval_ms = gym_checkin::delivery::PAUSE_PROBE_INTERVAL.as_millis() as i64;
+    assert!(
+        received[refused].at_ms >= received[0].at_ms + probe_interval_ms,
+        "probed {} ms after the first refusal",
+        received[refused].at_ms - received[0].at_ms
     );
     daemon.wait_for_line("delivery resumed", LONG).await;
     assert_eq!(status_json(&config)["delivery_paused"], false);
@@ -467,7 +480,8 @@ async fn a_refused_key_pauses_delivery_until_the_key_file_is_corrected() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unknown_card_tapped_ten_times_costs_a_few_lookups_and_is_explained() {
     let dir = TestDir::new("unknown-card");
-    let fake = start_egym(Vec::new()).await;
+    // One member, whose card is tapped last.
+    let fake = start_egym(vec![member("0x0D00A1B2C3", "acc-member")]).await;
     let mut pty = Pty::open();
     let config = write_config(
         &dir,
@@ -482,19 +496,24 @@ async fn an_unknown_card_tapped_ten_times_costs_a_few_lookups_and_is_explained()
     );
     let daemon = Daemon::start(&config);
     daemon.wait_for_line("reader connected", LONG).await;
-    for _ in 0..10 {
+    for n in 1..=10 {
         pty.write(b"0C000621A5\n");
-        tokio::time::sleep(Duration::from_millis(40)).await;
+        let tapped = daemon.wait_for_tap(n).await;
+        // The next tap of the card is a new presentation.
+        wait_until_past(tapped_at_ms(&tapped) + 10).await;
     }
-    daemon.wait_for_lines("tap recorded", 10, LONG).await;
     daemon
         .wait_for_line("unknown tag: EGYM has no member with this rfid", LONG)
         .await;
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    let lookups = fake
-        .received()
+    // A member taps after them: their events are older, and would be sent no later than the
+    // member's if any of them could be.
+    pty.write(b"0D00A1B2C3\n");
+    let (ok, received) = fake.wait_for(LONG, |r| count_visits(r) == 1).await;
+    assert!(ok, "{}", daemon.lines().join("\n"));
+    daemon.wait_for_line("outcome=\"delivered\"", LONG).await;
+    let lookups = received
         .iter()
-        .filter(|r| r.lookup_rfid().is_some())
+        .filter(|r| r.lookup_rfid().is_some_and(|rfid| rfid.ends_with("21A5")))
         .count();
     println!("10 taps of an unknown card: {lookups} lookups");
     assert!(lookups <= 2, "{lookups} lookups for 10 taps");
@@ -573,11 +592,10 @@ async fn a_stalled_egym_costs_one_timeout_per_try_and_taps_go_on_being_recorded(
     let daemon = Daemon::start(&config);
     daemon.wait_for_line("reader connected", LONG).await;
     let started = Instant::now();
-    for (tag, _) in &tags {
+    for (n, (tag, _)) in tags.iter().enumerate() {
         type_tag(&mut pty, tag);
-        tokio::time::sleep(Duration::from_millis(300)).await;
+        daemon.wait_for_lines("tap recorded", n + 1, LONG).await;
     }
-    daemon.wait_for_lines("tap recorded", 4, LONG).await;
     daemon
         .wait_for_lines("delivery failed, will retry", 2, LONG)
         .await;
@@ -665,7 +683,7 @@ async fn taps_survive_a_failing_disk(name: &str, fault: &str) {
         &serial_reader("desk", &pty.slave_path, "line", ""),
     );
     let switch = dir.path("disk-fault");
-    let daemon = Daemon::start_with_disk_fault(&config, &switch);
+    let daemon = Daemon::start_with_disk_fault_env(&config, &switch, &[READER_DEBUG]);
     daemon.wait_for_line("reader connected", LONG).await;
     let tap = |pty: &mut Pty, i: usize| type_tag(pty, &tags[i].0);
     tap(&mut pty, 0);
@@ -673,16 +691,25 @@ async fn taps_survive_a_failing_disk(name: &str, fault: &str) {
     daemon.wait_for_line("delivered", LONG).await;
 
     std::fs::write(&switch, fault).unwrap();
-    let mut written_ms = Vec::new();
-    for i in 1..3 {
-        written_ms.push(now_ms());
-        tap(&mut pty, i);
-        tokio::time::sleep(Duration::from_millis(300)).await;
-    }
+    let mut written_ms = vec![now_ms()];
+    tap(&mut pty, 1);
     daemon
         .wait_for_line("cannot write to the database", LONG)
         .await;
-    tokio::time::sleep(Duration::from_millis(2_500)).await;
+    // Typed twice: the reader says the second (within the debounce) once it has handed the
+    // first to the recorder.
+    written_ms.push(now_ms());
+    tap(&mut pty, 2);
+    tap(&mut pty, 2);
+    daemon
+        .wait_for_line("same card still presented", LONG)
+        .await;
+    // The recorder tries again, with the second tap or by its own schedule, and fails again.
+    let failed = disk_faults_injected(&switch);
+    assert!(
+        wait_until(LONG, || disk_faults_injected(&switch) > failed).await,
+        "the recorder did not try again"
+    );
     assert_eq!(
         daemon.recorded().len(),
         1,
@@ -697,6 +724,10 @@ async fn taps_survive_a_failing_disk(name: &str, fault: &str) {
 
     let disk_back = now_ms();
     std::fs::remove_file(&switch).unwrap();
+    let recovered = daemon
+        .wait_for_line("the database can be written again", LONG)
+        .await;
+    assert_eq!(field(&recovered, "held"), Some("2"), "{recovered}");
     daemon.wait_for_lines("tap recorded", 3, LONG).await;
     let recorded = daemon.recorded();
     for (tap, written) in recorded[1..].iter().zip(&written_ms) {

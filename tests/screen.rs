@@ -155,18 +155,8 @@ impl Stream {
 
     /// Waits for an event `matching`; returns it.
     async fn wait_for(&self, what: &str, matching: impl Fn(&Event) -> bool) -> Event {
-        let deadline = Instant::now() + LONG;
-        loop {
-            if let Some(event) = self.events().into_iter().find(|e| matching(e)) {
-                return event;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "no {what} event: {:#?}",
-                self.events()
-            );
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+        let found = poll(LONG, || self.events().into_iter().find(|e| matching(e))).await;
+        found.unwrap_or_else(|| panic!("no {what} event: {:#?}", self.events()))
     }
 
     async fn title(&self, title: &str) -> Event {
@@ -201,12 +191,11 @@ async fn the_member_screen_answers_each_tap_at_once_by_first_name_and_never_show
 
     pty.write(&em4100_frame(ALEX));
     stream.title("Welcome, Alex").await;
-    tokio::time::sleep(Duration::from_millis(200)).await;
     pty.write(&em4100_frame(UNKNOWN));
     stream.title("Card not recognised").await;
     // EGYM out of reach: the member is answered at once all the same.
     fake.set_mode(Mode::Down);
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    wait_until_refused(&fake).await;
     pty.write(&em4100_frame(BILLIE));
     let offline = stream.title("Checked in, will sync").await;
     fake.set_mode(Mode::Normal);
@@ -219,12 +208,15 @@ async fn the_member_screen_answers_each_tap_at_once_by_first_name_and_never_show
     );
     // EGYM slow to answer: "One moment", and "will sync" after 3 seconds rather than nothing. A
     // Wellpass refusal that comes after that finds the member inside. First Billie's delivery
-    // must have reached the screen: until then it says "will sync" at once.
-    daemon
-        .wait_for_lines("outcome=\"delivered\"", 2, LONG)
+    // must have reached the screen (it turns Billie's answer into a welcome): until then it says
+    // "will sync" at once.
+    stream
+        .wait_for("Billie's delivery", |e| {
+            e.data["outcome"] == "checked_in" && e.number() > offline.number()
+        })
         .await;
+    // Each request is answered as the mode is when it comes.
     fake.set_mode(Mode::Stall);
-    tokio::time::sleep(Duration::from_millis(200)).await;
     let tapped = Instant::now();
     pty.write(&em4100_frame(GABI));
     let moment = stream
@@ -232,11 +224,13 @@ async fn the_member_screen_answers_each_tap_at_once_by_first_name_and_never_show
             e.data["title"] == "One moment" && e.number() > offline.number()
         })
         .await;
-    fake.wait_for(LONG, |r| {
-        r.iter()
-            .any(|r| r.lookup_rfid().is_some_and(|t| t.ends_with("E5F6")))
-    })
-    .await;
+    let (looked_up, received) = fake
+        .wait_for(LONG, |r| {
+            r.iter()
+                .any(|r| r.lookup_rfid().is_some_and(|t| t.ends_with("E5F6")))
+        })
+        .await;
+    assert!(looked_up, "Gabi's card was not looked up: {received:#?}");
     fake.set_mode(Mode::Normal);
     let will_sync = stream
         .wait_for("will sync", |e| {
@@ -289,11 +283,15 @@ async fn a_screen_resumes_from_its_last_event_id_and_a_new_one_gets_the_state_fi
     newcomer.title("Welcome, Alex").await;
     // One that reconnects having seen it gets nothing old, then what comes next.
     let back = Stream::open(&url, Some(&welcome.id)).await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    assert!(back.events().is_empty(), "{:#?}", back.events());
     pty.write(&em4100_frame(BILLIE));
     let billie = back.title("Welcome, Billie").await;
     assert!(billie.id > welcome.id || billie.id.len() > welcome.id.len());
+    let old: Vec<Event> = back
+        .events()
+        .into_iter()
+        .filter(|e| e.number() <= welcome.number())
+        .collect();
+    assert!(old.is_empty(), "{old:#?}");
     // An id from before a restart of the service: the state, from scratch.
     let stale = Stream::open(&url, Some("0badc0de-12")).await;
     stale.title("Welcome, Billie").await;
@@ -418,21 +416,18 @@ async fn a_flood_of_connections_stops_no_tap_and_the_screen_holds_at_most_its_li
         flood.push(stream);
     }
     // Those over the limit are closed at once.
-    let deadline = Instant::now() + LONG;
-    let closed = loop {
-        let closed = flood
+    let closed = || {
+        flood
             .iter()
             .filter(|stream| {
                 let mut stream: &std::net::TcpStream = stream;
                 matches!(stream.read(&mut [0; 1]), Ok(0))
             })
-            .count();
-        if closed >= FLOOD - LIMIT || Instant::now() >= deadline {
-            break closed;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
+            .count()
     };
-    assert_eq!(closed, FLOOD - LIMIT);
+    let all_closed = wait_until(LONG, || closed() >= FLOOD - LIMIT).await;
+    assert!(all_closed, "{} closed", closed());
+    assert_eq!(closed(), FLOOD - LIMIT);
     daemon
         .wait_for_line("the screen holds 64 connections already", LONG)
         .await;
@@ -444,12 +439,23 @@ async fn a_flood_of_connections_stops_no_tap_and_the_screen_holds_at_most_its_li
     assert!(fake.wait_for(LONG, |r| count_visits(r) == 1).await.0);
     // Once they go, the screen answers again.
     drop(flood);
-    let deadline = Instant::now() + LONG;
+    assert!(
+        health_answers(port).await,
+        "the screen never answered again"
+    );
+}
+
+/// Waits until the screen on `port` answers `/health`; whether it did.
+async fn health_answers(port: u16) -> bool {
     let url = format!("http://127.0.0.1:{port}/health");
-    while !reqwest::get(&url).await.is_ok_and(|r| r.status() == 200) {
-        assert!(Instant::now() < deadline, "the screen never answered again");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let answered = poll_every(POLL, LONG, || async {
+        reqwest::get(&url)
+            .await
+            .is_ok_and(|r| r.status() == 200)
+            .then_some(())
+    })
+    .await;
+    answered.is_some()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -492,12 +498,7 @@ async fn a_taken_port_stops_no_tap_and_the_screen_comes_once_the_port_is_free() 
         "{status}"
     );
     drop(taken);
-    let deadline = Instant::now() + LONG;
-    let url = format!("http://127.0.0.1:{port}/health");
-    while !reqwest::get(&url).await.is_ok_and(|r| r.status() == 200) {
-        assert!(Instant::now() < deadline, "the screen never came");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    assert!(health_answers(port).await, "the screen never came");
     daemon.wait_for_line("the screen is served", LONG).await;
     let status = status_json(&config);
     assert!(
@@ -595,7 +596,6 @@ async fn a_browser_shows_the_members_first_name_and_reconnects_after_a_restart()
 
     // A Wellpass member turned away: the member screen says only "Please see the desk" (the
     // reason is for the staff page); and an unknown card.
-    tokio::time::sleep(Duration::from_millis(200)).await;
     pty.write(&em4100_frame(GABI));
     assert!(
         browser
@@ -607,7 +607,6 @@ async fn a_browser_shows_the_members_first_name_and_reconnects_after_a_restart()
     let said = browser.evaluate("document.body.innerText").to_string();
     assert!(!said.contains("expired"), "{said}");
     browser.screenshot(&screenshot_path("screen-member-refused.png"));
-    tokio::time::sleep(Duration::from_millis(200)).await;
     pty.write(&em4100_frame(UNKNOWN));
     assert!(
         browser
@@ -678,11 +677,12 @@ async fn while_the_service_is_gone_the_screens_say_so_and_they_come_back_by_them
     pty.write(&em4100_frame(ALEX));
     daemon.wait_for_line("delivered", LONG).await;
     pty.write(&em4100_frame(UNKNOWN));
+    let unknown = daemon.wait_for_tap(2).await;
     daemon
         .wait_for_line("unknown tag: EGYM has no member", LONG)
         .await;
     // Further apart than the reader's debounce: a second presentation.
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    wait_until_past(tapped_at_ms(&unknown) + 100).await;
     pty.write(&em4100_frame(UNKNOWN));
     daemon.wait_for_lines("tap recorded", 3, LONG).await;
 

@@ -6,7 +6,7 @@ mod common;
 use std::io::{BufRead, BufReader};
 use std::process::Stdio;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use common::*;
 
@@ -78,11 +78,11 @@ async fn a_stuck_task_stops_the_watchdog_pings_until_it_moves_again() {
     let blocker = rusqlite::Connection::open(dir.path("gym-checkin.db")).unwrap();
     blocker.execute_batch("BEGIN EXCLUSIVE").unwrap();
     pty.write(&em4100_frame("0C000621A5"));
-    daemon.wait_for_line("tasks are not answering", LONG).await;
+    let stuck = daemon.wait_for_line("tasks are not answering", LONG).await;
     let pings_when_stuck = socket.count("WATCHDOG=1");
-    // Longer than one ping interval (1 s), and over well before the busy timeout frees the
-    // recorder (5 s after the tap, of which detection takes up to 2 s).
-    tokio::time::sleep(Duration::from_millis(1_100)).await;
+    // One ping interval (1 s) from when the watchdog found it stuck, and over well before the
+    // busy timeout frees the recorder (5 s after the tap, of which detection takes up to 2 s).
+    wait_until_past(logged_at_ms(&stuck) + 1_000).await;
     assert_eq!(
         socket.count("WATCHDOG=1"),
         pings_when_stuck,
@@ -215,15 +215,9 @@ async fn listen_prints_every_rendering_and_records_nothing() {
     let wait_for = |text: &'static str| {
         let lines = lines.clone();
         async move {
-            let deadline = Instant::now() + LONG;
-            loop {
-                let all = lines.lock().unwrap().join("\n");
-                if all.contains(text) {
-                    return all;
-                }
-                assert!(Instant::now() < deadline, "{text:?} not printed:\n{all}");
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
+            let all = || lines.lock().unwrap().join("\n");
+            let printed = poll(LONG, || Some(all()).filter(|all| all.contains(text))).await;
+            printed.unwrap_or_else(|| panic!("{text:?} not printed:\n{}", all()))
         }
     };
     wait_for("[entrance] connected").await;

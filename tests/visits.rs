@@ -2,8 +2,6 @@
 
 mod common;
 
-use std::time::Duration;
-
 use common::*;
 
 /// A desk whose visits are checked out `auto_checkout_after` seconds after the check-in.
@@ -73,10 +71,8 @@ async fn a_check_out_that_fell_due_while_stopped_is_sent_at_start_with_its_polic
         "checked out before it was due"
     );
 
-    // Stopped until well past the due time.
-    while now_ms() < checked_in + 7_000 {
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    // Stopped until past the due time.
+    wait_until_past(checked_in + 6_000).await;
     let daemon = Daemon::start(&config);
     daemon.wait_for_line("reader connected", LONG).await;
     // A tap right away: it is decided after the overdue check-out.

@@ -352,6 +352,7 @@ impl FakeEgym {
 
     /// Waits until `done` holds for the requests received, or `timeout` passes; returns the
     /// requests either way, and whether `done` held.
+    #[must_use = "whether `done` held: a wait that ran out proves nothing unless it is asserted"]
     pub async fn wait_for(
         &self,
         timeout: Duration,

@@ -28,6 +28,87 @@ pub const API_KEY: &str = "test-key-6f1d9c2a-do-not-print";
 /// for one that runs other builds and tests at the same time.
 pub const LONG: Duration = Duration::from_secs(30);
 
+/// How often a wait looks again at what it waits for.
+pub const POLL: Duration = Duration::from_millis(20);
+
+/// Waits until `check` finds something, looking again every `every`, at most `timeout`; `None`
+/// at the deadline. Every wait of the tests polls through here (or through [`poll_blocking`] on
+/// a thread of its own): no test sleeps to let something happen, or to show that nothing did.
+#[must_use = "`None` says the deadline passed: assert on it"]
+pub async fn poll_every<T, F>(
+    every: Duration,
+    timeout: Duration,
+    mut check: impl FnMut() -> F,
+) -> Option<T>
+where
+    F: Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(found) = check().await {
+            return Some(found);
+        }
+        if Instant::now() >= deadline {
+            return None;
+        }
+        tokio::time::sleep(every).await;
+    }
+}
+
+/// [`poll_every`] [`POLL`], with a check that is answered at once.
+#[must_use = "`None` says the deadline passed: assert on it"]
+pub async fn poll<T>(timeout: Duration, mut check: impl FnMut() -> Option<T>) -> Option<T> {
+    poll_every(POLL, timeout, || std::future::ready(check())).await
+}
+
+/// Waits until `done` holds, at most `timeout`; whether it did.
+#[must_use = "`false` says the deadline passed: assert on it"]
+pub async fn wait_until(timeout: Duration, mut done: impl FnMut() -> bool) -> bool {
+    poll(timeout, || done().then_some(())).await.is_some()
+}
+
+/// [`poll_every`] for a thread of its own, which blocks while it waits; with no `timeout`, it
+/// waits for as long as it takes (an emulated device waiting for its port to be opened).
+#[must_use = "`None` says the deadline passed: assert on it"]
+pub fn poll_blocking<T>(
+    every: Duration,
+    timeout: Option<Duration>,
+    mut check: impl FnMut() -> Option<T>,
+) -> Option<T> {
+    let deadline = timeout.map(|timeout| Instant::now() + timeout);
+    loop {
+        if let Some(found) = check() {
+            return Some(found);
+        }
+        if deadline.is_some_and(|deadline| Instant::now() >= deadline) {
+            return None;
+        }
+        std::thread::sleep(every);
+    }
+}
+
+/// Waits until the wall clock is past `at_ms` (milliseconds since the Unix epoch): the end of a
+/// window of the daemon's (a debounce, a repeat window) counted from a time it logged, so that
+/// the wait is exactly as long as the window, however late the test saw the log line.
+pub async fn wait_until_past(at_ms: i64) {
+    let ahead_ms = at_ms - now_ms();
+    assert!(
+        ahead_ms < LONG.as_millis() as i64,
+        "{ahead_ms} ms is no window a test waits out"
+    );
+    assert!(wait_until(LONG, || now_ms() > at_ms).await);
+}
+
+/// Waits until the stand-in, set to [`Mode::Down`], refuses connections: from then on no
+/// request reaches it.
+pub async fn wait_until_refused(fake: &FakeEgym) {
+    let address = fake.base_url().trim_start_matches("http://").to_string();
+    assert!(
+        wait_until(LONG, || std::net::TcpStream::connect(&address).is_err()).await,
+        "EGYM at {address} still accepts connections"
+    );
+}
+
 /// The stand-in EGYM with `members`, taking [`API_KEY`].
 pub async fn start_egym(members: Vec<Member>) -> FakeEgym {
     FakeEgym::start(members, API_KEY).await.unwrap()
@@ -173,6 +254,11 @@ pub fn trusted_clock() -> gym_checkin::clock::Clock {
     Clock::system(TrustRule::Always, boot, trust, None)
 }
 
+/// `RUST_LOG` for a daemon that also says, at debug level, what its readers do between taps:
+/// each read of a card still presented (`same card still presented`), each reopen that failed
+/// (`reader still cannot be opened`). A test waits for these instead of for time to pass.
+pub const READER_DEBUG: (&str, &str) = ("RUST_LOG", "info,gym_checkin::reader=debug");
+
 /// One `tap recorded` line of the daemon's log.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Recorded {
@@ -180,6 +266,13 @@ pub struct Recorded {
     pub tag: String,
     pub kind: String,
     pub tapped_at_ms: i64,
+}
+
+/// The `tapped_at_ms` of a `tap recorded` line: when the card was read.
+pub fn tapped_at_ms(line: &str) -> i64 {
+    field(line, "tapped_at_ms")
+        .and_then(|ms| ms.parse().ok())
+        .unwrap_or_else(|| panic!("no tapped_at_ms: {line}"))
 }
 
 /// The value of `key=` in a log line.
@@ -364,25 +457,58 @@ impl Daemon {
         self.lines.lock().unwrap().clone()
     }
 
-    /// Waits until `n` log lines contain `text`; panics with the log at the deadline.
-    pub async fn wait_for_lines(&self, text: &str, n: usize, timeout: Duration) {
-        let deadline = Instant::now() + timeout;
-        loop {
-            let count = self.lines().iter().filter(|l| l.contains(text)).count();
-            if count >= n {
-                return;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "waited {timeout:?} for {n} lines with {text:?}, saw {count}; log:\n{}",
-                self.lines().join("\n")
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+    /// The log lines that contain `text`.
+    pub fn lines_with(&self, text: &str) -> Vec<String> {
+        self.lines()
+            .into_iter()
+            .filter(|l| l.contains(text))
+            .collect()
     }
 
-    pub async fn wait_for_line(&self, text: &str, timeout: Duration) {
-        self.wait_for_lines(text, 1, timeout).await;
+    /// Waits until `n` log lines contain `text`; returns them, and panics with the log at the
+    /// deadline.
+    pub async fn wait_for_lines(&self, text: &str, n: usize, timeout: Duration) -> Vec<String> {
+        let found = poll(timeout, || {
+            let lines = self.lines_with(text);
+            (lines.len() >= n).then_some(lines)
+        })
+        .await;
+        found.unwrap_or_else(|| {
+            panic!(
+                "waited {timeout:?} for {n} lines with {text:?}, saw {}; log:\n{}",
+                self.lines_with(text).len(),
+                self.lines().join("\n")
+            )
+        })
+    }
+
+    /// Waits until a log line contains `text`; returns the first such line.
+    pub async fn wait_for_line(&self, text: &str, timeout: Duration) -> String {
+        let mut lines = self.wait_for_lines(text, 1, timeout).await;
+        lines.swap_remove(0)
+    }
+
+    /// Every tap logged so far, recorded or ignored (automatic check-outs are no taps), in
+    /// order: one line each.
+    pub fn taps(&self) -> Vec<String> {
+        self.lines()
+            .into_iter()
+            .filter(|l| {
+                matches!(field(l, "outcome"), Some("recorded" | "ignored"))
+                    && field(l, "automatic") != Some("true")
+            })
+            .collect()
+    }
+
+    /// Waits until `n` taps are logged, recorded or ignored; returns the `n`th line.
+    pub async fn wait_for_tap(&self, n: usize) -> String {
+        let found = poll(LONG, || self.taps().into_iter().nth(n - 1)).await;
+        found.unwrap_or_else(|| {
+            panic!(
+                "waited {LONG:?} for tap {n}; log:\n{}",
+                self.lines().join("\n")
+            )
+        })
     }
 
     /// Every tap logged as recorded so far.
@@ -408,20 +534,20 @@ impl Daemon {
     /// Waits for the process to exit and its output to be read to the end, at most `timeout`:
     /// the log is whole when this returns.
     pub async fn wait_exit(&mut self, timeout: Duration) -> ExitStatus {
-        let deadline = Instant::now() + timeout;
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap()
-                && self.readers.iter().all(|reader| reader.is_finished())
-            {
-                return status;
-            }
-            assert!(
-                Instant::now() < deadline,
+        let exited = poll(timeout, || {
+            let status = self.child.try_wait().unwrap()?;
+            self.readers
+                .iter()
+                .all(|reader| reader.is_finished())
+                .then_some(status)
+        })
+        .await;
+        exited.unwrap_or_else(|| {
+            panic!(
                 "still running, or its output still open, after {timeout:?}; log:\n{}",
                 self.lines().join("\n")
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+            )
+        })
     }
 
     /// CPU time used so far by the threads now running.
@@ -588,15 +714,11 @@ impl NotifySocket {
     }
 
     pub async fn wait_for(&self, message: &str, n: usize) {
-        let deadline = Instant::now() + LONG;
-        while self.count(message) < n {
-            assert!(
-                Instant::now() < deadline,
-                "waited for {n} × {message:?}; got {:?}",
-                self.all()
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        assert!(
+            wait_until(LONG, || self.count(message) >= n).await,
+            "waited for {n} × {message:?}; got {:?}",
+            self.all()
+        );
     }
 }
 
@@ -879,14 +1001,30 @@ impl Daemon {
     /// Starts the daemon with its disk failing as `switch` says (see [`disk_fault_shim`]:
     /// write `enospc`, `erofs` or `eio` into the file to fail it, remove it to heal it).
     pub fn start_with_disk_fault(config: &Path, switch: &Path) -> Daemon {
-        Daemon::start_with_env(
-            config,
-            &[
-                ("LD_PRELOAD", disk_fault_shim().to_str().unwrap()),
-                ("GYM_CHECKIN_DISK_FAULT", switch.to_str().unwrap()),
-            ],
-        )
+        Daemon::start_with_disk_fault_env(config, switch, &[])
     }
+
+    /// [`Daemon::start_with_disk_fault`] with more environment variables.
+    pub fn start_with_disk_fault_env(config: &Path, switch: &Path, env: &[(&str, &str)]) -> Daemon {
+        let log = disk_fault_log(switch);
+        let mut all = vec![
+            ("LD_PRELOAD", disk_fault_shim().to_str().unwrap()),
+            ("GYM_CHECKIN_DISK_FAULT", switch.to_str().unwrap()),
+            ("GYM_CHECKIN_DISK_FAULT_LOG", log.to_str().unwrap()),
+        ];
+        all.extend_from_slice(env);
+        Daemon::start_with_env(config, &all)
+    }
+}
+
+/// Where the shim notes the calls it failed for a daemon whose disk fails by `switch`.
+fn disk_fault_log(switch: &Path) -> PathBuf {
+    switch.with_extension("failed")
+}
+
+/// How many calls the shim has failed so far for a daemon whose disk fails by `switch`.
+pub fn disk_faults_injected(switch: &Path) -> usize {
+    std::fs::read_to_string(disk_fault_log(switch)).map_or(0, |text| text.lines().count())
 }
 
 /// Debian's libfaketime (package `faketime`, which `.ci/run` installs): it steps the wall clock
