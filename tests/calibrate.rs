@@ -139,7 +139,7 @@ async fn calibrate_says_to_stop_the_service_when_it_has_the_reader() {
     let pty = Pty::open();
     let config = config(&dir, &fake, &pty);
     let daemon = Daemon::start(&config);
-    daemon.wait_for_line("reader connected", LONG).await;
+    daemon.wait_for_event("reader_connected", LONG).await;
     let (code, stdout, stderr) = calibrate(&config, "pat@example.invalid", || {}).await;
     assert_eq!(code, Some(1), "{stdout}\n{stderr}");
     assert!(

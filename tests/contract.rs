@@ -430,14 +430,14 @@ async fn every_request_the_daemon_and_calibrate_make_is_valid_against_egyms_docu
         );
     let config = write_config(&dir, &fake.base_url(), "repeat-window = \"1s\"", &readers);
     let daemon = Daemon::start(&config);
-    daemon.wait_for_lines("reader connected", 2, LONG).await;
+    daemon.wait_for_events("reader_connected", 2, LONG).await;
     // A lookup without and with tagFormat, an admission, check-ins and a check-out.
     em.write(&em4100_frame("0C000621A5"));
     line.write(b"1904649758\r\n");
     em.write(&em4100_frame("0D00A1B2C3"));
     assert!(fake.wait_for(LONG, |r| count_visits(r) == 3).await.0);
     // Again once the repeat window is over: a check-out.
-    daemon.wait_for_lines("tap recorded", 3, LONG).await;
+    daemon.wait_for_events("tap_recorded", 3, LONG).await;
     let checked_in = daemon
         .recorded()
         .into_iter()

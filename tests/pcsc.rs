@@ -182,11 +182,11 @@ fn reader_conf(dir: &Path, port: u16) {
 async fn tap(daemon: &Daemon, port: u16, uid: &[u8], n: usize) -> (VirtualCard, i64) {
     let presented_ms = now_ms();
     let card = VirtualCard::present(port, uid, [0x90, 0x00]);
-    daemon.wait_for_lines("tap recorded", n, LONG).await;
+    daemon.wait_for_events("tap_recorded", n, LONG).await;
     let lines = daemon.lines();
     let line = lines
         .iter()
-        .filter(|l| l.contains("tap recorded"))
+        .filter(|l| field(l, "event") == Some("tap_recorded"))
         .nth(n - 1)
         .unwrap();
     assert_eq!(
@@ -226,7 +226,7 @@ async fn a_pcsc_reader_through_the_real_pcscd() {
         ("RUST_LOG", "debug"),
     ];
     let daemon = Daemon::start_with_env(&config, &env);
-    daemon.wait_for_line("reader connected", LONG).await;
+    daemon.wait_for_event("reader_connected", LONG).await;
     daemon.wait_for_line("PC/SC reader found", LONG).await;
     assert!(
         daemon
@@ -241,6 +241,7 @@ async fn a_pcsc_reader_through_the_real_pcscd() {
     // waits; the CPU it uses is measured over 5 s.
     let idle = Duration::from_secs(5);
     let before = daemon.cpu_time();
+    // A wall-clock wait on purpose: the measurement is of time in which nothing happens.
     tokio::time::sleep(idle).await;
     let idle_share = daemon.cpu_time().saturating_sub(before).as_secs_f64() / idle.as_secs_f64();
     println!("PC/SC, no card: {:.3} % of a core", idle_share * 100.0);
@@ -269,7 +270,7 @@ async fn a_pcsc_reader_through_the_real_pcscd() {
 
     // pcscd restarted: the reader is found again, with backoff, and reads.
     pcscd.stop();
-    daemon.wait_for_line("reader disconnected", LONG).await;
+    daemon.wait_for_event("reader_disconnected", LONG).await;
     pcscd.start(&with_reader);
     daemon.wait_for_lines("PC/SC reader found", 2, LONG).await;
     let (card, ms) = tap(&daemon, port, &UID_4, 3).await;
@@ -279,7 +280,7 @@ async fn a_pcsc_reader_through_the_real_pcscd() {
     // The reader unplugged (pcscd lists none): `status` says so while it is; then plugged back.
     pcscd.stop();
     pcscd.start(&without_reader);
-    daemon.wait_for_lines("reader disconnected", 2, LONG).await;
+    daemon.wait_for_events("reader_disconnected", 2, LONG).await;
     let connected = || status_json(&config)["readers"][0]["connected"].as_bool();
     assert!(
         wait_until(LONG, || connected() == Some(false)).await,

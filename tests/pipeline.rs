@@ -31,7 +31,7 @@ async fn a_held_card_checks_in_once_a_repeat_is_ignored_and_a_later_tap_checks_o
         &em4100_reader(&pty.slave_path, r#"egym-tag-format = "MIFARE""#),
     );
     let daemon = Daemon::start_with_env(&config, &[READER_DEBUG]);
-    daemon.wait_for_line("reader connected", LONG).await;
+    daemon.wait_for_event("reader_connected", LONG).await;
 
     // The card lies on the reader: the module repeats its frame, and each repeat is read within
     // the debounce of the one before.
@@ -104,7 +104,7 @@ async fn a_held_card_checks_in_once_a_repeat_is_ignored_and_a_later_tap_checks_o
         "check-out stamped {} for a tap at {second_written_ms}",
         visits[1].2
     );
-    daemon.wait_for_lines("tap recorded", 2, LONG).await;
+    daemon.wait_for_events("tap_recorded", 2, LONG).await;
     assert_eq!(daemon.recorded().len(), 2);
 }
 
@@ -127,7 +127,7 @@ async fn a_line_reader_with_decimal_ids_and_reversed_bytes_sends_the_right_rfid(
     let readers = decimal_line_reader(&pty.slave_path, "");
     let config = write_config(&dir, &fake.base_url(), "", &readers);
     let daemon = Daemon::start(&config);
-    daemon.wait_for_line("reader connected", LONG).await;
+    daemon.wait_for_event("reader_connected", LONG).await;
     pty.write(b"1904649758\r\n");
     let (ok, received) = fake.wait_for(LONG, |r| count_visits(r) == 1).await;
     assert!(ok, "{received:#?}");
@@ -147,7 +147,7 @@ async fn a_mifare_uid_cut_short_by_the_reader_is_said_once_and_still_recorded() 
     );
     let config = write_config(&dir, &fake.base_url(), "repeat-window = \"0s\"", &readers);
     let daemon = Daemon::start(&config);
-    daemon.wait_for_line("reader connected", LONG).await;
+    daemon.wait_for_event("reader_connected", LONG).await;
     // The UID 04 C4 3B C2 1C 26 80 as a 4-byte reader sends it: 88 04 C4 3B, reversed, decimal.
     // Twice, then an ordinary MIFARE id.
     for (n, line) in ["1002701960\r\n", "1002701960\r\n", "1904649758\r\n"]
@@ -155,7 +155,7 @@ async fn a_mifare_uid_cut_short_by_the_reader_is_said_once_and_still_recorded() 
         .enumerate()
     {
         pty.write(line.as_bytes());
-        daemon.wait_for_lines("tap recorded", n + 1, LONG).await;
+        daemon.wait_for_events("tap_recorded", n + 1, LONG).await;
     }
     let said: Vec<String> = daemon
         .lines()
@@ -217,7 +217,7 @@ async fn type_round(
         pty.write(format!("{hex}{end}").as_bytes());
         if wait {
             daemon
-                .wait_for_lines("tap recorded", before + 1, LONG)
+                .wait_for_events("tap_recorded", before + 1, LONG)
                 .await;
         }
     }
@@ -241,7 +241,7 @@ async fn taps_while_egym_is_down(
         &line_reader(&pty.slave_path),
     );
     let daemon = Daemon::start(&config);
-    daemon.wait_for_line("reader connected", LONG).await;
+    daemon.wait_for_event("reader_connected", LONG).await;
     (dir, fake, pty, config, daemon)
 }
 
@@ -284,10 +284,8 @@ async fn taps_during_an_outage_are_all_delivered_in_order_with_their_own_times()
     for _ in 0..4 {
         type_round(&mut pty, &daemon, &tags, "\r\n", true).await;
     }
-    daemon.wait_for_lines("tap recorded", 20, LONG).await;
-    daemon
-        .wait_for_line("delivery failed, will retry", LONG)
-        .await;
+    daemon.wait_for_events("tap_recorded", 20, LONG).await;
+    daemon.wait_for_event("delivery_failed", LONG).await;
     assert!(
         fake.received().is_empty(),
         "EGYM was down but received requests"
@@ -303,7 +301,7 @@ async fn taps_during_an_outage_are_all_delivered_in_order_with_their_own_times()
         count_visits(&received),
         daemon.lines().join("\n")
     );
-    daemon.wait_for_lines("tap recorded", 20, LONG).await;
+    daemon.wait_for_events("tap_recorded", 20, LONG).await;
     let recorded = daemon.recorded();
     assert_eq!(recorded.len(), 20);
     assert_all_delivered_in_order(&recorded, &received, &tags);
@@ -319,11 +317,11 @@ async fn events_pending_at_a_graceful_stop_are_delivered_after_the_restart() {
     let mut pty = Pty::open();
     let config = write_config(&dir, &fake.base_url(), "", &line_reader(&pty.slave_path));
     let mut daemon = Daemon::start(&config);
-    daemon.wait_for_line("reader connected", LONG).await;
+    daemon.wait_for_event("reader_connected", LONG).await;
     for (hex, _) in &tags[..3] {
         pty.write(format!("{hex}\n").as_bytes());
     }
-    daemon.wait_for_lines("tap recorded", 3, LONG).await;
+    daemon.wait_for_events("tap_recorded", 3, LONG).await;
     let (in_flight, _) = fake.wait_for(LONG, |r| !r.is_empty()).await;
     assert!(in_flight, "no request reached EGYM before the stop");
 
@@ -404,7 +402,7 @@ async fn an_unplugged_reader_is_reopened_when_it_is_back_without_burning_cpu() {
     std::os::unix::fs::symlink(&pty.slave_path, &link).unwrap();
     let config = write_config(&dir, &fake.base_url(), "", &em4100_reader(&link, ""));
     let daemon = Daemon::start_with_env(&config, &[READER_DEBUG]);
-    daemon.wait_for_line("reader connected", LONG).await;
+    daemon.wait_for_event("reader_connected", LONG).await;
     let mut pty = pty;
     pty.write(&em4100_frame(CARD));
     assert!(fake.wait_for(LONG, |r| count_visits(r) == 1).await.0);
@@ -412,7 +410,7 @@ async fn an_unplugged_reader_is_reopened_when_it_is_back_without_burning_cpu() {
     // Unplug: the device disappears.
     drop(pty);
     std::fs::remove_file(&link).unwrap();
-    daemon.wait_for_line("reader disconnected", LONG).await;
+    daemon.wait_for_event("reader_disconnected", LONG).await;
     let cpu_before = daemon.cpu_time();
     let wall = std::time::Instant::now();
     // Measured over five tries to reopen it, which back off from 0.1 s: about 3 s.
@@ -436,7 +434,7 @@ async fn an_unplugged_reader_is_reopened_when_it_is_back_without_burning_cpu() {
     // Replug: a new device behind the same path.
     let mut pty = Pty::open();
     std::os::unix::fs::symlink(&pty.slave_path, &link).unwrap();
-    daemon.wait_for_lines("reader connected", 2, LONG).await;
+    daemon.wait_for_events("reader_connected", 2, LONG).await;
     pty.write(&em4100_frame("4B00423C15"));
     let (ok, received) = fake.wait_for(LONG, |r| count_visits(r) == 2).await;
     assert!(ok, "log:\n{}", daemon.lines().join("\n"));
@@ -444,7 +442,7 @@ async fn an_unplugged_reader_is_reopened_when_it_is_back_without_burning_cpu() {
     let disconnects = daemon
         .lines()
         .iter()
-        .filter(|l| l.contains("reader disconnected"))
+        .filter(|l| field(l, "event") == Some("reader_disconnected"))
         .count();
     let open_failures = daemon
         .lines()
@@ -483,6 +481,6 @@ async fn an_id_typed_on_the_terminal_is_checked_in_at_egym() {
         "stamped {} for {typed_ms}",
         visits[0].2
     );
-    daemon.wait_for_lines("tap recorded", 1, LONG).await;
+    daemon.wait_for_events("tap_recorded", 1, LONG).await;
     assert_eq!(daemon.recorded().len(), 1);
 }

@@ -241,9 +241,7 @@ async fn the_member_screen_answers_each_tap_at_once_by_first_name_and_never_show
     println!("answered \"will sync\" after {waited:?} without an answer from EGYM");
     assert!(waited >= Duration::from_millis(2_900), "{waited:?}");
     assert_eq!(will_sync.data["outcome"], "will_sync");
-    daemon
-        .wait_for_line("Wellpass admission refused after the member came in", LONG)
-        .await;
+    daemon.wait_for_event("admission_refused_late", LONG).await;
     // The check-in is still sent, after the refusal is logged.
     let (sent, received) = fake
         .wait_for(LONG, |r| {
@@ -393,7 +391,7 @@ async fn a_flood_of_connections_stops_no_tap_and_the_screen_holds_at_most_its_li
     const CLIENTS: usize = 20;
     const { assert!(FLOOD / CLIENTS < gym_checkin::screen::MAX_CONNECTIONS_PER_CLIENT) };
     let (_dir, fake, mut pty, port, _config, daemon) = desk("screen-flood").await;
-    daemon.wait_for_line("reader connected", LONG).await;
+    daemon.wait_for_event("reader_connected", LONG).await;
     let fds = || {
         std::fs::read_dir(format!("/proc/{}/fd", daemon.pid()))
             .unwrap()
@@ -512,7 +510,7 @@ async fn metrics_pass_prometheus_own_checker_and_count_what_happened() {
     let (_dir, fake, mut pty, port, _config, daemon) = desk("screen-metrics").await;
     pty.write(&em4100_frame(ALEX));
     assert!(fake.wait_for(LONG, |r| count_visits(r) == 1).await.0);
-    daemon.wait_for_line("delivered", LONG).await;
+    daemon.wait_for_event("delivered", LONG).await;
     let response = reqwest::get(format!("http://127.0.0.1:{port}/metrics"))
         .await
         .unwrap();
@@ -673,18 +671,16 @@ async fn while_the_service_is_gone_the_screens_say_so_and_they_come_back_by_them
             )
         })
         .await;
-    daemon.wait_for_line("reader connected", LONG).await;
+    daemon.wait_for_event("reader_connected", LONG).await;
     pty.write(&em4100_frame(ALEX));
-    daemon.wait_for_line("delivered", LONG).await;
+    daemon.wait_for_event("delivered", LONG).await;
     pty.write(&em4100_frame(UNKNOWN));
     let unknown = daemon.wait_for_tap(2).await;
-    daemon
-        .wait_for_line("unknown tag: EGYM has no member", LONG)
-        .await;
+    daemon.wait_for_event("unknown_tag", LONG).await;
     // Further apart than the reader's debounce: a second presentation.
     wait_until_past(tapped_at_ms(&unknown) + 100).await;
     pty.write(&em4100_frame(UNKNOWN));
-    daemon.wait_for_lines("tap recorded", 3, LONG).await;
+    daemon.wait_for_events("tap_recorded", 3, LONG).await;
 
     let title = "document.getElementById('title').textContent";
     let subtitle = "document.getElementById('subtitle').textContent";

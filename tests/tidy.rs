@@ -789,3 +789,38 @@ fn every_document_a_document_links_is_in_the_repository() {
     assert!(links >= 3, "only {links} links to files found");
     assert_none(missing, "documents link files the repository does not have");
 }
+
+#[test]
+fn tests_wait_for_a_signal_not_for_the_wall_clock() {
+    // A test on tokio's paused time may sleep: that moves simulated time, at no cost. Any other
+    // sleep is a wait on the wall clock, which a loaded machine misses: tests wait for a
+    // positive signal through tests/common's `poll`/`wait_until`, and the few waits that are
+    // on the wall clock by nature say so on the line above.
+    let mut found = Vec::new();
+    let mut sleeps = 0;
+    for (name, text) in all_rust_files() {
+        if !name.starts_with("tests/") || name == "tests/tidy.rs" {
+            continue;
+        }
+        let paused = text.contains("start_paused = true");
+        let lines: Vec<&str> = text.lines().collect();
+        for (i, line) in lines.iter().enumerate() {
+            let code = line.trim_start();
+            if code.starts_with("//") || !code.contains("sleep(") {
+                continue;
+            }
+            sleeps += 1;
+            let said = i > 0 && lines[i - 1].contains("wall-clock wait on purpose");
+            if !paused && !said {
+                found.push(format!("{name}:{}: {code}", i + 1));
+            }
+        }
+    }
+    assert!(sleeps > 0);
+    assert_none(
+        found,
+        "tests that sleep on the wall clock (wait for a signal with tests/common's `poll` or \
+         `wait_until`; or, if the wait itself is the point, say why on the line above with \
+         \"A wall-clock wait on purpose:\")",
+    );
+}

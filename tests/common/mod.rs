@@ -51,6 +51,7 @@ where
         if Instant::now() >= deadline {
             return None;
         }
+        // A wall-clock wait on purpose: the one interval between looks of every wait.
         tokio::time::sleep(every).await;
     }
 }
@@ -83,6 +84,7 @@ pub fn poll_blocking<T>(
         if deadline.is_some_and(|deadline| Instant::now() >= deadline) {
             return None;
         }
+        // A wall-clock wait on purpose: as above, for a thread.
         std::thread::sleep(every);
     }
 }
@@ -488,6 +490,38 @@ impl Daemon {
         lines.swap_remove(0)
     }
 
+    /// The log lines of the event `name` (their `event` field: `tap_recorded`, `delivered`,
+    /// ...; see `src/events.rs`), in order. Tests wait on these, not on a message's wording.
+    pub fn events(&self, name: &str) -> Vec<String> {
+        self.lines()
+            .into_iter()
+            .filter(|l| field(l, "event") == Some(name))
+            .collect()
+    }
+
+    /// Waits until `n` lines of the event `name` are logged; returns them, and panics with the
+    /// log at the deadline.
+    pub async fn wait_for_events(&self, name: &str, n: usize, timeout: Duration) -> Vec<String> {
+        let found = poll(timeout, || {
+            let lines = self.events(name);
+            (lines.len() >= n).then_some(lines)
+        })
+        .await;
+        found.unwrap_or_else(|| {
+            panic!(
+                "waited {timeout:?} for {n} events {name}, saw {}; log:\n{}",
+                self.events(name).len(),
+                self.lines().join("\n")
+            )
+        })
+    }
+
+    /// Waits until the event `name` is logged; returns its first line.
+    pub async fn wait_for_event(&self, name: &str, timeout: Duration) -> String {
+        let mut lines = self.wait_for_events(name, 1, timeout).await;
+        lines.swap_remove(0)
+    }
+
     /// Every tap logged so far, recorded or ignored (automatic check-outs are no taps), in
     /// order: one line each.
     pub fn taps(&self) -> Vec<String> {
@@ -515,7 +549,7 @@ impl Daemon {
     pub fn recorded(&self) -> Vec<Recorded> {
         self.lines()
             .iter()
-            .filter(|l| l.contains("tap recorded"))
+            .filter(|l| field(l, "event") == Some("tap_recorded"))
             .map(|l| Recorded {
                 event_id: field(l, "event_id").unwrap().parse().unwrap(),
                 tag: field(l, "tag").unwrap().to_string(),
