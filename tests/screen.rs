@@ -861,7 +861,7 @@ async fn the_staff_page_says_who_is_in_since_when_in_local_time_and_flags_a_firs
     let zone = "Europe/Berlin";
     let daemon = Daemon::start_with_env(&config, &[("TZ", zone)]);
     daemon.wait_for_line("the screen is served", LONG).await;
-    daemon.wait_for_line("reader connected", LONG).await;
+    daemon.wait_for_event("reader_connected", LONG).await;
     let mut member = Browser::start(1280, 800);
     member.navigate(&format!("http://127.0.0.1:{port}/"));
     let title = "document.getElementById('title').textContent";
@@ -913,7 +913,6 @@ async fn the_staff_page_says_who_is_in_since_when_in_local_time_and_flags_a_firs
         pty.write(&em4100_frame(tag));
         last = Some((tag, daemon.wait_for_tap(n + 2).await));
     }
-    daemon.wait_for_line("kind=checkout", LONG).await;
 
     let mut staff = Browser::start(1280, 1100);
     staff.navigate(&format!("http://127.0.0.1:{port}/staff"));
@@ -1106,9 +1105,7 @@ async fn long_names_are_scaled_down_never_cut_and_cjk_and_emoji_names_are_drawn(
     // "One moment" until its lookup and post are done: "Welcome" comes with what the lookup
     // said of the name.)
     pty.write(&em4100_frame(NAMELESS));
-    daemon
-        .wait_for_lines("outcome=\"delivered\"", 2, LONG)
-        .await;
+    daemon.wait_for_events("delivered", 2, LONG).await;
     assert!(
         browser
             .wait_until(&format!("{title} === 'Welcome'"), LONG)

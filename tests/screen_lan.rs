@@ -53,7 +53,7 @@ async fn desk_on_lan(name: &str) -> (TestDir, FakeEgym, Pty, u16, Daemon) {
     );
     let daemon = Daemon::start(&config);
     daemon.wait_for_line("the screen is served", LONG).await;
-    daemon.wait_for_line("reader connected", LONG).await;
+    daemon.wait_for_event("reader_connected", LONG).await;
     (dir, fake, pty, port, daemon)
 }
 
