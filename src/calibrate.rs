@@ -219,9 +219,13 @@ pub async fn run(
             }
         })?;
     say(&format!(
-        "Found the member at EGYM, with {} card(s) enrolled. Present the member's card on \
-         reader {} now (within {} s).",
-        enrolled.len(),
+        "Found the member at EGYM, with {} enrolled. Present the member's card on reader {} \
+         now (within {} s).",
+        if enrolled.len() == 1 {
+            "1 card".to_string()
+        } else {
+            format!("{} cards", enrolled.len())
+        },
         reader.name,
         PRESENT_WITHIN.as_secs()
     ));

@@ -236,12 +236,20 @@ async fn enrol(via: &Via, asked: &Asked) -> Result<Outcome, String> {
 
 fn say_found(member: &MemberReply) {
     say(&format!(
-        "Found {} at EGYM (account {}), with {} card(s) enrolled{}",
+        "Found {} at EGYM (account {}), with {} enrolled{}",
         member.first_name.as_deref().unwrap_or("the member"),
         member.account_id,
-        member.cards.len(),
+        counted(member.cards.len(), "card", "cards"),
         cards_text(&member.cards)
     ));
+}
+
+/// "1 card", "2 cards".
+fn counted(n: usize, one: &str, many: &str) -> String {
+    match n {
+        1 => format!("1 {one}"),
+        n => format!("{n} {many}"),
+    }
 }
 
 fn cards_text(cards: &[CardReply]) -> String {
@@ -267,12 +275,19 @@ fn waiting_text(waiting: usize, sent_by: SentBy, via: &Via) -> String {
         (0, SentBy::Service | SentBy::NextStart) => {
             "No taps were waiting on this card: its next tap checks the member in or out.".into()
         }
+        (1, SentBy::Service) => {
+            "The tap waiting on it is looked up again and delivered now, with its own tap time."
+                .into()
+        }
         (n, SentBy::Service) => format!(
-            "{n} tap(s) waiting on it are being looked up again and delivered now, each with \
-             its own tap time."
+            "{n} taps waiting on it are looked up again and delivered now, each with its own \
+             tap time."
         ),
+        (1, SentBy::NextStart) => "The service is not running: the tap waiting on it is \
+             delivered, with its own tap time, as soon as it starts."
+            .into(),
         (n, SentBy::NextStart) => format!(
-            "The service is not running: the {n} tap(s) waiting on it are delivered, each with \
+            "The service is not running: the {n} taps waiting on it are delivered, each with \
              its own tap time, as soon as it starts."
         ),
         (_, SentBy::TheirSchedule) => format!(

@@ -75,14 +75,28 @@ pub enum Happening {
         tag: String,
         inside: bool,
     },
-    /// Delivery looked the tag up for a live tap: the member's first name.
-    Named { event_id: i64, first_name: String },
+    /// Delivery looked the tag up: the member's first name (kept in memory only), for the tap
+    /// of `event_id`, a `kind`.
+    Named {
+        event_id: i64,
+        tag: String,
+        kind: Kind,
+        first_name: String,
+    },
+    /// EGYM admitted a Wellpass member's check-in; `first_visit`: for the first time.
+    Admitted { event_id: i64, first_visit: bool },
+    /// A visit left open was checked out by itself.
+    AutoCheckedOut { tag: String },
     /// The check-in or check-out reached EGYM.
     Delivered { event_id: i64 },
     /// EGYM knows no member with the tag.
     Unknown { event_id: i64 },
-    /// EGYM refused a Wellpass member's admission.
-    Refused { event_id: i64, refusal: Refusal },
+    /// EGYM refused a Wellpass member's admission: the member of `tag` is not let in.
+    Refused {
+        event_id: i64,
+        tag: String,
+        refusal: Refusal,
+    },
     /// A delivery attempt failed and will be retried (EGYM out of reach or failing).
     Failing { event_id: i64 },
     /// Staff enrolled the card whose tap `event_id` (the oldest waiting on it) was: it is
@@ -289,6 +303,9 @@ impl AutoCheckedOut {
             late_s = self.late.as_secs(),
             "automatic check-out"
         );
+        to.observer.happened(Happening::AutoCheckedOut {
+            tag: self.tag.clone(),
+        });
         to.heard(Event::AutoCheckedOut(self));
     }
 }
@@ -472,6 +489,7 @@ impl Delivery {
                     DeliveryOutcome::AdmissionRefused,
                     Some(Happening::Refused {
                         event_id,
+                        tag: self.tag.clone(),
                         refusal: *refusal,
                     }),
                 )
@@ -637,33 +655,42 @@ impl AdmissionMade {
                     refusal.says()
                 );
             }
-            (admission, _) => info!(
-                event = "admitted",
-                outcome = "admitted",
-                event_id = id,
-                reader = %reader,
-                tag = %tag,
-                first_admission = self.first_admission,
-                late = admission == Admission::AdmittedLate,
-                "Wellpass member admitted{}",
-                if self.first_admission.is_none() {
-                    " (EGYM's answer could not be read; it admitted the member all the same, \
-                     and is not asked again)"
-                } else {
-                    ""
-                }
-            ),
+            (admission, _) => {
+                to.observer.happened(Happening::Admitted {
+                    event_id: id,
+                    first_visit: self.first_admission == Some(true),
+                });
+                info!(
+                    event = "admitted",
+                    outcome = "admitted",
+                    event_id = id,
+                    reader = %reader,
+                    tag = %tag,
+                    first_admission = self.first_admission,
+                    late = admission == Admission::AdmittedLate,
+                    "Wellpass member admitted{}",
+                    if self.first_admission.is_none() {
+                        " (EGYM's answer could not be read; it admitted the member all the same, \
+                         and is not asked again)"
+                    } else {
+                        ""
+                    }
+                );
+            }
         }
         to.observer.changed();
         to.heard(Event::AdmissionMade(self));
     }
 }
 
-/// A lookup for a tap on screen gave the member's first name: the screen greets them. The name
-/// is never logged nor kept.
+/// A lookup gave the member's first name: the member screen greets them, and the staff page
+/// says who is in. The name is never logged nor written down; the screen keeps it in memory
+/// only (see `screen::names`).
 #[derive(Clone, PartialEq, Eq)]
 pub struct NameKnown {
     pub event_id: i64,
+    pub tag: String,
+    pub kind: Kind,
     pub first_name: String,
 }
 
@@ -671,6 +698,7 @@ impl fmt::Debug for NameKnown {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("NameKnown")
             .field("event_id", &self.event_id)
+            .field("kind", &self.kind)
             .finish_non_exhaustive()
     }
 }
@@ -679,6 +707,8 @@ impl NameKnown {
     pub fn emit(self, to: &Listeners) {
         to.observer.happened(Happening::Named {
             event_id: self.event_id,
+            tag: self.tag.clone(),
+            kind: self.kind,
             first_name: self.first_name.clone(),
         });
         to.heard(Event::NameKnown(self));

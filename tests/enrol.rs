@@ -206,7 +206,7 @@ async fn with_the_service_stopped_enrol_reads_the_card_and_the_waiting_tap_goes_
     enrol.wait_for("[y/N]").await;
     let question = enrol.stdout();
     assert!(
-        question.contains("Found Pat at EGYM (account acc-pat), with 0 card(s) enrolled.")
+        question.contains("Found Pat at EGYM (account acc-pat), with 0 cards enrolled.")
             && question.contains("Enrol the card 0x…0D0E (tagFormat HITAG1) for Pat"),
         "{question}"
     );
@@ -220,8 +220,7 @@ async fn with_the_service_stopped_enrol_reads_the_card_and_the_waiting_tap_goes_
     assert_eq!(code, Some(0), "{stdout}\n{stderr}");
     assert!(
         stdout.contains("Enrolled the card 0x…0D0E (tagFormat HITAG1) for Pat at EGYM.")
-            && stdout
-                .contains("The service is not running: the 1 tap(s) waiting on it are delivered"),
+            && stdout.contains("The service is not running: the tap waiting on it is delivered"),
         "{stdout}"
     );
     // The card as the reader's lookups send it: the same rendering and tagFormat.
@@ -314,7 +313,7 @@ async fn through_the_running_service_enrol_takes_the_next_card_on_its_reader_and
     println!("{stdout}");
     assert_eq!(code, Some(0), "{stdout}\n{stderr}");
     assert!(
-        stdout.contains("1 tap(s) waiting on it are being looked up again and delivered now"),
+        stdout.contains("The tap waiting on it is looked up again and delivered now"),
         "{stdout}"
     );
     let (delivered, received) = fake
@@ -379,7 +378,7 @@ async fn through_the_running_service_enrol_takes_the_next_card_on_its_reader_and
     .await;
     assert_eq!(code, Some(0), "{stdout}\n{stderr}");
     assert!(
-        stdout.contains("with 1 card(s) enrolled: 0x…0D0E (HITAG1).")
+        stdout.contains("with 1 card enrolled: 0x…0D0E (HITAG1).")
             && stdout.contains("is enrolled for Pat already: nothing to add at EGYM.")
             && stdout.contains("No taps were waiting on this card"),
         "{stdout}"

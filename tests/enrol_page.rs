@@ -445,10 +445,12 @@ async fn staff_enrol_an_unknown_card_from_the_page_and_its_waiting_tap_reaches_e
     assert!(
         browser
             .wait_until(
-                "document.getElementById('taps').innerText.includes('delivered')",
+                "document.getElementById('taps').innerText.includes('Sent to EGYM')",
                 LONG
             )
-            .await
+            .await,
+        "{}",
+        browser.evaluate("document.getElementById('taps').innerText")
     );
     member_screen.wait_for("\"title\":\"Welcome, Pat\"").await;
     drop(daemon);

@@ -77,7 +77,12 @@ pub(super) fn parse_root(root: &toml::Table, problems: &mut Problems) -> Parsed 
 }
 
 fn parse_screen(value: Option<&Value>, problems: &mut Problems) -> Option<ScreenConfig> {
-    let s = Section::new("screen".into(), value, &["listen", "token-file"], problems)?;
+    let s = Section::new(
+        "screen".into(),
+        value,
+        &["listen", "token-file", "show-refusal-reasons"],
+        problems,
+    )?;
     let text = s
         .string("listen", problems)
         .unwrap_or(DEFAULT_SCREEN_LISTEN);
@@ -112,12 +117,17 @@ fn parse_screen(value: Option<&Value>, problems: &mut Problems) -> Option<Screen
             &s.key("listen"),
             format!(
                 "{address} is reachable from other machines: set [screen] token-file to a file \
-                 holding a token, which the staff page and /metrics then need (the member screen \
-                 stays open); or listen on 127.0.0.1"
+                 holding a token, which every page then needs from other machines (and the \
+                 staff page and /metrics from this one too); or listen on 127.0.0.1"
             ),
         );
     }
-    Some(ScreenConfig { listen, token_file })
+    let show_refusal_reasons = s.boolean("show-refusal-reasons", false, problems);
+    Some(ScreenConfig {
+        listen,
+        token_file,
+        show_refusal_reasons,
+    })
 }
 
 fn parse_service(value: Option<&Value>, problems: &mut Problems) -> Option<ServiceConfig> {

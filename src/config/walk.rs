@@ -70,6 +70,20 @@ impl<'t> Section<'t> {
         }
     }
 
+    pub(super) fn boolean(&self, key: &str, default: bool, problems: &mut Problems) -> bool {
+        match self.table.get(key) {
+            None => default,
+            Some(Value::Boolean(b)) => *b,
+            Some(other) => {
+                problems.add(
+                    &self.key(key),
+                    format!("expected true or false, found {}", type_name(other)),
+                );
+                default
+            }
+        }
+    }
+
     pub(super) fn required_string(&self, key: &str, problems: &mut Problems) -> Option<&'t str> {
         if !self.table.contains_key(key) {
             problems.add(&self.key(key), "missing");

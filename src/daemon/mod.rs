@@ -140,6 +140,7 @@ pub struct Service {
     clock: Clock,
     screen: Screen,
     screen_token: Option<String>,
+    time_zone: jiff::tz::TimeZone,
     control: Option<control::Listener>,
     metrics: Arc<Metrics>,
     recorder: Recorder,
@@ -222,7 +223,14 @@ impl Service {
             });
         let metrics = Arc::new(Metrics::default());
         let client = client.with_metrics(metrics.clone());
-        let screen = Screen::new(clock.clone());
+        let screen = Screen::new(
+            clock.clone(),
+            crate::screen::MemberScreenSettings {
+                show_refusal_reasons: config.screen.show_refusal_reasons,
+            },
+        );
+        // The box's local time: `closing-time` is read in it, and the staff page shows it.
+        let time_zone = jiff::tz::TimeZone::system();
         let listeners = Listeners::new(Arc::new(screen.clone()), metrics.clone());
         // Staff enrolling a card wait at the desk, often with the member: their requests go
         // before a backlog's, from the same bucket.
@@ -257,7 +265,7 @@ impl Service {
         .then(|| crate::visit::AutoCheckoutPolicy {
             after: config.visits.auto_checkout_after,
             closing_time: config.visits.closing_time,
-            time_zone: jiff::tz::TimeZone::system(),
+            time_zone: time_zone.clone(),
         });
         let recorder = Recorder::new(
             store.clone(),
@@ -298,6 +306,7 @@ impl Service {
             clock,
             screen,
             screen_token,
+            time_zone,
             control,
             metrics,
             recorder,
@@ -319,6 +328,7 @@ impl Service {
             clock,
             screen,
             screen_token,
+            time_zone,
             control,
             metrics,
             recorder,
@@ -381,6 +391,7 @@ impl Service {
                         listen,
                         token: screen_token,
                         enroller: Some(enroller.clone()),
+                        time_zone,
                     },
                     screen,
                     store.clone(),

@@ -76,11 +76,16 @@ pub(super) async fn attempt(
                 }
                 match found {
                     Ok(account) => {
+                        // Told to the screen whenever a lookup gives it (no request is made for
+                        // it alone, but for a member at the door): the member screen greets by
+                        // it, the staff page says who is in.
                         if let Some(first_name) = account.first_name
-                            && ctx.settings.greeting.wanted(event.id)
+                            && ctx.settings.greeting.keeps_names()
                         {
                             NameKnown {
                                 event_id: event.id,
+                                tag: event.tag.clone(),
+                                kind: event.kind,
                                 first_name,
                             }
                             .emit(&ctx.listeners);
@@ -148,7 +153,7 @@ async fn admit_and_post(
         AdmissionPlan::NotNeeded => {}
         AdmissionPlan::Skip => {
             ctx.store
-                .mark_admission(event.id, Admission::Skipped, None)
+                .mark_admission(event.id, Admission::Skipped, None, false)
                 .await?;
             *admission = Some(Admission::Skipped);
             admission_made(ctx, event, Admission::Skipped, None, None);
@@ -160,7 +165,9 @@ async fn admit_and_post(
                 } else {
                     Admission::Admitted
                 };
-                ctx.store.mark_admission(event.id, admitted, None).await?;
+                ctx.store
+                    .mark_admission(event.id, admitted, None, first_admission == Some(true))
+                    .await?;
                 *admission = Some(admitted);
                 admission_made(ctx, event, admitted, first_admission, None);
             }
@@ -179,6 +186,7 @@ async fn admit_and_post(
                             event.id,
                             Admission::RefusedLate,
                             Some(refusal.error_code().into()),
+                            false,
                         )
                         .await?;
                     *admission = Some(Admission::RefusedLate);

@@ -20,7 +20,8 @@ use hyper::{Request, Response, StatusCode};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::server::{Body, Context, authorised, full, same, set};
+use super::access::same;
+use super::server::{Body, Context, full, set};
 use crate::enrolment::{Holder, Preview, Refused};
 use crate::tag;
 
@@ -69,20 +70,21 @@ fn random_token() -> std::io::Result<String> {
     Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
 }
 
-/// Answers a request for `/staff/enrol…` from `peer`.
+/// Answers a request for `/staff/enrol…` from `peer`, `authorised` when it carries the screen's
+/// token (in the header, the query or the browser's cookie: see `access.rs`).
 pub(super) async fn handle(
     ctx: &Context,
     request: Request<Incoming>,
     peer: SocketAddr,
+    authorised: bool,
 ) -> Response<Body> {
     let path = request.uri().path().to_string();
-    let query = request.uri().query().unwrap_or("").to_string();
     // The token on every address: enrolling is a write on behalf of staff.
     let csrf = match &ctx.enrol {
         EnrolPage::On { csrf } => csrf.clone(),
         EnrolPage::Off { why } => return answer(StatusCode::FORBIDDEN, refusal("off", why)),
     };
-    if !authorised(ctx, &request, &query) {
+    if !authorised {
         return answer(
             StatusCode::UNAUTHORIZED,
             refusal(

@@ -354,12 +354,14 @@ impl Store {
         id: i64,
         admission: Admission,
         reason: Option<String>,
+        first_admission: bool,
     ) -> Result<(), StoreError> {
         self.call(move |conn| {
             conn.prepare_cached(
-                "UPDATE events SET admission = ?2, admission_reason = ?3 WHERE id = ?1",
+                "UPDATE events SET admission = ?2, admission_reason = ?3, first_admission = ?4
+                 WHERE id = ?1",
             )?
-            .execute(params![id, admission.as_str(), reason])?;
+            .execute(params![id, admission.as_str(), reason, first_admission])?;
             Ok(())
         })
         .await

@@ -282,4 +282,17 @@ pub const MIGRATIONS: &[&str] = &[
     CREATE INDEX events_pending_steady ON events (tapped_steady_ms)
         WHERE state = 'pending' AND behind_unknown = 0;
     "#,
+    // 9: the staff page: first Wellpass visits, today's admissions, who is in the club.
+    r#"
+    -- EGYM's `firstAdmission`: the member's first Wellpass visit, which needs an introductory
+    -- session.
+    ALTER TABLE events ADD COLUMN first_admission INTEGER NOT NULL DEFAULT 0;
+    -- Admissions granted by the tap's time (what the gym is paid for, once per member and day),
+    -- and first visits by card: each read from an index, not a scan of the events.
+    CREATE INDEX events_admitted ON events (tapped_at_ms, tag)
+        WHERE admission IN ('admitted', 'admitted_late');
+    CREATE INDEX events_first_admission ON events (tag, tapped_at_ms) WHERE first_admission = 1;
+    -- The members in the club, by when they came in.
+    CREATE INDEX visits_inside_since ON visits (checked_in_at_ms) WHERE inside = 1;
+    "#,
 ];

@@ -616,6 +616,68 @@ pub fn free_port() -> u16 {
         .port()
 }
 
+/// An address of this machine that is not loopback, for the tests of the screen's rules for
+/// other machines: a connection from this machine to it comes from it (the kernel picks the
+/// local address it connects to as the source), so the service sees a client that is not
+/// loopback, as it sees a tablet on the LAN. IPv4 first; link-local addresses are left out.
+pub fn lan_address() -> std::net::IpAddr {
+    use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+    let mut found: Vec<IpAddr> = Vec::new();
+    let mut list: *mut libc::ifaddrs = std::ptr::null_mut();
+    // SAFETY: getifaddrs fills `list` with a list this function frees below with freeifaddrs;
+    // each entry's ifa_addr is null or points to a sockaddr of the family it names.
+    unsafe {
+        assert_eq!(
+            libc::getifaddrs(&mut list),
+            0,
+            "getifaddrs: {}",
+            std::io::Error::last_os_error()
+        );
+        let mut entry = list;
+        while !entry.is_null() {
+            let addr = (*entry).ifa_addr;
+            if !addr.is_null() {
+                match i32::from((*addr).sa_family) {
+                    libc::AF_INET => {
+                        let v4 = &*(addr as *const libc::sockaddr_in);
+                        found.push(IpAddr::V4(Ipv4Addr::from(u32::from_be(v4.sin_addr.s_addr))));
+                    }
+                    libc::AF_INET6 => {
+                        let v6 = &*(addr as *const libc::sockaddr_in6);
+                        found.push(IpAddr::V6(Ipv6Addr::from(v6.sin6_addr.s6_addr)));
+                    }
+                    _ => {}
+                }
+            }
+            entry = (*entry).ifa_next;
+        }
+        libc::freeifaddrs(list);
+    }
+    let usable = |ip: &IpAddr| match ip {
+        IpAddr::V4(v4) => !v4.is_loopback() && !v4.is_link_local() && !v4.is_unspecified(),
+        IpAddr::V6(v6) => {
+            !v6.is_loopback() && !v6.is_unspecified() && (v6.segments()[0] & 0xffc0) != 0xfe80
+        }
+    };
+    found.sort_by_key(|ip| ip.is_ipv6());
+    found.into_iter().find(usable).unwrap_or_else(|| {
+        panic!(
+            "this machine has no address but loopback ones: the screen's tests for other \
+             machines connect from one. Bring a network interface up with an address (any, \
+             e.g. `ip addr add 192.0.2.2/32 dev lo` as root)"
+        )
+    })
+}
+
+/// A port free now on every address, for a screen that listens on all of them.
+pub fn free_port_everywhere() -> u16 {
+    std::net::TcpListener::bind("0.0.0.0:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
 /// Prometheus's `promtool` (Debian's package `prometheus`, which `.ci/run` installs) run with
 /// `args`, `input` on its standard input; returns whether it succeeded, and what it printed.
 pub fn promtool(args: &[&str], input: &str) -> (bool, String) {
