@@ -478,7 +478,8 @@ async fn main() {
         pty.write(&em4100_frame(tag));
         tokio::time::sleep(Duration::from_millis(15)).await;
     }
-    fake.wait_for(LONG, |r| count_visits(r) == tags.len()).await;
+    let (warm, received) = fake.wait_for(LONG, |r| count_visits(r) == tags.len()).await;
+    assert!(warm, "the tag cache was not warmed: {received:#?}");
 
     let received_before = fake.received().len();
     let (written, mut durable, mut floor) =

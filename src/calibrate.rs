@@ -10,17 +10,13 @@
 
 use std::time::Duration;
 
-use tokio::sync::{mpsc, watch};
-
 use crate::clock::Clock;
-use crate::clock::timer;
 use crate::config::Config;
 use crate::console::say;
 use crate::egym::ApiKey;
 use crate::egym::{self, EnrolledRfid};
-use crate::liveness::Pulse;
-use crate::reader::{self, Reader, ReaderMessage, Source};
-use crate::reader::{Driver, ReaderConfig};
+use crate::reader::ReaderConfig;
+use crate::reader::{self, ReaderMessage};
 use crate::tag::{self, ByteOrder, IdBytes, IdFormat, Normalisation, RawId};
 
 /// How long staff have to present the card.
@@ -223,9 +219,13 @@ pub async fn run(
             }
         })?;
     say(&format!(
-        "Found the member at EGYM, with {} card(s) enrolled. Present the member's card on \
-         reader {} now (within {} s).",
-        enrolled.len(),
+        "Found the member at EGYM, with {} enrolled. Present the member's card on reader {} \
+         now (within {} s).",
+        if enrolled.len() == 1 {
+            "1 card".to_string()
+        } else {
+            format!("{} cards", enrolled.len())
+        },
         reader.name,
         PRESENT_WITHIN.as_secs()
     ));
@@ -247,56 +247,25 @@ fn key_refused(config: &Config, failure: &egym::Failure) -> String {
 
 /// Reads one presentation on `config`'s reader.
 async fn read_one(config: &ReaderConfig, clock: Clock) -> Result<Read, String> {
-    let device = match &config.driver {
-        Driver::Serial { path, .. } | Driver::Keyboard { path } => path.display().to_string(),
-        Driver::Pcsc { reader: Some(name) } => format!("PC/SC reader matching {name:?}"),
-        Driver::Pcsc { reader: None } => "the first PC/SC reader".into(),
-        Driver::Stdin => "standard input".into(),
+    let wanted = |message: &ReaderMessage| match message {
+        ReaderMessage::Tap(tap) => !tap.repeat,
+        ReaderMessage::Unreadable { .. } => true,
+        _ => false,
     };
-    reader::try_open(config).map_err(|e| {
-        format!(
-            "cannot open reader {} ({device}): {e}. If the service is running, it has the reader: \
-             stop it first (sudo systemctl stop gym-checkin) and start it again afterwards",
+    match reader::read_one(config, clock, PRESENT_WITHIN, wanted).await {
+        Ok(ReaderMessage::Tap(tap)) => Ok(match tap.text {
+            Some(text) => Read::Text(text),
+            None => Read::Bytes(tap.raw),
+        }),
+        Ok(ReaderMessage::Unreadable { text, .. }) => Ok(Read::Text(text)),
+        Ok(other) => Err(format!("reader {} sent {other:?}", config.name)),
+        Err(e @ reader::ReadOneError::CannotOpen { .. }) => Err(format!(
+            "reader {}: {e}. If the service is running, it has the reader: stop it first (sudo \
+             systemctl stop gym-checkin) and start it again afterwards",
             config.name
-        )
-    })?;
-    let (messages, mut inbox) = mpsc::channel(16);
-    let (stop, stopping) = watch::channel(false);
-    let task = tokio::spawn(
-        Reader::new(config.clone(), Source::for_config(config), clock)
-            .listening()
-            .run(messages, stopping, Pulse::unwatched()),
-    );
-    let deadline = timer::Instant::now() + PRESENT_WITHIN;
-    let read = loop {
-        let message = timer::timeout_at(deadline, inbox.recv()).await;
-        match message {
-            Ok(Some(ReaderMessage::Tap(tap))) if !tap.repeat => {
-                break Ok(match tap.text {
-                    Some(text) => Read::Text(text),
-                    None => Read::Bytes(tap.raw),
-                });
-            }
-            Ok(Some(ReaderMessage::Unreadable { text, .. })) => break Ok(Read::Text(text)),
-            Ok(Some(_)) => {}
-            Ok(None) => {
-                break Err(format!(
-                    "reader {} stopped before a card was read",
-                    config.name
-                ));
-            }
-            Err(_) => {
-                break Err(format!(
-                    "no card was read on reader {} within {} s",
-                    config.name,
-                    PRESENT_WITHIN.as_secs()
-                ));
-            }
-        }
-    };
-    let _ = stop.send(true);
-    let _ = task.await;
-    read
+        )),
+        Err(e) => Err(format!("reader {}: {e}", config.name)),
+    }
 }
 
 /// What `calibrate` prints for what it found.

@@ -40,6 +40,23 @@ pub fn say(text: &str) {
     let _ = print(&format!("{text}\n"));
 }
 
+/// Asks `question` on standard output and reads the answer from standard input: whether it
+/// was yes (`y` or `yes`, any case). No answer (the end of input, or input that cannot be read)
+/// is no.
+pub fn confirm(question: &str) -> bool {
+    if print(&format!("{question} [y/N] ")).is_err() {
+        return false;
+    }
+    let mut answer = String::new();
+    match std::io::stdin().read_line(&mut answer) {
+        Ok(0) | Err(_) => {
+            say("");
+            false
+        }
+        Ok(_) => matches!(answer.trim().to_ascii_lowercase().as_str(), "y" | "yes"),
+    }
+}
+
 /// Says `text` on standard error, after the program's name, as one line (or several, if it
 /// holds line breaks). A closed standard error is no reason to stop or panic: it is ignored.
 pub fn complain(text: &str) {
@@ -61,7 +78,11 @@ pub async fn stdout_closed() {
 /// permissions.
 pub fn user_name() -> String {
     // SAFETY: geteuid cannot fail.
-    let uid = unsafe { libc::geteuid() };
+    name_of_user(unsafe { libc::geteuid() })
+}
+
+/// The name of the user `uid` (`uid N` if it has none).
+pub fn name_of_user(uid: u32) -> String {
     let mut buffer = vec![0 as libc::c_char; 1024];
     let mut entry = std::mem::MaybeUninit::<libc::passwd>::uninit();
     let mut found: *mut libc::passwd = std::ptr::null_mut();

@@ -18,6 +18,12 @@
 //! One request per connection: a line of JSON (`{"request":"status"}`), answered by one line of
 //! JSON. Each answer names the database the service runs on, so a command configured for
 //! another database never takes it for its own.
+//!
+//! `gym-checkin enrol` asks the running service too, so that its requests to EGYM take their
+//! tokens from the service's own bucket, the taps waiting on the card go out at once, and the
+//! reader the service holds is not opened twice: find the member (`enrol_preview`), claim the
+//! next card presented on a reader (`enrol_read`), enrol (`enrol`). The service logs each
+//! enrolment with who asked, from the socket's peer credentials.
 
 use std::future::Future;
 use std::io::{BufRead, BufReader, Write};
@@ -35,8 +41,10 @@ use tracing::{debug, warn};
 
 use crate::clock::timer;
 use crate::clock::{SteadyMs, WallMs};
+use crate::enrolment::{Card, MemberFound, Refused};
 use crate::store::status::StatusData;
 use crate::store::{ExportData, Holdings, Subject};
+use crate::tag;
 
 /// The socket's default path, in the directory the unit's `RuntimeDirectory=` makes.
 pub const DEFAULT_SOCKET: &str = "/run/gym-checkin/gym-checkin.sock";
@@ -48,6 +56,8 @@ const ANSWER_WITHIN: Duration = Duration::from_secs(10);
 const MAX_CONNECTIONS: usize = 16;
 /// A request longer than this is refused.
 const MAX_REQUEST: u64 = 64 * 1024;
+/// The longest a card may be waited for on a reader the service holds.
+pub const MAX_READ_WAIT: Duration = Duration::from_secs(120);
 
 /// What a command asks the service.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -73,6 +83,26 @@ pub enum Request {
         database: PathBuf,
         subject: Subject,
     },
+    /// Find `member` (e-mail or membership id) at EGYM, with the cards enrolled for them, and,
+    /// with `rfid`, who holds that card as `reader` sends it.
+    EnrolPreview {
+        reader: String,
+        member: String,
+        rfid: Option<String>,
+    },
+    /// Hand the next card presented on `reader`, within `within_s` seconds, to this enrolment
+    /// instead of recording it as a tap.
+    EnrolRead {
+        reader: String,
+        within_s: u64,
+    },
+    /// Enrol the card `rfid` seen on `reader` for `member`, shown to staff as `account_id`.
+    Enrol {
+        reader: String,
+        rfid: String,
+        member: String,
+        account_id: String,
+    },
 }
 
 impl Request {
@@ -83,13 +113,19 @@ impl Request {
             Request::Holdings { .. } => "holdings",
             Request::Forget { .. } => "forget",
             Request::Export { .. } => "export",
+            Request::EnrolPreview { .. } => "enrol_preview",
+            Request::EnrolRead { .. } => "enrol_read",
+            Request::Enrol { .. } => "enrol",
         }
     }
 
     /// The database a request about one member's data means; `None` for the status.
     pub fn database(&self) -> Option<&Path> {
         match self {
-            Request::Status => None,
+            Request::Status
+            | Request::EnrolPreview { .. }
+            | Request::EnrolRead { .. }
+            | Request::Enrol { .. } => None,
             Request::Holdings { database, .. }
             | Request::Forget { database, .. }
             | Request::Export { database, .. } => Some(database),
@@ -113,6 +149,17 @@ pub enum Reply {
     OtherDatabase(ServiceInfo),
     /// This user may not ask that: why, and what to do.
     Denied(String),
+    /// The member found, for an enrolment.
+    Member(MemberReply),
+    /// The card presented on the reader.
+    Card(CardReply),
+    /// The card enrolled.
+    Enrolled(EnrolledReply),
+    /// The enrolment was refused: a stable reason, and the words for staff.
+    Refused {
+        reason: String,
+        message: String,
+    },
     /// The request cannot be answered: why.
     Failed(String),
 }
@@ -127,7 +174,41 @@ impl Reply {
             | Reply::Changed(service, _) => Some(service),
             Reply::Exported(export) => Some(&export.service),
             Reply::OtherDatabase(service) => Some(service),
-            Reply::Denied(_) | Reply::Failed(_) => None,
+            Reply::Member(_)
+            | Reply::Card(_)
+            | Reply::Enrolled(_)
+            | Reply::Refused { .. }
+            | Reply::Denied(_)
+            | Reply::Failed(_) => None,
+        }
+    }
+}
+
+/// A card: its number as EGYM keeps it, and its `tagFormat`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CardReply {
+    pub rfid: String,
+    pub tag_format: Option<String>,
+}
+
+/// A member found at EGYM for an enrolment. The first name is for the staff member who asked.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemberReply {
+    pub account_id: String,
+    pub first_name: Option<String>,
+    /// The cards enrolled for the member, shortened.
+    pub cards: Vec<CardReply>,
+    /// The card asked about, as it would be enrolled, and whether it is this member's
+    /// already.
+    pub card: Option<CardReply>,
+    pub already_theirs: bool,
+}
+
+impl CardReply {
+    pub fn of(card: Card) -> CardReply {
+        CardReply {
+            rfid: card.rfid,
+            tag_format: card.tag_format.map(|f| f.as_str().to_string()),
         }
     }
 }
@@ -139,6 +220,49 @@ pub struct ExportReply {
     pub data: ExportData,
     /// The service's steady time when it answered, for ages counted in steady time.
     pub steady: SteadyMs,
+}
+
+impl MemberReply {
+    /// The member `found`, with the card asked about, if any, and whether it is theirs.
+    /// The member's cards are shortened (`0x…8671`): whoever may use the socket sees which
+    /// cards a member has, never their numbers.
+    pub fn of(found: MemberFound, card: Option<Card>, already_theirs: bool) -> MemberReply {
+        MemberReply {
+            account_id: found.account_id,
+            first_name: found.first_name,
+            cards: found
+                .cards
+                .into_iter()
+                .map(|c| CardReply {
+                    rfid: tag::short(&c.rfid),
+                    tag_format: c.tag_format,
+                })
+                .collect(),
+            card: card.map(CardReply::of),
+            already_theirs,
+        }
+    }
+}
+
+impl Reply {
+    /// An enrolment refused, as the socket says it.
+    pub fn refused(refused: &Refused) -> Reply {
+        Reply::Refused {
+            reason: refused.code().to_string(),
+            message: refused.to_string(),
+        }
+    }
+}
+
+/// A card enrolled.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EnrolledReply {
+    pub card: CardReply,
+    pub account_id: String,
+    /// It was the member's already: nothing was written to EGYM.
+    pub already: bool,
+    /// Taps that waited on it, now looked up again and delivered.
+    pub waiting: usize,
 }
 
 /// The running service's status.
@@ -196,6 +320,12 @@ impl std::fmt::Display for AskError {
 
 /// Asks the service listening on `path`, and waits for its answer.
 pub fn ask(path: &Path, request: &Request) -> Result<Reply, AskError> {
+    ask_waiting(path, request, ANSWER_WITHIN)
+}
+
+/// Asks the service listening on `path`, and waits for its answer at most `wait` (a request
+/// that waits for a card, say).
+pub fn ask_waiting(path: &Path, request: &Request, wait: Duration) -> Result<Reply, AskError> {
     let mut stream = std::os::unix::net::UnixStream::connect(path).map_err(|e| match e.kind() {
         std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused => {
             AskError::NotRunning
@@ -212,9 +342,7 @@ pub fn ask(path: &Path, request: &Request) -> Result<Reply, AskError> {
             path.display()
         ))
     };
-    stream
-        .set_read_timeout(Some(ANSWER_WITHIN))
-        .map_err(failed)?;
+    stream.set_read_timeout(Some(wait)).map_err(failed)?;
     stream
         .set_write_timeout(Some(ANSWER_WITHIN))
         .map_err(failed)?;
@@ -349,6 +477,15 @@ where
         .await
         .map_err(|_| std::io::Error::other("no request in time"))??;
     let reply = match serde_json::from_str::<Request>(&line) {
+        // A card waited for is handed to nobody once the command that asked has gone (Ctrl-C):
+        // the next presentation on the reader is a member's tap again.
+        Ok(request @ Request::EnrolRead { .. }) => {
+            debug!(uid = peer.uid, pid = ?peer.pid, request = ?request, "control request");
+            tokio::select! {
+                reply = handler(request, peer) => reply,
+                () = hung_up(&mut read) => return Ok(()),
+            }
+        }
         Ok(request) => {
             debug!(uid = peer.uid, pid = ?peer.pid, request = request.name(), "control request");
             handler(request, peer).await
@@ -359,6 +496,18 @@ where
     text.push('\n');
     write.write_all(text.as_bytes()).await?;
     write.shutdown().await
+}
+
+/// Completes when the client has closed its end (or it fails): a client sends nothing after
+/// its request.
+async fn hung_up(read: &mut (impl tokio::io::AsyncRead + Unpin)) {
+    let mut buffer = [0u8; 64];
+    loop {
+        match tokio::io::AsyncReadExt::read(read, &mut buffer).await {
+            Ok(0) | Err(_) => return,
+            Ok(_) => {}
+        }
+    }
 }
 
 #[cfg(test)]

@@ -56,6 +56,12 @@ async fn run_in(dir: &std::path::Path) -> Result<(), DaemonError> {
     // Its own database, and its own socket beside it: a service running on this machine is
     // never in its way, nor it in the service's.
     let socket = dir.join("demo.sock");
+    // A screen token, so that the staff page can enrol cards (which needs one on any address).
+    let token =
+        random_token().map_err(|e| failed(format!("cannot make the screen's token: {e}")))?;
+    let token_file = dir.join("screen-token");
+    std::fs::write(&token_file, format!("{token}\n"))
+        .map_err(|e| failed(format!("cannot create {}: {e}", token_file.display())))?;
     let text = format!(
         r#"
         [egym]
@@ -69,6 +75,7 @@ async fn run_in(dir: &std::path::Path) -> Result<(), DaemonError> {
         trusted-when = "file:{}"
         [screen]
         listen = "{}"
+        token-file = "{}"
         [service]
         socket = "{}"
         [[readers]]
@@ -80,13 +87,14 @@ async fn run_in(dir: &std::path::Path) -> Result<(), DaemonError> {
         db.display(),
         trusted.display(),
         screen,
+        token_file.display(),
         socket.display()
     );
     let mut config = Config::parse(&text)
         .map_err(|problems| DaemonError::Setup(SetupError::Config(problems)))?;
     config.egym.api_key = ApiKeySource::Literal(ApiKey::new(DEMO_KEY.into()));
 
-    print_banner(&fake, &members, screen);
+    print_banner(&fake, &members, screen, &token);
     tokio::spawn(print_requests(fake.subscribe(), members));
 
     let (mut typed, reader_end) = tokio::io::duplex(4096);
@@ -178,19 +186,27 @@ fn screen_address() -> std::net::SocketAddr {
         .unwrap_or(usual)
 }
 
-fn print_banner(fake: &FakeEgym, members: &[Member], screen: std::net::SocketAddr) {
+/// 32 hex digits from the kernel's random source.
+fn random_token() -> std::io::Result<String> {
+    let mut bytes = [0u8; 16];
+    std::io::Read::read_exact(&mut std::fs::File::open("/dev/urandom")?, &mut bytes)?;
+    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
+}
+
+fn print_banner(fake: &FakeEgym, members: &[Member], screen: std::net::SocketAddr, token: &str) {
     let mut text = format!(
         "gym-checkin demo: a stand-in EGYM runs at {} and this terminal is the reader.\n\
-         The front-desk screen: http://{screen}/  (staff page: http://{screen}/staff, metrics: /metrics)\n\
+         The front-desk screen: http://{screen}/  (staff page: http://{screen}/staff?token={token})\n\
          Demo members (type a tag to tap that member's card):\n",
         fake.base_url()
     );
-    for member in members {
+    for member in members.iter().filter(|m| !m.rfid.is_empty()) {
         let typed = member.rfid.trim_start_matches("0x");
         text.push_str(&format!("    {typed}   {}\n", member.name));
     }
     text.push_str("Frankie and Gabi are Wellpass members: EGYM admits Frankie; Gabi's membership has expired.\n");
     text.push_str("A tag nobody has, e.g. 0A0B0C0D0E, shows how an unknown card is reported.\n");
+    text.push_str("Hana (hana@example.invalid) has no card yet: tap 0A0B0C0D0E, then enrol it for her on the staff page (Enrol…).\n");
     text.push_str("A second tap of the same tag within 5 s is ignored (repeat-window).\n");
     text.push_str(COMMANDS);
     say(&text);
@@ -231,6 +247,20 @@ async fn print_requests(
                 } else {
                     "checked OUT"
                 },
+            )
+        } else if let Some(account) = request.add_rfid() {
+            let name = members
+                .iter()
+                .find(|m| m.account_id == account)
+                .map_or("?", |m| m.name.as_str());
+            let body = request
+                .body
+                .as_ref()
+                .map(|b| b.to_string())
+                .unwrap_or_default();
+            format!(
+                "EGYM received {} {}  body {body}  → {status}\n             card added for {name}",
+                request.method, request.path
             )
         } else if let Some(account) = request.admission() {
             let name = members

@@ -2,7 +2,8 @@
 //!
 //! Each thing that happens in the service is one type here, as vector's internal events are: a
 //! tap recorded, ignored or lost, an automatic check-out, a held tap placed, a reader connected
-//! or lost, a delivery outcome, an admission, a member's name learnt, EGYM reachable again.
+//! or lost, a delivery outcome, an admission, a member's name learnt, EGYM reachable again, a
+//! card enrolled (or its enrolment refused), a presentation taken for an enrolment.
 //! Its `emit` writes its log line (with a stable `event` field, and the same fields every time),
 //! counts its metric with enum labels, and tells the screen, all in one place. The recorder and
 //! delivery emit them, after the database has answered; nothing else writes these log lines,
@@ -18,7 +19,7 @@ use std::time::Duration;
 use tracing::{error, info, warn};
 
 use crate::clock::placement::Placed;
-use crate::clock::{WallMs, rfc3339_ms};
+use crate::clock::{SteadyMs, WallMs, rfc3339_ms};
 use crate::egym::Refusal;
 use crate::metrics::{DeliveryOutcome, Metrics, TapOutcome};
 use crate::store::{Admission, Holdings, TimeQuality};
@@ -77,16 +78,40 @@ pub enum Happening {
         tag: String,
         inside: bool,
     },
-    /// Delivery looked the tag up for a live tap: the member's first name.
-    Named { event_id: i64, first_name: String },
+    /// Delivery looked the tag up: the member's first name (kept in memory only), for the tap
+    /// of `event_id`, a `kind`.
+    Named {
+        event_id: i64,
+        tag: String,
+        kind: Kind,
+        first_name: String,
+    },
+    /// EGYM admitted a Wellpass member's check-in; `first_visit`: for the first time.
+    Admitted { event_id: i64, first_visit: bool },
+    /// A visit left open was checked out by itself.
+    AutoCheckedOut { tag: String },
     /// The check-in or check-out reached EGYM.
     Delivered { event_id: i64 },
     /// EGYM knows no member with the tag.
     Unknown { event_id: i64 },
-    /// EGYM refused a Wellpass member's admission.
-    Refused { event_id: i64, refusal: Refusal },
+    /// EGYM refused a Wellpass member's admission: the member of `tag` is not let in.
+    Refused {
+        event_id: i64,
+        tag: String,
+        refusal: Refusal,
+    },
     /// A delivery attempt failed and will be retried (EGYM out of reach or failing).
     Failing { event_id: i64 },
+    /// Staff enrolled the card whose tap `event_id` (the oldest waiting on it) was: it is
+    /// delivered next. The member may still be at the desk if the tap is recent.
+    Enrolled {
+        event_id: i64,
+        reader: String,
+        kind: Kind,
+        /// When the tap was made, in steady time.
+        tapped: SteadyMs,
+        first_name: Option<String>,
+    },
 }
 
 /// Who hears of what happens besides the log: the screen (an [`Observer`]), the counters, and
@@ -174,6 +199,10 @@ pub enum Event {
     DeliveryResumed(DeliveryResumed),
     Pruned(Pruned),
     Erased(Erased),
+    CardEnrolled(CardEnrolled),
+    EnrolmentRefused(EnrolmentRefused),
+    PresentationClaimed(PresentationClaimed),
+    CardAwaited(CardAwaited),
 }
 
 /// A tap's event committed to the outbox (or an automatic check-out's).
@@ -296,6 +325,9 @@ impl AutoCheckedOut {
             late_s = self.late.as_secs(),
             "automatic check-out"
         );
+        to.observer.happened(Happening::AutoCheckedOut {
+            tag: self.tag.clone(),
+        });
         to.heard(Event::AutoCheckedOut(self));
     }
 }
@@ -479,6 +511,7 @@ impl Delivery {
                     DeliveryOutcome::AdmissionRefused,
                     Some(Happening::Refused {
                         event_id,
+                        tag: self.tag.clone(),
                         refusal: *refusal,
                     }),
                 )
@@ -668,33 +701,42 @@ impl AdmissionMade {
                     refusal.says()
                 );
             }
-            (admission, _) => info!(
-                event = "admitted",
-                outcome = "admitted",
-                event_id = id,
-                reader = %reader,
-                tag = %tag,
-                first_admission = self.first_admission,
-                late = admission == Admission::AdmittedLate,
-                "Wellpass member admitted{}",
-                if self.first_admission.is_none() {
-                    " (EGYM's answer could not be read; it admitted the member all the same, \
-                     and is not asked again)"
-                } else {
-                    ""
-                }
-            ),
+            (admission, _) => {
+                to.observer.happened(Happening::Admitted {
+                    event_id: id,
+                    first_visit: self.first_admission == Some(true),
+                });
+                info!(
+                    event = "admitted",
+                    outcome = "admitted",
+                    event_id = id,
+                    reader = %reader,
+                    tag = %tag,
+                    first_admission = self.first_admission,
+                    late = admission == Admission::AdmittedLate,
+                    "Wellpass member admitted{}",
+                    if self.first_admission.is_none() {
+                        " (EGYM's answer could not be read; it admitted the member all the same, \
+                         and is not asked again)"
+                    } else {
+                        ""
+                    }
+                );
+            }
         }
         to.observer.changed();
         to.heard(Event::AdmissionMade(self));
     }
 }
 
-/// A lookup for a tap on screen gave the member's first name: the screen greets them. The name
-/// is never logged nor kept.
+/// A lookup gave the member's first name: the member screen greets them, and the staff page
+/// says who is in. The name is never logged nor written down; the screen keeps it in memory
+/// only (see `screen::names`).
 #[derive(Clone, PartialEq, Eq)]
 pub struct NameKnown {
     pub event_id: i64,
+    pub tag: String,
+    pub kind: Kind,
     pub first_name: String,
 }
 
@@ -702,6 +744,7 @@ impl fmt::Debug for NameKnown {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("NameKnown")
             .field("event_id", &self.event_id)
+            .field("kind", &self.kind)
             .finish_non_exhaustive()
     }
 }
@@ -710,6 +753,8 @@ impl NameKnown {
     pub fn emit(self, to: &Listeners) {
         to.observer.happened(Happening::Named {
             event_id: self.event_id,
+            tag: self.tag.clone(),
+            kind: self.kind,
             first_name: self.first_name.clone(),
         });
         to.heard(Event::NameKnown(self));
@@ -839,5 +884,150 @@ impl Erased {
         to.observer.forget(&e.cards);
         to.observer.changed();
         to.heard(Event::Erased(self));
+    }
+}
+
+/// Staff enrolled a card at EGYM for a member (or found it was theirs already): the taps
+/// waiting on it are looked up again at once. Logged with who asked, the account id and the
+/// tag, shortened; the member's name is for the screen alone.
+#[derive(Clone, PartialEq, Eq)]
+pub struct CardEnrolled {
+    /// Who asked: the staff page's client address, or the command's user.
+    pub by: String,
+    pub reader: String,
+    pub tag: String,
+    pub tag_format: Option<tag::TagFormat>,
+    pub account_id: String,
+    /// The card was the member's already: nothing was written to EGYM.
+    pub already: bool,
+    /// Taps that waited on the card.
+    pub waiting: usize,
+    /// The oldest of them.
+    pub head: Option<crate::store::OpenEvent>,
+    pub first_name: Option<String>,
+}
+
+impl fmt::Debug for CardEnrolled {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CardEnrolled")
+            .field("by", &self.by)
+            .field("reader", &self.reader)
+            .field("tag", &tag::short(&self.tag))
+            .field("account_id", &self.account_id)
+            .field("already", &self.already)
+            .field("waiting", &self.waiting)
+            .finish_non_exhaustive()
+    }
+}
+
+impl CardEnrolled {
+    pub fn emit(self, to: &Listeners) {
+        info!(
+            event = "card_enrolled",
+            outcome = "enrolled",
+            client = %self.by,
+            reader = %self.reader,
+            tag = %tag::short(&self.tag),
+            tag_format = self.tag_format.map_or("none", |f| f.as_str()),
+            account_id = %self.account_id,
+            already_enrolled = self.already,
+            waiting_taps = self.waiting,
+            "card enrolled at EGYM; the taps waiting on it are looked up again now"
+        );
+        if let Some(head) = &self.head {
+            to.observer.happened(Happening::Enrolled {
+                event_id: head.id,
+                reader: head.reader.clone(),
+                kind: head.kind,
+                tapped: head.tapped_steady,
+                first_name: self.first_name.clone(),
+            });
+        }
+        to.observer.changed();
+        to.heard(Event::CardEnrolled(self));
+    }
+}
+
+/// An enrolment that was not done, and why (a stable `reason`, and the words staff were given).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EnrolmentRefused {
+    pub by: String,
+    pub reader: String,
+    /// The card number asked for (empty when it was none).
+    pub tag: String,
+    pub account_id: String,
+    pub reason: &'static str,
+    pub detail: String,
+}
+
+impl EnrolmentRefused {
+    pub fn emit(self, to: &Listeners) {
+        warn!(
+            event = "enrolment_refused",
+            outcome = "refused",
+            client = %self.by,
+            reader = %self.reader,
+            tag = %tag::short(&self.tag),
+            account_id = %self.account_id,
+            reason = self.reason,
+            "card not enrolled: {}",
+            self.detail
+        );
+        to.heard(Event::EnrolmentRefused(self));
+    }
+}
+
+/// A card presented on a reader was taken for an enrolment (`gym-checkin enrol` asked the
+/// service for it): it is no tap, and nothing is recorded.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PresentationClaimed {
+    pub reader: String,
+    pub tag: String,
+}
+
+impl PresentationClaimed {
+    pub fn emit(self, to: &Listeners) {
+        info!(
+            event = "presentation_claimed",
+            outcome = "claimed",
+            reader = %self.reader,
+            tag = %tag::short(&self.tag),
+            "card presented for an enrolment: handed to it, not recorded as a tap"
+        );
+        to.heard(Event::PresentationClaimed(self));
+    }
+}
+
+/// An enrolment (`gym-checkin enrol`) waits for the next card presented on a reader the service
+/// reads (`waiting`), or no longer does, no card having come (the time is over, or the command
+/// went away): the reader's next card is a tap again.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CardAwaited {
+    pub reader: String,
+    pub waiting: bool,
+    pub within_s: u64,
+}
+
+impl CardAwaited {
+    pub fn emit(self, to: &Listeners) {
+        if self.waiting {
+            info!(
+                event = "enrolment_awaits_card",
+                reader = %self.reader,
+                within_s = self.within_s,
+                "waiting for a card on reader {} for an enrolment: the next card presented there \
+                 is handed to it, not recorded as a tap",
+                self.reader
+            );
+        } else {
+            info!(
+                event = "enrolment_stopped_waiting",
+                reader = %self.reader,
+                "no longer waiting for a card on reader {} for an enrolment: its cards are taps \
+                 again",
+                self.reader
+            );
+        }
+        to.heard(Event::CardAwaited(self));
     }
 }

@@ -9,14 +9,17 @@
 //! A module uses only modules on the lines below its own (`tests/tidy.rs` checks this; the
 //! binary, `main.rs`, may use any):
 //! - [`demo`]: the whole pipeline on this machine, with the stand-in EGYM and a typed reader.
-//! - [`listen`], [`calibrate`], [`status`], [`privacy`]: the other commands, on a reader or the
-//!   database (`privacy`: `forget` and `export`, through the running service or on the database).
+//! - [`listen`], [`calibrate`], [`enrol`], [`status`], [`privacy`]: the other commands, on a
+//!   reader, EGYM or the database (`privacy`: `forget` and `export`, through the running service
+//!   or on the database).
 //! - [`daemon`]: the service: wires the tasks from the configuration, shutdown and signals,
 //!   the watchdog, the timekeeper that keeps the clock's trust current.
 //! - [`config`]: the file read into each part's own settings, every problem at once.
 //! - [`recorder`], [`delivery`]: the tasks that record taps as events, and deliver them.
 //! - [`reader`], [`screen`], [`control`]: the reader tasks; the front-desk screen, its hub and
 //!   its pages; the control socket `status` asks the running service on.
+//! - [`enrolment`]: a card added to a member at EGYM for staff (the staff page, `enrol`, the
+//!   control socket), the taps waiting on it then looked up again; presentations claimed for it.
 //! - [`events`]: what happens, each said once: its log line, its metric, what the screen hears.
 //! - [`store`], [`egym`]: SQLite (all SQL lives there); the EGYM client and its stand-in.
 //! - [`visit`], [`metrics`], [`liveness`], [`console`]: visit decisions (pure, time passed
@@ -33,6 +36,8 @@ pub mod daemon;
 pub mod delivery;
 pub mod demo;
 pub mod egym;
+pub mod enrol;
+pub mod enrolment;
 pub mod events;
 pub mod listen;
 pub mod liveness;

@@ -108,7 +108,6 @@ fn describe_tap(tap: &Tap) -> String {
     }
     let format = tap
         .tag_format
-        .as_deref()
         .map(|f| format!(" with tagFormat={f}"))
         .unwrap_or_default();
     let mut text = format!(

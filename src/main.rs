@@ -10,7 +10,7 @@ use tracing_subscriber::prelude::*;
 
 use gym_checkin::config::{Config, DEFAULT_CONFIG_PATH};
 use gym_checkin::console;
-use gym_checkin::daemon::{DaemonError, EXIT_CONFIG, Service, SetupError};
+use gym_checkin::daemon::{DaemonError, EXIT_CONFIG, EXIT_LOCKED, Service, SetupError};
 
 /// Exit code for a command line that is wrong: as the argument parser gives it, and for a
 /// `--reader` that names no configured reader.
@@ -95,6 +95,24 @@ enum Command {
         #[command(flatten)]
         subject: SubjectArgs,
     },
+    /// Add a card to a member at EGYM, read from the reader or given with --tag; the taps
+    /// waiting on the card are then delivered. Goes through the running service when there is
+    /// one.
+    Enrol {
+        /// The reader, by its name in the configuration: the card is read there, and enrolled
+        /// as that reader sends it to EGYM.
+        #[arg(long)]
+        reader: String,
+        /// The member's e-mail address, or membership id.
+        #[arg(long)]
+        member: String,
+        /// The card's number as the staff page shows it (0x and hex), instead of reading it.
+        #[arg(long, value_name = "RENDERING")]
+        tag: Option<String>,
+        /// Enrol without asking for confirmation.
+        #[arg(long)]
+        yes: bool,
+    },
 }
 
 /// Whose data: one card, or every card the box knows as one member's.
@@ -149,6 +167,12 @@ fn main() -> ExitCode {
         Command::Calibrate { reader, member } => calibrate(&cli.config, &reader, &member),
         Command::Forget { subject, yes } => forget(&cli.config, &subject, yes),
         Command::Export { subject } => export(&cli.config, &subject),
+        Command::Enrol {
+            reader,
+            member,
+            tag,
+            yes,
+        } => enrol(&cli.config, &reader, member, tag, yes),
     }
 }
 
@@ -253,7 +277,45 @@ fn export(path: &Path, args: &SubjectArgs) -> ExitCode {
     })
 }
 
+fn enrol(path: &Path, reader: &str, member: String, tag: Option<String>, yes: bool) -> ExitCode {
+    let (config, key) = match load(path) {
+        Ok(loaded) => loaded,
+        Err(code) => return code,
+    };
+    let Some(reader_config) = config.readers.iter().find(|r| r.name == reader).cloned() else {
+        return no_such_reader(path, &config, reader);
+    };
+    let clock = gym_checkin::clock::Clock::unregistered(config.clock.trusted_when.clone());
+    let asked = gym_checkin::enrol::Asked {
+        reader: reader_config,
+        member,
+        tag,
+        yes,
+    };
+    with_runtime(|runtime| {
+        use gym_checkin::enrol::Outcome;
+        match runtime.block_on(gym_checkin::enrol::run(&config, key, &asked, clock)) {
+            Outcome::Enrolled => ExitCode::SUCCESS,
+            Outcome::NotConfirmed => ExitCode::FAILURE,
+            Outcome::Refused(why) => {
+                console::complain(&why);
+                ExitCode::FAILURE
+            }
+        }
+    })
+}
+
 fn run(path: &Path) -> ExitCode {
+    // A service already on this database is said before anything else is checked: someone who
+    // starts `run` by hand beside the service (whose API key is a systemd credential) must hear
+    // "stop it first", not "no API key". Setup takes the lock itself and says the same if a
+    // service started in between.
+    if let Ok(config) = Config::load(path)
+        && let Some(held) = gym_checkin::store::held(&config.store.path)
+    {
+        console::complain(&held.to_string());
+        return ExitCode::from(EXIT_LOCKED);
+    }
     let (config, key) = match load(path) {
         Ok(loaded) => loaded,
         Err(code) => return code,

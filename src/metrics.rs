@@ -95,10 +95,12 @@ label_set! {
     EgymCall {
         /// `GET accounts/rfid/{rfid}`.
         Lookup => "lookup",
-        /// `GET accounts/email/…` or `accounts/membership/…` (`calibrate`).
+        /// `GET accounts/email/…` or `accounts/membership/…` (`calibrate`, enrolling a card).
         Account => "account",
-        /// `GET accounts/{id}/rfids` (`calibrate`).
+        /// `GET accounts/{id}/rfids` (`calibrate`, enrolling a card).
         Rfids => "rfids",
+        /// `POST accounts/{id}/rfids` (enrolling a card).
+        AddRfid => "add_rfid",
         /// `POST accounts/{id}/admissions`.
         Admission => "admission",
         /// `POST accounts/{id}/checkins` or `checkouts`.

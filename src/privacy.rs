@@ -365,6 +365,7 @@ pub fn export_json(config: &Config, subject: &Subject, exported: &Exported, now:
                 "finished_at": e.finished_at.map(rfc3339),
                 "admission": e.admission,
                 "admission_reason": e.admission_reason,
+                "first_wellpass_visit": e.first_admission,
                 "unknown_card": e.unknown_card,
                 "deleted_after": retention_of(&e.state, e.unknown_card)
                     .map(|d| rfc3339(e.tapped_at + d)),

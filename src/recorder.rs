@@ -32,9 +32,10 @@ use tracing::{error, info, warn};
 
 use crate::clock::timer;
 use crate::clock::{Clock, SteadyMs, Trust, WallMs};
+use crate::enrolment::{Card, Claims};
 use crate::events::{
-    AutoCheckedOut, Erased, Known, Listeners, ReaderChanged, TapIgnored, TapLost, TapPlaced,
-    TapRecorded,
+    AutoCheckedOut, Erased, Known, Listeners, PresentationClaimed, ReaderChanged, TapIgnored,
+    TapLost, TapPlaced, TapRecorded,
 };
 use crate::liveness::Pulse;
 use crate::reader::{ReaderMessage, Tap};
@@ -158,6 +159,8 @@ pub struct Recorder {
     requests: mpsc::Receiver<Request>,
     /// Handed out by [`Recorder::requests`].
     handle: RecorderHandle,
+    /// Presentations staff claimed for an enrolment: such a card is handed over, not recorded.
+    claims: Claims,
 }
 
 enum Wake {
@@ -202,12 +205,18 @@ impl Recorder {
             write_failing: false,
             said_postponed: false,
             placing_failed: false,
+            claims: Claims::default(),
         })
     }
 
     /// How to ask the recorder to forget (see [`RecorderHandle`]).
     pub fn requests(&self) -> RecorderHandle {
         self.handle.clone()
+    }
+
+    /// Hands a presentation claimed in `claims` to its enrolment instead of recording it.
+    pub fn with_claims(self, claims: Claims) -> Recorder {
+        Recorder { claims, ..self }
     }
 
     /// Runs until shutdown: taps and reader changes come in on `messages`, what delivery learns
@@ -395,6 +404,18 @@ impl Recorder {
             | ReaderMessage::Warning { .. } => return,
         };
         self.reader_update(&tap.reader).last_read_at = Some(tap.at.wall);
+        let card = || Card {
+            rfid: tap.rfid.clone(),
+            tag_format: tap.tag_format,
+        };
+        if self.claims.take(&tap.reader, card) {
+            PresentationClaimed {
+                reader: tap.reader.to_string(),
+                tag: tap.rfid.clone(),
+            }
+            .emit(&self.listeners);
+            return;
+        }
         let decision = visit::decide(
             self.visits.get(&tap.rfid).map(|v| &v.state),
             tap.direction,
@@ -441,7 +462,7 @@ impl Recorder {
                 state,
                 reader: event.reader.clone(),
                 raw_id: event.raw_id.clone(),
-                tag_format: event.tag_format.clone(),
+                tag_format: event.tag_format,
             },
         );
         // The event writes the tag's state; an earlier correction is behind it.
@@ -480,7 +501,7 @@ impl Recorder {
             reader: tap.reader.to_string(),
             raw_id: tap.raw.hex(),
             tag: tap.rfid.clone(),
-            tag_format: tap.tag_format.clone(),
+            tag_format: tap.tag_format,
             kind,
             tapped_at,
             tapped_steady: tap.at.steady,
@@ -579,7 +600,7 @@ impl Recorder {
                 reader: v.reader.clone(),
                 raw_id: v.raw_id.clone(),
                 tag: tag.clone(),
-                tag_format: v.tag_format.clone(),
+                tag_format: v.tag_format,
                 kind: Kind::CheckOut,
                 tapped_at: at,
                 // As far after the check-in in steady time as its stamp is after it on the wall

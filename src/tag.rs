@@ -11,6 +11,45 @@
 
 use std::fmt;
 
+/// EGYM's `tagFormat`: the card family an rfid belongs to, sent with a lookup (and with an
+/// enrolment) so EGYM matches the card among those of its family. A reader that reads EM4x02
+/// cards sends none: EGYM has no format for them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum TagFormat {
+    Hitag1,
+    Mifare,
+    Legic,
+}
+
+impl TagFormat {
+    pub const ALL: [TagFormat; 3] = [TagFormat::Hitag1, TagFormat::Mifare, TagFormat::Legic];
+
+    /// EGYM's name, which is also the name in the configuration (`egym-tag-format`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TagFormat::Hitag1 => "HITAG1",
+            TagFormat::Mifare => "MIFARE",
+            TagFormat::Legic => "LEGIC",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<TagFormat> {
+        TagFormat::ALL.into_iter().find(|f| f.as_str() == text)
+    }
+
+    /// Whether the family's ids are ISO 14443A UIDs (which a reader may cut short, and a
+    /// phone may make up at random).
+    pub fn is_uid(self) -> bool {
+        self == TagFormat::Mifare
+    }
+}
+
+impl fmt::Display for TagFormat {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// How a text reader writes the id.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum IdFormat {

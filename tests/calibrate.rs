@@ -6,7 +6,6 @@ mod common;
 use std::io::{BufRead, BufReader};
 use std::process::Stdio;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
 
 use common::*;
 
@@ -61,17 +60,14 @@ async fn calibrate(
         }
     });
     let mut present = Some(present);
-    let deadline = Instant::now() + LONG;
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
+    let status = poll(LONG, || {
         if present.is_some() && stdout.lock().unwrap().contains("Present the member's card") {
             (present.take().unwrap())();
         }
-        assert!(Instant::now() < deadline, "calibrate did not finish");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
+        child.try_wait().unwrap()
+    })
+    .await
+    .expect("calibrate did not finish");
     let mut stderr = String::new();
     std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
     // The process has exited: the reading thread ends at the end of its output.
@@ -143,7 +139,7 @@ async fn calibrate_says_to_stop_the_service_when_it_has_the_reader() {
     let pty = Pty::open();
     let config = config(&dir, &fake, &pty);
     let daemon = Daemon::start(&config);
-    daemon.wait_for_line("reader connected", LONG).await;
+    daemon.wait_for_event("reader_connected", LONG).await;
     let (code, stdout, stderr) = calibrate(&config, "pat@example.invalid", || {}).await;
     assert_eq!(code, Some(1), "{stdout}\n{stderr}");
     assert!(

@@ -5,11 +5,11 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use common::readers::{EmulatedReader, Fault};
 use common::*;
 use gym_checkin::reader::capture;
+use gym_checkin::tag::TagFormat;
 
 fn captures_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/captures")
@@ -166,16 +166,30 @@ async fn listen_captures_an_em4100_reader_that_replays_to_what_it_read() {
     let dir = TestDir::new("capture-em4100");
     let mut pty = Pty::open();
     let reader = serial_reader("entrance", &pty.slave_path, "em4100", "debounce = \"1s\"");
+    let spoiled = b"\x020C000621A58F\x03";
     let (text, read) = capture_with_listen(&dir, &reader, async |listen: &Daemon| {
-        // A card held over an RDM6300 repeats its frame; a spoiled frame between. The debounce
-        // spans all three however slowly they are read.
-        for _ in 0..3 {
-            pty.write(&em4100_frame("0C000621A5"));
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        pty.write(b"\x020C000621A58F\x03");
+        // A card held over an RDM6300 repeats its frame, each repeat read before the next comes
+        // (the debounce spans all three however slowly they are read); a spoiled frame between.
+        pty.write(&em4100_frame("0C000621A5"));
         listen.wait_for_lines("] read ", 1, LONG).await;
-        tokio::time::sleep(Duration::from_millis(400)).await;
+        for n in 1..3 {
+            pty.write(&em4100_frame("0C000621A5"));
+            listen.wait_for_lines("same presentation", n, LONG).await;
+        }
+        pty.write(spoiled);
+        let captured = || {
+            std::fs::read_to_string(dir.path("reader.cap"))
+                .unwrap_or_default()
+                .lines()
+                .filter_map(|l| l.split_once(" < ").map(|(_, hex)| hex.to_string()))
+                .collect::<String>()
+        };
+        let spoiled_hex: String = spoiled.iter().map(|b| format!("{b:02X}")).collect();
+        assert!(
+            wait_until(LONG, || captured().contains(&spoiled_hex)).await,
+            "the spoiled frame was never read: {}",
+            captured()
+        );
         pty.write(&em4100_frame("0102B0A5FD"));
         listen.wait_for_lines("] read ", 2, LONG).await;
     })
@@ -212,13 +226,13 @@ async fn listen_captures_a_twn4_conversation_that_replays_to_what_it_read() {
     .await;
     assert_eq!(read, ["26DEFAE7", "0BADC0DE"]);
     assert_eq!(replayed_ids(&text), read, "{text}");
-    let formats: Vec<Option<String>> = capture::replay(&text)
+    let formats: Vec<Option<TagFormat>> = capture::replay(&text)
         .unwrap()
         .presented
         .into_iter()
         .map(|p| p.tag_format)
         .collect();
-    assert_eq!(formats, [Some("MIFARE".into()), Some("LEGIC".into())]);
+    assert_eq!(formats, [Some(TagFormat::Mifare), Some(TagFormat::Legic)]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -57,16 +57,16 @@ async fn taps_made_while_the_clock_is_days_behind_reach_egym_with_their_true_tim
     // The box booted with the time of a shutdown three days ago, and NTP has not reached it.
     let clock = FakeTime::new(&dir, "-3d");
     let mut daemon = Daemon::start_with_env(&config, &clock.env("boot-behind"));
-    daemon.wait_for_line("reader connected", LONG).await;
+    daemon.wait_for_event("reader_connected", LONG).await;
     daemon.wait_for_line("clock NOT trusted", LONG).await;
 
     let alex_tapped = now_ms();
     pty.write(&em4100_frame(ALEX));
-    daemon.wait_for_line("tap recorded", LONG).await;
+    daemon.wait_for_event("tap_recorded", LONG).await;
     let recorded = &daemon
         .lines()
         .into_iter()
-        .find(|l| l.contains("tap recorded"))
+        .find(|l| field(l, "event") == Some("tap_recorded"))
         .unwrap();
     assert_eq!(field(recorded, "clock"), Some("untrusted"), "{recorded}");
     let stale: i64 = field(recorded, "tapped_at_ms").unwrap().parse().unwrap();
@@ -87,10 +87,10 @@ async fn taps_made_while_the_clock_is_days_behind_reach_egym_with_their_true_tim
     daemon.signal(libc::SIGTERM);
     assert_eq!(daemon.wait_exit(LONG).await.code(), Some(0));
     let daemon = Daemon::start_with_env(&config, &clock.env("boot-behind"));
-    daemon.wait_for_line("reader connected", LONG).await;
+    daemon.wait_for_event("reader_connected", LONG).await;
     let billie_tapped = now_ms();
     pty.write(&em4100_frame(BILLIE));
-    daemon.wait_for_line("tap recorded", LONG).await;
+    daemon.wait_for_event("tap_recorded", LONG).await;
     assert!(
         fake.received().is_empty(),
         "held taps reached EGYM: {:?}",
@@ -125,7 +125,7 @@ async fn taps_made_while_the_clock_is_days_behind_reach_egym_with_their_true_tim
         1,
         "the change is said once"
     );
-    daemon.wait_for_lines("tap time placed", 2, LONG).await;
+    daemon.wait_for_events("tap_placed", 2, LONG).await;
     let status = status_json(&config);
     assert_eq!(status["clock"]["trusted"], true, "{status}");
     assert_eq!(status["clock"]["taps_waiting"], 0, "{status}");
@@ -157,13 +157,11 @@ async fn a_step_back_of_an_hour_during_an_outage_leaves_retries_due_when_they_we
     );
     let clock = FakeTime::new(&dir, "+0");
     let daemon = Daemon::start_with_env(&config, &clock.env("boot-back"));
-    daemon.wait_for_line("reader connected", LONG).await;
+    daemon.wait_for_event("reader_connected", LONG).await;
     let tapped = now_ms();
     pty.write(&em4100_frame(ALEX));
     // Three failures: the next try is due within 8 s.
-    daemon
-        .wait_for_lines("delivery failed, will retry", 3, LONG)
-        .await;
+    daemon.wait_for_events("delivery_failed", 3, LONG).await;
     clock.set("-1h");
     daemon
         .wait_for_line("wall clock stepped by -1h", LONG)
@@ -173,7 +171,7 @@ async fn a_step_back_of_an_hour_during_an_outage_leaves_retries_due_when_they_we
     daemon.signal(libc::SIGTERM);
     assert_eq!(daemon.wait_exit(LONG).await.code(), Some(0));
     let daemon = Daemon::start_with_env(&config, &clock.env("boot-back"));
-    daemon.wait_for_line("reader connected", LONG).await;
+    daemon.wait_for_event("reader_connected", LONG).await;
 
     let back = Instant::now();
     fake.set_mode(Mode::Normal);
@@ -209,24 +207,26 @@ async fn a_step_forward_of_two_days_moves_no_window_no_cache_age_and_no_check_ou
     );
     let clock = FakeTime::new(&dir, "+0");
     let daemon = Daemon::start_with_env(&config, &clock.env("boot-forward"));
-    daemon.wait_for_line("reader connected", LONG).await;
+    daemon.wait_for_event("reader_connected", LONG).await;
     pty.write(&em4100_frame(ALEX));
     pty.write(&em4100_frame(UNKNOWN));
-    daemon.wait_for_line("tap recorded", LONG).await;
-    // No earlier than Alex's tap was recorded: the check-out below is timed from here.
-    let checked_in = Instant::now();
+    daemon.wait_for_events("tap_recorded", 2, LONG).await;
+    // Read while the clock was still true: the windows below are counted from its time.
+    let alex = daemon
+        .recorded()
+        .into_iter()
+        .find(|r| r.tag.ends_with("21A5"));
+    let checked_in_ms = alex.unwrap().tapped_at_ms;
     assert!(fake.wait_for(LONG, |r| count_visits(r) == 1).await.0);
-    daemon
-        .wait_for_line("unknown tag: EGYM has no member", LONG)
-        .await;
+    daemon.wait_for_event("unknown_tag", LONG).await;
 
     clock.set("+2d");
-    // Alex lifts the card and taps again: within the repeat window, whatever the wall clock says.
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Alex lifts the card and taps again, past the debounce: within the repeat window, whatever
+    // the wall clock says.
+    wait_until_past(checked_in_ms + 100).await;
     pty.write(&em4100_frame(ALEX));
-    daemon
-        .wait_for_line("tap ignored: same tag within repeat-window", LONG)
-        .await;
+    let again = daemon.wait_for_tap(3).await;
+    assert_eq!(field(&again, "outcome"), Some("ignored"), "{again}");
     daemon
         .wait_for_line("wall clock stepped by +2d", LONG)
         .await;
@@ -235,14 +235,18 @@ async fn a_step_forward_of_two_days_moves_no_window_no_cache_age_and_no_check_ou
     daemon.signal(libc::SIGTERM);
     assert_eq!(daemon.wait_exit(LONG).await.code(), Some(0));
     let daemon = Daemon::start_with_env(&config, &clock.env("boot-forward"));
-    daemon.wait_for_line("reader connected", LONG).await;
+    daemon.wait_for_event("reader_connected", LONG).await;
     pty.write(&em4100_frame(BILLIE));
-    tokio::time::sleep(Duration::from_secs(6).saturating_sub(checked_in.elapsed())).await;
+    // Billie's tap is decided after any check-out that wrongly fell due with the step: those are
+    // made as the service starts, before any tap.
+    let billie = daemon.wait_for_tap(1).await;
+    assert_eq!(field(&billie, "outcome"), Some("recorded"), "{billie}");
+    wait_until_past(checked_in_ms + 5_000).await;
     pty.write(&em4100_frame(ALEX));
+    // Anything else that wrongly fell due with the step (a retry of the unknown tag) was due as
+    // the service started, and is sent no later than these visits, tapped after the start.
     let (ok, _) = fake.wait_for(LONG, |r| count_visits(r) == 3).await;
     assert!(ok, "{}", daemon.lines().join("\n"));
-    // Time for anything that wrongly fell due to happen.
-    tokio::time::sleep(Duration::from_secs(3)).await;
 
     let received = fake.received();
     let alex: Vec<String> = visit_of(&received, "acc-alex")
@@ -289,10 +293,10 @@ async fn a_tap_from_a_boot_that_ended_before_the_clock_was_trusted_is_sent_withi
     std::fs::remove_file(&synced).unwrap();
     clock.set("-30d");
     let mut second = Daemon::start_with_env(&config, &clock.env("boot-2"));
-    second.wait_for_line("reader connected", LONG).await;
+    second.wait_for_event("reader_connected", LONG).await;
     let tapped = now_ms();
     pty.write(&em4100_frame(ALEX));
-    second.wait_for_line("tap recorded", LONG).await;
+    second.wait_for_event("tap_recorded", LONG).await;
     second.signal(libc::SIGTERM);
     assert_eq!(second.wait_exit(LONG).await.code(), Some(0));
 
@@ -324,11 +328,22 @@ async fn a_tap_from_a_boot_that_ended_before_the_clock_was_trusted_is_sent_withi
         (sent - tapped).abs() < 5_000,
         "sent {sent}, tapped {tapped}"
     );
-    third.wait_for_line("tap time APPROXIMATE", LONG).await;
+    // Placed between bounds, not at a time counted back: an approximate placement.
+    let approximate = || {
+        third
+            .events("tap_placed")
+            .iter()
+            .any(|l| field(l, "not_before").is_some())
+    };
+    assert!(
+        wait_until(LONG, approximate).await,
+        "{}",
+        third.lines().join("\n")
+    );
     let line = third
         .lines()
         .into_iter()
-        .find(|l| l.contains("tap time APPROXIMATE"))
+        .find(|l| field(l, "event") == Some("tap_placed") && field(l, "not_before").is_some())
         .unwrap();
     assert_eq!(field(&line, "clock"), Some("approximate"), "{line}");
     let status = status_json(&config);
@@ -348,7 +363,7 @@ async fn a_clock_that_can_never_be_trusted_is_said_loudly_at_start() {
         &em4100_reader(&pty.slave_path),
     );
     let daemon = Daemon::start(&config);
-    daemon.wait_for_line("reader connected", LONG).await;
+    daemon.wait_for_event("reader_connected", LONG).await;
     let lines = daemon.lines();
     let said = lines
         .iter()
@@ -365,10 +380,10 @@ async fn held_taps_are_placed_once_the_database_can_be_written_again() {
     let (dir, fake, mut pty, synced, config) = trusted_by_file("clock-place-retry").await;
     let switch = dir.path("disk-fault");
     let daemon = Daemon::start_with_disk_fault(&config, &switch);
-    daemon.wait_for_line("reader connected", LONG).await;
+    daemon.wait_for_event("reader_connected", LONG).await;
     let tapped = now_ms();
     pty.write(&em4100_frame(ALEX));
-    daemon.wait_for_line("tap recorded", LONG).await;
+    daemon.wait_for_event("tap_recorded", LONG).await;
     // The clock becomes trusted just as the disk fails: the held tap cannot be placed yet.
     std::fs::write(&switch, "enospc").unwrap();
     std::fs::write(&synced, "").unwrap();
@@ -392,7 +407,7 @@ async fn a_clock_lost_after_it_was_trusted_stamps_taps_and_says_so_rather_than_t
     std::fs::write(&synced, "").unwrap();
     let daemon = Daemon::start(&config);
     daemon.wait_for_line("clock trusted", LONG).await;
-    daemon.wait_for_line("reader connected", LONG).await;
+    daemon.wait_for_event("reader_connected", LONG).await;
     // The time service loses its source.
     std::fs::remove_file(&synced).unwrap();
     daemon.wait_for_line("clock NOT trusted", LONG).await;
@@ -411,7 +426,7 @@ async fn a_clock_lost_after_it_was_trusted_stamps_taps_and_says_so_rather_than_t
     assert!(ok, "{}", daemon.lines().join("\n"));
     let at = visit_of(&received, "acc-alex")[0].1;
     assert!((at - tapped).abs() < 1_000, "stamped {at}, tapped {tapped}");
-    daemon.wait_for_line("delivered", LONG).await;
+    daemon.wait_for_event("delivered", LONG).await;
     let text = status_text(&config);
     assert!(
         text.contains("clock: NOT TRUSTED")

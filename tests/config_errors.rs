@@ -339,6 +339,11 @@ fn a_screen_address_that_is_no_address_or_open_to_all_without_a_token_is_refused
         },
         &["screen.token-file: cannot read /nonexistent/screen-token"],
     );
+    check_refused(
+        "screen-refusal-reasons",
+        |t| t + "\n[screen]\nshow-refusal-reasons = \"yes\"\n",
+        &["screen.show-refusal-reasons: expected true or false, found a string"],
+    );
 }
 
 #[test]

@@ -1,12 +1,10 @@
 //! Every request the daemon makes is valid against EGYM's published OpenAPI document (a copy in
 //! `tests/data/mms-api-v2.openapi.json`): its path, method, parameters, body and API key. The
-//! daemon and `calibrate` make each call they know against the stand-in EGYM, and each request
-//! the stand-in received is checked against the document itself, so a new call cannot drift
-//! from it.
+//! daemon, `calibrate` and `enrol` (through the running service and on its own) make each call
+//! they know against the stand-in EGYM, and each request the stand-in received is checked
+//! against the document itself, so a new call cannot drift from it.
 
 mod common;
-
-use std::time::Duration;
 
 use common::*;
 use serde_json::Value;
@@ -93,11 +91,36 @@ fn check_string(schema: &Value, text: &str, at: &str, problems: &mut Vec<String>
     {
         problems.push(format!("{at}: {text:?} is longer than {max}"));
     }
-    assert!(
-        schema.get("pattern").is_none(),
-        "{at}: this check does not know patterns; teach it the one it meets"
-    );
+    if let Some(pattern) = schema.get("pattern").and_then(Value::as_str) {
+        let matches = PATTERNS
+            .iter()
+            .find(|(known, _)| *known == pattern)
+            .map(|(_, matches)| matches)
+            .unwrap_or_else(|| {
+                panic!("{at}: this check does not know the pattern {pattern}; teach it")
+            });
+        if !matches(text) {
+            problems.push(format!(
+                "{at}: {text:?} does not match the pattern {pattern}"
+            ));
+        }
+    }
 }
+
+/// A pattern of the document, and a function that says whether a text matches it.
+type Pattern = (&'static str, fn(&str) -> bool);
+
+/// The patterns the document's schemas use for what the daemon sends, each with what it means
+/// (no regular-expression engine needed for these).
+const PATTERNS: &[Pattern] = &[(
+    // `RfidDTO.rfid`: 0x and whole bytes of hex.
+    "^0x([0-9a-fA-F]{2})+$",
+    |text| {
+        text.strip_prefix("0x").is_some_and(|hex| {
+            !hex.is_empty() && hex.len() % 2 == 0 && hex.bytes().all(|b| b.is_ascii_hexdigit())
+        })
+    },
+)];
 
 /// A path segment as sent, `%XX` escapes decoded.
 fn decode(segment: &str) -> String {
@@ -322,6 +345,18 @@ fn the_check_itself_finds_what_the_document_does_not_allow() {
             None,
             None,
         ),
+        request(
+            "POST",
+            "/api/v2/accounts/a1/rfids",
+            None,
+            Some(serde_json::json!({"rfid": "0x0A0B0C0D0E", "tagFormat": "MIFARE"})),
+        ),
+        request(
+            "POST",
+            "/api/v2/accounts/a1/rfids",
+            None,
+            Some(serde_json::json!({"rfid": "0x0A0B0C0D0E"})),
+        ),
     ];
     for r in &valid {
         assert_eq!(check_request(&spec, r), Vec::<String>::new(), "{r:?}");
@@ -397,6 +432,28 @@ fn the_check_itself_finds_what_the_document_does_not_allow() {
             ),
             "is not of type",
         ),
+        (
+            request(
+                "POST",
+                "/api/v2/accounts/a1/rfids",
+                None,
+                Some(serde_json::json!({"rfid": "0A0B0C0D0E"})),
+            ),
+            "pattern",
+        ),
+        (
+            request(
+                "POST",
+                "/api/v2/accounts/a1/rfids",
+                None,
+                Some(serde_json::json!({"rfid": "0x0A", "tagFormat": "EM4100"})),
+            ),
+            "is not one of",
+        ),
+        (
+            request("POST", "/api/v2/accounts/a1/rfids", None, None),
+            "body is required",
+        ),
     ];
     for (r, says) in &invalid {
         let problems = check_request(&spec, r);
@@ -411,7 +468,7 @@ fn the_check_itself_finds_what_the_document_does_not_allow() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn every_request_the_daemon_and_calibrate_make_is_valid_against_egyms_document() {
+async fn every_request_the_daemon_calibrate_and_enrol_make_is_valid_against_egyms_document() {
     let dir = TestDir::new("contract");
     let fake = start_egym(vec![
         Member::new("0x0C000621A5", "acc-em", "Em Member"),
@@ -419,6 +476,8 @@ async fn every_request_the_daemon_and_calibrate_make_is_valid_against_egyms_docu
             .enrolled_as("MIFARE")
             .email("mi@example.invalid"),
         Member::new("0x0D00A1B2C3", "acc-wellpass", "Wp Member").wellpass(None),
+        Member::without_card("acc-new", "New Member").email("new@example.invalid"),
+        Member::without_card("acc-new2", "Newer Member"),
     ])
     .await;
     let mut em = Pty::open();
@@ -432,19 +491,53 @@ async fn every_request_the_daemon_and_calibrate_make_is_valid_against_egyms_docu
         );
     let config = write_config(&dir, &fake.base_url(), "repeat-window = \"1s\"", &readers);
     let daemon = Daemon::start(&config);
-    daemon.wait_for_lines("reader connected", 2, LONG).await;
+    daemon.wait_for_events("reader_connected", 2, LONG).await;
     // A lookup without and with tagFormat, an admission, check-ins and a check-out.
     em.write(&em4100_frame("0C000621A5"));
     line.write(b"1904649758\r\n");
     em.write(&em4100_frame("0D00A1B2C3"));
     assert!(fake.wait_for(LONG, |r| count_visits(r) == 3).await.0);
-    tokio::time::sleep(Duration::from_millis(1_200)).await;
+    // Again once the repeat window is over: a check-out.
+    daemon.wait_for_events("tap_recorded", 3, LONG).await;
+    let checked_in = daemon
+        .recorded()
+        .into_iter()
+        .find(|r| r.tag.ends_with("21A5"));
+    wait_until_past(checked_in.unwrap().tapped_at_ms + 1_000).await;
     em.write(&em4100_frame("0C000621A5"));
     assert!(fake.wait_for(LONG, |r| count_visits(r) == 4).await.0);
+    // enrol through the running service: a card for a member found by e-mail, on the reader
+    // that sends MIFARE.
+    let enrolled = enrol(
+        &config,
+        &[
+            "--reader",
+            "desk",
+            "--member",
+            "new@example.invalid",
+            "--tag",
+            "0x0A0B0C0D0E",
+        ],
+    );
+    assert!(enrolled.status.success(), "{enrolled:?}");
     drop(daemon);
+    // enrol on its own: a member found by membership id, on the reader that sends no tagFormat.
+    let enrolled = enrol(
+        &config,
+        &[
+            "--reader",
+            "entrance",
+            "--member",
+            "m-acc-new2",
+            "--tag",
+            "0x0B0B0C0D0E",
+        ],
+    );
+    assert!(enrolled.status.success(), "{enrolled:?}");
 
     // calibrate: the member by e-mail and by membership id, and the enrolled cards.
     for member in ["mi@example.invalid", "m-acc-mifare"] {
+        let before = fake.received().len();
         let output = gym_checkin()
             .args([
                 "calibrate",
@@ -462,8 +555,8 @@ async fn every_request_the_daemon_and_calibrate_make_is_valid_against_egyms_docu
             .spawn()
             .unwrap();
         // Its requests are made before it waits for a card: stop it once they are in.
-        let before = fake.received().len();
-        fake.wait_for(LONG, |r| r.len() >= before + 2).await;
+        let (asked, received) = fake.wait_for(LONG, |r| r.len() >= before + 2).await;
+        assert!(asked, "calibrate asked nothing: {received:#?}");
         let mut output = output;
         let _ = output.kill();
         let _ = output.wait();
@@ -485,6 +578,34 @@ async fn every_request_the_daemon_and_calibrate_make_is_valid_against_egyms_docu
         received.len(),
         operations.len()
     );
+    for operation in [
+        "GET /api/v2/accounts/rfid/{rfid}",
+        "GET /api/v2/accounts/email/{email}",
+        "GET /api/v2/accounts/membership/{membershipId}",
+        "GET /api/v2/accounts/{accountId}/rfids",
+        "POST /api/v2/accounts/{accountId}/rfids",
+        "POST /api/v2/accounts/{accountId}/admissions",
+        "POST /api/v2/accounts/{accountId}/checkins",
+        "POST /api/v2/accounts/{accountId}/checkouts",
+    ] {
+        assert!(
+            operations.iter().any(|o| o == operation),
+            "no request for {operation} was checked: {operations:#?}"
+        );
+    }
+    // Both cards added, each with the reader's own tagFormat (or none).
+    let added: Vec<&Value> = received
+        .iter()
+        .filter(|r| r.add_rfid().is_some())
+        .filter_map(|r| r.body.as_ref())
+        .collect();
+    assert_eq!(
+        added,
+        [
+            &serde_json::json!({"rfid": "0x0A0B0C0D0E", "tagFormat": "MIFARE"}),
+            &serde_json::json!({"rfid": "0x0B0B0C0D0E"}),
+        ]
+    );
     for call in [
         "/accounts/rfid/",
         "tagFormat=MIFARE",
@@ -502,4 +623,18 @@ async fn every_request_the_daemon_and_calibrate_make_is_valid_against_egyms_docu
             "no request with {call:?} was checked"
         );
     }
+}
+
+/// Runs `gym-checkin enrol` with `args` and `--yes` to its end.
+fn enrol(config: &std::path::Path, args: &[&str]) -> std::process::Output {
+    gym_checkin()
+        .arg("enrol")
+        .args(args)
+        .arg("--yes")
+        .arg("--config")
+        .arg(config)
+        .env_remove("EGYM_API_KEY")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap()
 }

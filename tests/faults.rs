@@ -82,7 +82,7 @@ async fn every_tap_logged_as_recorded_survives_sigkill_at_random_moments() {
     let mut written = 0;
     for _ in 0..ROUNDS {
         let mut daemon = Daemon::start(&config);
-        daemon.wait_for_line("reader connected", LONG).await;
+        daemon.wait_for_event("reader_connected", LONG).await;
         // Taps stream in; the kill comes at a random moment among them.
         let taps = rng.usize(2..=8);
         let kill_after = rng.usize(0..=taps);
@@ -93,8 +93,11 @@ async fn every_tap_logged_as_recorded_survives_sigkill_at_random_moments() {
             let (tag, _) = &tags[rng.usize(0..tags.len())];
             pty.write(format!("{}\r\n", tag.trim_start_matches("0x")).as_bytes());
             written += 1;
+            // The seeded gaps between taps and before the kill are what this test injects.
+            // A wall-clock wait on purpose.
             tokio::time::sleep(Duration::from_millis(rng.u64(15..120))).await;
         }
+        // A wall-clock wait on purpose (as above).
         tokio::time::sleep(Duration::from_millis(rng.u64(0..80))).await;
         daemon.signal(libc::SIGKILL);
         daemon.wait_exit(LONG).await;
@@ -263,8 +266,9 @@ async fn a_live_tap_goes_ahead_of_a_draining_backlog() {
         &serial_reader("desk", &pty.slave_path, "line", ""),
     );
     let daemon = Daemon::start(&config);
-    daemon.wait_for_line("reader connected", LONG).await;
-    fake.wait_for(LONG, |r| r.len() >= 10).await;
+    daemon.wait_for_event("reader_connected", LONG).await;
+    let (started, received) = fake.wait_for(LONG, |r| r.len() >= 10).await;
+    assert!(started, "the backlog is not being sent: {received:#?}");
     let tapped = Instant::now();
     type_tag(&mut pty, &live_tag);
     let (ok, received) = fake.wait_for(LONG, accepted_visit_of(&live_account)).await;
@@ -300,13 +304,13 @@ async fn a_new_tap_goes_ahead_of_a_backlog_left_by_an_outage_a_few_seconds_ago()
         &serial_reader("desk", &pty.slave_path, "line", ""),
     );
     let daemon = Daemon::start(&config);
-    daemon.wait_for_line("reader connected", LONG).await;
+    daemon.wait_for_event("reader_connected", LONG).await;
     // 100 members tap during a short outage; EGYM returns seconds later.
     for (tag, _) in &tags {
         type_tag(&mut pty, tag);
     }
     daemon
-        .wait_for_lines("tap recorded", tags.len(), LONG)
+        .wait_for_events("tap_recorded", tags.len(), LONG)
         .await;
     // The outage is seen after all of them were recorded: they are a backlog. (Ended before any
     // attempt failed, it would have been no outage to the service, and the 100 taps as live as
@@ -315,21 +319,22 @@ async fn a_new_tap_goes_ahead_of_a_backlog_left_by_an_outage_a_few_seconds_ago()
         daemon
             .lines()
             .iter()
-            .filter(|l| l.contains("delivery failed"))
+            .filter(|l| field(l, "event") == Some("delivery_failed"))
             .count()
     };
     let failed_before = failed(&daemon);
     daemon
-        .wait_for_lines("delivery failed", failed_before + 2, LONG)
+        .wait_for_events("delivery_failed", failed_before + 2, LONG)
         .await;
     fake.set_mode(Mode::Normal);
     // The backlog drains at EGYM's 10 requests per second: two for each event.
-    fake.wait_for(LONG, |r| count_visits(r) >= 3).await;
+    let (draining, received) = fake.wait_for(LONG, |r| count_visits(r) >= 3).await;
+    assert!(draining, "the backlog does not drain: {received:#?}");
     let tapped = Instant::now();
     type_tag(&mut pty, &live_tag);
     // A rate-limit answer in the drain just after the tap is no outage: the tap stays live.
     daemon
-        .wait_for_lines("tap recorded", tags.len() + 1, LONG)
+        .wait_for_events("tap_recorded", tags.len() + 1, LONG)
         .await;
     fake.answer_next(
         gym_checkin::egym::fake::Calls::Visits,
@@ -379,11 +384,13 @@ async fn a_tap_made_while_delivery_is_held_off_goes_first_when_it_resumes() {
         &serial_reader("desk", &pty.slave_path, "line", ""),
     );
     let daemon = Daemon::start(&config);
-    daemon.wait_for_line("reader connected", LONG).await;
-    fake.wait_for(LONG, |r| {
-        r.iter().filter(|r| r.status == Some(503)).count() >= 6
-    })
-    .await;
+    daemon.wait_for_event("reader_connected", LONG).await;
+    let (failing, received) = fake
+        .wait_for(LONG, |r| {
+            r.iter().filter(|r| r.status == Some(503)).count() >= 6
+        })
+        .await;
+    assert!(failing, "fewer than 6 answers 503: {received:#?}");
     fake.set_mode(Mode::Normal);
     // A member taps while the worker still holds off.
     let tapped = Instant::now();
@@ -416,21 +423,12 @@ async fn a_refused_key_pauses_delivery_until_the_key_file_is_corrected() {
         &serial_reader("desk", &pty.slave_path, "line", ""),
     );
     let daemon = Daemon::start(&config);
-    daemon.wait_for_line("reader connected", LONG).await;
+    daemon.wait_for_event("reader_connected", LONG).await;
     for (tag, _) in &tags {
         type_tag(&mut pty, tag);
     }
-    daemon.wait_for_lines("tap recorded", 3, LONG).await;
-    daemon
-        .wait_for_line("delivery paused: EGYM refused the API key", LONG)
-        .await;
-    tokio::time::sleep(Duration::from_secs(3)).await;
-    let paused_requests = fake.received().len();
-    assert!(
-        paused_requests <= 3,
-        "{paused_requests} requests while paused"
-    );
-    assert!(fake.received().iter().all(|r| r.status == Some(403)));
+    daemon.wait_for_events("tap_recorded", 3, LONG).await;
+    daemon.wait_for_event("delivery_paused", LONG).await;
     let status = status_json(&config);
     assert_eq!(status["delivery_paused"], true, "{status}");
     assert!(
@@ -449,10 +447,10 @@ async fn a_refused_key_pauses_delivery_until_the_key_file_is_corrected() {
         .count();
     assert_eq!(paused_lines, 1);
 
-    // The key file is corrected; no restart.
+    // The key file is corrected; no restart. It is read again with the next probe.
     std::fs::write(dir.path("api-key"), "the-right-key\n").unwrap();
     let fixed = Instant::now();
-    let (ok, _) = fake
+    let (ok, received) = fake
         .wait_for(Duration::from_secs(60), |r| count_visits(r) == 3)
         .await;
     assert!(ok, "{}", daemon.lines().join("\n"));
@@ -460,14 +458,31 @@ async fn a_refused_key_pauses_delivery_until_the_key_file_is_corrected() {
         "delivery resumed {:.1} s after the key was corrected",
         fixed.elapsed().as_secs_f64()
     );
-    daemon.wait_for_line("delivery resumed", LONG).await;
+    // While paused, nothing was sent: only requests already in flight were refused, and the
+    // probe came a whole probe interval after the first refusal.
+    let refused = received
+        .iter()
+        .take_while(|r| r.status == Some(403))
+        .count();
+    assert!(
+        (1..=3).contains(&refused) && received[refused..].iter().all(|r| r.status != Some(403)),
+        "{refused} requests refused: {received:#?}"
+    );
+    let probe_interval_ms = gym_checkin::delivery::PAUSE_PROBE_INTERVAL.as_millis() as i64;
+    assert!(
+        received[refused].at_ms >= received[0].at_ms + probe_interval_ms,
+        "probed {} ms after the first refusal",
+        received[refused].at_ms - received[0].at_ms
+    );
+    daemon.wait_for_event("delivery_resumed", LONG).await;
     assert_eq!(status_json(&config)["delivery_paused"], false);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unknown_card_tapped_ten_times_costs_a_few_lookups_and_is_explained() {
     let dir = TestDir::new("unknown-card");
-    let fake = start_egym(Vec::new()).await;
+    // One member, whose card is tapped last.
+    let fake = start_egym(vec![member("0x0D00A1B2C3", "acc-member")]).await;
     let mut pty = Pty::open();
     let config = write_config(
         &dir,
@@ -481,20 +496,23 @@ async fn an_unknown_card_tapped_ten_times_costs_a_few_lookups_and_is_explained()
         ),
     );
     let daemon = Daemon::start(&config);
-    daemon.wait_for_line("reader connected", LONG).await;
-    for _ in 0..10 {
+    daemon.wait_for_event("reader_connected", LONG).await;
+    for n in 1..=10 {
         pty.write(b"0C000621A5\n");
-        tokio::time::sleep(Duration::from_millis(40)).await;
+        let tapped = daemon.wait_for_tap(n).await;
+        // The next tap of the card is a new presentation.
+        wait_until_past(tapped_at_ms(&tapped) + 10).await;
     }
-    daemon.wait_for_lines("tap recorded", 10, LONG).await;
-    daemon
-        .wait_for_line("unknown tag: EGYM has no member with this rfid", LONG)
-        .await;
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    let lookups = fake
-        .received()
+    daemon.wait_for_event("unknown_tag", LONG).await;
+    // A member taps after them: their events are older, and would be sent no later than the
+    // member's if any of them could be.
+    pty.write(b"0D00A1B2C3\n");
+    let (ok, received) = fake.wait_for(LONG, |r| count_visits(r) == 1).await;
+    assert!(ok, "{}", daemon.lines().join("\n"));
+    daemon.wait_for_line("outcome=\"delivered\"", LONG).await;
+    let lookups = received
         .iter()
-        .filter(|r| r.lookup_rfid().is_some())
+        .filter(|r| r.lookup_rfid().is_some_and(|rfid| rfid.ends_with("21A5")))
         .count();
     println!("10 taps of an unknown card: {lookups} lookups");
     assert!(lookups <= 2, "{lookups} lookups for 10 taps");
@@ -537,9 +555,9 @@ async fn a_permanent_error_rejects_the_event_and_is_counted_in_status() {
         &serial_reader("desk", &pty.slave_path, "line", ""),
     );
     let daemon = Daemon::start(&config);
-    daemon.wait_for_line("reader connected", LONG).await;
+    daemon.wait_for_event("reader_connected", LONG).await;
     type_tag(&mut pty, &tags[0].0);
-    daemon.wait_for_line("rejected by EGYM", LONG).await;
+    daemon.wait_for_event("rejected", LONG).await;
     let status = status_json(&config);
     assert_eq!(status["events"]["rejected"], 1, "{status}");
     assert_eq!(status["rejections"][0]["status"], 422, "{status}");
@@ -571,21 +589,18 @@ async fn a_stalled_egym_costs_one_timeout_per_try_and_taps_go_on_being_recorded(
         &serial_reader("desk", &pty.slave_path, "line", ""),
     );
     let daemon = Daemon::start(&config);
-    daemon.wait_for_line("reader connected", LONG).await;
+    daemon.wait_for_event("reader_connected", LONG).await;
     let started = Instant::now();
-    for (tag, _) in &tags {
+    for (n, (tag, _)) in tags.iter().enumerate() {
         type_tag(&mut pty, tag);
-        tokio::time::sleep(Duration::from_millis(300)).await;
+        daemon.wait_for_events("tap_recorded", n + 1, LONG).await;
     }
-    daemon.wait_for_lines("tap recorded", 4, LONG).await;
-    daemon
-        .wait_for_lines("delivery failed, will retry", 2, LONG)
-        .await;
+    daemon.wait_for_events("delivery_failed", 2, LONG).await;
     let elapsed = started.elapsed().as_secs_f64();
     let failures: Vec<String> = daemon
         .lines()
         .into_iter()
-        .filter(|l| l.contains("delivery failed"))
+        .filter(|l| field(l, "event") == Some("delivery_failed"))
         .collect();
     assert!(
         failures.iter().all(|l| l.contains("timed out")),
@@ -619,7 +634,7 @@ async fn a_burst_of_a_thousand_frames_on_two_readers_loses_nothing() {
         .collect();
     let config = write_config(&dir, &fake.base_url(), r#"repeat-window = "0s""#, &readers);
     let daemon = Daemon::start(&config);
-    daemon.wait_for_lines("reader connected", 2, LONG).await;
+    daemon.wait_for_events("reader_connected", 2, LONG).await;
     let bursts: Vec<Vec<u8>> = (0..2)
         .map(|reader| {
             (0..FRAMES)
@@ -634,7 +649,7 @@ async fn a_burst_of_a_thousand_frames_on_two_readers_loses_nothing() {
         }
     });
     daemon
-        .wait_for_lines("tap recorded", 2 * FRAMES, Duration::from_secs(120))
+        .wait_for_events("tap_recorded", 2 * FRAMES, Duration::from_secs(120))
         .await;
     println!(
         "burst: {} frames on 2 readers recorded in {:.2} s",
@@ -665,24 +680,33 @@ async fn taps_survive_a_failing_disk(name: &str, fault: &str) {
         &serial_reader("desk", &pty.slave_path, "line", ""),
     );
     let switch = dir.path("disk-fault");
-    let daemon = Daemon::start_with_disk_fault(&config, &switch);
-    daemon.wait_for_line("reader connected", LONG).await;
+    let daemon = Daemon::start_with_disk_fault_env(&config, &switch, &[READER_DEBUG]);
+    daemon.wait_for_event("reader_connected", LONG).await;
     let tap = |pty: &mut Pty, i: usize| type_tag(pty, &tags[i].0);
     tap(&mut pty, 0);
     // Delivered and marked so before the disk fails (else its mark fails, and it is sent again).
-    daemon.wait_for_line("delivered", LONG).await;
+    daemon.wait_for_event("delivered", LONG).await;
 
     std::fs::write(&switch, fault).unwrap();
-    let mut written_ms = Vec::new();
-    for i in 1..3 {
-        written_ms.push(now_ms());
-        tap(&mut pty, i);
-        tokio::time::sleep(Duration::from_millis(300)).await;
-    }
+    let mut written_ms = vec![now_ms()];
+    tap(&mut pty, 1);
     daemon
         .wait_for_line("cannot write to the database", LONG)
         .await;
-    tokio::time::sleep(Duration::from_millis(2_500)).await;
+    // Typed twice: the reader says the second (within the debounce) once it has handed the
+    // first to the recorder.
+    written_ms.push(now_ms());
+    tap(&mut pty, 2);
+    tap(&mut pty, 2);
+    daemon
+        .wait_for_line("same card still presented", LONG)
+        .await;
+    // The recorder tries again, with the second tap or by its own schedule, and fails again.
+    let failed = disk_faults_injected(&switch);
+    assert!(
+        wait_until(LONG, || disk_faults_injected(&switch) > failed).await,
+        "the recorder did not try again"
+    );
     assert_eq!(
         daemon.recorded().len(),
         1,
@@ -697,7 +721,11 @@ async fn taps_survive_a_failing_disk(name: &str, fault: &str) {
 
     let disk_back = now_ms();
     std::fs::remove_file(&switch).unwrap();
-    daemon.wait_for_lines("tap recorded", 3, LONG).await;
+    let recovered = daemon
+        .wait_for_line("the database can be written again", LONG)
+        .await;
+    assert_eq!(field(&recovered, "held"), Some("2"), "{recovered}");
+    daemon.wait_for_events("tap_recorded", 3, LONG).await;
     let recorded = daemon.recorded();
     for (tap, written) in recorded[1..].iter().zip(&written_ms) {
         // Read while the disk failed, stamped then, written later.
@@ -749,7 +777,7 @@ async fn a_tap_that_cannot_be_kept_is_said_and_counted_and_changes_no_visit() {
     );
     let switch = dir.path("disk-fault");
     let daemon = Daemon::start_with_disk_fault(&config, &switch);
-    daemon.wait_for_line("reader connected", LONG).await;
+    daemon.wait_for_event("reader_connected", LONG).await;
     std::fs::write(&switch, "enospc").unwrap();
     // The disk is full: 10,000 taps fill the memory buffer, then one more cannot be kept.
     let held = gym_checkin::recorder::MAX_HELD;
@@ -759,21 +787,21 @@ async fn a_tap_that_cannot_be_kept_is_said_and_counted_and_changes_no_visit() {
         .wait_for_line("cannot write to the database", LONG)
         .await;
     pty.write(b"0C000621A5\n");
-    daemon.wait_for_line("tap LOST", LONG).await;
+    daemon.wait_for_event("tap_lost", LONG).await;
 
     std::fs::remove_file(&switch).unwrap();
     daemon
         .wait_for_line("the database can be written again", LONG)
         .await;
     daemon
-        .wait_for_lines("tap recorded", held, Duration::from_secs(60))
+        .wait_for_events("tap_recorded", held, Duration::from_secs(60))
         .await;
     let status = status_json(&config);
     assert_eq!(status["lost"], 1, "{status}");
     assert_eq!(status["events"]["pending"], held as u64, "{status}");
     // The lost tap was a check-in that never happened: the member's next tap is one.
     pty.write(b"0C000621A5\n");
-    daemon.wait_for_lines("tap recorded", held + 1, LONG).await;
+    daemon.wait_for_events("tap_recorded", held + 1, LONG).await;
     let last = daemon.recorded().pop().unwrap();
     assert_eq!(
         (last.tag.as_str(), last.kind.as_str()),

@@ -30,30 +30,44 @@ async fn a_held_card_checks_in_once_a_repeat_is_ignored_and_a_later_tap_checks_o
         r#"repeat-window = "5s""#,
         &em4100_reader(&pty.slave_path, r#"egym-tag-format = "MIFARE""#),
     );
-    let daemon = Daemon::start(&config);
-    daemon.wait_for_line("reader connected", LONG).await;
+    let daemon = Daemon::start_with_env(&config, &[READER_DEBUG]);
+    daemon.wait_for_event("reader_connected", LONG).await;
 
-    // The card lies on the reader: the module repeats its frame every 100 ms.
+    // The card lies on the reader: the module repeats its frame, and each repeat is read within
+    // the debounce of the one before.
     let frame = em4100_frame(CARD);
     let first_written_ms = now_ms();
-    for _ in 0..6 {
+    pty.write(&frame);
+    let check_in = daemon.wait_for_tap(1).await;
+    assert_eq!(field(&check_in, "outcome"), Some("recorded"), "{check_in}");
+    let mut last_read = check_in.clone();
+    for n in 1..6 {
         pty.write(&frame);
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        let repeats = daemon
+            .wait_for_lines("same card still presented", n, LONG)
+            .await;
+        last_read = repeats[n - 1].clone();
     }
     let (ok, received) = fake.wait_for(LONG, |r| count_visits(r) == 1).await;
     assert!(ok, "no check-in: {received:#?}");
 
-    // Lifted, and presented again within the repeat window: ignored.
-    tokio::time::sleep(Duration::from_millis(1_200)).await;
+    // Lifted, and presented again once the debounce since its last read is over, within the
+    // repeat window: ignored.
+    wait_until_past(logged_at_ms(&last_read) + 800).await;
     pty.write(&frame);
-    daemon
-        .wait_for_line("tap ignored: same tag within repeat-window", LONG)
-        .await;
+    let repeat = daemon.wait_for_tap(2).await;
+    assert_eq!(field(&repeat, "outcome"), Some("ignored"), "{repeat}");
 
-    // After the repeat window: a check-out.
-    tokio::time::sleep(Duration::from_millis(5_000)).await;
+    // After the repeat window, counted from the check-in: a check-out.
+    wait_until_past((tapped_at_ms(&check_in) + 5_000).max(logged_at_ms(&repeat) + 800)).await;
     let second_written_ms = now_ms();
     pty.write(&frame);
+    let check_out = daemon.wait_for_tap(3).await;
+    assert_eq!(
+        field(&check_out, "outcome"),
+        Some("recorded"),
+        "{check_out}"
+    );
     let (ok, received) = fake.wait_for(LONG, |r| count_visits(r) == 2).await;
     assert!(ok, "no check-out: {received:#?}");
 
@@ -90,7 +104,7 @@ async fn a_held_card_checks_in_once_a_repeat_is_ignored_and_a_later_tap_checks_o
         "check-out stamped {} for a tap at {second_written_ms}",
         visits[1].2
     );
-    daemon.wait_for_lines("tap recorded", 2, LONG).await;
+    daemon.wait_for_events("tap_recorded", 2, LONG).await;
     assert_eq!(daemon.recorded().len(), 2);
 }
 
@@ -113,7 +127,7 @@ async fn a_line_reader_with_decimal_ids_and_reversed_bytes_sends_the_right_rfid(
     let readers = decimal_line_reader(&pty.slave_path, "");
     let config = write_config(&dir, &fake.base_url(), "", &readers);
     let daemon = Daemon::start(&config);
-    daemon.wait_for_line("reader connected", LONG).await;
+    daemon.wait_for_event("reader_connected", LONG).await;
     pty.write(b"1904649758\r\n");
     let (ok, received) = fake.wait_for(LONG, |r| count_visits(r) == 1).await;
     assert!(ok, "{received:#?}");
@@ -133,7 +147,7 @@ async fn a_mifare_uid_cut_short_by_the_reader_is_said_once_and_still_recorded() 
     );
     let config = write_config(&dir, &fake.base_url(), "repeat-window = \"0s\"", &readers);
     let daemon = Daemon::start(&config);
-    daemon.wait_for_line("reader connected", LONG).await;
+    daemon.wait_for_event("reader_connected", LONG).await;
     // The UID 04 C4 3B C2 1C 26 80 as a 4-byte reader sends it: 88 04 C4 3B, reversed, decimal.
     // Twice, then an ordinary MIFARE id.
     for (n, line) in ["1002701960\r\n", "1002701960\r\n", "1904649758\r\n"]
@@ -141,7 +155,7 @@ async fn a_mifare_uid_cut_short_by_the_reader_is_said_once_and_still_recorded() 
         .enumerate()
     {
         pty.write(line.as_bytes());
-        daemon.wait_for_lines("tap recorded", n + 1, LONG).await;
+        daemon.wait_for_events("tap_recorded", n + 1, LONG).await;
     }
     let said: Vec<String> = daemon
         .lines()
@@ -179,6 +193,36 @@ fn line_reader(path: &std::path::Path) -> String {
     serial_reader("desk", path, "line", "debounce = \"100ms\"")
 }
 
+/// Types each of `tags` once on the line reader, each line ended by `end`, in order, each once
+/// the reader's debounce since that tag's last tap is over; with `wait`, each tap is logged as
+/// recorded before the next is typed.
+async fn type_round(
+    pty: &mut Pty,
+    daemon: &Daemon,
+    tags: &[(String, String)],
+    end: &str,
+    wait: bool,
+) {
+    for (hex, _) in tags {
+        let short = &hex[hex.len() - 4..];
+        if let Some(last) = daemon
+            .recorded()
+            .iter()
+            .rev()
+            .find(|r| r.tag.ends_with(short))
+        {
+            wait_until_past(last.tapped_at_ms + 100).await;
+        }
+        let before = daemon.recorded().len();
+        pty.write(format!("{hex}{end}").as_bytes());
+        if wait {
+            daemon
+                .wait_for_events("tap_recorded", before + 1, LONG)
+                .await;
+        }
+    }
+}
+
 /// The stand-in EGYM knowing `tags`, down, and the daemon reading them on a line reader with no
 /// repeat window, the reader connected: the directory, EGYM, the reader, the configuration and
 /// the daemon.
@@ -197,7 +241,7 @@ async fn taps_while_egym_is_down(
         &line_reader(&pty.slave_path),
     );
     let daemon = Daemon::start(&config);
-    daemon.wait_for_line("reader connected", LONG).await;
+    daemon.wait_for_event("reader_connected", LONG).await;
     (dir, fake, pty, config, daemon)
 }
 
@@ -237,17 +281,11 @@ async fn taps_during_an_outage_are_all_delivered_in_order_with_their_own_times()
     let tags = five_tags();
     let (_dir, fake, mut pty, _config, daemon) = taps_while_egym_is_down("outage", &tags).await;
 
-    for round in 0..4 {
-        for (hex, _) in &tags {
-            pty.write(format!("{hex}\r\n").as_bytes());
-            tokio::time::sleep(Duration::from_millis(30)).await;
-        }
-        let _ = round;
+    for _ in 0..4 {
+        type_round(&mut pty, &daemon, &tags, "\r\n", true).await;
     }
-    daemon.wait_for_lines("tap recorded", 20, LONG).await;
-    daemon
-        .wait_for_line("delivery failed, will retry", LONG)
-        .await;
+    daemon.wait_for_events("tap_recorded", 20, LONG).await;
+    daemon.wait_for_event("delivery_failed", LONG).await;
     assert!(
         fake.received().is_empty(),
         "EGYM was down but received requests"
@@ -263,7 +301,7 @@ async fn taps_during_an_outage_are_all_delivered_in_order_with_their_own_times()
         count_visits(&received),
         daemon.lines().join("\n")
     );
-    daemon.wait_for_lines("tap recorded", 20, LONG).await;
+    daemon.wait_for_events("tap_recorded", 20, LONG).await;
     let recorded = daemon.recorded();
     assert_eq!(recorded.len(), 20);
     assert_all_delivered_in_order(&recorded, &received, &tags);
@@ -279,12 +317,13 @@ async fn events_pending_at_a_graceful_stop_are_delivered_after_the_restart() {
     let mut pty = Pty::open();
     let config = write_config(&dir, &fake.base_url(), "", &line_reader(&pty.slave_path));
     let mut daemon = Daemon::start(&config);
-    daemon.wait_for_line("reader connected", LONG).await;
+    daemon.wait_for_event("reader_connected", LONG).await;
     for (hex, _) in &tags[..3] {
         pty.write(format!("{hex}\n").as_bytes());
     }
-    daemon.wait_for_lines("tap recorded", 3, LONG).await;
-    fake.wait_for(LONG, |r| !r.is_empty()).await;
+    daemon.wait_for_events("tap_recorded", 3, LONG).await;
+    let (in_flight, _) = fake.wait_for(LONG, |r| !r.is_empty()).await;
+    assert!(in_flight, "no request reached EGYM before the stop");
 
     let stop_sent = std::time::Instant::now();
     daemon.signal(libc::SIGTERM);
@@ -321,16 +360,10 @@ async fn every_tap_logged_as_recorded_before_a_sigkill_is_delivered_after_the_re
     let tags = five_tags();
     let (_dir, fake, mut pty, config, mut daemon) =
         taps_while_egym_is_down("restart-kill", &tags).await;
-    // Taps stream in; the daemon is killed while they do.
-    for round in 0..3 {
-        for (hex, _) in &tags {
-            pty.write(format!("{hex}\n").as_bytes());
-            tokio::time::sleep(Duration::from_millis(25)).await;
-        }
-        if round == 1 {
-            daemon.wait_for_lines("tap recorded", 5, LONG).await;
-        }
-    }
+    // Taps stream in; the daemon is killed while the last of them do.
+    type_round(&mut pty, &daemon, &tags, "\n", true).await;
+    type_round(&mut pty, &daemon, &tags, "\n", true).await;
+    type_round(&mut pty, &daemon, &tags, "\n", false).await;
     daemon.signal(libc::SIGKILL);
     daemon.wait_exit(Duration::from_secs(10)).await;
     let recorded = daemon.recorded();
@@ -368,8 +401,8 @@ async fn an_unplugged_reader_is_reopened_when_it_is_back_without_burning_cpu() {
     let pty = Pty::open();
     std::os::unix::fs::symlink(&pty.slave_path, &link).unwrap();
     let config = write_config(&dir, &fake.base_url(), "", &em4100_reader(&link, ""));
-    let daemon = Daemon::start(&config);
-    daemon.wait_for_line("reader connected", LONG).await;
+    let daemon = Daemon::start_with_env(&config, &[READER_DEBUG]);
+    daemon.wait_for_event("reader_connected", LONG).await;
     let mut pty = pty;
     pty.write(&em4100_frame(CARD));
     assert!(fake.wait_for(LONG, |r| count_visits(r) == 1).await.0);
@@ -377,13 +410,21 @@ async fn an_unplugged_reader_is_reopened_when_it_is_back_without_burning_cpu() {
     // Unplug: the device disappears.
     drop(pty);
     std::fs::remove_file(&link).unwrap();
-    daemon.wait_for_line("reader disconnected", LONG).await;
+    daemon.wait_for_event("reader_disconnected", LONG).await;
     let cpu_before = daemon.cpu_time();
     let wall = std::time::Instant::now();
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    // Measured over five tries to reopen it, which back off from 0.1 s: about 3 s.
+    daemon
+        .wait_for_lines("reader still cannot be opened", 5, LONG)
+        .await;
     let cpu_share =
         daemon.cpu_time().saturating_sub(cpu_before).as_secs_f64() / wall.elapsed().as_secs_f64();
-    println!("CPU while unplugged: {:.2}% of one core", cpu_share * 100.0);
+    println!(
+        "CPU while unplugged: {:.2}% of one core over {:?}",
+        cpu_share * 100.0,
+        wall.elapsed()
+    );
+
     assert!(
         cpu_share < 0.05,
         "{:.1}% of a core while unplugged",
@@ -393,7 +434,7 @@ async fn an_unplugged_reader_is_reopened_when_it_is_back_without_burning_cpu() {
     // Replug: a new device behind the same path.
     let mut pty = Pty::open();
     std::os::unix::fs::symlink(&pty.slave_path, &link).unwrap();
-    daemon.wait_for_lines("reader connected", 2, LONG).await;
+    daemon.wait_for_events("reader_connected", 2, LONG).await;
     pty.write(&em4100_frame("4B00423C15"));
     let (ok, received) = fake.wait_for(LONG, |r| count_visits(r) == 2).await;
     assert!(ok, "log:\n{}", daemon.lines().join("\n"));
@@ -401,7 +442,7 @@ async fn an_unplugged_reader_is_reopened_when_it_is_back_without_burning_cpu() {
     let disconnects = daemon
         .lines()
         .iter()
-        .filter(|l| l.contains("reader disconnected"))
+        .filter(|l| field(l, "event") == Some("reader_disconnected"))
         .count();
     let open_failures = daemon
         .lines()
@@ -440,6 +481,6 @@ async fn an_id_typed_on_the_terminal_is_checked_in_at_egym() {
         "stamped {} for {typed_ms}",
         visits[0].2
     );
-    daemon.wait_for_lines("tap recorded", 1, LONG).await;
+    daemon.wait_for_events("tap_recorded", 1, LONG).await;
     assert_eq!(daemon.recorded().len(), 1);
 }

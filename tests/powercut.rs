@@ -5,7 +5,7 @@
 //!
 //! The reader and EGYM stay outside: the guest's second serial port is a pseudo-terminal the
 //! test writes EM4100 frames into, and the guest's console is a file the test reads as it grows,
-//! where the daemon's "tap recorded" lines are the acknowledgements. EGYM is the stand-in, on
+//! where the daemon's `event=tap_recorded` lines are the acknowledgements. EGYM is the stand-in, on
 //! the host's loopback, which the guest reaches through qemu's user network.
 //!
 //! After each cut the guest's init copies the database to memory and prints
@@ -162,33 +162,33 @@ fn probe_kvm() -> (Accel, String) {
         .stderr(Stdio::piped())
         .spawn()
         .expect("qemu-system-x86_64 (apt-get install qemu-system-x86)");
-    while started.elapsed() < KVM_PROBE_WAIT {
-        if let Some(status) = qemu.try_wait().unwrap() {
-            let said = std::fs::read_to_string(&console).unwrap_or_default();
-            if said.contains("Attempted to kill init") {
-                return (
-                    Accel::Kvm,
-                    format!(
-                        "it booted the guest in {:.1} s",
-                        started.elapsed().as_secs_f64()
-                    ),
-                );
-            }
-            let mut stderr = String::new();
-            let _ = qemu.stderr.take().unwrap().read_to_string(&mut stderr);
-            let stderr = stderr.lines().last().unwrap_or("").to_string();
-            return (
-                Accel::Tcg,
-                format!("KVM could not boot the guest: qemu ended ({status}): {stderr}"),
-            );
-        }
-        std::thread::sleep(Duration::from_millis(50));
+    let ended = poll_blocking(Duration::from_millis(50), Some(KVM_PROBE_WAIT), || {
+        qemu.try_wait().unwrap()
+    });
+    let Some(status) = ended else {
+        let _ = qemu.kill();
+        let _ = qemu.wait();
+        return (
+            Accel::Tcg,
+            format!("KVM did not boot the guest within {KVM_PROBE_WAIT:?}"),
+        );
+    };
+    let said = std::fs::read_to_string(&console).unwrap_or_default();
+    if said.contains("Attempted to kill init") {
+        return (
+            Accel::Kvm,
+            format!(
+                "it booted the guest in {:.1} s",
+                started.elapsed().as_secs_f64()
+            ),
+        );
     }
-    let _ = qemu.kill();
-    let _ = qemu.wait();
+    let mut stderr = String::new();
+    let _ = qemu.stderr.take().unwrap().read_to_string(&mut stderr);
+    let stderr = stderr.lines().last().unwrap_or("").to_string();
     (
         Accel::Tcg,
-        format!("KVM did not boot the guest within {KVM_PROBE_WAIT:?}"),
+        format!("KVM could not boot the guest: qemu ended ({status}): {stderr}"),
     )
 }
 
@@ -385,11 +385,10 @@ impl Vm {
     /// Waits for `text` on the console; panics with the console at the deadline, or if the
     /// guest or its daemon ends first.
     async fn wait_for(&mut self, text: &str) -> Duration {
-        let deadline = Instant::now() + BOOT_WAIT;
-        loop {
+        let found = poll(BOOT_WAIT, || {
             self.console.poll();
             if self.console.has(text) {
-                return self.spawned.elapsed();
+                return Some(self.spawned.elapsed());
             }
             let ended = self.qemu.try_wait().unwrap();
             assert!(
@@ -397,13 +396,15 @@ impl Vm {
                 "waiting for {text:?}, the guest or its daemon ended ({ended:?}):\n{}",
                 self.tail()
             );
-            assert!(
-                Instant::now() < deadline,
+            None
+        })
+        .await;
+        found.unwrap_or_else(|| {
+            panic!(
                 "no {text:?} on the guest's console within {BOOT_WAIT:?}:\n{}",
                 self.tail()
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+            )
+        })
     }
 
     fn tail(&self) -> String {
@@ -650,7 +651,7 @@ impl Run {
         let (answers, cut) = plan(round, &mut self.rng);
         let answer_seed = self.rng.u64(..);
         let n = self.boots.len();
-        let ready = vm.wait_for("reader connected").await;
+        let ready = vm.wait_for("event=\"reader_connected\"").await;
         self.ready_secs.push(ready.as_secs_f64());
         answers.apply(&self.egym, answer_seed);
 
@@ -673,6 +674,7 @@ impl Run {
                 if let Cut::AfterTap { tap, delay } = cut
                     && written.len() == tap
                 {
+                    // A wall-clock wait on purpose: the cut comes this long after the tap.
                     std::thread::sleep(delay);
                     break;
                 }
@@ -683,6 +685,7 @@ impl Run {
                 "the daemon ended:\n{}",
                 vm.tail()
             );
+            // A wall-clock wait on purpose: taps are paced at TAP_INTERVAL, as members tap.
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
         let cut_at = Instant::now();
@@ -730,7 +733,7 @@ impl Run {
     async fn deliver_everything(&mut self) -> Result<Vec<String>, String> {
         let n = self.boots.len();
         let mut vm = self.boot().await;
-        vm.wait_for("reader connected").await;
+        vm.wait_for("event=\"reader_connected\"").await;
         Answers::Normal.apply(&self.egym, 0);
         let accounts: HashMap<String, String> = self
             .tags
@@ -926,7 +929,7 @@ fn parse_row(line: &str) -> Option<(i64, Row)> {
 fn parse_acks(lines: &[(i64, String)], boot: usize) -> Vec<Ack> {
     lines
         .iter()
-        .filter(|(_, line)| line.contains(" tap recorded "))
+        .filter(|(_, line)| field(line, "event") == Some("tap_recorded"))
         .map(|(seen_ms, line)| Ack {
             event_id: field(line, "event_id").unwrap().parse().unwrap(),
             tag: field(line, "tag").unwrap().to_string(),
@@ -942,7 +945,7 @@ fn parse_acks(lines: &[(i64, String)], boot: usize) -> Vec<Ack> {
 fn parse_delivered(lines: &[(i64, String)]) -> HashSet<i64> {
     lines
         .iter()
-        .filter(|(_, line)| line.contains(" delivered ") && line.contains("outcome=\"delivered\""))
+        .filter(|(_, line)| field(line, "event") == Some("delivered"))
         .filter_map(|(_, line)| field(line, "event_id")?.parse().ok())
         .collect()
 }

@@ -441,7 +441,10 @@ async fn files_are_their_owners_alone_whatever_the_umask() {
         &["listen", "--reader", "entrance", "--capture", &capture_arg],
         &fresh_config,
     );
-    wait_until("the capture file", LONG, || capture.exists()).await;
+    assert!(
+        wait_until(LONG, || capture.exists()).await,
+        "no capture file"
+    );
     let mode = std::fs::metadata(&capture).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode, 0o600, "a capture holds card ids");
 }

@@ -6,7 +6,7 @@ use gym_checkin::clock::{Now, SteadyMs, WallMs, WallTime};
 use gym_checkin::reader::codec::{self, Codec, Frame};
 use gym_checkin::reader::{Driver, ReaderConfig};
 use gym_checkin::reader::{Presenter, ReaderMessage, new_codec, pcsc, pn532};
-use gym_checkin::tag::{self, ByteOrder, IdBytes, IdFormat, Normalisation, RawId};
+use gym_checkin::tag::{self, ByteOrder, IdBytes, IdFormat, Normalisation, RawId, TagFormat};
 use gym_checkin::visit::Direction;
 use serde_json::Value;
 
@@ -288,7 +288,8 @@ fn reader_config(vector: &Value, driver: Driver, egym_tag_format: Option<&str>) 
         debounce: std::time::Duration::from_millis(1500),
         id_format: IdFormat::Hex,
         normalisation: normalisation(vector),
-        egym_tag_format: egym_tag_format.map(str::to_string),
+        egym_tag_format: egym_tag_format
+            .map(|f| TagFormat::parse(f).expect("one of EGYM's tagFormats")),
     }
 }
 
@@ -314,7 +315,11 @@ fn taps(config: ReaderConfig, frames: Vec<Frame>) -> Vec<(String, Option<String>
                 steady: SteadyMs::from_millis(at),
             };
             match presenter.present(frame, now) {
-                Some(ReaderMessage::Tap(tap)) => Some((tap.raw.hex(), tap.tag_format, tap.rfid)),
+                Some(ReaderMessage::Tap(tap)) => Some((
+                    tap.raw.hex(),
+                    tap.tag_format.map(|f| f.to_string()),
+                    tap.rfid,
+                )),
                 _ => None,
             }
         })
@@ -366,7 +371,11 @@ fn pn532_vectors() {
             protocol,
         };
         let found = taps(
-            reader_config(vector, driver, protocol.default_tag_format),
+            reader_config(
+                vector,
+                driver,
+                protocol.default_tag_format.map(TagFormat::as_str),
+            ),
             frames,
         );
         let expected = expected_ids(vector);

@@ -16,12 +16,12 @@ async fn tap(daemon: &Daemon, reader: &EmulatedReader, uid: &[u8], taps_before: 
     let presented_ms = now_ms();
     reader.present(uid);
     daemon
-        .wait_for_lines("tap recorded", taps_before + 1, LONG)
+        .wait_for_events("tap_recorded", taps_before + 1, LONG)
         .await;
     let lines = daemon.lines();
     let line = lines
         .iter()
-        .filter(|l| l.contains("tap recorded"))
+        .filter(|l| field(l, "event") == Some("tap_recorded"))
         .nth(taps_before)
         .unwrap();
     assert_eq!(
@@ -66,7 +66,7 @@ async fn a_pn532_board_is_woken_searched_and_read() {
         &serial_reader("entrance", &pty.slave_path, "pn532", ""),
     );
     let daemon = Daemon::start(&config);
-    daemon.wait_for_line("reader connected", LONG).await;
+    daemon.wait_for_event("reader_connected", LONG).await;
     board.wait_for_searches(3, LONG).await;
     let requests = board.requests();
     assert_eq!(
@@ -163,7 +163,7 @@ async fn a_twn4_is_searched_and_its_tag_types_decide_the_tag_format() {
         ),
     );
     let daemon = Daemon::start(&config);
-    daemon.wait_for_line("reader connected", LONG).await;
+    daemon.wait_for_event("reader_connected", LONG).await;
     twn4.wait_for_searches(2, LONG).await;
 
     let mut latencies = Vec::new();
@@ -183,11 +183,11 @@ async fn a_twn4_is_searched_and_its_tag_types_decide_the_tag_format() {
             twn4.fault(&[Fault::Corrupt, Fault::Refuse, Fault::Drop]);
         }
         twn4.present_typed(id, tag_type);
-        daemon.wait_for_lines("tap recorded", i + 1, LONG).await;
+        daemon.wait_for_events("tap_recorded", i + 1, LONG).await;
         let lines = daemon.lines();
         let line = lines
             .iter()
-            .filter(|l| l.contains("tap recorded"))
+            .filter(|l| field(l, "event") == Some("tap_recorded"))
             .nth(i)
             .unwrap();
         latencies.push(logged_at_ms(line) - presented_ms);

@@ -6,7 +6,7 @@ mod common;
 use std::io::{BufRead, BufReader};
 use std::process::Stdio;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use common::*;
 
@@ -39,7 +39,7 @@ async fn systemd_hears_ready_status_watchdog_and_stopping() {
     let (_dir, fake, mut pty, socket, mut daemon) = start_notified("notify").await;
     socket.wait_for("READY=1", 1).await;
     socket.wait_for("STATUS=", 1).await;
-    daemon.wait_for_line("reader connected", LONG).await;
+    daemon.wait_for_event("reader_connected", LONG).await;
     pty.write(&em4100_frame("0C000621A5"));
     assert!(fake.wait_for(LONG, |r| count_visits(r) == 1).await.0);
     // WATCHDOG_USEC = 2 s: a ping every second.
@@ -71,18 +71,18 @@ async fn systemd_hears_ready_status_watchdog_and_stopping() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stuck_task_stops_the_watchdog_pings_until_it_moves_again() {
     let (dir, _fake, mut pty, socket, daemon) = start_notified("watchdog-stuck").await;
-    daemon.wait_for_line("reader connected", LONG).await;
+    daemon.wait_for_event("reader_connected", LONG).await;
     socket.wait_for("WATCHDOG=1", 2).await;
     // Another process holds the database's write lock: the recorder's commit waits (up to the
     // 5 s busy timeout), and the recorder stops answering.
     let blocker = rusqlite::Connection::open(dir.path("gym-checkin.db")).unwrap();
     blocker.execute_batch("BEGIN EXCLUSIVE").unwrap();
     pty.write(&em4100_frame("0C000621A5"));
-    daemon.wait_for_line("tasks are not answering", LONG).await;
+    let stuck = daemon.wait_for_line("tasks are not answering", LONG).await;
     let pings_when_stuck = socket.count("WATCHDOG=1");
-    // Longer than one ping interval (1 s), and over well before the busy timeout frees the
-    // recorder (5 s after the tap, of which detection takes up to 2 s).
-    tokio::time::sleep(Duration::from_millis(1_100)).await;
+    // One ping interval (1 s) from when the watchdog found it stuck, and over well before the
+    // busy timeout frees the recorder (5 s after the tap, of which detection takes up to 2 s).
+    wait_until_past(logged_at_ms(&stuck) + 1_000).await;
     assert_eq!(
         socket.count("WATCHDOG=1"),
         pings_when_stuck,
@@ -113,19 +113,17 @@ async fn status_reports_delivered_pending_and_rejected_events_and_the_readers() 
         + &serial_reader("exit", &dir.path("not-plugged-in"), "line", "");
     let config = write_config(&dir, &fake.base_url(), "", &readers);
     let daemon = Daemon::start(&config);
-    daemon.wait_for_line("reader connected", LONG).await;
+    daemon.wait_for_event("reader_connected", LONG).await;
     let tap = |pty: &mut Pty, i: usize| pty.write(format!("{}\n", &tags[i].0[2..]).as_bytes());
 
     tap(&mut pty, 0);
     assert!(fake.wait_for(LONG, |r| count_visits(r) == 1).await.0);
     fake.set_mode(Mode::Status(422));
     tap(&mut pty, 1);
-    daemon.wait_for_line("rejected by EGYM", LONG).await;
+    daemon.wait_for_event("rejected", LONG).await;
     fake.set_mode(Mode::Down);
     tap(&mut pty, 2);
-    daemon
-        .wait_for_line("delivery failed, will retry", LONG)
-        .await;
+    daemon.wait_for_event("delivery_failed", LONG).await;
 
     let status = status_json(&config);
     assert_eq!(status["events"]["delivered"], 1, "{status}");
@@ -215,15 +213,9 @@ async fn listen_prints_every_rendering_and_records_nothing() {
     let wait_for = |text: &'static str| {
         let lines = lines.clone();
         async move {
-            let deadline = Instant::now() + LONG;
-            loop {
-                let all = lines.lock().unwrap().join("\n");
-                if all.contains(text) {
-                    return all;
-                }
-                assert!(Instant::now() < deadline, "{text:?} not printed:\n{all}");
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
+            let all = || lines.lock().unwrap().join("\n");
+            let printed = poll(LONG, || Some(all()).filter(|all| all.contains(text))).await;
+            printed.unwrap_or_else(|| panic!("{text:?} not printed:\n{}", all()))
         }
     };
     wait_for("[entrance] connected").await;
@@ -312,7 +304,7 @@ async fn listen_on_a_reader_the_service_reads_says_so_and_how_to_stop_it() {
         &serial_reader("entrance", &pty.slave_path, "em4100", ""),
     );
     let daemon = Daemon::start(&config);
-    daemon.wait_for_line("reader connected", LONG).await;
+    daemon.wait_for_event("reader_connected", LONG).await;
     let output = gym_checkin()
         .args(["listen", "--reader", "entrance", "--config"])
         .arg(&config)
@@ -347,9 +339,9 @@ async fn bytes_left_in_a_serial_port_before_the_service_opened_it_are_no_tap() {
     // the frame waits in the terminal's input buffer.
     pty.write(&em4100_frame("0C000621A5"));
     let daemon = Daemon::start(&config);
-    daemon.wait_for_line("reader connected", LONG).await;
+    daemon.wait_for_event("reader_connected", LONG).await;
     pty.write(&em4100_frame("0C0006A4B2"));
-    daemon.wait_for_line("tap recorded", LONG).await;
+    daemon.wait_for_event("tap_recorded", LONG).await;
     let recorded = daemon.recorded();
     // Alex's frame, older and first in the buffer, would have been decided first.
     assert_eq!(recorded.len(), 1, "{recorded:?}");

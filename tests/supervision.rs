@@ -41,11 +41,26 @@ async fn a_second_service_on_one_database_refuses_to_start_and_names_the_first()
         "the message names the holder and what to do:\n{log}"
     );
 
+    // Run by hand beside the packaged service, whose API key is a systemd credential, `run` has
+    // no key of its own: it still says that a service runs, not that the key is missing.
+    let keyless = dir.path("keyless.toml");
+    let text = std::fs::read_to_string(&config).unwrap();
+    let without_key: Vec<&str> = text
+        .lines()
+        .filter(|line| !line.starts_with("api-key-file"))
+        .collect();
+    std::fs::write(&keyless, without_key.join("\n")).unwrap();
+    let mut by_hand = Daemon::start(&keyless);
+    let status = by_hand.wait_exit(LONG).await;
+    let log = by_hand.lines().join("\n");
+    assert_eq!(status.code(), Some(75), "{log}");
+    assert!(log.contains(&format!("pid {}", first.pid())), "{log}");
+
     // The first goes on alone: a tap reaches EGYM once.
     pty.write(&em4100_frame(ALEX));
     let (delivered, received) = fake.wait_for(LONG, |r| count_visits(r) == 1).await;
     assert!(delivered, "{received:?}");
-    first.wait_for_line("delivered", LONG).await;
+    first.wait_for_event("delivered", LONG).await;
     assert_eq!(count_visits(&fake.received()), 1);
 
     // status works beside it, and says who runs.
@@ -71,7 +86,7 @@ async fn a_stdin_reader_whose_input_ends_stops_the_service_with_an_error() {
     daemon.wait_for_line("gym-checkin running", LONG).await;
     let mut input = daemon.stdin().unwrap();
     input.write_all(format!("{ALEX}\n").as_bytes()).unwrap();
-    daemon.wait_for_line("tap recorded", LONG).await;
+    daemon.wait_for_event("tap_recorded", LONG).await;
     drop(input);
     let status = daemon.wait_exit(LONG).await;
     let log = daemon.lines().join("\n");

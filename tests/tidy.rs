@@ -1,4 +1,4 @@
-//! Tidy checks: the README's stated invariants, checked by reading the source, as
+//! Tidy checks: the rules ARCHITECTURE.md states, checked by reading the source, as
 //! rust-analyzer's tidy tests do. Each names the file and line that breaks one.
 
 use std::path::{Path, PathBuf};
@@ -658,4 +658,169 @@ fn the_files_of_the_reader_module_use_each_other_without_a_cycle() {
     if let Some(cycle) = cycle_in(&uses) {
         panic!("an import cycle among the files of src/reader/: {cycle}");
     }
+}
+
+#[test]
+fn what_happened_is_said_only_in_events() {
+    let files: Vec<(String, String)> = sources()
+        .into_iter()
+        .filter(|(name, _)| name != "events.rs")
+        .collect();
+    assert_none(
+        offending(
+            &files,
+            &[
+                "event = \"",
+                "metrics.tap(",
+                "metrics.delivery(",
+                "metrics.admission_refused(",
+                ".happened(",
+            ],
+        ),
+        "a log line with an `event` field, an event's metric or a screen message outside \
+         src/events.rs (add or extend an event there)",
+    );
+    let events = sources()
+        .into_iter()
+        .filter(|(name, _)| name == "events.rs")
+        .collect::<Vec<_>>();
+    assert!(!offending(&events, &["event = \"tap_recorded\""]).is_empty());
+}
+
+/// The names of the `#[test]` functions of this file.
+fn tidy_checks() -> Vec<String> {
+    let text = include_str!("tidy.rs");
+    let mut names = Vec::new();
+    let mut lines = text.lines();
+    while let Some(line) = lines.next() {
+        if line.trim() == "#[test]"
+            && let Some(name) = lines
+                .next()
+                .and_then(|l| l.strip_prefix("fn "))
+                .and_then(|l| l.split('(').next())
+        {
+            names.push(name.to_string());
+        }
+    }
+    names
+}
+
+/// The texts between backticks in `text`.
+fn quoted(text: &str) -> Vec<&str> {
+    text.split('`').skip(1).step_by(2).collect()
+}
+
+#[test]
+fn the_architecture_document_names_real_checks_and_files_and_maps_every_file() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let doc = std::fs::read_to_string(root.join("ARCHITECTURE.md")).unwrap();
+    let checks = tidy_checks();
+    assert!(checks.len() >= 10, "{checks:?}");
+    let mut wrong = Vec::new();
+    // Each rule that says tidy checks it names a check that exists: "(tidy: `name`)".
+    let mut claimed = 0;
+    for after in doc.split("tidy:").skip(1) {
+        let name = quoted(after)[0];
+        claimed += 1;
+        if !checks.iter().any(|c| c == name) {
+            wrong.push(format!(
+                "names the tidy check `{name}`, which tests/tidy.rs lacks"
+            ));
+        }
+    }
+    assert!(claimed >= 8, "the document names only {claimed} checks");
+    // Each file or directory it names is there.
+    let names = quoted(&doc);
+    for name in &names {
+        let is_path = ["src/", "tests/", "docs/", "config/", ".ci/"]
+            .iter()
+            .any(|dir| name.starts_with(dir));
+        if is_path && !name.contains(char::is_whitespace) && !root.join(name).exists() {
+            wrong.push(format!("names `{name}`, which the repository lacks"));
+        }
+    }
+    // Each file of src/ is in the code map: by its path, or by its name within its directory's
+    // entry (`pn532.rs` under `src/reader/`).
+    for (file, _) in sources() {
+        let path = format!("src/{file}");
+        let parts: Vec<&str> = file.split('/').collect();
+        let mapped = names.contains(&path.as_str())
+            || (parts.len() > 1
+                && names.contains(&format!("src/{}/", parts[0]).as_str())
+                && (1..parts.len()).any(|i| names.contains(&parts[i..].join("/").as_str())));
+        if !mapped {
+            wrong.push(format!("does not map `{path}`"));
+        }
+    }
+    assert_none(wrong, "ARCHITECTURE.md");
+}
+
+#[test]
+fn every_document_a_document_links_is_in_the_repository() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut documents = vec![root.join("README.md"), root.join("ARCHITECTURE.md")];
+    for entry in std::fs::read_dir(root.join("docs")).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "md") {
+            documents.push(path);
+        }
+    }
+    let mut missing = Vec::new();
+    let mut links = 0;
+    for document in &documents {
+        let text = std::fs::read_to_string(document).unwrap();
+        for after in text.split("](").skip(1) {
+            let Some(target) = after.split(')').next() else {
+                continue;
+            };
+            let file = target.split('#').next().unwrap_or_default();
+            if file.is_empty() || file.contains("://") || file.starts_with("mailto:") {
+                continue;
+            }
+            links += 1;
+            if !document.parent().unwrap().join(file).exists() {
+                missing.push(format!(
+                    "{}: {target}",
+                    document.strip_prefix(root).unwrap().display()
+                ));
+            }
+        }
+    }
+    assert!(links >= 3, "only {links} links to files found");
+    assert_none(missing, "documents link files the repository does not have");
+}
+
+#[test]
+fn tests_wait_for_a_signal_not_for_the_wall_clock() {
+    // A test on tokio's paused time may sleep: that moves simulated time, at no cost. Any other
+    // sleep is a wait on the wall clock, which a loaded machine misses: tests wait for a
+    // positive signal through tests/common's `poll`/`wait_until`, and the few waits that are
+    // on the wall clock by nature say so on the line above.
+    let mut found = Vec::new();
+    let mut sleeps = 0;
+    for (name, text) in all_rust_files() {
+        if !name.starts_with("tests/") || name == "tests/tidy.rs" {
+            continue;
+        }
+        let paused = text.contains("start_paused = true");
+        let lines: Vec<&str> = text.lines().collect();
+        for (i, line) in lines.iter().enumerate() {
+            let code = line.trim_start();
+            if code.starts_with("//") || !code.contains("sleep(") {
+                continue;
+            }
+            sleeps += 1;
+            let said = i > 0 && lines[i - 1].contains("wall-clock wait on purpose");
+            if !paused && !said {
+                found.push(format!("{name}:{}: {code}", i + 1));
+            }
+        }
+    }
+    assert!(sleeps > 0);
+    assert_none(
+        found,
+        "tests that sleep on the wall clock (wait for a signal with tests/common's `poll` or \
+         `wait_until`; or, if the wait itself is the point, say why on the line above with \
+         \"A wall-clock wait on purpose:\")",
+    );
 }

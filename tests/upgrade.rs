@@ -21,6 +21,8 @@ use common::*;
 /// starts, take longer than a process the test starts itself (see [`LONG`]).
 const CONTAINER_WAIT: Duration = Duration::from_secs(60);
 const TAG: &str = "0C000621A5";
+/// How often a wait asks the container again: each look runs a command inside it.
+const CHECK_EVERY: Duration = Duration::from_millis(200);
 
 fn required(var: &str) -> PathBuf {
     let value = std::env::var_os(var)
@@ -51,31 +53,26 @@ impl Container {
             .spawn()
             .expect("systemd-nspawn (apt-get install systemd-container)");
         // The container's init is nspawn's child, once it runs systemd.
-        let deadline = Instant::now() + CONTAINER_WAIT;
-        let init = loop {
-            if let Some(pid) = child_of(nspawn.id()).filter(|pid| {
+        let started = Instant::now();
+        let init = poll_blocking(POLL, Some(CONTAINER_WAIT), || {
+            child_of(nspawn.id()).filter(|pid| {
                 std::fs::read_to_string(format!("/proc/{pid}/comm"))
                     .is_ok_and(|comm| comm.trim() == "systemd")
-            }) {
-                break pid;
-            }
-            assert!(Instant::now() < deadline, "the container did not start");
-            std::thread::sleep(Duration::from_millis(50));
-        };
+            })
+        })
+        .expect("the container did not start");
         let container = Container { nspawn, init };
         // Until its bus is up, systemctl cannot even ask.
-        loop {
+        let state = || {
             let state = container.run("systemctl is-system-running --wait");
-            let state = String::from_utf8_lossy(&state.stdout).trim().to_string();
-            if state == "running" || state == "degraded" {
-                return container;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "the container's systemd is {state:?}"
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
+            String::from_utf8_lossy(&state.stdout).trim().to_string()
+        };
+        let left = CONTAINER_WAIT.saturating_sub(started.elapsed());
+        let up = poll_blocking(CHECK_EVERY, Some(left), || {
+            matches!(state().as_str(), "running" | "degraded").then_some(())
+        });
+        assert!(up.is_some(), "the container's systemd is {:?}", state());
+        container
     }
 
     /// Runs `script` with bash inside the container.
@@ -106,18 +103,15 @@ impl Container {
     }
 
     async fn wait_for_journal(&self, text: &str, n: usize) {
-        let deadline = Instant::now() + CONTAINER_WAIT;
-        loop {
-            let journal = self.journal();
-            if journal.matches(text).count() >= n {
-                return;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "waited for {n} × {text:?} in the journal:\n{journal}"
-            );
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
+        let found = poll_every(CHECK_EVERY, CONTAINER_WAIT, || async {
+            (self.journal().matches(text).count() >= n).then_some(())
+        })
+        .await;
+        assert!(
+            found.is_some(),
+            "waited for {n} × {text:?} in the journal:\n{}",
+            self.journal()
+        );
     }
 
     fn main_pid(&self) -> u32 {
@@ -132,12 +126,11 @@ impl Drop for Container {
     fn drop(&mut self) {
         // SAFETY: kill has no memory-safety preconditions. nspawn powers the container off.
         unsafe { libc::kill(self.nspawn.id() as i32, libc::SIGTERM) };
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.nspawn.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(100));
+        let powered_off = poll_blocking(POLL, Some(Duration::from_secs(20)), || {
+            self.nspawn.try_wait().ok().flatten()
+        });
+        if powered_off.is_some() {
+            return;
         }
         let _ = self.nspawn.kill();
         let _ = self.nspawn.wait();

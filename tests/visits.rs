@@ -2,8 +2,6 @@
 
 mod common;
 
-use std::time::Duration;
-
 use common::*;
 
 /// A desk whose visits are checked out `auto_checkout_after` seconds after the check-in.
@@ -29,7 +27,7 @@ async fn a_visit_left_open_is_checked_out_stamped_at_check_in_plus_auto_checkout
     let mut pty = Pty::open();
     let config = setup(&dir, &fake, &pty, 3);
     let daemon = Daemon::start(&config);
-    daemon.wait_for_line("reader connected", LONG).await;
+    daemon.wait_for_event("reader_connected", LONG).await;
     pty.write(&em4100_frame("0C000621A5"));
     let (ok, received) = fake.wait_for(LONG, |r| count_visits(r) == 2).await;
     assert!(ok, "{}", daemon.lines().join("\n"));
@@ -43,7 +41,7 @@ async fn a_visit_left_open_is_checked_out_stamped_at_check_in_plus_auto_checkout
         visits[0].2 + 3_000,
         "stamped with the policy time"
     );
-    daemon.wait_for_line("automatic check-out", LONG).await;
+    daemon.wait_for_event("auto_checkout", LONG).await;
     let status = status_json(&config);
     assert_eq!(status["automatic_checkouts"], 1, "{status}");
     assert_eq!(status["open_visits"], 0, "{status}");
@@ -61,7 +59,7 @@ async fn a_check_out_that_fell_due_while_stopped_is_sent_at_start_with_its_polic
     // Long enough for the stop to come first however slowly the check-in is delivered.
     let config = setup(&dir, &fake, &pty, 6);
     let mut daemon = Daemon::start(&config);
-    daemon.wait_for_line("reader connected", LONG).await;
+    daemon.wait_for_event("reader_connected", LONG).await;
     pty.write(&em4100_frame("0C000621A5"));
     assert!(fake.wait_for(LONG, |r| count_visits(r) == 1).await.0);
     let checked_in = visits(&fake.received())[0].2;
@@ -73,12 +71,10 @@ async fn a_check_out_that_fell_due_while_stopped_is_sent_at_start_with_its_polic
         "checked out before it was due"
     );
 
-    // Stopped until well past the due time.
-    while now_ms() < checked_in + 7_000 {
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    // Stopped until past the due time.
+    wait_until_past(checked_in + 6_000).await;
     let daemon = Daemon::start(&config);
-    daemon.wait_for_line("reader connected", LONG).await;
+    daemon.wait_for_event("reader_connected", LONG).await;
     // A tap right away: it is decided after the overdue check-out.
     pty.write(&em4100_frame("4B00423C15"));
     let (ok, received) = fake.wait_for(LONG, |r| count_visits(r) == 3).await;
@@ -92,7 +88,7 @@ async fn a_check_out_that_fell_due_while_stopped_is_sent_at_start_with_its_polic
         checked_in + 6_000,
         "stamped with the policy time, not the restart time"
     );
-    daemon.wait_for_lines("tap recorded", 2, LONG).await;
+    daemon.wait_for_events("tap_recorded", 2, LONG).await;
     let recorded = daemon.recorded();
     assert_eq!(recorded.len(), 2);
     assert_eq!(

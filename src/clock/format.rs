@@ -1,4 +1,5 @@
-//! Times as people read them: RFC 3339 in UTC, and short ages.
+//! Times as people read them: RFC 3339 in UTC, short ages, and the box's local time (the time
+//! zone `closing-time` is read in), for the staff page.
 
 use std::time::Duration;
 
@@ -58,6 +59,64 @@ pub fn signed_duration(ms: i64) -> String {
     )
 }
 
+/// A moment in the box's local time, as the staff page shows it: `19:40:02` on the day of `now`,
+/// `Sat 28 Nov 19:40` on another.
+pub fn local_time(at: WallMs, now: WallMs, zone: &jiff::tz::TimeZone) -> String {
+    let (Some(at), Some(now)) = (local(at, zone), local(now, zone)) else {
+        return rfc3339(at);
+    };
+    if at.date() == now.date() {
+        format!("{:02}:{:02}:{:02}", at.hour(), at.minute(), at.second())
+    } else {
+        let weekday = ["Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"]
+            [usize::from(at.weekday().to_monday_zero_offset().unsigned_abs())];
+        let month = [
+            "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+        ][usize::from(at.month().unsigned_abs())
+            .saturating_sub(1)
+            .min(11)];
+        format!(
+            "{weekday} {} {month} {:02}:{:02}",
+            at.day(),
+            at.hour(),
+            at.minute()
+        )
+    }
+}
+
+/// The zone as the staff page names it: its IANA name and the abbreviation in use at `now`
+/// (`Europe/Berlin (CET)`), or the abbreviation alone for a zone without a name (`UTC`).
+pub fn zone_name(zone: &jiff::tz::TimeZone, now: WallMs) -> String {
+    let abbreviation = jiff::Timestamp::from_millisecond(now.as_millis())
+        .map(|t| zone.to_offset_info(t).abbreviation().to_string())
+        .unwrap_or_default();
+    match zone.iana_name() {
+        Some(name) if !abbreviation.is_empty() && name != abbreviation => {
+            format!("{name} ({abbreviation})")
+        }
+        Some(name) => name.to_string(),
+        None if !abbreviation.is_empty() => abbreviation,
+        None => "UTC".to_string(),
+    }
+}
+
+/// The local day `at` falls on, as the moments it starts and ends (23 or 25 hours long on the
+/// days clocks change).
+pub fn local_day(at: WallMs, zone: &jiff::tz::TimeZone) -> Option<(WallMs, WallMs)> {
+    let date = local(at, zone)?.date();
+    let start = date.to_zoned_datetime(zone.clone()).ok()?;
+    let end = date.tomorrow().ok()?.to_zoned_datetime(zone.clone()).ok()?;
+    Some((
+        WallMs::from_millis(start.timestamp().as_millisecond()),
+        WallMs::from_millis(end.timestamp().as_millisecond()),
+    ))
+}
+
+fn local(at: WallMs, zone: &jiff::tz::TimeZone) -> Option<jiff::civil::DateTime> {
+    let at = jiff::Timestamp::from_millisecond(at.as_millis()).ok()?;
+    Some(zone.to_datetime(at))
+}
+
 /// Year, month, day of a day count since 1970-01-01 (Howard Hinnant's algorithm).
 fn civil_from_days(days: i64) -> (i64, u32, u32) {
     let z = days + 719_468;
@@ -101,5 +160,42 @@ mod tests {
         assert_eq!(signed_duration(-(3_600_000 - 40)), "-1h 0m");
         assert_eq!(signed_duration(125_400), "+2m 5s");
         assert_eq!(signed_duration(2 * 86_400_000), "+2d 0h");
+    }
+
+    fn berlin() -> jiff::tz::TimeZone {
+        jiff::tz::TimeZone::posix("CET-1CEST,M3.5.0,M10.5.0/3").unwrap()
+    }
+
+    fn utc(text: &str) -> WallMs {
+        WallMs::from_millis(text.parse::<jiff::Timestamp>().unwrap().as_millisecond())
+    }
+
+    #[test]
+    fn local_times_read_as_the_desk_reads_them() {
+        let now = utc("2026-11-28T18:40:02Z");
+        assert_eq!(local_time(now, now, &berlin()), "19:40:02");
+        // Earlier the same local day; the day before.
+        assert_eq!(
+            local_time(utc("2026-11-27T23:05:00Z"), now, &berlin()),
+            "00:05:00"
+        );
+        assert_eq!(
+            local_time(utc("2026-11-27T22:59:00Z"), now, &berlin()),
+            "Fri 27 Nov 23:59"
+        );
+        assert_eq!(zone_name(&berlin(), now), "CET");
+        assert_eq!(zone_name(&jiff::tz::TimeZone::UTC, now), "UTC");
+    }
+
+    #[test]
+    fn a_local_day_is_as_long_as_the_clocks_make_it() {
+        let (start, end) = local_day(utc("2026-11-28T18:40:02Z"), &berlin()).unwrap();
+        assert_eq!(
+            (start, end),
+            (utc("2026-11-27T23:00:00Z"), utc("2026-11-28T23:00:00Z"))
+        );
+        // The last Sunday of March has 23 hours in Berlin.
+        let (start, end) = local_day(utc("2026-03-29T12:00:00Z"), &berlin()).unwrap();
+        assert_eq!(end.as_millis() - start.as_millis(), 23 * 3_600_000);
     }
 }

@@ -25,7 +25,9 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use tokio::sync::watch;
 
-pub use format::{duration_text, rfc3339, rfc3339_ms, signed_duration};
+pub use format::{
+    duration_text, local_day, local_time, rfc3339, rfc3339_ms, signed_duration, zone_name,
+};
 pub use placement::{Anchor, BootReading};
 pub use time::{SteadyMs, WallMs};
 pub use trust::{EARLIEST_PLAUSIBLE, KernelSync, Trust, TrustRule, TrustSource};

@@ -70,10 +70,14 @@ pub struct ServiceConfig {
 pub struct ScreenConfig {
     /// Where the screen is served; `None`: off.
     pub listen: Option<std::net::SocketAddr>,
-    /// The token the staff page and `/metrics` need (required off loopback).
+    /// The token the staff page and `/metrics` need, and every page from another machine
+    /// (required off loopback).
     pub token_file: Option<PathBuf>,
     /// How far back the staff page lists taps and refused admissions.
     pub staff_history: Duration,
+    /// Whether the member screen says why a Wellpass admission was refused, rather than
+    /// "Please see the desk" alone.
+    pub show_refusal_reasons: bool,
 }
 
 /// The screen's default address.

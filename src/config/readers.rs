@@ -10,7 +10,7 @@ use toml::Value;
 use super::walk::{Problems, Section, named, type_name};
 use crate::reader::codec::{self, PROTOCOLS};
 use crate::reader::{Driver, NO_PCSC, ReaderConfig};
-use crate::tag::{ByteOrder, IdBytes, IdFormat, Normalisation};
+use crate::tag::{ByteOrder, IdBytes, IdFormat, Normalisation, TagFormat};
 use crate::visit::Direction;
 
 /// The readers that could be read, each with its place in the file, and whether every one could.
@@ -177,23 +177,17 @@ fn parse_reader(i: usize, value: &Value, problems: &mut Problems) -> Option<Read
     let egym_tag_format = s
         .choice(
             "egym-tag-format",
-            &[
-                ("HITAG1", "HITAG1"),
-                ("MIFARE", "MIFARE"),
-                ("LEGIC", "LEGIC"),
-            ],
+            &named(&TagFormat::ALL, |f| f.as_str()),
             problems,
         )
-        .map(str::to_string)
-        .or_else(|| {
+        .or(
             // What the reader reads when the configuration does not say.
             match &driver {
                 Some(Driver::Serial { protocol, .. }) => protocol.default_tag_format,
-                Some(Driver::Pcsc { .. }) => Some("MIFARE"),
+                Some(Driver::Pcsc { .. }) => Some(TagFormat::Mifare),
                 _ => None,
-            }
-            .map(str::to_string)
-        });
+            },
+        );
     Some(ReaderConfig {
         name: name?,
         driver: driver?,

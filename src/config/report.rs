@@ -57,7 +57,8 @@ pub fn describe(config: &Config, path: &Path, key_found_in: &str) -> String {
         }
         Some(listen) => {
             let token = if config.screen.token_file.is_some() {
-                "; the staff page and /metrics need the token"
+                "; the staff page and /metrics need the token, and every page from another \
+                 machine"
             } else {
                 ""
             };
@@ -66,6 +67,13 @@ pub fn describe(config: &Config, path: &Path, key_found_in: &str) -> String {
                 "  screen: {} (staff: /staff){token}",
                 browser_url(listen)
             );
+            let refusals = if config.screen.show_refusal_reasons {
+                "with their reason (show-refusal-reasons = true: anyone who sees the screen \
+                 reads why a member was turned away)"
+            } else {
+                "as \"Please see the desk\" (the reason is on the staff page)"
+            };
+            let _ = writeln!(out, "  member screen: Wellpass refusals shown {refusals}");
         }
     }
     match &config.service.socket {

@@ -81,7 +81,7 @@ pub(super) fn parse_root(root: &toml::Table, problems: &mut Problems) -> Parsed 
 
 fn parse_log(value: Option<&Value>, problems: &mut Problems) -> Option<LogConfig> {
     let s = Section::new("log".into(), value, &["full-tags"], problems)?;
-    let full_tags = s.boolean("full-tags", problems).unwrap_or(false);
+    let full_tags = s.boolean("full-tags", false, problems);
     Some(LogConfig { full_tags })
 }
 
@@ -113,7 +113,12 @@ fn parse_screen(value: Option<&Value>, problems: &mut Problems) -> Option<Screen
     let s = Section::new(
         "screen".into(),
         value,
-        &["listen", "token-file", "staff-history"],
+        &[
+            "listen",
+            "token-file",
+            "staff-history",
+            "show-refusal-reasons",
+        ],
         problems,
     )?;
     let staff_history = s.duration("staff-history", Duration::from_secs(24 * 3600), problems);
@@ -123,6 +128,7 @@ fn parse_screen(value: Option<&Value>, problems: &mut Problems) -> Option<Screen
             "must be between 1m and 7d: the staff page is for what happens at the desk now",
         );
     }
+    let show_refusal_reasons = s.boolean("show-refusal-reasons", false, problems);
     let text = s
         .string("listen", problems)
         .unwrap_or(DEFAULT_SCREEN_LISTEN);
@@ -157,8 +163,8 @@ fn parse_screen(value: Option<&Value>, problems: &mut Problems) -> Option<Screen
             &s.key("listen"),
             format!(
                 "{address} is reachable from other machines: set [screen] token-file to a file \
-                 holding a token, which the staff page and /metrics then need (the member screen \
-                 stays open); or listen on 127.0.0.1"
+                 holding a token, which every page then needs from other machines (and the \
+                 staff page and /metrics from this one too); or listen on 127.0.0.1"
             ),
         );
     }
@@ -166,6 +172,7 @@ fn parse_screen(value: Option<&Value>, problems: &mut Problems) -> Option<Screen
         listen,
         token_file,
         staff_history,
+        show_refusal_reasons,
     })
 }
 

@@ -1,6 +1,7 @@
 use super::devices::device_access;
 use super::*;
 use crate::reader::Driver;
+use crate::tag::TagFormat;
 use crate::visit::Direction;
 
 const MINIMAL: &str = r#"
@@ -258,7 +259,7 @@ fn readers_the_host_asks_and_pcsc_readers() {
     let board = &config.readers[0];
     // A PN532 talks at 115200 and reads MIFARE UIDs, unless told otherwise.
     assert!(matches!(board.driver, Driver::Serial { baud: 115_200, .. }));
-    assert_eq!(board.egym_tag_format.as_deref(), Some("MIFARE"));
+    assert_eq!(board.egym_tag_format, Some(TagFormat::Mifare));
     let twn4 = &config.readers[1];
     assert!(matches!(twn4.driver, Driver::Serial { baud: 9600, .. }));
     assert_eq!(twn4.egym_tag_format, None);
@@ -268,7 +269,7 @@ fn readers_the_host_asks_and_pcsc_readers() {
         let config = Config::parse(pcsc).unwrap();
         let reader = &config.readers[0];
         assert!(matches!(&reader.driver, Driver::Pcsc { reader: Some(r) } if r == "ACR122U"));
-        assert_eq!(reader.egym_tag_format.as_deref(), Some("MIFARE"));
+        assert_eq!(reader.egym_tag_format, Some(TagFormat::Mifare));
     } else {
         check_problems(
             pcsc,

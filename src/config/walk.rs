@@ -70,15 +70,16 @@ impl<'t> Section<'t> {
         }
     }
 
-    pub(super) fn boolean(&self, key: &str, problems: &mut Problems) -> Option<bool> {
-        match self.table.get(key)? {
-            Value::Boolean(b) => Some(*b),
-            other => {
+    pub(super) fn boolean(&self, key: &str, default: bool, problems: &mut Problems) -> bool {
+        match self.table.get(key) {
+            None => default,
+            Some(Value::Boolean(b)) => *b,
+            Some(other) => {
                 problems.add(
                     &self.key(key),
                     format!("expected true or false, found {}", type_name(other)),
                 );
-                None
+                default
             }
         }
     }

@@ -27,10 +27,13 @@ use tracing::{error, info, warn};
 
 use crate::clock::{self, Clock, SystemSource, TimeSource};
 use crate::config::Config;
-use crate::control::{self, Reply, Request, ServiceInfo, StatusReply};
+use crate::control::{
+    self, CardReply, EnrolledReply, MemberReply, Reply, Request, ServiceInfo, StatusReply,
+};
 use crate::delivery::{self, Worker};
 use crate::egym::{self, ApiKey};
-use crate::events::Listeners;
+use crate::enrolment::{Claims, Enroller, Holder, Refused};
+use crate::events::{CardAwaited, Listeners};
 use crate::liveness::Liveness;
 use crate::metrics::Metrics;
 use crate::reader::{Driver, Reader, Source};
@@ -137,12 +140,15 @@ pub struct Service {
     clock: Clock,
     screen: Screen,
     screen_token: Option<String>,
+    time_zone: jiff::tz::TimeZone,
     control: Option<control::Listener>,
     metrics: Arc<Metrics>,
     recorder: Recorder,
     worker: Worker,
     corrections_in: mpsc::UnboundedReceiver<crate::visit::Correction>,
     listeners: Listeners,
+    enroller: Enroller,
+    claims: Claims,
 }
 
 impl Service {
@@ -218,7 +224,14 @@ impl Service {
             });
         let metrics = Arc::new(Metrics::default());
         let client = client.with_metrics(metrics.clone());
-        let screen = Screen::new(clock.clone());
+        let screen = Screen::new(
+            clock.clone(),
+            crate::screen::MemberScreenSettings {
+                show_refusal_reasons: config.screen.show_refusal_reasons,
+            },
+        );
+        // The box's local time: `closing-time` is read in it, and the staff page shows it.
+        let time_zone = jiff::tz::TimeZone::system();
         let listeners = Listeners::new(Arc::new(screen.clone()), metrics.clone())
             .with_full_tags(config.log.full_tags);
         if config.log.full_tags {
@@ -226,6 +239,23 @@ impl Service {
                 "[log] full-tags = true: the journal gets whole card ids and the renderings of unknown cards; turn it off once the readers are set up"
             );
         }
+        // Staff enrolling a card wait at the desk, often with the member: their requests go
+        // before a backlog's, from the same bucket.
+        let (enrolled_cards, enrolled_cards_in) = mpsc::unbounded_channel();
+        let enroller = Enroller::new(
+            client.with_priority(egym::rate_limit::Priority::Member),
+            config.egym.api_key.clone(),
+            api_key.clone(),
+            config
+                .readers
+                .iter()
+                .map(|r| (r.name.clone(), r.egym_tag_format))
+                .collect(),
+            listeners.clone(),
+        )
+        .with_store(store.clone())
+        .with_delivery(enrolled_cards);
+        let claims = Claims::default();
         // A member at the door is greeted by name while the screen shows the answer to their
         // tap: delivery then asks EGYM for the name even when the account is cached.
         let greeting = match config.screen.listen {
@@ -242,7 +272,7 @@ impl Service {
         .then(|| crate::visit::AutoCheckoutPolicy {
             after: config.visits.auto_checkout_after,
             closing_time: config.visits.closing_time,
-            time_zone: jiff::tz::TimeZone::system(),
+            time_zone: time_zone.clone(),
         });
         let recorder = Recorder::new(
             store.clone(),
@@ -252,7 +282,8 @@ impl Service {
             Arc::new(recorded),
             listeners.clone(),
         )
-        .await?;
+        .await?
+        .with_claims(claims.clone());
         let pruner_listeners = listeners.clone();
         let worker = Worker::new(
             store.clone(),
@@ -273,7 +304,8 @@ impl Service {
                 recorded: recorded_events,
                 corrections,
             },
-        );
+        )
+        .hearing_enrolments(enrolled_cards_in);
         Ok(Service {
             config,
             sources,
@@ -282,12 +314,15 @@ impl Service {
             clock,
             screen,
             screen_token,
+            time_zone,
             control,
             metrics,
             recorder,
             worker,
             corrections_in,
             listeners: pruner_listeners,
+            enroller,
+            claims,
         })
     }
 
@@ -302,12 +337,15 @@ impl Service {
             clock,
             screen,
             screen_token,
+            time_zone,
             control,
             metrics,
             recorder,
             worker,
             corrections_in,
             listeners,
+            enroller,
+            claims,
         } = self;
         let recorder_handle = recorder.requests();
         let (stop, stopping) = watch::channel(false);
@@ -368,6 +406,8 @@ impl Service {
                         listen,
                         token: screen_token,
                         staff_history: config.screen.staff_history,
+                        enroller: Some(enroller.clone()),
+                        time_zone,
                     },
                     screen,
                     store.clone(),
@@ -393,6 +433,8 @@ impl Service {
                 clock.clone(),
                 recorder_handle.clone(),
                 config.store.path.clone(),
+                enroller,
+                claims,
             );
             tasks.spawn(
                 "control socket",
@@ -532,12 +574,16 @@ fn may_ask_about_members(peer: &control::Peer) -> bool {
 
 /// The control socket's answers: the status, read on the service's own connection and stamped
 /// with the service's clock; what the box holds about a card or member, its erasure (through
-/// the recorder, which forgets what it holds in memory too) and its export.
+/// the recorder, which forgets what it holds in memory too) and its export; and enrolments for
+/// `gym-checkin enrol`, made with the service's EGYM client and logged with who asked (the
+/// peer's user and process).
 fn answer_control(
     store: Store,
     clock: Clock,
     recorder: RecorderHandle,
     database: PathBuf,
+    enroller: Enroller,
+    claims: Claims,
 ) -> impl Fn(Request, control::Peer) -> std::pin::Pin<Box<dyn Future<Output = Reply> + Send>>
 + Clone
 + Send
@@ -550,6 +596,7 @@ fn answer_control(
             recorder.clone(),
             database.clone(),
         );
+        let (enroller, claims) = (enroller.clone(), claims.clone());
         Box::pin(async move {
             let service = ServiceInfo {
                 pid: std::process::id(),
@@ -571,6 +618,52 @@ fn answer_control(
                 }
             }
             match request {
+                Request::EnrolPreview {
+                    reader,
+                    member,
+                    rfid,
+                } => {
+                    let previewed = match rfid {
+                        Some(rfid) => enroller.preview(&reader, &rfid, &member).await.map(|p| {
+                            MemberReply::of(p.member, Some(p.card), p.holder == Holder::ThisMember)
+                        }),
+                        None => enroller
+                            .find_member(&member)
+                            .await
+                            .map(|m| MemberReply::of(m, None, false)),
+                    };
+                    match previewed {
+                        Ok(reply) => Reply::Member(reply),
+                        Err(refused) => Reply::refused(&refused),
+                    }
+                }
+                Request::EnrolRead { reader, within_s } => {
+                    read_for_enrolment(&enroller, &claims, &reader, within_s).await
+                }
+                Request::Enrol {
+                    reader,
+                    rfid,
+                    member,
+                    account_id,
+                } => {
+                    let by = format!(
+                        "user {} (pid {}) on the control socket",
+                        crate::console::name_of_user(peer.uid),
+                        peer.pid.map_or("?".into(), |p| p.to_string())
+                    );
+                    match enroller
+                        .enrol(&reader, &rfid, &member, &account_id, &by)
+                        .await
+                    {
+                        Ok(done) => Reply::Enrolled(EnrolledReply {
+                            card: CardReply::of(done.card),
+                            account_id: done.account_id,
+                            already: done.already,
+                            waiting: done.waiting,
+                        }),
+                        Err(refused) => Reply::refused(&refused),
+                    }
+                }
                 Request::Status => match store.status().await {
                     Ok(data) => {
                         let now = clock.now();
@@ -609,6 +702,77 @@ fn answer_control(
                 },
             }
         })
+    }
+}
+
+/// Waits at most `within_s` seconds for the next card presented on `reader` (which the service
+/// reads), and hands it to the command that asked instead of recording it as a tap.
+async fn read_for_enrolment(
+    enroller: &Enroller,
+    claims: &Claims,
+    reader: &str,
+    within_s: u64,
+) -> Reply {
+    let readers = enroller.reader_names();
+    if !readers.iter().any(|r| r == reader) {
+        return Reply::refused(&Refused::NoSuchReader {
+            reader: reader.to_string(),
+            configured: readers,
+        });
+    }
+    let wait = Duration::from_secs(within_s).min(control::MAX_READ_WAIT);
+    let Some(claim) = claims.claim(reader) else {
+        return Reply::Failed(format!(
+            "another enrolment is waiting for a card on reader {reader}; try again once it is done"
+        ));
+    };
+    // Given up however this ends without a card (the time is over, or the command that asked
+    // has gone, which drops this future): the reader's next card is a tap again.
+    let mut waiting = Waiting {
+        claims,
+        enroller,
+        reader,
+        number: claim.number,
+        got_one: false,
+    };
+    CardAwaited {
+        reader: reader.to_string(),
+        waiting: true,
+        within_s: wait.as_secs(),
+    }
+    .emit(enroller.listeners());
+    match timer::timeout(wait, claim.card).await {
+        Ok(Ok(card)) => {
+            waiting.got_one = true;
+            Reply::Card(CardReply::of(card))
+        }
+        Ok(Err(_)) | Err(_) => Reply::Failed(format!(
+            "no card was presented on reader {reader} within {} s",
+            wait.as_secs()
+        )),
+    }
+}
+
+/// A card waited for on a reader for an enrolment; given up when dropped without one.
+struct Waiting<'a> {
+    claims: &'a Claims,
+    enroller: &'a Enroller,
+    reader: &'a str,
+    number: u64,
+    got_one: bool,
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        if !self.got_one {
+            self.claims.release(self.reader, self.number);
+            CardAwaited {
+                reader: self.reader.to_string(),
+                waiting: false,
+                within_s: 0,
+            }
+            .emit(self.enroller.listeners());
+        }
     }
 }
 

@@ -19,10 +19,10 @@ pub(super) async fn attempt(
     priority: Priority,
 ) -> Result<Outcome, StoreError> {
     let client = ctx.client.with_priority(priority);
-    let tag_format = event.tag_format.as_deref();
+    let tag_format = event.tag_format;
     let cached = ctx
         .store
-        .cached_account(event.tag.clone(), event.tag_format.clone())
+        .cached_account(event.tag.clone(), event.tag_format)
         .await?;
     let mut account = match policy::use_cache(
         cached.as_ref(),
@@ -69,7 +69,7 @@ pub(super) async fn attempt(
                         .cache_account_for(
                             event.id,
                             event.tag.clone(),
-                            event.tag_format.clone(),
+                            event.tag_format,
                             account,
                             ctx.clock.steady(),
                         )
@@ -77,11 +77,16 @@ pub(super) async fn attempt(
                 }
                 match found {
                     Ok(account) => {
+                        // Told to the screen whenever a lookup gives it (no request is made for
+                        // it alone, but for a member at the door): the member screen greets by
+                        // it, the staff page says who is in.
                         if let Some(first_name) = account.first_name
-                            && ctx.settings.greeting.wanted(event.id)
+                            && ctx.settings.greeting.keeps_names()
                         {
                             NameKnown {
                                 event_id: event.id,
+                                tag: event.tag.clone(),
+                                kind: event.kind,
                                 first_name,
                             }
                             .emit(&ctx.listeners);
@@ -110,7 +115,7 @@ pub(super) async fn attempt(
             // The cached account is gone: drop it and look the tag up once more.
             Step::AccountGone(_) if !looked_up => {
                 ctx.store
-                    .forget_account(event.tag.clone(), event.tag_format.clone())
+                    .forget_account(event.tag.clone(), event.tag_format)
                     .await?;
             }
             Step::AccountGone(failure) => return Ok(outcome_of(Verdict::AccountGone, failure)),
@@ -149,7 +154,7 @@ async fn admit_and_post(
         AdmissionPlan::NotNeeded => {}
         AdmissionPlan::Skip => {
             ctx.store
-                .mark_admission(event.id, Admission::Skipped, None)
+                .mark_admission(event.id, Admission::Skipped, None, false)
                 .await?;
             *admission = Some(Admission::Skipped);
             admission_made(ctx, event, Admission::Skipped, None, None);
@@ -161,7 +166,9 @@ async fn admit_and_post(
                 } else {
                     Admission::Admitted
                 };
-                ctx.store.mark_admission(event.id, admitted, None).await?;
+                ctx.store
+                    .mark_admission(event.id, admitted, None, first_admission == Some(true))
+                    .await?;
                 *admission = Some(admitted);
                 admission_made(ctx, event, admitted, first_admission, None);
             }
@@ -180,6 +187,7 @@ async fn admit_and_post(
                             event.id,
                             Admission::RefusedLate,
                             Some(refusal.error_code().into()),
+                            false,
                         )
                         .await?;
                     *admission = Some(Admission::RefusedLate);

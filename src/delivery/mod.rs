@@ -19,11 +19,17 @@
 //!   down or overloaded, one event probes, the rest wait.
 //! - A refused key (401/403) pauses delivery: no row changes, one error line every few minutes,
 //!   and a probe every [`PAUSE_PROBE_INTERVAL`] that reads the key again.
+//! - A card enrolled from the box ([`crate::enrolment`]): the worker makes the taps waiting on
+//!   it due at once and forgets what the cache said of it, so they are looked up again and
+//!   delivered. If an attempt of that card is in flight (its lookup may have been answered
+//!   before the card was added), this is done once the attempt is recorded, so the attempt's
+//!   "unknown" cannot put the card back on the slow schedule.
 
 mod attempt;
 mod in_flight;
 pub mod policy;
 
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -92,6 +98,7 @@ type Attempts = InFlight<Attempt>;
 
 enum Wake {
     Recorded,
+    Enrolled(String),
     Timer,
     Asked,
     Finished(Box<Attempt>),
@@ -131,6 +138,11 @@ pub struct Worker {
     /// Events up to this id are the backlog: recorded before this run, or before delivery last
     /// failed or was paused. Newer events never tried go first.
     backlog_through_id: i64,
+    /// Tags of cards enrolled from the box, as they are announced.
+    enrolled: Option<mpsc::UnboundedReceiver<String>>,
+    /// Cards enrolled whose taps are not yet made due: at the next look at the outbox that finds
+    /// no attempt of theirs in flight.
+    enrolled_pending: HashSet<String>,
 }
 
 impl Worker {
@@ -164,6 +176,16 @@ impl Worker {
             paused: None,
             database_failing: false,
             backlog_through_id: 0,
+            enrolled: None,
+            enrolled_pending: HashSet::new(),
+        }
+    }
+
+    /// Hears of cards enrolled from the box (their tags) on `cards`.
+    pub fn hearing_enrolments(self, cards: mpsc::UnboundedReceiver<String>) -> Worker {
+        Worker {
+            enrolled: Some(cards),
+            ..self
         }
     }
 
@@ -181,12 +203,20 @@ impl Worker {
             }
         };
         loop {
+            self.make_enrolled_due(&tasks).await;
             let timer = match self.claim_and_start(&mut tasks).await {
                 Ok(timer) => timer,
                 Err(e) => self.database_failed(&e),
             };
+            let enrolled = async {
+                match self.enrolled.as_mut() {
+                    Some(cards) => cards.recv().await,
+                    None => std::future::pending().await,
+                }
+            };
             let wake = tokio::select! {
                 Ok(()) = self.recorded.changed() => Wake::Recorded,
+                Some(tag) = enrolled => Wake::Enrolled(tag),
                 () = timer::sleep_until(timer) => Wake::Timer,
                 () = pulse.asked() => Wake::Asked,
                 Some((tag, joined)) = tasks.next(), if !tasks.is_empty() => match joined {
@@ -202,6 +232,9 @@ impl Worker {
             };
             match wake {
                 Wake::Recorded => self.on_recorded(),
+                Wake::Enrolled(tag) => {
+                    self.enrolled_pending.insert(tag);
+                }
                 Wake::Timer => {}
                 Wake::Asked => pulse.answer(),
                 Wake::Finished(attempt) => self.record_attempt(*attempt).await,
@@ -251,6 +284,29 @@ impl Worker {
             Ok(()) => self.database_failing = false,
             Err(e) => {
                 self.database_failed(&e);
+            }
+        }
+    }
+
+    /// Cards enrolled with no attempt of theirs in flight: their waiting taps are due at once
+    /// and looked up anew. (One in flight is done once that attempt is recorded.) EGYM just
+    /// answered the enrolment, so a hold for EGYM out of reach ends too.
+    async fn make_enrolled_due(&mut self, tasks: &Attempts) {
+        let free: Vec<String> = self
+            .enrolled_pending
+            .iter()
+            .filter(|tag| !tasks.holds(tag))
+            .cloned()
+            .collect();
+        for tag in free {
+            if let Err(e) = self.ctx.store.card_enrolled(tag.clone()).await {
+                // Kept, and done once the database answers again.
+                self.database_failed(&e);
+                return;
+            }
+            self.enrolled_pending.remove(&tag);
+            if let Some((_, HoldCause::Unreachable)) = self.hold {
+                self.hold = None;
             }
         }
     }

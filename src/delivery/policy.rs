@@ -52,9 +52,9 @@ pub struct Settings {
 }
 
 /// Whether the member of an event is to be greeted by name: then a lookup is made even when
-/// the account is cached, for the first name, which is never kept. The daemon sets it from the
-/// screen (a member screen shows that tap's answer, without a name yet); without a screen, no
-/// name is ever asked for.
+/// the account is cached, for the first name, which is never written down (the screen keeps it
+/// in memory). The daemon sets it from the screen (a member screen shows that tap's answer,
+/// without a name yet); without a screen, no name is ever asked for, nor kept.
 #[derive(Clone, Default)]
 pub struct Greeting(Option<std::sync::Arc<dyn Fn(i64) -> bool + Send + Sync>>);
 
@@ -66,6 +66,12 @@ impl Greeting {
 
     pub fn wanted(&self, event_id: i64) -> bool {
         self.0.as_ref().is_some_and(|wanted| wanted(event_id))
+    }
+
+    /// Whether there is a screen to tell the first names lookups give: without one, a name is
+    /// dropped as soon as it is read.
+    pub fn keeps_names(&self) -> bool {
+        self.0.is_some()
     }
 }
 

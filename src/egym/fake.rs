@@ -1,10 +1,11 @@
 //! A stand-in for the EGYM API on loopback, for the demo and the tests: one fake EGYM in the
 //! project, not two.
 //!
-//! It knows a few members, answers the lookup and the check-in/check-out calls as EGYM does
-//! (including its error bodies), records every request it receives, and can be told to go
-//! down (connections refused), to answer every call with a given status, or to stall (accept
-//! and never answer).
+//! It knows a few members and their cards, answers the lookups (by card, e-mail and membership
+//! id), the list of a member's cards, adding a card, admissions and the check-in/check-out calls
+//! as EGYM does (including its error bodies), records every request it receives, and can be told
+//! to go down (connections refused), to answer every call with a given status, to stall (accept
+//! and never answer), or to take a key that may read but not write cards.
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -26,7 +27,9 @@ use crate::clock::timer;
 /// A member the stand-in knows.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Member {
-    /// The rfid as enrolled (`0x…`); matched without regard to case.
+    /// The rfid of the member's first card as enrolled (`0x…`), matched without regard to case;
+    /// empty for a member with no card yet. Cards added later are the stand-in's own
+    /// ([`FakeEgym::cards`]).
     pub rfid: String,
     /// The `tagFormat` it was enrolled with, if any.
     pub tag_format: Option<String>,
@@ -72,6 +75,11 @@ impl Member {
         }
     }
 
+    /// A `PREMIUM` member with no card enrolled yet.
+    pub fn without_card(account_id: &str, name: &str) -> Member {
+        Member::new("", account_id, name)
+    }
+
     /// Enrolled with this `tagFormat`.
     pub fn enrolled_as(self, tag_format: &str) -> Member {
         Member {
@@ -81,8 +89,9 @@ impl Member {
     }
 }
 
-/// The members of the demo gym. Their tags are EM4100 ids as an RDM6300 reads them; the last
-/// two are Wellpass members, one admitted, one whose membership has expired.
+/// The members of the demo gym. Their tags are EM4100 ids as an RDM6300 reads them; two are
+/// Wellpass members, one admitted, one whose membership has expired; the last has no card yet,
+/// for staff to enrol one.
 pub fn demo_members() -> Vec<Member> {
     let mut members: Vec<Member> = [
         ("0x0C000621A5", "a1c3e5f7-0001", "Alex Demo"),
@@ -99,6 +108,7 @@ pub fn demo_members() -> Vec<Member> {
         Member::new("0x0D00D4E5F6", "a1c3e5f7-0007", "Gabi Wellpass")
             .wellpass(Some("corporateFitnessMembershipExpired")),
     );
+    members.push(Member::without_card("a1c3e5f7-0008", "Hana Demo").email("hana@example.invalid"));
     members
 }
 
@@ -124,6 +134,8 @@ pub enum Calls {
     Lookups,
     Admissions,
     Visits,
+    /// `POST accounts/{id}/rfids`.
+    AddRfids,
 }
 
 impl Calls {
@@ -132,8 +144,17 @@ impl Calls {
             Calls::Lookups => request.lookup_rfid().is_some(),
             Calls::Admissions => request.admission().is_some(),
             Calls::Visits => request.visit().is_some(),
+            Calls::AddRfids => request.add_rfid().is_some(),
         }
     }
+}
+
+/// A card enrolled at the stand-in: whose, its rfid, and its `tagFormat`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Card {
+    pub account_id: String,
+    pub rfid: String,
+    pub tag_format: Option<String>,
 }
 
 /// An answer to give the next few calls of a kind, whatever else the mode says.
@@ -214,6 +235,13 @@ impl Received {
         (self.method == "POST" && !account.contains('/')).then_some(account)
     }
 
+    /// The account id of a card added (`POST accounts/{id}/rfids`).
+    pub fn add_rfid(&self) -> Option<&str> {
+        let rest = self.path.strip_prefix("/api/v2/accounts/")?;
+        let account = rest.strip_suffix("/rfids")?;
+        (self.method == "POST" && !account.contains('/')).then_some(account)
+    }
+
     /// The `tagFormat` query parameter of a lookup.
     pub fn tag_format(&self) -> Option<&str> {
         self.query
@@ -225,6 +253,10 @@ impl Received {
 
 struct State {
     members: Vec<Member>,
+    /// Every card enrolled, the members' first cards and those added since.
+    cards: Vec<Card>,
+    /// Whether the key may add cards (EGYM's keys have permissions of their own).
+    rfid_writes: bool,
     api_key: String,
     received: Vec<Received>,
     bucket: Option<Bucket>,
@@ -279,7 +311,17 @@ impl FakeEgym {
         let (mode, _) = watch::channel(Mode::Normal);
         let shared = Arc::new(Shared {
             state: Mutex::new(State {
+                cards: members
+                    .iter()
+                    .filter(|m| !m.rfid.is_empty())
+                    .map(|m| Card {
+                        account_id: m.account_id.clone(),
+                        rfid: m.rfid.clone(),
+                        tag_format: m.tag_format.clone(),
+                    })
+                    .collect(),
                 members,
+                rfid_writes: true,
                 api_key: api_key.to_string(),
                 received: Vec::new(),
                 bucket: None,
@@ -340,6 +382,23 @@ impl FakeEgym {
         self.shared.state().api_key = api_key.to_string();
     }
 
+    /// Whether the key may add cards: without the permission, `POST …/rfids` is answered 403
+    /// `missingPermission`, and every other call as before.
+    pub fn allow_rfid_writes(&self, allowed: bool) {
+        self.shared.state().rfid_writes = allowed;
+    }
+
+    /// The cards enrolled for `account_id` now, in the order they were enrolled.
+    pub fn cards(&self, account_id: &str) -> Vec<Card> {
+        self.shared
+            .state()
+            .cards
+            .iter()
+            .filter(|c| c.account_id == account_id)
+            .cloned()
+            .collect()
+    }
+
     /// Every request received so far.
     pub fn received(&self) -> Vec<Received> {
         self.shared.state().received.clone()
@@ -352,6 +411,7 @@ impl FakeEgym {
 
     /// Waits until `done` holds for the requests received, or `timeout` passes; returns the
     /// requests either way, and whether `done` held.
+    #[must_use = "whether `done` held: a wait that ran out proves nothing unless it is asserted"]
     pub async fn wait_for(
         &self,
         timeout: Duration,
@@ -583,6 +643,9 @@ fn answer(state: &mut State, request: &Received) -> (u16, String) {
             serde_json::json!({ "firstAdmission": first }).to_string(),
         );
     }
+    if let Some(account) = request.add_rfid() {
+        return add_rfid(state, account, request);
+    }
     let by_account: HashMap<&str, &Member> = state
         .members
         .iter()
@@ -595,9 +658,10 @@ fn answer(state: &mut State, request: &Received) -> (u16, String) {
         let found = match segments.as_slice() {
             ["rfid", rfid] => Some((
                 state
-                    .members
+                    .cards
                     .iter()
-                    .find(|m| m.rfid.eq_ignore_ascii_case(&decoded(rfid))),
+                    .find(|c| c.rfid.eq_ignore_ascii_case(&decoded(rfid)))
+                    .and_then(|card| by_account.get(card.account_id.as_str()).copied()),
                 "No member with this RFID",
                 "RFID",
             )),
@@ -624,12 +688,14 @@ fn answer(state: &mut State, request: &Received) -> (u16, String) {
         }
         if let [account, "rfids"] = segments.as_slice() {
             return match by_account.get(account) {
-                Some(member) => {
-                    let mut rfid = serde_json::json!({ "rfid": member.rfid });
-                    if let Some(format) = &member.tag_format {
-                        rfid["tagFormat"] = serde_json::json!(format);
-                    }
-                    (200, serde_json::json!([rfid]).to_string())
+                Some(_) => {
+                    let cards: Vec<serde_json::Value> = state
+                        .cards
+                        .iter()
+                        .filter(|c| c.account_id == *account)
+                        .map(rfid_body)
+                        .collect();
+                    (200, serde_json::Value::from(cards).to_string())
                 }
                 None => (
                     404,
@@ -659,6 +725,103 @@ fn answer(state: &mut State, request: &Received) -> (u16, String) {
         404,
         error_body(404, "notFound", "No such endpoint", Some("UNKNOWN")),
     )
+}
+
+/// An `RfidDTO`.
+fn rfid_body(card: &Card) -> serde_json::Value {
+    let mut rfid = serde_json::json!({ "rfid": card.rfid });
+    if let Some(format) = &card.tag_format {
+        rfid["tagFormat"] = serde_json::json!(format);
+    }
+    rfid
+}
+
+/// `POST accounts/{account}/rfids` (`addRFIDToUser`): the key must have the permission to write
+/// cards (else 403 `missingPermission`, as for any permission a key lacks); the account must
+/// exist (else 404 with entity `ACCOUNT`); the body must be an `RfidDTO` (`rfid` of whole hex
+/// bytes after `0x`, `tagFormat` one of the three formats), else 400 with `fieldErrors`. The
+/// answer is 200 with the card. Adding a card the member has already changes nothing.
+///
+/// A card another member holds: the document lists 400 for a request EGYM will not carry out,
+/// and documents no `errorCode` for this one. The stand-in answers 400 `rfidAlreadyAssigned`;
+/// the client relies on no code: it looks the card up before adding it, and otherwise says
+/// EGYM's own message.
+fn add_rfid(state: &mut State, account: &str, request: &Received) -> (u16, String) {
+    if !state.rfid_writes {
+        return (
+            403,
+            error_body(
+                403,
+                "missingPermission",
+                "The API key lacks the permission to manage RFIDs",
+                None,
+            ),
+        );
+    }
+    if !state.members.iter().any(|m| m.account_id == account) {
+        return (
+            404,
+            error_body(404, "notFound", "Account not found", Some("ACCOUNT")),
+        );
+    }
+    let field_error = |field: &str, message: &str| {
+        let mut body: serde_json::Value = serde_json::from_str(&error_body(
+            400,
+            "validationError",
+            "The request is not valid",
+            None,
+        ))
+        .expect("error_body makes JSON");
+        body["fieldErrors"] = serde_json::json!([{ "field": field, "message": message }]);
+        (400, body.to_string())
+    };
+    let body = request.body.as_ref().and_then(serde_json::Value::as_object);
+    let rfid = body.and_then(|b| b.get("rfid")).and_then(|r| r.as_str());
+    let Some(rfid) = rfid.filter(|r| is_rfid(r)) else {
+        return field_error("rfid", "must match ^0x([0-9a-fA-F]{2})+$");
+    };
+    let tag_format = match body.and_then(|b| b.get("tagFormat")) {
+        None => None,
+        Some(serde_json::Value::String(f))
+            if ["HITAG1", "MIFARE", "LEGIC"].contains(&f.as_str()) =>
+        {
+            Some(f.clone())
+        }
+        Some(_) => return field_error("tagFormat", "must be one of HITAG1, MIFARE, LEGIC"),
+    };
+    match state
+        .cards
+        .iter()
+        .find(|c| c.rfid.eq_ignore_ascii_case(rfid))
+    {
+        Some(card) if card.account_id != account => (
+            400,
+            error_body(
+                400,
+                "rfidAlreadyAssigned",
+                "The RFID is assigned to another account",
+                None,
+            ),
+        ),
+        Some(card) => (200, rfid_body(card).to_string()),
+        None => {
+            let card = Card {
+                account_id: account.to_string(),
+                rfid: rfid.to_string(),
+                tag_format,
+            };
+            let body = rfid_body(&card).to_string();
+            state.cards.push(card);
+            (200, body)
+        }
+    }
+}
+
+/// `^0x([0-9a-fA-F]{2})+$`.
+fn is_rfid(text: &str) -> bool {
+    text.strip_prefix("0x").is_some_and(|hex| {
+        !hex.is_empty() && hex.len() % 2 == 0 && hex.bytes().all(|b| b.is_ascii_hexdigit())
+    })
 }
 
 /// A `MemberAccountDTO`.

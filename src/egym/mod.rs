@@ -17,6 +17,7 @@ use serde::Deserialize;
 
 use crate::clock::timer;
 use crate::metrics::{EgymCall, Metrics, RefusalReason};
+use crate::tag::TagFormat;
 use crate::visit::Membership;
 
 pub use key::{API_KEY_CREDENTIAL, API_KEY_ENV, ApiKey, ApiKeySource};
@@ -366,11 +367,12 @@ impl Client {
         &self,
         key: &ApiKey,
         rfid: &str,
-        tag_format: Option<&str>,
+        tag_format: Option<TagFormat>,
     ) -> Result<Account, Failure> {
         let mut url = self.endpoint(&["accounts", "rfid", rfid]);
         if let Some(format) = tag_format {
-            url.query_pairs_mut().append_pair("tagFormat", format);
+            url.query_pairs_mut()
+                .append_pair("tagFormat", format.as_str());
         }
         self.get_account(key, url, EgymCall::Lookup).await
     }
@@ -443,6 +445,40 @@ impl Client {
             status: 200,
             detail: format!("no list of cards in it ({e})"),
         })
+    }
+
+    /// `POST /api/v2/accounts/{accountId}/rfids` with an `RfidDTO`: adds a card to the member,
+    /// as `rfid` with `tag_format` (the rendering and `tagFormat` a lookup of the card sends, so
+    /// that the next lookup finds the member). Returns the card as EGYM keeps it; a success
+    /// without a card in it (the document promises one) is the card as sent.
+    pub async fn add_rfid(
+        &self,
+        key: &ApiKey,
+        account_id: &str,
+        rfid: &str,
+        tag_format: Option<TagFormat>,
+    ) -> Result<EnrolledRfid, Failure> {
+        let url = self.endpoint(&["accounts", account_id, "rfids"]);
+        let mut card = serde_json::json!({ "rfid": rfid });
+        if let Some(format) = tag_format {
+            card["tagFormat"] = serde_json::json!(format.as_str());
+        }
+        let request = self.http.post(url).json(&card);
+        let response = self.send(request, key, EgymCall::AddRfid).await?;
+        let status = response.status();
+        let body = response.bytes().await.map_err(transport)?;
+        if !status.is_success() {
+            return Err(Failure::Status {
+                status: status.as_u16(),
+                body: ErrorBody::parse(&body),
+            });
+        }
+        Ok(
+            serde_json::from_slice::<EnrolledRfid>(&body).unwrap_or_else(|_| EnrolledRfid {
+                rfid: rfid.to_string(),
+                tag_format: tag_format.map(|f| f.as_str().to_string()),
+            }),
+        )
     }
 
     /// `POST /api/v2/accounts/{accountId}/admissions` (no body): may this Wellpass member enter?

@@ -38,7 +38,7 @@ use super::message::ReaderMessage;
 use super::presenter::Presenter;
 use super::source::{Driver, ReaderConfig, new_codec};
 use crate::clock::{Now, SteadyMs, WallMs, WallTime};
-use crate::tag::{ByteOrder, IdBytes, IdFormat, Normalisation, decode_hex, hex_upper};
+use crate::tag::{ByteOrder, IdBytes, IdFormat, Normalisation, TagFormat, decode_hex, hex_upper};
 use crate::visit::Direction;
 
 const MAGIC: &str = "# gym-checkin capture 1";
@@ -117,7 +117,7 @@ fn header(config: &ReaderConfig) -> String {
         config.id_format.as_str(),
         config.normalisation.id_bytes.as_str(),
         config.normalisation.byte_order.as_str(),
-        config.egym_tag_format.as_deref().unwrap_or("none"),
+        config.egym_tag_format.map_or("none", TagFormat::as_str),
         config.debounce.as_millis()
     );
     header
@@ -129,7 +129,7 @@ pub struct Presented {
     /// Seconds into the capture.
     pub at_s: f64,
     pub rfid: String,
-    pub tag_format: Option<String>,
+    pub tag_format: Option<TagFormat>,
 }
 
 impl std::fmt::Display for Presented {
@@ -138,7 +138,7 @@ impl std::fmt::Display for Presented {
             f,
             "{} {}",
             self.rfid,
-            self.tag_format.as_deref().unwrap_or("-")
+            self.tag_format.map_or("-", TagFormat::as_str)
         )
     }
 }
@@ -300,7 +300,10 @@ fn config_from(
     let byte_order = ByteOrder::ALL[choose("byte-order", &ByteOrder::ALL.map(ByteOrder::as_str))?];
     let egym_tag_format = match get("egym-tag-format")? {
         "none" => None,
-        format => Some(format.to_string()),
+        format => Some(
+            TagFormat::parse(format)
+                .ok_or_else(|| format!("egym-tag-format: unknown value {format:?}"))?,
+        ),
     };
     let debounce_ms: u64 = get("debounce-ms")?
         .parse()

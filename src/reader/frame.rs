@@ -11,6 +11,7 @@
 //! asks again when an answer is lost or spoiled.
 
 use crate::clock::timer::Instant;
+use crate::tag::TagFormat;
 
 /// What one valid frame carried.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -45,7 +46,7 @@ pub enum TagKind {
     /// A kind EGYM has no `tagFormat` for (EM4x02): none is sent, whatever the reader's setting.
     NoFormat,
     /// One of EGYM's `tagFormat` values: `MIFARE`, `HITAG1` or `LEGIC`.
-    Format(&'static str),
+    Format(TagFormat),
 }
 
 /// Counts of what a codec threw away.

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use crate::clock::Now;
-use crate::tag::RawId;
+use crate::tag::{RawId, TagFormat};
 use crate::visit::Direction;
 
 /// A new presentation of a tag at a reader.
@@ -15,7 +15,7 @@ pub struct Tap {
     pub raw: RawId,
     /// The normalised EGYM rfid.
     pub rfid: String,
-    pub tag_format: Option<String>,
+    pub tag_format: Option<TagFormat>,
     pub direction: Direction,
     /// When the frame was read.
     pub at: Now,

@@ -331,3 +331,68 @@ impl Reader {
         );
     }
 }
+
+/// Why [`read_one`] read nothing.
+#[derive(Debug)]
+pub enum ReadOneError {
+    /// The device cannot be opened.
+    CannotOpen {
+        device: String,
+        error: std::io::Error,
+    },
+    /// The reader stopped (its input ended) before a card was read.
+    Stopped,
+    /// Nothing was presented in time.
+    NothingWithin(Duration),
+}
+
+impl std::fmt::Display for ReadOneError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ReadOneError::CannotOpen { device, error } => {
+                write!(f, "cannot open the reader ({device}): {error}")
+            }
+            ReadOneError::Stopped => write!(f, "the reader stopped before a card was read"),
+            ReadOneError::NothingWithin(within) => {
+                write!(f, "no card was read within {} s", within.as_secs())
+            }
+        }
+    }
+}
+
+/// Opens `config`'s reader on its own, as `listen` does, and returns the first message that
+/// `wanted` takes, at most `within` after it was opened; then closes the reader again. What
+/// `calibrate` and `enrol` read one card with.
+pub async fn read_one(
+    config: &ReaderConfig,
+    clock: Clock,
+    within: Duration,
+    wanted: impl Fn(&ReaderMessage) -> bool,
+) -> Result<ReaderMessage, ReadOneError> {
+    let device = match &config.driver {
+        Driver::Serial { path, .. } | Driver::Keyboard { path } => path.display().to_string(),
+        Driver::Pcsc { reader: Some(name) } => format!("PC/SC reader matching {name:?}"),
+        Driver::Pcsc { reader: None } => "the first PC/SC reader".into(),
+        Driver::Stdin => "standard input".into(),
+    };
+    try_open(config).map_err(|error| ReadOneError::CannotOpen { device, error })?;
+    let (messages, mut inbox) = mpsc::channel(16);
+    let (stop, stopping) = watch::channel(false);
+    let task = tokio::spawn(
+        Reader::new(config.clone(), Source::for_config(config), clock)
+            .listening()
+            .run(messages, stopping, Pulse::unwatched()),
+    );
+    let deadline = Instant::now() + within;
+    let read = loop {
+        match timer::timeout_at(deadline, inbox.recv()).await {
+            Ok(Some(message)) if wanted(&message) => break Ok(message),
+            Ok(Some(_)) => {}
+            Ok(None) => break Err(ReadOneError::Stopped),
+            Err(_) => break Err(ReadOneError::NothingWithin(within)),
+        }
+    };
+    let _ = stop.send(true);
+    let _ = task.await;
+    read
+}

@@ -9,7 +9,7 @@ use super::frame::{Frame, TagKind};
 use super::message::{CUT_SHORT, RANDOM_UID, ReaderMessage, Tap};
 use super::source::{Driver, ReaderConfig};
 use crate::clock::Now;
-use crate::tag::{self, RawId};
+use crate::tag::{self, RawId, TagFormat};
 use crate::visit::Debouncer;
 
 /// Turns a reader's frames into presentations: reads the id (`id-format`), debounces it, and
@@ -101,9 +101,9 @@ impl Presenter {
             }
         };
         let tag_format = match kind {
-            TagKind::Unsaid => self.config.egym_tag_format.clone(),
+            TagKind::Unsaid => self.config.egym_tag_format,
             TagKind::NoFormat => None,
-            TagKind::Format(format) => Some(format.to_string()),
+            TagKind::Format(format) => Some(format),
         };
         let repeat = if self.reports_removal {
             // Held for as long as it stays, however long a search or a reopen takes.
@@ -118,7 +118,7 @@ impl Presenter {
             return None;
         }
         let uid = match kind {
-            TagKind::Format(format) => format == "MIFARE",
+            TagKind::Format(format) => format.is_uid(),
             TagKind::NoFormat => false,
             TagKind::Unsaid => self.reads_uids,
         };
@@ -136,7 +136,7 @@ impl Presenter {
         // An EM reader's ids, or HITAG and LEGIC cards', are never MIFARE UIDs.
         let cut_short = from_text
             && tag::is_cut_short_uid(&rfid)
-            && !matches!(tag_format.as_deref(), Some("HITAG1" | "LEGIC"));
+            && !matches!(tag_format, Some(TagFormat::Hitag1 | TagFormat::Legic));
         if cut_short && !self.listening {
             self.say_cut_short(&rfid);
         }
@@ -174,7 +174,7 @@ mod tests {
     use crate::tag::{ByteOrder, IdBytes, IdFormat, Normalisation};
     use crate::visit::Direction;
 
-    fn config(driver: Driver, egym_tag_format: Option<&str>) -> ReaderConfig {
+    fn config(driver: Driver, egym_tag_format: Option<TagFormat>) -> ReaderConfig {
         ReaderConfig {
             name: "desk".into(),
             driver,
@@ -185,7 +185,7 @@ mod tests {
                 id_bytes: IdBytes::All,
                 byte_order: ByteOrder::AsRead,
             },
-            egym_tag_format: egym_tag_format.map(str::to_string),
+            egym_tag_format,
         }
     }
 
@@ -220,7 +220,7 @@ mod tests {
 
     #[test]
     fn a_card_on_a_reader_that_reports_removal_is_one_tap_while_it_stays() {
-        let mut presenter = Presenter::new(config(serial("pn532"), Some("MIFARE")));
+        let mut presenter = Presenter::new(config(serial("pn532"), Some(TagFormat::Mifare)));
         let taps = presented(
             &mut presenter,
             vec![
@@ -264,7 +264,10 @@ mod tests {
     fn random_uids_are_never_sent_from_readers_of_uids() {
         let random = [0x08, 0xA1, 0xB2, 0xC3];
         // Whatever tagFormat a PC/SC reader is set to send, its ids are UIDs.
-        let mut pcsc = Presenter::new(config(Driver::Pcsc { reader: None }, Some("HITAG1")));
+        let mut pcsc = Presenter::new(config(
+            Driver::Pcsc { reader: None },
+            Some(TagFormat::Hitag1),
+        ));
         assert_eq!(presented(&mut pcsc, vec![(0, Frame::id(&random))]), [None]);
         // A TWN4 says which cards are MIFARE; a LEGIC serial may start with 08.
         let mut twn4 = Presenter::new(config(serial("twn4"), None));
@@ -272,9 +275,15 @@ mod tests {
             bytes: random.to_vec(),
             kind: TagKind::Format(format),
         };
-        assert_eq!(presented(&mut twn4, vec![(0, kind("MIFARE"))]), [None]);
         assert_eq!(
-            presented(&mut twn4, vec![(1, Frame::NoTag), (1, kind("LEGIC"))]),
+            presented(&mut twn4, vec![(0, kind(TagFormat::Mifare))]),
+            [None]
+        );
+        assert_eq!(
+            presented(
+                &mut twn4,
+                vec![(1, Frame::NoTag), (1, kind(TagFormat::Legic))]
+            ),
             [None, Some("08A1B2C3".to_string())]
         );
         // An EM reader's ids are no UIDs at all.

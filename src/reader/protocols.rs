@@ -8,6 +8,7 @@ use super::frame::Codec;
 use super::line::LineCodec;
 use super::pn532::Pn532Codec;
 use super::twn4::Twn4Codec;
+use crate::tag::TagFormat;
 
 /// One supported reader protocol.
 #[derive(Debug)]
@@ -19,7 +20,7 @@ pub struct Protocol {
     /// The baud rate when the reader's `baud` is not set.
     pub default_baud: u32,
     /// EGYM's `tagFormat` when the reader's `egym-tag-format` is not set.
-    pub default_tag_format: Option<&'static str>,
+    pub default_tag_format: Option<TagFormat>,
     /// Whether the reader says when a card is taken away ([`Frame::NoTag`](super::frame::Frame::NoTag)): a card is then one
     /// presentation for as long as it stays, whatever the debounce.
     pub reports_removal: bool,
@@ -52,7 +53,7 @@ pub const PROTOCOLS: &[Protocol] = &[
         name: "pn532",
         text: false,
         default_baud: 115_200,
-        default_tag_format: Some("MIFARE"),
+        default_tag_format: Some(TagFormat::Mifare),
         reports_removal: true,
         reads_uids: true,
         new_codec: || Box::new(Pn532Codec::default()),

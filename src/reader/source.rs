@@ -8,7 +8,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use super::frame::Codec;
 use super::protocols::{self, Protocol};
 use super::{keyboard, pcsc};
-use crate::tag::{IdFormat, Normalisation};
+use crate::tag::{IdFormat, Normalisation, TagFormat};
 use crate::visit::Direction;
 
 /// One `[[readers]]` entry.
@@ -20,7 +20,7 @@ pub struct ReaderConfig {
     pub debounce: Duration,
     pub id_format: IdFormat,
     pub normalisation: Normalisation,
-    pub egym_tag_format: Option<String>,
+    pub egym_tag_format: Option<TagFormat>,
 }
 
 /// How a reader is reached, with the settings of that kind of reader.

@@ -23,7 +23,7 @@ use crate::clock::timer::Instant;
 use super::frame::{Codec, Discarded, Frame, Presence, TagKind};
 use super::line::{Ended, LineBuffer};
 use super::poller::{Due, Poller, Timing};
-use crate::tag::decode_hex;
+use crate::tag::{TagFormat, decode_hex};
 
 /// How often the host searches for a card.
 pub const POLL_EVERY: Duration = Duration::from_millis(200);
@@ -45,9 +45,9 @@ pub const SEARCH_TAG: &[u8] = b"0500FF\r";
 /// The `tagFormat` for a TWN4 tag type.
 pub fn tag_kind(tag_type: u8) -> TagKind {
     match tag_type {
-        0x80 => TagKind::Format("MIFARE"),
-        0x83 => TagKind::Format("LEGIC"),
-        0x41 => TagKind::Format("HITAG1"),
+        0x80 => TagKind::Format(TagFormat::Mifare),
+        0x83 => TagKind::Format(TagFormat::Legic),
+        0x41 => TagKind::Format(TagFormat::Hitag1),
         0x40 => TagKind::NoFormat,
         _ => TagKind::Unsaid,
     }
@@ -224,9 +224,9 @@ mod tests {
                 String::from_utf8_lossy(line)
             );
         }
-        assert_eq!(tag_kind(0x80), TagKind::Format("MIFARE"));
-        assert_eq!(tag_kind(0x83), TagKind::Format("LEGIC"));
-        assert_eq!(tag_kind(0x41), TagKind::Format("HITAG1"));
+        assert_eq!(tag_kind(0x80), TagKind::Format(TagFormat::Mifare));
+        assert_eq!(tag_kind(0x83), TagKind::Format(TagFormat::Legic));
+        assert_eq!(tag_kind(0x41), TagKind::Format(TagFormat::Hitag1));
         assert_eq!(tag_kind(0x40), TagKind::NoFormat);
         assert_eq!(tag_kind(0x49), TagKind::Unsaid);
     }
@@ -240,7 +240,7 @@ mod tests {
         assert_eq!(codec.to_send(t), None);
         let legic = Frame::Id {
             bytes: vec![0x0B, 0xAD, 0xC0, 0xDE],
-            kind: TagKind::Format("LEGIC"),
+            kind: TagKind::Format(TagFormat::Legic),
         };
         assert_eq!(
             feed(&mut codec, b"00018320040BADC0DE\r\n"),

@@ -2,9 +2,11 @@
 //! - `/`: the member screen. Each tap's answer in large type for a few seconds ("Welcome, Alex",
 //!   "Card not recognised", "Wellpass membership expired", "Checked in, will sync"), then "Tap
 //!   your card".
-//! - `/staff`: readers, the outbox, the last taps, unknown cards with every rendering, refused
-//!   admissions, the clock.
+//! - `/staff`: who is in the club, readers, the outbox, the last taps, unknown cards with every
+//!   rendering, refused admissions and today's Wellpass admissions, the clock; times in the
+//!   box's local time.
 //! - `/events`: both pages' live feed, Server-Sent Events; `/metrics`: Prometheus.
+//! - `/staff/enrol`: the staff page's Enrol action for an unknown card (`enrol.rs`).
 //!
 //! The screen never stands between a tap and the outbox: the recorder and delivery tell the hub
 //! ([`Screen`]) what happened with calls that only take a lock for a moment, and nothing waits
@@ -12,19 +14,25 @@
 //! so a browser that reconnects needs only the latest of each kind: it gets them first, unless
 //! its `Last-Event-ID` says it has them already.
 
+mod access;
 mod board;
+mod enrol;
+mod limits;
+mod names;
 mod server;
 mod staff;
 
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use tokio::sync::{Notify, broadcast};
 
 use crate::clock::{Clock, SteadyMs};
 use crate::events::{Happening, Observer};
-pub use board::{SHOWN_FOR, View};
-pub use server::{ServerSettings, serve};
-pub use staff::staff_json;
+use crate::visit::Kind;
+pub use board::{MemberScreenSettings, SHOWN_FOR, View};
+pub use server::{MAX_CONNECTIONS, MAX_CONNECTIONS_PER_CLIENT, ServerSettings, serve};
+pub use staff::{StaffContext, staff_json};
 
 /// Who an event is for: member screens get only what a member may see.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -75,17 +83,22 @@ struct Inner {
 #[derive(Debug, Default)]
 struct State {
     board: board::Board,
+    /// First names of the members in the club, in memory only.
+    names: names::Names,
     number: u64,
     latest_member: Option<Arc<Sent>>,
     latest_staff: Option<Arc<Sent>>,
 }
 
 impl Screen {
-    pub fn new(clock: Clock) -> Screen {
+    pub fn new(clock: Clock, settings: MemberScreenSettings) -> Screen {
         Screen(Arc::new(Inner {
             run: format!("{:08x}", fastrand::u32(..)),
             clock,
-            state: Mutex::new(State::default()),
+            state: Mutex::new(State {
+                board: board::Board::new(settings),
+                ..State::default()
+            }),
             events: broadcast::channel(64).0,
             staff_changed: Notify::new(),
             shown: Notify::new(),
@@ -108,6 +121,22 @@ impl Screen {
         let now = self.0.clock.steady();
         let mut state = self.state();
         self.tick_locked(&mut state, now);
+        match &happening {
+            Happening::Recorded {
+                tag,
+                kind: Kind::CheckOut,
+                ..
+            }
+            | Happening::AutoCheckedOut { tag }
+            | Happening::Refused { tag, .. } => state.names.left(tag),
+            Happening::Named {
+                tag,
+                kind,
+                first_name,
+                ..
+            } => state.names.learnt(tag, *kind, first_name, now),
+            _ => {}
+        }
         if let Some(view) = state.board.apply(happening, now) {
             self.show(&mut state, &view);
             drop(state);
@@ -162,12 +191,15 @@ impl Screen {
     }
 
     /// Forgets what the screen holds of `cards` (erased on request): the answer on the member
-    /// screen if it is theirs (its first name with it), the last refused card, and the staff
-    /// page's data, which is read again from the database.
+    /// screen if it is theirs (its first name with it), the last refused card, the first names
+    /// the staff page shows, and the staff page's data, which is read again from the database.
     pub fn forget(&self, cards: &[String]) {
         let mut state = self.state();
         if state.board.forget(cards) {
             state.latest_member = None;
+        }
+        for card in cards {
+            state.names.left(card);
         }
         state.latest_staff = None;
         drop(state);
@@ -185,6 +217,20 @@ impl Screen {
         let sent = push(&mut state, Audience::Staff, data);
         state.latest_staff = Some(sent.clone());
         let _ = self.0.events.send(sent);
+    }
+
+    /// The first names known of the members with these tags (those in the club whose name a
+    /// lookup gave), for the staff page.
+    pub fn first_names<'a>(
+        &self,
+        tags: impl IntoIterator<Item = &'a str>,
+    ) -> HashMap<String, String> {
+        let now = self.0.clock.steady();
+        let mut state = self.state();
+        state.names.expire(now);
+        tags.into_iter()
+            .filter_map(|tag| Some((tag.to_string(), state.names.of(tag)?.to_string())))
+            .collect()
     }
 
     /// Whether a member screen is showing the answer to `event_id` without a name yet: a
@@ -285,7 +331,6 @@ mod tests {
     use super::*;
     use crate::clock::{Boot, ManualSource, TrustRule};
     use crate::events::Known;
-    use crate::visit::Kind;
 
     fn screen() -> (Arc<ManualSource>, Screen) {
         let source = Arc::new(ManualSource::new(1_796_083_200_000, 1_000, "b"));
@@ -296,7 +341,7 @@ mod tests {
             start: SteadyMs::from_millis(0),
         };
         let clock = Clock::new(source.clone(), TrustRule::Always, boot, trust, None);
-        (source, Screen::new(clock))
+        (source, Screen::new(clock, MemberScreenSettings::default()))
     }
 
     #[test]
@@ -337,5 +382,50 @@ mod tests {
         // Once the answer's time is over, a member screen gets nothing old.
         source.advance(SHOWN_FOR.as_millis() as i64);
         assert!(screen.subscribe(Audience::Member, None).0.is_empty());
+    }
+
+    #[test]
+    fn the_staff_page_learns_the_first_names_of_members_inside_until_they_leave() {
+        let (_source, screen) = screen();
+        let named = |event_id, tag: &str, kind| Happening::Named {
+            event_id,
+            tag: tag.into(),
+            kind,
+            first_name: "Alex".into(),
+        };
+        screen.happened(named(1, "0x01", Kind::CheckIn));
+        screen.happened(named(2, "0x02", Kind::CheckIn));
+        let names = screen.first_names(["0x01", "0x02", "0x03"]);
+        assert_eq!(names.len(), 2);
+        assert_eq!(names["0x01"], "Alex");
+        // A check-out tap, and an automatic one.
+        screen.happened(Happening::Recorded {
+            event_id: 3,
+            reader: "entrance".into(),
+            tag: "0x01".into(),
+            kind: Kind::CheckOut,
+            known: Known::Member,
+        });
+        screen.happened(Happening::AutoCheckedOut { tag: "0x02".into() });
+        assert!(screen.first_names(["0x01", "0x02"]).is_empty());
+        // A Wellpass member turned away is not in the club.
+        screen.happened(named(4, "0x04", Kind::CheckIn));
+        screen.happened(Happening::Refused {
+            event_id: 4,
+            tag: "0x04".into(),
+            refusal: crate::egym::Refusal::MembershipExpired,
+        });
+        assert!(screen.first_names(["0x04"]).is_empty());
+        // A member erased on request (`gym-checkin forget`) while in the club.
+        screen.happened(named(5, "0x05", Kind::CheckIn));
+        screen.happened(named(6, "0x06", Kind::CheckIn));
+        screen.forget(&["0x05".to_string()]);
+        assert_eq!(
+            screen
+                .first_names(["0x05", "0x06"])
+                .into_keys()
+                .collect::<Vec<_>>(),
+            ["0x06"]
+        );
     }
 }

@@ -4,11 +4,13 @@
 //! It runs beside the service and never in its way: if the address cannot be bound (the port is
 //! taken), it says why in the journal and in `status`, tries again with backoff, and taps are
 //! recorded and delivered meanwhile as always. It holds at most `MAX_CONNECTIONS` connections,
-//! each with a bounded request buffer and a deadline for its headers, so a browser, or anything
-//! else on the network, cannot use up the service's file descriptors or memory. On a loopback
-//! address it answers only requests addressed to this machine by name (`Host: 127.0.0.1`,
-//! `localhost`, `[::1]`), so a web page open in a browser on the box cannot reach it through a
-//! rebound DNS name.
+//! and `MAX_CONNECTIONS_PER_CLIENT` from any one client ([`super::limits`]), each with a bounded
+//! request buffer and a deadline for its headers, so a browser, or anything else on the network,
+//! cannot use up the service's file descriptors or memory, nor leave a kiosk without a
+//! connection. On a loopback address it answers only requests addressed to this machine by name
+//! (`Host: 127.0.0.1`, `localhost`, `[::1]`), so a web page open in a browser on the box cannot
+//! reach it through a rebound DNS name. Who may see which page is [`super::access`]'s to say.
+//! `HEAD` is answered as `GET` is, without the body.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -20,16 +22,21 @@ use bytes::Bytes;
 use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Full};
 use hyper::body::{Frame, Incoming};
-use hyper::{Request, Response, StatusCode};
+use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
-use tokio::sync::{Semaphore, broadcast, watch};
+use tokio::sync::{broadcast, watch};
 use tokio::task::JoinSet;
 use tracing::{debug, info, warn};
 
-use super::{Audience, Screen, Sent, staff_json};
+use super::access::{self, Given, Resource, Verdict};
+use super::enrol::{self, EnrolPage};
+use super::limits::{Admitted, Client, Limits};
+pub use super::limits::{MAX_CONNECTIONS, MAX_CONNECTIONS_PER_CLIENT};
+use super::{Audience, Screen, Sent, StaffContext, staff_json};
 use crate::clock::Clock;
 use crate::clock::timer;
+use crate::enrolment::Enroller;
 use crate::metrics::{self, Gauges, Metrics};
 use crate::store::Store;
 
@@ -50,36 +57,42 @@ const STAFF_MIN_GAP: Duration = Duration::from_millis(250);
 const STAFF_REFRESH: Duration = Duration::from_secs(2);
 /// Taps listed on the staff page.
 const STAFF_TAPS: usize = 50;
-/// Connections held at once; one more is closed as soon as it is accepted. A front desk has a
-/// member screen or two and a staff page; event streams count.
-pub const MAX_CONNECTIONS: usize = 64;
 /// A connection that has not sent a request's headers within this long is closed (an idle
 /// keep-alive connection too).
 const HEADER_DEADLINE: Duration = Duration::from_secs(10);
 /// A request's headers may take at most this much memory.
 const MAX_REQUEST_BUFFER: usize = 16 * 1024;
 
-type Body = BoxBody<Bytes, Infallible>;
+pub(super) type Body = BoxBody<Bytes, Infallible>;
 
 /// `[screen]`, as the server needs it.
 #[derive(Clone, Debug)]
 pub struct ServerSettings {
     pub listen: SocketAddr,
-    /// Required for the staff page, its events and `/metrics` (always set for an address that
-    /// is not loopback).
+    /// Required for the staff page, its events and `/metrics`, for every page from another
+    /// machine (always set for an address that is not loopback), and for enrolling on any
+    /// address.
     pub token: Option<String>,
     /// How far back the staff page lists taps and refused admissions (`staff-history`).
     pub staff_history: Duration,
+    /// Enrols cards for the staff page's Enrol action (`None`: the page cannot enrol).
+    pub enroller: Option<Enroller>,
+    /// The box's local time zone (the one `closing-time` is read in): the staff page's times.
+    pub time_zone: jiff::tz::TimeZone,
 }
 
 /// What each request needs.
 #[derive(Debug)]
-struct Context {
+pub(super) struct Context {
     screen: Screen,
     store: Store,
     metrics: Arc<Metrics>,
     clock: Clock,
     token: Option<String>,
+    pub(super) enroller: Option<Enroller>,
+    /// Whether the page may enrol, and its CSRF token.
+    pub(super) enrol: EnrolPage,
+    time_zone: jiff::tz::TimeZone,
     /// Serving on a loopback address: requests must name this machine (see the module's notes).
     loopback: bool,
     /// Staff pages open now: the staff data is refreshed only while there are some.
@@ -97,18 +110,21 @@ pub async fn serve(
     mut stopping: watch::Receiver<bool>,
     bound: watch::Sender<Option<SocketAddr>>,
 ) {
+    let enrol = EnrolPage::new(settings.enroller.is_some(), settings.token.as_deref());
     let ctx = Arc::new(Context {
         screen,
         store,
         metrics,
         clock,
+        enrol,
+        enroller: settings.enroller,
         token: settings.token,
+        time_zone: settings.time_zone,
         loopback: settings.listen.ip().is_loopback(),
         staff_open: AtomicUsize::new(0),
         staff_history: settings.staff_history,
     });
-    let connections = Arc::new(Semaphore::new(MAX_CONNECTIONS));
-    let mut said_full = false;
+    let limits = Limits::new(MAX_CONNECTIONS, MAX_CONNECTIONS_PER_CLIENT);
     let mut tasks = JoinSet::new();
     tasks.spawn(refresh_staff(ctx.clone()));
     tasks.spawn(tick_views(ctx.screen.clone()));
@@ -151,18 +167,29 @@ pub async fn serve(
         };
         match accepted {
             Ok((stream, peer)) => {
-                let Ok(permit) = connections.clone().try_acquire_owned() else {
-                    if !std::mem::replace(&mut said_full, true) {
-                        warn!(%peer, "the screen holds {MAX_CONNECTIONS} connections already; closing new ones until some end (said once)");
+                let client = Client::of(peer.ip());
+                let connection = match limits.admit(client) {
+                    Admitted::Yes(connection) => connection,
+                    Admitted::Full { say } => {
+                        if say {
+                            warn!(%peer, "the screen holds {MAX_CONNECTIONS} connections already; closing new ones until some end (said once)");
+                        }
+                        drop(stream);
+                        continue;
                     }
-                    drop(stream);
-                    continue;
+                    Admitted::ClientFull { say } => {
+                        if say {
+                            warn!(%client, "the screen holds {MAX_CONNECTIONS_PER_CLIENT} connections from {client} already; closing its new ones until some end (said again once they all have)");
+                        }
+                        drop(stream);
+                        continue;
+                    }
                 };
                 let ctx = ctx.clone();
                 tasks.spawn(async move {
                     let service = hyper::service::service_fn(move |request| {
                         let ctx = ctx.clone();
-                        async move { Ok::<_, Infallible>(handle(ctx, request).await) }
+                        async move { Ok::<_, Infallible>(handle(ctx, request, peer).await) }
                     });
                     if let Err(e) = hyper::server::conn::http1::Builder::new()
                         .timer(TokioTimer::new())
@@ -173,7 +200,7 @@ pub async fn serve(
                     {
                         debug!(error = %e, "screen connection ended");
                     }
-                    drop(permit);
+                    drop(connection);
                 });
             }
             Err(e) => {
@@ -185,11 +212,10 @@ pub async fn serve(
     tasks.abort_all();
 }
 
-async fn handle(ctx: Arc<Context>, request: Request<Incoming>) -> Response<Body> {
-    if request.method() != hyper::Method::GET {
-        return text(StatusCode::METHOD_NOT_ALLOWED, "GET only\n");
-    }
-    if ctx.loopback && !names_this_machine(&request) {
+async fn handle(ctx: Arc<Context>, request: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
+    let header = |name: &str| request.headers().get(name).and_then(|v| v.to_str().ok());
+    let host = header("host");
+    if ctx.loopback && !host.is_some_and(access::names_this_machine) {
         return text(
             StatusCode::MISDIRECTED_REQUEST,
             "on a loopback address the screen answers only http://127.0.0.1, http://localhost or http://[::1]\n",
@@ -197,81 +223,94 @@ async fn handle(ctx: Arc<Context>, request: Request<Incoming>) -> Response<Body>
     }
     let path = request.uri().path().to_string();
     let query = request.uri().query().unwrap_or("").to_string();
-    let wants_staff = query_param(&query, "staff").is_some_and(|v| v == "1");
-    let needs_token =
-        matches!(path.as_str(), "/staff" | "/metrics") || (path == "/events" && wants_staff);
-    if needs_token && !authorised(&ctx, &request, &query) {
-        return text(
-            StatusCode::UNAUTHORIZED,
-            "this page needs the screen's token: ?token=... or Authorization: Bearer ...\n",
-        );
+    let resource = Resource::of(
+        &path,
+        query_param(&query, "staff").is_some_and(|v| v == "1"),
+    );
+    let given = Given {
+        bearer: header("authorization")
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .map(str::to_string),
+        query: query_param(&query, "token"),
+        cookie: header("cookie").and_then(access::from_cookie),
+    };
+    let on_this_machine = access::on_this_machine(peer.ip(), host);
+    let verdict = access::decide(resource, on_this_machine, ctx.token.as_deref(), &given);
+    // The Enrol action takes its POSTs, and says itself whether it is on at all.
+    if resource == Resource::Enrol {
+        let authorised = verdict != Verdict::Refused;
+        return enrol::handle(&ctx, request, peer, authorised).await;
     }
-    match path.as_str() {
-        "/" => page(MEMBER_PAGE),
-        "/staff" => page(STAFF_PAGE),
-        "/events" => {
-            let audience = if wants_staff {
-                Audience::Staff
-            } else {
-                Audience::Member
-            };
-            let last = request
-                .headers()
-                .get("last-event-id")
-                .and_then(|v| v.to_str().ok())
-                .map(str::to_string);
-            events(ctx, audience, last.as_deref()).await
+    let head = request.method() == Method::HEAD;
+    if request.method() != Method::GET && !head {
+        let mut response = text(StatusCode::METHOD_NOT_ALLOWED, "GET or HEAD only\n");
+        set(&mut response, "allow", "GET, HEAD");
+        return response;
+    }
+    let token = ctx.token.as_deref().unwrap_or_default();
+    let mut response = match verdict {
+        Verdict::Refused => return refused(resource),
+        Verdict::SetCookie => {
+            // The one-time URL: the browser keeps the token, and goes on without it in the
+            // address (nor in its history).
+            let mut response = text(
+                StatusCode::SEE_OTHER,
+                "this browser keeps the screen's token now\n",
+            );
+            set_text(
+                &mut response,
+                "location",
+                &access::without_token(&path, &query),
+            );
+            set_text(&mut response, "set-cookie", &access::set_cookie(token));
+            set(&mut response, "cache-control", "no-store");
+            return response;
         }
-        "/metrics" => metrics(&ctx).await,
-        "/health" => text(StatusCode::OK, "ok\n"),
-        _ => text(StatusCode::NOT_FOUND, "not found\n"),
+        Verdict::Open | Verdict::Token | Verdict::Cookie => match resource {
+            Resource::MemberPage => page(MEMBER_PAGE),
+            Resource::StaffPage => page(STAFF_PAGE),
+            Resource::MemberEvents | Resource::StaffEvents if head => events_head(),
+            Resource::MemberEvents | Resource::StaffEvents => {
+                let audience = if resource == Resource::StaffEvents {
+                    Audience::Staff
+                } else {
+                    Audience::Member
+                };
+                let last = header("last-event-id").map(str::to_string);
+                events(ctx.clone(), audience, last.as_deref()).await
+            }
+            Resource::Metrics => metrics(&ctx).await,
+            Resource::Enrol => unreachable!("answered above"),
+            Resource::Health => text(StatusCode::OK, "ok\n"),
+            Resource::NotFound => text(StatusCode::NOT_FOUND, "not found\n"),
+        },
+    };
+    // Let in by the cookie: it is set again, so a browser that keeps using it keeps it.
+    if verdict == Verdict::Cookie {
+        set_text(&mut response, "set-cookie", &access::set_cookie(token));
     }
+    response
+}
+
+/// The answer to a request without the token it needs.
+fn refused(resource: Resource) -> Response<Body> {
+    let says = if resource.is_page() || resource == Resource::MemberEvents {
+        "this screen needs its token on this device: open this address once with ?token=... \
+         added (the browser keeps it), or send Authorization: Bearer ...\n"
+    } else {
+        "this page needs the screen's token: ?token=... or Authorization: Bearer ...\n"
+    };
+    text(StatusCode::UNAUTHORIZED, says)
 }
 
 /// The value of `name` in a query string, percent-decoded.
-fn query_param(query: &str, name: &str) -> Option<String> {
+pub(super) fn query_param(query: &str, name: &str) -> Option<String> {
     url::form_urlencoded::parse(query.as_bytes())
         .find(|(key, _)| key == name)
         .map(|(_, value)| value.into_owned())
 }
 
-/// Whether the request's `Host` is this machine by a loopback name or address.
-fn names_this_machine(request: &Request<Incoming>) -> bool {
-    let Some(host) = request.headers().get("host").and_then(|v| v.to_str().ok()) else {
-        return false;
-    };
-    let name = match host.strip_prefix('[') {
-        Some(rest) => rest.split(']').next().unwrap_or(""),
-        None => host.rsplit_once(':').map_or(host, |(name, _)| name),
-    };
-    name.eq_ignore_ascii_case("localhost")
-        || name
-            .parse::<std::net::IpAddr>()
-            .is_ok_and(|ip| ip.is_loopback())
-}
-
-/// Whether the request carries the token (always, when none is configured: loopback only).
-fn authorised(ctx: &Context, request: &Request<Incoming>, query: &str) -> bool {
-    let Some(token) = &ctx.token else {
-        return true;
-    };
-    let bearer = request
-        .headers()
-        .get("authorization")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "));
-    let given = bearer
-        .map(str::to_string)
-        .or_else(|| query_param(query, "token"));
-    given.is_some_and(|given| same(given.as_bytes(), token.as_bytes()))
-}
-
-/// Compares without stopping at the first difference.
-fn same(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
-
-fn full(body: impl Into<Bytes>) -> Body {
+pub(super) fn full(body: impl Into<Bytes>) -> Body {
     Full::new(body.into()).boxed()
 }
 
@@ -295,10 +334,18 @@ fn page(html: &'static str) -> Response<Body> {
     response
 }
 
-fn set(response: &mut Response<Body>, name: &'static str, value: &'static str) {
+pub(super) fn set(response: &mut Response<Body>, name: &'static str, value: &'static str) {
     response
         .headers_mut()
         .insert(name, hyper::header::HeaderValue::from_static(value));
+}
+
+/// Sets a header whose value is made at run time (one that cannot be a header value is left
+/// out: a token is checked to be printable when it is read).
+fn set_text(response: &mut Response<Body>, name: &'static str, value: &str) {
+    if let Ok(value) = hyper::header::HeaderValue::from_str(value) {
+        response.headers_mut().insert(name, value);
+    }
 }
 
 async fn metrics(ctx: &Context) -> Response<Body> {
@@ -344,9 +391,10 @@ async fn metrics(ctx: &Context) -> Response<Body> {
 /// The staff page's data, fresh from the database: taps and refused admissions of the last
 /// `staff-history` only.
 async fn staff_now(ctx: &Context) -> Option<String> {
-    let status = ctx.store.status().await.ok()?;
-    let mut staff = ctx.store.staff(STAFF_TAPS).await.ok()?;
     let now = ctx.clock.now();
+    let today = crate::clock::local_day(now.wall, &ctx.time_zone);
+    let status = ctx.store.status().await.ok()?;
+    let mut staff = ctx.store.staff(STAFF_TAPS, today).await.ok()?;
     let history = ctx.staff_history.as_millis() as i64;
     staff
         .taps
@@ -354,7 +402,22 @@ async fn staff_now(ctx: &Context) -> Option<String> {
     staff
         .refused
         .retain(|row| now.wall.millis_since(row.tapped_at) <= history);
-    Some(staff_json(&status, &staff, &now))
+    let tags = staff
+        .inside
+        .iter()
+        .map(|m| m.tag.as_str())
+        .chain(staff.taps.iter().map(|t| t.tag.as_str()))
+        .chain(staff.refused.iter().map(|t| t.tag.as_str()));
+    let names = ctx.screen.first_names(tags);
+    Some(staff_json(
+        &status,
+        &staff,
+        &StaffContext {
+            now: &now,
+            zone: &ctx.time_zone,
+            names: &names,
+        },
+    ))
 }
 
 /// While staff pages are open: their data again on each change (at most every
@@ -421,6 +484,16 @@ async fn events(ctx: Arc<Context>, audience: Audience, last: Option<&str>) -> Re
         drop(staff_page);
         drop(member_screen);
     });
+    let mut response = Response::new(body.boxed());
+    set(&mut response, "content-type", "text/event-stream");
+    set(&mut response, "cache-control", "no-cache");
+    response
+}
+
+/// The answer to `HEAD /events`: a stream's headers, no stream (and no screen counted as open).
+fn events_head() -> Response<Body> {
+    // A body that ends at once and says no length, as a stream's does.
+    let (_, body) = http_body_util::channel::Channel::<Bytes, Infallible>::new(1);
     let mut response = Response::new(body.boxed());
     set(&mut response, "content-type", "text/event-stream");
     set(&mut response, "cache-control", "no-cache");

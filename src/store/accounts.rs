@@ -4,6 +4,7 @@ use rusqlite::{OptionalExtension, params};
 
 use super::{Store, StoreError};
 use crate::clock::SteadyMs;
+use crate::tag::TagFormat;
 use crate::visit::Membership;
 
 /// How the `membership_type` column holds a membership: EGYM's own name for a Wellpass
@@ -38,19 +39,22 @@ pub struct CachedAccount {
 pub(super) fn cached(
     conn: &rusqlite::Connection,
     tag: &str,
-    tag_format: Option<&str>,
+    tag_format: Option<TagFormat>,
 ) -> rusqlite::Result<Option<CachedAccount>> {
     conn.prepare_cached(
         "SELECT account_id, resolved_steady_ms, membership_type FROM accounts
          WHERE tag = ?1 AND tag_format = ?2",
     )?
-    .query_row(params![tag, tag_format.unwrap_or_default()], |row| {
-        Ok(CachedAccount {
-            account_id: row.get(0)?,
-            membership: membership_from_column(row.get(2)?),
-            resolved: row.get(1)?,
-        })
-    })
+    .query_row(
+        params![tag, tag_format.map_or("", TagFormat::as_str)],
+        |row| {
+            Ok(CachedAccount {
+                account_id: row.get(0)?,
+                membership: membership_from_column(row.get(2)?),
+                resolved: row.get(1)?,
+            })
+        },
+    )
     .optional()
 }
 
@@ -58,10 +62,9 @@ impl Store {
     pub async fn cached_account(
         &self,
         tag: String,
-        tag_format: Option<String>,
+        tag_format: Option<TagFormat>,
     ) -> Result<Option<CachedAccount>, StoreError> {
-        self.call(move |conn| cached(conn, &tag, tag_format.as_deref()))
-            .await
+        self.call(move |conn| cached(conn, &tag, tag_format)).await
     }
 
     /// Caches EGYM's answer for the tag, given at steady time `now`: the member's
@@ -70,7 +73,7 @@ impl Store {
     pub async fn cache_account(
         &self,
         tag: String,
-        tag_format: Option<String>,
+        tag_format: Option<TagFormat>,
         account: Option<(String, Membership)>,
         now: SteadyMs,
     ) -> Result<(), StoreError> {
@@ -84,7 +87,7 @@ impl Store {
         &self,
         event_id: i64,
         tag: String,
-        tag_format: Option<String>,
+        tag_format: Option<TagFormat>,
         account: Option<(String, Membership)>,
         now: SteadyMs,
     ) -> Result<(), StoreError> {
@@ -96,7 +99,7 @@ impl Store {
         &self,
         event_id: Option<i64>,
         tag: String,
-        tag_format: Option<String>,
+        tag_format: Option<TagFormat>,
         account: Option<(String, Membership)>,
         now: SteadyMs,
     ) -> Result<(), StoreError> {
@@ -113,7 +116,7 @@ impl Store {
             )?
             .execute(params![
                 tag,
-                tag_format.unwrap_or_default(),
+                tag_format.map_or("", TagFormat::as_str),
                 account_id,
                 now,
                 membership_to_column(membership),
@@ -127,11 +130,11 @@ impl Store {
     pub async fn forget_account(
         &self,
         tag: String,
-        tag_format: Option<String>,
+        tag_format: Option<TagFormat>,
     ) -> Result<(), StoreError> {
         self.call(move |conn| {
             conn.prepare_cached("DELETE FROM accounts WHERE tag = ?1 AND tag_format = ?2")?
-                .execute(params![tag, tag_format.unwrap_or_default()])?;
+                .execute(params![tag, tag_format.map_or("", TagFormat::as_str)])?;
             Ok(())
         })
         .await

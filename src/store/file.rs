@@ -191,6 +191,20 @@ pub fn holder(db: &Path) -> Option<u32> {
     }
 }
 
+/// Who holds the lock of the database at `db`, said as taking it would say it, if another
+/// process holds it. Asks as [`holder`] does, without taking the lock.
+pub fn held(db: &Path) -> Option<LockError> {
+    let path = lock_path(db);
+    let mut file = File::open(&path).ok()?;
+    match try_flock(&file, libc::LOCK_SH) {
+        Ok(false) => {
+            let (pid, command) = read_holder(&mut file);
+            Some(LockError::Held { path, pid, command })
+        }
+        _ => None,
+    }
+}
+
 /// `flock` without waiting: `Ok(false)` when another process holds a conflicting lock.
 fn try_flock(file: &File, operation: i32) -> std::io::Result<bool> {
     // SAFETY: flock takes a valid open descriptor, which `file` keeps open for the call.

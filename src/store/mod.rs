@@ -15,8 +15,9 @@
 //! ```
 //! A retry (408, 429, 5xx, transport) keeps the event in the state it is in, `pending` or
 //! `unknown_tag`, and schedules its next attempt: `attempts+1` (not for a 429), next attempt
-//! later. An `unknown_tag` event is asked about again on a slow schedule; it never goes back to
-//! `pending`.
+//! later. An `unknown_tag` event is asked about again on a slow schedule, and at once when its
+//! card is enrolled from the box (`card_enrolled`: the cached "no member has it" is forgotten
+//! with it); it never goes back to `pending`.
 //! - `delivered`: EGYM answered 2xx to the check-in or check-out. Final; pruned after
 //!   `keep-delivered`.
 //! - `rejected`: EGYM said the request can never succeed (a permanent 4xx), or an unknown tag
@@ -67,12 +68,13 @@ use rusqlite::Connection;
 use tokio::sync::oneshot;
 
 use crate::clock::{SteadyMs, WallMs, WallTime};
+use crate::tag::TagFormat;
 use crate::visit::{Kind, TagState};
 use checkpoint::Log;
 
 pub use accounts::CachedAccount;
 pub use file::{
-    DatabaseLock, LockError, check_path, database_files, holder, keep_private, lock_path,
+    DatabaseLock, LockError, check_path, database_files, held, holder, keep_private, lock_path,
 };
 pub use outbox::{Batch, PlacedEvent, Recorded};
 pub use privacy::{
@@ -213,7 +215,7 @@ pub struct NewEvent {
     pub raw_id: String,
     /// The normalised EGYM rfid (`0x…`).
     pub tag: String,
-    pub tag_format: Option<String>,
+    pub tag_format: Option<TagFormat>,
     pub kind: Kind,
     /// The tap's wall time (for an automatic check-out, the time it is stamped with); while the
     /// time is `Untrusted`, what the wall clock read.
@@ -232,7 +234,7 @@ pub struct Visit {
     pub state: TagState,
     pub reader: String,
     pub raw_id: String,
-    pub tag_format: Option<String>,
+    pub tag_format: Option<TagFormat>,
 }
 
 /// An open event handed to the delivery worker.
@@ -242,7 +244,7 @@ pub struct OpenEvent {
     pub reader: String,
     pub raw_id: String,
     pub tag: String,
-    pub tag_format: Option<String>,
+    pub tag_format: Option<TagFormat>,
     pub kind: Kind,
     pub tapped_at: WallMs,
     pub tapped_steady: SteadyMs,
@@ -381,6 +383,21 @@ impl rusqlite::types::FromSql for TimeQuality {
     fn column_result(value: rusqlite::types::ValueRef<'_>) -> rusqlite::types::FromSqlResult<Self> {
         let text = value.as_str()?;
         TimeQuality::parse(text).ok_or_else(|| unknown_value("clock", text))
+    }
+}
+
+/// A `tag_format` column: EGYM's name for the format (NULL, or in `accounts` the empty
+/// text, for none).
+impl rusqlite::types::FromSql for TagFormat {
+    fn column_result(value: rusqlite::types::ValueRef<'_>) -> rusqlite::types::FromSqlResult<Self> {
+        let text = value.as_str()?;
+        TagFormat::parse(text).ok_or_else(|| unknown_value("tag_format", text))
+    }
+}
+
+impl rusqlite::types::ToSql for TagFormat {
+    fn to_sql(&self) -> rusqlite::Result<rusqlite::types::ToSqlOutput<'_>> {
+        Ok(self.as_str().into())
     }
 }
 

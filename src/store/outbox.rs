@@ -197,9 +197,7 @@ impl Store {
             let cached = batch
                 .events
                 .iter()
-                .map(|(event, _)| {
-                    super::accounts::cached(&tx, &event.tag, event.tag_format.as_deref())
-                })
+                .map(|(event, _)| super::accounts::cached(&tx, &event.tag, event.tag_format))
                 .collect::<rusqlite::Result<Vec<_>>>()?;
             if batch.lost > 0 {
                 tx.prepare_cached(
@@ -355,12 +353,14 @@ impl Store {
         id: i64,
         admission: Admission,
         reason: Option<String>,
+        first_admission: bool,
     ) -> Result<(), StoreError> {
         self.call(move |conn| {
             conn.prepare_cached(
-                "UPDATE events SET admission = ?2, admission_reason = ?3 WHERE id = ?1",
+                "UPDATE events SET admission = ?2, admission_reason = ?3, first_admission = ?4
+                 WHERE id = ?1",
             )?
-            .execute(params![id, admission.as_str(), reason])?;
+            .execute(params![id, admission.as_str(), reason, first_admission])?;
             Ok(())
         })
         .await
@@ -498,6 +498,48 @@ impl Store {
             }
             tx.commit()?;
             Ok(placed_events)
+        })
+        .await
+    }
+
+    /// The open events of `tag` (pending delivery, unknown, or waiting behind an unknown one),
+    /// oldest first: the taps that wait on the card.
+    pub async fn open_events_of(&self, tag: String) -> Result<Vec<OpenEvent>, StoreError> {
+        self.call(move |conn| {
+            query_open(
+                conn,
+                "events_open_by_tag",
+                &format!("{OPEN} AND tag = ?1"),
+                params![tag, i64::MAX],
+            )
+        })
+        .await
+    }
+
+    /// The card `tag` was just enrolled at EGYM: what the tag cache says of it (EGYM's "no
+    /// member has it", under any `tagFormat`) is forgotten, and its unknown events are due at
+    /// once, so the next attempt looks the card up anew. Due at once is due at the tap's own
+    /// steady time, which is never later than now in any run of the service, with no need to
+    /// know now. Returns how many open events the card has (those behind its head follow it).
+    pub async fn card_enrolled(&self, tag: String) -> Result<usize, StoreError> {
+        self.call(move |conn| {
+            let tx = conn.transaction()?;
+            tx.prepare_cached("DELETE FROM accounts WHERE tag = ?1")?
+                .execute([&tag])?;
+            tx.prepare_cached(&format!(
+                "UPDATE events INDEXED BY events_open_by_tag
+                 SET next_attempt_steady_ms = MIN(next_attempt_steady_ms, tapped_steady_ms)
+                 WHERE {OPEN} AND tag = ?1 AND state = 'unknown_tag'"
+            ))?
+            .execute([&tag])?;
+            let open: i64 = tx
+                .prepare_cached(&format!(
+                    "SELECT COUNT(*) FROM events INDEXED BY events_open_by_tag
+                     WHERE {OPEN} AND tag = ?1"
+                ))?
+                .query_row([&tag], |row| row.get(0))?;
+            tx.commit()?;
+            Ok(open.max(0) as usize)
         })
         .await
     }

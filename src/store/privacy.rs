@@ -198,6 +198,8 @@ pub struct ExportEvent {
     pub finished_at: Option<WallMs>,
     pub admission: Option<String>,
     pub admission_reason: Option<String>,
+    /// EGYM's `firstAdmission`: the member's first Wellpass visit.
+    pub first_admission: bool,
     /// EGYM answered that no member has the card.
     pub unknown_card: bool,
 }
@@ -387,7 +389,7 @@ fn export_in(conn: &Connection, subject: &Subject) -> rusqlite::Result<ExportDat
             "SELECT id, reader, raw_id, tag, tag_format, kind, tapped_at_ms, recorded_at_ms,
                     state, clock, automatic, attempts, account_id, last_status,
                     last_error_code, last_error, finished_at_ms, admission, admission_reason,
-                    unknown_since_steady_ms IS NOT NULL
+                    unknown_since_steady_ms IS NOT NULL, first_admission
              FROM events WHERE tag IN ({}) ORDER BY id",
             placeholders(cards.len())
         ))?
@@ -413,6 +415,7 @@ fn export_in(conn: &Connection, subject: &Subject) -> rusqlite::Result<ExportDat
                 admission: row.get(17)?,
                 admission_reason: row.get(18)?,
                 unknown_card: row.get(19)?,
+                first_admission: row.get(20)?,
             })
         })?
         .collect::<rusqlite::Result<_>>()?;

@@ -4,7 +4,7 @@
 /// The schema version from which every delete overwrites what it deletes (`secure_delete`): a
 /// database written by an earlier version is rewritten once when it is migrated, so that what
 /// that version deleted is gone from the file too.
-pub const SECURE_DELETE_SINCE: usize = 9;
+pub const SECURE_DELETE_SINCE: usize = 10;
 
 pub const MIGRATIONS: &[&str] = &[
     // 1: the outbox, visit state and the tag cache.
@@ -287,7 +287,20 @@ pub const MIGRATIONS: &[&str] = &[
     CREATE INDEX events_pending_steady ON events (tapped_steady_ms)
         WHERE state = 'pending' AND behind_unknown = 0;
     "#,
-    // 9: privacy. The pruner finds finished events past their retention through an index kept
+    // 9: the staff page: first Wellpass visits, today's admissions, who is in the club.
+    r#"
+    -- EGYM's `firstAdmission`: the member's first Wellpass visit, which needs an introductory
+    -- session.
+    ALTER TABLE events ADD COLUMN first_admission INTEGER NOT NULL DEFAULT 0;
+    -- Admissions granted by the tap's time (what the gym is paid for, once per member and day),
+    -- and first visits by card: each read from an index, not a scan of the events.
+    CREATE INDEX events_admitted ON events (tapped_at_ms, tag)
+        WHERE admission IN ('admitted', 'admitted_late');
+    CREATE INDEX events_first_admission ON events (tag, tapped_at_ms) WHERE first_admission = 1;
+    -- The members in the club, by when they came in.
+    CREATE INDEX visits_inside_since ON visits (checked_in_at_ms) WHERE inside = 1;
+    "#,
+    // 10: privacy. The pruner finds finished events past their retention through an index kept
     // in the order it deletes them (their tap time), so each of its batches writes few pages;
     // a tap's own commit writes none of it. (Erasure and export find a card's events by
     // reading the table on a connection of their own, off the database thread: an index by

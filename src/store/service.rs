@@ -73,9 +73,14 @@ impl Store {
         .await
     }
 
-    /// The staff page's lists: the last `taps` events, unknown tags, refused admissions.
-    pub async fn staff(&self, taps: usize) -> Result<super::status::StaffData, StoreError> {
-        self.call(move |conn| super::status::staff(conn, taps))
+    /// The staff page's lists: the last `taps` events, unknown tags, refused admissions, the
+    /// members in the club, and the Wellpass admissions of `today` (its start and end).
+    pub async fn staff(
+        &self,
+        taps: usize,
+        today: Option<(WallMs, WallMs)>,
+    ) -> Result<super::status::StaffData, StoreError> {
+        self.call(move |conn| super::status::staff(conn, taps, today))
             .await
     }
 

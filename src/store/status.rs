@@ -294,6 +294,26 @@ pub struct TapRow {
     pub automatic: bool,
     /// Pending only behind an earlier event of its tag that EGYM does not know.
     pub behind_unknown: bool,
+    /// EGYM admitted the member for the first time (Wellpass): an introductory session is due.
+    pub first_admission: bool,
+}
+
+/// A member in the club, as the visit state has it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct InsideRow {
+    pub tag: String,
+    /// When the visit began; `None` while its check-in waits for the clock.
+    pub since: Option<WallMs>,
+    /// This visit is the member's first Wellpass visit.
+    pub first_admission: bool,
+}
+
+/// Wellpass admissions granted for taps of one day.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct AdmissionsOfDay {
+    /// Members (cards) admitted: EGYM counts one paid visit per member and day.
+    pub members: u64,
+    pub admissions: u64,
 }
 
 /// What the staff page shows besides the status.
@@ -306,10 +326,17 @@ pub struct StaffData {
     pub unknown: Vec<(TapRow, u64)>,
     /// Refused Wellpass admissions, newest first.
     pub refused: Vec<TapRow>,
+    /// The members in the club, the longest in first.
+    pub inside: Vec<InsideRow>,
+    /// Wellpass admissions of today's taps.
+    pub wellpass_today: AdmissionsOfDay,
 }
 
+/// The members in the club listed at most.
+pub const INSIDE_LISTED: usize = 500;
+
 const TAP_COLUMNS: &str = "id, reader, tag, raw_id, kind, tapped_at_ms, state, clock, admission,
-                           admission_reason, automatic, behind_unknown";
+                           admission_reason, automatic, behind_unknown, first_admission";
 
 fn tap_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<TapRow> {
     Ok(TapRow {
@@ -325,11 +352,29 @@ fn tap_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<TapRow> {
         admission_reason: row.get(9)?,
         automatic: row.get(10)?,
         behind_unknown: row.get(11)?,
+        first_admission: row.get(12)?,
     })
 }
 
+/// The members in the club, from the visit state, with whether their visit began with a first
+/// Wellpass admission.
+pub(super) const INSIDE: &str = "SELECT tag, checked_in_at_ms, EXISTS (
+         SELECT 1 FROM events INDEXED BY events_first_admission
+         WHERE events.tag = visits.tag AND first_admission = 1
+           AND tapped_at_ms >= visits.checked_in_at_ms)
+     FROM visits INDEXED BY visits_inside_since WHERE inside = 1
+     ORDER BY checked_in_at_ms LIMIT ?1";
+/// Wellpass admissions granted for taps in `[?1, ?2)`: members (cards) and admissions.
+pub(super) const ADMITTED_BETWEEN: &str =
+    "SELECT COUNT(DISTINCT tag), COUNT(*) FROM events INDEXED BY events_admitted
+     WHERE admission IN ('admitted', 'admitted_late') AND tapped_at_ms >= ?1 AND tapped_at_ms < ?2";
+
 /// The staff page's lists, each from an index.
-pub(super) fn staff(conn: &Connection, taps: usize) -> rusqlite::Result<StaffData> {
+pub(super) fn staff(
+    conn: &Connection,
+    taps: usize,
+    today: Option<(WallMs, WallMs)>,
+) -> rusqlite::Result<StaffData> {
     let rows = |sql: &str, limit: usize| -> rusqlite::Result<Vec<TapRow>> {
         conn.prepare_cached(sql)?
             .query_map([limit as i64], tap_row)?
@@ -363,5 +408,27 @@ pub(super) fn staff(conn: &Connection, taps: usize) -> rusqlite::Result<StaffDat
             ),
             20,
         )?,
+        inside: conn
+            .prepare_cached(INSIDE)?
+            .query_map([INSIDE_LISTED as i64], |row| {
+                Ok(InsideRow {
+                    tag: row.get(0)?,
+                    since: row.get(1)?,
+                    first_admission: row.get(2)?,
+                })
+            })?
+            .collect::<rusqlite::Result<_>>()?,
+        wellpass_today: match today {
+            Some((start, end)) => conn.prepare_cached(ADMITTED_BETWEEN)?.query_row(
+                rusqlite::params![start, end],
+                |row| {
+                    Ok(AdmissionsOfDay {
+                        members: row.get::<_, i64>(0)?.max(0) as u64,
+                        admissions: row.get::<_, i64>(1)?.max(0) as u64,
+                    })
+                },
+            )?,
+            None => AdmissionsOfDay::default(),
+        },
     })
 }

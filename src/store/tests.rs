@@ -223,6 +223,73 @@ async fn a_retry_keeps_an_unknown_tag_event_in_its_state_until_it_is_delivered()
     assert_eq!(state(store.event(id).await.unwrap()), "delivered");
 }
 
+/// A card enrolled from the box: its unknown event is due at once (it was due an hour on), the
+/// "no member has it" the cache held is forgotten under every `tagFormat`, and another card's
+/// events and cached answer are left as they were.
+#[tokio::test]
+async fn an_enrolled_card_s_waiting_taps_are_due_at_once_and_its_cached_answer_forgotten() {
+    let (_path, store) = temp_db("card-enrolled").await;
+    let ids = record(
+        &store,
+        vec![
+            event("0xCC", Kind::CheckIn, 1_000),
+            event("0xCC", Kind::CheckOut, 2_000),
+            event("0xDD", Kind::CheckIn, 3_000),
+        ],
+    )
+    .await;
+    for id in [ids[0], ids[2]] {
+        store
+            .mark_unknown_tag(id, steady(3_600_000), steady(5_000), not_found())
+            .await
+            .unwrap();
+    }
+    let mifare = Some(TagFormat::Mifare);
+    for (tag, format) in [("0xCC", None), ("0xCC", mifare), ("0xDD", None)] {
+        store
+            .cache_account(tag.into(), format, None, steady(5_000))
+            .await
+            .unwrap();
+    }
+    assert!(
+        store
+            .claim_due(steady(10_000), 0, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let waiting = store.open_events_of("0xCC".into()).await.unwrap();
+    assert_eq!(ids_in(waiting), vec![ids[0], ids[1]]);
+
+    assert_eq!(store.card_enrolled("0xCC".into()).await.unwrap(), 2);
+    // Due at once: at its own tap's steady time, earlier than any now.
+    assert_eq!(
+        ids_in(store.claim_due(steady(10_000), 0, 10).await.unwrap()),
+        vec![ids[0]]
+    );
+    assert_eq!(
+        store.event(ids[0]).await.unwrap().unwrap().state.as_str(),
+        "unknown_tag"
+    );
+    for format in [None, mifare] {
+        let cached = store.cached_account("0xCC".into(), format).await.unwrap();
+        assert_eq!(cached, None, "{format:?}");
+    }
+    assert!(
+        store
+            .cached_account("0xDD".into(), None)
+            .await
+            .unwrap()
+            .is_some()
+    );
+    assert_eq!(
+        store.event(ids[2]).await.unwrap().unwrap().next_attempt,
+        steady(3_600_000)
+    );
+    // A card with no taps waiting: nothing to do, and said so.
+    assert_eq!(store.card_enrolled("0xEE".into()).await.unwrap(), 0);
+}
+
 fn not_found() -> Answer {
     Answer {
         status: Some(404),
@@ -272,7 +339,7 @@ async fn taps_behind_an_unknown_card_wait_for_its_enrolment_not_for_delivery() {
     )
     .await;
     assert_eq!(waiting(&store).await, ((2, 2, 1), Some(300)));
-    let staff = store.staff(10).await.unwrap();
+    let staff = store.staff(10, None).await.unwrap();
     assert_eq!(
         staff
             .unknown
@@ -297,7 +364,7 @@ async fn taps_behind_an_unknown_card_wait_for_its_enrolment_not_for_delivery() {
     assert_eq!(waiting(&store).await, ((4, 0, 0), Some(200)));
     assert!(
         store
-            .staff(10)
+            .staff(10, None)
             .await
             .unwrap()
             .taps
@@ -335,7 +402,7 @@ async fn the_migration_marks_taps_already_waiting_behind_an_unknown_card() {
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     let path = dir.join("v7.db");
-    // Schema 7, the version before taps waiting behind an unknown card were marked.
+    // Migration 8 marks them: the database is left as the migrations before it made it.
     let before_this_version = 7;
     {
         let mut conn = Connection::open(&path).unwrap();
@@ -360,6 +427,80 @@ async fn the_migration_marks_taps_already_waiting_behind_an_unknown_card() {
     assert_eq!(waiting(&store).await, ((1, 2, 1), Some(400)));
 }
 
+/// The staff page's lists from the visit state and the admissions: who is in (the longest in
+/// first, a first Wellpass visit flagged), and today's admissions by member.
+#[tokio::test]
+async fn the_staff_page_lists_who_is_in_and_counts_todays_wellpass_admissions_by_member() {
+    let (_path, store) = temp_db("staff-inside").await;
+    let ids = record(
+        &store,
+        vec![
+            event("0xAA", Kind::CheckIn, 1_000),
+            event("0xBB", Kind::CheckIn, 2_000),
+            event("0xCC", Kind::CheckIn, 3_000),
+            event("0xCC", Kind::CheckOut, 4_000),
+            // Yesterday's visit of 0xDD, admitted then.
+            event("0xDD", Kind::CheckIn, 500),
+            event("0xDD", Kind::CheckOut, 600),
+        ],
+    )
+    .await;
+    store
+        .mark_admission(ids[1], Admission::Admitted, None, true)
+        .await
+        .unwrap();
+    store
+        .mark_admission(ids[4], Admission::AdmittedLate, None, false)
+        .await
+        .unwrap();
+    // 0xBB tapped in again later the same day (a second visit): admitted again, one member.
+    let again = record(
+        &store,
+        vec![
+            event("0xBB", Kind::CheckOut, 5_000),
+            event("0xBB", Kind::CheckIn, 6_000),
+        ],
+    )
+    .await;
+    store
+        .mark_admission(again[1], Admission::Admitted, None, false)
+        .await
+        .unwrap();
+    let staff = store
+        .staff(10, Some((wall(1_000), wall(10_000))))
+        .await
+        .unwrap();
+    let inside: Vec<(&str, Option<WallMs>, bool)> = staff
+        .inside
+        .iter()
+        .map(|m| (m.tag.as_str(), m.since, m.first_admission))
+        .collect();
+    // 0xBB's visit now began at 6 000, without a first admission: that was the earlier visit.
+    assert_eq!(
+        inside,
+        vec![
+            ("0xAA", Some(wall(1_000)), false),
+            ("0xBB", Some(wall(6_000)), false)
+        ]
+    );
+    assert_eq!(
+        staff.wellpass_today,
+        status::AdmissionsOfDay {
+            members: 1,
+            admissions: 2
+        }
+    );
+    assert!(
+        staff
+            .taps
+            .iter()
+            .any(|t| t.id == ids[1] && t.first_admission)
+    );
+    // The day before counts its own.
+    let yesterday = store.staff(10, Some((wall(0), wall(1_000)))).await.unwrap();
+    assert_eq!(yesterday.wellpass_today.members, 1);
+}
+
 /// `status` is read from counts and indexes: none of its queries, nor the staff page's
 /// count of the taps behind an unknown card, walks the events table itself.
 #[tokio::test]
@@ -373,6 +514,8 @@ async fn status_reads_no_event_row_it_does_not_need() {
         status::LAST_DELIVERY,
         status::WAITING_BEHIND,
         status::UNKNOWN_CARDS,
+        status::INSIDE,
+        status::ADMITTED_BETWEEN,
     ] {
         let plan: Vec<String> = conn
             .prepare(&format!("EXPLAIN QUERY PLAN {sql}"))
@@ -524,7 +667,7 @@ async fn events_and_visit_state_survive_reopening() {
     assert_eq!(cached.account_id.as_deref(), Some("acc-1"));
     assert_eq!(
         store
-            .cached_account("0xAA".into(), Some("MIFARE".into()))
+            .cached_account("0xAA".into(), Some(TagFormat::Mifare))
             .await
             .unwrap(),
         None
@@ -728,6 +871,21 @@ async fn a_row_with_a_kind_no_version_writes_is_an_error_not_a_check_in() {
     );
     let error = store.claim_due(steady(10), 0, 10).await.unwrap_err();
     assert!(matches!(error, StoreError::Damaged(_)), "{error}");
+}
+
+#[tokio::test]
+async fn a_tag_format_egym_has_not_is_an_error_not_sent() {
+    let (path, store) = temp_db("damaged-format").await;
+    let id = record(&store, vec![event("0xAA", Kind::CheckIn, 1)]).await[0];
+    Connection::open(&path)
+        .unwrap()
+        .execute("UPDATE events SET tag_format = 'MIFAR' WHERE id = ?1", [id])
+        .unwrap();
+    let error = store.claim_due(steady(10), 0, 10).await.unwrap_err();
+    assert!(
+        matches!(&error, StoreError::Damaged(detail) if detail.contains("MIFAR")),
+        "{error}"
+    );
 }
 
 #[tokio::test]

@@ -173,17 +173,9 @@ impl Browser {
     }
 
     /// Waits until `expression` is true in the page, at most `timeout`.
+    #[must_use = "`false` says the deadline passed: assert on it"]
     pub async fn wait_until(&mut self, expression: &str, timeout: Duration) -> bool {
-        let deadline = Instant::now() + timeout;
-        loop {
-            if self.evaluate(expression) == json!(true) {
-                return true;
-            }
-            if Instant::now() >= deadline {
-                return false;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        super::wait_until(timeout, || self.evaluate(expression) == json!(true)).await
     }
 
     /// A PNG of the page, saved at `path`; returns its width and height in pixels.

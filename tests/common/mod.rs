@@ -28,6 +28,89 @@ pub const API_KEY: &str = "test-key-6f1d9c2a-do-not-print";
 /// for one that runs other builds and tests at the same time.
 pub const LONG: Duration = Duration::from_secs(30);
 
+/// How often a wait looks again at what it waits for.
+pub const POLL: Duration = Duration::from_millis(20);
+
+/// Waits until `check` finds something, looking again every `every`, at most `timeout`; `None`
+/// at the deadline. Every wait of the tests polls through here (or through [`poll_blocking`] on
+/// a thread of its own): no test sleeps to let something happen, or to show that nothing did.
+#[must_use = "`None` says the deadline passed: assert on it"]
+pub async fn poll_every<T, F>(
+    every: Duration,
+    timeout: Duration,
+    mut check: impl FnMut() -> F,
+) -> Option<T>
+where
+    F: Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(found) = check().await {
+            return Some(found);
+        }
+        if Instant::now() >= deadline {
+            return None;
+        }
+        // A wall-clock wait on purpose: the one interval between looks of every wait.
+        tokio::time::sleep(every).await;
+    }
+}
+
+/// [`poll_every`] [`POLL`], with a check that is answered at once.
+#[must_use = "`None` says the deadline passed: assert on it"]
+pub async fn poll<T>(timeout: Duration, mut check: impl FnMut() -> Option<T>) -> Option<T> {
+    poll_every(POLL, timeout, || std::future::ready(check())).await
+}
+
+/// Waits until `done` holds, at most `timeout`; whether it did.
+#[must_use = "`false` says the deadline passed: assert on it"]
+pub async fn wait_until(timeout: Duration, mut done: impl FnMut() -> bool) -> bool {
+    poll(timeout, || done().then_some(())).await.is_some()
+}
+
+/// [`poll_every`] for a thread of its own, which blocks while it waits; with no `timeout`, it
+/// waits for as long as it takes (an emulated device waiting for its port to be opened).
+#[must_use = "`None` says the deadline passed: assert on it"]
+pub fn poll_blocking<T>(
+    every: Duration,
+    timeout: Option<Duration>,
+    mut check: impl FnMut() -> Option<T>,
+) -> Option<T> {
+    let deadline = timeout.map(|timeout| Instant::now() + timeout);
+    loop {
+        if let Some(found) = check() {
+            return Some(found);
+        }
+        if deadline.is_some_and(|deadline| Instant::now() >= deadline) {
+            return None;
+        }
+        // A wall-clock wait on purpose: as above, for a thread.
+        std::thread::sleep(every);
+    }
+}
+
+/// Waits until the wall clock is past `at_ms` (milliseconds since the Unix epoch): the end of a
+/// window of the daemon's (a debounce, a repeat window) counted from a time it logged, so that
+/// the wait is exactly as long as the window, however late the test saw the log line.
+pub async fn wait_until_past(at_ms: i64) {
+    let ahead_ms = at_ms - now_ms();
+    assert!(
+        ahead_ms < LONG.as_millis() as i64,
+        "{ahead_ms} ms is no window a test waits out"
+    );
+    assert!(wait_until(LONG, || now_ms() > at_ms).await);
+}
+
+/// Waits until the stand-in, set to [`Mode::Down`], refuses connections: from then on no
+/// request reaches it.
+pub async fn wait_until_refused(fake: &FakeEgym) {
+    let address = fake.base_url().trim_start_matches("http://").to_string();
+    assert!(
+        wait_until(LONG, || std::net::TcpStream::connect(&address).is_err()).await,
+        "EGYM at {address} still accepts connections"
+    );
+}
+
 /// The stand-in EGYM with `members`, taking [`API_KEY`].
 pub async fn start_egym(members: Vec<Member>) -> FakeEgym {
     FakeEgym::start(members, API_KEY).await.unwrap()
@@ -173,6 +256,11 @@ pub fn trusted_clock() -> gym_checkin::clock::Clock {
     Clock::system(TrustRule::Always, boot, trust, None)
 }
 
+/// `RUST_LOG` for a daemon that also says, at debug level, what its readers do between taps:
+/// each read of a card still presented (`same card still presented`), each reopen that failed
+/// (`reader still cannot be opened`). A test waits for these instead of for time to pass.
+pub const READER_DEBUG: (&str, &str) = ("RUST_LOG", "info,gym_checkin::reader=debug");
+
 /// One `tap recorded` line of the daemon's log.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Recorded {
@@ -180,6 +268,13 @@ pub struct Recorded {
     pub tag: String,
     pub kind: String,
     pub tapped_at_ms: i64,
+}
+
+/// The `tapped_at_ms` of a `tap recorded` line: when the card was read.
+pub fn tapped_at_ms(line: &str) -> i64 {
+    field(line, "tapped_at_ms")
+        .and_then(|ms| ms.parse().ok())
+        .unwrap_or_else(|| panic!("no tapped_at_ms: {line}"))
 }
 
 /// The value of `key=` in a log line.
@@ -369,32 +464,97 @@ impl Daemon {
         self.lines.lock().unwrap().clone()
     }
 
-    /// Waits until `n` log lines contain `text`; panics with the log at the deadline.
-    pub async fn wait_for_lines(&self, text: &str, n: usize, timeout: Duration) {
-        let deadline = Instant::now() + timeout;
-        loop {
-            let count = self.lines().iter().filter(|l| l.contains(text)).count();
-            if count >= n {
-                return;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "waited {timeout:?} for {n} lines with {text:?}, saw {count}; log:\n{}",
-                self.lines().join("\n")
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+    /// The log lines that contain `text`.
+    pub fn lines_with(&self, text: &str) -> Vec<String> {
+        self.lines()
+            .into_iter()
+            .filter(|l| l.contains(text))
+            .collect()
     }
 
-    pub async fn wait_for_line(&self, text: &str, timeout: Duration) {
-        self.wait_for_lines(text, 1, timeout).await;
+    /// Waits until `n` log lines contain `text`; returns them, and panics with the log at the
+    /// deadline.
+    pub async fn wait_for_lines(&self, text: &str, n: usize, timeout: Duration) -> Vec<String> {
+        let found = poll(timeout, || {
+            let lines = self.lines_with(text);
+            (lines.len() >= n).then_some(lines)
+        })
+        .await;
+        found.unwrap_or_else(|| {
+            panic!(
+                "waited {timeout:?} for {n} lines with {text:?}, saw {}; log:\n{}",
+                self.lines_with(text).len(),
+                self.lines().join("\n")
+            )
+        })
+    }
+
+    /// Waits until a log line contains `text`; returns the first such line.
+    pub async fn wait_for_line(&self, text: &str, timeout: Duration) -> String {
+        let mut lines = self.wait_for_lines(text, 1, timeout).await;
+        lines.swap_remove(0)
+    }
+
+    /// The log lines of the event `name` (their `event` field: `tap_recorded`, `delivered`,
+    /// ...; see `src/events.rs`), in order. Tests wait on these, not on a message's wording.
+    pub fn events(&self, name: &str) -> Vec<String> {
+        self.lines()
+            .into_iter()
+            .filter(|l| field(l, "event") == Some(name))
+            .collect()
+    }
+
+    /// Waits until `n` lines of the event `name` are logged; returns them, and panics with the
+    /// log at the deadline.
+    pub async fn wait_for_events(&self, name: &str, n: usize, timeout: Duration) -> Vec<String> {
+        let found = poll(timeout, || {
+            let lines = self.events(name);
+            (lines.len() >= n).then_some(lines)
+        })
+        .await;
+        found.unwrap_or_else(|| {
+            panic!(
+                "waited {timeout:?} for {n} events {name}, saw {}; log:\n{}",
+                self.events(name).len(),
+                self.lines().join("\n")
+            )
+        })
+    }
+
+    /// Waits until the event `name` is logged; returns its first line.
+    pub async fn wait_for_event(&self, name: &str, timeout: Duration) -> String {
+        let mut lines = self.wait_for_events(name, 1, timeout).await;
+        lines.swap_remove(0)
+    }
+
+    /// Every tap logged so far, recorded or ignored (automatic check-outs are no taps), in
+    /// order: one line each.
+    pub fn taps(&self) -> Vec<String> {
+        self.lines()
+            .into_iter()
+            .filter(|l| {
+                matches!(field(l, "outcome"), Some("recorded" | "ignored"))
+                    && field(l, "automatic") != Some("true")
+            })
+            .collect()
+    }
+
+    /// Waits until `n` taps are logged, recorded or ignored; returns the `n`th line.
+    pub async fn wait_for_tap(&self, n: usize) -> String {
+        let found = poll(LONG, || self.taps().into_iter().nth(n - 1)).await;
+        found.unwrap_or_else(|| {
+            panic!(
+                "waited {LONG:?} for tap {n}; log:\n{}",
+                self.lines().join("\n")
+            )
+        })
     }
 
     /// Every tap logged as recorded so far.
     pub fn recorded(&self) -> Vec<Recorded> {
         self.lines()
             .iter()
-            .filter(|l| l.contains("tap recorded"))
+            .filter(|l| field(l, "event") == Some("tap_recorded"))
             .map(|l| Recorded {
                 event_id: field(l, "event_id").unwrap().parse().unwrap(),
                 tag: field(l, "tag").unwrap().to_string(),
@@ -413,20 +573,20 @@ impl Daemon {
     /// Waits for the process to exit and its output to be read to the end, at most `timeout`:
     /// the log is whole when this returns.
     pub async fn wait_exit(&mut self, timeout: Duration) -> ExitStatus {
-        let deadline = Instant::now() + timeout;
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap()
-                && self.readers.iter().all(|reader| reader.is_finished())
-            {
-                return status;
-            }
-            assert!(
-                Instant::now() < deadline,
+        let exited = poll(timeout, || {
+            let status = self.child.try_wait().unwrap()?;
+            self.readers
+                .iter()
+                .all(|reader| reader.is_finished())
+                .then_some(status)
+        })
+        .await;
+        exited.unwrap_or_else(|| {
+            panic!(
                 "still running, or its output still open, after {timeout:?}; log:\n{}",
                 self.lines().join("\n")
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+            )
+        })
     }
 
     /// CPU time used so far by the threads now running.
@@ -455,6 +615,68 @@ impl Drop for Daemon {
 /// A loopback port free now, for a test's own screen.
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// An address of this machine that is not loopback, for the tests of the screen's rules for
+/// other machines: a connection from this machine to it comes from it (the kernel picks the
+/// local address it connects to as the source), so the service sees a client that is not
+/// loopback, as it sees a tablet on the LAN. IPv4 first; link-local addresses are left out.
+pub fn lan_address() -> std::net::IpAddr {
+    use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+    let mut found: Vec<IpAddr> = Vec::new();
+    let mut list: *mut libc::ifaddrs = std::ptr::null_mut();
+    // SAFETY: getifaddrs fills `list` with a list this function frees below with freeifaddrs;
+    // each entry's ifa_addr is null or points to a sockaddr of the family it names.
+    unsafe {
+        assert_eq!(
+            libc::getifaddrs(&mut list),
+            0,
+            "getifaddrs: {}",
+            std::io::Error::last_os_error()
+        );
+        let mut entry = list;
+        while !entry.is_null() {
+            let addr = (*entry).ifa_addr;
+            if !addr.is_null() {
+                match i32::from((*addr).sa_family) {
+                    libc::AF_INET => {
+                        let v4 = &*(addr as *const libc::sockaddr_in);
+                        found.push(IpAddr::V4(Ipv4Addr::from(u32::from_be(v4.sin_addr.s_addr))));
+                    }
+                    libc::AF_INET6 => {
+                        let v6 = &*(addr as *const libc::sockaddr_in6);
+                        found.push(IpAddr::V6(Ipv6Addr::from(v6.sin6_addr.s6_addr)));
+                    }
+                    _ => {}
+                }
+            }
+            entry = (*entry).ifa_next;
+        }
+        libc::freeifaddrs(list);
+    }
+    let usable = |ip: &IpAddr| match ip {
+        IpAddr::V4(v4) => !v4.is_loopback() && !v4.is_link_local() && !v4.is_unspecified(),
+        IpAddr::V6(v6) => {
+            !v6.is_loopback() && !v6.is_unspecified() && (v6.segments()[0] & 0xffc0) != 0xfe80
+        }
+    };
+    found.sort_by_key(|ip| ip.is_ipv6());
+    found.into_iter().find(usable).unwrap_or_else(|| {
+        panic!(
+            "this machine has no address but loopback ones: the screen's tests for other \
+             machines connect from one. Bring a network interface up with an address (any, \
+             e.g. `ip addr add 192.0.2.2/32 dev lo` as root)"
+        )
+    })
+}
+
+/// A port free now on every address, for a screen that listens on all of them.
+pub fn free_port_everywhere() -> u16 {
+    std::net::TcpListener::bind("0.0.0.0:0")
         .unwrap()
         .local_addr()
         .unwrap()
@@ -531,15 +753,11 @@ impl NotifySocket {
     }
 
     pub async fn wait_for(&self, message: &str, n: usize) {
-        let deadline = Instant::now() + LONG;
-        while self.count(message) < n {
-            assert!(
-                Instant::now() < deadline,
-                "waited for {n} × {message:?}; got {:?}",
-                self.all()
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        assert!(
+            wait_until(LONG, || self.count(message) >= n).await,
+            "waited for {n} × {message:?}; got {:?}",
+            self.all()
+        );
     }
 }
 
@@ -822,14 +1040,30 @@ impl Daemon {
     /// Starts the daemon with its disk failing as `switch` says (see [`disk_fault_shim`]:
     /// write `enospc`, `erofs` or `eio` into the file to fail it, remove it to heal it).
     pub fn start_with_disk_fault(config: &Path, switch: &Path) -> Daemon {
-        Daemon::start_with_env(
-            config,
-            &[
-                ("LD_PRELOAD", disk_fault_shim().to_str().unwrap()),
-                ("GYM_CHECKIN_DISK_FAULT", switch.to_str().unwrap()),
-            ],
-        )
+        Daemon::start_with_disk_fault_env(config, switch, &[])
     }
+
+    /// [`Daemon::start_with_disk_fault`] with more environment variables.
+    pub fn start_with_disk_fault_env(config: &Path, switch: &Path, env: &[(&str, &str)]) -> Daemon {
+        let log = disk_fault_log(switch);
+        let mut all = vec![
+            ("LD_PRELOAD", disk_fault_shim().to_str().unwrap()),
+            ("GYM_CHECKIN_DISK_FAULT", switch.to_str().unwrap()),
+            ("GYM_CHECKIN_DISK_FAULT_LOG", log.to_str().unwrap()),
+        ];
+        all.extend_from_slice(env);
+        Daemon::start_with_env(config, &all)
+    }
+}
+
+/// Where the shim notes the calls it failed for a daemon whose disk fails by `switch`.
+fn disk_fault_log(switch: &Path) -> PathBuf {
+    switch.with_extension("failed")
+}
+
+/// How many calls the shim has failed so far for a daemon whose disk fails by `switch`.
+pub fn disk_faults_injected(switch: &Path) -> usize {
+    std::fs::read_to_string(disk_fault_log(switch)).map_or(0, |text| text.lines().count())
 }
 
 /// Debian's libfaketime (package `faketime`, which `.ci/run` installs): it steps the wall clock
@@ -947,13 +1181,4 @@ pub fn found_in_files(db: &Path, forms: &[(String, Vec<u8>, bool)]) -> Vec<Strin
         }
     }
     found
-}
-
-/// Waits until `ready` holds, at most `timeout`; panics with `what` at the deadline.
-pub async fn wait_until(what: &str, timeout: Duration, mut ready: impl FnMut() -> bool) {
-    let deadline = Instant::now() + timeout;
-    while !ready() {
-        assert!(Instant::now() < deadline, "waited {timeout:?} for {what}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
 }

@@ -7,11 +7,11 @@
 use std::collections::VecDeque;
 use std::io::{Read, Write};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use gym_checkin::reader::pn532::{self, CHIP_TO_HOST, HOST_TO_CHIP};
 
-use super::Pty;
+use super::{Pty, poll_blocking};
 
 /// What the next answer carrying a card suffers.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -109,15 +109,11 @@ impl EmulatedReader {
 
     /// Waits until `done` holds of the reader's state, at most `timeout`.
     pub async fn wait_until(&self, what: &str, timeout: Duration, done: impl Fn(&State) -> bool) {
-        let deadline = Instant::now() + timeout;
-        while !done(&self.state()) {
-            assert!(
-                Instant::now() < deadline,
-                "{what}: not within {timeout:?}; state {:?}",
-                self.state()
-            );
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+        assert!(
+            super::wait_until(timeout, || done(&self.state())).await,
+            "{what}: not within {timeout:?}; state {:?}",
+            self.state()
+        );
     }
 
     /// Waits for `n` more searches than were made when it was called.
@@ -146,15 +142,18 @@ fn read_some(
     buffer: &mut [u8],
     state: &Arc<Mutex<State>>,
 ) -> Option<usize> {
-    loop {
+    // As long as the test keeps the reader; looking again soon, as a device answers within
+    // milliseconds.
+    poll_blocking(Duration::from_millis(5), None, || {
         if Arc::strong_count(state) == 1 {
-            return None;
+            return Some(None);
         }
         match master.read(buffer) {
-            Ok(n) if n > 0 => return Some(n),
-            _ => std::thread::sleep(Duration::from_millis(5)),
+            Ok(n) if n > 0 => Some(Some(n)),
+            _ => None,
         }
-    }
+    })
+    .flatten()
 }
 
 fn run_pn532(mut master: std::fs::File, state: &Arc<Mutex<State>>) {
