@@ -176,7 +176,7 @@ fn run(path: &Path) -> ExitCode {
             path: gym_checkin::store::lock_path(&config.store.path),
             pid: Some(pid),
         };
-        eprintln!("gym-checkin: {held}");
+        console::complain(&held.to_string());
         return ExitCode::from(EXIT_LOCKED);
     }
     let (config, key) = match load(path) {
