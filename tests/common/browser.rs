@@ -130,6 +130,14 @@ impl Browser {
 
     /// Sends a command (to the page's session, or to the browser) and waits for its answer.
     fn call(&mut self, method: &str, params: Value, on_page: bool) -> Value {
+        match self.try_call(method, params, on_page) {
+            Ok(result) => result,
+            Err(error) => panic!("{method}: {error}"),
+        }
+    }
+
+    /// As [`Browser::call`], with Chromium's error as an `Err`.
+    fn try_call(&mut self, method: &str, params: Value, on_page: bool) -> Result<Value, Value> {
         self.next_id += 1;
         let id = self.next_id;
         let mut message = json!({ "id": id, "method": method, "params": params });
@@ -148,12 +156,10 @@ impl Browser {
                 .recv_timeout(left)
                 .unwrap_or_else(|_| panic!("no answer to {method} from Chromium"));
             if answer["id"] == id {
-                assert!(
-                    answer.get("error").is_none(),
-                    "{method}: {}",
-                    answer["error"]
-                );
-                return answer["result"].clone();
+                return match answer.get("error") {
+                    Some(error) => Err(error.clone()),
+                    None => Ok(answer["result"].clone()),
+                };
             }
         }
     }
@@ -172,10 +178,19 @@ impl Browser {
         result["result"]["value"].clone()
     }
 
-    /// Waits until `expression` is true in the page, at most `timeout`.
+    /// Waits until `expression` is true in the page, at most `timeout`. A page that is loading
+    /// anew (it reloads itself, say) cannot answer for a moment: that is "not yet".
     #[must_use = "`false` says the deadline passed: assert on it"]
     pub async fn wait_until(&mut self, expression: &str, timeout: Duration) -> bool {
-        super::wait_until(timeout, || self.evaluate(expression) == json!(true)).await
+        super::wait_until(timeout, || {
+            let asked = json!({ "expression": expression, "returnByValue": true });
+            match self.try_call("Runtime.evaluate", asked, true) {
+                Ok(result) => result["result"]["value"] == json!(true),
+                Err(error) if navigating(&error) => false,
+                Err(error) => panic!("Runtime.evaluate: {error}"),
+            }
+        })
+        .await
     }
 
     /// A PNG of the page, saved at `path`; returns its width and height in pixels.
@@ -194,6 +209,13 @@ impl Drop for Browser {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// Whether Chromium refused an evaluation because the page was navigating: its document went
+/// while it was asked, or the new one has no context yet.
+fn navigating(error: &Value) -> bool {
+    let message = error["message"].as_str().unwrap_or_default();
+    message.contains("navigated or closed") || message.contains("Cannot find context")
 }
 
 /// Where a test keeps the screenshots it takes.
