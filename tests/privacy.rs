@@ -11,7 +11,6 @@ use std::io::Write;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::Path;
 use std::process::{Output, Stdio};
-use std::time::Duration;
 
 use common::*;
 
@@ -23,7 +22,12 @@ const OTHER: &str = "0B00C0FFEE";
 const OTHER_ACCOUNT: &str = "acc-other-31";
 
 fn reader(path: &Path) -> String {
-    serial_reader("entrance", path, "em4100", "debounce = \"200ms\"")
+    serial_reader(
+        "entrance",
+        path,
+        "em4100",
+        &format!("debounce = \"{DEBOUNCE_MS}ms\""),
+    )
 }
 
 /// Runs a command of the binary with `config`, `input` on its standard input.
@@ -67,12 +71,17 @@ fn export(config: &Path, by: &[&str]) -> serde_json::Value {
     serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("export printed {stdout:?}: {e}"))
 }
 
-/// Taps `card` once more: a frame, then the recorded line (the `n`th).
+/// The reader's debounce (see [`reader`]).
+const DEBOUNCE_MS: i64 = 200;
+
+/// Taps `card` once more: a frame, then the recorded tap (the `n`th).
 async fn tap(daemon: &Daemon, pty: &mut Pty, card: &str, n: usize) {
-    // Past the reader's debounce since the last read of it.
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Past the reader's debounce since the last tap it read, as the service logged it.
+    if let Some(last) = daemon.recorded().last() {
+        wait_until_past(last.tapped_at_ms + DEBOUNCE_MS).await;
+    }
     pty.write(&em4100_frame(card));
-    daemon.wait_for_lines("tap recorded", n, LONG).await;
+    daemon.wait_for_tap(n).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -91,7 +100,7 @@ async fn forget_through_the_service_erases_rows_memory_and_every_byte_after_a_co
         &reader(&pty.slave_path),
     );
     let daemon = Daemon::start(&config);
-    daemon.wait_for_line("reader connected", LONG).await;
+    daemon.wait_for_event("reader_connected", LONG).await;
     // The member checks in, and so does another; both reach EGYM.
     tap(&daemon, &mut pty, CARD, 1).await;
     tap(&daemon, &mut pty, OTHER, 2).await;
@@ -138,7 +147,7 @@ async fn forget_through_the_service_erases_rows_memory_and_every_byte_after_a_co
         stdout.contains("Erased: 3 events (2 of them not yet delivered to EGYM), 1 visit state, 1 cached lookup, and what the running service held of it in memory"),
         "{stdout}"
     );
-    daemon.wait_for_line("event=\"erased\"", LONG).await;
+    daemon.wait_for_event("erased", LONG).await;
     let line = daemon
         .lines()
         .into_iter()
@@ -195,7 +204,7 @@ async fn forget_in_a_script_needs_yes() {
     let mut pty = Pty::open();
     let config = write_config(&dir, &fake.base_url(), "", &reader(&pty.slave_path));
     let daemon = Daemon::start(&config);
-    daemon.wait_for_line("reader connected", LONG).await;
+    daemon.wait_for_event("reader_connected", LONG).await;
     tap(&daemon, &mut pty, CARD, 1).await;
     let (ok, _) = fake.wait_for(LONG, |r| count_visits(r) == 1).await;
     assert!(ok);
@@ -264,7 +273,7 @@ async fn without_a_service_forget_and_export_work_on_the_database_and_never_besi
         &reader(&pty.slave_path),
     );
     let mut daemon = Daemon::start(&config);
-    daemon.wait_for_line("reader connected", LONG).await;
+    daemon.wait_for_event("reader_connected", LONG).await;
     tap(&daemon, &mut pty, CARD, 1).await;
     tap(&daemon, &mut pty, CARD, 2).await;
     let (ok, _) = fake.wait_for(LONG, |r| count_visits(r) == 2).await;
@@ -343,7 +352,7 @@ async fn staff_in_the_group_may_ask_the_status_but_not_forget_or_export() {
     let mut pty = Pty::open();
     let config = write_config(&dir, &fake.base_url(), "", &reader(&pty.slave_path));
     let daemon = Daemon::start(&config);
-    daemon.wait_for_line("reader connected", LONG).await;
+    daemon.wait_for_event("reader_connected", LONG).await;
     tap(&daemon, &mut pty, CARD, 1).await;
     let group = std::fs::metadata(dir.path("gym-checkin.sock"))
         .unwrap()
@@ -396,7 +405,7 @@ async fn files_are_their_owners_alone_whatever_the_umask() {
     std::fs::set_permissions(&db, std::fs::Permissions::from_mode(0o644)).unwrap();
     let umask_000 = ["sh", "-c", "umask 000 && exec \"$@\"", "sh"];
     let daemon = Daemon::start_under(&umask_000, &config);
-    daemon.wait_for_line("reader connected", LONG).await;
+    daemon.wait_for_event("reader_connected", LONG).await;
     tap(&daemon, &mut pty, CARD, 1).await;
     let mode = |name: &str| {
         std::fs::metadata(dir.path(name))
@@ -462,15 +471,10 @@ async fn the_journal_keeps_whole_card_ids_only_for_a_setup_session() {
             std::fs::write(&config, format!("[log]\nfull-tags = true\n{text}")).unwrap();
         }
         let daemon = Daemon::start(&config);
-        daemon.wait_for_line("reader connected", LONG).await;
+        daemon.wait_for_event("reader_connected", LONG).await;
         tap(&daemon, &mut pty, UNKNOWN, 1).await;
-        daemon.wait_for_line("event=\"unknown_tag\"", LONG).await;
+        let unknown = daemon.wait_for_event("unknown_tag", LONG).await;
         let log = daemon.lines().join("\n");
-        let unknown = daemon
-            .lines()
-            .into_iter()
-            .find(|l| l.contains("event=\"unknown_tag\""))
-            .unwrap();
         if full_tags {
             assert!(log.contains("full-tags = true"), "said at start: {log}");
             assert!(unknown.contains("renderings="), "{unknown}");
