@@ -14,7 +14,10 @@
 //!   latency per request, against the time the bucket allows;
 //! - memory after the drain, CPU while idle with two readers connected;
 //! - claiming due events with 1,000,000 delivered and 10,000 pending rows, and the database's
-//!   size per 100,000 events.
+//!   size per 100,000 events;
+//! - pruning 30 days' events from 300,000 (each batch's pause of the database thread, and taps
+//!   committed meanwhile), and the one-time rewrite of such a database at an upgrade
+//!   (`cargo bench --bench pipeline -- privacy` runs these alone).
 
 #[path = "../tests/common/mod.rs"]
 mod common;
@@ -205,6 +208,18 @@ const FILL_MARKERS: usize = 8;
 /// into place, then synced: otherwise the first fsync measured would be the one that writes out
 /// the whole load.
 async fn fill(db: &std::path::Path, delivered: usize, pending: usize) {
+    let now = gym_checkin::clock::wall_now().as_millis();
+    fill_tapped(db, delivered, pending, |i| now - 3_600_000 + i as i64).await;
+}
+
+/// As [`fill`], the `i`th event tapped at `tapped_at(i)` (wall and steady time alike) and
+/// delivered a second later.
+async fn fill_tapped(
+    db: &std::path::Path,
+    delivered: usize,
+    pending: usize,
+    tapped_at: impl Fn(usize) -> i64,
+) {
     let ram = std::path::Path::new(RAM_DISK);
     let load_dir = ram.is_dir().then(|| {
         let dir = TestDir(ram.join(format!("gym-checkin-bench-fill-{}", std::process::id())));
@@ -219,23 +234,32 @@ async fn fill(db: &std::path::Path, delivered: usize, pending: usize) {
     let now = gym_checkin::clock::wall_now().as_millis();
     let total = delivered + pending;
     for first in (0..total).step_by(FILL_BATCH) {
-        let events = (first..total.min(first + FILL_BATCH))
+        let events: Vec<_> = (first..total.min(first + FILL_BATCH))
             .map(|i| {
                 let tag = format!("0x0E{:08X}", i % 200_000);
-                let (event, state) = entrance_tap(&tag, Kind::CheckIn, now - 3_600_000 + i as i64);
+                let (event, state) = entrance_tap(&tag, Kind::CheckIn, tapped_at(i));
                 (event, after_auto_checkout(state))
             })
             .collect();
+        let finished: Vec<i64> = events
+            .iter()
+            .map(|(e, _)| e.tapped_at.as_millis() + 1000)
+            .collect();
         let batch = Batch::of(events, WallMs::from_millis(now));
         let ids = store.record_batch(batch).await.unwrap().ids;
-        let to_deliver = &ids[..delivered.saturating_sub(first).min(ids.len())];
+        let to_deliver: Vec<(i64, i64)> = ids
+            .iter()
+            .copied()
+            .zip(finished)
+            .take(delivered.saturating_sub(first).min(ids.len()))
+            .collect();
         let mut markers = tokio::task::JoinSet::new();
         for chunk in to_deliver.chunks(to_deliver.len().div_ceil(FILL_MARKERS).max(1)) {
             let (store, chunk) = (store.clone(), chunk.to_vec());
             markers.spawn(async move {
-                for id in chunk {
+                for (id, finished) in chunk {
                     store
-                        .mark_delivered(id, "acc".into(), 204, WallMs::from_millis(now - 1000))
+                        .mark_delivered(id, "acc".into(), 204, WallMs::from_millis(finished))
                         .await
                         .unwrap();
                 }
@@ -261,6 +285,135 @@ async fn fill(db: &std::path::Path, delivered: usize, pending: usize) {
     std::fs::File::open(db).unwrap().sync_all().unwrap();
 }
 
+/// Pruning 30 days' worth of delivered events from a database of 300,000, as the pruner does:
+/// batch after batch, each one job of the database thread, then the log emptied; meanwhile a
+/// tap is committed every 20 ms through the same store, and each one's wait is measured. And
+/// the one-time rewrite (`VACUUM`) a database of the previous schema gets at its upgrade.
+async fn privacy_figures(f: &mut Figures) {
+    const ROWS: usize = 300_000;
+    const DAY: i64 = 86_400_000;
+    let dir = TestDir::new("bench-prune");
+    let db = dir.path("gym-checkin.db");
+    let now = gym_checkin::clock::wall_now().as_millis();
+    // 60 days of taps, evenly: half of them are older than keep-delivered (30 days).
+    fill_tapped(&db, ROWS, 0, |i| {
+        now - 60 * DAY + (i as i64) * (60 * DAY / ROWS as i64)
+    })
+    .await;
+    let size_mb = std::fs::metadata(&db).unwrap().len() as f64 / 1e6;
+
+    // The rewrite at upgrade, on a copy (bare SQLite: the store does the same VACUUM).
+    let copy = dir.path("copy.db");
+    std::fs::copy(&db, &copy).unwrap();
+    let conn = rusqlite::Connection::open(&copy).unwrap();
+    conn.execute_batch("PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL")
+        .unwrap();
+    let start = Instant::now();
+    conn.execute_batch("VACUUM; PRAGMA wal_checkpoint(TRUNCATE)")
+        .unwrap();
+    let vacuum_s = start.elapsed().as_secs_f64();
+    drop(conn);
+
+    let store = Store::open(&db).await.unwrap();
+    let tapping = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let taps = {
+        let (store, tapping) = (store.clone(), tapping.clone());
+        tokio::spawn(async move {
+            let mut waits = Vec::new();
+            let mut i = 0;
+            while tapping.load(std::sync::atomic::Ordering::Relaxed) {
+                let tag = format!("0x0F{i:08X}");
+                let (event, state) = entrance_tap(&tag, Kind::CheckIn, now + i as i64);
+                let start = Instant::now();
+                store
+                    .record_batch(Batch::of(vec![(event, state)], WallMs::from_millis(now)))
+                    .await
+                    .unwrap();
+                waits.push(start.elapsed().as_secs_f64() * 1000.0);
+                i += 1;
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            waits
+        })
+    };
+    // A second of taps before the prune: the same taps' commits with nothing else to wait for.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let cutoff = WallMs::from_millis(now - 30 * DAY);
+    let mut batches = Vec::new();
+    let mut pruned = 0;
+    let started = Instant::now();
+    loop {
+        let start = Instant::now();
+        let n = store
+            .prune_events(
+                gym_checkin::store::PruneClass::Delivered,
+                cutoff,
+                gym_checkin::daemon::PRUNE_BATCH,
+            )
+            .await
+            .unwrap();
+        batches.push(start.elapsed().as_secs_f64() * 1000.0);
+        pruned += n;
+        if n < gym_checkin::daemon::PRUNE_BATCH {
+            break;
+        }
+        tokio::task::yield_now().await;
+    }
+    let start = Instant::now();
+    assert!(store.empty_log().await.unwrap(), "the log was emptied");
+    let emptied_ms = start.elapsed().as_secs_f64() * 1000.0;
+    let prune_s = started.elapsed().as_secs_f64();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    tapping.store(false, std::sync::atomic::Ordering::Relaxed);
+    let mut waits = taps.await.unwrap();
+    let longest_batch = batches.iter().copied().fold(0.0, f64::max);
+    let longest_wait = waits.iter().copied().fold(0.0, f64::max);
+    f.show(
+        "database of 300,000 delivered events over 60 days (MB)",
+        size_mb,
+    );
+    f.add(
+        "prune_30d_events",
+        "prune of 30 days' events at 300,000 rows: events deleted",
+        pruned as f64,
+    );
+    f.add(
+        "prune_30d_s",
+        "prune of 30 days' events at 300,000 rows: whole round (s)",
+        prune_s,
+    );
+    f.add(
+        "prune_30d_batch_p50_ms",
+        "prune of 30 days' events: a batch of 500 (one job), p50 (ms)",
+        percentile(&mut batches, 50.0),
+    );
+    f.add(
+        "prune_30d_longest_pause_ms",
+        "prune of 30 days' events: longest pause of the database thread (ms)",
+        longest_batch,
+    );
+    f.add(
+        "prune_30d_log_emptied_ms",
+        "prune of 30 days' events: emptying the write-ahead log after it (ms)",
+        emptied_ms,
+    );
+    f.add(
+        "prune_30d_tap_p99_ms",
+        "tap → committed while it prunes, every 20 ms, p99 (ms)",
+        percentile(&mut waits, 99.0),
+    );
+    f.add(
+        "prune_30d_tap_longest_ms",
+        "tap → committed while it prunes, longest (ms)",
+        longest_wait,
+    );
+    f.add(
+        "upgrade_rewrite_s",
+        "the one-time rewrite (VACUUM) of that database at the upgrade (s)",
+        vacuum_s,
+    );
+}
+
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
     let mut f = Figures {
@@ -268,6 +421,12 @@ async fn main() {
     };
     let dir = TestDir::new("bench");
     println!("gym-checkin pipeline benchmark");
+    // `cargo bench --bench pipeline -- privacy`: the privacy figures alone.
+    if std::env::args().any(|a| a == "privacy") {
+        privacy_figures(&mut f).await;
+        println!("{}", serde_json::Value::Object(f.json));
+        return;
+    }
 
     // 1. The floor, back to back: what durability costs on this disk when it is kept busy. Shown
     // for reference; taps come with gaps, and a commit after a gap costs more (see below).
@@ -620,7 +779,11 @@ async fn main() {
     for _ in 0..50 {
         let start = Instant::now();
         let n = store
-            .prune_delivered(now, gym_checkin::daemon::PRUNE_BATCH)
+            .prune_events(
+                gym_checkin::store::PruneClass::Delivered,
+                now,
+                gym_checkin::daemon::PRUNE_BATCH,
+            )
             .await
             .unwrap();
         prunes.push(start.elapsed().as_secs_f64() * 1000.0);
@@ -640,6 +803,10 @@ async fn main() {
         "database size per 100,000 events (MB)",
         size_mb / 10.1,
     );
+    drop(store);
+
+    // 5. Privacy: pruning 30 days' events, and the rewrite at an upgrade.
+    privacy_figures(&mut f).await;
 
     println!("{}", serde_json::Value::Object(f.json));
 }

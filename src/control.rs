@@ -1,5 +1,5 @@
 //! The service's control socket: how `gym-checkin status` asks the running service, without
-//! reading its database.
+//! reading its database, and how `forget` and `export` work through it.
 //!
 //! The database lives in a directory only the service's user may enter (`/var/lib/gym-checkin`,
 //! mode 0700), and it holds every member's card ids. The status holds none of them. So the
@@ -7,6 +7,13 @@
 //! gym-checkin.sock` by default) that its group may use: the socket is mode 0660, in a
 //! directory the unit makes mode 0750, so a staff account added to the group `gym-checkin` can
 //! run `gym-checkin status`, and nothing more.
+//!
+//! Erasing a card or a member (`forget`) and exporting what the box holds about one (`export`)
+//! go through the running service too, so that it forgets what it holds in memory as well, and
+//! so that a running service's database is never written by a second process. Those requests
+//! are answered for root and for the service's own user alone, told by the socket's peer
+//! credentials: an erasure can take taps from EGYM, and an export holds every card id of a
+//! member. Staff in the group ask for the status only.
 //!
 //! One request per connection: a line of JSON (`{"request":"status"}`), answered by one line of
 //! JSON. Each answer names the database the service runs on, so a command configured for
@@ -36,6 +43,7 @@ use crate::clock::timer;
 use crate::clock::{SteadyMs, WallMs};
 use crate::enrolment::{Card, MemberFound, Refused};
 use crate::store::status::StatusData;
+use crate::store::{ExportData, Holdings, Subject};
 use crate::tag;
 
 /// The socket's default path, in the directory the unit's `RuntimeDirectory=` makes.
@@ -56,6 +64,25 @@ pub const MAX_READ_WAIT: Duration = Duration::from_secs(120);
 #[serde(tag = "request", rename_all = "snake_case")]
 pub enum Request {
     Status,
+    /// What the box holds about a card or member, counted (before `forget` asks to confirm).
+    /// Each of these names the database the command means: a service running on another one
+    /// answers [`Reply::OtherDatabase`] and does nothing.
+    Holdings {
+        database: PathBuf,
+        subject: Subject,
+    },
+    /// Erase everything about a card or member; with `open_confirmed`, only if no more of its
+    /// events wait for delivery than that (the number the user confirmed).
+    Forget {
+        database: PathBuf,
+        subject: Subject,
+        open_confirmed: Option<u64>,
+    },
+    /// Everything the box holds about a card or member.
+    Export {
+        database: PathBuf,
+        subject: Subject,
+    },
     /// Find `member` (e-mail or membership id) at EGYM, with the cards enrolled for them, and,
     /// with `rfid`, who holds that card as `reader` sends it.
     EnrolPreview {
@@ -78,11 +105,50 @@ pub enum Request {
     },
 }
 
+impl Request {
+    /// The request's name, for the log: never the card or member it is about.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Request::Status => "status",
+            Request::Holdings { .. } => "holdings",
+            Request::Forget { .. } => "forget",
+            Request::Export { .. } => "export",
+            Request::EnrolPreview { .. } => "enrol_preview",
+            Request::EnrolRead { .. } => "enrol_read",
+            Request::Enrol { .. } => "enrol",
+        }
+    }
+
+    /// The database a request about one member's data means; `None` for the status.
+    pub fn database(&self) -> Option<&Path> {
+        match self {
+            Request::Status
+            | Request::EnrolPreview { .. }
+            | Request::EnrolRead { .. }
+            | Request::Enrol { .. } => None,
+            Request::Holdings { database, .. }
+            | Request::Forget { database, .. }
+            | Request::Export { database, .. } => Some(database),
+        }
+    }
+}
+
 /// The service's answer.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Reply {
     Status(Box<StatusReply>),
+    /// What the box holds about the subject.
+    Holdings(ServiceInfo, Holdings),
+    /// What was erased.
+    Erased(ServiceInfo, Holdings),
+    /// Nothing was erased: more events wait for delivery than were confirmed. What there is now.
+    Changed(ServiceInfo, Holdings),
+    Exported(Box<ExportReply>),
+    /// The request names another database than the one this service runs on: nothing done.
+    OtherDatabase(ServiceInfo),
+    /// This user may not ask that: why, and what to do.
+    Denied(String),
     /// The member found, for an enrolment.
     Member(MemberReply),
     /// The card presented on the reader.
@@ -96,6 +162,26 @@ pub enum Reply {
     },
     /// The request cannot be answered: why.
     Failed(String),
+}
+
+impl Reply {
+    /// The service that answered, when the answer says.
+    pub fn service(&self) -> Option<&ServiceInfo> {
+        match self {
+            Reply::Status(status) => Some(&status.service),
+            Reply::Holdings(service, _)
+            | Reply::Erased(service, _)
+            | Reply::Changed(service, _) => Some(service),
+            Reply::Exported(export) => Some(&export.service),
+            Reply::OtherDatabase(service) => Some(service),
+            Reply::Member(_)
+            | Reply::Card(_)
+            | Reply::Enrolled(_)
+            | Reply::Refused { .. }
+            | Reply::Denied(_)
+            | Reply::Failed(_) => None,
+        }
+    }
 }
 
 /// A card: its number as EGYM keeps it, and its `tagFormat`.
@@ -125,6 +211,15 @@ impl CardReply {
             tag_format: card.tag_format.map(|f| f.as_str().to_string()),
         }
     }
+}
+
+/// Everything the running service holds about a subject.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExportReply {
+    pub service: ServiceInfo,
+    pub data: ExportData,
+    /// The service's steady time when it answered, for ages counted in steady time.
+    pub steady: SteadyMs,
 }
 
 impl MemberReply {
@@ -392,7 +487,7 @@ where
             }
         }
         Ok(request) => {
-            debug!(uid = peer.uid, pid = ?peer.pid, request = ?request, "control request");
+            debug!(uid = peer.uid, pid = ?peer.pid, request = request.name(), "control request");
             handler(request, peer).await
         }
         Err(e) => Reply::Failed(format!("not a request this service knows: {e}")),

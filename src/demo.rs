@@ -5,6 +5,7 @@
 //! Every request the stand-in receives is printed, so the check-ins, check-outs and their
 //! timestamps can be seen. `outage` and `restore` take the stand-in down and back.
 
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::time::Duration;
 
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
@@ -24,7 +25,12 @@ const DEMO_KEY: &str = "demo-api-key";
 /// its temporary database is removed however it ends.
 pub async fn run() -> Result<(), DaemonError> {
     let dir = std::env::temp_dir().join(format!("gym-checkin-demo-{}", std::process::id()));
-    std::fs::create_dir_all(&dir)
+    // The demo's own, whatever the umask: its database holds the taps typed.
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(&dir)
+        .and_then(|()| std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700)))
         .map_err(|e| failed(format!("cannot create {}: {e}", dir.display())))?;
     let result = run_in(&dir).await;
     let _ = std::fs::remove_dir_all(&dir);

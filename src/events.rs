@@ -22,7 +22,7 @@ use crate::clock::placement::Placed;
 use crate::clock::{SteadyMs, WallMs, rfc3339_ms};
 use crate::egym::Refusal;
 use crate::metrics::{DeliveryOutcome, Metrics, TapOutcome};
-use crate::store::{Admission, TimeQuality};
+use crate::store::{Admission, Holdings, TimeQuality};
 use crate::tag;
 use crate::visit::{AutoReason, Kind};
 
@@ -33,6 +33,9 @@ pub trait Observer: Send + Sync + fmt::Debug {
     fn happened(&self, happening: Happening);
     /// Something the staff page shows has changed.
     fn changed(&self);
+    /// Everything about these cards was erased (`gym-checkin forget`): what the screen holds
+    /// of them goes too.
+    fn forget(&self, _cards: &[String]) {}
 }
 
 /// No screen: for commands and tests that have none.
@@ -118,6 +121,8 @@ pub struct Listeners {
     observer: Arc<dyn Observer>,
     metrics: Arc<Metrics>,
     sink: Option<Sink>,
+    /// `[log] full-tags`: log lines carry whole tags, and an unknown card's renderings.
+    full_tags: bool,
 }
 
 impl Listeners {
@@ -126,6 +131,21 @@ impl Listeners {
             observer,
             metrics,
             sink: None,
+            full_tags: false,
+        }
+    }
+
+    /// The same listeners, logging whole tags (`[log] full-tags = true`, for a setup session).
+    pub fn with_full_tags(self, full_tags: bool) -> Listeners {
+        Listeners { full_tags, ..self }
+    }
+
+    /// A tag as the log shows it: shortened (`0x…21A5`), or whole with `[log] full-tags`.
+    fn tag(&self, rfid: &str) -> String {
+        if self.full_tags {
+            rfid.to_string()
+        } else {
+            tag::short(rfid)
         }
     }
 
@@ -177,6 +197,8 @@ pub enum Event {
     NameKnown(NameKnown),
     EgymRecovered(EgymRecovered),
     DeliveryResumed(DeliveryResumed),
+    Pruned(Pruned),
+    Erased(Erased),
     CardEnrolled(CardEnrolled),
     EnrolmentRefused(EnrolmentRefused),
     PresentationClaimed(PresentationClaimed),
@@ -205,7 +227,7 @@ impl TapRecorded {
             automatic = self.automatic,
             event_id = self.event_id,
             reader = %self.reader,
-            tag = %tag::short(&self.tag),
+            tag = %to.tag(&self.tag),
             kind = %self.kind.as_str(),
             tapped_at_ms = self.tapped_at.as_millis(),
             clock = self.time.as_str(),
@@ -242,7 +264,7 @@ impl TapIgnored {
             event = "tap_ignored",
             outcome = "ignored",
             reader = %self.reader,
-            tag = %tag::short(&self.tag),
+            tag = %to.tag(&self.tag),
             since_last_s = self.since_last_ms / 1000,
             "tap ignored: same tag within repeat-window"
         );
@@ -272,7 +294,7 @@ impl TapLost {
             event = "tap_lost",
             outcome = "lost",
             reader = %self.reader,
-            tag = %tag::short(&self.tag),
+            tag = %to.tag(&self.tag),
             kind = %self.kind.as_str(),
             tapped_at = %rfc3339_ms(self.tapped_at),
             "tap LOST: the database cannot be written and the in-memory buffer is full"
@@ -297,7 +319,7 @@ impl AutoCheckedOut {
         info!(
             event = "auto_checkout",
             outcome = "auto_checkout",
-            tag = %tag::short(&self.tag),
+            tag = %to.tag(&self.tag),
             reason = self.reason.as_str(),
             stamped_at = %rfc3339_ms(self.stamped_at),
             late_s = self.late.as_secs(),
@@ -325,7 +347,7 @@ impl TapPlaced {
         let (id, reader, tag, kind) = (
             self.event_id,
             &self.reader,
-            tag::short(&self.tag),
+            to.tag(&self.tag),
             self.kind.as_str(),
         );
         match self.placed {
@@ -454,7 +476,7 @@ pub struct Delivery {
 impl Delivery {
     pub fn emit(self, to: &Listeners) {
         if self.said {
-            self.log();
+            self.log(to);
         }
         let event_id = self.event_id;
         let (counted, happening) = match &self.report {
@@ -503,8 +525,8 @@ impl Delivery {
         to.heard(Event::Delivery(self));
     }
 
-    fn log(&self) {
-        let tag = tag::short(&self.tag);
+    fn log(&self, to: &Listeners) {
+        let tag = to.tag(&self.tag);
         let kind = self.kind.as_str();
         let reader = &self.reader;
         let id = self.event_id;
@@ -563,10 +585,12 @@ impl Delivery {
                  recorded. Check the key (egym.api-key-file) and its permissions; delivery \
                  resumes by itself once EGYM accepts it"
             ),
+            // The renderings are the card's whole id: the staff page and `status` show them;
+            // the log only for a setup session.
             Report::UnknownTag {
                 retry_in,
                 renderings,
-            } => warn!(
+            } if to.full_tags => warn!(
                 event = "unknown_tag",
                 outcome = "unknown_tag",
                 event_id = id,
@@ -579,7 +603,19 @@ impl Delivery {
                  the card with the one enrolled in EGYM; the reader's id-format, id-bytes or \
                  byte-order may need changing"
             ),
-            Report::UnknownTagGivenUp { renderings } => warn!(
+            Report::UnknownTag { retry_in, .. } => warn!(
+                event = "unknown_tag",
+                outcome = "unknown_tag",
+                event_id = id,
+                reader = %reader,
+                tag = %tag,
+                kind = %kind,
+                retry_in_s = retry_in.as_secs(),
+                "unknown tag: EGYM has no member with this rfid. Compare the card's renderings \
+                 (on the staff page and in `gym-checkin status`) with the one enrolled in EGYM; \
+                 the reader's id-format, id-bytes or byte-order may need changing"
+            ),
+            Report::UnknownTagGivenUp { renderings } if to.full_tags => warn!(
                 event = "rejected",
                 outcome = "rejected",
                 event_id = id,
@@ -587,6 +623,16 @@ impl Delivery {
                 tag = %tag,
                 kind = %kind,
                 renderings = %renderings,
+                "rejected: EGYM still knows no member with this tag after \
+                 unknown-tag-retry-window"
+            ),
+            Report::UnknownTagGivenUp { .. } => warn!(
+                event = "rejected",
+                outcome = "rejected",
+                event_id = id,
+                reader = %reader,
+                tag = %tag,
+                kind = %kind,
                 "rejected: EGYM still knows no member with this tag after \
                  unknown-tag-retry-window"
             ),
@@ -629,7 +675,7 @@ pub struct AdmissionMade {
 
 impl AdmissionMade {
     pub fn emit(self, to: &Listeners) {
-        let (id, reader, tag) = (self.event_id, &self.reader, tag::short(&self.tag));
+        let (id, reader, tag) = (self.event_id, &self.reader, to.tag(&self.tag));
         match (self.admission, self.refusal) {
             (Admission::Skipped, _) => warn!(
                 event = "admission_skipped",
@@ -745,6 +791,99 @@ impl DeliveryResumed {
         );
         to.observer.changed();
         to.heard(Event::DeliveryResumed(self));
+    }
+}
+
+/// What a prune round deleted because it was kept longer than its retention.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Pruned {
+    /// Delivered events past `keep-delivered`.
+    pub delivered: u64,
+    /// Rejected events past `keep-rejected`.
+    pub rejected: u64,
+    /// Events of cards EGYM never knew, past `keep-unknown`.
+    pub unknown: u64,
+    /// Cached lookups older than `account-cache-ttl`.
+    pub accounts: u64,
+    /// Visit state of members outside since longer than `keep-closed`.
+    pub visits: u64,
+    /// Whether the write-ahead log was emptied at once (else once no reader holds it).
+    pub log_emptied: bool,
+}
+
+impl Pruned {
+    pub fn total(&self) -> u64 {
+        self.delivered + self.rejected + self.unknown + self.accounts + self.visits
+    }
+
+    pub fn emit(self, to: &Listeners) {
+        info!(
+            event = "pruned",
+            delivered = self.delivered,
+            rejected = self.rejected,
+            unknown = self.unknown,
+            accounts = self.accounts,
+            visits = self.visits,
+            log_emptied = self.log_emptied,
+            "pruned what was kept longer than its retention"
+        );
+        to.observer.changed();
+        to.heard(Event::Pruned(self));
+    }
+}
+
+/// Everything the box held about a card or member, erased on request (`gym-checkin forget`).
+/// The log says how much, never whose.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Erased {
+    pub erased: Holdings,
+    /// Who asked, when known (the control socket's peer, or the user running `forget`).
+    pub by_uid: Option<u32>,
+}
+
+impl fmt::Debug for Erased {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Erased")
+            .field("cards", &self.erased.cards.len())
+            .field("events", &self.erased.events)
+            .field("open", &self.erased.open)
+            .field("visits", &self.erased.visits)
+            .field("accounts", &self.erased.accounts)
+            .field("by_uid", &self.by_uid)
+            .finish()
+    }
+}
+
+impl Erased {
+    pub fn emit(self, to: &Listeners) {
+        let e = &self.erased;
+        // Taps erased before they reached EGYM are visits EGYM never hears of: said louder.
+        if e.open > 0 {
+            warn!(
+                event = "erased",
+                cards = e.cards.len(),
+                events = e.events,
+                not_delivered = e.open,
+                visits = e.visits,
+                accounts = e.accounts,
+                by_uid = self.by_uid,
+                "erased on request: everything the box held about a card or member, taps not yet delivered to EGYM included"
+            );
+        } else {
+            info!(
+                event = "erased",
+                cards = e.cards.len(),
+                events = e.events,
+                not_delivered = e.open,
+                visits = e.visits,
+                accounts = e.accounts,
+                by_uid = self.by_uid,
+                "erased on request: everything the box held about a card or member"
+            );
+        }
+        to.observer.forget(&e.cards);
+        to.observer.changed();
+        to.heard(Event::Erased(self));
     }
 }
 

@@ -9,8 +9,9 @@
 //! A module uses only modules on the lines below its own (`tests/tidy.rs` checks this; the
 //! binary, `main.rs`, may use any):
 //! - [`demo`]: the whole pipeline on this machine, with the stand-in EGYM and a typed reader.
-//! - [`listen`], [`calibrate`], [`enrol`], [`status`]: the other commands, on a reader, EGYM or
-//!   the database.
+//! - [`listen`], [`calibrate`], [`enrol`], [`status`], [`privacy`]: the other commands, on a
+//!   reader, EGYM or the database (`privacy`: `forget` and `export`, through the running service
+//!   or on the database).
 //! - [`daemon`]: the service: wires the tasks from the configuration, shutdown and signals,
 //!   the watchdog, the timekeeper that keeps the clock's trust current.
 //! - [`config`]: the file read into each part's own settings, every problem at once.
@@ -41,6 +42,7 @@ pub mod events;
 pub mod listen;
 pub mod liveness;
 pub mod metrics;
+pub mod privacy;
 pub mod reader;
 pub mod recorder;
 pub mod screen;

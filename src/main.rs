@@ -80,6 +80,21 @@ enum Command {
         #[arg(long)]
         member: String,
     },
+    /// Erase everything the box holds about a card or a member: events (taps not yet delivered
+    /// to EGYM too, after a confirmation), visit state, cached lookups, and what the running
+    /// service holds in memory. Through the running service when there is one. Needs root.
+    Forget {
+        #[command(flatten)]
+        subject: SubjectArgs,
+        /// Do not ask: erase at once (for scripts).
+        #[arg(long)]
+        yes: bool,
+    },
+    /// Print, as JSON, everything the box holds about a card or a member. Needs root.
+    Export {
+        #[command(flatten)]
+        subject: SubjectArgs,
+    },
     /// Add a card to a member at EGYM, read from the reader or given with --tag; the taps
     /// waiting on the card are then delivered. Goes through the running service when there is
     /// one.
@@ -98,6 +113,29 @@ enum Command {
         #[arg(long)]
         yes: bool,
     },
+}
+
+/// Whose data: one card, or every card the box knows as one member's.
+#[derive(Debug, clap::Args)]
+#[group(required = true, multiple = false)]
+struct SubjectArgs {
+    /// The card's rfid, in hex as `status`, the staff page and EGYM show it (0x0C000621A5).
+    #[arg(long, value_name = "RENDERING")]
+    tag: Option<String>,
+    /// The member's account id at EGYM (as an export shows it).
+    #[arg(long, value_name = "ACCOUNT_ID")]
+    account: Option<String>,
+}
+
+impl SubjectArgs {
+    fn subject(&self) -> Result<gym_checkin::store::Subject, String> {
+        use gym_checkin::store::Subject;
+        match (&self.tag, &self.account) {
+            (Some(tag), _) => Subject::card(tag),
+            (None, Some(account)) => Subject::account(account),
+            (None, None) => Err("name a card (--tag) or a member (--account)".into()),
+        }
+    }
 }
 
 fn main() -> ExitCode {
@@ -127,6 +165,8 @@ fn main() -> ExitCode {
             }
         }),
         Command::Calibrate { reader, member } => calibrate(&cli.config, &reader, &member),
+        Command::Forget { subject, yes } => forget(&cli.config, &subject, yes),
+        Command::Export { subject } => export(&cli.config, &subject),
         Command::Enrol {
             reader,
             member,
@@ -134,6 +174,107 @@ fn main() -> ExitCode {
             yes,
         } => enrol(&cli.config, &reader, member, tag, yes),
     }
+}
+
+/// `forget`: says what the box holds, asks (unless `yes`), erases; asks again if taps came in
+/// meanwhile.
+fn forget(path: &Path, args: &SubjectArgs, yes: bool) -> ExitCode {
+    use gym_checkin::privacy::{self, Forgotten};
+    let config = match load_config(path) {
+        Ok(config) => config,
+        Err(code) => return code,
+    };
+    let subject = match args.subject() {
+        Ok(subject) => subject,
+        Err(e) => {
+            console::complain(&e);
+            return ExitCode::from(EXIT_USAGE);
+        }
+    };
+    with_runtime(|runtime| {
+        runtime.block_on(async {
+            let mut confirmed = None;
+            if !yes {
+                let (held, via) = match privacy::holdings(&config, &subject).await {
+                    Ok(found) => found,
+                    Err(e) => {
+                        console::complain(&e);
+                        return ExitCode::FAILURE;
+                    }
+                };
+                let _ = console::print(&privacy::holdings_text(&subject, &held, &via));
+                if held.is_empty() {
+                    return ExitCode::SUCCESS;
+                }
+                confirmed = Some(held);
+            }
+            loop {
+                if let Some(held) = &confirmed {
+                    let _ = console::print(&privacy::question(held));
+                    if !privacy::confirmed() {
+                        console::complain("nothing was erased: not confirmed (scripts pass --yes)");
+                        return ExitCode::FAILURE;
+                    }
+                }
+                let open_confirmed = confirmed.as_ref().map(|held| held.open);
+                match privacy::forget(&config, &subject, open_confirmed).await {
+                    Ok(Forgotten::Erased(erased, via)) => {
+                        if erased.is_empty() {
+                            let _ = console::print(&format!(
+                                "The box holds nothing about {}: nothing to erase.\n",
+                                subject.describe()
+                            ));
+                        } else {
+                            let _ = console::print(&privacy::erased_text(&erased, &via));
+                        }
+                        return ExitCode::SUCCESS;
+                    }
+                    Ok(Forgotten::Changed(now)) => {
+                        let _ = console::print(&format!(
+                            "Taps came in meanwhile: nothing was erased yet. Now {} of its taps \
+                             wait for delivery.\n",
+                            now.open
+                        ));
+                        confirmed = Some(now);
+                    }
+                    Err(e) => {
+                        console::complain(&e);
+                        return ExitCode::FAILURE;
+                    }
+                }
+            }
+        })
+    })
+}
+
+/// `export`: everything the box holds about a card or member, as one JSON object.
+fn export(path: &Path, args: &SubjectArgs) -> ExitCode {
+    let config = match load_config(path) {
+        Ok(config) => config,
+        Err(code) => return code,
+    };
+    let subject = match args.subject() {
+        Ok(subject) => subject,
+        Err(e) => {
+            console::complain(&e);
+            return ExitCode::from(EXIT_USAGE);
+        }
+    };
+    with_runtime(|runtime| {
+        match runtime.block_on(gym_checkin::privacy::export(&config, &subject)) {
+            Ok(exported) => {
+                let now = gym_checkin::clock::wall_now();
+                let json = gym_checkin::privacy::export_json(&config, &subject, &exported, now);
+                let text = serde_json::to_string_pretty(&json).unwrap_or_default();
+                let _ = console::print(&format!("{text}\n"));
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                console::complain(&e);
+                ExitCode::FAILURE
+            }
+        }
+    })
 }
 
 fn enrol(path: &Path, reader: &str, member: String, tag: Option<String>, yes: bool) -> ExitCode {
@@ -170,12 +311,8 @@ fn run(path: &Path) -> ExitCode {
     // "stop it first", not "no API key". Setup takes the lock itself and says the same if a
     // service started in between.
     if let Ok(config) = Config::load(path)
-        && let Some(pid) = gym_checkin::store::holder(&config.store.path)
+        && let Some(held) = gym_checkin::store::held(&config.store.path)
     {
-        let held = gym_checkin::store::LockError::Held {
-            path: gym_checkin::store::lock_path(&config.store.path),
-            pid: Some(pid),
-        };
         console::complain(&held.to_string());
         return ExitCode::from(EXIT_LOCKED);
     }

@@ -16,25 +16,32 @@
 //! due, and at start for those that fell due while the service was stopped, before any new tap is
 //! decided. Such a check-out is an event like any other, marked automatic, and stamped with the
 //! time the policy gives, not the time it was noticed.
+//!
+//! Visit state is personal data, kept no longer than needed: the state of a member who is
+//! outside is forgotten, in memory and in the database, once `keep-closed` has passed since
+//! their last tap (the pruner asks, through a [`RecorderHandle`]); and an erasure on request
+//! (`gym-checkin forget`) goes through the recorder too, so that what it holds in memory of the
+//! card goes with the rows, between two of its own writes.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, oneshot, watch};
 use tracing::{error, info, warn};
 
 use crate::clock::timer;
 use crate::clock::{Clock, SteadyMs, Trust, WallMs};
 use crate::enrolment::{Card, Claims};
 use crate::events::{
-    AutoCheckedOut, Known, Listeners, PresentationClaimed, ReaderChanged, TapIgnored, TapLost,
-    TapPlaced, TapRecorded,
+    AutoCheckedOut, Erased, Known, Listeners, PresentationClaimed, ReaderChanged, TapIgnored,
+    TapLost, TapPlaced, TapRecorded,
 };
 use crate::liveness::Pulse;
 use crate::reader::{ReaderMessage, Tap};
 use crate::store::{
-    Batch, CachedAccount, NewEvent, ReaderUpdate, Store, StoreError, TimeQuality, Visit,
+    Batch, CachedAccount, EraseError, Holdings, NewEvent, ReaderUpdate, Store, StoreError, Subject,
+    TimeQuality, Visit,
 };
 use crate::tag;
 use crate::visit::Membership;
@@ -53,6 +60,74 @@ const HELD_RETRY: Duration = Duration::from_secs(1);
 const AUTO_CHECKOUT_LOOK_AGAIN: Duration = Duration::from_secs(60);
 /// After placing held taps failed (the database), it is tried again this soon.
 const PLACE_RETRY: Duration = Duration::from_secs(5);
+
+/// What others ask of the recorder, the owner of visit state.
+#[derive(Debug)]
+enum Request {
+    /// Erase everything about a subject (see [`Store::erase`]), and what the recorder holds of
+    /// its cards.
+    Erase {
+        subject: Subject,
+        open_confirmed: Option<u64>,
+        by_uid: Option<u32>,
+        reply: oneshot::Sender<Result<Holdings, EraseError>>,
+    },
+    /// Forget up to `at_most` closed visits whose last event is older than `before`.
+    ForgetClosedVisits {
+        before: SteadyMs,
+        at_most: usize,
+        reply: oneshot::Sender<Result<usize, StoreError>>,
+    },
+}
+
+/// How the service and the pruner ask the recorder. Cheap to clone.
+#[derive(Clone, Debug)]
+pub struct RecorderHandle(mpsc::Sender<Request>);
+
+impl RecorderHandle {
+    /// Erases everything about `subject`, unless more of its events wait for delivery than
+    /// `open_confirmed` (see [`Store::erase`]); `by_uid` is who asked, for the log.
+    pub async fn erase(
+        &self,
+        subject: Subject,
+        open_confirmed: Option<u64>,
+        by_uid: Option<u32>,
+    ) -> Result<Holdings, EraseError> {
+        let (reply, answer) = oneshot::channel();
+        let request = Request::Erase {
+            subject,
+            open_confirmed,
+            by_uid,
+            reply,
+        };
+        if self.0.send(request).await.is_err() {
+            return Err(EraseError::Store(StoreError::Closed));
+        }
+        answer
+            .await
+            .unwrap_or(Err(EraseError::Store(StoreError::Closed)))
+    }
+
+    /// Forgets, in memory and in the database, the state of up to `at_most` visits whose
+    /// members are outside and whose last event was before steady time `before`; returns how
+    /// many. Fewer than `at_most`: there are no more.
+    pub async fn forget_closed_visits(
+        &self,
+        before: SteadyMs,
+        at_most: usize,
+    ) -> Result<usize, StoreError> {
+        let (reply, answer) = oneshot::channel();
+        let request = Request::ForgetClosedVisits {
+            before,
+            at_most,
+            reply,
+        };
+        if self.0.send(request).await.is_err() {
+            return Err(StoreError::Closed);
+        }
+        answer.await.unwrap_or(Err(StoreError::Closed))
+    }
+}
 
 #[derive(Debug)]
 pub struct Recorder {
@@ -81,12 +156,16 @@ pub struct Recorder {
     said_postponed: bool,
     /// Placing held taps failed: it is tried again after `PLACE_RETRY`.
     placing_failed: bool,
+    requests: mpsc::Receiver<Request>,
+    /// Handed out by [`Recorder::requests`].
+    handle: RecorderHandle,
     /// Presentations staff claimed for an enrolment: such a card is handed over, not recorded.
     claims: Claims,
 }
 
 enum Wake {
     Messages(Vec<ReaderMessage>),
+    Request(Request),
     Correction(Correction),
     RetryHeld,
     RetryPlacing,
@@ -106,7 +185,10 @@ impl Recorder {
         listeners: Listeners,
     ) -> Result<Recorder, StoreError> {
         let visits = store.visits().await?;
+        let (handle, requests) = mpsc::channel(8);
         Ok(Recorder {
+            requests,
+            handle: RecorderHandle(handle),
             store,
             listeners,
             trust: clock.subscribe(),
@@ -125,6 +207,11 @@ impl Recorder {
             placing_failed: false,
             claims: Claims::default(),
         })
+    }
+
+    /// How to ask the recorder to forget (see [`RecorderHandle`]).
+    pub fn requests(&self) -> RecorderHandle {
+        self.handle.clone()
     }
 
     /// Hands a presentation claimed in `claims` to its enrolment instead of recording it.
@@ -156,6 +243,7 @@ impl Recorder {
                     _ => Wake::Messages(std::mem::take(&mut batch)),
                 },
                 Some(correction) = corrections.recv() => Wake::Correction(correction),
+                Some(request) = self.requests.recv() => Wake::Request(request),
                 () = timer::sleep(HELD_RETRY), if !self.held.is_empty() => Wake::RetryHeld,
                 () = timer::sleep(PLACE_RETRY), if self.placing_failed => Wake::RetryPlacing,
                 () = timer::sleep_until_or_never(
@@ -178,6 +266,7 @@ impl Recorder {
                     self.write().await;
                     self.plan_auto_checkout();
                 }
+                Wake::Request(request) => self.answer(request).await,
                 Wake::RetryHeld => self.write().await,
                 Wake::RetryPlacing => self.place_held().await,
                 Wake::AutoCheckout => self.check_out_due_visits().await,
@@ -203,6 +292,88 @@ impl Recorder {
                 "stopping with taps that could not be written to the database; they are lost"
             );
         }
+    }
+
+    async fn answer(&mut self, request: Request) {
+        match request {
+            Request::Erase {
+                subject,
+                open_confirmed,
+                by_uid,
+                reply,
+            } => {
+                let erased = self.erase(subject, open_confirmed).await;
+                if let Ok(erased) = &erased {
+                    Erased {
+                        erased: erased.clone(),
+                        by_uid,
+                    }
+                    .emit(&self.listeners);
+                }
+                let _ = reply.send(erased);
+            }
+            Request::ForgetClosedVisits {
+                before,
+                at_most,
+                reply,
+            } => {
+                let _ = reply.send(self.forget_closed_visits(before, at_most).await);
+            }
+        }
+    }
+
+    /// Erases `subject` in the database, then what the recorder holds of its cards: their
+    /// visit state, and taps not yet written.
+    async fn erase(
+        &mut self,
+        subject: Subject,
+        open_confirmed: Option<u64>,
+    ) -> Result<Holdings, EraseError> {
+        // Taps already decided are written first: they are part of what the box holds.
+        self.write().await;
+        let mut erased = self.store.erase(subject, open_confirmed).await?;
+        for card in &erased.cards {
+            self.visits.remove(card);
+            self.visit_changes.remove(card);
+            let before = self.held.len();
+            self.held.retain(|(event, _)| event.tag != *card);
+            let dropped = (before - self.held.len()) as u64;
+            erased.events += dropped;
+            erased.open += dropped;
+        }
+        self.plan_auto_checkout();
+        Ok(erased)
+    }
+
+    /// Forgets up to `at_most` closed visits last tapped before `before`: members outside, whose
+    /// state decides nothing any more (a tag with no state is outside).
+    async fn forget_closed_visits(
+        &mut self,
+        before: SteadyMs,
+        at_most: usize,
+    ) -> Result<usize, StoreError> {
+        let pending: std::collections::HashSet<&str> =
+            self.held.iter().map(|(e, _)| e.tag.as_str()).collect();
+        let tags: Vec<String> = self
+            .visits
+            .iter()
+            .filter(|(tag, v)| {
+                !v.state.inside
+                    && v.state.last_event < before
+                    && !self.visit_changes.contains_key(*tag)
+                    && !pending.contains(tag.as_str())
+            })
+            .map(|(tag, _)| tag.clone())
+            .take(at_most)
+            .collect();
+        if tags.is_empty() {
+            return Ok(0);
+        }
+        self.store.forget_visits(tags.clone()).await?;
+        for tag in &tags {
+            self.visits.remove(tag);
+        }
+        Ok(tags.len())
     }
 
     /// Decides a tap, or notes a reader's state; nothing is written yet.

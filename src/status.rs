@@ -58,10 +58,14 @@ pub fn read(config: &Config) -> Result<Status, String> {
             }
             // Another service's socket: this configuration's database is read instead.
             Ok(Reply::Status(_)) | Err(AskError::NotRunning) => {}
-            Ok(Reply::Failed(e)) => return Err(format!("the service answered: {e}")),
-            Ok(other) => {
+            Ok(Reply::Failed(e) | Reply::Denied(e)) => {
+                return Err(format!("the service answered: {e}"));
+            }
+            Ok(_) => {
                 return Err(format!(
-                    "the service answered something other than its status: {other:?}"
+                    "the service at {} answered something other than its status; is it another \
+                     version?",
+                    socket.display()
                 ));
             }
             Err(e @ AskError::PermissionDenied { .. }) => return Err(e.to_string()),
@@ -179,7 +183,23 @@ pub fn to_json(status: &Status) -> Value {
             "error_code": code,
             "count": count,
         })).collect::<Vec<_>>(),
+        "unknown_cards": data.unknown_cards.iter().map(|card| json!({
+            "rfid": card.tag,
+            "reader": card.reader,
+            "since": rfc3339(card.since),
+            "taps": card.taps,
+            "renderings": renderings(&card.raw_id).into_iter()
+                .map(|r| json!({ "name": r.name, "value": r.value }))
+                .collect::<Vec<_>>(),
+        })).collect::<Vec<_>>(),
     })
+}
+
+/// Every rendering of an id as read (hex), for a card EGYM does not know.
+fn renderings(raw_hex: &str) -> Vec<crate::tag::Rendering> {
+    crate::tag::RawId::from_hex(raw_hex)
+        .map(|raw| crate::tag::renderings(&raw))
+        .unwrap_or_default()
 }
 
 /// `{"admitted": 3, "admitted_late": 1, "refused": {"corporateFitnessMembershipExpired": 1},
@@ -375,6 +395,28 @@ pub fn to_text(status: &Status) -> String {
         "open visits: {} ({} automatic check-outs on record)",
         data.open_visits, data.automatic_checkouts
     );
+    if !data.unknown_cards.is_empty() {
+        let _ = writeln!(
+            out,
+            "unknown cards (EGYM knows no member with these; compare their renderings with the \
+             card's number in EGYM):"
+        );
+        for card in &data.unknown_cards {
+            let _ = writeln!(
+                out,
+                "  {}  reader {}, {} since {}",
+                card.tag,
+                card.reader,
+                taps(card.taps),
+                when(asked, Some(card.since))
+            );
+            let line: Vec<String> = renderings(&card.raw_id)
+                .into_iter()
+                .map(|r| format!("{} {}", r.name, r.value))
+                .collect();
+            let _ = writeln!(out, "    {}", line.join("   "));
+        }
+    }
     let _ = writeln!(out, "readers:");
     for reader in &data.readers {
         let _ = writeln!(

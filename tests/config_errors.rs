@@ -184,6 +184,53 @@ fn several_problems_are_reported_at_once() {
 }
 
 #[test]
+fn a_retention_that_keeps_too_long_or_too_short_is_refused() {
+    check_refused(
+        "retention",
+        |t| {
+            t.replace(
+                "[store]",
+                "[store]\nkeep-rejected = \"2y\"\nkeep-unknown = \"400d\"",
+            )
+            .replace(
+                "[[readers]]",
+                "[visits]\nkeep-closed = \"1s\"\n\n[[readers]]",
+            )
+        },
+        &[
+            "3 problems",
+            "store.keep-rejected: invalid duration \"2y\"",
+            "store.keep-unknown: must be at most 366d",
+            "visits.keep-closed: must be at least visits.repeat-window",
+        ],
+    );
+}
+
+#[test]
+fn check_config_says_how_long_each_kind_of_data_is_kept() {
+    let dir = TestDir::new("retention-said");
+    let path = config(&dir, |t| {
+        t.replace("[store]", "[store]\nkeep-delivered = \"14d\"")
+    });
+    let output = run("check-config", &path, None);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(
+        stdout.contains(
+            "kept: delivered events 14d 0h, rejected 30d 0h, of unknown cards 7d 0h (from the \
+             tap); cached lookups 12h 0m; a closed visit's state 1h 0m; the staff page lists \
+             1d 0h"
+        ),
+        "{stdout}"
+    );
+}
+
+#[test]
 fn without_a_key_file_the_key_comes_from_the_environment() {
     let dir = TestDir::new("env-key");
     let path = config(&dir, |t| {

@@ -49,7 +49,15 @@ pub struct Config {
     pub wellpass: WellpassConfig,
     pub screen: ScreenConfig,
     pub service: ServiceConfig,
+    pub log: LogConfig,
     pub readers: Vec<ReaderConfig>,
+}
+
+#[derive(Clone, Debug)]
+pub struct LogConfig {
+    /// Log whole tags, and an unknown card's renderings, instead of shortened tags: for a setup
+    /// session only.
+    pub full_tags: bool,
 }
 
 #[derive(Clone, Debug)]
@@ -65,6 +73,8 @@ pub struct ScreenConfig {
     /// The token the staff page and `/metrics` need, and every page from another machine
     /// (required off loopback).
     pub token_file: Option<PathBuf>,
+    /// How far back the staff page lists taps and refused admissions.
+    pub staff_history: Duration,
     /// Whether the member screen says why a Wellpass admission was refused, rather than
     /// "Please see the desk" alone.
     pub show_refusal_reasons: bool,
@@ -96,10 +106,16 @@ pub struct EgymConfig {
     pub unknown_tag_retry_window: Duration,
 }
 
+/// Where the database is, and how long finished events are kept in it, counted from their tap.
 #[derive(Clone, Debug)]
 pub struct StoreConfig {
     pub path: PathBuf,
+    /// Events delivered to EGYM.
     pub keep_delivered: Duration,
+    /// Events EGYM refused for good.
+    pub keep_rejected: Duration,
+    /// Events of cards EGYM never knew, given up after `unknown-tag-retry-window`.
+    pub keep_unknown: Duration,
 }
 
 #[derive(Clone, Debug)]
@@ -108,6 +124,9 @@ pub struct VisitsConfig {
     pub auto_checkout_after: Option<Duration>,
     /// Local time of day as (hour, minute).
     pub closing_time: Option<(u8, u8)>,
+    /// The state of a visit that is over (the member is outside) is kept this long after its
+    /// last tap.
+    pub keep_closed: Duration,
 }
 
 /// Every problem found in a configuration, one per line, each starting with its key path.

@@ -21,6 +21,23 @@ pub fn describe(config: &Config, path: &Path, key_found_in: &str) -> String {
         config.egym.base_url
     );
     let _ = writeln!(out, "  database: {}", config.store.path.display());
+    let days = |d: std::time::Duration| crate::clock::duration_text(d);
+    let _ = writeln!(
+        out,
+        "  kept: delivered events {}, rejected {}, of unknown cards {} (from the tap); cached \
+         lookups {}; a closed visit's state {}; the staff page lists {}{}",
+        days(config.store.keep_delivered),
+        days(config.store.keep_rejected),
+        days(config.store.keep_unknown),
+        days(config.egym.account_cache_ttl),
+        days(config.visits.keep_closed),
+        days(config.screen.staff_history),
+        if config.log.full_tags {
+            "; the log shows WHOLE card ids ([log] full-tags = true)"
+        } else {
+            ""
+        }
+    );
     let clock = Clock::unregistered(config.clock.trusted_when.clone());
     let trust = clock.trust();
     let _ = writeln!(

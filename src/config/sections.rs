@@ -1,5 +1,5 @@
 //! The sections other than `[[readers]]`: `[egym]`, `[store]`, `[visits]`, `[clock]`,
-//! `[wellpass]`, `[screen]` and `[service]`.
+//! `[wellpass]`, `[screen]`, `[service]` and `[log]`.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -8,8 +8,8 @@ use toml::Value;
 
 use super::walk::{Problems, Section};
 use super::{
-    ClockConfig, Config, DEFAULT_DB_PATH, DEFAULT_SCREEN_LISTEN, EgymConfig, ScreenConfig,
-    ServiceConfig, StoreConfig, VisitsConfig, WellpassConfig,
+    ClockConfig, Config, DEFAULT_DB_PATH, DEFAULT_SCREEN_LISTEN, EgymConfig, LogConfig,
+    ScreenConfig, ServiceConfig, StoreConfig, VisitsConfig, WellpassConfig,
 };
 use crate::clock::TrustRule;
 use crate::control::DEFAULT_SOCKET;
@@ -27,6 +27,7 @@ pub(super) struct Parsed {
     pub(super) wellpass: Option<WellpassConfig>,
     pub(super) screen: Option<ScreenConfig>,
     pub(super) service: Option<ServiceConfig>,
+    pub(super) log: Option<LogConfig>,
     /// The readers that could be read, each with its place in the file.
     pub(super) readers: Vec<(usize, ReaderConfig)>,
     /// Whether every reader could.
@@ -44,6 +45,7 @@ impl Parsed {
             wellpass: self.wellpass?,
             screen: self.screen?,
             service: self.service?,
+            log: self.log?,
             readers: self
                 .readers_complete
                 .then(|| self.readers.into_iter().map(|(_, r)| r).collect())?,
@@ -58,7 +60,7 @@ pub(super) fn parse_root(root: &toml::Table, problems: &mut Problems) -> Parsed 
         String::new(),
         Some(&root_value),
         &[
-            "egym", "store", "visits", "clock", "wellpass", "screen", "service", "readers",
+            "egym", "store", "visits", "clock", "wellpass", "screen", "service", "log", "readers",
         ],
         problems,
     );
@@ -71,18 +73,62 @@ pub(super) fn parse_root(root: &toml::Table, problems: &mut Problems) -> Parsed 
         wellpass: parse_wellpass(root.get("wellpass"), problems),
         screen: parse_screen(root.get("screen"), problems),
         service: parse_service(root.get("service"), problems),
+        log: parse_log(root.get("log"), problems),
         readers,
         readers_complete,
     }
+}
+
+fn parse_log(value: Option<&Value>, problems: &mut Problems) -> Option<LogConfig> {
+    let s = Section::new("log".into(), value, &["full-tags"], problems)?;
+    let full_tags = s.boolean("full-tags", false, problems);
+    Some(LogConfig { full_tags })
+}
+
+/// The shortest and longest retention of events: shorter, the staff and `status` could not
+/// look into a problem the same day; longer than a year, no purpose of a check-in box needs it.
+const KEEP_AT_LEAST: Duration = Duration::from_secs(3600);
+const KEEP_AT_MOST: Duration = Duration::from_secs(366 * 86_400);
+
+/// A retention, checked against [`KEEP_AT_LEAST`] and [`KEEP_AT_MOST`].
+fn retention(s: &Section<'_>, key: &str, default: Duration, problems: &mut Problems) -> Duration {
+    let keep = s.duration(key, default, problems);
+    if keep < KEEP_AT_LEAST {
+        problems.add(
+            &s.key(key),
+            "must be at least 1h: shorter, staff could not look into a problem the same day \
+             (events are pruned every hour)",
+        );
+    } else if keep > KEEP_AT_MOST {
+        problems.add(
+            &s.key(key),
+            "must be at most 366d: personal data is kept no longer than its purpose needs, \
+             and no purpose of this box needs more than a year",
+        );
+    }
+    keep
 }
 
 fn parse_screen(value: Option<&Value>, problems: &mut Problems) -> Option<ScreenConfig> {
     let s = Section::new(
         "screen".into(),
         value,
-        &["listen", "token-file", "show-refusal-reasons"],
+        &[
+            "listen",
+            "token-file",
+            "staff-history",
+            "show-refusal-reasons",
+        ],
         problems,
     )?;
+    let staff_history = s.duration("staff-history", Duration::from_secs(24 * 3600), problems);
+    if !(Duration::from_secs(60)..=Duration::from_secs(7 * 86_400)).contains(&staff_history) {
+        problems.add(
+            &s.key("staff-history"),
+            "must be between 1m and 7d: the staff page is for what happens at the desk now",
+        );
+    }
+    let show_refusal_reasons = s.boolean("show-refusal-reasons", false, problems);
     let text = s
         .string("listen", problems)
         .unwrap_or(DEFAULT_SCREEN_LISTEN);
@@ -122,10 +168,10 @@ fn parse_screen(value: Option<&Value>, problems: &mut Problems) -> Option<Screen
             ),
         );
     }
-    let show_refusal_reasons = s.boolean("show-refusal-reasons", false, problems);
     Some(ScreenConfig {
         listen,
         token_file,
+        staff_history,
         show_refusal_reasons,
     })
 }
@@ -223,6 +269,14 @@ fn parse_egym(value: Option<&Value>, problems: &mut Problems) -> Option<EgymConf
         Duration::from_secs(12 * 3600),
         problems,
     );
+    // A cached lookup is deleted once this old: it ties a card to a member.
+    if !(Duration::from_secs(60)..=Duration::from_secs(30 * 86_400)).contains(&account_cache_ttl) {
+        problems.add(
+            &s.key("account-cache-ttl"),
+            "must be between 1m and 30d: a cached lookup ties a card to a member, and is \
+             deleted once it is this old",
+        );
+    }
     let unknown_tag_retry_window = s.duration(
         "unknown-tag-retry-window",
         Duration::from_secs(24 * 3600),
@@ -240,22 +294,59 @@ fn parse_egym(value: Option<&Value>, problems: &mut Problems) -> Option<EgymConf
 }
 
 fn parse_store(value: Option<&Value>, problems: &mut Problems) -> Option<StoreConfig> {
-    let s = Section::new("store".into(), value, &["path", "keep-delivered"], problems)?;
+    let s = Section::new(
+        "store".into(),
+        value,
+        &["path", "keep-delivered", "keep-rejected", "keep-unknown"],
+        problems,
+    )?;
     let path = PathBuf::from(s.string("path", problems).unwrap_or(DEFAULT_DB_PATH));
     if path.as_os_str().is_empty() {
         problems.add(&s.key("path"), "must not be empty");
     }
-    let keep_delivered = s.duration("keep-delivered", Duration::from_secs(30 * 86_400), problems);
+    const DAY: u64 = 86_400;
+    let keep_delivered = retention(
+        &s,
+        "keep-delivered",
+        Duration::from_secs(30 * DAY),
+        problems,
+    );
+    let keep_rejected = retention(&s, "keep-rejected", Duration::from_secs(30 * DAY), problems);
+    let keep_unknown = retention(&s, "keep-unknown", Duration::from_secs(7 * DAY), problems);
     Some(StoreConfig {
         path,
         keep_delivered,
+        keep_rejected,
+        keep_unknown,
     })
 }
 
 fn parse_visits(value: Option<&Value>, problems: &mut Problems) -> Option<VisitsConfig> {
-    const KEYS: &[&str] = &["repeat-window", "auto-checkout-after", "closing-time"];
+    const KEYS: &[&str] = &[
+        "repeat-window",
+        "auto-checkout-after",
+        "closing-time",
+        "keep-closed",
+    ];
     let s = Section::new("visits".into(), value, KEYS, problems)?;
     let repeat_window = s.duration("repeat-window", Duration::from_secs(120), problems);
+    let keep_closed = s.duration("keep-closed", Duration::from_secs(3600), problems);
+    if keep_closed < repeat_window {
+        problems.add(
+            &s.key("keep-closed"),
+            format!(
+                "must be at least visits.repeat-window ({}s): a tap within the repeat window is \
+                 told from a new one by the visit's last tap",
+                repeat_window.as_secs()
+            ),
+        );
+    } else if keep_closed > Duration::from_secs(30 * 86_400) {
+        problems.add(
+            &s.key("keep-closed"),
+            "must be at most 30d: the state of a visit that is over decides nothing once the \
+             repeat window has passed",
+        );
+    }
     let auto_checkout_after = s.optional_duration("auto-checkout-after", problems);
     if auto_checkout_after.is_some_and(|d| d < Duration::from_secs(1)) {
         problems.add(&s.key("auto-checkout-after"), "must be at least 1s");
@@ -274,6 +365,7 @@ fn parse_visits(value: Option<&Value>, problems: &mut Problems) -> Option<Visits
         repeat_window,
         auto_checkout_after,
         closing_time,
+        keep_closed,
     })
 }
 

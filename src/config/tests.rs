@@ -118,6 +118,59 @@ fn every_problem_is_reported_with_its_key_path() {
 }
 
 #[test]
+fn every_kind_of_personal_data_has_a_retention_with_a_default() {
+    let config = Config::parse(MINIMAL).unwrap();
+    let day = Duration::from_secs(86_400);
+    assert_eq!(config.store.keep_delivered, 30 * day);
+    assert_eq!(config.store.keep_rejected, 30 * day);
+    assert_eq!(config.store.keep_unknown, 7 * day);
+    assert_eq!(
+        config.egym.account_cache_ttl,
+        Duration::from_secs(12 * 3600)
+    );
+    assert_eq!(config.visits.keep_closed, Duration::from_secs(3600));
+    assert_eq!(config.screen.staff_history, day);
+    assert!(!config.log.full_tags);
+}
+
+#[test]
+fn a_retention_out_of_its_bounds_says_why() {
+    check_problems(
+        &format!(
+            r#"
+            [store]
+            keep-delivered = "30m"
+            keep-rejected = "400d"
+            keep-unknown = "a week"
+            [egym]
+            account-cache-ttl = "90d"
+            [visits]
+            repeat-window = "5m"
+            keep-closed = "2m"
+            [screen]
+            staff-history = "30d"
+            [log]
+            full-tags = "yes"
+            {}"#,
+            MINIMAL
+                .split("[[readers]]")
+                .nth(1)
+                .map(|r| format!("[[readers]]{r}"))
+                .unwrap()
+        ),
+        &[
+            "store.keep-delivered: must be at least 1h",
+            "store.keep-rejected: must be at most 366d",
+            "store.keep-unknown: invalid duration \"a week\"",
+            "egym.account-cache-ttl: must be between 1m and 30d",
+            "visits.keep-closed: must be at least visits.repeat-window (300s)",
+            "screen.staff-history: must be between 1m and 7d",
+            "log.full-tags: expected true or false, found a string",
+        ],
+    );
+}
+
+#[test]
 fn a_base_url_that_cannot_take_a_path_is_a_config_problem() {
     check_problems(
         r#"

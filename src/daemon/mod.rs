@@ -37,11 +37,11 @@ use crate::events::{CardAwaited, Listeners};
 use crate::liveness::Liveness;
 use crate::metrics::Metrics;
 use crate::reader::{Driver, Reader, Source};
-use crate::recorder::Recorder;
+use crate::recorder::{Recorder, RecorderHandle};
 use crate::screen::Screen;
 use crate::store::{DatabaseLock, LockError, Store, StoreError};
 use notify::Notifier;
-pub use pruner::PRUNE_BATCH;
+pub use pruner::{PRUNE_BATCH, Retention};
 use supervise::Tasks;
 pub use supervise::install_panic_hook;
 
@@ -146,6 +146,7 @@ pub struct Service {
     recorder: Recorder,
     worker: Worker,
     corrections_in: mpsc::UnboundedReceiver<crate::visit::Correction>,
+    listeners: Listeners,
     enroller: Enroller,
     claims: Claims,
 }
@@ -231,7 +232,13 @@ impl Service {
         );
         // The box's local time: `closing-time` is read in it, and the staff page shows it.
         let time_zone = jiff::tz::TimeZone::system();
-        let listeners = Listeners::new(Arc::new(screen.clone()), metrics.clone());
+        let listeners = Listeners::new(Arc::new(screen.clone()), metrics.clone())
+            .with_full_tags(config.log.full_tags);
+        if config.log.full_tags {
+            warn!(
+                "[log] full-tags = true: the journal gets whole card ids and the renderings of unknown cards; turn it off once the readers are set up"
+            );
+        }
         // Staff enrolling a card wait at the desk, often with the member: their requests go
         // before a backlog's, from the same bucket.
         let (enrolled_cards, enrolled_cards_in) = mpsc::unbounded_channel();
@@ -277,6 +284,7 @@ impl Service {
         )
         .await?
         .with_claims(claims.clone());
+        let pruner_listeners = listeners.clone();
         let worker = Worker::new(
             store.clone(),
             client,
@@ -312,6 +320,7 @@ impl Service {
             recorder,
             worker,
             corrections_in,
+            listeners: pruner_listeners,
             enroller,
             claims,
         })
@@ -334,9 +343,11 @@ impl Service {
             recorder,
             worker,
             corrections_in,
+            listeners,
             enroller,
             claims,
         } = self;
+        let recorder_handle = recorder.requests();
         let (stop, stopping) = watch::channel(false);
         let (taps, tap_queue) = mpsc::channel(TAP_QUEUE);
 
@@ -371,9 +382,13 @@ impl Service {
         tasks.spawn(
             "pruner",
             pruner::run(
-                store.clone(),
-                clock.clone(),
-                config.store.keep_delivered,
+                pruner::Pruner {
+                    store: store.clone(),
+                    clock: clock.clone(),
+                    recorder: recorder_handle.clone(),
+                    retention: retention(&config),
+                    listeners,
+                },
                 stopping.clone(),
             ),
         );
@@ -390,6 +405,7 @@ impl Service {
                     crate::screen::ServerSettings {
                         listen,
                         token: screen_token,
+                        staff_history: config.screen.staff_history,
                         enroller: Some(enroller.clone()),
                         time_zone,
                     },
@@ -415,6 +431,7 @@ impl Service {
             let answer = answer_control(
                 store.clone(),
                 clock.clone(),
+                recorder_handle.clone(),
                 config.store.path.clone(),
                 enroller,
                 claims,
@@ -536,12 +553,34 @@ impl From<RunError> for DaemonError {
     }
 }
 
+/// How long each kind of personal data is kept, from the configuration.
+pub fn retention(config: &Config) -> Retention {
+    Retention {
+        delivered: config.store.keep_delivered,
+        rejected: config.store.keep_rejected,
+        unknown: config.store.keep_unknown,
+        account_cache: config.egym.account_cache_ttl,
+        closed_visits: config.visits.keep_closed,
+    }
+}
+
+/// Whether the socket's peer may ask about one member's data (`forget`, `export`): root, and
+/// the service's own user.
+fn may_ask_about_members(peer: &control::Peer) -> bool {
+    // SAFETY: geteuid cannot fail.
+    let own = unsafe { libc::geteuid() };
+    peer.uid == 0 || peer.uid == own
+}
+
 /// The control socket's answers: the status, read on the service's own connection and stamped
-/// with the service's clock; and enrolments for `gym-checkin enrol`, made with the service's
-/// EGYM client and logged with who asked (the peer's user and process).
+/// with the service's clock; what the box holds about a card or member, its erasure (through
+/// the recorder, which forgets what it holds in memory too) and its export; and enrolments for
+/// `gym-checkin enrol`, made with the service's EGYM client and logged with who asked (the
+/// peer's user and process).
 fn answer_control(
     store: Store,
     clock: Clock,
+    recorder: RecorderHandle,
     database: PathBuf,
     enroller: Enroller,
     claims: Claims,
@@ -551,9 +590,33 @@ fn answer_control(
 + Sync
 + 'static {
     move |request, peer| {
-        let (store, clock, database) = (store.clone(), clock.clone(), database.clone());
+        let (store, clock, recorder, database) = (
+            store.clone(),
+            clock.clone(),
+            recorder.clone(),
+            database.clone(),
+        );
         let (enroller, claims) = (enroller.clone(), claims.clone());
         Box::pin(async move {
+            let service = ServiceInfo {
+                pid: std::process::id(),
+                version: crate::metrics::VERSION.to_string(),
+                database: database.clone(),
+            };
+            if let Some(asked) = request.database() {
+                if asked != database {
+                    return Reply::OtherDatabase(service);
+                }
+                if !may_ask_about_members(&peer) {
+                    return Reply::Denied(format!(
+                        "`gym-checkin {}` works on a member's data: it needs root (`sudo \
+                         gym-checkin {} ...`); uid {} may ask the service for its status only",
+                        request.name(),
+                        request.name(),
+                        peer.uid
+                    ));
+                }
+            }
             match request {
                 Request::EnrolPreview {
                     reader,
@@ -605,17 +668,37 @@ fn answer_control(
                     Ok(data) => {
                         let now = clock.now();
                         Reply::Status(Box::new(StatusReply {
-                            service: ServiceInfo {
-                                pid: std::process::id(),
-                                version: crate::metrics::VERSION.to_string(),
-                                database,
-                            },
+                            service,
                             data,
                             wall: now.wall,
                             steady: now.steady,
                         }))
                     }
                     Err(e) => Reply::Failed(format!("cannot read the status: {e}")),
+                },
+                Request::Holdings { subject, .. } => match store.holdings(subject).await {
+                    Ok(held) => Reply::Holdings(service, held),
+                    Err(e) => Reply::Failed(format!("cannot read the database: {e}")),
+                },
+                Request::Forget {
+                    subject,
+                    open_confirmed,
+                    ..
+                } => match recorder
+                    .erase(subject, open_confirmed, Some(peer.uid))
+                    .await
+                {
+                    Ok(erased) => Reply::Erased(service, erased),
+                    Err(crate::store::EraseError::Changed(now)) => Reply::Changed(service, now),
+                    Err(e) => Reply::Failed(format!("nothing was erased: {e}")),
+                },
+                Request::Export { subject, .. } => match store.export(subject).await {
+                    Ok(data) => Reply::Exported(Box::new(control::ExportReply {
+                        service,
+                        data,
+                        steady: clock.now().steady,
+                    })),
+                    Err(e) => Reply::Failed(format!("cannot read the database: {e}")),
                 },
             }
         })

@@ -66,7 +66,8 @@ pub(super) async fn attempt(
                 };
                 if let Some(account) = known {
                     ctx.store
-                        .cache_account(
+                        .cache_account_for(
+                            event.id,
                             event.tag.clone(),
                             event.tag_format,
                             account,

@@ -27,6 +27,7 @@
 
 use std::fmt::Write as _;
 use std::io::Write;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -54,7 +55,15 @@ pub struct Writer {
 impl Writer {
     /// Creates `path` (replacing it) and writes the header for `config`.
     pub fn create(path: &Path, config: &ReaderConfig) -> std::io::Result<Writer> {
-        let mut file = std::io::BufWriter::new(std::fs::File::create(path)?);
+        // A capture holds the ids of the cards read: its owner's alone, whatever the umask.
+        let file = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(path)?;
+        file.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+        let mut file = std::io::BufWriter::new(file);
         file.write_all(header(config).as_bytes())?;
         file.flush()?;
         Ok(Writer {

@@ -29,6 +29,9 @@ use crate::visit::{self, Kind};
 
 /// How long a tap's answer stays on screen; then "Tap your card" again.
 pub const SHOWN_FOR: Duration = Duration::from_secs(6);
+/// How long the card of the last refused admission is remembered, to refuse it again when it
+/// is tapped again at once; then it is forgotten.
+pub const REFUSAL_REMEMBERED: Duration = Duration::from_secs(600);
 /// A card enrolled at the desk greets its member on screen only if the tap it answers is at
 /// most this old: a member whose card was not recognised waits at the desk while staff enrol
 /// it; one whose tap is older has gone.
@@ -78,7 +81,7 @@ pub struct Board {
     /// The last delivery attempt failed (and none has succeeded since).
     failing: bool,
     /// The card of the last refused admission, and why: tapped again, it is refused again.
-    last_refused: Option<(String, Refusal)>,
+    last_refused: Option<(String, Refusal, SteadyMs)>,
 }
 
 /// What the passing of time did to the screen.
@@ -109,6 +112,13 @@ impl Board {
     /// Moves the screen on to `now`: a check that took too long is answered "will sync"; a view
     /// whose time is over goes, and its name with it.
     pub fn tick(&mut self, now: SteadyMs) -> Tick {
+        if self
+            .last_refused
+            .as_ref()
+            .is_some_and(|(_, _, at)| now.since(*at) >= REFUSAL_REMEMBERED)
+        {
+            self.last_refused = None;
+        }
         let Some(view) = &mut self.view else {
             return Tick::Unchanged;
         };
@@ -132,6 +142,29 @@ impl Board {
             return Tick::Changed(view.clone());
         }
         Tick::Unchanged
+    }
+
+    /// Forgets what the screen holds of `cards` (they were erased): the answer on screen, if it
+    /// is one of theirs, and the last refused card, if it is. Returns whether the answer went.
+    pub fn forget(&mut self, cards: &[String]) -> bool {
+        let theirs = |tag: &str| cards.iter().any(|card| card == tag);
+        if self
+            .last_refused
+            .as_ref()
+            .is_some_and(|(tag, _, _)| theirs(tag))
+        {
+            self.last_refused = None;
+        }
+        if self
+            .view
+            .as_ref()
+            .and_then(|v| v.tag.as_deref())
+            .is_some_and(theirs)
+        {
+            self.view = None;
+            return true;
+        }
+        false
     }
 
     /// When the screen next changes by itself, in steady time.
@@ -193,7 +226,11 @@ impl Board {
                     return Some(view.clone());
                 }
                 let outcome = match &self.last_refused {
-                    Some((refused, refusal)) if *refused == tag => Answer::Refused(*refusal),
+                    Some((refused, refusal, at))
+                        if *refused == tag && now.since(*at) < REFUSAL_REMEMBERED =>
+                    {
+                        Answer::Refused(*refusal)
+                    }
                     _ if inside => Answer::AlreadyIn,
                     _ => Answer::AlreadyOut,
                 };
@@ -235,7 +272,7 @@ impl Board {
             } => {
                 let changed = self.update(event_id, now, |_| Some(Answer::Refused(refusal)));
                 if let Some(tag) = changed.as_ref().and_then(|v| v.tag.clone()) {
-                    self.last_refused = Some((tag, refusal));
+                    self.last_refused = Some((tag, refusal, now));
                 }
                 changed
             }

@@ -190,6 +190,27 @@ impl Screen {
         self.0.staff_changed.notified().await;
     }
 
+    /// Forgets what the screen holds of `cards` (erased on request): the answer on the member
+    /// screen if it is theirs (its first name with it), the last refused card, the first names
+    /// the staff page shows, and the staff page's data, which is read again from the database.
+    pub fn forget(&self, cards: &[String]) {
+        let mut state = self.state();
+        if state.board.forget(cards) {
+            state.latest_member = None;
+        }
+        for card in cards {
+            state.names.left(card);
+        }
+        state.latest_staff = None;
+        drop(state);
+        self.0.staff_changed.notify_one();
+    }
+
+    /// No staff page is open any more: the staff page's data is not kept in memory.
+    pub fn staff_closed(&self) {
+        self.state().latest_staff = None;
+    }
+
     /// Sends the staff page's data.
     pub fn publish_staff(&self, data: String) {
         let mut state = self.state();
@@ -276,6 +297,10 @@ impl Observer for Screen {
 
     fn changed(&self) {
         self.staff_changed();
+    }
+
+    fn forget(&self, cards: &[String]) {
+        Screen::forget(self, cards);
     }
 }
 
@@ -391,5 +416,16 @@ mod tests {
             refusal: crate::egym::Refusal::MembershipExpired,
         });
         assert!(screen.first_names(["0x04"]).is_empty());
+        // A member erased on request (`gym-checkin forget`) while in the club.
+        screen.happened(named(5, "0x05", Kind::CheckIn));
+        screen.happened(named(6, "0x06", Kind::CheckIn));
+        screen.forget(&["0x05".to_string()]);
+        assert_eq!(
+            screen
+                .first_names(["0x05", "0x06"])
+                .into_keys()
+                .collect::<Vec<_>>(),
+            ["0x06"]
+        );
     }
 }

@@ -73,6 +73,8 @@ pub struct ServerSettings {
     /// machine (always set for an address that is not loopback), and for enrolling on any
     /// address.
     pub token: Option<String>,
+    /// How far back the staff page lists taps and refused admissions (`staff-history`).
+    pub staff_history: Duration,
     /// Enrols cards for the staff page's Enrol action (`None`: the page cannot enrol).
     pub enroller: Option<Enroller>,
     /// The box's local time zone (the one `closing-time` is read in): the staff page's times.
@@ -95,6 +97,7 @@ pub(super) struct Context {
     loopback: bool,
     /// Staff pages open now: the staff data is refreshed only while there are some.
     staff_open: AtomicUsize,
+    staff_history: Duration,
 }
 
 /// Serves the screen until `stopping` turns true; `bound` hears the address once listening.
@@ -119,6 +122,7 @@ pub async fn serve(
         time_zone: settings.time_zone,
         loopback: settings.listen.ip().is_loopback(),
         staff_open: AtomicUsize::new(0),
+        staff_history: settings.staff_history,
     });
     let limits = Limits::new(MAX_CONNECTIONS, MAX_CONNECTIONS_PER_CLIENT);
     let mut tasks = JoinSet::new();
@@ -384,12 +388,20 @@ async fn metrics(ctx: &Context) -> Response<Body> {
     response
 }
 
-/// The staff page's data, fresh from the database.
+/// The staff page's data, fresh from the database: taps and refused admissions of the last
+/// `staff-history` only.
 async fn staff_now(ctx: &Context) -> Option<String> {
     let now = ctx.clock.now();
     let today = crate::clock::local_day(now.wall, &ctx.time_zone);
     let status = ctx.store.status().await.ok()?;
-    let staff = ctx.store.staff(STAFF_TAPS, today).await.ok()?;
+    let mut staff = ctx.store.staff(STAFF_TAPS, today).await.ok()?;
+    let history = ctx.staff_history.as_millis() as i64;
+    staff
+        .taps
+        .retain(|row| now.wall.millis_since(row.tapped_at) <= history);
+    staff
+        .refused
+        .retain(|row| now.wall.millis_since(row.tapped_at) <= history);
     let tags = staff
         .inside
         .iter()
@@ -500,7 +512,11 @@ impl StaffPage {
 
 impl Drop for StaffPage {
     fn drop(&mut self) {
-        self.0.staff_open.fetch_sub(1, Ordering::Relaxed);
+        // The last staff page closed: its data is not kept in memory until the next one opens
+        // (which reads it afresh from the database).
+        if self.0.staff_open.fetch_sub(1, Ordering::Relaxed) == 1 {
+            self.0.screen.staff_closed();
+        }
     }
 }
 

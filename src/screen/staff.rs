@@ -294,6 +294,7 @@ mod tests {
             readers: vec![],
             rejections: vec![],
             admissions: vec![],
+            unknown_cards: vec![],
             clock: ClockData::default(),
             parts: vec![],
         }

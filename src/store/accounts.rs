@@ -77,12 +77,40 @@ impl Store {
         account: Option<(String, Membership)>,
         now: SteadyMs,
     ) -> Result<(), StoreError> {
+        self.cache(None, tag, tag_format, account, now).await
+    }
+
+    /// As [`Store::cache_account`], for a lookup made to deliver the event `event_id`: cached
+    /// only while that event is still open. A lookup whose event was erased while it was asked
+    /// (`gym-checkin forget`) leaves nothing of the card behind.
+    pub async fn cache_account_for(
+        &self,
+        event_id: i64,
+        tag: String,
+        tag_format: Option<TagFormat>,
+        account: Option<(String, Membership)>,
+        now: SteadyMs,
+    ) -> Result<(), StoreError> {
+        self.cache(Some(event_id), tag, tag_format, account, now)
+            .await
+    }
+
+    async fn cache(
+        &self,
+        event_id: Option<i64>,
+        tag: String,
+        tag_format: Option<TagFormat>,
+        account: Option<(String, Membership)>,
+        now: SteadyMs,
+    ) -> Result<(), StoreError> {
         let (account_id, membership) = account.unzip();
         self.call(move |conn| {
             conn.prepare_cached(
                 "INSERT INTO accounts (tag, tag_format, account_id, resolved_steady_ms,
                                        membership_type)
-                 VALUES (?1, ?2, ?3, ?4, ?5)
+                 SELECT ?1, ?2, ?3, ?4, ?5
+                 WHERE ?6 IS NULL OR EXISTS (
+                     SELECT 1 FROM events WHERE id = ?6 AND state IN ('pending', 'unknown_tag'))
                  ON CONFLICT (tag, tag_format) DO UPDATE
                  SET account_id = ?3, resolved_steady_ms = ?4, membership_type = ?5",
             )?
@@ -91,7 +119,8 @@ impl Store {
                 tag_format.map_or("", TagFormat::as_str),
                 account_id,
                 now,
-                membership_to_column(membership)
+                membership_to_column(membership),
+                event_id
             ])?;
             Ok(())
         })

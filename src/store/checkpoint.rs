@@ -92,6 +92,24 @@ pub fn settle(conn: &Connection) -> rusqlite::Result<bool> {
     Ok(true)
 }
 
+/// Empties the log: copies all of it into the database and truncates the file to nothing, so
+/// that no earlier copy of a page (one a delete has since overwritten) is left in it; then
+/// starts it over with the small write, as [`settle`] does. Never waits for a reader: `false`
+/// when one still needs part of the log (the caller tries again later).
+pub fn truncate(conn: &Connection) -> rusqlite::Result<bool> {
+    conn.busy_timeout(std::time::Duration::ZERO)?;
+    let busy = conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |row| {
+        row.get::<_, i32>(0)
+    });
+    conn.busy_timeout(super::BUSY_TIMEOUT)?;
+    if busy? != 0 {
+        return Ok(false);
+    }
+    conn.prepare_cached("UPDATE maintenance SET checkpointed_at_ms = ?1 WHERE id = 1")?
+        .execute([crate::clock::wall_now()])?;
+    Ok(true)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -5,12 +5,16 @@
 //! each check-in twice. So `run` holds an exclusive `flock` on a file beside the database
 //! (`gym-checkin.db.lock`) for as long as it runs. The kernel releases it when the process ends,
 //! however it ends: a SIGKILL or a power cut leaves nothing stale to clean up. The file holds the
-//! holder's pid, for the message the next one gives.
+//! holder's pid and command, for the message the next one gives. `forget` and `export` take the
+//! same lock while they work on the database of a service that is not running.
+//!
+//! The database holds card ids and the members' account ids: its files are the service user's
+//! alone ([`keep_private`]), whatever the umask.
 
 use std::fs::File;
 use std::io::{Read, Seek, Write};
 use std::os::fd::AsRawFd;
-use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 /// The lock file of the database at `db`.
@@ -30,8 +34,14 @@ pub struct DatabaseLock {
 
 #[derive(Debug)]
 pub enum LockError {
-    /// Another process holds the lock: another service runs on this database.
-    Held { path: PathBuf, pid: Option<u32> },
+    /// Another process holds the lock: another service (or a `forget` or `export` working on
+    /// the database) runs on this database.
+    Held {
+        path: PathBuf,
+        pid: Option<u32>,
+        /// The holder's command (`run`, `forget`, `export`), when it wrote one.
+        command: Option<String>,
+    },
     /// The lock file cannot be opened or locked.
     Io {
         path: PathBuf,
@@ -42,10 +52,11 @@ pub enum LockError {
 impl std::fmt::Display for LockError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            LockError::Held { path, pid } => {
+            LockError::Held { path, pid, command } => {
+                let command = command.as_deref().unwrap_or("run");
                 let who = match pid {
-                    Some(pid) => format!("gym-checkin run (pid {pid})"),
-                    None => "another gym-checkin run".to_string(),
+                    Some(pid) => format!("gym-checkin {command} (pid {pid})"),
+                    None => format!("another gym-checkin {command}"),
                 };
                 write!(
                     f,
@@ -65,8 +76,16 @@ impl std::fmt::Display for LockError {
 impl std::error::Error for LockError {}
 
 impl DatabaseLock {
-    /// Takes the lock of the database at `db`, or says who holds it. Never waits.
+    /// Takes the lock of the database at `db` for the service, or says who holds it. Never
+    /// waits.
     pub fn acquire(db: &Path) -> Result<DatabaseLock, LockError> {
+        DatabaseLock::acquire_for(db, "run")
+    }
+
+    /// Takes the lock of the database at `db` for `command` (`forget`, `export`), or says who
+    /// holds it. Never waits. Made by root beside a database the service's user owns, the lock
+    /// file is given to that user, whose service must be able to take it next.
+    pub fn acquire_for(db: &Path, command: &str) -> Result<DatabaseLock, LockError> {
         let path = lock_path(db);
         let io = |error| LockError::Io {
             path: path.clone(),
@@ -81,16 +100,85 @@ impl DatabaseLock {
             .open(&path)
             .map_err(io)?;
         if !try_flock(&file, libc::LOCK_EX).map_err(io)? {
-            return Err(LockError::Held {
-                pid: read_pid(&mut file),
-                path,
-            });
+            let (pid, command) = read_holder(&mut file);
+            return Err(LockError::Held { pid, command, path });
         }
+        // Whatever the umask let through: the file is the owner's alone.
+        file.set_permissions(std::fs::Permissions::from_mode(0o600))
+            .map_err(io)?;
+        give_to_owner_of(&file, db).map_err(io)?;
         file.set_len(0).map_err(io)?;
         file.rewind().map_err(io)?;
-        writeln!(file, "{}", std::process::id()).map_err(io)?;
+        writeln!(file, "{} {command}", std::process::id()).map_err(io)?;
         Ok(DatabaseLock { _file: file })
     }
+}
+
+/// As root, gives `file` to the owner of the database at `db`, if it has another: a file root
+/// makes beside the service's database must stay usable by the service.
+fn give_to_owner_of(file: &File, db: &Path) -> std::io::Result<()> {
+    // SAFETY: geteuid cannot fail.
+    if unsafe { libc::geteuid() } != 0 {
+        return Ok(());
+    }
+    let Ok(owner) = std::fs::metadata(db) else {
+        return Ok(());
+    };
+    let own = file.metadata()?;
+    if (own.uid(), own.gid()) == (owner.uid(), owner.gid()) {
+        return Ok(());
+    }
+    // SAFETY: fchown takes a valid open descriptor, which `file` keeps open for the call.
+    if unsafe { libc::fchown(file.as_raw_fd(), owner.uid(), owner.gid()) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// The files of the database at `db` (the database, its `-wal` and `-shm`) that exist.
+pub fn database_files(db: &Path) -> Vec<PathBuf> {
+    let mut files = vec![db.to_path_buf()];
+    for suffix in ["-wal", "-shm"] {
+        let mut name = db.as_os_str().to_owned();
+        name.push(suffix);
+        files.push(PathBuf::from(name));
+    }
+    files.into_iter().filter(|f| f.exists()).collect()
+}
+
+/// Makes the database at `db` readable and writable by its owner alone (mode 0600), whatever
+/// the umask: creates it so when it is missing, and takes from the database, its `-wal` and its
+/// `-shm` any permission a group or others have (an older version made them as the umask let
+/// it). SQLite makes the `-wal` and `-shm` it creates with the database's own mode, so they
+/// follow. Staff read the status through the control socket, never the database.
+pub fn keep_private(db: &Path) -> Result<(), String> {
+    match std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(db)
+    {
+        Ok(file) => file
+            .set_permissions(std::fs::Permissions::from_mode(0o600))
+            .map_err(|e| format!("cannot set the mode of {}: {e}", db.display()))?,
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+        Err(e) => return Err(format!("cannot create {}: {e}", db.display())),
+    }
+    for file in database_files(db) {
+        let meta = std::fs::metadata(&file)
+            .map_err(|e| format!("cannot look at {}: {e}", file.display()))?;
+        if meta.permissions().mode() & 0o777 != 0o600 {
+            std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).map_err(
+                |e| {
+                    format!(
+                        "cannot make {} readable by its owner alone: {e}",
+                        file.display()
+                    )
+                },
+            )?;
+        }
+    }
+    Ok(())
 }
 
 /// The pid of the service that holds the lock of the database at `db`, if one does. Asking
@@ -98,7 +186,21 @@ impl DatabaseLock {
 pub fn holder(db: &Path) -> Option<u32> {
     let mut file = File::open(lock_path(db)).ok()?;
     match try_flock(&file, libc::LOCK_SH) {
-        Ok(false) => read_pid(&mut file),
+        Ok(false) => read_holder(&mut file).0,
+        _ => None,
+    }
+}
+
+/// Who holds the lock of the database at `db`, said as taking it would say it, if another
+/// process holds it. Asks as [`holder`] does, without taking the lock.
+pub fn held(db: &Path) -> Option<LockError> {
+    let path = lock_path(db);
+    let mut file = File::open(&path).ok()?;
+    match try_flock(&file, libc::LOCK_SH) {
+        Ok(false) => {
+            let (pid, command) = read_holder(&mut file);
+            Some(LockError::Held { path, pid, command })
+        }
         _ => None,
     }
 }
@@ -117,11 +219,16 @@ fn try_flock(file: &File, operation: i32) -> std::io::Result<bool> {
     }
 }
 
-fn read_pid(file: &mut File) -> Option<u32> {
+/// The holder's pid and command, as the lock file holds them (`812 run`; a version before the
+/// command was written holds the pid alone).
+fn read_holder(file: &mut File) -> (Option<u32>, Option<String>) {
     let mut text = String::new();
-    file.rewind().ok()?;
-    file.read_to_string(&mut text).ok()?;
-    text.trim().parse().ok()
+    if file.rewind().is_err() || file.read_to_string(&mut text).is_err() {
+        return (None, None);
+    }
+    let mut words = text.split_whitespace();
+    let pid = words.next().and_then(|pid| pid.parse().ok());
+    (pid, words.next().map(str::to_string))
 }
 
 /// Why `store.path` cannot hold the database, if it cannot: its directory is missing or is not
@@ -256,9 +363,10 @@ mod tests {
         // flock locks belong to the open file description: a second open in this process
         // conflicts exactly as another process's would.
         match DatabaseLock::acquire(&db) {
-            Err(LockError::Held { pid, path }) => {
+            Err(LockError::Held { pid, path, command }) => {
                 assert_eq!(pid, Some(std::process::id()));
                 assert_eq!(path, lock_path(&db));
+                assert_eq!(command.as_deref(), Some("run"));
             }
             other => panic!("expected the lock to be held, got {other:?}"),
         }

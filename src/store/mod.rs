@@ -53,7 +53,8 @@ mod boots;
 mod checkpoint;
 mod file;
 mod outbox;
-mod schema;
+mod privacy;
+pub mod schema;
 mod service;
 pub mod status;
 mod visits;
@@ -72,8 +73,13 @@ use crate::visit::{Kind, TagState};
 use checkpoint::Log;
 
 pub use accounts::CachedAccount;
-pub use file::{DatabaseLock, LockError, check_path, holder, lock_path};
+pub use file::{
+    DatabaseLock, LockError, check_path, database_files, held, holder, keep_private, lock_path,
+};
 pub use outbox::{Batch, PlacedEvent, Recorded};
+pub use privacy::{
+    AccountRow, EraseError, ExportData, ExportEvent, Holdings, PruneClass, Subject, VisitRow,
+};
 
 /// How an event's wall time was found (its `clock` column).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -443,6 +449,9 @@ type Job = Box<dyn FnOnce(&mut Connection) + Send>;
 struct Queue {
     jobs: Mutex<Jobs>,
     ready: Condvar,
+    /// An erasure or a prune could not empty the write-ahead log (a reader held part of it):
+    /// the thread empties it once it is idle.
+    truncate_wanted: std::sync::atomic::AtomicBool,
 }
 
 #[derive(Default)]
@@ -511,6 +520,8 @@ pub struct Store {
     sender: Arc<Sender>,
     /// How a caller waits for the database thread's answer.
     wait: Wait,
+    /// The database's file, for reads on a connection of their own (see `privacy`).
+    path: Arc<PathBuf>,
 }
 
 /// How a caller waits for the database thread.
@@ -571,6 +582,16 @@ impl Store {
                     if log.wants_checkpoint(|| worker_queue.is_idle()) {
                         log.checkpoint(&conn);
                     }
+                    if worker_queue
+                        .truncate_wanted
+                        .load(std::sync::atomic::Ordering::Relaxed)
+                        && worker_queue.is_idle()
+                        && checkpoint::truncate(&conn).unwrap_or(false)
+                    {
+                        worker_queue
+                            .truncate_wanted
+                            .store(false, std::sync::atomic::Ordering::Relaxed);
+                    }
                 }
             })
             .map_err(|e| StoreError::Open {
@@ -580,6 +601,7 @@ impl Store {
         let store = Store {
             sender: Arc::new(Sender(queue)),
             wait,
+            path: Arc::new(path.to_path_buf()),
         };
         wait_for(wait, open_result)
             .await
@@ -649,6 +671,10 @@ async fn wait_for<T: Send + 'static>(wait: Wait, answer: oneshot::Receiver<T>) -
     }
 }
 
+/// How long a statement waits for another connection's lock (`status` reading the database,
+/// say) before it fails.
+const BUSY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// Opens the file with the durability settings every connection needs, and migrates it.
 fn open_connection(path: &Path) -> Result<Connection, StoreError> {
     let not_a_database = |e: &rusqlite::Error| {
@@ -675,6 +701,12 @@ fn open_connection(path: &Path) -> Result<Connection, StoreError> {
             detail: format!("the directory {} does not exist", dir.display()),
         });
     }
+    // Made (or kept) readable by the service's user alone before SQLite opens it: the -wal and
+    // -shm SQLite then makes take the database's mode.
+    keep_private(path).map_err(|detail| StoreError::Open {
+        path: path.to_path_buf(),
+        detail,
+    })?;
     let mut conn = Connection::open(path).map_err(|e| StoreError::Open {
         path: path.to_path_buf(),
         detail: e.to_string(),
@@ -702,10 +734,13 @@ fn open_connection(path: &Path) -> Result<Connection, StoreError> {
             format!("journal_mode is {journal_mode}, WAL could not be set"),
         )));
     }
+    // secure_delete: a deleted row's bytes are overwritten with zeros, in its page and in the
+    // pages freed, instead of being left in the file (see `privacy`).
     conn.execute_batch(
-        "PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 5000;",
+        "PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON; PRAGMA secure_delete = ON;",
     )
     .map_err(wrap)?;
+    conn.busy_timeout(BUSY_TIMEOUT).map_err(wrap)?;
     migrate(&mut conn, path, version)?;
     Ok(conn)
 }
@@ -724,6 +759,9 @@ fn migrate(conn: &mut Connection, path: &Path, version: i64) -> Result<(), Store
         tx.execute_batch(migration)?;
         tx.pragma_update(None, "user_version", index as i64 + 1)?;
         tx.commit()?;
+    }
+    if version > 0 && (version as usize) < schema::SECURE_DELETE_SINCE {
+        privacy::rewrite_once(conn, path)?;
     }
     Ok(())
 }

@@ -1,13 +1,12 @@
 //! The events outbox: recording taps, claiming what is due, recording outcomes, placing held
-//! taps, pruning.
+//! taps. (Pruning and erasure are in `privacy`.)
 
 use rusqlite::{Connection, OptionalExtension, params};
-use tracing::warn;
 
 use super::CachedAccount;
 use super::{
     Admission, Answer, EventRow, NewEvent, OPEN, OpenEvent, Priority, ReaderUpdate, Store,
-    StoreError, TimeQuality, checkpoint,
+    StoreError, TimeQuality,
 };
 use crate::clock::placement::{self, HeldTap, Placed};
 use crate::clock::{Anchor, SteadyMs, WallMs};
@@ -499,29 +498,6 @@ impl Store {
             }
             tx.commit()?;
             Ok(placed_events)
-        })
-        .await
-    }
-
-    /// Deletes up to `batch` delivered events finished before `before`; returns how many. Small
-    /// batches, each checkpointed at once, keep each job short, so a tap never waits long behind
-    /// a prune.
-    pub async fn prune_delivered(&self, before: WallMs, batch: usize) -> Result<usize, StoreError> {
-        self.call(move |conn| {
-            let n = conn
-                .prepare_cached(
-                    "DELETE FROM events WHERE id IN (
-                     SELECT id FROM events WHERE state = 'delivered' AND finished_at_ms < ?1
-                     LIMIT ?2)",
-                )?
-                .execute(params![before, batch as i64])?;
-            // Now, while the log holds just this batch: see `checkpoint`.
-            if n > 0
-                && let Err(e) = checkpoint::settle(conn)
-            {
-                warn!(error = %e, "cannot checkpoint the database's write-ahead log after pruning");
-            }
-            Ok(n)
         })
         .await
     }

@@ -1,6 +1,11 @@
 //! The schema, as a list of forward migrations. `PRAGMA user_version` holds how many have run.
 //! A migration is never edited once released: a change is a new entry at the end.
 
+/// The schema version from which every delete overwrites what it deletes (`secure_delete`): a
+/// database written by an earlier version is rewritten once when it is migrated, so that what
+/// that version deleted is gone from the file too.
+pub const SECURE_DELETE_SINCE: usize = 10;
+
 pub const MIGRATIONS: &[&str] = &[
     // 1: the outbox, visit state and the tag cache.
     r#"
@@ -294,5 +299,17 @@ pub const MIGRATIONS: &[&str] = &[
     CREATE INDEX events_first_admission ON events (tag, tapped_at_ms) WHERE first_admission = 1;
     -- The members in the club, by when they came in.
     CREATE INDEX visits_inside_since ON visits (checked_in_at_ms) WHERE inside = 1;
+    "#,
+    // 10: privacy. The pruner finds finished events past their retention through an index kept
+    // in the order it deletes them (their tap time), so each of its batches writes few pages;
+    // a tap's own commit writes none of it. (Erasure and export find a card's events by
+    // reading the table on a connection of their own, off the database thread: an index by
+    // card would be written all over at every prune.)
+    r#"
+    -- Finished events by state and tap time: the pruner's batches.
+    CREATE INDEX events_finished_tapped ON events (state, tapped_at_ms)
+        WHERE state IN ('delivered', 'rejected');
+    -- Events of cards EGYM does not know, for `status`.
+    CREATE INDEX events_unknown ON events (id) WHERE state = 'unknown_tag';
     "#,
 ];

@@ -33,6 +33,25 @@ pub struct StatusData {
     pub clock: ClockData,
     /// The service's parts and their state (`screen`: serving, or why not).
     pub parts: Vec<(String, String)>,
+    /// Cards EGYM knows no member with (yet), oldest first, with the id as read: their
+    /// renderings are how staff find a reader that encodes cards unlike their enrolment.
+    /// (Absent from the answer of a service older than this field.)
+    #[serde(default)]
+    pub unknown_cards: Vec<UnknownCard>,
+}
+
+/// A card EGYM does not know, as `status` lists it.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct UnknownCard {
+    /// The rfid sent to EGYM.
+    pub tag: String,
+    /// Hex of the id as read.
+    pub raw_id: String,
+    pub reader: String,
+    /// Its first tap EGYM did not know.
+    pub since: WallMs,
+    /// Its taps EGYM has answered for: no member.
+    pub taps: u64,
 }
 
 /// The clock as the service last saw it, and the events it concerns.
@@ -127,6 +146,11 @@ pub(super) const LAST_DELIVERY: &str =
 pub(super) const WAITING_BEHIND: &str = "SELECT COUNT(*) FROM events INDEXED BY events_open_by_tag
      WHERE tag = ?1 AND state IN ('pending', 'unknown_tag') AND id > ?2 AND behind_unknown = 1";
 
+/// Cards EGYM does not know, from `events_unknown` (which holds those events alone).
+pub(super) const UNKNOWN_CARDS: &str = "SELECT tag, raw_id, reader, MIN(tapped_at_ms), COUNT(*)
+     FROM events INDEXED BY events_unknown WHERE state = 'unknown_tag'
+     GROUP BY tag ORDER BY MIN(id) LIMIT 50";
+
 /// Events by state.
 pub(super) fn count_events(conn: &Connection) -> rusqlite::Result<EventCounts> {
     let tallies = tallies(conn)?;
@@ -212,6 +236,18 @@ pub(super) fn query(tx: &rusqlite::Transaction<'_>) -> rusqlite::Result<StatusDa
         .prepare("SELECT part, state FROM service ORDER BY part")?
         .query_map([], |row| Ok((row.get(0)?, row.get(1)?)))?
         .collect::<rusqlite::Result<Vec<_>>>()?;
+    let unknown_cards = tx
+        .prepare_cached(UNKNOWN_CARDS)?
+        .query_map([], |row| {
+            Ok(UnknownCard {
+                tag: row.get(0)?,
+                raw_id: row.get(1)?,
+                reader: row.get(2)?,
+                since: row.get(3)?,
+                taps: row.get::<_, i64>(4)?.max(0) as u64,
+            })
+        })?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
     Ok(StatusData {
         events,
         oldest_pending,
@@ -227,6 +263,7 @@ pub(super) fn query(tx: &rusqlite::Transaction<'_>) -> rusqlite::Result<StatusDa
         rejections,
         admissions,
         parts,
+        unknown_cards,
         clock: ClockData {
             trusted,
             source,

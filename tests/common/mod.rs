@@ -376,6 +376,11 @@ impl Daemon {
         Daemon::spawn(&[], args, config, env)
     }
 
+    /// Runs another command of the binary through a wrapper command (`sh -c 'umask 000 ...'`).
+    pub fn start_command_under(wrapper: &[&str], args: &[&str], config: &Path) -> Daemon {
+        Daemon::spawn(wrapper, args, config, &[])
+    }
+
     /// Starts the daemon with `stdin` as its standard input (a pipe, say).
     pub fn start_with_input(config: &Path, stdin: Stdio, env: &[(&str, &str)]) -> Daemon {
         Daemon::spawn_with(&[], &["run"], config, env, stdin)
@@ -1114,4 +1119,66 @@ impl FakeTime {
             ("GYM_CHECKIN_BOOT_ID", boot_id),
         ]
     }
+}
+
+/// The forms a card's id and a member's account id may take in a database's files, each with a
+/// name, and whether the database stores it so (then a check must find it before an erasure):
+/// the rfid as text (`0x5A17C39E42`) and its hex alone (the id as read), as stored; the hex in
+/// lower case and the id's bytes themselves, which it never stores, checked all the same; the
+/// account id as text, as stored.
+pub fn id_forms(rfid: &str, account: &str) -> Vec<(String, Vec<u8>, bool)> {
+    let hex = rfid.trim_start_matches("0x");
+    let bytes: Vec<u8> = (0..hex.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap())
+        .collect();
+    vec![
+        (
+            format!("card {rfid} as text"),
+            rfid.as_bytes().to_vec(),
+            true,
+        ),
+        (format!("card {hex} as hex"), hex.as_bytes().to_vec(), true),
+        (
+            format!("card {hex} as lowercase hex"),
+            hex.to_ascii_lowercase().into_bytes(),
+            false,
+        ),
+        (format!("card {hex} as bytes"), bytes, false),
+        (
+            format!("account {account} as text"),
+            account.as_bytes().to_vec(),
+            true,
+        ),
+    ]
+}
+
+/// Asserts that the database at `db` (with its `-wal`) holds every form of `forms` that the
+/// database stores: the check finds what it looks for.
+pub fn assert_found(db: &Path, forms: &[(String, Vec<u8>, bool)]) {
+    let found = found_in_files(db, forms);
+    for (name, _, stored) in forms {
+        assert!(
+            !stored || found.iter().any(|f| f.ends_with(name.as_str())),
+            "the check finds {name:?} before the erasure: {found:?}"
+        );
+    }
+}
+
+/// Which of `forms` the database at `db`, its `-wal` and its `-shm` hold, as `file: form`
+/// (the files that exist).
+pub fn found_in_files(db: &Path, forms: &[(String, Vec<u8>, bool)]) -> Vec<String> {
+    let mut found = Vec::new();
+    for suffix in ["", "-wal", "-shm"] {
+        let path = PathBuf::from(format!("{}{suffix}", db.display()));
+        let Ok(bytes) = std::fs::read(&path) else {
+            continue;
+        };
+        for (name, needle, _) in forms {
+            if bytes.windows(needle.len()).any(|w| w == needle.as_slice()) {
+                found.push(format!("{}: {name}", path.display()));
+            }
+        }
+    }
+    found
 }
