@@ -176,20 +176,26 @@ fn main() -> ExitCode {
     }
 }
 
+/// The configuration, and whose data `forget` or `export` is asked about.
+fn config_and_subject(
+    path: &Path,
+    args: &SubjectArgs,
+) -> Result<(Config, gym_checkin::store::Subject), ExitCode> {
+    let config = load_config(path)?;
+    let subject = args.subject().map_err(|e| {
+        console::complain(&e);
+        ExitCode::from(EXIT_USAGE)
+    })?;
+    Ok((config, subject))
+}
+
 /// `forget`: says what the box holds, asks (unless `yes`), erases; asks again if taps came in
 /// meanwhile.
 fn forget(path: &Path, args: &SubjectArgs, yes: bool) -> ExitCode {
     use gym_checkin::privacy::{self, Forgotten};
-    let config = match load_config(path) {
-        Ok(config) => config,
+    let (config, subject) = match config_and_subject(path, args) {
+        Ok(found) => found,
         Err(code) => return code,
-    };
-    let subject = match args.subject() {
-        Ok(subject) => subject,
-        Err(e) => {
-            console::complain(&e);
-            return ExitCode::from(EXIT_USAGE);
-        }
     };
     with_runtime(|runtime| {
         runtime.block_on(async {
@@ -249,16 +255,9 @@ fn forget(path: &Path, args: &SubjectArgs, yes: bool) -> ExitCode {
 
 /// `export`: everything the box holds about a card or member, as one JSON object.
 fn export(path: &Path, args: &SubjectArgs) -> ExitCode {
-    let config = match load_config(path) {
-        Ok(config) => config,
+    let (config, subject) = match config_and_subject(path, args) {
+        Ok(found) => found,
         Err(code) => return code,
-    };
-    let subject = match args.subject() {
-        Ok(subject) => subject,
-        Err(e) => {
-            console::complain(&e);
-            return ExitCode::from(EXIT_USAGE);
-        }
     };
     with_runtime(|runtime| {
         match runtime.block_on(gym_checkin::privacy::export(&config, &subject)) {
