@@ -157,8 +157,9 @@ async fn only_the_staff_page_s_own_post_with_its_csrf_token_enrols_and_it_is_log
             "another site's Origin",
             403,
             Box::new(|r| {
+                // Another origin by its port alone: nothing is contacted at that address.
                 r.bearer_auth(TOKEN)
-                    .header("origin", "http://gym.example")
+                    .header("origin", "http://127.0.0.1:1")
                     .header("x-csrf-token", &csrf)
             }),
         ),
